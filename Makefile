@@ -1,0 +1,36 @@
+# rulelock — build and test.
+#
+#   make test    everything CI runs: set-up of external parts, gofmt, go vet, go test -race
+#   make build   the rulelock binary in ./bin
+#   make fuzz    each fuzz target for FUZZTIME (default 30s)
+#   make bench   the benchmarks in bench/ (see docs/benchmarks.md)
+
+GO       ?= go
+FUZZTIME ?= 30s
+
+.PHONY: test setup fmt-check vet unit build fuzz bench
+
+test: setup fmt-check vet unit
+
+setup:
+	@bash scripts/setup.sh
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+	cd bench && $(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+build:
+	$(GO) build -o bin/rulelock ./cmd/rulelock
+
+fuzz:
+	@bash scripts/fuzz.sh $(FUZZTIME)
+
+bench:
+	cd bench && $(GO) test -run '^$$' -bench . -count 10 ./... | tee bench.out

@@ -1,0 +1,114 @@
+// Command rulelock is the command-line interface of rulelock, the Trusted
+// Remote Execution gateway for AI agents.
+//
+// Each subcommand lives in its own file as a func(ctx, env, args) error; main
+// is the only place that touches the process (arguments, standard streams,
+// environment, exit code).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+)
+
+// env is what a subcommand may use of the outside world.
+type env struct {
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+}
+
+// command is one subcommand.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, e *env, args []string) error
+}
+
+// commands is the table of subcommands.
+func commands() []command {
+	cmds := []command{
+		{"check", "parse, type-check and lint a policy", runCheck},
+		{"fmt", "format policy files canonically", runFmt},
+		{"eval", "evaluate one request envelope against a policy", runEval},
+		{"test", "run a policy's test files", runTest},
+	}
+	cmds = append(cmds, auditCommands()...)
+	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
+	return cmds
+}
+
+// exitError asks main to exit with code after printing err (if any).
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e *exitError) Unwrap() error { return e.err }
+
+// usageError reports bad command-line usage (exit 2).
+func usageError(format string, args ...any) error {
+	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+// run dispatches args to a subcommand and turns its error into an exit code.
+func run(ctx context.Context, e *env, args []string) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		printUsage(e.stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		err := c.run(ctx, e, args[1:])
+		if err == nil {
+			return 0
+		}
+		var xe *exitError
+		if errors.As(err, &xe) {
+			if xe.err != nil {
+				fmt.Fprintf(e.stderr, "rulelock %s: %v\n", c.name, xe.err)
+			}
+			return xe.code
+		}
+		fmt.Fprintf(e.stderr, "rulelock %s: %v\n", c.name, err)
+		return 1
+	}
+	fmt.Fprintf(e.stderr, "rulelock: unknown command %q\n", args[0])
+	printUsage(e.stderr)
+	return 2
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprintln(w, "usage: rulelock <command> [arguments]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "commands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+}

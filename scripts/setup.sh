@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the external parts that rulelock's tests use for real.
+# Locally a part that cannot be installed makes its tests skip loudly;
+# with CI=true those tests fail instead (see internal/testenv).
+set -uo pipefail
+
+need_apt=()
+# (each external part adds its package here: see the audit log's SoftHSM2 tests)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing ${need_apt[*]}"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}") >/dev/null \
+      || echo "setup: apt-get install ${need_apt[*]} failed" >&2
+  else
+    echo "setup: cannot install ${need_apt[*]} (not root or no apt-get); their tests will skip locally and fail under CI=true" >&2
+  fi
+fi
+exit 0
