@@ -34,12 +34,8 @@ type command struct {
 
 // commands is the table of subcommands.
 func commands() []command {
-	cmds := []command{
-		{"check", "parse, type-check and lint a policy", runCheck},
-		{"fmt", "format policy files canonically", runFmt},
-		{"eval", "evaluate one request envelope against a policy", runEval},
-		{"test", "run a policy's test files", runTest},
-	}
+	var cmds []command
+	cmds = append(cmds, policyCommands()...)
 	cmds = append(cmds, auditCommands()...)
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
 	return cmds
