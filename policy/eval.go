@@ -1,0 +1,390 @@
+package policy
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"cel.dev/cel-go/cel"
+	"cel.dev/cel-go/common/types"
+	"cel.dev/cel-go/common/types/ref"
+	"cel.dev/cel-go/interpreter"
+)
+
+// Decision is the result of evaluating a request: what happens to the
+// action, why, and every rule that fired.
+type Decision struct {
+	Decision   Effect      `json:"decision"`
+	Reason     string      `json:"reason"` // a stable code: see the Reason* constants
+	Rules      []FiredRule `json:"rules"`
+	Approval   *Approval   `json:"approval,omitempty"`
+	Errors     []RuleError `json:"errors"`
+	ActionHash string      `json:"action_hash"`
+	Policy     string      `json:"policy"`
+}
+
+// Reasons: why the decision is what it is.
+const (
+	ReasonDeniedByRule      = "denied_by_rule"
+	ReasonApprovalRequired  = "approval_required"
+	ReasonAllowedByRule     = "allowed_by_rule"
+	ReasonDefaultAllow      = "default_allow"
+	ReasonDefaultDeny       = "default_deny"
+	ReasonCostExceeded      = "cost_exceeded"
+	ReasonEvaluationError   = "evaluation_error"
+	ReasonSchemaMismatch    = "schema_mismatch"
+	ReasonUnknownActionType = "unknown_action_type"
+)
+
+// FiredRule is a rule whose outcome fired.
+type FiredRule struct {
+	Name    string  `json:"name"`
+	Outcome Outcome `json:"outcome"`
+	Message string  `json:"message"`
+	Shadow  bool    `json:"shadow"`
+	Error   string  `json:"error,omitempty"` // set when the rule fired because its evaluation failed
+}
+
+// Approval is what a require_approval decision needs: every requirement
+// must be met. Approvers and Within summarise them (the most approvers, the
+// shortest time limit).
+type Approval struct {
+	Approvers    int           `json:"approvers"`
+	Groups       []string      `json:"groups,omitempty"`
+	Within       string        `json:"within,omitempty"`
+	Requirements []Requirement `json:"requirements"`
+}
+
+// Requirement is one require_approval rule's demand.
+type Requirement struct {
+	Rule      string        `json:"rule"`
+	Approvers int           `json:"approvers"`
+	Groups    []string      `json:"groups,omitempty"`
+	Within    time.Duration `json:"-"`
+	Message   string        `json:"message,omitempty"`
+}
+
+// MarshalJSON writes Within as a duration string ("4h").
+func (r Requirement) MarshalJSON() ([]byte, error) {
+	type plain Requirement
+	w := ""
+	if r.Within > 0 {
+		w = formatDuration(r.Within)
+	}
+	return json.Marshal(struct {
+		plain
+		Within string `json:"within,omitempty"`
+	}{plain(r), w})
+}
+
+// RuleError records an evaluation that failed; the failure is fail-closed.
+type RuleError struct {
+	Rule    string `json:"rule,omitempty"`
+	Code    string `json:"code"` // cost_exceeded, evaluation_error, schema_mismatch, unknown_action_type
+	Message string `json:"message"`
+}
+
+// TraceStep is one evaluated expression, for `rulelock eval --explain`.
+type TraceStep struct {
+	Rule   string
+	Phase  string // precondition, condition
+	Result string // true, false, or the error
+}
+
+// Evaluate decides req. It never fails: every error becomes part of a
+// fail-closed decision.
+func (p *Policy) Evaluate(req *Request) *Decision {
+	return p.evaluate(req, nil)
+}
+
+// Explain is Evaluate with a trace of every expression evaluated.
+func (p *Policy) Explain(req *Request) (*Decision, []TraceStep) {
+	var tr []TraceStep
+	d := p.evaluate(req, &tr)
+	return d, tr
+}
+
+func (p *Policy) evaluate(req *Request, tr *[]TraceStep) *Decision {
+	d := &Decision{ActionHash: req.Action.HashString(), Policy: p.digest, Rules: []FiredRule{}, Errors: []RuleError{}}
+	fields := req.Action.Fields
+	if s, ok := p.schemas[req.Action.Type]; ok {
+		bound, err := s.bind(fields)
+		if err != nil {
+			return d.deny(ReasonSchemaMismatch, RuleError{Code: ReasonSchemaMismatch, Message: err.Error()})
+		}
+		fields = bound
+	} else if len(p.schemas) > 0 {
+		return d.deny(ReasonUnknownActionType, RuleError{Code: ReasonUnknownActionType,
+			Message: fmt.Sprintf("the policy declares action schemas and none for %q", req.Action.Type)})
+	}
+	rules, ok := p.byType[req.Action.Type]
+	if !ok {
+		rules = p.anyType
+	}
+	act := newActivation(req, fields, p.data)
+	var deny, approve, allow bool
+	var worst string
+	for _, r := range rules {
+		if r.post != nil {
+			continue
+		}
+		fired, err := r.fires(act, tr)
+		code := ""
+		if err != nil {
+			code = errorCode(err)
+			d.Errors = append(d.Errors, RuleError{Rule: r.Name, Code: code, Message: err.Error()})
+			if !r.Shadow && code == ReasonCostExceeded {
+				// A rule that ran out of budget denies, whatever its outcome.
+				deny, worst = true, code
+			}
+		}
+		if !fired {
+			continue
+		}
+		d.Rules = append(d.Rules, FiredRule{Name: r.Name, Outcome: r.Outcome, Message: r.Message, Shadow: r.Shadow, Error: errString(err)})
+		if r.Shadow {
+			continue
+		}
+		switch {
+		case err != nil:
+			// An error never lets an action through: a deny or approval rule
+			// that fails to evaluate denies.
+			deny = true
+			if worst == "" {
+				worst = code
+			}
+		case r.Outcome == OutcomeDeny:
+			deny = true
+		case r.Outcome == OutcomeRequireApproval:
+			approve = true
+			d.addRequirement(r.Rule)
+		case r.Outcome == OutcomeAllow:
+			allow = true
+		}
+	}
+	switch {
+	case deny:
+		d.Decision, d.Approval = Deny, nil
+		d.Reason = ReasonDeniedByRule
+		if worst != "" {
+			d.Reason = worst
+		}
+	case approve:
+		d.Decision, d.Reason = RequireApproval, ReasonApprovalRequired
+	case allow:
+		d.Decision, d.Reason = Allow, ReasonAllowedByRule
+	case p.deflt == Allow:
+		d.Decision, d.Reason = Allow, ReasonDefaultAllow
+	default:
+		d.Decision, d.Reason = Deny, ReasonDefaultDeny
+	}
+	return d
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func (d *Decision) deny(reason string, e RuleError) *Decision {
+	d.Decision, d.Reason = Deny, reason
+	d.Errors = append(d.Errors, e)
+	return d
+}
+
+func (d *Decision) addRequirement(r *Rule) {
+	a := r.Approval
+	if d.Approval == nil {
+		d.Approval = &Approval{}
+	}
+	d.Approval.Requirements = append(d.Approval.Requirements, Requirement{Rule: r.Name, Approvers: a.Approvers, Groups: a.Groups, Within: a.Within, Message: a.Message})
+	if a.Approvers > d.Approval.Approvers {
+		d.Approval.Approvers = a.Approvers
+	}
+	for _, g := range a.Groups {
+		if !contains(d.Approval.Groups, g) {
+			d.Approval.Groups = append(d.Approval.Groups, g)
+		}
+	}
+	if a.Within > 0 {
+		cur, _ := time.ParseDuration(d.Approval.Within)
+		if cur == 0 || a.Within < cur {
+			d.Approval.Within = formatDuration(a.Within)
+		}
+	}
+}
+
+// fires evaluates a rule: whether its outcome fires, and the evaluation
+// error if that is why.
+func (r *compiledRule) fires(act *activation, tr *[]TraceStep) (bool, error) {
+	applies := true
+	if r.pre != nil {
+		v, err := evalBool(r.pre, act)
+		trace(tr, r.Name, "precondition", v, err)
+		if err != nil {
+			// Whether the rule applies is unknown: a deny or approval rule fires,
+			// an allow rule does not allow.
+			return r.Outcome != OutcomeAllow, err
+		}
+		applies = v
+	}
+	if !applies {
+		return false, nil
+	}
+	if r.cond == nil {
+		return true, nil
+	}
+	v, err := evalBool(r.cond, act)
+	trace(tr, r.Name, "condition", v, err)
+	if err != nil {
+		return r.Outcome != OutcomeAllow, err
+	}
+	if r.Outcome == OutcomeAllow {
+		return v, nil
+	}
+	return !v, nil
+}
+
+func trace(tr *[]TraceStep, rule, phase string, v bool, err error) {
+	if tr == nil {
+		return
+	}
+	res := fmt.Sprint(v)
+	if err != nil {
+		res = "error: " + err.Error()
+	}
+	*tr = append(*tr, TraceStep{Rule: rule, Phase: phase, Result: res})
+}
+
+// evalBool evaluates a boolean expression; anything but a bool is an error.
+func evalBool(prg cel.Program, act *activation) (bool, error) {
+	out, _, err := prg.Eval(act)
+	if err != nil {
+		return false, err
+	}
+	b, ok := out.(types.Bool)
+	if !ok {
+		return false, fmt.Errorf("expression gave %s, not a bool", out.Type().(ref.Type).TypeName())
+	}
+	return bool(b), nil
+}
+
+func errorCode(err error) string {
+	var ce interpreter.EvalCancelledError
+	if errors.As(err, &ce) && ce.Cause == interpreter.CostLimitExceeded {
+		return ReasonCostExceeded
+	}
+	if strings.Contains(err.Error(), "cost limit exceeded") {
+		return ReasonCostExceeded
+	}
+	return ReasonEvaluationError
+}
+
+// activation resolves the variables of one request. It is built once per
+// request and shared by every rule.
+type activation struct {
+	action      ref.Val
+	agent       ref.Val
+	session     *sessionVal
+	instruction types.String
+	reasoning   types.String
+	now         types.Timestamp
+	data        ref.Val
+	result      ref.Val
+}
+
+func newActivation(req *Request, fields map[string]any, data ref.Val) *activation {
+	roles := req.Agent.Roles
+	if roles == nil {
+		roles = []string{}
+	}
+	return &activation{
+		action:      types.DefaultTypeAdapter.NativeToValue(fields),
+		agent:       types.DefaultTypeAdapter.NativeToValue(map[string]any{"id": req.Agent.ID, "roles": roles}),
+		session:     &sessionVal{s: &req.Session, now: req.Now},
+		instruction: types.String(req.Instruction),
+		reasoning:   types.String(req.Reasoning),
+		now:         types.Timestamp{Time: req.Now},
+		data:        data,
+	}
+}
+
+func (a *activation) ResolveName(name string) (any, bool) {
+	switch name {
+	case "action":
+		return a.action, true
+	case "agent":
+		return a.agent, true
+	case "session":
+		return a.session, true
+	case "instruction":
+		return a.instruction, true
+	case "reasoning":
+		return a.reasoning, true
+	case "now":
+		return a.now, true
+	case "data":
+		return a.data, true
+	case "result":
+		if a.result != nil {
+			return a.result, true
+		}
+	}
+	return nil, false
+}
+
+func (a *activation) Parent() interpreter.Activation { return nil }
+
+// Verdict is the result of one postcondition.
+type Verdict struct {
+	Rule    string `json:"rule"`
+	Holds   bool   `json:"holds"`
+	Message string `json:"message,omitempty"` // the rule's message when it does not hold
+	Shadow  bool   `json:"shadow"`
+	Error   string `json:"error,omitempty"`
+}
+
+// CheckResult evaluates the postconditions of the rules that apply to req
+// against the execution result (a decoded JSON value). A postcondition
+// that fails to evaluate does not hold.
+func (p *Policy) CheckResult(req *Request, result any) []Verdict {
+	rules, ok := p.byType[req.Action.Type]
+	if !ok {
+		rules = p.anyType
+	}
+	fields := req.Action.Fields
+	if s, ok := p.schemas[req.Action.Type]; ok {
+		if bound, err := s.bind(fields); err == nil {
+			fields = bound
+		}
+	}
+	act := newActivation(req, fields, p.data)
+	act.result = types.DefaultTypeAdapter.NativeToValue(result)
+	var out []Verdict
+	for _, r := range rules {
+		if r.post == nil {
+			continue
+		}
+		if r.pre != nil {
+			applies, err := evalBool(r.pre, act)
+			if err == nil && !applies {
+				continue
+			}
+		}
+		v := Verdict{Rule: r.Name, Shadow: r.Shadow}
+		holds, err := evalBool(r.post, act)
+		v.Holds = err == nil && holds
+		if err != nil {
+			v.Error = err.Error()
+		}
+		if !v.Holds {
+			v.Message = r.Message
+		}
+		out = append(out, v)
+	}
+	return out
+}

@@ -1,0 +1,235 @@
+package policy
+
+import (
+	"reflect"
+	"time"
+
+	"cel.dev/cel-go/cel"
+	"cel.dev/cel-go/common/types"
+	"cel.dev/cel-go/common/types/ref"
+	"cel.dev/cel-go/common/types/traits"
+)
+
+// sessionTypeName is the CEL type of the `session` variable.
+const sessionTypeName = "rulelock.Session"
+
+var sessionType = types.NewObjectType(sessionTypeName)
+
+// sessionVal is the CEL value of `session`: the session and the request's
+// `now`, so that windowed helpers need no clock of their own.
+type sessionVal struct {
+	s   *Session
+	now time.Time
+}
+
+func (v *sessionVal) ConvertToNative(typeDesc reflect.Type) (any, error) {
+	return nil, errUnsupported("session cannot be converted to " + typeDesc.String())
+}
+
+func (v *sessionVal) ConvertToType(t ref.Type) ref.Val {
+	if t == types.TypeType {
+		return sessionType
+	}
+	return types.NewErr("type conversion error from session to %s", t)
+}
+
+func (v *sessionVal) Equal(other ref.Val) ref.Val { return types.Bool(other == ref.Val(v)) }
+func (v *sessionVal) Type() ref.Type              { return sessionType }
+func (v *sessionVal) Value() any                  { return v }
+
+type errUnsupported string
+
+func (e errUnsupported) Error() string { return string(e) }
+
+// sessionFields declares session.id and session.history for the checker and
+// reads them at run time.
+func sessionFields() map[string]*types.FieldType {
+	get := func(f func(*sessionVal) any) ref.FieldGetter {
+		return func(target any) (any, error) {
+			s, ok := target.(*sessionVal)
+			if !ok {
+				return nil, errUnsupported("not a session")
+			}
+			return f(s), nil
+		}
+	}
+	isSet := func(target any) bool { _, ok := target.(*sessionVal); return ok }
+	return map[string]*types.FieldType{
+		"id": {Type: types.StringType, IsSet: isSet, GetFrom: get(func(s *sessionVal) any { return s.s.ID })},
+		"history": {
+			Type:    types.NewListType(types.NewMapType(types.StringType, types.DynType)),
+			IsSet:   isSet,
+			GetFrom: get(func(s *sessionVal) any { return historyList(s.s.History) }),
+		},
+	}
+}
+
+// historyList is session.history as CEL sees it: a list of
+// {"action", "decision", "outcome", "time"} maps.
+func historyList(h []HistoryEntry) []any {
+	out := make([]any, len(h))
+	for i := range h {
+		out[i] = map[string]any{
+			"action":   h[i].Action,
+			"decision": h[i].Decision,
+			"outcome":  h[i].Outcome,
+			"time":     h[i].Time,
+		}
+	}
+	return out
+}
+
+// sessionFunctions are the helpers stateful rules use:
+//
+//	session.succeeded(type, match)           an earlier allowed action of type whose fields
+//	                                         include match succeeded in this session
+//	session.count(type, match, window)       allowed actions of type matching match in the window before now
+//	session.total(type, field, match, window) the sum of field over those actions
+//
+// "Allowed" means decided allow or approved and not known to have failed:
+// actions still in flight and actions of unknown outcome count against limits.
+func sessionFunctions() []cel.EnvOption {
+	matchType := cel.MapType(cel.StringType, cel.DynType)
+	return []cel.EnvOption{
+		cel.Function("succeeded",
+			cel.MemberOverload("session_succeeded", []*cel.Type{sessionType, cel.StringType, matchType}, cel.BoolType,
+				cel.FunctionBinding(func(args ...ref.Val) ref.Val {
+					s, typ, match, err := helperArgs(args[0], args[1], args[2])
+					if err != nil {
+						return err
+					}
+					for i := len(s.s.History) - 1; i >= 0; i-- {
+						h := &s.s.History[i]
+						if h.allowed() && h.Outcome == "success" && !h.Time.After(s.now) && matches(h.Action, typ, match) {
+							return types.True
+						}
+					}
+					return types.False
+				}))),
+		cel.Function("count",
+			cel.MemberOverload("session_count", []*cel.Type{sessionType, cel.StringType, matchType, cel.DurationType}, cel.IntType,
+				cel.FunctionBinding(func(args ...ref.Val) ref.Val {
+					s, typ, match, err := helperArgs(args[0], args[1], args[2])
+					if err != nil {
+						return err
+					}
+					n := int64(0)
+					s.window(args[3], typ, match, func(*HistoryEntry) { n++ })
+					return types.Int(n)
+				}))),
+		cel.Function("total",
+			cel.MemberOverload("session_total", []*cel.Type{sessionType, cel.StringType, cel.StringType, matchType, cel.DurationType}, cel.DoubleType,
+				cel.FunctionBinding(func(args ...ref.Val) ref.Val {
+					s, typ, match, err := helperArgs(args[0], args[1], args[3])
+					if err != nil {
+						return err
+					}
+					field, ok := args[2].(types.String)
+					if !ok {
+						return types.MaybeNoSuchOverloadErr(args[2])
+					}
+					sum := 0.0
+					var bad ref.Val
+					s.window(args[4], typ, match, func(h *HistoryEntry) {
+						switch x := h.Action[string(field)].(type) {
+						case float64:
+							sum += x
+						case int64:
+							sum += float64(x)
+						default:
+							bad = types.NewErr("session.total: field %q of an earlier %s action is not a number", field, typ)
+						}
+					})
+					if bad != nil {
+						return bad
+					}
+					return types.Double(sum)
+				}))),
+	}
+}
+
+func helperArgs(sv, tv, mv ref.Val) (*sessionVal, string, map[string]any, ref.Val) {
+	s, ok := sv.(*sessionVal)
+	if !ok {
+		return nil, "", nil, types.MaybeNoSuchOverloadErr(sv)
+	}
+	t, ok := tv.(types.String)
+	if !ok {
+		return nil, "", nil, types.MaybeNoSuchOverloadErr(tv)
+	}
+	m, ok := mv.(traits.Mapper)
+	if !ok {
+		return nil, "", nil, types.MaybeNoSuchOverloadErr(mv)
+	}
+	match := map[string]any{}
+	it := m.Iterator()
+	for it.HasNext() == types.True {
+		k := it.Next()
+		ks, ok := k.(types.String)
+		if !ok {
+			return nil, "", nil, types.NewErr("match keys must be strings")
+		}
+		match[string(ks)] = m.Get(k).Value()
+	}
+	return s, string(t), match, nil
+}
+
+// window calls f for each allowed, not-failed action of type typ matching
+// match with a time in (now-window, now].
+func (s *sessionVal) window(wv ref.Val, typ string, match map[string]any, f func(*HistoryEntry)) {
+	w, _ := wv.(types.Duration)
+	from := s.now.Add(-w.Duration)
+	for i := range s.s.History {
+		h := &s.s.History[i]
+		if !h.allowed() || h.Outcome == "failure" || !h.Time.After(from) || h.Time.After(s.now) {
+			continue
+		}
+		if matches(h.Action, typ, match) {
+			f(h)
+		}
+	}
+}
+
+// matches reports whether action has type typ and every field of match.
+func matches(action map[string]any, typ string, match map[string]any) bool {
+	if t, _ := action["type"].(string); t != typ {
+		return false
+	}
+	for k, want := range match {
+		if !equalValue(action[k], want) {
+			return false
+		}
+	}
+	return true
+}
+
+// equalValue compares a decoded JSON value with a CEL-native one: numbers by
+// value whatever their Go type, strings and booleans exactly. Other kinds
+// never match (fail closed: a match on a list or map is never satisfied).
+func equalValue(a, b any) bool {
+	if fa, ok := number(a); ok {
+		fb, ok := number(b)
+		return ok && fa == fb
+	}
+	switch a := a.(type) {
+	case string:
+		b, ok := b.(string)
+		return ok && a == b
+	case bool:
+		b, ok := b.(bool)
+		return ok && a == b
+	}
+	return false
+}
+
+func number(v any) (float64, bool) {
+	switch v := v.(type) {
+	case float64:
+		return v, true
+	case int64:
+		return float64(v), true
+	case uint64:
+		return float64(v), true
+	}
+	return 0, false
+}
