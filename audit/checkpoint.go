@@ -1,0 +1,327 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/rulelock/rulelock/internal/fsx"
+)
+
+// Checkpoint is the body of a C2SP tlog-checkpoint: the log's origin, the
+// tree size and the RFC 6962 root hash, one per line:
+//
+//	rulelock.example.com/audit
+//	1234
+//	3Yw1kV3gE7o6cN0tK2QWGm5y1cJb5cDjb8Gyo0yG0sQ=
+//
+// The checkpoint is the text of a signed note whose key name is the origin.
+type Checkpoint struct {
+	Origin string
+	Size   int64
+	Root   tlog.Hash
+}
+
+// Text returns the note text of c.
+func (c Checkpoint) Text() []byte {
+	return fmt.Appendf(nil, "%s\n%d\n%s\n", c.Origin, c.Size, base64.StdEncoding.EncodeToString(c.Root[:]))
+}
+
+// ParseCheckpoint parses the text of a checkpoint note. Extension lines after
+// the root hash are allowed and ignored; anything else non-canonical is an
+// error.
+func ParseCheckpoint(text []byte) (Checkpoint, error) {
+	s := string(text)
+	if !strings.HasSuffix(s, "\n") {
+		return Checkpoint{}, errors.New("parse checkpoint: missing final newline")
+	}
+	lines := strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+	if len(lines) < 3 {
+		return Checkpoint{}, errors.New("parse checkpoint: want origin, size and root hash lines")
+	}
+	for _, ext := range lines[3:] {
+		if ext == "" {
+			return Checkpoint{}, errors.New("parse checkpoint: empty extension line")
+		}
+	}
+	c := Checkpoint{Origin: lines[0]}
+	if c.Origin == "" {
+		return Checkpoint{}, errors.New("parse checkpoint: empty origin")
+	}
+	n, err := strconv.ParseInt(lines[1], 10, 64)
+	if err != nil || n < 0 || strconv.FormatInt(n, 10) != lines[1] {
+		return Checkpoint{}, fmt.Errorf("parse checkpoint: bad size %q", lines[1])
+	}
+	c.Size = n
+	h, err := base64.StdEncoding.Strict().DecodeString(lines[2])
+	if err != nil || len(h) != tlog.HashSize {
+		return Checkpoint{}, fmt.Errorf("parse checkpoint: bad root hash %q", lines[2])
+	}
+	copy(c.Root[:], h)
+	return c, nil
+}
+
+// checkpointFile is a checkpoint the log issued, as kept in its directory.
+type checkpointFile struct {
+	Checkpoint
+	Seq  int64 // issue order, from 1
+	Note []byte
+}
+
+func checkpointName(seq int64) string { return fmt.Sprintf("%020d", seq) }
+
+// listCheckpoints returns the sequence numbers of the issued checkpoints.
+func listCheckpoints(dir string) ([]int64, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var seqs []int64
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		n, err := strconv.ParseInt(e.Name(), 10, 64)
+		if err != nil || checkpointName(n) != e.Name() {
+			return nil, fmt.Errorf("unexpected checkpoint file %s", e.Name())
+		}
+		seqs = append(seqs, n)
+	}
+	return seqs, nil // os.ReadDir sorts by name, and names are zero-padded
+}
+
+// noteText returns the text of a signed note without verifying it.
+func noteText(msg []byte) ([]byte, error) {
+	_, err := note.Open(msg, note.VerifierList())
+	var uv *note.UnverifiedNoteError
+	if !errors.As(err, &uv) {
+		return nil, fmt.Errorf("malformed note: %w", err)
+	}
+	return []byte(uv.Note.Text), nil
+}
+
+// latestCheckpoint returns the last checkpoint issued (unverified: it is the
+// log's own), or a zero checkpointFile.
+func latestCheckpoint(dir string) (checkpointFile, error) {
+	seqs, err := listCheckpoints(dir)
+	if err != nil || len(seqs) == 0 {
+		return checkpointFile{}, err
+	}
+	return readCheckpointFile(dir, seqs[len(seqs)-1])
+}
+
+func readCheckpointFile(dir string, seq int64) (checkpointFile, error) {
+	msg, err := os.ReadFile(filepath.Join(dir, checkpointName(seq)))
+	if err != nil {
+		return checkpointFile{}, err
+	}
+	text, err := noteText(msg)
+	if err != nil {
+		return checkpointFile{}, fmt.Errorf("checkpoint %d: %w", seq, err)
+	}
+	c, err := ParseCheckpoint(text)
+	if err != nil {
+		return checkpointFile{}, fmt.Errorf("checkpoint %d: %w", seq, err)
+	}
+	return checkpointFile{Checkpoint: c, Seq: seq, Note: msg}, nil
+}
+
+// CheckpointOptions configure a Checkpointer. The zero value works.
+type CheckpointOptions struct {
+	// TilesDir, if set, is kept up to date with a C2SP tlog-tiles view of
+	// the log: checkpoint, tile/<L>/<N>[.p/<W>], tile/entries/<N>[.p/<W>].
+	TilesDir string
+}
+
+// Checkpointer signs checkpoints of a Log with a note.Signer whose name is
+// the log's origin, and keeps every checkpoint it issued in the log's
+// directory.
+type Checkpointer struct {
+	log    *Log
+	signer note.Signer
+	opts   CheckpointOptions
+
+	mu       sync.Mutex
+	last     checkpointFile
+	exported int64 // tree size the tiles directory covers
+}
+
+// NewCheckpointer returns a Checkpointer for l signing with s.
+func NewCheckpointer(l *Log, s note.Signer, opts CheckpointOptions) (*Checkpointer, error) {
+	last, err := latestCheckpoint(filepath.Join(l.dir, checkpointDir))
+	if err != nil {
+		return nil, fmt.Errorf("new checkpointer: %w", err)
+	}
+	if last.Seq > 0 && last.Origin != s.Name() {
+		return nil, fmt.Errorf("new checkpointer: signer %q, but the log's origin is %q", s.Name(), last.Origin)
+	}
+	c := &Checkpointer{log: l, signer: s, opts: opts, last: last}
+	if opts.TilesDir != "" {
+		if msg, err := os.ReadFile(filepath.Join(opts.TilesDir, "checkpoint")); err == nil {
+			if text, err := noteText(msg); err == nil {
+				if cp, err := ParseCheckpoint(text); err == nil && cp.Size <= l.Size() {
+					c.exported = cp.Size
+				}
+			}
+		}
+	}
+	return c, nil
+}
+
+// Checkpoint signs and stores a checkpoint over the current tree, unless the
+// tree has not grown since the last one, and returns the signed note.
+func (c *Checkpointer) Checkpoint() ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	size := c.log.Size()
+	if c.last.Seq > 0 && size == c.last.Size {
+		return c.last.Note, nil
+	}
+	// The stored hashes must be durable before a checkpoint vouches for
+	// them: Open trusts the hashes a checkpoint covers.
+	if err := c.log.hashes.f.Sync(); err != nil {
+		return nil, fmt.Errorf("checkpoint: sync hashes: %w", err)
+	}
+	root, err := tlog.TreeHash(size, c.log.hashes)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	cp := Checkpoint{Origin: c.signer.Name(), Size: size, Root: root}
+	msg, err := note.Sign(&note.Note{Text: string(cp.Text())}, c.signer)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: sign: %w", err)
+	}
+	seq := c.last.Seq + 1
+	if err := fsx.WriteFileAtomic(filepath.Join(c.log.dir, checkpointDir, checkpointName(seq)), msg, 0o644); err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	c.last = checkpointFile{Checkpoint: cp, Seq: seq, Note: msg}
+	if c.opts.TilesDir != "" {
+		if err := c.log.exportTiles(c.opts.TilesDir, c.exported, size, msg); err != nil {
+			return nil, fmt.Errorf("checkpoint: %w", err)
+		}
+		c.exported = size
+	}
+	return msg, nil
+}
+
+// Latest returns the last signed checkpoint, or nil if none was issued.
+func (c *Checkpointer) Latest() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.last.Note
+}
+
+// Run signs a checkpoint every interval until ctx is done.
+func (c *Checkpointer) Run(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if _, err := c.Checkpoint(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// Receipt returns a self-contained receipt for entry i against the last
+// checkpoint, which must cover it (call Checkpoint first if needed).
+func (c *Checkpointer) Receipt(i int64) ([]byte, error) {
+	c.mu.Lock()
+	last := c.last
+	c.mu.Unlock()
+	if i < 0 || i >= last.Size {
+		return nil, fmt.Errorf("receipt for entry %d: %w", i, ErrNotCovered)
+	}
+	entry, err := c.log.ReadEntry(i)
+	if err != nil {
+		return nil, fmt.Errorf("receipt: %w", err)
+	}
+	proof, err := tlog.ProveRecord(last.Size, i, c.log.hashes)
+	if err != nil {
+		return nil, fmt.Errorf("receipt for entry %d: %w", i, err)
+	}
+	return FormatReceipt(entry, i, proof, last.Note), nil
+}
+
+// ErrNotCovered is returned for an entry no signed checkpoint covers yet.
+var ErrNotCovered = errors.New("entry not covered by a checkpoint yet")
+
+// tileHeight is the C2SP tlog-tiles tile height: 256 hashes per tile.
+const tileHeight = 8
+
+// TilePath returns the C2SP tlog-tiles path of t: tile/<L>/<N>[.p/<W>], or
+// tile/entries/<N>[.p/<W>] for the entry bundle of a level-0 tile (t.L == -1).
+func TilePath(t tlog.Tile) string {
+	p := t.Path() // tile/<H>/<L or data>/<N>[.p/<W>]
+	p = strings.TrimPrefix(p, fmt.Sprintf("tile/%d/", t.H))
+	p = strings.Replace(p, "data/", "entries/", 1)
+	return "tile/" + p
+}
+
+// exportTiles writes the tiles and entry bundles that change when the tree
+// grows from old to size, then the checkpoint.
+func (l *Log) exportTiles(dir string, old, size int64, checkpoint []byte) error {
+	for _, t := range tlog.NewTiles(tileHeight, old, size) {
+		data, err := tlog.ReadTileData(t, l.hashes)
+		if err != nil {
+			return fmt.Errorf("export tile %s: %w", TilePath(t), err)
+		}
+		if err := writeTileFile(filepath.Join(dir, TilePath(t)), data); err != nil {
+			return err
+		}
+		if t.L != 0 {
+			continue
+		}
+		var bundle []byte
+		for i := t.N << tileHeight; i < t.N<<tileHeight+int64(t.W); i++ {
+			e, err := l.ReadEntry(i)
+			if err != nil {
+				return fmt.Errorf("export entry bundle: %w", err)
+			}
+			bundle = binary.BigEndian.AppendUint16(bundle, uint16(len(e)))
+			bundle = append(bundle, e...)
+		}
+		t.L = -1
+		if err := writeTileFile(filepath.Join(dir, TilePath(t)), bundle); err != nil {
+			return err
+		}
+	}
+	return writeTileFile(filepath.Join(dir, "checkpoint"), checkpoint)
+}
+
+func writeTileFile(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("export tiles: %w", err)
+	}
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		return nil
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return fmt.Errorf("export tiles: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("export tiles: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,42 @@
+// Package audit is rulelock's tamper-evident audit log: durable
+// write-ahead entries, an RFC 6962 Merkle tree over them, signed C2SP
+// tlog-checkpoint notes, inclusion receipts, and the offline verifier that
+// third parties run. It imports nothing network-facing and nothing of the
+// policy engine.
+//
+// # Entries
+//
+// An Entry (a decision, approval, outcome, policy activation or note) is
+// encoded canonically as a JSON object with sorted keys, no insignificant
+// white space and "v":1; DecodeEntry accepts only that encoding. Long fields
+// are stored by SHA-256 digest in the log's blob store, sensitive fields as
+// HMAC-SHA-256 commitments whose salts live in a deletable side file.
+//
+// # Durability
+//
+// Log.Append returns only after the entry is on stable storage. One writer
+// goroutine takes everything queued, writes it to a preallocated segment
+// file as frames (length, CRC-32C, index, hash chain, entry), issues one
+// fdatasync and acknowledges the batch. Open truncates a torn last frame.
+// After a disk error the log refuses appends until reopened.
+//
+// # Checkpoints, tiles and receipts
+//
+// Entries are the leaves of an RFC 6962 SHA-256 tree (golang.org/x/mod/sumdb/tlog).
+// A Checkpointer signs C2SP tlog-checkpoint notes with a note.Signer whose
+// key name is the log's origin, keeps every checkpoint it issued, and can
+// keep a C2SP tlog-tiles directory up to date. A receipt is a C2SP
+// tlog-proof whose extra data is the entry: VerifyReceipt checks it alone.
+//
+// # Example
+//
+//	l, err := audit.Open(dir, audit.Options{})
+//	...
+//	r, err := l.Append(ctx, &audit.Entry{Kind: audit.KindDecision, Time: now, ...})
+//	// r.Index and r.LeafHash go into the reply.
+//	cp, err := audit.NewCheckpointer(l, signer, audit.CheckpointOptions{TilesDir: tiles})
+//	go cp.Run(ctx, time.Second)
+//	...
+//	rep, err := audit.VerifyDir(dir, verifier, audit.VerifyOptions{Since: saved})
+//	// err is a *VerifyError with the class and position of the first failure.
+package audit

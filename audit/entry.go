@@ -1,0 +1,390 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+)
+
+// EntryVersion is the version of the entry encoding, the "v" member of every
+// encoded entry.
+const EntryVersion = 1
+
+// MaxEntrySize is the largest encoded entry. It is the limit of a C2SP
+// tlog-tiles entry bundle (a uint16 length prefix).
+const MaxEntrySize = 1<<16 - 1
+
+// ErrNonCanonical is returned by DecodeEntry for input that decodes but is
+// not the canonical encoding of what it decodes to.
+var ErrNonCanonical = errors.New("non-canonical entry encoding")
+
+// Kind is the kind of an entry.
+type Kind string
+
+// The kinds of entries.
+const (
+	KindDecision         Kind = "decision"          // a policy decision on one request
+	KindApproval         Kind = "approval"          // one approver's signature on a parked request
+	KindOutcome          Kind = "outcome"           // the result of executing an allowed action
+	KindPolicyActivation Kind = "policy_activation" // a bundle became the active policy
+	KindNote             Kind = "note"              // an operator event: startup, recovery, ...
+)
+
+func (k Kind) valid() bool {
+	switch k {
+	case KindDecision, KindApproval, KindOutcome, KindPolicyActivation, KindNote:
+		return true
+	}
+	return false
+}
+
+// Digest is a SHA-256 digest, encoded as lowercase hex.
+type Digest [sha256.Size]byte
+
+// IsZero reports whether d is all zeros (absent).
+func (d Digest) IsZero() bool { return d == Digest{} }
+
+func (d Digest) String() string { return hex.EncodeToString(d[:]) }
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Digest) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler; it accepts only 64
+// lowercase hex digits.
+func (d *Digest) UnmarshalText(b []byte) error {
+	if len(b) != 2*sha256.Size {
+		return fmt.Errorf("digest: want %d hex digits, have %d", 2*sha256.Size, len(b))
+	}
+	if _, err := hex.Decode(d[:], b); err != nil {
+		return fmt.Errorf("digest: %w", err)
+	}
+	if !bytes.Equal(b, []byte(d.String())) {
+		return fmt.Errorf("digest: not lowercase hex")
+	}
+	return nil
+}
+
+// Field is a possibly large or sensitive text field of an entry: the
+// canonical action, the instruction, the reasoning, the result, the state.
+//
+// Callers of Append set Text and, for fields the policy marks sensitive,
+// Sensitive. Append stores a sensitive field as a salted commitment
+// (HMAC-SHA-256 keyed by a random per-field salt kept in a deletable side
+// file) and a field longer than Options.MaxInline by its SHA-256 digest (the
+// content goes to the log's blob store). An entry read back from the log has
+// exactly one of Text, Digest or Commitment set, or none for an absent field.
+type Field struct {
+	Text       string // the content, when stored inline (valid UTF-8)
+	Digest     Digest // SHA-256 of the content, when stored by digest
+	Size       int64  // length of the content, when stored by digest
+	Commitment Digest // HMAC-SHA-256(salt, content), when stored as a commitment
+	Sensitive  bool   // on Append: store as a commitment; never encoded
+}
+
+// Text returns an inline field holding s.
+func Text(s string) Field { return Field{Text: s} }
+
+// Sensitive returns a field holding s that Append stores as a commitment.
+func Sensitive(s string) Field { return Field{Text: s, Sensitive: true} }
+
+// IsZero reports whether f is absent.
+func (f Field) IsZero() bool {
+	return f.Text == "" && f.Digest.IsZero() && f.Commitment.IsZero()
+}
+
+type fieldRef struct {
+	HMAC   *Digest `json:"hmac,omitempty"`
+	SHA256 *Digest `json:"sha256,omitempty"`
+	Size   *int64  `json:"size,omitempty"`
+}
+
+// MarshalJSON encodes f as a JSON string (inline), {"sha256":..,"size":..}
+// or {"hmac":..}.
+func (f Field) MarshalJSON() ([]byte, error) {
+	n := 0
+	if f.Text != "" {
+		n++
+	}
+	if !f.Digest.IsZero() {
+		n++
+	}
+	if !f.Commitment.IsZero() {
+		n++
+	}
+	if n > 1 {
+		return nil, errors.New("field: more than one of text, digest, commitment")
+	}
+	switch {
+	case !f.Digest.IsZero():
+		size := f.Size
+		return marshal(fieldRef{SHA256: &f.Digest, Size: &size})
+	case !f.Commitment.IsZero():
+		return marshal(fieldRef{HMAC: &f.Commitment})
+	}
+	if !utf8.ValidString(f.Text) {
+		return nil, errors.New("field: invalid UTF-8")
+	}
+	return marshal(f.Text)
+}
+
+// UnmarshalJSON decodes the forms MarshalJSON produces.
+func (f *Field) UnmarshalJSON(b []byte) error {
+	*f = Field{}
+	if len(b) > 0 && b[0] == '"' {
+		return json.Unmarshal(b, &f.Text)
+	}
+	var r fieldRef
+	if err := strictUnmarshal(b, &r); err != nil {
+		return fmt.Errorf("field: %w", err)
+	}
+	switch {
+	case r.HMAC != nil && r.SHA256 == nil && r.Size == nil:
+		f.Commitment = *r.HMAC
+	case r.HMAC == nil && r.SHA256 != nil && r.Size != nil && *r.Size >= 0:
+		f.Digest, f.Size = *r.SHA256, *r.Size
+	default:
+		return errors.New("field: want a string, {hmac} or {sha256, size}")
+	}
+	return nil
+}
+
+// Rule is one rule that matched a request.
+type Rule struct {
+	Name    string `json:"name"`
+	Outcome string `json:"outcome"` // deny, require_approval, allow, ...
+	Message string `json:"message,omitempty"`
+	Shadow  bool   `json:"shadow,omitempty"` // evaluated and logged, not enforced
+}
+
+// Verdict is the verdict of one postcondition on an execution result.
+type Verdict struct {
+	Rule    string `json:"rule"`
+	Holds   bool   `json:"holds"`
+	Message string `json:"message,omitempty"`
+}
+
+// Entry is one record of the audit log. It is plain data: the gateway fills
+// in the fields that apply to the kind and leaves the others zero.
+type Entry struct {
+	Kind Kind
+	Time time.Time // encoded in UTC with nanoseconds
+
+	Agent   string
+	Session string
+
+	// Decisions.
+	RequestID     string // the request this entry is about (decision, approval, outcome)
+	Action        Field  // the canonical (RFC 8785) action JSON
+	ActionSHA256  Digest // SHA-256 of the canonical action; computed by Append when zero
+	Instruction   Field
+	Reasoning     Field
+	Rules         []Rule
+	Decision      string // allow, deny, require_approval, approved, rejected, ...
+	BundleDigest  string
+	EngineVersion string
+
+	// Outcomes.
+	Closes         int64  // index of the decision entry this outcome closes
+	Result         Field  // the upstream's result
+	State          Field  // the resulting derived state
+	Status         string // ok, error, unknown (after a crash)
+	Postconditions []Verdict
+
+	// Approvals.
+	Approver  string
+	Signature []byte // the approver's signature over the request digest
+
+	// Policy activations and notes.
+	Signers []string // the keys that signed the activated bundle
+	Message string
+}
+
+// wireEntry is the encoded form. Its members are declared in the order of
+// their JSON names so that encoding/json emits sorted keys.
+type wireEntry struct {
+	Action         *Field    `json:"action,omitempty"`
+	ActionSHA256   *Digest   `json:"action_sha256,omitempty"`
+	Agent          string    `json:"agent,omitempty"`
+	Approver       string    `json:"approver,omitempty"`
+	BundleDigest   string    `json:"bundle_digest,omitempty"`
+	Closes         *int64    `json:"closes,omitempty"`
+	Decision       string    `json:"decision,omitempty"`
+	EngineVersion  string    `json:"engine_version,omitempty"`
+	Instruction    *Field    `json:"instruction,omitempty"`
+	Kind           Kind      `json:"kind"`
+	Message        string    `json:"message,omitempty"`
+	Postconditions []Verdict `json:"postconditions,omitempty"`
+	Reasoning      *Field    `json:"reasoning,omitempty"`
+	RequestID      string    `json:"request_id,omitempty"`
+	Result         *Field    `json:"result,omitempty"`
+	Rules          []Rule    `json:"rules,omitempty"`
+	Session        string    `json:"session,omitempty"`
+	Signature      []byte    `json:"signature,omitempty"`
+	Signers        []string  `json:"signers,omitempty"`
+	State          *Field    `json:"state,omitempty"`
+	Status         string    `json:"status,omitempty"`
+	Time           string    `json:"time"`
+	V              int       `json:"v"`
+}
+
+func optField(f Field) *Field {
+	if f.IsZero() {
+		return nil
+	}
+	f.Sensitive = false
+	return &f
+}
+
+// Encode returns the canonical encoding of e: a JSON object with sorted keys,
+// no insignificant white space, "v":1, absent members omitted. Encode fails
+// for an entry that cannot round-trip (unknown kind, invalid UTF-8, a
+// sensitive field not yet committed, an action whose digest does not match).
+func (e *Entry) Encode() ([]byte, error) {
+	if !e.Kind.valid() {
+		return nil, fmt.Errorf("encode entry: unknown kind %q", e.Kind)
+	}
+	if e.Time.IsZero() {
+		return nil, errors.New("encode entry: zero time")
+	}
+	for _, f := range []Field{e.Action, e.Instruction, e.Reasoning, e.Result, e.State} {
+		if f.Sensitive && f.Commitment.IsZero() {
+			return nil, errors.New("encode entry: sensitive field not committed (use Log.Append)")
+		}
+	}
+	if e.Action.Text != "" {
+		if sum := Digest(sha256.Sum256([]byte(e.Action.Text))); sum != e.ActionSHA256 {
+			return nil, fmt.Errorf("encode entry: action_sha256 %v does not match the action (%v)", e.ActionSHA256, sum)
+		}
+	}
+	if e.Closes != 0 && e.Kind != KindOutcome {
+		return nil, fmt.Errorf("encode entry: closes set on a %s entry", e.Kind)
+	}
+	if e.Closes < 0 {
+		return nil, errors.New("encode entry: negative closes")
+	}
+	w := wireEntry{
+		Action:         optField(e.Action),
+		Agent:          e.Agent,
+		Approver:       e.Approver,
+		BundleDigest:   e.BundleDigest,
+		Decision:       e.Decision,
+		EngineVersion:  e.EngineVersion,
+		Instruction:    optField(e.Instruction),
+		Kind:           e.Kind,
+		Message:        e.Message,
+		Postconditions: e.Postconditions,
+		Reasoning:      optField(e.Reasoning),
+		RequestID:      e.RequestID,
+		Result:         optField(e.Result),
+		Rules:          e.Rules,
+		Session:        e.Session,
+		Signature:      e.Signature,
+		Signers:        e.Signers,
+		State:          optField(e.State),
+		Status:         e.Status,
+		Time:           e.Time.UTC().Format(time.RFC3339Nano),
+		V:              EntryVersion,
+	}
+	if !e.ActionSHA256.IsZero() {
+		w.ActionSHA256 = &e.ActionSHA256
+	}
+	if e.Kind == KindOutcome {
+		w.Closes = &e.Closes
+	}
+	b, err := marshal(w)
+	if err != nil {
+		return nil, fmt.Errorf("encode entry: %w", err)
+	}
+	if len(b) > MaxEntrySize {
+		return nil, fmt.Errorf("encode entry: %d bytes, limit %d", len(b), MaxEntrySize)
+	}
+	return b, nil
+}
+
+// DecodeEntry decodes the canonical encoding of an entry. Any other input,
+// including a different encoding of the same entry, is an error: decoding then
+// encoding is the identity.
+func DecodeEntry(b []byte) (*Entry, error) {
+	if len(b) > MaxEntrySize {
+		return nil, fmt.Errorf("decode entry: %d bytes, limit %d", len(b), MaxEntrySize)
+	}
+	if !utf8.Valid(b) {
+		return nil, errors.New("decode entry: invalid UTF-8")
+	}
+	var w wireEntry
+	if err := strictUnmarshal(b, &w); err != nil {
+		return nil, fmt.Errorf("decode entry: %w", err)
+	}
+	if w.V != EntryVersion {
+		return nil, fmt.Errorf("decode entry: version %d, want %d", w.V, EntryVersion)
+	}
+	t, err := time.Parse(time.RFC3339Nano, w.Time)
+	if err != nil {
+		return nil, fmt.Errorf("decode entry: time: %w", err)
+	}
+	e := &Entry{
+		Kind: w.Kind, Time: t, Agent: w.Agent, Session: w.Session, RequestID: w.RequestID,
+		Rules: w.Rules, Decision: w.Decision, BundleDigest: w.BundleDigest,
+		EngineVersion: w.EngineVersion, Status: w.Status, Postconditions: w.Postconditions,
+		Approver: w.Approver, Signature: w.Signature, Signers: w.Signers, Message: w.Message,
+	}
+	for _, p := range []struct {
+		dst *Field
+		src *Field
+	}{{&e.Action, w.Action}, {&e.Instruction, w.Instruction}, {&e.Reasoning, w.Reasoning}, {&e.Result, w.Result}, {&e.State, w.State}} {
+		if p.src != nil {
+			*p.dst = *p.src
+		}
+	}
+	if w.ActionSHA256 != nil {
+		e.ActionSHA256 = *w.ActionSHA256
+	}
+	if w.Closes != nil {
+		e.Closes = *w.Closes
+	}
+	if (w.Closes != nil) != (w.Kind == KindOutcome) {
+		return nil, errors.New("decode entry: closes must be present exactly on outcome entries")
+	}
+	again, err := e.Encode()
+	if err != nil {
+		return nil, fmt.Errorf("decode entry: %w", err)
+	}
+	if !bytes.Equal(again, b) {
+		return nil, fmt.Errorf("decode entry: %w", ErrNonCanonical)
+	}
+	return e, nil
+}
+
+// marshal is json.Marshal without HTML escaping, so that canonical action
+// JSON embedded in a string keeps its bytes.
+func marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// strictUnmarshal decodes one JSON value, rejecting unknown members and
+// trailing data.
+func strictUnmarshal(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data")
+	}
+	if _, err := dec.Token(); err == nil {
+		return errors.New("trailing data")
+	}
+	return nil
+}

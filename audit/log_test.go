@@ -1,0 +1,279 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+const testOrigin = "rulelock.test/audit"
+
+// testKey returns a signer and verifier for testOrigin (or name).
+func testKey(t testing.TB, name string) (note.Signer, note.Verifier) {
+	t.Helper()
+	skey, vkey, err := note.GenerateKey(nil, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := note.NewSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, v
+}
+
+func testEntry(i int) *Entry {
+	return &Entry{
+		Kind:          KindDecision,
+		Time:          time.Date(2026, 11, 22, 10, 0, 0, i, time.UTC),
+		Agent:         "agent-42",
+		Session:       "s-1",
+		RequestID:     fmt.Sprintf("req-%d", i),
+		Action:        Text(fmt.Sprintf(`{"amount":%d,"to":"acct-9","type":"transfer"}`, i)),
+		Instruction:   Text("Pay invoice 1234 from Acme"),
+		Rules:         []Rule{{Name: "NoHighValueTransfers", Outcome: "deny", Message: "Transfers over $10,000 require human approval"}},
+		Decision:      "deny",
+		BundleDigest:  "sha256:0123",
+		EngineVersion: "rulelock/0.0.0",
+	}
+}
+
+func openTest(t testing.TB, dir string, opts Options) *Log {
+	t.Helper()
+	l, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestAppendVerify(t *testing.T) {
+	dir := t.TempDir()
+	l := openTest(t, dir, Options{SegmentSize: 100 << 10})
+	s, v := testKey(t, testOrigin)
+	tiles := t.TempDir()
+	cp, err := NewCheckpointer(l, s, CheckpointOptions{TilesDir: tiles})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var receipts []Receipt
+	for i := range 700 {
+		r, err := l.Append(ctx, testEntry(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Index != int64(i) {
+			t.Fatalf("index %d, want %d", r.Index, i)
+		}
+		receipts = append(receipts, r)
+		if i == 300 || i == 555 {
+			if _, err := cp.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := cp.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int64{0, 1, 255, 256, 299, 699} {
+		rc, err := cp.Receipt(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, pr, err := VerifyReceipt(rc, v)
+		if err != nil {
+			t.Fatalf("receipt %d: %v", i, err)
+		}
+		if pr.Index != i || e.RequestID != fmt.Sprintf("req-%d", i) || tlog.RecordHash(pr.Entry) != receipts[i].LeafHash {
+			t.Fatalf("receipt %d: got index %d request %q", i, pr.Index, e.RequestID)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	segs, _ := os.ReadDir(filepath.Join(dir, segDir))
+	if len(segs) < 2 {
+		t.Fatalf("got %d segments, want several", len(segs))
+	}
+	rep, err := VerifyDir(dir, v, VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Entries != 700 || rep.Size != 700 || rep.Checkpoints != 3 {
+		t.Fatalf("report %+v", rep)
+	}
+	// Reopen: cheap, and appends continue the chain.
+	l = openTest(t, dir, Options{})
+	if got := l.Size(); got != 700 {
+		t.Fatalf("reopened size %d, want 700", got)
+	}
+	if _, err := l.Append(ctx, testEntry(700)); err != nil {
+		t.Fatal(err)
+	}
+	cp, err = NewCheckpointer(l, s, CheckpointOptions{TilesDir: tiles})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cp.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if _, err := VerifyDir(dir, v, VerifyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	checkTiles(t, tiles, v, 701)
+}
+
+// checkTiles verifies the tiles directory the way a generic tlog client
+// does: tlog.TileHashReader over the tiles, authenticated by the checkpoint.
+func checkTiles(t *testing.T, dir string, v note.Verifier, size int64) {
+	t.Helper()
+	msg, err := os.ReadFile(filepath.Join(dir, "checkpoint"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := note.Open(msg, note.VerifierList(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ParseCheckpoint([]byte(n.Text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Size != size {
+		t.Fatalf("tiles checkpoint size %d, want %d", c.Size, size)
+	}
+	tr := tileDirReader{dir}
+	hr := tlog.TileHashReader(tlog.Tree{N: c.Size, Hash: c.Root}, tr)
+	for _, i := range []int64{0, 255, 256, size - 1} {
+		leaf, err := hr.ReadHashes([]int64{tlog.StoredHashIndex(0, i)})
+		if err != nil {
+			t.Fatalf("leaf %d: %v", i, err)
+		}
+		bundle, err := os.ReadFile(filepath.Join(dir, TilePath(tlog.Tile{H: tileHeight, L: -1, N: i >> tileHeight, W: bundleWidth(i, size)})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := bundleEntry(t, bundle, int(i%256))
+		if tlog.RecordHash(e) != leaf[0] {
+			t.Fatalf("entry %d from bundle does not match the tile leaf", i)
+		}
+	}
+}
+
+func bundleWidth(i, size int64) int {
+	if (i>>tileHeight+1)<<tileHeight <= size {
+		return 1 << tileHeight
+	}
+	return int(size % (1 << tileHeight))
+}
+
+func bundleEntry(t *testing.T, b []byte, k int) []byte {
+	for j := 0; ; j++ {
+		if len(b) < 2 {
+			t.Fatal("short bundle")
+		}
+		n := int(b[0])<<8 | int(b[1])
+		if j == k {
+			return b[2 : 2+n]
+		}
+		b = b[2+n:]
+	}
+}
+
+type tileDirReader struct{ dir string }
+
+func (r tileDirReader) Height() int { return tileHeight }
+
+func (r tileDirReader) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
+	out := make([][]byte, len(tiles))
+	for i, t := range tiles {
+		b, err := os.ReadFile(filepath.Join(r.dir, TilePath(t)))
+		if err != nil {
+			return nil, err
+		}
+		out[i] = b
+	}
+	return out, nil
+}
+
+func (r tileDirReader) SaveTiles([]tlog.Tile, [][]byte) {}
+
+func TestConcurrentAppend(t *testing.T) {
+	dir := t.TempDir()
+	l := openTest(t, dir, Options{SegmentSize: 256 << 10})
+	const writers, each = 32, 50
+	var mu sync.Mutex
+	seen := map[int64]bool{}
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range each {
+				r, err := l.Append(context.Background(), testEntry(w*each+k))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				seen[r.Index] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range int64(writers * each) {
+		if !seen[i] {
+			t.Fatalf("index %d never returned", i)
+		}
+	}
+	s, v := testKey(t, testOrigin)
+	l = openTest(t, dir, Options{})
+	cp, _ := NewCheckpointer(l, s, CheckpointOptions{})
+	if _, err := cp.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	rep, err := VerifyDir(dir, v, VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Entries != writers*each {
+		t.Fatalf("got %d entries, want %d", rep.Entries, writers*each)
+	}
+}
+
+func TestLocked(t *testing.T) {
+	dir := t.TempDir()
+	l := openTest(t, dir, Options{})
+	defer l.Close()
+	_, err := Open(dir, Options{})
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Open: got %v, want ErrLocked", err)
+	}
+}
+
+func TestClosed(t *testing.T) {
+	l := openTest(t, t.TempDir(), Options{})
+	l.Close()
+	if _, err := l.Append(context.Background(), testEntry(0)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("got %v, want ErrClosed", err)
+	}
+}

@@ -1,0 +1,339 @@
+package audit
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// Class is the class of a verification failure.
+type Class string
+
+// The failure classes.
+const (
+	BadSignature  Class = "bad_signature"  // a checkpoint's signature is invalid, or it is not a checkpoint of this log
+	UnknownKey    Class = "unknown_key"    // a checkpoint is signed only by keys the verifier does not know
+	Rollback      Class = "rollback"       // the log is smaller than a checkpoint seen before it
+	Inconsistent  Class = "inconsistent"   // the entries do not hash to a signed root, or two checkpoints fork
+	ModifiedEntry Class = "modified_entry" // an entry or its frame was altered
+	MissingEntry  Class = "missing_entry"  // an entry is missing from the sequence
+	Reordered     Class = "reordered"      // entries are out of order
+	Truncated     Class = "truncated"      // a checkpoint covers entries the log no longer has
+	BadProof      Class = "bad_proof"      // an inclusion or consistency proof does not check
+)
+
+// VerifyError is the first failure a verification found.
+type VerifyError struct {
+	Class  Class
+	Index  int64  // the entry (or tree size) concerned, -1 if none
+	File   string // the file the failure was found in, if any
+	Offset int64  // the offset in File, if meaningful
+	Err    error
+}
+
+func (e *VerifyError) Error() string {
+	var b bytes.Buffer
+	b.WriteString(string(e.Class))
+	if e.Index >= 0 {
+		fmt.Fprintf(&b, " at entry %d", e.Index)
+	}
+	if e.File != "" {
+		fmt.Fprintf(&b, " (%s offset %d)", e.File, e.Offset)
+	}
+	if e.Err != nil {
+		fmt.Fprintf(&b, ": %v", e.Err)
+	}
+	return b.String()
+}
+
+func (e *VerifyError) Unwrap() error { return e.Err }
+
+// VerifyOptions configure VerifyDir. The zero value works.
+type VerifyOptions struct {
+	// Since is a signed checkpoint the auditor saved earlier. The log must
+	// extend it: not be smaller (rollback) nor disagree with it (fork).
+	Since []byte
+}
+
+// Report is the result of a successful verification.
+type Report struct {
+	Entries     int64     // entries in the log
+	Checkpoints int       // checkpoints verified
+	Size        int64     // tree size of the latest checkpoint
+	Root        tlog.Hash // root hash of the latest checkpoint
+	Uncovered   int64     // entries after the latest checkpoint (not yet signed)
+	Latest      []byte    // the latest signed checkpoint
+}
+
+// dirLog is a log directory read without locking, for verification.
+type dirLog struct {
+	dir     string
+	entries [][]byte
+	hashes  []tlog.Hash // stored hashes, tlog numbering
+}
+
+func (d *dirLog) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, x := range indexes {
+		if x < 0 || x >= int64(len(d.hashes)) {
+			return nil, fmt.Errorf("hash %d not stored", x)
+		}
+		out[i] = d.hashes[x]
+	}
+	return out, nil
+}
+
+type scanned struct {
+	frame
+	file string
+}
+
+// readLogDir reads and checks every frame of the log in dir: checksums,
+// sequence, hash chain and entry encoding.
+func readLogDir(dir string) (*dirLog, error) {
+	firsts, err := listSegments(filepath.Join(dir, segDir))
+	if err != nil {
+		return nil, fmt.Errorf("read log: %w", err)
+	}
+	var frames []scanned
+	for _, first := range firsts {
+		name := filepath.Join(segDir, segName(first))
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return nil, fmt.Errorf("read log: %w", err)
+		}
+		r := bytes.NewReader(data)
+		start := len(frames)
+		for off := int64(0); ; {
+			fr, err := readFrame(r, off, int64(len(data)))
+			if err == errEnd {
+				break
+			}
+			if err != nil {
+				return nil, &VerifyError{Class: ModifiedEntry, Index: int64(len(frames)), File: name, Offset: off, Err: err}
+			}
+			frames = append(frames, scanned{fr, name})
+			off += frameHeader + int64(len(fr.payload))
+		}
+		if len(frames) > start && frames[start].index != first {
+			f := frames[start]
+			return nil, &VerifyError{Class: MissingEntry, Index: int64(start), File: name, Err: fmt.Errorf("segment named for entry %d starts with entry %d", first, f.index)}
+		}
+	}
+	d := &dirLog{dir: dir, entries: make([][]byte, len(frames))}
+	var chain tlog.Hash
+	leaves := make([]tlog.Hash, len(frames))
+	for i, f := range frames {
+		if f.index != int64(i) {
+			return nil, sequenceError(frames, i)
+		}
+		leaves[i] = tlog.RecordHash(f.payload)
+		chain = nextChain(chain, leaves[i])
+		if chain != f.chain {
+			return nil, &VerifyError{Class: ModifiedEntry, Index: int64(i), File: f.file, Offset: f.off, Err: errors.New("hash chain broken")}
+		}
+		d.entries[i] = f.payload
+	}
+	if err := checkEncodings(frames); err != nil {
+		return nil, err
+	}
+	for i, h := range leaves {
+		hs, err := tlog.StoredHashesForRecordHash(int64(i), h, d)
+		if err != nil {
+			return nil, fmt.Errorf("read log: %w", err)
+		}
+		d.hashes = append(d.hashes, hs...)
+	}
+	return d, nil
+}
+
+// sequenceError classifies a frame at position i holding the wrong index.
+func sequenceError(frames []scanned, i int) *VerifyError {
+	f := frames[i]
+	for _, g := range frames[i+1:] {
+		if g.index == int64(i) {
+			return &VerifyError{Class: Reordered, Index: int64(i), File: f.file, Offset: f.off, Err: fmt.Errorf("entry %d found at position %d", f.index, i)}
+		}
+	}
+	return &VerifyError{Class: MissingEntry, Index: int64(i), File: f.file, Offset: f.off, Err: fmt.Errorf("next frame holds entry %d", f.index)}
+}
+
+// checkEncodings decodes every entry (in parallel) and reports the first
+// that is not canonical.
+func checkEncodings(frames []scanned) error {
+	workers := runtime.GOMAXPROCS(0)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(frames); i += workers {
+				if _, err := DecodeEntry(frames[i].payload); err != nil {
+					f := frames[i]
+					errs[w] = &VerifyError{Class: ModifiedEntry, Index: int64(i), File: f.file, Offset: f.off, Err: err}
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var first *VerifyError
+	for _, err := range errs {
+		var ve *VerifyError
+		if errors.As(err, &ve) && (first == nil || ve.Index < first.Index) {
+			first = ve
+		}
+	}
+	if first != nil {
+		return first
+	}
+	return nil
+}
+
+// openCheckpoint verifies a signed checkpoint note and parses it. Its origin
+// must be the key's name.
+func openCheckpoint(msg []byte, key note.Verifier, where string) (Checkpoint, *VerifyError) {
+	n, err := note.Open(msg, note.VerifierList(key))
+	if err != nil {
+		class := BadSignature
+		var uv *note.UnverifiedNoteError
+		if errors.As(err, &uv) {
+			class = UnknownKey
+		}
+		return Checkpoint{}, &VerifyError{Class: class, Index: -1, File: where, Err: err}
+	}
+	cp, err := ParseCheckpoint([]byte(n.Text))
+	if err != nil {
+		return Checkpoint{}, &VerifyError{Class: BadSignature, Index: -1, File: where, Err: err}
+	}
+	if cp.Origin != key.Name() {
+		return Checkpoint{}, &VerifyError{Class: BadSignature, Index: -1, File: where, Err: fmt.Errorf("origin %q, want %q", cp.Origin, key.Name())}
+	}
+	return cp, nil
+}
+
+// VerifyDir verifies the log in dir with the log's public key: every frame,
+// the hash chain, every entry's encoding, every checkpoint's signature, the
+// tree against every checkpoint, consistency between successive checkpoints
+// and, with opts.Since, that the log extends a checkpoint seen earlier. It
+// returns the first failure as a *VerifyError. It reads the directory
+// without locking it: verify a quiescent log or a copy.
+func VerifyDir(dir string, key note.Verifier, opts VerifyOptions) (*Report, error) {
+	rep, _, err := verifyDir(dir, key, opts)
+	return rep, err
+}
+
+func verifyDir(dir string, key note.Verifier, opts VerifyOptions) (*Report, *dirLog, error) {
+	d, err := readLogDir(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	n := int64(len(d.entries))
+	rep := &Report{Entries: n}
+	seqs, err := listCheckpoints(filepath.Join(dir, checkpointDir))
+	if err != nil {
+		return nil, nil, fmt.Errorf("verify: %w", err)
+	}
+	var prev Checkpoint
+	for _, seq := range seqs {
+		name := filepath.Join(checkpointDir, checkpointName(seq))
+		msg, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return nil, nil, fmt.Errorf("verify: %w", err)
+		}
+		cp, verr := openCheckpoint(msg, key, name)
+		if verr != nil {
+			return nil, nil, verr
+		}
+		if verr := d.checkTree(cp, prev, name); verr != nil {
+			return nil, nil, verr
+		}
+		prev = cp
+		rep.Checkpoints++
+		rep.Size, rep.Root, rep.Latest = cp.Size, cp.Root, msg
+	}
+	if opts.Since != nil {
+		since, verr := openCheckpoint(opts.Since, key, "since")
+		if verr != nil {
+			return nil, nil, verr
+		}
+		if since.Size > rep.Size {
+			return nil, nil, &VerifyError{Class: Rollback, Index: rep.Size, File: "since", Err: fmt.Errorf("latest checkpoint has size %d, the saved one %d", rep.Size, since.Size)}
+		}
+		if verr := d.checkTree(since, Checkpoint{}, "since"); verr != nil {
+			return nil, nil, verr
+		}
+	}
+	rep.Uncovered = n - rep.Size
+	return rep, d, nil
+}
+
+// checkTree checks that the log's tree matches cp and that cp extends prev.
+func (d *dirLog) checkTree(cp, prev Checkpoint, where string) *VerifyError {
+	n := int64(len(d.entries))
+	if cp.Size < prev.Size {
+		return &VerifyError{Class: Rollback, Index: cp.Size, File: where, Err: fmt.Errorf("size %d after a checkpoint of size %d", cp.Size, prev.Size)}
+	}
+	if cp.Size > n {
+		class := Truncated
+		if where == "since" {
+			class = Rollback
+		}
+		return &VerifyError{Class: class, Index: n, File: where, Err: fmt.Errorf("checkpoint covers %d entries, the log has %d", cp.Size, n)}
+	}
+	root, err := tlog.TreeHash(cp.Size, d)
+	if err != nil {
+		return &VerifyError{Class: Inconsistent, Index: cp.Size, File: where, Err: err}
+	}
+	if root != cp.Root {
+		return &VerifyError{Class: Inconsistent, Index: cp.Size, File: where, Err: fmt.Errorf("entries hash to %v, checkpoint says %v", root, cp.Root)}
+	}
+	if prev.Size > 0 {
+		p, err := tlog.ProveTree(cp.Size, prev.Size, d)
+		if err == nil {
+			err = tlog.CheckTree(p, cp.Size, cp.Root, prev.Size, prev.Root)
+		}
+		if err != nil {
+			return &VerifyError{Class: Inconsistent, Index: prev.Size, File: where, Err: err}
+		}
+	}
+	return nil
+}
+
+// ReadDirEntry returns entry i of the log in dir (checking the frames up to
+// it but no signature).
+func ReadDirEntry(dir string, i int64) ([]byte, error) {
+	d, err := readLogDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	if i < 0 || i >= int64(len(d.entries)) {
+		return nil, fmt.Errorf("read entry %d: log has %d entries", i, len(d.entries))
+	}
+	return d.entries[i], nil
+}
+
+// ProveDir verifies the log in dir and returns a receipt for entry i against
+// its latest checkpoint.
+func ProveDir(dir string, key note.Verifier, i int64) ([]byte, error) {
+	rep, d, err := verifyDir(dir, key, VerifyOptions{})
+	if err != nil {
+		return nil, err
+	}
+	if i < 0 || i >= rep.Size {
+		return nil, fmt.Errorf("prove entry %d: %w (latest checkpoint covers %d)", i, ErrNotCovered, rep.Size)
+	}
+	p, err := tlog.ProveRecord(rep.Size, i, d)
+	if err != nil {
+		return nil, fmt.Errorf("prove entry %d: %w", i, err)
+	}
+	return FormatReceipt(d.entries[i], i, p, rep.Latest), nil
+}
