@@ -97,6 +97,11 @@ func (c Config) String() string {
 	return fmt.Sprintf("pkcs11 module %q token %q key %q", c.Module, c.Token, c.Label)
 }
 
+// GoString describes c without its PIN.
+func (c Config) GoString() string {
+	return fmt.Sprintf("hsm.Config{Module: %q, Token: %q, PIN: REDACTED, Label: %q, Name: %q}", c.Module, c.Token, c.Label, c.Name)
+}
+
 // LogValue describes c without its PIN.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(

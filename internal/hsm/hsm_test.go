@@ -216,7 +216,7 @@ func TestConfigRedactsPIN(t *testing.T) {
 	cfg := hsm.Config{Module: "m.so", Token: "tok", PIN: "s3cret-pin", Label: "k"}
 	var buf bytes.Buffer
 	slog.New(slog.NewTextHandler(&buf, nil)).Info("open", "hsm", cfg)
-	for _, out := range []string{fmt.Sprint(cfg), fmt.Sprintf("%+v", cfg), buf.String()} {
+	for _, out := range []string{fmt.Sprint(cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg), buf.String()} {
 		if strings.Contains(out, "s3cret") {
 			t.Errorf("%q reveals the pin", out)
 		}
@@ -267,4 +267,30 @@ func TestKeyHash(t *testing.T) {
 			t.Errorf("KeyHash(%q) = %08x, want %08x", name, got, want)
 		}
 	}
+}
+
+// A CKA_EC_POINT value is accepted only in its one DER form (or as the bare
+// point): whatever parses re-encodes to the input.
+func FuzzParseECPoint(f *testing.F) {
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	wrapped, _ := asn1.Marshal([]byte(pub))
+	f.Add(wrapped)
+	f.Add([]byte(pub))
+	f.Add([]byte{0x04, 0x81, 0x20})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		got, err := hsm.ParseECPoint(in)
+		if err != nil {
+			return
+		}
+		if len(got) != ed25519.PublicKeySize {
+			t.Fatalf("parsed %d bytes from %x", len(got), in)
+		}
+		if len(in) == ed25519.PublicKeySize {
+			return
+		}
+		again, err := asn1.Marshal([]byte(got))
+		if err != nil || !bytes.Equal(again, in) {
+			t.Fatalf("%x parsed to %x, which encodes as %x", in, got, again)
+		}
+	})
 }

@@ -10,9 +10,13 @@ import (
 	"github.com/miekg/pkcs11"
 )
 
-// ed25519Params is CKA_EC_PARAMS for Ed25519: the DER of the object
-// identifier id-Ed25519, 1.3.101.112 (RFC 8410).
-var ed25519Params = []byte{0x06, 0x03, 0x2b, 0x65, 0x70}
+// CKA_EC_PARAMS for Ed25519: the DER of the object identifier id-Ed25519,
+// 1.3.101.112 (RFC 8410), or, for tokens that predate it, the DER of the
+// PrintableString "edwards25519" (PKCS#11 v3.0, 2.3.5).
+var (
+	ed25519OID  = []byte{0x06, 0x03, 0x2b, 0x65, 0x70}
+	ed25519Name = append([]byte{0x13, 0x0c}, "edwards25519"...)
+)
 
 // GenerateKey generates an Ed25519 key pair on the token, labelled
 // cfg.Label, and opens a Signer for it. The private key is sensitive and
@@ -62,10 +66,12 @@ func generate(cfg Config) error {
 			pkcs11.NewAttribute(pkcs11.CKA_ID, id),
 		}
 	}
-	public := append(common(pkcs11.CKO_PUBLIC_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, ed25519Params),
-		pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true),
-	)
+	public := func(params []byte) []*pkcs11.Attribute {
+		return append(common(pkcs11.CKO_PUBLIC_KEY),
+			pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, params),
+			pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true),
+		)
+	}
 	private := append(common(pkcs11.CKO_PRIVATE_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
@@ -73,7 +79,11 @@ func generate(cfg Config) error {
 		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
 	)
 	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(ckmECEdwardsKeyPairGen, nil)}
-	if _, _, err := mod.ctx.GenerateKeyPair(sh, mech, public, private); err != nil {
+	_, _, err = mod.ctx.GenerateKeyPair(sh, mech, public(ed25519OID), private)
+	if errors.Is(err, pkcs11.Error(pkcs11.CKR_ATTRIBUTE_VALUE_INVALID)) || errors.Is(err, pkcs11.Error(pkcs11.CKR_CURVE_NOT_SUPPORTED)) {
+		_, _, err = mod.ctx.GenerateKeyPair(sh, mech, public(ed25519Name), private)
+	}
+	if err != nil {
 		return fmt.Errorf("generate key pair: %w", err)
 	}
 	return nil
