@@ -1,0 +1,229 @@
+package policy_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/rulelock/rulelock/policy"
+)
+
+const seed = `rule "NoHighValueTransfers" {
+precondition: action.type == "transfer"
+condition: action.amount <= 10000
+deny: "Transfers over $10,000 require human approval"
+}
+`
+
+func mustPolicy(t testing.TB, opts policy.Options, src string) *policy.Policy {
+	t.Helper()
+	p, err := policy.FromSources([]policy.Source{{Name: "p.rules", Data: []byte(src)}}, opts)
+	if err != nil {
+		t.Fatalf("compile: %v", err)
+	}
+	return p
+}
+
+func mustRequest(t testing.TB, js string) *policy.Request {
+	t.Helper()
+	r, err := policy.DecodeRequest([]byte(js))
+	if err != nil {
+		t.Fatalf("request: %v", err)
+	}
+	return r
+}
+
+func TestSeedParsesVerbatim(t *testing.T) {
+	f, err := policy.Parse("seed.rules", []byte(seed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Decls) != 1 {
+		t.Fatalf("got %d declarations, want 1", len(f.Decls))
+	}
+	r, ok := f.Decls[0].(*policy.Rule)
+	if !ok {
+		t.Fatalf("got %T, want *policy.Rule", f.Decls[0])
+	}
+	got := []string{r.Name, r.Precondition.Text, r.Condition.Text, string(r.Outcome), r.Message}
+	want := []string{"NoHighValueTransfers", `action.type == "transfer"`, "action.amount <= 10000", "deny", "Transfers over $10,000 require human approval"}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("got %q, want %q", got[i], want[i])
+		}
+	}
+	if r.Precondition.Pos.Line != 2 || r.Precondition.Pos.Col != 15 {
+		t.Errorf("precondition at %v, want 2:15", r.Precondition.Pos)
+	}
+}
+
+func TestStaticCostRejected(t *testing.T) {
+	_, err := policy.FromSources([]policy.Source{{Name: "p.rules", Data: []byte(`rule "Cubic" {
+  precondition: action.type == "scan"
+  condition: action.items.all(a, action.items.all(b, action.items.all(c, a + b + c >= 0.0)))
+  deny: "x"
+}
+`)}}, policy.Options{})
+	if err == nil || !strings.Contains(err.Error(), "p.rules:3:14: rule \"Cubic\" is too expensive") {
+		t.Fatalf("got %v, want a too-expensive error at p.rules:3:14", err)
+	}
+}
+
+func TestRuntimeCostExceeded(t *testing.T) {
+	p := mustPolicy(t, policy.Options{CostLimit: 1000, StaticCostLimit: 1 << 62}, `policy "p" {
+  default: allow
+}
+rule "Quadratic" {
+  precondition: action.type == "scan"
+  condition: action.items.all(a, action.items.all(b, a + b >= 0.0))
+  allow
+}
+`)
+	items := make([]string, 100)
+	for i := range items {
+		items[i] = fmt.Sprint(i)
+	}
+	d := p.Evaluate(mustRequest(t, `{"action": {"type": "scan", "items": [`+strings.Join(items, ",")+`]}, "now": "2026-11-22T10:00:00Z"}`))
+	if d.Decision != policy.Deny || d.Reason != policy.ReasonCostExceeded {
+		t.Fatalf("got %s/%s, want deny/cost_exceeded", d.Decision, d.Reason)
+	}
+	// The same rule over a short list stays within the limit and allows.
+	d = p.Evaluate(mustRequest(t, `{"action": {"type": "scan", "items": [1, 2, 3]}, "now": "2026-11-22T10:00:00Z"}`))
+	if d.Decision != policy.Allow {
+		t.Fatalf("got %s (%v), want allow", d.Decision, d.Errors)
+	}
+}
+
+func TestDeterministic(t *testing.T) {
+	p := mustPolicy(t, policy.Options{}, `rule "Window" {
+  precondition: action.type == "transfer"
+  condition: session.total("transfer", "amount", {"to": action.to}, duration("1h")) + action.amount <= 100
+  deny: "limit"
+}
+rule "Allow" {
+  precondition: action.type == "transfer"
+  allow
+}
+`)
+	req := `{"action": {"type": "transfer", "amount": 60, "to": "x"}, "now": "2026-11-22T10:00:00Z",
+	 "session": {"id": "s", "history": [{"action": {"type": "transfer", "amount": 50, "to": "x"}, "decision": "allow", "outcome": "success", "time": "2026-11-22T09:30:00Z"}]}}`
+	var first []byte
+	for i := 0; i < 20; i++ {
+		b, _ := json.Marshal(p.Evaluate(mustRequest(t, req)))
+		if first == nil {
+			first = b
+			continue
+		}
+		if string(b) != string(first) {
+			t.Fatalf("evaluation %d differs:\n%s\n%s", i, b, first)
+		}
+	}
+	var d policy.Decision
+	json.Unmarshal(first, &d)
+	if d.Decision != policy.Deny {
+		t.Fatalf("got %s, want deny (50 earlier + 60 > 100)", d.Decision)
+	}
+	// An hour later the earlier transfer is outside the window.
+	later := strings.Replace(req, `"now": "2026-11-22T10:00:00Z"`, `"now": "2026-11-22T10:31:00Z"`, 1)
+	if d := p.Evaluate(mustRequest(t, later)); d.Decision != policy.Allow {
+		t.Fatalf("got %s, want allow once the window passed", d.Decision)
+	}
+}
+
+// TestIndex checks that only the rules for the action's type are evaluated.
+func TestIndex(t *testing.T) {
+	var b strings.Builder
+	for i := 0; i < 100; i++ {
+		fmt.Fprintf(&b, "rule \"R%d\" {\n  precondition: action.type == \"t%d\"\n  condition: action.amount <= %d\n  deny: \"x\"\n}\n", i, i%20, 1000+i)
+	}
+	b.WriteString("rule \"Everywhere\" {\n  condition: action.amount >= 0\n  deny: \"negative\"\n}\n")
+	p := mustPolicy(t, policy.Options{}, b.String())
+	_, trace := p.Explain(mustRequest(t, `{"action": {"type": "t7", "amount": 5}, "now": "2026-11-22T10:00:00Z"}`))
+	var got []string
+	for _, s := range trace {
+		got = append(got, s.Rule)
+	}
+	want := "R7 R27 R47 R67 R87 Everywhere"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("evaluated %v, want %s", got, want)
+	}
+}
+
+func TestPostcondition(t *testing.T) {
+	p := mustPolicy(t, policy.Options{}, `rule "Settled" {
+  precondition: action.type == "transfer"
+  postcondition: result.status == 200 && result.body.amount == action.amount
+  deny: "upstream did not confirm the amount"
+}
+`)
+	req := mustRequest(t, `{"action": {"type": "transfer", "amount": 5}, "now": "2026-11-22T10:00:00Z"}`)
+	ok := p.CheckResult(req, map[string]any{"status": 200.0, "body": map[string]any{"amount": 5.0}})
+	bad := p.CheckResult(req, map[string]any{"status": 200.0, "body": map[string]any{"amount": 6.0}})
+	broken := p.CheckResult(req, "not an object")
+	if len(ok) != 1 || !ok[0].Holds {
+		t.Errorf("matching result: got %+v, want it to hold", ok)
+	}
+	if len(bad) != 1 || bad[0].Holds || bad[0].Message == "" {
+		t.Errorf("other amount: got %+v, want a violation with the message", bad)
+	}
+	if len(broken) != 1 || broken[0].Holds || broken[0].Error == "" {
+		t.Errorf("malformed result: got %+v, want a violation with the error", broken)
+	}
+	// Postcondition rules do not take part in the decision.
+	if d := p.Evaluate(req); d.Decision != policy.Deny || d.Reason != policy.ReasonDefaultDeny || len(d.Rules) != 0 {
+		t.Errorf("got %+v, want the default deny with no rule", d)
+	}
+}
+
+func TestCompileErrors(t *testing.T) {
+	tests := []struct{ src, want string }{
+		{"rule \"x\" {\n  precondition: action.type == \"a\" && action.type == \"b\"\n  deny: \"x\"\n}\n", "p.rules:2:17: precondition of \"x\" can never hold"},
+		{"rule \"x\" {\n  condition: action.amount\n  deny: \"x\"\n}\n", ""},
+		{"rule \"x\" {\n  condition: 1 + 2\n  deny: \"x\"\n}\n", "p.rules:2:14: expression must be a bool, but it is int"},
+		{"rule \"x\" {\n  deny: \"x\"\n  allow\n}\n", "p.rules:3:3: a rule has one outcome"},
+		{"rule \"x\" {\n  condition: true\n}\n", "p.rules:1:1: rule \"x\" has no outcome"},
+		{"invariant \"x\" {\n  precondition: true\n  deny: \"x\"\n}\n", "p.rules:2:17: invariant \"x\" applies to every action"},
+		{"rule \"x\" {\n  allow\n}\n", "p.rules:1:1: allow rule \"x\" would allow every action"},
+		{"policy \"p\" {\n  default: maybe\n}\n", "p.rules:2:12: default must be allow or deny"},
+		{"action \"t\" {\n  n: integer\n}\n", "p.rules:2:6: unknown field type \"integer\""},
+		{"rule \"x\" {\n  require_approval {\n    approvers: 0\n  }\n}\n", "p.rules:3:16: approvers must be a whole number from 1 to 16"},
+		{"rule \"x\" {\n  deny: \"unterminated\n}\n", "p.rules:2:9: string not terminated"},
+		{"rule \"x\" {\n  condition: now()\n  deny: \"x\"\n}\n", "p.rules:2:17: undeclared reference to 'now'"},
+	}
+	for _, tt := range tests {
+		_, err := policy.FromSources([]policy.Source{{Name: "p.rules", Data: []byte(tt.src)}}, policy.Options{})
+		got := ""
+		if err != nil {
+			got = err.Error()
+		}
+		if tt.want == "" {
+			if err != nil {
+				t.Errorf("%q: got %v, want no error", tt.src, err)
+			}
+			continue
+		}
+		if !strings.HasPrefix(got, tt.want) {
+			t.Errorf("%q:\ngot  %v\nwant %s...", tt.src, got, tt.want)
+		}
+	}
+}
+
+// TestNoNetworkImports enforces that the policy engine stays embeddable: it
+// imports nothing network-facing and not the audit log. (net/url and
+// net/netip are parsers that cel-go uses; they open no connection.)
+func TestNoNetworkImports(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/rulelock/rulelock/policy").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		switch {
+		case dep == "net" || strings.HasPrefix(dep, "net/http") || dep == "net/rpc" || dep == "net/smtp" || dep == "crypto/tls" || strings.HasPrefix(dep, "google.golang.org/grpc"),
+			strings.HasPrefix(dep, "github.com/rulelock/rulelock/audit"):
+			t.Errorf("policy depends on %s", dep)
+		}
+	}
+}
+
