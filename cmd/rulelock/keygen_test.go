@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/hsm"
 	"github.com/rulelock/rulelock/internal/hsm/hsmtest"
 )
@@ -53,9 +54,9 @@ func TestKeygenFile(t *testing.T) {
 	if !strings.HasPrefix(string(skey), "PRIVATE+KEY+example.com/log+") {
 		t.Fatalf("key file %q is not a note private key", skey)
 	}
-	signer, err := note.NewSigner(strings.TrimSpace(string(skey)))
+	signer, err := audit.LoadKeyFile(path)
 	if err != nil {
-		t.Fatalf("note.NewSigner: %v", err)
+		t.Fatalf("audit.LoadKeyFile: %v", err)
 	}
 	msg, err := note.Sign(&note.Note{Text: "example.com/log\n1\nAAAA\n"}, signer)
 	if err != nil {
