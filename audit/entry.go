@@ -154,18 +154,19 @@ func (f *Field) UnmarshalJSON(b []byte) error {
 }
 
 // Rule is one rule that matched a request.
+// Members are declared in the order of their JSON names (sorted keys).
 type Rule struct {
-	Name    string `json:"name"`
-	Outcome string `json:"outcome"` // deny, require_approval, allow, ...
 	Message string `json:"message,omitempty"`
+	Name    string `json:"name"`
+	Outcome string `json:"outcome"`          // deny, require_approval, allow, ...
 	Shadow  bool   `json:"shadow,omitempty"` // evaluated and logged, not enforced
 }
 
 // Verdict is the verdict of one postcondition on an execution result.
 type Verdict struct {
-	Rule    string `json:"rule"`
 	Holds   bool   `json:"holds"`
 	Message string `json:"message,omitempty"`
+	Rule    string `json:"rule"`
 }
 
 // Entry is one record of the audit log. It is plain data: the gateway fills
