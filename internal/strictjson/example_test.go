@@ -31,8 +31,8 @@ func ExampleDecode_errors() {
 		fmt.Printf("%s: %v\n", err.(*strictjson.Error).Code, err)
 	}
 	// Output:
-	// duplicate_key: 1:16: key "Amount" differs only in case from earlier key "amount"
-	// lossy_number: 1:13: number 9007199254740993 cannot be represented exactly as a 64-bit float
+	// duplicate_key: 1:15: key "Amount" differs only in case from earlier key "amount"
+	// lossy_number: 1:12: number 9007199254740993 cannot be represented exactly as a 64-bit float
 	// syntax: 2:14: invalid character '}' looking for an object key
 	// trailing_data: 1:10: data after JSON value: '{'
 }
