@@ -107,7 +107,11 @@ func (p *Policy) Explain(req *Request) (*Decision, []TraceStep) {
 }
 
 func (p *Policy) evaluate(req *Request, tr *[]TraceStep) *Decision {
-	d := &Decision{ActionHash: req.Action.HashString(), Policy: p.digest, Rules: []FiredRule{}, Errors: []RuleError{}}
+	// One allocation holds the decision, the activation and room for the
+	// fired rules of a typical request.
+	st := &evalState{}
+	d := &st.d
+	*d = Decision{ActionHash: req.Action.HashString(), Policy: p.digest, Rules: st.fired[:0], Errors: []RuleError{}}
 	fields := req.Action.Fields
 	if s, ok := p.schemas[req.Action.Type]; ok {
 		bound, err := s.bind(fields)
@@ -123,7 +127,8 @@ func (p *Policy) evaluate(req *Request, tr *[]TraceStep) *Decision {
 	if !ok {
 		rules = p.anyType
 	}
-	act := newActivation(req, fields, p.data)
+	st.act = activation{req: req, fields: fields, data: p.data}
+	act := &st.act
 	var deny, approve, allow bool
 	var worst string
 	for _, r := range rules {
@@ -188,6 +193,13 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// evalState is everything one evaluation allocates.
+type evalState struct {
+	d     Decision
+	act   activation
+	fired [4]FiredRule
 }
 
 func (d *Decision) deny(reason string, e RuleError) *Decision {
@@ -285,47 +297,50 @@ func errorCode(err error) string {
 }
 
 // activation resolves the variables of one request. It is built once per
-// request and shared by every rule.
+// request and shared by every rule; each variable is converted on first use,
+// so a rule that reads only `action` costs no more than that.
 type activation struct {
-	action      ref.Val
-	agent       ref.Val
-	session     *sessionVal
-	instruction types.String
-	reasoning   types.String
-	now         types.Timestamp
-	data        ref.Val
-	result      ref.Val
+	req    *Request
+	fields map[string]any
+	data   ref.Val
+	result ref.Val
+
+	agent   any
+	session *sessionVal
+	now     ref.Val
 }
 
 func newActivation(req *Request, fields map[string]any, data ref.Val) *activation {
-	roles := req.Agent.Roles
-	if roles == nil {
-		roles = []string{}
-	}
-	return &activation{
-		action:      types.DefaultTypeAdapter.NativeToValue(fields),
-		agent:       types.DefaultTypeAdapter.NativeToValue(map[string]any{"id": req.Agent.ID, "roles": roles}),
-		session:     &sessionVal{s: &req.Session, now: req.Now},
-		instruction: types.String(req.Instruction),
-		reasoning:   types.String(req.Reasoning),
-		now:         types.Timestamp{Time: req.Now},
-		data:        data,
-	}
+	return &activation{req: req, fields: fields, data: data}
 }
 
 func (a *activation) ResolveName(name string) (any, bool) {
 	switch name {
 	case "action":
-		return a.action, true
+		// The raw map: CEL reads fields of a map[string]any without wrapping it.
+		return a.fields, true
 	case "agent":
+		if a.agent == nil {
+			roles := a.req.Agent.Roles
+			if roles == nil {
+				roles = []string{}
+			}
+			a.agent = map[string]any{"id": a.req.Agent.ID, "roles": roles}
+		}
 		return a.agent, true
 	case "session":
+		if a.session == nil {
+			a.session = &sessionVal{s: &a.req.Session, now: a.req.Now}
+		}
 		return a.session, true
 	case "instruction":
-		return a.instruction, true
+		return types.String(a.req.Instruction), true
 	case "reasoning":
-		return a.reasoning, true
+		return types.String(a.req.Reasoning), true
 	case "now":
+		if a.now == nil {
+			a.now = types.Timestamp{Time: a.req.Now}
+		}
 		return a.now, true
 	case "data":
 		return a.data, true

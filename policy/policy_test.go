@@ -226,4 +226,3 @@ func TestNoNetworkImports(t *testing.T) {
 		}
 	}
 }
-

@@ -27,10 +27,16 @@ type Action struct {
 	Fields map[string]any // the decoded action, "type" included (strictjson value types)
 	JSON   []byte         // the RFC 8785 canonical encoding of Fields
 	Hash   [32]byte       // SHA-256 of JSON: the action hash the log and approvals use
+	hash   string         // Hash as "sha256:<hex>", computed once
 }
 
 // HashString is the action hash as "sha256:<hex>".
-func (a *Action) HashString() string { return "sha256:" + hex.EncodeToString(a.Hash[:]) }
+func (a *Action) HashString() string {
+	if a.hash == "" {
+		return "sha256:" + hex.EncodeToString(a.Hash[:])
+	}
+	return a.hash
+}
 
 // Agent is the authenticated agent. It comes from authentication, never from
 // the action.
@@ -84,7 +90,9 @@ func NewAction(v any) (Action, error) {
 	if err != nil {
 		return Action{}, fmt.Errorf("%w: action: %v", ErrBadRequest, err)
 	}
-	return Action{Type: t, Fields: m, JSON: canon, Hash: sha256.Sum256(canon)}, nil
+	a := Action{Type: t, Fields: m, JSON: canon, Hash: sha256.Sum256(canon)}
+	a.hash = "sha256:" + hex.EncodeToString(a.Hash[:])
+	return a, nil
 }
 
 func checkTypeName(t string) error {
