@@ -6,5 +6,7 @@ package main
 func auditCommands() []command {
 	return []command{
 		{"keygen", "create a signing key (file or PKCS#11 token)", runKeygen},
+		{"verify", "verify an audit log or a receipt offline", runVerify},
+		{"log", "show entries and receipts of an audit log", runLog},
 	}
 }

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"strconv"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/rulelock/rulelock/audit"
+)
+
+const logUsage = `usage: rulelock log show DIR INDEX
+       rulelock log proof DIR INDEX [--key VKEY]
+       rulelock log append DIR            (one note entry per line of standard input)
+       rulelock log checkpoint DIR --key KEYFILE [--tiles DIR]
+
+show prints the encoded entry at INDEX. proof prints a self-contained
+receipt for it (entry, inclusion proof, signed checkpoint) that
+rulelock verify --receipt checks alone; with --key the log is verified first.
+append and checkpoint are for operators and tests: they open the log
+(exclusively) to add note entries or sign a checkpoint with a key file.
+
+`
+
+// runLog implements `rulelock log`.
+func runLog(ctx context.Context, e *env, args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(e.stderr, logUsage)
+		return &exitError{code: 2}
+	}
+	switch args[0] {
+	case "show":
+		return runLogShow(e, args[1:])
+	case "proof":
+		return runLogProof(e, args[1:])
+	case "append":
+		return runLogAppend(ctx, e, args[1:])
+	case "checkpoint":
+		return runLogCheckpoint(e, args[1:])
+	case "-h", "--help", "help":
+		fmt.Fprint(e.stderr, logUsage)
+		return nil
+	}
+	return usageError("unknown log subcommand %q", args[0])
+}
+
+// cliLogOptions are the options of logs the CLI opens: small segments, as
+// an operator's log append writes few entries (the size of existing segments
+// is kept).
+var cliLogOptions = audit.Options{SegmentSize: 1 << 20}
+
+func logFlags(e *env, name string) *flag.FlagSet {
+	fs := flag.NewFlagSet("log "+name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), logUsage); fs.PrintDefaults() }
+	return fs
+}
+
+func dirIndex(pos []string) (string, int64, error) {
+	if len(pos) != 2 {
+		return "", 0, usageError("want DIR INDEX")
+	}
+	i, err := strconv.ParseInt(pos[1], 10, 64)
+	if err != nil || i < 0 {
+		return "", 0, usageError("bad index %q", pos[1])
+	}
+	return pos[0], i, nil
+}
+
+func runLogShow(e *env, args []string) error {
+	pos, err := parseInterspersed(logFlags(e, "show"), args)
+	if err != nil {
+		return err
+	}
+	dir, i, err := dirIndex(pos)
+	if err != nil {
+		return err
+	}
+	b, err := audit.ReadDirEntry(dir, i)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s\n", b)
+	return nil
+}
+
+func runLogProof(e *env, args []string) error {
+	fs := logFlags(e, "proof")
+	keyArg := fs.String("key", "", "verify the log with this verifier `key` first")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	dir, i, err := dirIndex(pos)
+	if err != nil {
+		return err
+	}
+	var key note.Verifier
+	if *keyArg != "" {
+		if key, err = loadVerifier(*keyArg); err != nil {
+			return usageError("%v", err)
+		}
+	}
+	r, err := audit.ProveDir(dir, key, i)
+	if err != nil {
+		var ve *audit.VerifyError
+		if errors.As(err, &ve) {
+			return verifyFailure(e, err, false)
+		}
+		return err
+	}
+	_, err = e.stdout.Write(r)
+	return err
+}
+
+func runLogAppend(ctx context.Context, e *env, args []string) error {
+	pos, err := parseInterspersed(logFlags(e, "append"), args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageError("want DIR")
+	}
+	l, err := audit.Open(pos[0], cliLogOptions)
+	if err != nil {
+		return err
+	}
+	sc := bufio.NewScanner(e.stdin)
+	for sc.Scan() {
+		r, err := l.Append(ctx, &audit.Entry{Kind: audit.KindNote, Time: time.Now(), Message: sc.Text()})
+		if err != nil {
+			l.Close()
+			return err
+		}
+		fmt.Fprintf(e.stdout, "%d %s\n", r.Index, r.LeafHash)
+	}
+	if err := sc.Err(); err != nil {
+		l.Close()
+		return err
+	}
+	return l.Close()
+}
+
+func runLogCheckpoint(e *env, args []string) error {
+	fs := logFlags(e, "checkpoint")
+	keyFile := fs.String("key", "", "signing key `file` (from rulelock keygen; required)")
+	tiles := fs.String("tiles", "", "also update this C2SP tlog-tiles `directory`")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 || *keyFile == "" {
+		return usageError("want DIR and --key KEYFILE")
+	}
+	s, err := audit.LoadKeyFile(*keyFile)
+	if err != nil {
+		return err
+	}
+	l, err := audit.Open(pos[0], cliLogOptions)
+	if err != nil {
+		return err
+	}
+	cp, err := audit.NewCheckpointer(l, s, audit.CheckpointOptions{TilesDir: *tiles})
+	if err != nil {
+		l.Close()
+		return err
+	}
+	msg, err := cp.Checkpoint()
+	if err != nil {
+		l.Close()
+		return err
+	}
+	if _, err := e.stdout.Write(msg); err != nil {
+		l.Close()
+		return err
+	}
+	return l.Close()
+}
