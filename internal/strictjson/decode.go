@@ -5,6 +5,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 )
@@ -22,7 +23,12 @@ func Decode(data []byte, lim Limits) (any, error) {
 	if len(data) >= 3 && data[0] == 0xEF && data[1] == 0xBB && data[2] == 0xBF {
 		return nil, newError(data, 0, CodeBOM, "byte-order mark before JSON value")
 	}
-	d := decoder{data: data, maxDepth: lim.maxDepth()}
+	d := decoders.Get().(*decoder)
+	defer d.release()
+	d.data, d.pos, d.depth, d.maxDepth = data, 0, 0, lim.maxDepth()
+	// One copy of the input backs every string without escapes, which is
+	// then a substring of it rather than an allocation of its own.
+	d.text = string(data)
 	d.skipSpace()
 	v, err := d.value()
 	if err != nil {
@@ -35,12 +41,35 @@ func Decode(data []byte, lim Limits) (any, error) {
 	return v, nil
 }
 
+// decoders recycles decoders, and with them the stacks' storage, so that
+// decoding a typical request allocates only the values it returns.
+var decoders = sync.Pool{New: func() any {
+	return &decoder{keys: make([]string, 0, 16), vals: make([]any, 0, 32), buf: make([]byte, 0, 128)}
+}}
+
+// maxPooled is the stack capacity beyond which a decoder is not recycled,
+// so that one huge document does not pin its memory.
+const maxPooled = 1 << 12
+
+// release returns d to the pool, dropping its references to the input and
+// to decoded values.
+func (d *decoder) release() {
+	if cap(d.keys) > maxPooled || cap(d.vals) > maxPooled || cap(d.buf) > maxPooled {
+		return
+	}
+	clear(d.keys[:cap(d.keys)])
+	clear(d.vals[:cap(d.vals)])
+	d.data, d.text, d.keys, d.vals, d.buf = nil, "", d.keys[:0], d.vals[:0], d.buf[:0]
+	decoders.Put(d)
+}
+
 // decoder is a recursive-descent parser over one input. Objects and arrays
 // collect their members on shared stacks (keys, vals) and copy them into a
 // map or slice of exactly the right size when they close, so the only
 // allocations are the returned values themselves.
 type decoder struct {
 	data     []byte
+	text     string // string(data)
 	pos      int
 	depth    int
 	maxDepth int
@@ -275,8 +304,8 @@ func (d *decoder) array() (any, error) {
 }
 
 // string parses the string starting at the opening quote at d.pos. Strings
-// without escapes are copied from the input in one allocation; the others are
-// unescaped into d.buf first.
+// without escapes are substrings of d.text; the others are unescaped into
+// d.buf and copied from there.
 func (d *decoder) string() (string, error) {
 	d.pos++ // '"'
 	start := d.pos
@@ -284,7 +313,7 @@ func (d *decoder) string() (string, error) {
 		c := d.data[d.pos]
 		switch {
 		case c == '"':
-			s := string(d.data[start:d.pos])
+			s := d.text[start:d.pos]
 			d.pos++
 			return s, nil
 		case c == '\\':
