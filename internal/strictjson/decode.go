@@ -16,6 +16,9 @@ import (
 // whitespace. Anything that RFC 8259 does not allow, or that two parsers could
 // read differently (see the package documentation), is an [*Error]; nothing is
 // ever repaired. Numbers become float64, with -0 read as 0.
+//
+// The result does not share memory with data, which the caller may reuse.
+// Decode is safe for concurrent use.
 func Decode(data []byte, lim Limits) (any, error) {
 	if max := lim.maxBytes(); len(data) > max {
 		return nil, newError(data, max, CodeTooLarge, fmt.Sprintf("input is %d bytes, more than the limit of %d", len(data), max))

@@ -2,6 +2,7 @@ package strictjson
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"strconv"
 	"strings"
@@ -248,4 +249,47 @@ func TestLimitsDefault(t *testing.T) {
 func isCode(err error, code string) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Code == code
+}
+
+// TestDecodeCopies checks that decoded strings do not change when the input
+// buffer is reused, and that concurrent decodes (sharing pooled decoders) do
+// not mix their results.
+func TestDecodeCopies(t *testing.T) {
+	in := []byte(`{"key":"value","list":["a","b\n"]}`)
+	v, err := Decode(in, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range in {
+		in[i] = 'x'
+	}
+	want := map[string]any{"key": "value", "list": []any{"a", "b\n"}}
+	if diff := cmp.Diff(want, v); diff != "" {
+		t.Errorf("value changed with its input (-want +got):\n%s", diff)
+	}
+
+	done := make(chan error)
+	for g := range 8 {
+		go func() {
+			for i := range 200 {
+				in := `{"g":` + itoa(g) + `,"i":` + itoa(i) + `,"s":["` + itoa(g*1000+i) + `"]}`
+				v, err := Decode([]byte(in), Limits{})
+				if err != nil {
+					done <- err
+					return
+				}
+				c, err := Canonical(v)
+				if want := `{"g":` + itoa(g) + `,"i":` + itoa(i) + `,"s":["` + itoa(g*1000+i) + `"]}`; err != nil || string(c) != want {
+					done <- fmt.Errorf("got %s (%v), want %s", c, err, want)
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
 }
