@@ -1,0 +1,119 @@
+package approval
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"golang.org/x/mod/sumdb/note"
+)
+
+// An Approver is a human who may approve or reject parked requests.
+type Approver struct {
+	ID     string   // the name of the approver's note key
+	Groups []string // the groups the approver belongs to, such as "treasury"
+	Key    string   // verifier key, <name>+<hash>+<base64>, as rulelock keygen prints it
+}
+
+// A Registry is a fixed set of approvers and their keys.
+type Registry struct {
+	byID      map[string]*Approver
+	verifiers note.Verifiers
+}
+
+// NewRegistry checks the approvers and returns their registry. Each key must
+// parse, each id must equal its key's name, and ids must be distinct.
+func NewRegistry(approvers []Approver) (*Registry, error) {
+	r := &Registry{byID: make(map[string]*Approver, len(approvers))}
+	var vs []note.Verifier
+	for i, a := range approvers {
+		v, err := note.NewVerifier(strings.TrimSpace(a.Key))
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("approver %d (%q): key: %w", i+1, a.ID, err)
+		case v.Name() != a.ID:
+			return nil, fmt.Errorf("approver %d (%q): key is named %q, want the approver id", i+1, a.ID, v.Name())
+		case r.byID[a.ID] != nil:
+			return nil, fmt.Errorf("approver %d (%q): duplicate id", i+1, a.ID)
+		}
+		a.Groups = slices.Clone(a.Groups)
+		r.byID[a.ID] = &a
+		vs = append(vs, v)
+	}
+	r.verifiers = note.VerifierList(vs...)
+	return r, nil
+}
+
+// Approver returns the approver with the given id.
+func (r *Registry) Approver(id string) (Approver, bool) {
+	a, ok := r.byID[id]
+	if !ok {
+		return Approver{}, false
+	}
+	return Approver{ID: a.ID, Groups: slices.Clone(a.Groups), Key: a.Key}, true
+}
+
+// Open verifies a signed statement: a note of at most MaxNoteSize bytes in
+// canonical form (the statement, a blank line, exactly one signature line)
+// signed by a configured approver, whose text is a canonical statement.
+// It returns the approver's id and the statement. The errors wrap
+// ErrBadStatement, ErrUnknownApprover or ErrBadSignature.
+func (r *Registry) Open(signed []byte) (string, Statement, error) {
+	if len(signed) > MaxNoteSize {
+		return "", Statement{}, &openError{ErrBadStatement, fmt.Sprintf("%d bytes, over the %d-byte limit", len(signed), MaxNoteSize)}
+	}
+	n, err := note.Open(signed, r.verifiers)
+	var unverified *note.UnverifiedNoteError
+	var invalid *note.InvalidSignatureError
+	switch {
+	case errors.As(err, &unverified):
+		return "", Statement{}, &openError{ErrUnknownApprover, ""}
+	case errors.As(err, &invalid):
+		return "", Statement{}, &openError{ErrBadSignature, ""}
+	case err != nil:
+		return "", Statement{}, &openError{ErrBadStatement, err.Error()}
+	case len(n.Sigs) != 1 || len(n.UnverifiedSigs) != 0:
+		return "", Statement{}, &openError{ErrBadStatement, "want exactly one signature"}
+	}
+	sig := n.Sigs[0]
+	raw, err := base64.StdEncoding.DecodeString(sig.Base64)
+	if err != nil || string(signed) != n.Text+"\n— "+sig.Name+" "+base64.StdEncoding.EncodeToString(raw)+"\n" {
+		return "", Statement{}, &openError{ErrBadStatement, "note is not in canonical form"}
+	}
+	st, err := ParseStatement([]byte(n.Text))
+	if err != nil {
+		return sig.Name, Statement{}, &openError{ErrBadStatement, err.Error()}
+	}
+	return sig.Name, st, nil
+}
+
+// openError is a refusal from Open before a request is known; the Manager
+// turns it into a RefusalError.
+type openError struct {
+	err    *Error
+	detail string
+}
+
+func (e *openError) Error() string {
+	if e.detail == "" {
+		return "open statement: " + e.err.text
+	}
+	return "open statement: " + e.err.text + ": " + e.detail
+}
+
+func (e *openError) Unwrap() error { return e.err }
+
+// eligible reports whether a may count toward req's quorum.
+func (a *Approver) eligible(groups []string) bool {
+	if len(groups) == 0 {
+		return true
+	}
+	for _, g := range groups {
+		if slices.Contains(a.Groups, g) {
+			return true
+		}
+	}
+	return false
+}
