@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzDecode checks that Decode never panics and that, for every input it
@@ -78,6 +80,22 @@ func FuzzNumber(f *testing.F) {
 		back, err := Decode(got, Limits{})
 		if err != nil || back != v+0 {
 			t.Fatalf("Decode(%s): got %v (%v), want %v", got, back, err, v)
+		}
+	})
+}
+
+// FuzzFoldKey checks that foldKey, which detects case-insensitive duplicate
+// keys in large objects, agrees with strings.EqualFold, which does in small ones.
+func FuzzFoldKey(f *testing.F) {
+	for _, p := range [][2]string{{"amount", "Amount"}, {"k", "\u212a"}, {"ß", "ss"}, {"σ", "ς"}, {"Σ", "ς"}, {"ǅ", "ǆ"}, {"a", "b"}, {"ſ", "S"}} {
+		f.Add(p[0], p[1])
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		if !utf8.ValidString(a) || !utf8.ValidString(b) {
+			return
+		}
+		if got, want := foldKey(a) == foldKey(b), strings.EqualFold(a, b); got != want {
+			t.Fatalf("foldKey(%q) == foldKey(%q): got %v, want %v (strings.EqualFold)", a, b, got, want)
 		}
 	})
 }
