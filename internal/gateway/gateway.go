@@ -1,0 +1,417 @@
+// Package gateway is rulelock's pipeline: authenticate (done by the caller),
+// decide, record, execute, record — the Trusted Remote Execution loop.
+//
+// For every request the gateway evaluates the active policy against the
+// agent's history, appends a DECISION entry to the audit log and waits for it
+// to be durable, and only then acts: a denial is answered, an allowed action
+// is executed by the gateway's own executor (the agent never holds the
+// upstream credentials), and the OUTCOME entry is durable before the reply.
+// No upstream side effect happens without a durable ALLOW decision for exactly
+// those canonical bytes, and one decision leads to at most one execution.
+//
+// Stateful limits hold under concurrency: decisions of one agent are made one
+// at a time, and an allowed action counts against the agent's limits from the
+// moment it is decided, before its outcome is known.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/policy"
+)
+
+// EngineVersion names the decision engine in every decision entry.
+const EngineVersion = "rulelock/0.1"
+
+// Recorder is what the gateway needs of the audit log: durable appends.
+type Recorder interface {
+	Append(ctx context.Context, e *audit.Entry) (audit.Receipt, error)
+}
+
+// Executor performs an allowed action upstream.
+type Executor interface {
+	Execute(ctx context.Context, x Execution) Outcome
+}
+
+// ExecutorFunc adapts a function to Executor.
+type ExecutorFunc func(ctx context.Context, x Execution) Outcome
+
+// Execute calls f.
+func (f ExecutorFunc) Execute(ctx context.Context, x Execution) Outcome { return f(ctx, x) }
+
+// Execution is one allowed action to perform. RequestID is the idempotency
+// key: an upstream that honours it executes a request at most once.
+type Execution struct {
+	RequestID string
+	Action    policy.Action
+}
+
+// Outcome statuses.
+const (
+	StatusOK      = "ok"      // the upstream did it
+	StatusError   = "error"   // the upstream refused or failed, or it was never reached
+	StatusUnknown = "unknown" // it may or may not have happened (timeout after sending, crash)
+)
+
+// Outcome is what became of an execution.
+type Outcome struct {
+	Status     string          `json:"status"`
+	HTTPStatus int             `json:"http_status,omitempty"`
+	Body       json.RawMessage `json:"body,omitempty"` // the upstream's JSON reply, when small enough
+	BodySHA256 string          `json:"body_sha256,omitempty"`
+	Error      string          `json:"error,omitempty"`
+	Reported   bool            `json:"reported,omitempty"` // reported by the agent (decide-only action types)
+}
+
+// historyOutcome maps an outcome status to the policy's history vocabulary.
+func historyOutcome(status string) string {
+	switch status {
+	case StatusOK:
+		return "success"
+	case StatusError:
+		return "failure"
+	}
+	return "unknown"
+}
+
+// Config configures a Gateway.
+type Config struct {
+	Policy    *policy.Policy
+	Log       Recorder
+	Executors map[string]Executor // by action type; a type without one is decide-only
+	Now       func() time.Time    // default time.Now
+	// Retention is how far back the agent's history is kept for the policy's
+	// windows (default 7 days).
+	Retention time.Duration
+	// MaxHistory caps the history entries within the retention; an agent at
+	// the cap is denied (history_limit) rather than judged on a partial
+	// history (default 1000, which the policy's cost estimates assume).
+	MaxHistory int
+	// ExecTimeout bounds one execution (default 30s).
+	ExecTimeout time.Duration
+}
+
+// Errors callers branch on.
+var (
+	ErrNotFound    = errors.New("no such request")
+	ErrForbidden   = errors.New("request belongs to another agent")
+	ErrConflict    = errors.New("request is not awaiting an outcome")
+	ErrUnavailable = errors.New("gateway unavailable")
+)
+
+// Gateway mediates actions. It is safe for concurrent use.
+type Gateway struct {
+	cfg Config
+
+	mu       sync.Mutex
+	agents   map[string]*agentState
+	requests map[string]*record
+}
+
+// agentState is one agent's history; its lock serialises the agent's decisions.
+type agentState struct {
+	mu      sync.Mutex
+	history []policy.HistoryEntry
+	ids     []string // request id of each history entry
+}
+
+// record is what the gateway remembers of a request.
+type record struct {
+	ID       string
+	Agent    string
+	Session  string
+	Action   policy.Action
+	Decision *policy.Decision
+	Entry    audit.Receipt // the decision entry
+	Outcome  *Outcome
+	OutEntry *audit.Receipt
+	Time     time.Time
+	awaiting bool // allowed, decide-only, waiting for the agent's report
+}
+
+// New returns a gateway over an open log. Use Rebuild to load the log's
+// history first when the log is not empty.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.Policy == nil || cfg.Log == nil {
+		return nil, fmt.Errorf("new gateway: %w: policy and log are required", ErrUnavailable)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = 7 * 24 * time.Hour
+	}
+	if cfg.MaxHistory <= 0 {
+		cfg.MaxHistory = 1000
+	}
+	if cfg.ExecTimeout <= 0 {
+		cfg.ExecTimeout = 30 * time.Second
+	}
+	return &Gateway{cfg: cfg, agents: map[string]*agentState{}, requests: map[string]*record{}}, nil
+}
+
+// Request is one authenticated action request.
+type Request struct {
+	Agent       policy.Agent // from authentication, never from the body
+	Session     string
+	Action      policy.Action
+	Instruction string
+	Reasoning   string
+}
+
+// Result is the gateway's answer.
+type Result struct {
+	RequestID string           `json:"request_id"`
+	Decision  *policy.Decision `json:"decision"`
+	Receipt   Receipt          `json:"receipt"`
+	Outcome   *Outcome         `json:"outcome,omitempty"`
+	// OutcomeReceipt is the outcome entry's receipt, once there is one.
+	OutcomeReceipt *Receipt `json:"outcome_receipt,omitempty"`
+}
+
+// Receipt locates an entry in the log.
+type Receipt struct {
+	Index    int64  `json:"index"`
+	LeafHash string `json:"leaf_hash"`
+}
+
+func receiptOf(r audit.Receipt) Receipt {
+	return Receipt{Index: r.Index, LeafHash: r.LeafHash.String()}
+}
+
+// Submit decides req and, when the decision is allow and the action type has
+// an executor, executes it. With execute false it only decides and records.
+func (g *Gateway) Submit(ctx context.Context, req *Request, execute bool) (*Result, error) {
+	rec, err := g.decide(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{RequestID: rec.ID, Decision: rec.Decision, Receipt: receiptOf(rec.Entry)}
+	if rec.Decision.Decision != policy.Allow || !execute {
+		return res, nil
+	}
+	ex, ok := g.cfg.Executors[req.Action.Type]
+	if !ok {
+		// Decide-only: the agent acts and reports the outcome.
+		g.mu.Lock()
+		rec.awaiting = true
+		g.mu.Unlock()
+		return res, nil
+	}
+	out := g.execute(ctx, ex, rec)
+	or, err := g.recordOutcome(ctx, rec, out)
+	if err != nil {
+		return nil, err
+	}
+	ocr := receiptOf(or)
+	res.Outcome, res.OutcomeReceipt = &out, &ocr
+	return res, nil
+}
+
+// decide evaluates and durably records the decision, with the agent's
+// decisions serialised so that limits see every earlier allowed action.
+func (g *Gateway) decide(ctx context.Context, req *Request) (*record, error) {
+	id, err := newID()
+	if err != nil {
+		return nil, fmt.Errorf("decide: %w", err)
+	}
+	st := g.agent(req.Agent.ID)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	now := g.cfg.Now().UTC()
+	st.prune(now.Add(-g.cfg.Retention))
+	preq := &policy.Request{
+		Action:      req.Action,
+		Agent:       req.Agent,
+		Session:     policy.Session{ID: req.Session, History: st.history},
+		Instruction: req.Instruction,
+		Reasoning:   req.Reasoning,
+		Now:         now,
+	}
+	var d *policy.Decision
+	if len(st.history) >= g.cfg.MaxHistory {
+		d = &policy.Decision{Decision: policy.Deny, Reason: "history_limit", Rules: []policy.FiredRule{},
+			Errors:     []policy.RuleError{{Code: "history_limit", Message: fmt.Sprintf("the agent has %d actions within the retention window", len(st.history))}},
+			ActionHash: req.Action.HashString(), Policy: g.cfg.Policy.Digest()}
+	} else {
+		d = g.cfg.Policy.Evaluate(preq)
+	}
+	entry := decisionEntry(id, req, d, now)
+	r, err := g.cfg.Log.Append(ctx, entry)
+	if err != nil {
+		// Not durable: nothing happens, and the agent is told so.
+		return nil, fmt.Errorf("record decision: %w: %v", ErrUnavailable, err)
+	}
+	rec := &record{ID: id, Agent: req.Agent.ID, Session: req.Session, Action: req.Action, Decision: d, Entry: r, Time: now}
+	st.history = append(st.history, policy.HistoryEntry{Action: req.Action.Fields, Decision: string(d.Decision), Time: now})
+	st.ids = append(st.ids, id)
+	g.mu.Lock()
+	g.requests[id] = rec
+	g.mu.Unlock()
+	return rec, nil
+}
+
+func decisionEntry(id string, req *Request, d *policy.Decision, now time.Time) *audit.Entry {
+	rules := make([]audit.Rule, len(d.Rules))
+	for i, r := range d.Rules {
+		rules[i] = audit.Rule{Name: r.Name, Outcome: string(r.Outcome), Message: r.Message, Shadow: r.Shadow}
+	}
+	return &audit.Entry{
+		Kind:          audit.KindDecision,
+		Time:          now,
+		Agent:         req.Agent.ID,
+		Session:       req.Session,
+		RequestID:     id,
+		Action:        audit.Text(string(req.Action.JSON)),
+		ActionSHA256:  req.Action.Hash,
+		Instruction:   audit.Text(req.Instruction),
+		Reasoning:     audit.Text(req.Reasoning),
+		Rules:         rules,
+		Decision:      string(d.Decision),
+		BundleDigest:  d.Policy,
+		EngineVersion: EngineVersion,
+		Message:       d.Reason,
+	}
+}
+
+func (g *Gateway) agent(id string) *agentState {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st, ok := g.agents[id]
+	if !ok {
+		st = &agentState{}
+		g.agents[id] = st
+	}
+	return st
+}
+
+// prune drops history older than from.
+func (st *agentState) prune(from time.Time) {
+	n := 0
+	for n < len(st.history) && st.history[n].Time.Before(from) {
+		n++
+	}
+	if n > 0 {
+		st.history = append(st.history[:0:0], st.history[n:]...)
+		st.ids = append(st.ids[:0:0], st.ids[n:]...)
+	}
+}
+
+// setOutcome records an outcome in the agent's history.
+func (st *agentState) setOutcome(id, outcome string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for i := len(st.ids) - 1; i >= 0; i-- {
+		if st.ids[i] == id {
+			st.history[i].Outcome = outcome
+			return
+		}
+	}
+}
+
+func (g *Gateway) execute(ctx context.Context, ex Executor, rec *record) Outcome {
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.ExecTimeout)
+	defer cancel()
+	return ex.Execute(ctx, Execution{RequestID: rec.ID, Action: rec.Action})
+}
+
+// recordOutcome appends the outcome entry (durable) and updates the state.
+func (g *Gateway) recordOutcome(ctx context.Context, rec *record, out Outcome) (audit.Receipt, error) {
+	var verdicts []policy.Verdict
+	if out.Status == StatusOK {
+		var result any
+		if len(out.Body) > 0 {
+			_ = json.Unmarshal(out.Body, &result)
+		}
+		verdicts = g.cfg.Policy.CheckResult(&policy.Request{Action: rec.Action, Agent: policy.Agent{ID: rec.Agent}, Now: rec.Time},
+			map[string]any{"status": float64(out.HTTPStatus), "body": result})
+	}
+	result, _ := json.Marshal(out)
+	e := &audit.Entry{
+		Kind:      audit.KindOutcome,
+		Time:      g.cfg.Now().UTC(),
+		Agent:     rec.Agent,
+		Session:   rec.Session,
+		RequestID: rec.ID,
+		Closes:    rec.Entry.Index,
+		Result:    audit.Text(string(result)),
+		Status:    out.Status,
+	}
+	for _, v := range verdicts {
+		e.Postconditions = append(e.Postconditions, audit.Verdict{Rule: v.Rule, Holds: v.Holds, Message: v.Message})
+	}
+	// The outcome must be recorded even if the client went away.
+	r, err := g.cfg.Log.Append(context.WithoutCancel(ctx), e)
+	if err != nil {
+		return audit.Receipt{}, fmt.Errorf("record outcome: %w: %v", ErrUnavailable, err)
+	}
+	g.agent(rec.Agent).setOutcome(rec.ID, historyOutcome(out.Status))
+	g.mu.Lock()
+	rec.Outcome, rec.OutEntry, rec.awaiting = &out, &r, false
+	g.mu.Unlock()
+	return r, nil
+}
+
+// Get returns what the gateway knows of a request of agent.
+func (g *Gateway) Get(agent, id string) (*Result, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	rec, ok := g.requests[id]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	if rec.Agent != agent {
+		return nil, ErrForbidden
+	}
+	res := &Result{RequestID: rec.ID, Decision: rec.Decision, Receipt: receiptOf(rec.Entry), Outcome: rec.Outcome}
+	if rec.OutEntry != nil {
+		r := receiptOf(*rec.OutEntry)
+		res.OutcomeReceipt = &r
+	}
+	return res, nil
+}
+
+// ReportOutcome records the outcome an agent reports for an allowed action
+// of a decide-only type. It is accepted once.
+func (g *Gateway) ReportOutcome(ctx context.Context, agent, id string, out Outcome) (*Result, error) {
+	g.mu.Lock()
+	rec, ok := g.requests[id]
+	switch {
+	case !ok:
+		g.mu.Unlock()
+		return nil, ErrNotFound
+	case rec.Agent != agent:
+		g.mu.Unlock()
+		return nil, ErrForbidden
+	case !rec.awaiting:
+		g.mu.Unlock()
+		return nil, ErrConflict
+	}
+	rec.awaiting = false // claimed: a concurrent report gets ErrConflict
+	g.mu.Unlock()
+	out.Reported = true
+	if _, err := g.recordOutcome(ctx, rec, out); err != nil {
+		return nil, err
+	}
+	return g.Get(agent, id)
+}
+
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// newID returns a random request id: "r" and 26 base32 characters (128 bits).
+func newID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return "r" + strings.ToLower(idEncoding.EncodeToString(b[:])), nil
+}

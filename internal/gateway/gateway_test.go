@@ -1,0 +1,395 @@
+package gateway_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/internal/gateway"
+	"github.com/rulelock/rulelock/internal/strictjson"
+	"github.com/rulelock/rulelock/policy"
+)
+
+const testPolicy = `policy "t" {
+  default: deny
+}
+rule "AllowTransfers" {
+  precondition: action.type == "transfer"
+  condition: action.amount > 0
+  allow
+}
+rule "DailyCap" {
+  precondition: action.type == "transfer"
+  condition: session.total("transfer", "amount", {"to": action.to}, duration("24h")) + action.amount <= 10000
+  deny: "at most 10000 per payee per day"
+}
+rule "BigNeedsApproval" {
+  precondition: action.type == "trade"
+  condition: action.amount <= 100
+  require_approval {
+    approvers: 2
+  }
+}
+rule "AllowTrades" {
+  precondition: action.type == "trade"
+  allow
+}
+rule "AllowReports" {
+  precondition: action.type == "report"
+  allow
+}
+`
+
+// upstream is a real HTTP server that records what it receives and, at the
+// moment each request arrives, checks the log for its decision.
+type upstream struct {
+	t   *testing.T
+	log *audit.Log
+	srv *httptest.Server
+
+	mu       sync.Mutex
+	received []received
+}
+
+type received struct {
+	key, auth, body string
+	decided         bool // a durable allow decision with this id and these bytes was in the log on arrival
+}
+
+func newUpstream(t *testing.T, l *audit.Log) *upstream {
+	u := &upstream{t: t, log: l}
+	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		rec := received{key: r.Header.Get("Idempotency-Key"), auth: r.Header.Get("Authorization"), body: string(body)}
+		rec.decided = u.decisionInLog(rec.key, rec.body)
+		u.mu.Lock()
+		u.received = append(u.received, rec)
+		u.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"ok": true}`)
+	}))
+	t.Cleanup(u.srv.Close)
+	return u
+}
+
+// decisionInLog reports whether the log holds exactly one allow decision
+// for request id with exactly these canonical bytes.
+func (u *upstream) decisionInLog(id, body string) bool {
+	n := 0
+	for i := int64(0); i < u.log.Size(); i++ {
+		raw, err := u.log.ReadEntry(i)
+		if err != nil {
+			return false
+		}
+		e, err := audit.DecodeEntry(raw)
+		if err != nil {
+			return false
+		}
+		if e.Kind == audit.KindDecision && e.RequestID == id && e.Decision == "allow" && e.Action.Text == body {
+			n++
+		}
+	}
+	return n == 1
+}
+
+// checkOracle asserts the mediation invariant over everything received.
+func (u *upstream) checkOracle() {
+	u.t.Helper()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	seen := map[string]bool{}
+	for _, r := range u.received {
+		if !r.decided {
+			u.t.Errorf("upstream request %s arrived without a durable allow decision for its bytes %s", r.key, r.body)
+		}
+		if seen[r.key] {
+			u.t.Errorf("decision %s reached the upstream twice", r.key)
+		}
+		seen[r.key] = true
+		if r.auth != "Bearer upstream-secret" {
+			u.t.Errorf("upstream saw Authorization %q, want the gateway's credential", r.auth)
+		}
+	}
+}
+
+func (u *upstream) count() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.received)
+}
+
+type fixture struct {
+	dir string
+	log *audit.Log
+	up  *upstream
+	gw  *gateway.Gateway
+	pol *policy.Policy
+}
+
+func newFixture(t *testing.T, dir string) *fixture {
+	t.Helper()
+	l, err := audit.Open(dir, audit.Options{SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	p, err := policy.FromSources([]policy.Source{{Name: "t.rules", Data: []byte(testPolicy)}}, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{dir: dir, log: l, pol: p}
+	f.up = newUpstream(t, l)
+	creds := http.Header{"Authorization": {"Bearer upstream-secret"}}
+	pay := &gateway.HTTPExecutor{Method: "POST", URL: f.up.srv.URL + "/pay/{to}", Headers: creds}
+	trade := &gateway.HTTPExecutor{Method: "POST", URL: f.up.srv.URL + "/trades", Headers: creds}
+	f.gw, err = gateway.New(gateway.Config{Policy: p, Log: l, Executors: map[string]gateway.Executor{"transfer": pay, "trade": trade}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func action(t *testing.T, js string) policy.Action {
+	t.Helper()
+	v, err := strictjson.Decode([]byte(js), strictjson.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := policy.NewAction(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+var agent42 = policy.Agent{ID: "agent-42", Roles: []string{"payments"}}
+
+func TestMediation(t *testing.T) {
+	f := newFixture(t, t.TempDir())
+	ctx := context.Background()
+	cases := []struct {
+		action   string
+		decision policy.Effect
+		executed bool
+	}{
+		{`{"type": "transfer", "amount": 500, "to": "acct-1"}`, policy.Allow, true},
+		{`{"type": "transfer", "amount": 20000, "to": "acct-2"}`, policy.Deny, false},
+		{`{"type": "trade", "amount": 5000}`, policy.RequireApproval, false},
+		{`{"type": "trade", "amount": 5}`, policy.Allow, true},
+		{`{"type": "unknown_thing"}`, policy.Deny, false},
+		{`{"type": "report", "n": 1}`, policy.Allow, false}, // decide-only: no executor
+	}
+	executed := 0
+	for _, c := range cases {
+		res, err := f.gw.Submit(ctx, &gateway.Request{Agent: agent42, Session: "s1", Action: action(t, c.action)}, true)
+		if err != nil {
+			t.Fatalf("%s: %v", c.action, err)
+		}
+		if res.Decision.Decision != c.decision {
+			t.Errorf("%s: got %s, want %s", c.action, res.Decision.Decision, c.decision)
+		}
+		if got := res.Outcome != nil; got != c.executed {
+			t.Errorf("%s: executed %v, want %v", c.action, got, c.executed)
+		}
+		if c.executed {
+			executed++
+			if res.Outcome.Status != gateway.StatusOK || res.OutcomeReceipt == nil || res.OutcomeReceipt.Index <= res.Receipt.Index {
+				t.Errorf("%s: outcome %+v receipt %+v after decision %+v", c.action, res.Outcome, res.OutcomeReceipt, res.Receipt)
+			}
+		}
+	}
+	if f.up.count() != executed {
+		t.Errorf("upstream received %d requests, want %d", f.up.count(), executed)
+	}
+	f.up.checkOracle()
+	// Every request has a decision entry; every execution an outcome entry.
+	kinds := map[audit.Kind]int{}
+	for i := int64(0); i < f.log.Size(); i++ {
+		raw, _ := f.log.ReadEntry(i)
+		e, err := audit.DecodeEntry(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kinds[e.Kind]++
+	}
+	if kinds[audit.KindDecision] != len(cases) || kinds[audit.KindOutcome] != executed {
+		t.Errorf("log has %v, want %d decisions and %d outcomes", kinds, len(cases), executed)
+	}
+}
+
+// TestConcurrentLimit: ten concurrent transfers of 9,999 to one payee under a
+// 10,000-per-day cap allow exactly one.
+func TestConcurrentLimit(t *testing.T) {
+	f := newFixture(t, t.TempDir())
+	var wg sync.WaitGroup
+	results := make([]*gateway.Result, 10)
+	errs := make([]error, 10)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = f.gw.Submit(context.Background(), &gateway.Request{Agent: agent42, Session: "s", Action: action(t, `{"type": "transfer", "amount": 9999, "to": "acct-7"}`)}, true)
+		}()
+	}
+	wg.Wait()
+	allowed := 0
+	for i, r := range results {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if r.Decision.Decision == policy.Allow {
+			allowed++
+		}
+	}
+	if allowed != 1 || f.up.count() != 1 {
+		t.Fatalf("allowed %d, executed %d; want exactly one of each", allowed, f.up.count())
+	}
+	f.up.checkOracle()
+}
+
+// TestSessionsDoNotResetLimits: a new session id does not give the agent a
+// fresh limit.
+func TestSessionsDoNotResetLimits(t *testing.T) {
+	f := newFixture(t, t.TempDir())
+	ctx := context.Background()
+	first, err := f.gw.Submit(ctx, &gateway.Request{Agent: agent42, Session: "a", Action: action(t, `{"type": "transfer", "amount": 9999, "to": "acct-7"}`)}, true)
+	if err != nil || first.Decision.Decision != policy.Allow {
+		t.Fatalf("first: %v %v", first, err)
+	}
+	second, err := f.gw.Submit(ctx, &gateway.Request{Agent: agent42, Session: "b", Action: action(t, `{"type": "transfer", "amount": 9999, "to": "acct-7"}`)}, true)
+	if err != nil || second.Decision.Decision != policy.Deny {
+		t.Fatalf("second, in another session: got %+v (%v), want deny", second.Decision, err)
+	}
+	// Another agent has its own limit.
+	other, err := f.gw.Submit(ctx, &gateway.Request{Agent: policy.Agent{ID: "agent-43"}, Session: "a", Action: action(t, `{"type": "transfer", "amount": 9999, "to": "acct-7"}`)}, true)
+	if err != nil || other.Decision.Decision != policy.Allow {
+		t.Fatalf("another agent: got %+v (%v), want allow", other.Decision, err)
+	}
+}
+
+// failingLog refuses every append.
+type failingLog struct{}
+
+func (failingLog) Append(context.Context, *audit.Entry) (audit.Receipt, error) {
+	return audit.Receipt{}, errors.New("disk on fire")
+}
+
+func TestNoDurableDecisionNoAction(t *testing.T) {
+	called := false
+	p, _ := policy.FromSources([]policy.Source{{Name: "t.rules", Data: []byte(testPolicy)}}, policy.Options{})
+	gw, err := gateway.New(gateway.Config{Policy: p, Log: failingLog{}, Executors: map[string]gateway.Executor{
+		"transfer": gateway.ExecutorFunc(func(context.Context, gateway.Execution) gateway.Outcome {
+			called = true
+			return gateway.Outcome{Status: gateway.StatusOK}
+		}),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = gw.Submit(context.Background(), &gateway.Request{Agent: agent42, Action: action(t, `{"type": "transfer", "amount": 5, "to": "x"}`)}, true)
+	if !errors.Is(err, gateway.ErrUnavailable) {
+		t.Fatalf("got %v, want ErrUnavailable", err)
+	}
+	if called {
+		t.Fatal("the executor ran without a durable decision")
+	}
+}
+
+// TestRebuild: after a restart the history is rebuilt from the log, and an
+// allowed decision without an outcome is closed as unknown, never re-run.
+func TestRebuild(t *testing.T) {
+	dir := t.TempDir()
+	f := newFixture(t, dir)
+	ctx := context.Background()
+	if _, err := f.gw.Submit(ctx, &gateway.Request{Agent: agent42, Action: action(t, `{"type": "transfer", "amount": 6000, "to": "acct-7"}`)}, true); err != nil {
+		t.Fatal(err)
+	}
+	// Decided, and the process "dies" before executing: decide only.
+	pending, err := f.gw.Submit(ctx, &gateway.Request{Agent: agent42, Action: action(t, `{"type": "transfer", "amount": 3000, "to": "acct-7"}`)}, false)
+	if err != nil || pending.Decision.Decision != policy.Allow {
+		t.Fatalf("pending: %+v %v", pending, err)
+	}
+	f.log.Close()
+
+	l, err := audit.Open(dir, audit.Options{SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	gw, err := gateway.New(gateway.Config{Policy: f.pol, Log: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed, err := gw.Rebuild(ctx, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if closed != 1 {
+		t.Fatalf("closed %d decisions as unknown, want 1", closed)
+	}
+	got, err := gw.Get(agent42.ID, pending.RequestID)
+	if err != nil || got.Outcome == nil || got.Outcome.Status != gateway.StatusUnknown {
+		t.Fatalf("recovered request: %+v %v, want an unknown outcome", got, err)
+	}
+	// 6000 + 3000 (unknown counts) + 2000 > 10000: denied.
+	res, err := gw.Submit(ctx, &gateway.Request{Agent: agent42, Action: action(t, `{"type": "transfer", "amount": 2000, "to": "acct-7"}`)}, false)
+	if err != nil || res.Decision.Decision != policy.Deny {
+		t.Fatalf("after restart: %+v %v, want deny from the rebuilt history", res, err)
+	}
+	// A second rebuild finds nothing more to close.
+	gw2, _ := gateway.New(gateway.Config{Policy: f.pol, Log: l})
+	if n, err := gw2.Rebuild(ctx, l); err != nil || n != 0 {
+		t.Fatalf("second rebuild closed %d (%v), want 0", n, err)
+	}
+}
+
+func TestReportOutcome(t *testing.T) {
+	f := newFixture(t, t.TempDir())
+	ctx := context.Background()
+	res, err := f.gw.Submit(ctx, &gateway.Request{Agent: agent42, Action: action(t, `{"type": "report", "n": 1}`)}, true)
+	if err != nil || res.Outcome != nil {
+		t.Fatalf("decide-only: %+v %v", res, err)
+	}
+	if _, err := f.gw.ReportOutcome(ctx, "agent-43", res.RequestID, gateway.Outcome{Status: gateway.StatusOK}); !errors.Is(err, gateway.ErrForbidden) {
+		t.Fatalf("another agent's report: got %v, want ErrForbidden", err)
+	}
+	got, err := f.gw.ReportOutcome(ctx, agent42.ID, res.RequestID, gateway.Outcome{Status: gateway.StatusOK})
+	if err != nil || got.Outcome == nil || !got.Outcome.Reported {
+		t.Fatalf("report: %+v %v", got, err)
+	}
+	if _, err := f.gw.ReportOutcome(ctx, agent42.ID, res.RequestID, gateway.Outcome{Status: gateway.StatusOK}); !errors.Is(err, gateway.ErrConflict) {
+		t.Fatalf("second report: got %v, want ErrConflict", err)
+	}
+}
+
+func TestURLTemplate(t *testing.T) {
+	var paths []string
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths = append(paths, r.URL.EscapedPath())
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	ex := &gateway.HTTPExecutor{Method: "POST", URL: srv.URL + "/payees/{to}/pay"}
+	for _, to := range []string{"acct-1", "../admin", "a/b?c"} {
+		out := ex.Execute(context.Background(), gateway.Execution{RequestID: "r1", Action: action(t, `{"type": "transfer", "to": "`+to+`"}`)})
+		if out.Status != gateway.StatusOK {
+			t.Errorf("%s: %+v", to, out)
+		}
+	}
+	out := ex.Execute(context.Background(), gateway.Execution{RequestID: "r1", Action: action(t, `{"type": "transfer", "to": ".."}`)})
+	if out.Status != gateway.StatusError {
+		t.Errorf("dot segment: got %+v, want an error before sending", out)
+	}
+	want := "/payees/acct-1/pay /payees/..%2Fadmin/pay /payees/a%2Fb%3Fc/pay"
+	if got := strings.Join(paths, " "); got != want {
+		t.Errorf("paths: got %s, want %s", got, want)
+	}
+}

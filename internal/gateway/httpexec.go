@@ -1,0 +1,134 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/rulelock/rulelock/internal/strictjson"
+)
+
+// HTTPExecutor performs an action as an HTTP request. The body is the
+// canonical action; the headers carry the credentials the gateway holds.
+// Nothing of the agent's request (its headers, its token, its raw bytes)
+// reaches the upstream.
+type HTTPExecutor struct {
+	Method string
+	// URL may name action fields in braces, e.g. https://bank/v1/payees/{to}:
+	// each is replaced by the field's value, path-escaped. A field that is
+	// missing or not a string or number makes the execution fail before
+	// anything is sent.
+	URL     string
+	Headers http.Header // e.g. Authorization: Bearer <the gateway's credential>
+	Client  *http.Client
+	// MaxBody caps the upstream reply kept in the outcome (default 64 KiB;
+	// the digest always covers the whole body up to 16 MiB).
+	MaxBody int64
+}
+
+// Execute sends the request with Idempotency-Key: the request id.
+func (h *HTTPExecutor) Execute(ctx context.Context, x Execution) Outcome {
+	target, err := expandURL(h.URL, x.Action.Fields)
+	if err != nil {
+		return Outcome{Status: StatusError, Error: err.Error()}
+	}
+	req, err := http.NewRequestWithContext(ctx, h.Method, target, bytes.NewReader(x.Action.JSON))
+	if err != nil {
+		return Outcome{Status: StatusError, Error: err.Error()}
+	}
+	for k, vs := range h.Headers {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", x.RequestID)
+	var wrote atomic.Bool
+	req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteHeaders: func() { wrote.Store(true) },
+	}))
+	client := h.Client
+	if client == nil {
+		client = &http.Client{Timeout: 30 * time.Second}
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		if wrote.Load() {
+			// The upstream may have acted: we cannot say it did not.
+			return Outcome{Status: StatusUnknown, Error: err.Error()}
+		}
+		return Outcome{Status: StatusError, Error: err.Error()}
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return Outcome{Status: StatusUnknown, HTTPStatus: resp.StatusCode, Error: "read reply: " + err.Error()}
+	}
+	sum := sha256.Sum256(body)
+	out := Outcome{Status: StatusOK, HTTPStatus: resp.StatusCode, BodySHA256: hex.EncodeToString(sum[:])}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		out.Status = StatusError
+		out.Error = resp.Status
+	}
+	max := h.MaxBody
+	if max <= 0 {
+		max = 64 << 10
+	}
+	if int64(len(body)) <= max {
+		// Keep the reply only in its canonical form, and only if it is JSON.
+		if v, err := strictjson.Decode(body, strictjson.Limits{MaxBytes: int(max)}); err == nil {
+			if c, err := strictjson.Canonical(v); err == nil {
+				out.Body = json.RawMessage(c)
+			}
+		}
+	}
+	return out
+}
+
+// expandURL replaces {field} in a URL template with the field's value.
+func expandURL(tmpl string, fields map[string]any) (string, error) {
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(tmpl, '{')
+		if i < 0 {
+			b.WriteString(tmpl)
+			break
+		}
+		j := strings.IndexByte(tmpl[i:], '}')
+		if j < 0 {
+			return "", fmt.Errorf("url template %q: unclosed {", tmpl)
+		}
+		name := tmpl[i+1 : i+j]
+		var s string
+		switch v := fields[name].(type) {
+		case string:
+			s = v
+		case float64:
+			s = string(strictjsonNumber(v))
+		default:
+			return "", fmt.Errorf("url template: action field %q is missing or not a string or number", name)
+		}
+		if s == "" || s == "." || s == ".." {
+			return "", fmt.Errorf("url template: action field %q is empty or a dot segment", name)
+		}
+		b.WriteString(tmpl[:i])
+		b.WriteString(url.PathEscape(s))
+		tmpl = tmpl[i+j+1:]
+	}
+	return b.String(), nil
+}
+
+func strictjsonNumber(f float64) []byte {
+	b, _ := strictjson.Canonical(f)
+	return b
+}
