@@ -185,7 +185,7 @@ func TestQuorumRules(t *testing.T) {
 		name    string
 		reqs    []policy.Requirement
 		by      []string
-		wantAt  int // index in by of the approval that returns Ready; -1 for none
+		wantAt  int            // index in by of the approval that returns Ready; -1 for none
 		refused map[int]string // approval index to refusal code
 	}{
 		{name: "two-person rule: two treasury members", reqs: twoTreasury, by: []string{"alice", "bob"}, wantAt: 1},
