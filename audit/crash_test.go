@@ -34,7 +34,7 @@ func TestCrash(t *testing.T) {
 	acked := map[int64]tlog.Hash{}
 	total := 0
 	for kill := range *crashKills {
-		if kill%25 == 0 {
+		if kill%10 == 0 {
 			dir = t.TempDir()
 			clear(acked)
 		}
@@ -64,8 +64,8 @@ func TestCrash(t *testing.T) {
 			t.Fatalf("kill %d: verify: %v", kill, err)
 		}
 		total += len(acked)
-		if kill%25 == 24 {
-			t.Logf("kills %d-%d: %d entries acknowledged, %d in the log", kill-24, kill, len(acked), size)
+		if kill%10 == 9 {
+			t.Logf("kills %d-%d: %d entries acknowledged, %d in the log", kill-9, kill, len(acked), size)
 		}
 	}
 	if total == 0 {

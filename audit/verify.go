@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -99,6 +100,58 @@ type scanned struct {
 	file string
 }
 
+// scanSegment appends the frames of a segment file to frames, reading it in
+// large windows and stopping at the end of its data.
+func scanSegment(f *os.File, name string, frames []scanned) ([]scanned, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read log: %w", err)
+	}
+	r := &windowReader{r: f, size: st.Size()}
+	for off := int64(0); ; {
+		fr, err := readFrame(r, off, st.Size())
+		if err == errEnd {
+			return frames, nil
+		}
+		var bad *badFrameError
+		if errors.As(err, &bad) {
+			return nil, &VerifyError{Class: ModifiedEntry, Index: int64(len(frames)), File: name, Offset: off, Err: err}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read log: %w", err)
+		}
+		frames = append(frames, scanned{fr, name})
+		off += frameHeader + int64(len(fr.payload))
+	}
+}
+
+// windowReader serves ReadAt from a 4 MiB window of the underlying file.
+type windowReader struct {
+	r    io.ReaderAt
+	size int64
+	off  int64
+	buf  []byte
+}
+
+func (w *windowReader) ReadAt(p []byte, off int64) (int, error) {
+	if off < w.off || off+int64(len(p)) > w.off+int64(len(w.buf)) {
+		n := max(int64(4<<20), int64(len(p)))
+		n = min(n, w.size-off)
+		if n < int64(len(p)) {
+			return 0, io.ErrUnexpectedEOF
+		}
+		if int64(cap(w.buf)) < n {
+			w.buf = make([]byte, n)
+		}
+		w.buf = w.buf[:n]
+		if _, err := w.r.ReadAt(w.buf, off); err != nil {
+			return 0, err
+		}
+		w.off = off
+	}
+	return copy(p, w.buf[off-w.off:]), nil
+}
+
 // readLogDir reads and checks every frame of the log in dir: checksums,
 // sequence, hash chain and entry encoding.
 func readLogDir(dir string) (*dirLog, error) {
@@ -109,22 +162,15 @@ func readLogDir(dir string) (*dirLog, error) {
 	var frames []scanned
 	for _, first := range firsts {
 		name := filepath.Join(segDir, segName(first))
-		data, err := os.ReadFile(filepath.Join(dir, name))
+		f, err := os.Open(filepath.Join(dir, name))
 		if err != nil {
 			return nil, fmt.Errorf("read log: %w", err)
 		}
-		r := bytes.NewReader(data)
 		start := len(frames)
-		for off := int64(0); ; {
-			fr, err := readFrame(r, off, int64(len(data)))
-			if err == errEnd {
-				break
-			}
-			if err != nil {
-				return nil, &VerifyError{Class: ModifiedEntry, Index: int64(len(frames)), File: name, Offset: off, Err: err}
-			}
-			frames = append(frames, scanned{fr, name})
-			off += frameHeader + int64(len(fr.payload))
+		frames, err = scanSegment(f, name, frames)
+		f.Close()
+		if err != nil {
+			return nil, err
 		}
 		if len(frames) > start && frames[start].index != first {
 			f := frames[start]
