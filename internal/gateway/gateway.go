@@ -24,6 +24,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/policy"
@@ -414,4 +415,32 @@ func newID() (string, error) {
 		return "", err
 	}
 	return "r" + strings.ToLower(idEncoding.EncodeToString(b[:])), nil
+}
+
+// Reject records a request the gateway refused before it could be decided
+// (malformed, oversized, of an unknown shape) from an authenticated agent:
+// the log keeps every authenticated request. raw is what the agent sent, as
+// far as it was read; it is kept when it is valid UTF-8. The decision is
+// deny with code as its reason.
+func (g *Gateway) Reject(ctx context.Context, agent policy.Agent, code, msg string, raw []byte) (*Result, error) {
+	id, err := newID()
+	if err != nil {
+		return nil, fmt.Errorf("reject: %w", err)
+	}
+	now := g.cfg.Now().UTC()
+	d := &policy.Decision{Decision: policy.Deny, Reason: code, Rules: []policy.FiredRule{},
+		Errors: []policy.RuleError{{Code: code, Message: msg}}, Policy: g.cfg.Policy.Digest()}
+	e := &audit.Entry{
+		Kind: audit.KindDecision, Time: now, Agent: agent.ID, RequestID: id,
+		Decision: string(d.Decision), BundleDigest: d.Policy, EngineVersion: EngineVersion,
+		Message: code + ": " + msg,
+	}
+	if len(raw) > 0 && utf8.Valid(raw) {
+		e.Action = audit.Text(string(raw))
+	}
+	r, err := g.cfg.Log.Append(ctx, e)
+	if err != nil {
+		return nil, fmt.Errorf("record rejection: %w: %v", ErrUnavailable, err)
+	}
+	return &Result{RequestID: id, Decision: d, Receipt: receiptOf(r)}, nil
 }

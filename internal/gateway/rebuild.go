@@ -40,6 +40,9 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 		switch e.Kind {
 		case audit.KindDecision:
 			rec, err := g.restoreDecision(lr, audit.Receipt{Index: i, LeafHash: tlog.RecordHash(raw)}, e)
+			if err != nil && e.Decision == string(policy.Deny) {
+				continue // a request refused before decoding (Reject): nothing to restore
+			}
 			if err != nil {
 				return 0, fmt.Errorf("rebuild: entry %d: %w", i, err)
 			}

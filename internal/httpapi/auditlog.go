@@ -1,0 +1,31 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/rulelock/rulelock/audit"
+)
+
+// AuditLog serves an audit log, its checkpointer and its tiles directory.
+type AuditLog struct {
+	Log          *audit.Log
+	Checkpointer *audit.Checkpointer
+	TilesDir     string
+}
+
+// Checkpoint returns the latest signed checkpoint.
+func (a *AuditLog) Checkpoint() []byte { return a.Checkpointer.Latest() }
+
+// Entry returns entry i as encoded in the log.
+func (a *AuditLog) Entry(i int64) ([]byte, error) { return a.Log.ReadEntry(i) }
+
+// Receipt returns a self-contained receipt for entry i.
+func (a *AuditLog) Receipt(i int64) ([]byte, error) { return a.Checkpointer.Receipt(i) }
+
+// Tiles serves the C2SP tlog-tiles directory.
+func (a *AuditLog) Tiles() http.Handler {
+	if a.TilesDir == "" {
+		return http.NotFoundHandler()
+	}
+	return http.FileServer(http.Dir(a.TilesDir))
+}

@@ -1,0 +1,447 @@
+// Package httpapi is rulelock's JSON API over HTTP, versioned under /v1/.
+//
+// Every route but /healthz and /readyz authenticates the agent with a bearer
+// token; the agent's identity and roles come from the token, never from the
+// body. Requests are read strictly: only application/json, a body limit
+// enforced before anything is evaluated (413), canonical paths only (no
+// "//", "/./", percent-escapes), and one strict JSON decoder. Errors are JSON
+// with a stable code:
+//
+//	{"error": {"code": "too_large", "message": "body is larger than 65536 bytes"}}
+package httpapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rulelock/rulelock/internal/gateway"
+	"github.com/rulelock/rulelock/internal/strictjson"
+	"github.com/rulelock/rulelock/policy"
+)
+
+// Token is an agent's credential as the server keeps it: the SHA-256 of
+// the bearer token, never the token.
+type Token struct {
+	SHA256 [32]byte
+	Agent  policy.Agent
+}
+
+// HashToken returns the SHA-256 of a bearer token.
+func HashToken(token string) [32]byte { return sha256.Sum256([]byte(token)) }
+
+// LogAPI serves the audit log to third parties.
+type LogAPI interface {
+	Checkpoint() []byte              // the latest signed checkpoint (nil before the first)
+	Entry(i int64) ([]byte, error)   // the encoded entry
+	Receipt(i int64) ([]byte, error) // entry + inclusion proof + checkpoint
+	Tiles() http.Handler             // the tlog-tiles directory, rooted at /v1/log/
+}
+
+// Config configures the API.
+type Config struct {
+	Gateway *gateway.Gateway
+	Tokens  []Token
+	Log     LogAPI
+	Ready   func() bool
+	Metrics *Metrics
+	// MaxBody caps request bodies (default 64 KiB).
+	MaxBody int64
+}
+
+// Server is the HTTP API.
+type Server struct {
+	cfg    Config
+	routes []route
+	mux    *http.ServeMux
+}
+
+// route is one entry of the route table.
+type route struct {
+	pattern string
+	public  bool // health only: no authentication
+	handler func(w http.ResponseWriter, r *http.Request, agent policy.Agent)
+}
+
+// New builds the server and its route table.
+func New(cfg Config) *Server {
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = 64 << 10
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics()
+	}
+	s := &Server{cfg: cfg, mux: http.NewServeMux()}
+	s.routes = []route{
+		{pattern: "POST /v1/actions", handler: s.submit(true)},
+		{pattern: "POST /v1/decide", handler: s.submit(false)},
+		{pattern: "GET /v1/requests/{id}", handler: s.getRequest},
+		{pattern: "POST /v1/requests/{id}/outcome", handler: s.reportOutcome},
+		{pattern: "GET /v1/log/checkpoint", handler: s.checkpoint},
+		{pattern: "GET /v1/log/entries/{i}", handler: s.entry},
+		{pattern: "GET /v1/log/proof/{i}", handler: s.proof},
+		{pattern: "GET /v1/log/tile/", handler: s.tiles},
+		{pattern: "GET /metrics", handler: s.metrics},
+		{pattern: "GET /healthz", public: true, handler: s.healthz},
+		{pattern: "GET /readyz", public: true, handler: s.readyz},
+	}
+	for _, rt := range s.routes {
+		s.mux.Handle(rt.pattern, s.wrap(rt))
+	}
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		for _, m := range []string{"GET", "POST"} {
+			alt := r.Clone(r.Context())
+			alt.Method = m
+			if _, pattern := s.mux.Handler(alt); pattern != "/" && pattern != "" {
+				w.Header().Set("Allow", m)
+				writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use "+m)
+				return
+			}
+		}
+		writeError(w, http.StatusNotFound, "not_found", "no such route")
+	})
+	return s
+}
+
+// Routes lists the route patterns and whether each authenticates.
+func (s *Server) Routes() map[string]bool {
+	m := map[string]bool{}
+	for _, rt := range s.routes {
+		m[rt.pattern] = !rt.public
+	}
+	return m
+}
+
+// ServeHTTP rejects non-canonical paths before routing.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !canonicalPath(r) {
+		writeError(w, http.StatusBadRequest, "non_canonical_path", "the path must be canonical: no empty, . or .. segments and no percent-escapes")
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+func canonicalPath(r *http.Request) bool {
+	p := r.URL.Path
+	if r.URL.RawPath != "" || strings.Contains(r.RequestURI, "%") || !strings.HasPrefix(p, "/") {
+		return false
+	}
+	clean := path.Clean(p)
+	if strings.HasSuffix(p, "/") && p != "/" {
+		clean += "/"
+	}
+	return clean == p
+}
+
+// wrap authenticates (unless public) and recovers, failing closed.
+func (s *Server) wrap(rt route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var agent policy.Agent
+		if !rt.public {
+			a, ok := s.authenticate(r)
+			if !ok {
+				s.cfg.Metrics.failClosed("unauthenticated")
+				w.Header().Set("WWW-Authenticate", `Bearer realm="rulelock"`)
+				writeError(w, http.StatusUnauthorized, "unauthenticated", "a valid bearer token is required")
+				return
+			}
+			agent = a
+		}
+		rt.handler(w, r, agent)
+	})
+}
+
+func (s *Server) authenticate(r *http.Request) (policy.Agent, bool) {
+	h := r.Header.Values("Authorization")
+	if len(h) != 1 {
+		return policy.Agent{}, false
+	}
+	tok, ok := strings.CutPrefix(h[0], "Bearer ")
+	if !ok || tok == "" {
+		return policy.Agent{}, false
+	}
+	sum := HashToken(tok)
+	var found policy.Agent
+	match := 0
+	for _, t := range s.cfg.Tokens {
+		if subtle.ConstantTimeCompare(sum[:], t.SHA256[:]) == 1 {
+			found, match = t.Agent, match+1
+		}
+	}
+	return found, match == 1
+}
+
+// readBody reads a JSON body within the limit. On failure it has written the
+// error reply and returns the code and what it read.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (body []byte, code, msg string, status int) {
+	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return nil, "unsupported_media_type", "Content-Type must be application/json", http.StatusUnsupportedMediaType
+	}
+	for k, v := range params {
+		if k != "charset" || !strings.EqualFold(v, "utf-8") {
+			return nil, "unsupported_media_type", "the only Content-Type parameter accepted is charset=utf-8", http.StatusUnsupportedMediaType
+		}
+	}
+	if r.ContentLength > s.cfg.MaxBody {
+		return nil, "too_large", fmt.Sprintf("body is larger than %d bytes", s.cfg.MaxBody), http.StatusRequestEntityTooLarge
+	}
+	body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBody))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return nil, "too_large", fmt.Sprintf("body is larger than %d bytes", s.cfg.MaxBody), http.StatusRequestEntityTooLarge
+	}
+	if err != nil {
+		return nil, "bad_request", "read body: " + err.Error(), http.StatusBadRequest
+	}
+	return body, "", "", 0
+}
+
+// actionBody is the body of POST /v1/actions and /v1/decide.
+type actionBody struct {
+	Action      policy.Action
+	Session     string
+	Instruction string
+	Reasoning   string
+}
+
+func decodeActionBody(b []byte) (*actionBody, error) {
+	v, err := strictjson.Decode(b, strictjson.Limits{})
+	if err != nil {
+		return nil, err
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, errors.New("the body must be a JSON object")
+	}
+	out := &actionBody{}
+	for k, v := range m {
+		switch k {
+		case "action":
+			if out.Action, err = policy.NewAction(v); err != nil {
+				return nil, err
+			}
+		case "session", "instruction", "reasoning":
+			s, ok := v.(string)
+			if !ok {
+				return nil, fmt.Errorf("%s must be a string", k)
+			}
+			switch k {
+			case "session":
+				out.Session = s
+			case "instruction":
+				out.Instruction = s
+			default:
+				out.Reasoning = s
+			}
+		default:
+			// agent, now and anything else are not the agent's to say.
+			return nil, fmt.Errorf("unknown field %q", k)
+		}
+	}
+	if out.Action.Fields == nil {
+		return nil, errors.New("action is required")
+	}
+	return out, nil
+}
+
+func (s *Server) submit(execute bool) func(http.ResponseWriter, *http.Request, policy.Agent) {
+	return func(w http.ResponseWriter, r *http.Request, agent policy.Agent) {
+		start := time.Now()
+		body, code, msg, status := s.readBody(w, r)
+		if code == "" {
+			ab, err := decodeActionBody(body)
+			if err == nil {
+				s.decided(w, r, start, agent, ab, execute)
+				return
+			}
+			code, msg, status = "bad_request", err.Error(), http.StatusBadRequest
+		}
+		// Refused before a decision: still logged, as a denial.
+		s.cfg.Metrics.failClosed(code)
+		res, err := s.cfg.Gateway.Reject(r.Context(), agent, code, msg, body)
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, "unavailable", "the audit log is unavailable: nothing was done")
+			return
+		}
+		writeJSON(w, status, map[string]any{"error": apiError{Code: code, Message: msg}, "request_id": res.RequestID, "receipt": res.Receipt})
+	}
+}
+
+func (s *Server) decided(w http.ResponseWriter, r *http.Request, start time.Time, agent policy.Agent, ab *actionBody, execute bool) {
+	res, err := s.cfg.Gateway.Submit(r.Context(), &gateway.Request{
+		Agent: agent, Session: ab.Session, Action: ab.Action, Instruction: ab.Instruction, Reasoning: ab.Reasoning,
+	}, execute)
+	if err != nil {
+		s.cfg.Metrics.failClosed("unavailable")
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the gateway could not record the decision: nothing was done")
+		return
+	}
+	s.cfg.Metrics.decided(string(res.Decision.Decision), time.Since(start))
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) getRequest(w http.ResponseWriter, r *http.Request, agent policy.Agent) {
+	res, err := s.cfg.Gateway.Get(agent.ID, r.PathValue("id"))
+	if err != nil {
+		writeGatewayError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// outcomeBody is the body of POST /v1/requests/{id}/outcome.
+type outcomeBody struct {
+	Status string          `json:"status"`
+	Result json.RawMessage `json:"result,omitempty"`
+}
+
+func (s *Server) reportOutcome(w http.ResponseWriter, r *http.Request, agent policy.Agent) {
+	body, code, msg, status := s.readBody(w, r)
+	if code != "" {
+		writeError(w, status, code, msg)
+		return
+	}
+	v, err := strictjson.Decode(body, strictjson.Limits{})
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	m, _ := v.(map[string]any)
+	out := gateway.Outcome{}
+	for k, v := range m {
+		switch k {
+		case "status":
+			out.Status, _ = v.(string)
+		case "result":
+			c, err := strictjson.Canonical(v)
+			if err != nil {
+				writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+				return
+			}
+			out.Body = c
+		default:
+			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("unknown field %q", k))
+			return
+		}
+	}
+	switch out.Status {
+	case gateway.StatusOK, gateway.StatusError, gateway.StatusUnknown:
+	default:
+		writeError(w, http.StatusBadRequest, "bad_request", `status must be "ok", "error" or "unknown"`)
+		return
+	}
+	res, err := s.cfg.Gateway.ReportOutcome(r.Context(), agent.ID, r.PathValue("id"), out)
+	if err != nil {
+		writeGatewayError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) checkpoint(w http.ResponseWriter, r *http.Request, _ policy.Agent) {
+	cp := s.cfg.Log.Checkpoint()
+	if cp == nil {
+		writeError(w, http.StatusNotFound, "not_found", "no checkpoint yet")
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write(cp)
+}
+
+func (s *Server) entry(w http.ResponseWriter, r *http.Request, _ policy.Agent) {
+	s.logItem(w, r, s.cfg.Log.Entry, "application/json")
+}
+
+func (s *Server) proof(w http.ResponseWriter, r *http.Request, _ policy.Agent) {
+	s.logItem(w, r, s.cfg.Log.Receipt, "text/plain; charset=utf-8")
+}
+
+func (s *Server) logItem(w http.ResponseWriter, r *http.Request, get func(int64) ([]byte, error), ctype string) {
+	i, err := strconv.ParseInt(r.PathValue("i"), 10, 64)
+	if err != nil || i < 0 || strconv.FormatInt(i, 10) != r.PathValue("i") {
+		writeError(w, http.StatusBadRequest, "bad_request", "the index must be a non-negative decimal integer")
+		return
+	}
+	b, err := get(i)
+	if err != nil {
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", ctype)
+	w.Write(b)
+}
+
+func (s *Server) tiles(w http.ResponseWriter, r *http.Request, _ policy.Agent) {
+	http.StripPrefix("/v1/log", s.cfg.Log.Tiles()).ServeHTTP(w, r)
+}
+
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request, _ policy.Agent) {
+	s.cfg.Metrics.handler().ServeHTTP(w, r)
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request, _ policy.Agent) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ policy.Agent) {
+	if s.cfg.Ready == nil || !s.cfg.Ready() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+type apiError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]apiError{"error": {Code: code, Message: msg}})
+}
+
+func writeGatewayError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, gateway.ErrNotFound), errors.Is(err, gateway.ErrForbidden):
+		// Another agent's request is reported as absent: ids do not leak.
+		writeError(w, http.StatusNotFound, "not_found", "no such request")
+	case errors.Is(err, gateway.ErrConflict):
+		writeError(w, http.StatusConflict, "conflict", err.Error())
+	default:
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the gateway could not record this: nothing was done")
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.Encode(v)
+}
+
+// NewHTTPServer returns an http.Server with explicit timeouts and header limits.
+func NewHTTPServer(addr string, h http.Handler) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      90 * time.Second, // long enough for ?wait=60s
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		BaseContext:       func(net.Listener) context.Context { return context.Background() },
+	}
+}

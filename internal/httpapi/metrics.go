@@ -1,0 +1,52 @@
+package httpapi
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are the gateway's Prometheus metrics, on their own registry.
+type Metrics struct {
+	reg       *prometheus.Registry
+	decisions *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	failures  *prometheus.CounterVec
+	// LogSize and Pending are set by the caller.
+	LogSize prometheus.Gauge
+	Pending prometheus.Gauge
+}
+
+// NewMetrics registers the metrics.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rulelock_decisions_total", Help: "Decisions by outcome.",
+		}, []string{"decision"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "rulelock_request_seconds", Help: "Time from request to reply, by decision.",
+			Buckets: []float64{0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25, 1, 5},
+		}, []string{"decision"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rulelock_fail_closed_total", Help: "Requests refused before or instead of a decision, by reason.",
+		}, []string{"reason"}),
+		LogSize: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rulelock_log_entries", Help: "Entries in the audit log."}),
+		Pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rulelock_approvals_pending", Help: "Requests waiting for approval."}),
+	}
+	m.reg.MustRegister(m.decisions, m.latency, m.failures, m.LogSize, m.Pending)
+	return m
+}
+
+func (m *Metrics) decided(decision string, d time.Duration) {
+	m.decisions.WithLabelValues(decision).Inc()
+	m.latency.WithLabelValues(decision).Observe(d.Seconds())
+}
+
+func (m *Metrics) failClosed(reason string) { m.failures.WithLabelValues(reason).Inc() }
+
+func (m *Metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
