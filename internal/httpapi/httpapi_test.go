@@ -227,4 +227,3 @@ func TestLogRoutes(t *testing.T) {
 		t.Fatalf("entry 99: got %d", r.status)
 	}
 }
-
