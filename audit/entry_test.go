@@ -187,3 +187,23 @@ func TestSensitiveAndLargeFields(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestSideFileTornTail(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, sideFile), []byte("{\"index\":0}\n{\"ind"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l := openTest(t, dir, Options{})
+	e := testEntry(0)
+	e.Instruction = Sensitive("secret")
+	if _, err := l.Append(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	side, _ := os.ReadFile(filepath.Join(dir, sideFile))
+	lines := strings.Split(strings.TrimSuffix(string(side), "\n"), "\n")
+	var rec sideRecord
+	if len(lines) != 2 || json.Unmarshal([]byte(lines[1]), &rec) != nil || rec.Field != "instruction" {
+		t.Fatalf("side file after a torn tail:\n%s", side)
+	}
+}

@@ -705,12 +705,12 @@ func (l *Log) writeSide(batch []*request) error {
 		if err != nil {
 			return fmt.Errorf("open side file: %w", err)
 		}
-		st, err := os.Stat(f.Name())
+		n, err := sideEnd(f)
 		if err != nil {
 			f.Close()
 			return fmt.Errorf("open side file: %w", err)
 		}
-		l.side, l.sideN = f, st.Size()
+		l.side, l.sideN = f, n
 	}
 	if _, err := l.side.WriteAt(buf.Bytes(), l.sideN); err != nil {
 		return fmt.Errorf("write side file: %w", err)
@@ -720,6 +720,29 @@ func (l *Log) writeSide(batch []*request) error {
 	}
 	l.sideN += int64(buf.Len())
 	return nil
+}
+
+// sideEnd returns where the next side record goes: after the last complete
+// line (a line torn by a crash belongs to an unacknowledged batch).
+func sideEnd(f file) (int64, error) {
+	st, err := os.Stat(f.Name())
+	if err != nil {
+		return 0, err
+	}
+	end := st.Size()
+	buf := make([]byte, 4096)
+	for end > 0 {
+		n := min(end, int64(len(buf)))
+		if _, err := f.ReadAt(buf[:n], end-n); err != nil {
+			return 0, err
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			end = end - n + int64(i) + 1
+			break
+		}
+		end -= n
+	}
+	return end, f.Truncate(end)
 }
 
 // Size returns the number of durable entries.
