@@ -573,3 +573,14 @@ func constBool(env *cel.Env, checked *cel.Ast) (bool, bool) {
 	b, ok := e.AsLiteral().(types.Bool)
 	return bool(b), ok
 }
+
+// ActionTypes lists the action types the policy names, in its schemas or in
+// its rules' preconditions, sorted.
+func (p *Policy) ActionTypes() []string {
+	out := make([]string, 0, len(p.byType))
+	for t := range p.byType {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}

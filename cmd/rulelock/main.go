@@ -37,6 +37,7 @@ func commands() []command {
 	var cmds []command
 	cmds = append(cmds, policyCommands()...)
 	cmds = append(cmds, auditCommands()...)
+	cmds = append(cmds, serveCommands()...)
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
 	return cmds
 }

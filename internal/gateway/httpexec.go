@@ -59,7 +59,7 @@ func (h *HTTPExecutor) Execute(ctx context.Context, x Execution) Outcome {
 	}))
 	client := h.Client
 	if client == nil {
-		client = &http.Client{Timeout: 30 * time.Second}
+		client = &http.Client{Timeout: 30 * time.Second, CheckRedirect: NoRedirects}
 	}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -132,3 +132,7 @@ func strictjsonNumber(f float64) []byte {
 	b, _ := strictjson.Canonical(f)
 	return b
 }
+
+// NoRedirects makes a client return a redirect instead of following it: a
+// redirect must not carry the action and the gateway's credentials elsewhere.
+func NoRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/rulelock/rulelock/internal/gateway"
+	"github.com/rulelock/rulelock/internal/httpapi"
+	"github.com/rulelock/rulelock/policy"
+)
+
+// serveConfig is the gateway's configuration file (YAML). Unknown keys are
+// errors. See examples/payments/rulelock.yaml for an annotated example.
+type serveConfig struct {
+	Listen             string                    `yaml:"listen"`
+	DataDir            string                    `yaml:"data_dir"`
+	Policy             string                    `yaml:"policy"`
+	Origin             string                    `yaml:"origin"`
+	CheckpointInterval duration                  `yaml:"checkpoint_interval"`
+	Agents             []agentConfig             `yaml:"agents"`
+	Approvers          []approverConfig          `yaml:"approvers"`
+	Executors          map[string]executorConfig `yaml:"executors"`
+	Limits             limitsConfig              `yaml:"limits"`
+}
+
+type agentConfig struct {
+	ID          string   `yaml:"id"`
+	Roles       []string `yaml:"roles"`
+	TokenSHA256 string   `yaml:"token_sha256"`
+}
+
+type approverConfig struct {
+	ID     string   `yaml:"id"`
+	Groups []string `yaml:"groups"`
+	Key    string   `yaml:"key"` // note verifier key: name+hash+key
+}
+
+type executorConfig struct {
+	Method  string                  `yaml:"method"`
+	URL     string                  `yaml:"url"`
+	Timeout duration                `yaml:"timeout"`
+	Headers map[string]headerSource `yaml:"headers"`
+}
+
+// headerSource is where a header's value comes from: a literal, the
+// gateway's environment or a file — never the agent.
+type headerSource struct {
+	Value  string `yaml:"value"`
+	Env    string `yaml:"env"`
+	File   string `yaml:"file"`
+	Prefix string `yaml:"prefix"`
+}
+
+type limitsConfig struct {
+	MaxBody            int64    `yaml:"max_body"`
+	MaxHistory         int      `yaml:"max_history"`
+	Retention          duration `yaml:"retention"`
+	MaxPendingPerAgent int      `yaml:"max_pending_per_agent"`
+}
+
+type duration struct{ time.Duration }
+
+func (d *duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil || v < 0 {
+		return fmt.Errorf("line %d: %q is not a duration such as 30s or 5m", n.Line, n.Value)
+	}
+	d.Duration = v
+	return nil
+}
+
+func readConfig(path string) (*serveConfig, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c := &serveConfig{}
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	return c, nil
+}
+
+func (c *serveConfig) validate() error {
+	seen := map[string]bool{}
+	for i, a := range c.Agents {
+		switch {
+		case a.ID == "":
+			return fmt.Errorf("agents[%d]: id is required", i)
+		case seen[a.ID]:
+			return fmt.Errorf("agents[%d]: agent %q is declared twice", i, a.ID)
+		}
+		seen[a.ID] = true
+		if b, err := hex.DecodeString(a.TokenSHA256); err != nil || len(b) != 32 {
+			return fmt.Errorf("agent %q: token_sha256 must be 64 hex digits (rulelock token prints it)", a.ID)
+		}
+	}
+	for i, a := range c.Approvers {
+		if a.ID == "" || a.Key == "" {
+			return fmt.Errorf("approvers[%d]: id and key are required", i)
+		}
+		if seen[a.ID] {
+			return fmt.Errorf("approver %q has the id of an agent or another approver: an agent never approves", a.ID)
+		}
+		seen[a.ID] = true
+	}
+	for typ, e := range c.Executors {
+		switch {
+		case e.URL == "" || !(strings.HasPrefix(e.URL, "http://") || strings.HasPrefix(e.URL, "https://")):
+			return fmt.Errorf("executor %q: url must be http:// or https://", typ)
+		case e.Method == "":
+			return fmt.Errorf("executor %q: method is required", typ)
+		}
+		for name, h := range e.Headers {
+			n := 0
+			for _, s := range []string{h.Value, h.Env, h.File} {
+				if s != "" {
+					n++
+				}
+			}
+			if n != 1 {
+				return fmt.Errorf("executor %q header %q: give exactly one of value, env, file", typ, name)
+			}
+		}
+	}
+	return nil
+}
+
+// tokens returns the agents' token hashes.
+func (c *serveConfig) tokens() []httpapi.Token {
+	var out []httpapi.Token
+	for _, a := range c.Agents {
+		var t httpapi.Token
+		hex.Decode(t.SHA256[:], []byte(a.TokenSHA256))
+		t.Agent = policy.Agent{ID: a.ID, Roles: a.Roles}
+		out = append(out, t)
+	}
+	return out
+}
+
+// executors builds the HTTP executors, reading credentials from the
+// environment and files. A missing credential is an error: the gateway does
+// not start with an executor that would call upstream unauthenticated.
+func (c *serveConfig) executors(getenv func(string) string) (map[string]gateway.Executor, error) {
+	out := map[string]gateway.Executor{}
+	for typ, e := range c.Executors {
+		h := http.Header{}
+		for name, src := range e.Headers {
+			v := src.Value
+			switch {
+			case src.Env != "":
+				v = getenv(src.Env)
+				if v == "" {
+					return nil, fmt.Errorf("executor %q header %q: environment variable %s is empty", typ, name, src.Env)
+				}
+			case src.File != "":
+				b, err := os.ReadFile(src.File)
+				if err != nil {
+					return nil, fmt.Errorf("executor %q header %q: %v", typ, name, err)
+				}
+				v = strings.TrimSpace(string(b))
+			}
+			h.Set(name, src.Prefix+v)
+		}
+		timeout := e.Timeout.Duration
+		if timeout == 0 {
+			timeout = 30 * time.Second
+		}
+		out[typ] = &gateway.HTTPExecutor{Method: e.Method, URL: e.URL, Headers: h, Client: &http.Client{Timeout: timeout, CheckRedirect: gateway.NoRedirects}}
+	}
+	return out, nil
+}

@@ -1,0 +1,281 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/internal/gateway"
+	"github.com/rulelock/rulelock/internal/httpapi"
+	"github.com/rulelock/rulelock/policy"
+)
+
+func serveCommands() []command {
+	return []command{
+		{"serve", "run the gateway: decide, record, execute, record", runServe},
+		{"token", "create an agent bearer token and print its hash for the config", runToken},
+	}
+}
+
+// runServe runs the gateway until ctx is cancelled (SIGINT, SIGTERM).
+func runServe(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "serve", "[--config FILE] [--policy DIR] [--data DIR] [--listen ADDR] [--demo-upstream]")
+	cfgPath := fs.String("config", "", "configuration file (YAML; see examples/payments/rulelock.yaml)")
+	policyPath := fs.String("policy", "", "policy directory (development mode: not a signed bundle)")
+	dataDir := fs.String("data", "", "data directory: log, keys, state (default ./rulelock-data)")
+	listen := fs.String("listen", "", "address to listen on (default 127.0.0.1:8080)")
+	demo := fs.Bool("demo-upstream", false, "start a demo upstream on loopback and execute every action type without an executor against it")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg := &serveConfig{}
+	if *cfgPath != "" {
+		c, err := readConfig(*cfgPath)
+		if err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
+		}
+		cfg = c
+	}
+	// Flags override the config; defaults fill what neither sets.
+	setIf(&cfg.Policy, *policyPath)
+	setIf(&cfg.DataDir, *dataDir)
+	setIf(&cfg.Listen, *listen)
+	defaultTo(&cfg.DataDir, "rulelock-data")
+	defaultTo(&cfg.Listen, "127.0.0.1:8080")
+	defaultTo(&cfg.Origin, "rulelock.local/log")
+	if cfg.CheckpointInterval.Duration == 0 {
+		cfg.CheckpointInterval.Duration = time.Second
+	}
+	if cfg.Policy == "" {
+		return usageError("no policy: give --policy DIR or policy: in the config")
+	}
+	g, err := startGateway(ctx, e, cfg, *demo)
+	if err != nil {
+		return err
+	}
+	return g.serve(ctx)
+}
+
+func setIf(dst *string, v string) {
+	if v != "" {
+		*dst = v
+	}
+}
+
+func defaultTo(dst *string, v string) {
+	if *dst == "" {
+		*dst = v
+	}
+}
+
+// running is a started gateway.
+type running struct {
+	e      *env
+	cfg    *serveConfig
+	log    *audit.Log
+	cp     *audit.Checkpointer
+	srv    *http.Server
+	ln     net.Listener
+	ready  atomic.Bool
+	demo   *http.Server
+	closed bool
+}
+
+func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *running, err error) {
+	p, err := loadPolicy(cfg.Policy)
+	if err != nil {
+		return nil, &exitError{code: 1, err: fmt.Errorf("load policy %s:\n%v", cfg.Policy, err)}
+	}
+	fmt.Fprintf(e.stderr, "rulelock: WARNING: development mode: policy loaded from %s, not from a signed bundle\n", cfg.Policy)
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	signer, err := logSigner(e, cfg)
+	if err != nil {
+		return nil, err
+	}
+	l, err := audit.Open(filepath.Join(cfg.DataDir, "log"), audit.Options{})
+	if err != nil {
+		return nil, err
+	}
+	g = &running{e: e, cfg: cfg, log: l}
+	defer func() {
+		if err != nil {
+			g.close()
+		}
+	}()
+	g.cp, err = audit.NewCheckpointer(l, signer, audit.CheckpointOptions{TilesDir: filepath.Join(cfg.DataDir, "tiles")})
+	if err != nil {
+		return nil, err
+	}
+	executors, err := cfg.executors(e.getenv)
+	if err != nil {
+		return nil, &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
+	}
+	if demo {
+		url, err := g.startDemo()
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range p.ActionTypes() {
+			if _, ok := executors[t]; !ok {
+				executors[t] = &gateway.HTTPExecutor{Method: "POST", URL: url + "/actions/" + t, Headers: http.Header{"Authorization": {"Bearer demo-upstream-credential"}}}
+			}
+		}
+		fmt.Fprintf(e.stderr, "rulelock: demo upstream on %s executes %s\n", url, strings.Join(p.ActionTypes(), ", "))
+	}
+	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Executors: executors,
+		MaxHistory: cfg.Limits.MaxHistory, Retention: cfg.Limits.Retention.Duration})
+	if err != nil {
+		return nil, err
+	}
+	closed, err := gw.Rebuild(ctx, l)
+	if err != nil {
+		return nil, fmt.Errorf("rebuild state from the log: %w", err)
+	}
+	if closed > 0 {
+		fmt.Fprintf(e.stderr, "rulelock: recovery: %d allowed actions had no recorded outcome; recorded as unknown, not re-executed\n", closed)
+	}
+	if _, err := l.Append(ctx, &audit.Entry{Kind: audit.KindNote, Time: time.Now().UTC(),
+		BundleDigest: p.Digest(), EngineVersion: gateway.EngineVersion,
+		Message: fmt.Sprintf("startup: development mode, policy %s from %s; %d unknown outcomes recorded", p.Digest(), cfg.Policy, closed)}); err != nil {
+		return nil, err
+	}
+	tokens := cfg.tokens()
+	if len(tokens) == 0 {
+		t, err := devAgent(e, cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		tokens = append(tokens, t)
+	}
+	api := httpapi.New(httpapi.Config{
+		Gateway: gw, Tokens: tokens, MaxBody: cfg.Limits.MaxBody,
+		Log:   &httpapi.AuditLog{Log: l, Checkpointer: g.cp, TilesDir: filepath.Join(cfg.DataDir, "tiles")},
+		Ready: g.ready.Load,
+	})
+	g.ln, err = net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, err
+	}
+	g.srv = httpapi.NewHTTPServer(cfg.Listen, api)
+	return g, nil
+}
+
+// serve answers requests until ctx is done, then shuts down gracefully:
+// in-flight requests finish, a final checkpoint is signed, the log closes.
+func (g *running) serve(ctx context.Context) error {
+	cpCtx, stopCP := context.WithCancel(context.Background())
+	cpDone := make(chan error, 1)
+	go func() { cpDone <- g.cp.Run(cpCtx, g.cfg.CheckpointInterval.Duration) }()
+	srvErr := make(chan error, 1)
+	go func() { srvErr <- g.srv.Serve(g.ln) }()
+	g.ready.Store(true)
+	fmt.Fprintf(g.e.stderr, "rulelock: listening on http://%s\n", g.ln.Addr())
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-srvErr:
+	}
+	g.ready.Store(false)
+	fmt.Fprintln(g.e.stderr, "rulelock: shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if serr := g.srv.Shutdown(sctx); serr != nil && err == nil {
+		err = serr
+	}
+	stopCP()
+	<-cpDone
+	if _, cerr := g.cp.Checkpoint(); cerr != nil && err == nil {
+		err = fmt.Errorf("final checkpoint: %w", cerr)
+	}
+	if cerr := g.close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func (g *running) close() error {
+	if g.closed {
+		return nil
+	}
+	g.closed = true
+	if g.demo != nil {
+		g.demo.Close()
+	}
+	return g.log.Close()
+}
+
+// logSigner loads the log's signing key, creating it on first start.
+func logSigner(e *env, cfg *serveConfig) (note.Signer, error) {
+	path := filepath.Join(cfg.DataDir, "log.key")
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		skey, vkey, err := note.GenerateKey(rand.Reader, cfg.Origin)
+		if err != nil {
+			return nil, err
+		}
+		if err := writeNewFile(path, []byte(skey+"\n")); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(cfg.DataDir, "log.pub"), []byte(vkey+"\n"), 0o644); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(e.stderr, "rulelock: created the log signing key %s; its verifier key (also in log.pub):\n%s\n", path, vkey)
+	}
+	return audit.LoadKeyFile(path)
+}
+
+// devAgent returns the development agent, creating its token on first
+// start. Only without configured agents: a deployment lists its agents.
+func devAgent(e *env, dataDir string) (httpapi.Token, error) {
+	path := filepath.Join(dataDir, "agent.token")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		var raw [24]byte
+		if _, err := rand.Read(raw[:]); err != nil {
+			return httpapi.Token{}, err
+		}
+		b = []byte("rl_" + hex.EncodeToString(raw[:]))
+		if err := writeNewFile(path, b); err != nil {
+			return httpapi.Token{}, err
+		}
+		fmt.Fprintf(e.stderr, "rulelock: no agents configured: created the development agent \"dev-agent\" (roles: payments); its token is in %s\n", path)
+	} else if err != nil {
+		return httpapi.Token{}, err
+	}
+	return httpapi.Token{SHA256: httpapi.HashToken(strings.TrimSpace(string(b))), Agent: devAgentIdentity}, nil
+}
+
+// devAgentIdentity is the agent the development token authenticates.
+var devAgentIdentity = policy.Agent{ID: "dev-agent", Roles: []string{"payments"}}
+
+// runToken creates a bearer token for an agent.
+func runToken(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "token", "")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	var raw [24]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return err
+	}
+	tok := "rl_" + hex.EncodeToString(raw[:])
+	sum := httpapi.HashToken(tok)
+	fmt.Fprintf(e.stdout, "token: %s\ntoken_sha256: %s\n", tok, hex.EncodeToString(sum[:]))
+	return nil
+}
