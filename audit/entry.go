@@ -129,13 +129,34 @@ func (f Field) MarshalJSON() ([]byte, error) {
 	if !utf8.ValidString(f.Text) {
 		return nil, errors.New("field: invalid UTF-8")
 	}
+	if plainASCII(f.Text) {
+		b := make([]byte, 0, len(f.Text)+2)
+		b = append(b, '"')
+		b = append(b, f.Text...)
+		return append(b, '"'), nil
+	}
 	return marshal(f.Text)
+}
+
+// plainASCII reports whether s encodes as a JSON string without escapes.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // UnmarshalJSON decodes the forms MarshalJSON produces.
 func (f *Field) UnmarshalJSON(b []byte) error {
 	*f = Field{}
 	if len(b) > 0 && b[0] == '"' {
+		// The decoder has validated b; without escapes it is the text.
+		if inner := b[1 : len(b)-1]; bytes.IndexByte(inner, '\\') < 0 {
+			f.Text = string(inner)
+			return nil
+		}
 		return json.Unmarshal(b, &f.Text)
 	}
 	var r fieldRef
@@ -317,8 +338,10 @@ func DecodeEntry(b []byte) (*Entry, error) {
 	if !utf8.Valid(b) {
 		return nil, errors.New("decode entry: invalid UTF-8")
 	}
+	// Unknown or duplicate members and trailing data make the re-encoding
+	// below differ, so plain json.Unmarshal is strict enough here.
 	var w wireEntry
-	if err := strictUnmarshal(b, &w); err != nil {
+	if err := json.Unmarshal(b, &w); err != nil {
 		return nil, fmt.Errorf("decode entry: %w", err)
 	}
 	if w.V != EntryVersion {

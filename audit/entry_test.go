@@ -207,3 +207,18 @@ func TestSideFileTornTail(t *testing.T) {
 		t.Fatalf("side file after a torn tail:\n%s", side)
 	}
 }
+
+func BenchmarkDecodeEntry(b *testing.B) {
+	e := vectorEntries()[0]
+	e.Reasoning = Text(strings.Repeat("The invoice is due today. ", 26))
+	enc, err := e.Encode()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(enc)))
+	for b.Loop() {
+		if _, err := DecodeEntry(enc); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
