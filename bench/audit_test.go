@@ -117,14 +117,14 @@ func BenchmarkAuditAppend(b *testing.B) {
 }
 
 // BenchmarkAuditCheckpoint measures signing and storing one checkpoint over
-// a tree of about 100,000 entries that grew by one entry.
+// a tree of about 20,000 entries that grew by one entry.
 func BenchmarkAuditCheckpoint(b *testing.B) {
 	l, err := audit.Open(b.TempDir(), audit.Options{SegmentSize: 256 << 20})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer l.Close()
-	fill(b, l, 100_000)
+	fill(b, l, 20_000)
 	s, _ := benchKey(b)
 	cp, err := audit.NewCheckpointer(l, s, audit.CheckpointOptions{})
 	if err != nil {
@@ -144,14 +144,14 @@ func BenchmarkAuditCheckpoint(b *testing.B) {
 }
 
 // BenchmarkAuditVerify measures rulelock verify's work (audit.VerifyDir) on
-// a log of 100,000 entries of ~1 KiB: entries/s.
+// a log of 20,000 entries of ~1 KiB: entries/s.
 func BenchmarkAuditVerify(b *testing.B) {
 	dir := b.TempDir()
 	l, err := audit.Open(dir, audit.Options{SegmentSize: 64 << 20})
 	if err != nil {
 		b.Fatal(err)
 	}
-	const n = 100_000
+	const n = 20_000
 	fill(b, l, n)
 	s, v := benchKey(b)
 	cp, _ := audit.NewCheckpointer(l, s, audit.CheckpointOptions{})
