@@ -115,6 +115,15 @@ type ApprovalSpec struct {
 type Expr struct {
 	Pos  Pos    // where the expression text starts
 	Text string // the expression, verbatim (may span lines)
+	cel  string // Text with # comments blanked, when it has any
+}
+
+// celText is the expression as CEL reads it.
+func (e *Expr) celText() string {
+	if e.cel != "" {
+		return e.cel
+	}
+	return e.Text
 }
 
 // Outcome is what a rule does when it fires.

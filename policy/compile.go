@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"path/filepath"
 	"sort"
 
 	"cel.dev/cel-go/cel"
@@ -129,6 +130,7 @@ type compiler struct {
 	envDyn        *cel.Env // action as map(string, dyn)
 	envPost       *cel.Env // envDyn plus result
 	envSchema     map[string]*cel.Env
+	dataDocs      map[string]any
 	envSchemaPost map[string]*cel.Env
 }
 
@@ -235,6 +237,7 @@ func (c *compiler) buildEnvs(data map[string]any) {
 	if data == nil {
 		data = map[string]any{}
 	}
+	c.dataDocs = data
 	c.p.data = types.DefaultTypeAdapter.NativeToValue(data)
 }
 
@@ -248,14 +251,14 @@ func (c *compiler) compileRule(r *Rule) {
 	cr := &compiledRule{Rule: r}
 	exact := false
 	if r.Precondition != nil {
-		parsed, iss := c.envDyn.Parse(r.Precondition.Text)
+		parsed, iss := c.envDyn.Parse(r.Precondition.celText())
 		if iss != nil && iss.Err() != nil {
 			c.celErrors(r.Precondition, iss)
 			return
 		}
 		cr.types, exact = pins(parsed.NativeRep().Expr())
 		if cr.types != nil && len(cr.types) == 0 {
-			c.errorf(r.Precondition.Pos, "precondition of %q can never hold: it requires two different action types", r.Name)
+			c.errorf(r.Precondition.Pos, "precondition of %q can never hold: no action type satisfies it", r.Name)
 			return
 		}
 	}
@@ -280,7 +283,7 @@ func (c *compiler) compileRule(r *Rule) {
 
 // program type-checks one expression, estimates its cost and plans it.
 func (c *compiler) program(env *cel.Env, r *compiledRule, e *Expr) cel.Program {
-	checked, iss := env.Compile(e.Text)
+	checked, iss := env.Compile(e.celText())
 	if iss != nil && iss.Err() != nil {
 		c.celErrors(e, iss)
 		return nil
@@ -292,7 +295,7 @@ func (c *compiler) program(env *cel.Env, r *compiledRule, e *Expr) cel.Program {
 	if v, ok := constBool(env, checked); ok {
 		r.consts[e] = v
 	}
-	est, err := env.EstimateCost(checked, estimator{maxHistory: uint64(c.opts.MaxHistory)})
+	est, err := env.EstimateCost(checked, estimator{maxHistory: uint64(c.opts.MaxHistory), data: c.dataDocs})
 	if err != nil {
 		c.errorf(e.Pos, "cost estimate: %v", err)
 		return nil
@@ -364,6 +367,9 @@ func pins(e celast.Expr) (types []string, exact bool) {
 					return nil, false
 				}
 				out = append(out, s)
+			}
+			if len(out) == 0 {
+				return []string{}, true // `in []` never holds
 			}
 			return dedupe(out), true
 		}
@@ -485,13 +491,24 @@ func contains(s []string, v string) bool {
 	return false
 }
 
-// estimator bounds the sizes of the inputs for static cost estimates.
-type estimator struct{ maxHistory uint64 }
+// estimator bounds the sizes of the inputs for static cost estimates: the
+// request's by its size limit, the history by MaxHistory, and the data
+// documents by their actual size.
+type estimator struct {
+	maxHistory uint64
+	data       map[string]any
+}
 
 func (e estimator) EstimateSize(n cost.AstNode) *cost.SizeEstimate {
 	path := n.Path()
 	if len(path) == 0 {
 		return nil
+	}
+	if path[0] == "data" {
+		if size, ok := dataSize(e.data, path[1:]); ok {
+			s := cost.FixedSizeEstimate(size)
+			return &s
+		}
 	}
 	if len(path) >= 2 && path[0] == "session" && path[1] == "history" {
 		if len(path) == 2 {
@@ -530,11 +547,12 @@ func helperTrackers() []cost.TrackerOption {
 // digest hashes the policy's sources in a canonical listing.
 func digest(sources []Source) string {
 	sorted := append([]Source(nil), sources...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+	sort.Slice(sorted, func(i, j int) bool { return filepath.Base(sorted[i].Name) < filepath.Base(sorted[j].Name) })
 	h := sha256.New()
 	for _, s := range sorted {
+		// Only the file name: the same files give the same digest wherever they are.
 		sum := sha256.Sum256(s.Data)
-		fmt.Fprintf(h, "%x  %s\n", sum, s.Name)
+		fmt.Fprintf(h, "%x  %s\n", sum, filepath.Base(s.Name))
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }
@@ -583,4 +601,26 @@ func (p *Policy) ActionTypes() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// dataSize is the size of the data value at path (field names only).
+func dataSize(v any, path []string) (uint64, bool) {
+	for _, name := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return 0, false
+		}
+		if v, ok = m[name]; !ok {
+			return 0, false
+		}
+	}
+	switch v := v.(type) {
+	case []any:
+		return uint64(len(v)), true
+	case map[string]any:
+		return uint64(len(v)), true
+	case string:
+		return uint64(len(v)), true
+	}
+	return 0, false
 }

@@ -88,9 +88,9 @@ type RuleError struct {
 
 // TraceStep is one evaluated expression, for `rulelock eval --explain`.
 type TraceStep struct {
-	Rule   string
-	Phase  string // precondition, condition
-	Result string // true, false, or the error
+	Rule   string `json:"rule"`
+	Phase  string `json:"phase"`  // precondition, condition
+	Result string `json:"result"` // true, false, or the error
 }
 
 // Evaluate decides req. It never fails: every error becomes part of a
@@ -217,9 +217,15 @@ func (d *Decision) addRequirement(r *Rule) {
 	if a.Approvers > d.Approval.Approvers {
 		d.Approval.Approvers = a.Approvers
 	}
-	for _, g := range a.Groups {
-		if !contains(d.Approval.Groups, g) {
-			d.Approval.Groups = append(d.Approval.Groups, g)
+	// The summary names groups only when every requirement restricts them;
+	// Requirements says exactly who may approve.
+	if len(a.Groups) == 0 || (len(d.Approval.Requirements) > 1 && len(d.Approval.Groups) == 0) {
+		d.Approval.Groups = nil
+	} else {
+		for _, g := range a.Groups {
+			if !contains(d.Approval.Groups, g) {
+				d.Approval.Groups = append(d.Approval.Groups, g)
+			}
 		}
 	}
 	if a.Within > 0 {

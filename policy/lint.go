@@ -28,6 +28,9 @@ func lint(p *Policy) ErrorList {
 			if v, ok := r.consts[r.Condition]; ok && v && r.Outcome != OutcomeAllow {
 				warn(r.Condition.Pos, "rule %q never fires: its condition is always true", r.Name)
 			}
+			if v, ok := r.consts[r.Condition]; ok && !v && r.Outcome == OutcomeAllow {
+				warn(r.Condition.Pos, "rule %q never allows: its condition is always false", r.Name)
+			}
 		}
 		if len(p.schemas) > 0 {
 			for _, t := range r.types {

@@ -600,18 +600,24 @@ func (p *parser) expr() (*Expr, error) {
 	depth := 0
 	lastSig := byte(0) // the last non-blank byte outside comments
 	lastEnd := start
+	var hashComments [][2]int
 	for p.off < len(p.src) {
 		c := p.peek()
 		switch {
 		case c == '"' || c == '\'':
-			if err := p.skipCELString(); err != nil {
+			if err := p.skipCELString(rawPrefix(p.src[start:p.off])); err != nil {
 				return nil, err
 			}
 			lastSig, lastEnd = c, p.off
 			continue
-		case c == '/' && p.off+1 < len(p.src) && p.src[p.off+1] == '/':
+		case c == '#' || c == '/' && p.off+1 < len(p.src) && p.src[p.off+1] == '/':
+			from := p.off
 			for p.off < len(p.src) && p.peek() != '\n' {
 				p.advance()
+			}
+			if c == '#' {
+				// CEL has no # comments: blank them in the text CEL sees.
+				hashComments = append(hashComments, [2]int{from - start, p.off - start})
 			}
 			lastEnd = p.off // a trailing comment stays with its expression
 			continue
@@ -621,12 +627,12 @@ func (p *parser) expr() (*Expr, error) {
 			depth--
 		case c == '}':
 			if depth == 0 {
-				return p.finishExpr(pos, start, lastEnd)
+				return p.finishExpr(pos, start, lastEnd, hashComments)
 			}
 			depth--
 		case c == '\n':
 			if depth <= 0 && !continues(p.src[start:lastEnd], lastSig) {
-				return p.finishExpr(pos, start, lastEnd)
+				return p.finishExpr(pos, start, lastEnd, hashComments)
 			}
 		}
 		p.advance()
@@ -634,7 +640,7 @@ func (p *parser) expr() (*Expr, error) {
 			lastSig, lastEnd = c, p.off
 		}
 	}
-	return p.finishExpr(pos, start, lastEnd)
+	return p.finishExpr(pos, start, lastEnd, hashComments)
 }
 
 // continues reports whether an expression ending with text continues on the next line.
@@ -647,16 +653,43 @@ func continues(text []byte, last byte) bool {
 	return strings.HasSuffix(t, " in")
 }
 
-func (p *parser) finishExpr(pos Pos, start, end int) (*Expr, error) {
+func (p *parser) finishExpr(pos Pos, start, end int, hashComments [][2]int) (*Expr, error) {
 	text := strings.TrimRight(string(p.src[start:end]), " \t\r\n")
 	if text == "" {
 		return nil, p.errorf(pos, "expected an expression")
 	}
-	return &Expr{Pos: pos, Text: text}, nil
+	e := &Expr{Pos: pos, Text: text}
+	if len(hashComments) > 0 {
+		b := []byte(text)
+		for _, r := range hashComments {
+			for i := r[0]; i < r[1] && i < len(b); i++ {
+				b[i] = ' '
+			}
+		}
+		e.cel = string(b)
+	}
+	return e, nil
 }
 
-// skipCELString skips a CEL string literal ('…', "…", or triple-quoted).
-func (p *parser) skipCELString() error {
+// rawPrefix reports whether the text before a quote ends with a raw-string
+// prefix (r, R, br, rb, … not part of a longer identifier).
+func rawPrefix(before []byte) bool {
+	n := len(before)
+	if n == 0 || (before[n-1] != 'r' && before[n-1] != 'R') {
+		if n >= 2 && (before[n-1] == 'b' || before[n-1] == 'B') && (before[n-2] == 'r' || before[n-2] == 'R') {
+			return n == 2 || !isIdentChar(before[n-3])
+		}
+		return false
+	}
+	if n == 1 || !isIdentChar(before[n-2]) {
+		return true
+	}
+	return (before[n-2] == 'b' || before[n-2] == 'B') && (n == 2 || !isIdentChar(before[n-3]))
+}
+
+// skipCELString skips a CEL string literal ('…', "…", or triple-quoted);
+// in a raw string a backslash is an ordinary character.
+func (p *parser) skipCELString(raw bool) error {
 	pos := p.pos()
 	q := p.peek()
 	triple := p.off+2 < len(p.src) && p.src[p.off+1] == q && p.src[p.off+2] == q
@@ -668,7 +701,7 @@ func (p *parser) skipCELString() error {
 	for p.off < len(p.src) {
 		c := p.peek()
 		switch {
-		case c == '\\':
+		case c == '\\' && !raw:
 			p.advance()
 		case c == '\n' && !triple:
 			return p.errorf(pos, "string not terminated")

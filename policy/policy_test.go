@@ -226,3 +226,68 @@ func TestNoNetworkImports(t *testing.T) {
 		}
 	}
 }
+
+// TestRegressions pins down bugs found in review.
+func TestRegressions(t *testing.T) {
+	t.Run("in [] never holds", func(t *testing.T) {
+		_, err := policy.FromSources([]policy.Source{{Name: "p.rules", Data: []byte("rule \"x\" {\n  precondition: action.type in []\n  allow\n}\n")}}, policy.Options{})
+		if err == nil || !strings.Contains(err.Error(), "can never hold") {
+			t.Fatalf("got %v, want a can-never-hold error (it used to allow every action)", err)
+		}
+	})
+	t.Run("digest ignores the directory", func(t *testing.T) {
+		a := mustPolicyNamed(t, "a/p.rules", seed)
+		b := mustPolicyNamed(t, "/elsewhere/p.rules", seed)
+		if a.Digest() != b.Digest() {
+			t.Fatalf("digests differ: %s %s", a.Digest(), b.Digest())
+		}
+	})
+	t.Run("history entries need a time", func(t *testing.T) {
+		_, err := policy.DecodeRequest([]byte(`{"action": {"type": "x"}, "now": "2026-11-22T10:00:00Z", "session": {"history": [{"action": {"type": "verify_counterparty", "counterparty": "acme"}, "decision": "allow", "outcome": "success"}]}}`))
+		if err == nil || !strings.Contains(err.Error(), "time is required") {
+			t.Fatalf("got %v, want time is required", err)
+		}
+	})
+	t.Run("schema errors are deterministic", func(t *testing.T) {
+		p := mustPolicy(t, policy.Options{}, "action \"t\" {\n  a: string\n}\n")
+		first := ""
+		for i := 0; i < 30; i++ {
+			d := p.Evaluate(mustRequest(t, `{"action": {"type": "t", "z": 1, "y": 2, "x": 3, "a": "s"}, "now": "2026-11-22T10:00:00Z"}`))
+			if first == "" {
+				first = d.Errors[0].Message
+			} else if d.Errors[0].Message != first {
+				t.Fatalf("message changed: %q then %q", first, d.Errors[0].Message)
+			}
+		}
+	})
+	t.Run("raw strings and # comments in expressions", func(t *testing.T) {
+		p := mustPolicy(t, policy.Options{}, "rule \"x\" {\n  precondition: action.type == \"t\" # only t\n  condition: action.path != r\"C:\\\" # a raw string ends at the quote\n  allow\n}\n")
+		if d := p.Evaluate(mustRequest(t, `{"action": {"type": "t", "path": "D:"}, "now": "2026-11-22T10:00:00Z"}`)); d.Decision != policy.Allow {
+			t.Fatalf("got %s %v", d.Decision, d.Errors)
+		}
+	})
+	t.Run("data documents are sized as they are", func(t *testing.T) {
+		_, err := policy.FromSources([]policy.Source{
+			{Name: "p.rules", Data: []byte("rule \"x\" {\n  precondition: action.type == \"t\"\n  condition: data.payees.exists(p, data.payees.exists(q, p + q == action.to))\n  deny: \"no\"\n}\n")},
+			{Name: "payees.json", Data: []byte(`["a", "b"]`)},
+		}, policy.Options{})
+		if err != nil {
+			t.Fatalf("a quadratic loop over a 2-element data list is cheap: %v", err)
+		}
+	})
+	t.Run("type errors name the character", func(t *testing.T) {
+		_, err := policy.DecodeRequest([]byte(`{"action": {"type": "trans\u200bfer"}, "now": "2026-11-22T10:00:00Z"}`))
+		if err == nil || !strings.Contains(err.Error(), "U+200B") {
+			t.Fatalf("got %v, want the error to name U+200B", err)
+		}
+	})
+}
+
+func mustPolicyNamed(t *testing.T, name, src string) *policy.Policy {
+	t.Helper()
+	p, err := policy.FromSources([]policy.Source{{Name: name, Data: []byte(src)}}, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

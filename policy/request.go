@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rulelock/rulelock/internal/strictjson"
 )
@@ -99,10 +100,9 @@ func checkTypeName(t string) error {
 	if t == "" || len(t) > MaxTypeLen {
 		return fmt.Errorf("%w: action.type must be 1 to %d characters", ErrBadRequest, MaxTypeLen)
 	}
-	for i := 0; i < len(t); i++ {
-		c := t[i]
-		if !(isIdentChar(c) || c == '.' || c == ':' || c == '-') {
-			return fmt.Errorf("%w: action.type %q: character %q at byte %d is not allowed (want A-Z a-z 0-9 _ . : -)", ErrBadRequest, t, c, i)
+	for i, r := range t {
+		if r >= utf8.RuneSelf || !(isIdentChar(byte(r)) || r == '.' || r == ':' || r == '-') {
+			return fmt.Errorf("%w: action.type %q: character %U at byte %d is not allowed (want A-Z a-z 0-9 _ . : -)", ErrBadRequest, t, r, i)
 		}
 	}
 	return nil
@@ -127,7 +127,8 @@ func DecodeRequest(data []byte) (*Request, error) {
 	}
 	d := decoder{}
 	r := &Request{}
-	for k, v := range env {
+	for _, k := range sortedKeys(env) {
+		v := env[k]
 		switch k {
 		case "action":
 			r.Action, err = NewAction(v)
@@ -201,7 +202,9 @@ func (d *decoder) object(v any, what string) map[string]any {
 
 func (d *decoder) agent(v any) Agent {
 	var a Agent
-	for k, v := range d.object(v, "agent") {
+	m := d.object(v, "agent")
+	for _, k := range sortedKeys(m) {
+		v := m[k]
 		switch k {
 		case "id":
 			a.ID = d.str(v, "agent.id")
@@ -222,7 +225,9 @@ func (d *decoder) agent(v any) Agent {
 
 func (d *decoder) session(v any) Session {
 	var s Session
-	for k, v := range d.object(v, "session") {
+	m := d.object(v, "session")
+	for _, k := range sortedKeys(m) {
+		v := m[k]
 		switch k {
 		case "id":
 			s.ID = d.str(v, "session.id")
@@ -243,7 +248,9 @@ func (d *decoder) session(v any) Session {
 
 func (d *decoder) history(v any) HistoryEntry {
 	var h HistoryEntry
-	for k, v := range d.object(v, "session.history[]") {
+	m := d.object(v, "session.history[]")
+	for _, k := range sortedKeys(m) {
+		v := m[k]
 		switch k {
 		case "action":
 			a, err := NewAction(v)
@@ -261,6 +268,9 @@ func (d *decoder) history(v any) HistoryEntry {
 	}
 	if d.err == nil && h.Action == nil {
 		d.failf("session.history[].action is required")
+	}
+	if d.err == nil && h.Time.IsZero() {
+		d.failf("session.history[].time is required")
 	}
 	return h
 }

@@ -135,7 +135,8 @@ func fieldAccess(name string, t *types.Type) *types.FieldType {
 // fields, missing required fields and values of the wrong type are errors.
 func (s *schema) bind(fields map[string]any) (map[string]any, error) {
 	out := make(map[string]any, len(fields))
-	for k, v := range fields {
+	for _, k := range sortedKeys(fields) {
+		v := fields[k]
 		if k == "type" {
 			out[k] = v
 			continue
@@ -217,4 +218,14 @@ func jsonKind(v any) string {
 		return "object"
 	}
 	return fmt.Sprintf("%T", v)
+}
+
+// sortedKeys returns m's keys in order, so that errors are deterministic.
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

@@ -94,6 +94,10 @@ type running struct {
 }
 
 func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *running, err error) {
+	executors, err := cfg.executors(e.getenv)
+	if err != nil {
+		return nil, &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
+	}
 	p, err := loadPolicy(cfg.Policy)
 	if err != nil {
 		return nil, &exitError{code: 1, err: fmt.Errorf("load policy %s:\n%v", cfg.Policy, err)}
@@ -119,10 +123,6 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	g.cp, err = audit.NewCheckpointer(l, signer, audit.CheckpointOptions{TilesDir: filepath.Join(cfg.DataDir, "tiles")})
 	if err != nil {
 		return nil, err
-	}
-	executors, err := cfg.executors(e.getenv)
-	if err != nil {
-		return nil, &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
 	}
 	if demo {
 		url, err := g.startDemo()

@@ -45,6 +45,7 @@ type Suite struct {
 	Agent       map[string]any `yaml:"agent"`
 	Session     map[string]any `yaml:"session"`
 	Instruction string         `yaml:"instruction"`
+	Reasoning   string         `yaml:"reasoning"`
 	Cases       []Case         `yaml:"cases"`
 }
 
@@ -214,7 +215,7 @@ func request(s *Suite, c *Case) (*policy.Request, error) {
 	set("agent", c.Agent, s.Agent)
 	set("session", c.Session, s.Session)
 	set("instruction", c.Instruction, s.Instruction)
-	set("reasoning", c.Reasoning, "")
+	set("reasoning", c.Reasoning, s.Reasoning)
 	set("now", c.Now, s.Now)
 	b, err := json.Marshal(env)
 	if err != nil {
