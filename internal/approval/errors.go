@@ -61,7 +61,13 @@ type RefusalError struct {
 }
 
 func (e *RefusalError) Error() string {
-	s := e.Op + " " + e.Request
+	// The id comes from the caller, the approver from a verified note:
+	// quote an id that is not a valid one rather than echo it.
+	id := e.Request
+	if !validID(id) {
+		id = fmt.Sprintf("%.80q", id)
+	}
+	s := e.Op + " " + id
 	if e.Approver != "" {
 		s += " by " + e.Approver
 	}

@@ -18,6 +18,9 @@ func TestExpiry(t *testing.T) {
 		if want := time.Now().Add(4 * time.Hour).Truncate(time.Second); !r.Expires.Equal(want) {
 			t.Fatalf("expires %v, want %v", r.Expires, want)
 		}
+		if next, ok := m.NextExpiry(); !ok || !next.Equal(r.Expires) {
+			t.Fatalf("NextExpiry: %v, %v; want %v", next, ok, r.Expires)
+		}
 		waited := make(chan Request, 1)
 		go func() {
 			got, err := m.Wait(context.Background(), r.ID)
@@ -58,6 +61,9 @@ func TestExpiry(t *testing.T) {
 		}
 		if len(m.Pending("")) != 0 {
 			t.Errorf("still pending after expiry")
+		}
+		if next, ok := m.NextExpiry(); ok {
+			t.Errorf("NextExpiry with nothing pending: %v", next)
 		}
 	})
 }

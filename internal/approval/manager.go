@@ -244,6 +244,19 @@ func (m *Manager) Expire(now time.Time) ([]Request, error) {
 	return ended, nil
 }
 
+// NextExpiry returns the earliest expiry of a pending request, so that the
+// caller's sweeper can sleep until then; ok is false when none is pending.
+func (m *Manager) NextExpiry() (t time.Time, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range m.reqs {
+		if e.r.State == Pending && (!ok || e.r.Expires.Before(t)) {
+			t, ok = e.r.Expires, true
+		}
+	}
+	return t, ok
+}
+
 // Get returns request id.
 func (m *Manager) Get(id string) (Request, error) {
 	m.mu.Lock()
@@ -434,7 +447,7 @@ func (m *Manager) applyPark(ev Event) *entry {
 // it completed the quorum. Only this transition from Pending to Approved
 // ever reports true.
 func (m *Manager) applyVote(e *entry, ev Event, st Statement) bool {
-	v := Vote{Approver: ev.Approver, Time: ev.Time, Reason: st.Reason, Note: ev.Note}
+	v := Vote{Approver: ev.Approver, Time: ev.Time, Reason: st.Reason, Note: bytes.Clone(ev.Note)}
 	if ev.Kind == EventRejection {
 		e.r.Rejection = &v
 		m.end(e, Rejected, ev.Time)
