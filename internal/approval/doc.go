@@ -17,7 +17,7 @@
 //	expires 2026-11-22T14:00:00Z
 //	verdict approve
 //
-//	— alice@example.com PzvTxQ...
+//	— alice@example.com PbuzxSLMCJxc3MmKTNs7LwzKvbJ2D+YUG3PR7Y5aTAYXF9Jwvykt8w7O7dW4bsNmRrYRjUMlQKG7HMOqLaR3d81n3g4=
 //
 // A rejection has verdict reject and one more line, reason <text>.
 // ParseStatement accepts only this canonical form.
