@@ -1,0 +1,135 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rulelock/rulelock/audit"
+)
+
+// testServe starts the gateway as `rulelock serve --policy examples/payments
+// --demo-upstream` would, on a free loopback port, and returns its URL, the
+// dev agent's token and a stop function that shuts it down gracefully.
+func testServe(t *testing.T, data string) (url, token string, stop func() error) {
+	t.Helper()
+	var stderr bytes.Buffer
+	e := &env{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: &stderr, getenv: func(string) string { return "" }}
+	cfg := &serveConfig{Policy: "../../examples/payments", DataDir: data, Listen: "127.0.0.1:0", Origin: "test.rulelock/log"}
+	cfg.CheckpointInterval.Duration = 50 * time.Millisecond
+	g, err := startGateway(context.Background(), e, cfg, true)
+	if err != nil {
+		t.Fatalf("start: %v\n%s", err, stderr.String())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.serve(ctx) }()
+	tok, err := os.ReadFile(filepath.Join(data, "agent.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url = "http://" + g.ln.Addr().String()
+	waitReady(t, url)
+	return url, string(tok), func() error { cancel(); return <-done }
+}
+
+func waitReady(t *testing.T, url string) {
+	t.Helper()
+	for i := 0; i < 200; i++ {
+		resp, err := http.Get(url + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("gateway never became ready")
+}
+
+func post(t *testing.T, url, token, body string) map[string]any {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url+"/v1/actions", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	if resp.StatusCode != 200 {
+		t.Fatalf("POST %s: %d %v", body, resp.StatusCode, out)
+	}
+	return out
+}
+
+func decisionOf(m map[string]any) string {
+	d, _ := m["decision"].(map[string]any)
+	s, _ := d["decision"].(string)
+	return s
+}
+
+// TestServe runs the gateway on embedded defaults, sends allowed, denied and
+// parked actions, shuts it down, verifies the log, restarts it on the same
+// data directory and checks that limits survived.
+func TestServe(t *testing.T) {
+	data := t.TempDir()
+	url, token, stop := testServe(t, data)
+	allowed := post(t, url, token, `{"action": {"type": "transfer", "amount": 9000, "to": "acct-7"}, "session": "s1"}`)
+	if decisionOf(allowed) != "allow" || allowed["outcome"].(map[string]any)["status"] != "ok" {
+		t.Fatalf("allowed transfer: %v", allowed)
+	}
+	if d := decisionOf(post(t, url, token, `{"action": {"type": "Transfer", "amount": 5, "to": "acct-7"}}`)); d != "deny" {
+		t.Fatalf("look-alike type: %s", d)
+	}
+	if d := decisionOf(post(t, url, token, `{"action": {"type": "trade", "amount": 750000, "counterparty": "acme"}}`)); d != "require_approval" {
+		t.Fatalf("large trade: %s", d)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	pub, err := os.ReadFile(filepath.Join(data, "log.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := audit.ParseVerifierKey(string(pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := audit.VerifyDir(filepath.Join(data, "log"), v, audit.VerifyOptions{})
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	if rep == nil {
+		t.Fatal("no report")
+	}
+
+	// Restart on the same data: the key and token are reused and the 24h
+	// payee limit still counts the first transfer.
+	url, token2, stop := testServe(t, data)
+	if token2 != token {
+		t.Fatal("the development token changed across restarts")
+	}
+	second := post(t, url, token, `{"action": {"type": "transfer", "amount": 9000, "to": "acct-7"}, "session": "s2"}`)
+	if decisionOf(second) != "allow" {
+		t.Fatalf("second transfer (18000 of 50000): %v", second)
+	}
+	for i := 0; i < 4; i++ {
+		post(t, url, token, `{"action": {"type": "transfer", "amount": 9000, "to": "acct-7"}}`)
+	}
+	if d := decisionOf(post(t, url, token, `{"action": {"type": "transfer", "amount": 9000, "to": "acct-7"}}`)); d != "deny" {
+		t.Fatalf("over the payee limit after a restart: got %s, want deny", d)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
