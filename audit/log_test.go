@@ -156,7 +156,7 @@ func checkTiles(t *testing.T, dir string, v note.Verifier, size int64) {
 	if c.Size != size {
 		t.Fatalf("tiles checkpoint size %d, want %d", c.Size, size)
 	}
-	tr := tileDirReader{dir}
+	tr := tileFiles{dir}
 	hr := tlog.TileHashReader(tlog.Tree{N: c.Size, Hash: c.Root}, tr)
 	for _, i := range []int64{0, 255, 256, size - 1} {
 		leaf, err := hr.ReadHashes([]int64{tlog.StoredHashIndex(0, i)})
@@ -193,24 +193,6 @@ func bundleEntry(t *testing.T, b []byte, k int) []byte {
 		b = b[2+n:]
 	}
 }
-
-type tileDirReader struct{ dir string }
-
-func (r tileDirReader) Height() int { return tileHeight }
-
-func (r tileDirReader) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
-	out := make([][]byte, len(tiles))
-	for i, t := range tiles {
-		b, err := os.ReadFile(filepath.Join(r.dir, TilePath(t)))
-		if err != nil {
-			return nil, err
-		}
-		out[i] = b
-	}
-	return out, nil
-}
-
-func (r tileDirReader) SaveTiles([]tlog.Tile, [][]byte) {}
 
 func TestConcurrentAppend(t *testing.T) {
 	dir := t.TempDir()

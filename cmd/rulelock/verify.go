@@ -20,7 +20,9 @@ const verifyUsage = `usage: rulelock verify DIR --key VKEY [--since FILE] [--jso
 
 Verifies an audit log directory offline: every frame, the hash chain, every
 entry's encoding, every checkpoint's signature, the Merkle tree against every
-checkpoint and consistency between checkpoints. With --since, also that the
+checkpoint and consistency between checkpoints. DIR may also be a C2SP
+tlog-tiles directory (checkpoint, tile/...): then the checkpoint, the hash
+tiles and every entry bundle are verified. With --since, also that the
 log extends a checkpoint saved earlier (no rollback, no fork). With
 --receipt, verifies one receipt (from rulelock log proof) on its own.
 
@@ -67,7 +69,11 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
-	rep, err := audit.VerifyDir(pos[0], key, opts)
+	verify := audit.VerifyDir
+	if audit.IsTilesDir(pos[0]) {
+		verify = audit.VerifyTiles
+	}
+	rep, err := verify(pos[0], key, opts)
 	if err != nil {
 		return verifyFailure(e, err, *asJSON)
 	}
