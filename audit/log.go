@@ -125,7 +125,8 @@ type Log struct {
 	failed error
 
 	hashes *hashStore
-	side   file // the sensitive side file, opened lazily
+	spare  *spare // next segment, being preallocated (writer only)
+	side   file   // the sensitive side file, opened lazily
 	sideN  int64
 }
 
@@ -228,6 +229,8 @@ func (l *Log) recover() error {
 		if err := l.newSegment(0); err != nil {
 			return err
 		}
+	} else {
+		l.prepareSpare()
 	}
 	if l.size < cp.Size {
 		return fmt.Errorf("%w: %d entries, but checkpoint %d covers %d", ErrCorrupt, l.size, cp.Seq, cp.Size)
@@ -319,17 +322,56 @@ func listSegments(dir string) ([]int64, error) {
 	return firsts, nil
 }
 
-// newSegment creates and preallocates the segment starting at entry first.
-func (l *Log) newSegment(first int64) error {
-	name := filepath.Join(l.dir, segDir, segName(first))
-	tmp := name + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+// spareName is the preallocated segment made ready in the background for
+// the next rollover, so that the writer never waits for preallocation.
+const spareName = "spare.tmp"
+
+type spare struct {
+	done chan struct{}
+	err  error
+}
+
+// prepareSpare starts preallocating the next segment.
+func (l *Log) prepareSpare() {
+	sp := &spare{done: make(chan struct{})}
+	l.spare = sp
+	path := filepath.Join(l.dir, segDir, spareName)
+	go func() {
+		defer close(sp.done)
+		// A spare left by an earlier run is reused: it was created empty,
+		// so it reads as zeros even if a crash cut its preallocation short.
+		if st, err := os.Stat(path); err == nil && st.Size() == l.opts.SegmentSize {
+			return
+		}
+		sp.err = preallocFile(path, l.opts.SegmentSize)
+	}()
+}
+
+func preallocFile(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return fmt.Errorf("create segment: %w", err)
+		return err
 	}
-	err = fsx.Preallocate(f, 0, l.opts.SegmentSize)
+	err = fsx.Preallocate(f, 0, size)
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	return err
+}
+
+// newSegment installs the spare (or a new preallocated file) as the segment
+// starting at entry first, and starts preparing the next spare.
+func (l *Log) newSegment(first int64) error {
+	name := filepath.Join(l.dir, segDir, segName(first))
+	tmp := filepath.Join(l.dir, segDir, spareName)
+	err := errors.New("no spare")
+	if l.spare != nil {
+		<-l.spare.done
+		err = l.spare.err
+		l.spare = nil
+	}
+	if err != nil {
+		err = preallocFile(tmp, l.opts.SegmentSize)
 	}
 	if err == nil {
 		err = os.Rename(tmp, name)
@@ -345,7 +387,10 @@ func (l *Log) newSegment(first int64) error {
 	if err != nil {
 		return fmt.Errorf("create segment: %w", err)
 	}
+	l.mu.Lock()
 	l.segs = append(l.segs, &segment{first: first, f: ff, size: l.opts.SegmentSize})
+	l.mu.Unlock()
+	l.prepareSpare()
 	return nil
 }
 
@@ -806,6 +851,9 @@ func (l *Log) Close() error {
 }
 
 func (l *Log) closeFiles() error {
+	if l.spare != nil {
+		<-l.spare.done
+	}
 	var errs []error
 	for _, s := range l.segs {
 		errs = append(errs, s.f.Close())
