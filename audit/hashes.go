@@ -1,0 +1,70 @@
+package audit
+
+import (
+	"fmt"
+	"sync"
+
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// hashStore is the file of tlog stored hashes, with the hashes of the batch
+// being committed held in memory until flush.
+type hashStore struct {
+	mu      sync.RWMutex
+	f       file
+	n       int64 // stored hashes on file
+	pending []tlog.Hash
+}
+
+// ReadHashes implements tlog.HashReader.
+func (s *hashStore) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]tlog.Hash, len(indexes))
+	for i, x := range indexes {
+		switch {
+		case x < 0:
+			return nil, fmt.Errorf("read hash %d: negative index", x)
+		case x >= s.n+int64(len(s.pending)):
+			return nil, fmt.Errorf("read hash %d: not stored", x)
+		case x >= s.n:
+			out[i] = s.pending[x-s.n]
+		default:
+			if _, err := s.f.ReadAt(out[i][:], x*tlog.HashSize); err != nil {
+				return nil, fmt.Errorf("read hash %d: %w", x, err)
+			}
+		}
+	}
+	return out, nil
+}
+
+// add computes the stored hashes for leaf i with hash h.
+func (s *hashStore) add(i int64, h tlog.Hash) error {
+	hs, err := tlog.StoredHashesForRecordHash(i, h, s)
+	if err != nil {
+		return fmt.Errorf("store hashes for entry %d: %w", i, err)
+	}
+	s.mu.Lock()
+	s.pending = append(s.pending, hs...)
+	s.mu.Unlock()
+	return nil
+}
+
+// flush writes the pending hashes to the file (without sync).
+func (s *hashStore) flush() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.pending) == 0 {
+		return nil
+	}
+	buf := make([]byte, 0, len(s.pending)*tlog.HashSize)
+	for _, h := range s.pending {
+		buf = append(buf, h[:]...)
+	}
+	if _, err := s.f.WriteAt(buf, s.n*tlog.HashSize); err != nil {
+		return fmt.Errorf("write hashes: %w", err)
+	}
+	s.n += int64(len(s.pending))
+	s.pending = s.pending[:0]
+	return nil
+}
