@@ -92,8 +92,9 @@ func (o *Options) setDefaults() {
 }
 
 // Receipt is what Append returns for a durable entry: its index in the log
-// and its RFC 6962 leaf hash. An inclusion proof against a signed checkpoint
-// can be fetched with Log.Prove once a checkpoint covers the entry.
+// and its RFC 6962 leaf hash. A receipt with an inclusion proof against a
+// signed checkpoint comes from Checkpointer.Receipt once a checkpoint covers
+// the entry.
 type Receipt struct {
 	Index    int64
 	LeafHash tlog.Hash
