@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -173,6 +174,9 @@ func TestSensitiveAndLargeFields(t *testing.T) {
 	if rec.Index != r.Index || rec.Field != "reasoning" || !hmac.Equal(mac.Sum(nil), got.Reasoning.Commitment[:]) || rec.HMAC != got.Reasoning.Commitment {
 		t.Fatalf("side record %+v does not open the commitment", rec)
 	}
+	if got, err := l.Reveal(r.Index, "reasoning", got.Reasoning.Commitment); err != nil || got != "the account holder is Jane Doe" {
+		t.Fatalf("Reveal = %q, %v", got, err)
+	}
 	s, v := testKey(t, testOrigin)
 	cp, _ := NewCheckpointer(l, s, CheckpointOptions{})
 	if _, err := cp.Checkpoint(); err != nil {
@@ -185,6 +189,9 @@ func TestSensitiveAndLargeFields(t *testing.T) {
 	}
 	if _, err := VerifyDir(dir, v, VerifyOptions{}); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := RevealDir(dir, r.Index, "reasoning", got.Reasoning.Commitment); !errors.Is(err, ErrShredded) {
+		t.Fatalf("RevealDir after shredding: got %v, want ErrShredded", err)
 	}
 }
 
