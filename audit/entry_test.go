@@ -174,8 +174,8 @@ func TestSensitiveAndLargeFields(t *testing.T) {
 	if rec.Index != r.Index || rec.Field != "reasoning" || !hmac.Equal(mac.Sum(nil), got.Reasoning.Commitment[:]) || rec.HMAC != got.Reasoning.Commitment {
 		t.Fatalf("side record %+v does not open the commitment", rec)
 	}
-	if got, err := l.Reveal(r.Index, "reasoning", got.Reasoning.Commitment); err != nil || got != "the account holder is Jane Doe" {
-		t.Fatalf("Reveal = %q, %v", got, err)
+	if val, err := l.Reveal(r.Index, "reasoning", got.Reasoning.Commitment); err != nil || val != "the account holder is Jane Doe" {
+		t.Fatalf("Reveal = %q, %v", val, err)
 	}
 	s, v := testKey(t, testOrigin)
 	cp, _ := NewCheckpointer(l, s, CheckpointOptions{})
