@@ -27,6 +27,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -99,6 +100,11 @@ type Config struct {
 	MaxHistory int
 	// ExecTimeout bounds one execution (default 30s).
 	ExecTimeout time.Duration
+	// Approvers are the humans who approve parked requests; with none, a
+	// require_approval decision becomes deny (no_approvers).
+	Approvers *approval.Registry
+	// MaxPendingPerAgent caps parked requests per agent (default 16).
+	MaxPendingPerAgent int
 }
 
 // Errors callers branch on.
@@ -112,6 +118,8 @@ var (
 // Gateway mediates actions. It is safe for concurrent use.
 type Gateway struct {
 	cfg Config
+
+	approvals *approvals
 
 	mu       sync.Mutex
 	agents   map[string]*agentState
@@ -137,6 +145,11 @@ type record struct {
 	OutEntry *audit.Receipt
 	Time     time.Time
 	awaiting bool // allowed, decide-only, waiting for the agent's report
+
+	agent                  policy.Agent
+	instruction, reasoning string
+	done                   chan struct{} // closed when a parked request is final
+	approvalState          string        // rejected, expired
 }
 
 // New returns a gateway over an open log. Use Rebuild to load the log's
@@ -157,7 +170,14 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.ExecTimeout <= 0 {
 		cfg.ExecTimeout = 30 * time.Second
 	}
-	return &Gateway{cfg: cfg, agents: map[string]*agentState{}, requests: map[string]*record{}}, nil
+	g := &Gateway{cfg: cfg, agents: map[string]*agentState{}, requests: map[string]*record{}}
+	if cfg.Approvers != nil {
+		g.approvals = &approvals{parking: map[string]*audit.Entry{}, receipts: map[string]audit.Receipt{}, log: cfg.Log}
+		g.approvals.m = approval.New(cfg.Approvers, approval.Options{
+			Now: cfg.Now, Recorder: approval.RecorderFunc(g.approvals.record), MaxPendingPerAgent: cfg.MaxPendingPerAgent,
+		})
+	}
+	return g, nil
 }
 
 // Request is one authenticated action request.
@@ -177,6 +197,8 @@ type Result struct {
 	Outcome   *Outcome         `json:"outcome,omitempty"`
 	// OutcomeReceipt is the outcome entry's receipt, once there is one.
 	OutcomeReceipt *Receipt `json:"outcome_receipt,omitempty"`
+	// Approval is the parked request's state, for require_approval decisions.
+	Approval *approval.Request `json:"approval,omitempty"`
 }
 
 // Receipt locates an entry in the log.
@@ -197,6 +219,11 @@ func (g *Gateway) Submit(ctx context.Context, req *Request, execute bool) (*Resu
 		return nil, err
 	}
 	res := &Result{RequestID: rec.ID, Decision: rec.Decision, Receipt: receiptOf(rec.Entry)}
+	if rec.done != nil {
+		if ar, err := g.approvals.m.Get(rec.ID); err == nil {
+			res.Approval = &ar
+		}
+	}
 	if rec.Decision.Decision != policy.Allow || !execute {
 		return res, nil
 	}
@@ -246,19 +273,52 @@ func (g *Gateway) decide(ctx context.Context, req *Request) (*record, error) {
 	} else {
 		d = g.cfg.Policy.Evaluate(preq)
 	}
-	entry := decisionEntry(id, req, d, now)
-	r, err := g.cfg.Log.Append(ctx, entry)
-	if err != nil {
-		// Not durable: nothing happens, and the agent is told so.
-		return nil, fmt.Errorf("record decision: %w: %v", ErrUnavailable, err)
+	rec := &record{ID: id, Agent: req.Agent.ID, Session: req.Session, Action: req.Action, Time: now,
+		agent: req.Agent, instruction: req.Instruction, reasoning: req.Reasoning}
+	var r audit.Receipt
+	if d.Decision == policy.RequireApproval {
+		d, r, err = g.parkDecision(id, req, d, now)
+		if err != nil {
+			return nil, err
+		}
+		rec.done = make(chan struct{})
 	}
-	rec := &record{ID: id, Agent: req.Agent.ID, Session: req.Session, Action: req.Action, Decision: d, Entry: r, Time: now}
+	if d.Decision != policy.RequireApproval {
+		r, err = g.cfg.Log.Append(ctx, decisionEntry(id, req, d, now))
+		if err != nil {
+			// Not durable: nothing happens, and the agent is told so.
+			return nil, fmt.Errorf("record decision: %w: %v", ErrUnavailable, err)
+		}
+	}
+	rec.Decision, rec.Entry = d, r
 	st.history = append(st.history, policy.HistoryEntry{Action: req.Action.Fields, Decision: string(d.Decision), Time: now})
 	st.ids = append(st.ids, id)
 	g.mu.Lock()
 	g.requests[id] = rec
 	g.mu.Unlock()
 	return rec, nil
+}
+
+// parkDecision parks a require_approval decision (logged by the approval
+// manager) or, when it cannot be parked, turns it into a logged-later deny.
+func (g *Gateway) parkDecision(id string, req *Request, d *policy.Decision, now time.Time) (*policy.Decision, audit.Receipt, error) {
+	denyWith := func(code, msg string) *policy.Decision {
+		return &policy.Decision{Decision: policy.Deny, Reason: code, Rules: d.Rules,
+			Errors: append(d.Errors, policy.RuleError{Code: code, Message: msg}), ActionHash: d.ActionHash, Policy: d.Policy}
+	}
+	if g.approvals == nil {
+		return denyWith("no_approvers", "the policy requires approval and no approvers are configured"), audit.Receipt{}, nil
+	}
+	_, err := g.park(id, req, d, decisionEntry(id, req, d, now))
+	switch {
+	case err == nil:
+		return d, g.approvals.receipt(id), nil
+	case errors.Is(err, approval.ErrQueueFull):
+		return denyWith("approval_queue_full", err.Error()), audit.Receipt{}, nil
+	case approval.Code(err) != "":
+		return denyWith("approval_impossible", err.Error()), audit.Receipt{}, nil
+	}
+	return nil, audit.Receipt{}, fmt.Errorf("record decision: %w: %v", ErrUnavailable, err)
 }
 
 func decisionEntry(id string, req *Request, d *policy.Decision, now time.Time) *audit.Entry {
@@ -374,6 +434,11 @@ func (g *Gateway) Get(agent, id string) (*Result, error) {
 		return nil, ErrForbidden
 	}
 	res := &Result{RequestID: rec.ID, Decision: rec.Decision, Receipt: receiptOf(rec.Entry), Outcome: rec.Outcome}
+	if g.approvals != nil && rec.done != nil {
+		if ar, err := g.approvals.m.Get(id); err == nil {
+			res.Approval = &ar
+		}
+	}
 	if rec.OutEntry != nil {
 		r := receiptOf(*rec.OutEntry)
 		res.OutcomeReceipt = &r
@@ -417,15 +482,15 @@ func newID() (string, error) {
 	return "r" + strings.ToLower(idEncoding.EncodeToString(b[:])), nil
 }
 
-// Reject records a request the gateway refused before it could be decided
+// Refuse records a request the gateway refused before it could be decided
 // (malformed, oversized, of an unknown shape) from an authenticated agent:
 // the log keeps every authenticated request. raw is what the agent sent, as
 // far as it was read; it is kept when it is valid UTF-8. The decision is
 // deny with code as its reason.
-func (g *Gateway) Reject(ctx context.Context, agent policy.Agent, code, msg string, raw []byte) (*Result, error) {
+func (g *Gateway) Refuse(ctx context.Context, agent policy.Agent, code, msg string, raw []byte) (*Result, error) {
 	id, err := newID()
 	if err != nil {
-		return nil, fmt.Errorf("reject: %w", err)
+		return nil, fmt.Errorf("refuse: %w", err)
 	}
 	now := g.cfg.Now().UTC()
 	d := &policy.Decision{Decision: policy.Deny, Reason: code, Rules: []policy.FiredRule{},

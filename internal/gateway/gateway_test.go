@@ -10,7 +10,10 @@ import (
 	"sync"
 	"testing"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/gateway"
 	"github.com/rulelock/rulelock/internal/strictjson"
 	"github.com/rulelock/rulelock/policy"
@@ -34,6 +37,7 @@ rule "BigNeedsApproval" {
   condition: action.amount <= 100
   require_approval {
     approvers: 2
+    groups: ["treasury"]
   }
 }
 rule "AllowTrades" {
@@ -91,7 +95,7 @@ func (u *upstream) decisionInLog(id, body string) bool {
 		if err != nil {
 			return false
 		}
-		if e.Kind == audit.KindDecision && e.RequestID == id && e.Decision == "allow" && e.Action.Text == body {
+		if e.Kind == audit.KindDecision && e.RequestID == id && (e.Decision == "allow" || e.Decision == "approved") && e.Action.Text == body {
 			n++
 		}
 	}
@@ -125,14 +129,23 @@ func (u *upstream) count() int {
 }
 
 type fixture struct {
-	dir string
-	log *audit.Log
-	up  *upstream
-	gw  *gateway.Gateway
-	pol *policy.Policy
+	signers map[string]note.Signer
+	reg     *approval.Registry
+	dir     string
+	log     *audit.Log
+	up      *upstream
+	gw      *gateway.Gateway
+	pol     *policy.Policy
 }
 
 func newFixture(t *testing.T, dir string) *fixture {
+	t.Helper()
+	return newFixtureFrom(t, dir, nil)
+}
+
+// newFixtureFrom opens a gateway on dir; with prev, it keeps prev's
+// approvers and keys, as a restarted gateway keeps its configuration.
+func newFixtureFrom(t *testing.T, dir string, prev *fixture) *fixture {
 	t.Helper()
 	l, err := audit.Open(dir, audit.Options{SegmentSize: 1 << 20})
 	if err != nil {
@@ -148,11 +161,37 @@ func newFixture(t *testing.T, dir string) *fixture {
 	creds := http.Header{"Authorization": {"Bearer upstream-secret"}}
 	pay := &gateway.HTTPExecutor{Method: "POST", URL: f.up.srv.URL + "/pay/{to}", Headers: creds}
 	trade := &gateway.HTTPExecutor{Method: "POST", URL: f.up.srv.URL + "/trades", Headers: creds}
-	f.gw, err = gateway.New(gateway.Config{Policy: p, Log: l, Executors: map[string]gateway.Executor{"transfer": pay, "trade": trade}})
+	if prev != nil {
+		f.signers, f.reg = prev.signers, prev.reg
+	} else {
+		f.signers, f.reg = newApprovers(t)
+	}
+	f.gw, err = gateway.New(gateway.Config{Policy: p, Log: l, Approvers: f.reg, Executors: map[string]gateway.Executor{"transfer": pay, "trade": trade}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return f
+}
+
+func newApprovers(t *testing.T) (map[string]note.Signer, *approval.Registry) {
+	signers := map[string]note.Signer{}
+	var approvers []approval.Approver
+	for _, a := range []struct {
+		id     string
+		groups []string
+	}{{"alice", []string{"treasury"}}, {"bob", []string{"treasury"}}, {"carol", []string{"treasury"}}, {"mallory", []string{"marketing"}}, {"agent-42", []string{"treasury"}}} {
+		skey, vkey, err := note.GenerateKey(nil, a.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		signers[a.id], _ = note.NewSigner(skey)
+		approvers = append(approvers, approval.Approver{ID: a.id, Groups: a.groups, Key: vkey})
+	}
+	reg, err := approval.NewRegistry(approvers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signers, reg
 }
 
 func action(t *testing.T, js string) policy.Action {

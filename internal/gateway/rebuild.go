@@ -2,11 +2,14 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/strictjson"
 	"github.com/rulelock/rulelock/policy"
 )
@@ -28,6 +31,7 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 	size := lr.Size()
 	open := map[string]*record{}
 	var order []*record
+	var events []approval.Event
 	for i := int64(0); i < size; i++ {
 		raw, err := lr.ReadEntry(i)
 		if err != nil {
@@ -41,15 +45,25 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 		case audit.KindDecision:
 			rec, err := g.restoreDecision(lr, audit.Receipt{Index: i, LeafHash: tlog.RecordHash(raw)}, e)
 			if err != nil && e.Decision == string(policy.Deny) {
-				continue // a request refused before decoding (Reject): nothing to restore
+				continue // a request refused before decoding (Refuse): nothing to restore
 			}
 			if err != nil {
 				return 0, fmt.Errorf("rebuild: entry %d: %w", i, err)
 			}
 			order = append(order, rec)
-			if rec.Decision.Decision == policy.Allow {
+			switch rec.Decision.Decision {
+			case policy.Allow, "approved":
 				open[rec.ID] = rec
+			case policy.RequireApproval:
+				ev, err := parkedEvent(e)
+				if err != nil {
+					return 0, fmt.Errorf("rebuild: entry %d: %w", i, err)
+				}
+				events = append(events, ev)
+				rec.done = make(chan struct{})
 			}
+		case audit.KindApproval:
+			events = append(events, approvalEvent(e))
 		case audit.KindOutcome:
 			rec, ok := open[e.RequestID]
 			if !ok {
@@ -64,10 +78,14 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 		}
 	}
 	closed := 0
+	if err := g.restoreApprovals(ctx, events); err != nil {
+		return 0, err
+	}
 	for _, rec := range order {
-		if _, ok := open[rec.ID]; !ok {
+		if open[rec.ID] != rec {
 			continue
 		}
+		delete(open, rec.ID)
 		out := Outcome{Status: StatusUnknown, Error: "the gateway stopped after deciding and before recording the outcome; not re-executed"}
 		if _, err := g.recordOutcome(ctx, rec, out); err != nil {
 			return closed, err
@@ -105,7 +123,80 @@ func (g *Gateway) restoreDecision(lr LogReader, at audit.Receipt, e *audit.Entry
 	st.ids = append(st.ids, e.RequestID)
 	st.mu.Unlock()
 	g.mu.Lock()
+	if prev, ok := g.requests[rec.ID]; ok {
+		rec.done = prev.done // an approved re-decision of a parked request
+	}
 	g.requests[rec.ID] = rec
 	g.mu.Unlock()
 	return rec, nil
+}
+
+// parkedEvent turns a require_approval decision entry back into the
+// approval manager's parked event.
+func parkedEvent(e *audit.Entry) (approval.Event, error) {
+	var st parkedState
+	if err := json.Unmarshal([]byte(e.State.Text), &st); err != nil {
+		return approval.Event{}, fmt.Errorf("parked request %s: state: %w", e.RequestID, err)
+	}
+	ev := approval.Event{Kind: approval.EventParked, Time: e.Time, Request: e.RequestID, Agent: e.Agent,
+		Action: e.ActionSHA256, Policy: e.BundleDigest, Expires: st.Expires}
+	for _, r := range st.Requirements {
+		q := policy.Requirement{Rule: r.Rule, Approvers: r.Approvers, Groups: r.Groups}
+		if r.Within != "" {
+			q.Within, _ = time.ParseDuration(r.Within)
+		}
+		ev.Requirements = append(ev.Requirements, q)
+	}
+	return ev, nil
+}
+
+func approvalEvent(e *audit.Entry) approval.Event {
+	ev := approval.Event{Time: e.Time, Request: e.RequestID, Approver: e.Approver, Note: e.Signature}
+	switch e.Decision {
+	case approvalApprove:
+		ev.Kind = approval.EventApproval
+	case approvalReject:
+		ev.Kind = approval.EventRejection
+	case approvalExpired:
+		ev.Kind = approval.EventExpired
+	case approvalExecuted:
+		ev.Kind = approval.EventExecuted
+	}
+	return ev
+}
+
+// restoreApprovals replays the approval events. A request whose quorum was
+// reached but that was never re-decided did not run: it is closed as not
+// executed, never run silently after a restart.
+func (g *Gateway) restoreApprovals(ctx context.Context, events []approval.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	if g.approvals == nil {
+		return fmt.Errorf("rebuild: the log has approval events and no approvers are configured")
+	}
+	reconcile, err := g.approvals.m.Restore(events)
+	if err != nil {
+		return fmt.Errorf("rebuild: %w", err)
+	}
+	for _, r := range reconcile {
+		g.mu.Lock()
+		rec := g.requests[r.ID]
+		g.mu.Unlock()
+		if rec != nil && rec.Decision.Decision == policy.RequireApproval {
+			out := Outcome{Status: StatusError, Error: "the quorum was reached but the gateway stopped before executing; not executed"}
+			if _, err := g.recordOutcome(ctx, rec, out); err != nil {
+				return err
+			}
+		}
+		if err := g.approvals.m.MarkExecuted(r.ID); err != nil {
+			return fmt.Errorf("rebuild: %w", err)
+		}
+	}
+	for _, r := range events {
+		if req, err := g.approvals.m.Get(r.Request); err == nil && req.State != approval.Pending {
+			g.finish(r.Request, "")
+		}
+	}
+	return nil
 }

@@ -270,7 +270,7 @@ func (s *Server) submit(execute bool) func(http.ResponseWriter, *http.Request, p
 		}
 		// Refused before a decision: still logged, as a denial.
 		s.cfg.Metrics.failClosed(code)
-		res, err := s.cfg.Gateway.Reject(r.Context(), agent, code, msg, body)
+		res, err := s.cfg.Gateway.Refuse(r.Context(), agent, code, msg, body)
 		if err != nil {
 			writeError(w, http.StatusServiceUnavailable, "unavailable", "the audit log is unavailable: nothing was done")
 			return
