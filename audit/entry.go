@@ -318,7 +318,7 @@ func (e *Entry) Encode() ([]byte, error) {
 	if e.Kind == KindOutcome {
 		w.Closes = &e.Closes
 	}
-	b, err := marshal(w)
+	b, err := w.appendJSON(make([]byte, 0, 1024))
 	if err != nil {
 		return nil, fmt.Errorf("encode entry: %w", err)
 	}
