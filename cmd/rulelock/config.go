@@ -10,6 +10,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/gateway"
 	"github.com/rulelock/rulelock/internal/httpapi"
 	"github.com/rulelock/rulelock/policy"
@@ -36,9 +37,10 @@ type agentConfig struct {
 }
 
 type approverConfig struct {
-	ID     string   `yaml:"id"`
-	Groups []string `yaml:"groups"`
-	Key    string   `yaml:"key"` // note verifier key: name+hash+key
+	ID          string   `yaml:"id"`
+	Groups      []string `yaml:"groups"`
+	Key         string   `yaml:"key"`          // note verifier key: name+hash+key
+	TokenSHA256 string   `yaml:"token_sha256"` // optional: lets the approver use the API (list, approve, reject)
 }
 
 type executorConfig struct {
@@ -114,6 +116,9 @@ func (c *serveConfig) validate() error {
 			return fmt.Errorf("approver %q has the id of an agent or another approver: an agent never approves", a.ID)
 		}
 		seen[a.ID] = true
+		if b, err := hex.DecodeString(a.TokenSHA256); a.TokenSHA256 != "" && (err != nil || len(b) != 32) {
+			return fmt.Errorf("approver %q: token_sha256 must be 64 hex digits", a.ID)
+		}
 	}
 	for typ, e := range c.Executors {
 		switch {
@@ -146,7 +151,27 @@ func (c *serveConfig) tokens() []httpapi.Token {
 		t.Agent = policy.Agent{ID: a.ID, Roles: a.Roles}
 		out = append(out, t)
 	}
+	for _, a := range c.Approvers {
+		if a.TokenSHA256 == "" {
+			continue
+		}
+		t := httpapi.Token{Agent: policy.Agent{ID: a.ID}, Approver: true}
+		hex.Decode(t.SHA256[:], []byte(a.TokenSHA256))
+		out = append(out, t)
+	}
 	return out
+}
+
+// registry returns the approvers' registry, nil when there are none.
+func (c *serveConfig) registry() (*approval.Registry, error) {
+	if len(c.Approvers) == 0 {
+		return nil, nil
+	}
+	var as []approval.Approver
+	for _, a := range c.Approvers {
+		as = append(as, approval.Approver{ID: a.ID, Groups: a.Groups, Key: a.Key})
+	}
+	return approval.NewRegistry(as)
 }
 
 // executors builds the HTTP executors, reading credentials from the

@@ -38,6 +38,7 @@ func commands() []command {
 	cmds = append(cmds, policyCommands()...)
 	cmds = append(cmds, auditCommands()...)
 	cmds = append(cmds, serveCommands()...)
+	cmds = append(cmds, approvalCommands()...)
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
 	return cmds
 }

@@ -85,6 +85,7 @@ type running struct {
 	e      *env
 	cfg    *serveConfig
 	log    *audit.Log
+	gw     *gateway.Gateway
 	cp     *audit.Checkpointer
 	srv    *http.Server
 	ln     net.Listener
@@ -136,11 +137,21 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 		}
 		fmt.Fprintf(e.stderr, "rulelock: demo upstream on %s executes %s\n", url, strings.Join(p.ActionTypes(), ", "))
 	}
-	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Executors: executors,
-		MaxHistory: cfg.Limits.MaxHistory, Retention: cfg.Limits.Retention.Duration})
+	if len(cfg.Agents) == 0 && len(cfg.Approvers) == 0 {
+		if err := devApprovers(e, cfg); err != nil {
+			return nil, err
+		}
+	}
+	reg, err := cfg.registry()
+	if err != nil {
+		return nil, &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
+	}
+	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Executors: executors, Approvers: reg,
+		MaxHistory: cfg.Limits.MaxHistory, Retention: cfg.Limits.Retention.Duration, MaxPendingPerAgent: cfg.Limits.MaxPendingPerAgent})
 	if err != nil {
 		return nil, err
 	}
+	g.gw = gw
 	closed, err := gw.Rebuild(ctx, l)
 	if err != nil {
 		return nil, fmt.Errorf("rebuild state from the log: %w", err)
@@ -154,7 +165,7 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 		return nil, err
 	}
 	tokens := cfg.tokens()
-	if len(tokens) == 0 {
+	if len(cfg.Agents) == 0 {
 		t, err := devAgent(e, cfg.DataDir)
 		if err != nil {
 			return nil, err
@@ -180,6 +191,8 @@ func (g *running) serve(ctx context.Context) error {
 	cpCtx, stopCP := context.WithCancel(context.Background())
 	cpDone := make(chan error, 1)
 	go func() { cpDone <- g.cp.Run(cpCtx, g.cfg.CheckpointInterval.Duration) }()
+	expDone := make(chan struct{})
+	go func() { g.gw.RunExpiry(cpCtx); close(expDone) }()
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- g.srv.Serve(g.ln) }()
 	g.ready.Store(true)
@@ -198,6 +211,7 @@ func (g *running) serve(ctx context.Context) error {
 	}
 	stopCP()
 	<-cpDone
+	<-expDone
 	if _, cerr := g.cp.Checkpoint(); cerr != nil && err == nil {
 		err = fmt.Errorf("final checkpoint: %w", cerr)
 	}
@@ -277,5 +291,54 @@ func runToken(ctx context.Context, e *env, args []string) error {
 	tok := "rl_" + hex.EncodeToString(raw[:])
 	sum := httpapi.HashToken(tok)
 	fmt.Fprintf(e.stdout, "token: %s\ntoken_sha256: %s\n", tok, hex.EncodeToString(sum[:]))
+	return nil
+}
+
+// devApprovers creates, in development mode only, two approvers with keys
+// and API tokens in <data>/approvers/, so that the walk-through can show a
+// two-person approval on one machine. A deployment lists its approvers.
+func devApprovers(e *env, cfg *serveConfig) error {
+	dir := filepath.Join(cfg.DataDir, "approvers")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	created := false
+	for _, id := range []string{"alice", "bob"} {
+		keyPath, pubPath, tokPath := filepath.Join(dir, id+".key"), filepath.Join(dir, id+".pub"), filepath.Join(dir, id+".token")
+		if _, err := os.Stat(keyPath); errors.Is(err, os.ErrNotExist) {
+			skey, vkey, err := note.GenerateKey(rand.Reader, id)
+			if err != nil {
+				return err
+			}
+			if err := writeNewFile(keyPath, []byte(skey+"\n")); err != nil {
+				return err
+			}
+			if err := os.WriteFile(pubPath, []byte(vkey+"\n"), 0o644); err != nil {
+				return err
+			}
+			var raw [24]byte
+			rand.Read(raw[:])
+			if err := writeNewFile(tokPath, []byte("rl_"+hex.EncodeToString(raw[:]))); err != nil {
+				return err
+			}
+			created = true
+		}
+		pub, err := os.ReadFile(pubPath)
+		if err != nil {
+			return err
+		}
+		tok, err := os.ReadFile(tokPath)
+		if err != nil {
+			return err
+		}
+		sum := httpapi.HashToken(strings.TrimSpace(string(tok)))
+		cfg.Approvers = append(cfg.Approvers, approverConfig{
+			ID: id, Groups: []string{"payments-approvers", "treasury"},
+			Key: strings.TrimSpace(string(pub)), TokenSHA256: hex.EncodeToString(sum[:]),
+		})
+	}
+	if created {
+		fmt.Fprintf(e.stderr, "rulelock: no approvers configured: created the development approvers alice and bob (groups payments-approvers, treasury); keys and tokens in %s\n", dir)
+	}
 	return nil
 }

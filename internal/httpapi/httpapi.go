@@ -26,6 +26,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/gateway"
 	"github.com/rulelock/rulelock/internal/strictjson"
 	"github.com/rulelock/rulelock/policy"
@@ -34,8 +35,9 @@ import (
 // Token is an agent's credential as the server keeps it: the SHA-256 of
 // the bearer token, never the token.
 type Token struct {
-	SHA256 [32]byte
-	Agent  policy.Agent
+	SHA256   [32]byte
+	Agent    policy.Agent // the agent, or the approver (ID only)
+	Approver bool         // an approver's token: approvals only, never actions
 }
 
 // HashToken returns the SHA-256 of a bearer token.
@@ -70,7 +72,8 @@ type Server struct {
 // route is one entry of the route table.
 type route struct {
 	pattern string
-	public  bool // health only: no authentication
+	public  bool   // health only: no authentication
+	who     string // "agent", "approver", or "" for any authenticated caller
 	handler func(w http.ResponseWriter, r *http.Request, agent policy.Agent)
 }
 
@@ -84,10 +87,13 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, mux: http.NewServeMux()}
 	s.routes = []route{
-		{pattern: "POST /v1/actions", handler: s.submit(true)},
-		{pattern: "POST /v1/decide", handler: s.submit(false)},
-		{pattern: "GET /v1/requests/{id}", handler: s.getRequest},
-		{pattern: "POST /v1/requests/{id}/outcome", handler: s.reportOutcome},
+		{pattern: "POST /v1/actions", who: "agent", handler: s.submit(true)},
+		{pattern: "POST /v1/decide", who: "agent", handler: s.submit(false)},
+		{pattern: "GET /v1/requests/{id}", who: "agent", handler: s.getRequest},
+		{pattern: "POST /v1/requests/{id}/outcome", who: "agent", handler: s.reportOutcome},
+		{pattern: "GET /v1/approvals", who: "approver", handler: s.pending},
+		{pattern: "POST /v1/requests/{id}/approvals", who: "approver", handler: s.vote(true)},
+		{pattern: "POST /v1/requests/{id}/rejections", who: "approver", handler: s.vote(false)},
 		{pattern: "GET /v1/log/checkpoint", handler: s.checkpoint},
 		{pattern: "GET /v1/log/entries/{i}", handler: s.entry},
 		{pattern: "GET /v1/log/proof/{i}", handler: s.proof},
@@ -149,34 +155,39 @@ func (s *Server) wrap(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var agent policy.Agent
 		if !rt.public {
-			a, ok := s.authenticate(r)
+			tok, ok := s.authenticate(r)
 			if !ok {
 				s.cfg.Metrics.failClosed("unauthenticated")
 				w.Header().Set("WWW-Authenticate", `Bearer realm="rulelock"`)
 				writeError(w, http.StatusUnauthorized, "unauthenticated", "a valid bearer token is required")
 				return
 			}
-			agent = a
+			if (rt.who == "agent" && tok.Approver) || (rt.who == "approver" && !tok.Approver) {
+				s.cfg.Metrics.failClosed("forbidden")
+				writeError(w, http.StatusForbidden, "forbidden", "this route is for "+rt.who+"s")
+				return
+			}
+			agent = tok.Agent
 		}
 		rt.handler(w, r, agent)
 	})
 }
 
-func (s *Server) authenticate(r *http.Request) (policy.Agent, bool) {
+func (s *Server) authenticate(r *http.Request) (Token, bool) {
 	h := r.Header.Values("Authorization")
 	if len(h) != 1 {
-		return policy.Agent{}, false
+		return Token{}, false
 	}
 	tok, ok := strings.CutPrefix(h[0], "Bearer ")
 	if !ok || tok == "" {
-		return policy.Agent{}, false
+		return Token{}, false
 	}
 	sum := HashToken(tok)
-	var found policy.Agent
+	var found Token
 	match := 0
 	for _, t := range s.cfg.Tokens {
 		if subtle.ConstantTimeCompare(sum[:], t.SHA256[:]) == 1 {
-			found, match = t.Agent, match+1
+			found, match = t, match+1
 		}
 	}
 	return found, match == 1
@@ -292,8 +303,24 @@ func (s *Server) decided(w http.ResponseWriter, r *http.Request, start time.Time
 	writeJSON(w, http.StatusOK, res)
 }
 
+// maxWait caps GET /v1/requests/{id}?wait=.
+const maxWait = 60 * time.Second
+
 func (s *Server) getRequest(w http.ResponseWriter, r *http.Request, agent policy.Agent) {
-	res, err := s.cfg.Gateway.Get(agent.ID, r.PathValue("id"))
+	var res *gateway.Result
+	var err error
+	if ws := r.URL.Query().Get("wait"); ws != "" {
+		d, perr := time.ParseDuration(ws)
+		if perr != nil || d < 0 {
+			writeError(w, http.StatusBadRequest, "bad_request", "wait must be a duration such as 30s")
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), min(d, maxWait))
+		defer cancel()
+		res, err = s.cfg.Gateway.Wait(ctx, agent.ID, r.PathValue("id"))
+	} else {
+		res, err = s.cfg.Gateway.Get(agent.ID, r.PathValue("id"))
+	}
 	if err != nil {
 		writeGatewayError(w, err)
 		return
@@ -348,6 +375,63 @@ func (s *Server) reportOutcome(w http.ResponseWriter, r *http.Request, agent pol
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) pending(w http.ResponseWriter, r *http.Request, _ policy.Agent) {
+	p := s.cfg.Gateway.Pending()
+	if p == nil {
+		p = []gateway.PendingRequest{}
+	}
+	s.cfg.Metrics.Pending.Set(float64(len(p)))
+	writeJSON(w, http.StatusOK, map[string]any{"pending": p})
+}
+
+// voteBody is the body of an approval or rejection: the signed statement.
+type voteBody struct {
+	Note string
+}
+
+func (s *Server) vote(approve bool) func(http.ResponseWriter, *http.Request, policy.Agent) {
+	return func(w http.ResponseWriter, r *http.Request, _ policy.Agent) {
+		body, code, msg, status := s.readBody(w, r)
+		if code != "" {
+			writeError(w, status, code, msg)
+			return
+		}
+		v, err := strictjson.Decode(body, strictjson.Limits{})
+		m, _ := v.(map[string]any)
+		note, _ := m["note"].(string)
+		if err != nil || len(m) != 1 || note == "" {
+			writeError(w, http.StatusBadRequest, "bad_request", `the body must be {"note": "<signed statement>"}`)
+			return
+		}
+		var res *gateway.ApprovalResult
+		if approve {
+			res, err = s.cfg.Gateway.Approve(r.Context(), r.PathValue("id"), []byte(note))
+		} else {
+			res, err = s.cfg.Gateway.Reject(r.Context(), r.PathValue("id"), []byte(note))
+		}
+		if err != nil {
+			writeApprovalError(w, err)
+			return
+		}
+		// The statement's signer is who approved; the token only admitted the caller.
+		writeJSON(w, http.StatusOK, res)
+	}
+}
+
+func writeApprovalError(w http.ResponseWriter, err error) {
+	code := approval.Code(err)
+	switch code {
+	case "":
+		writeGatewayError(w, err)
+	case "not_found":
+		writeError(w, http.StatusNotFound, code, err.Error())
+	case "bad_statement":
+		writeError(w, http.StatusBadRequest, code, err.Error())
+	default:
+		writeError(w, http.StatusConflict, code, err.Error())
+	}
 }
 
 func (s *Server) checkpoint(w http.ResponseWriter, r *http.Request, _ policy.Agent) {
@@ -417,6 +501,8 @@ func writeGatewayError(w http.ResponseWriter, err error) {
 	case errors.Is(err, gateway.ErrNotFound), errors.Is(err, gateway.ErrForbidden):
 		// Another agent's request is reported as absent: ids do not leak.
 		writeError(w, http.StatusNotFound, "not_found", "no such request")
+	case errors.Is(err, gateway.ErrNoApprovals):
+		writeError(w, http.StatusConflict, "no_approvers", err.Error())
 	case errors.Is(err, gateway.ErrConflict):
 		writeError(w, http.StatusConflict, "conflict", err.Error())
 	default:

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/internal/approval"
+	"github.com/rulelock/rulelock/internal/gateway"
+)
+
+func approvalCommands() []command {
+	return []command{
+		{"pending", "list the requests waiting for approval at a running gateway", runPending},
+		{"approve", "sign and submit an approval of a parked request", runVote(approval.Approve)},
+		{"reject", "sign and submit a rejection of a parked request", runVote(approval.Reject)},
+	}
+}
+
+// approverClient talks to a running gateway as an approver.
+type approverClient struct {
+	url, token string
+	client     *http.Client
+}
+
+func approverFlags(e *env, name, usage string) (*flagSetWithClient, error) {
+	fs := newFlags(e, name, usage)
+	f := &flagSetWithClient{FlagSet: fs}
+	fs.StringVar(&f.url, "gateway", "http://127.0.0.1:8080", "the gateway's URL")
+	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the approver's API token (default: $RULELOCK_TOKEN)")
+	return f, nil
+}
+
+type flagSetWithClient struct {
+	*flag.FlagSet
+	url, tokenFile string
+}
+
+func (f *flagSetWithClient) client(e *env) (*approverClient, error) {
+	tok := e.getenv("RULELOCK_TOKEN")
+	if f.tokenFile != "" {
+		b, err := os.ReadFile(f.tokenFile)
+		if err != nil {
+			return nil, err
+		}
+		tok = strings.TrimSpace(string(b))
+	}
+	if tok == "" {
+		return nil, usageError("no token: give --token-file or set RULELOCK_TOKEN")
+	}
+	return &approverClient{url: strings.TrimSuffix(f.url, "/"), token: tok, client: &http.Client{Timeout: 30 * time.Second}}, nil
+}
+
+func (c *approverClient) do(ctx context.Context, method, path string, body any, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.url+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		if json.Unmarshal(b, &e) == nil && e.Error.Code != "" {
+			return fmt.Errorf("%s: %s (%s)", resp.Status, e.Error.Message, e.Error.Code)
+		}
+		return fmt.Errorf("%s", resp.Status)
+	}
+	return json.Unmarshal(b, out)
+}
+
+func (c *approverClient) pending(ctx context.Context) ([]gateway.PendingRequest, error) {
+	var out struct {
+		Pending []gateway.PendingRequest `json:"pending"`
+	}
+	err := c.do(ctx, "GET", "/v1/approvals", nil, &out)
+	return out.Pending, err
+}
+
+func runPending(ctx context.Context, e *env, args []string) error {
+	f, _ := approverFlags(e, "pending", "[--gateway URL] [--token-file FILE]")
+	if err := parseFlags(f.FlagSet, args); err != nil {
+		return err
+	}
+	c, err := f.client(e)
+	if err != nil {
+		return err
+	}
+	list, err := c.pending(ctx)
+	if err != nil {
+		return err
+	}
+	if len(list) == 0 {
+		fmt.Fprintln(e.stdout, "no requests are waiting for approval")
+		return nil
+	}
+	for _, p := range list {
+		printPending(e, p)
+	}
+	return nil
+}
+
+func printPending(e *env, p gateway.PendingRequest) {
+	r := p.Request
+	fmt.Fprintf(e.stdout, "%s  agent %s  expires %s  approvals %d\n", r.ID, r.Agent, r.Expires.Format(time.RFC3339), len(r.Approvals))
+	fmt.Fprintf(e.stdout, "  action: %s\n", p.Action)
+	if p.Instruction != "" {
+		fmt.Fprintf(e.stdout, "  instruction: %s\n", p.Instruction)
+	}
+	for _, q := range r.Requirements {
+		groups := "any approver"
+		if len(q.Groups) > 0 {
+			groups = "from " + strings.Join(q.Groups, ", ")
+		}
+		fmt.Fprintf(e.stdout, "  needs %d %s (rule %s)\n", q.Approvers, groups, q.Rule)
+	}
+}
+
+// runVote signs the statement for a parked request with the approver's key
+// and submits it. The statement is built here from the request and checked
+// against the canonical action the gateway shows: the approver signs the
+// hash of exactly what they saw.
+func runVote(v approval.Verdict) func(context.Context, *env, []string) error {
+	name := "approve"
+	if v == approval.Reject {
+		name = "reject"
+	}
+	return func(ctx context.Context, e *env, args []string) error {
+		f, _ := approverFlags(e, name, "ID --key FILE [--reason TEXT] [--gateway URL] [--token-file FILE]")
+		keyFile := f.String("key", "", "the approver's signing key file (rulelock keygen)")
+		reason := f.String("reason", "", "why (required to reject)")
+		if err := parseFlags(f.FlagSet, args); err != nil {
+			return err
+		}
+		if f.NArg() != 1 || *keyFile == "" || (v == approval.Reject && *reason == "") {
+			f.Usage()
+			return &exitError{code: 2}
+		}
+		id := f.Arg(0)
+		signer, err := audit.LoadKeyFile(*keyFile)
+		if err != nil {
+			return err
+		}
+		c, err := f.client(e)
+		if err != nil {
+			return err
+		}
+		list, err := c.pending(ctx)
+		if err != nil {
+			return err
+		}
+		var p *gateway.PendingRequest
+		for i := range list {
+			if list[i].Request.ID == id {
+				p = &list[i]
+			}
+		}
+		if p == nil {
+			return fmt.Errorf("request %s is not waiting for approval", id)
+		}
+		if sha256.Sum256(p.Action) != p.Request.Action {
+			return fmt.Errorf("request %s: the action shown does not hash to the action in the request: refusing to sign", id)
+		}
+		st := p.Request.Statement(v, approval.SanitizeReason(*reason))
+		if v == approval.Approve && string(st.Marshal()) != p.Approve {
+			return fmt.Errorf("request %s: the gateway's statement differs from the one built here: refusing to sign", id)
+		}
+		printPending(e, *p)
+		signed, err := approval.Sign(st, signer)
+		if err != nil {
+			return err
+		}
+		path := "/v1/requests/" + id + "/approvals"
+		if v == approval.Reject {
+			path = "/v1/requests/" + id + "/rejections"
+		}
+		var res gateway.ApprovalResult
+		if err := c.do(ctx, "POST", path, map[string]string{"note": string(signed)}, &res); err != nil {
+			return err
+		}
+		switch {
+		case res.Result != nil && res.Result.Outcome != nil:
+			fmt.Fprintf(e.stdout, "%s: quorum reached; %s; executed: %s\n", id, res.Result.Decision.Decision, res.Result.Outcome.Status)
+		case res.Result != nil:
+			fmt.Fprintf(e.stdout, "%s: quorum reached; %s\n", id, res.Result.Decision.Decision)
+		default:
+			fmt.Fprintf(e.stdout, "%s: %s recorded; state %s, %d approvals\n", id, v, res.Request.State, len(res.Request.Approvals))
+		}
+		return nil
+	}
+}
