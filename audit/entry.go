@@ -338,10 +338,8 @@ func DecodeEntry(b []byte) (*Entry, error) {
 	if !utf8.Valid(b) {
 		return nil, errors.New("decode entry: invalid UTF-8")
 	}
-	// Unknown or duplicate members and trailing data make the re-encoding
-	// below differ, so plain json.Unmarshal is strict enough here.
 	var w wireEntry
-	if err := json.Unmarshal(b, &w); err != nil {
+	if err := parseWire(b, &w); err != nil {
 		return nil, fmt.Errorf("decode entry: %w", err)
 	}
 	if w.V != EntryVersion {

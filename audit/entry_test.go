@@ -101,6 +101,9 @@ func FuzzDecodeEntry(f *testing.F) {
 		b, _ := e.Encode()
 		f.Add(b)
 	}
+	odd := &Entry{Kind: KindNote, Time: time.Unix(1, 2), Message: "a\"b\\c\n\t\u0001\u007fé😀\u2029/", Signers: []string{"", "\b\f"}}
+	b, _ := odd.Encode()
+	f.Add(b)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := DecodeEntry(b)
 		if err != nil {
@@ -112,6 +115,17 @@ func FuzzDecodeEntry(f *testing.F) {
 		}
 		if !bytes.Equal(again, b) {
 			t.Fatalf("decode→encode changed\n%q\nto\n%q", b, again)
+		}
+		// The hand-written parser reads what encoding/json reads.
+		var w1, w2 wireEntry
+		if err := parseWire(b, &w1); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &w2); err != nil {
+			t.Fatalf("encoding/json rejects an accepted entry: %v", err)
+		}
+		if diff := cmp.Diff(w2, w1); diff != "" {
+			t.Fatalf("parseWire differs from encoding/json (-json +parseWire):\n%s", diff)
 		}
 	})
 }
