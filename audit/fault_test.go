@@ -106,3 +106,53 @@ func TestIOFaults(t *testing.T) {
 		})
 	}
 }
+
+// TestFaultAcrossRollover fails the write of a batch's second part, after
+// its first part went durable into the previous segment: the first part is
+// acknowledged, the rest is not, and nothing is acknowledged twice.
+func TestFaultAcrossRollover(t *testing.T) {
+	dir := t.TempDir()
+	flt := &fault{kind: "write"}
+	opts := Options{SegmentSize: frameHeader + MaxEntrySize, openFile: func(name string, flag int, perm os.FileMode) (file, error) {
+		f, err := openOSFile(name, flag, perm)
+		if err != nil || !strings.HasSuffix(name, ".seg") || strings.HasSuffix(name, segName(0)) {
+			return f, err
+		}
+		flt.armed.Store(true)
+		return &faultFile{f, flt}, nil
+	}}
+	l := openTest(t, dir, opts)
+	defer l.Close()
+	var batch []*request
+	for i := range 120 {
+		req, err := l.prepare(testEntry(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch = append(batch, req)
+	}
+	l.commit(batch) // as the writer goroutine would, with this batch
+	ok := 0
+	for i, req := range batch {
+		select {
+		case res := <-req.done:
+			if res.err == nil {
+				if ok != i {
+					t.Fatalf("request %d acknowledged after a failed one", i)
+				}
+				ok++
+			}
+		default:
+			t.Fatalf("request %d never answered", i)
+		}
+		if len(req.done) != 0 {
+			t.Fatalf("request %d answered twice", i)
+		}
+	}
+	if ok == 0 || ok == len(batch) {
+		t.Fatalf("%d of %d acknowledged, want the first segment's share", ok, len(batch))
+	}
+	if l.Err() == nil {
+		t.Fatal("log not failed")
+	}
+}

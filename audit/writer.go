@@ -38,12 +38,11 @@ func (l *Log) commit(batch []*request) {
 		ack(batch, Receipt{}, l.failed)
 		return
 	}
-	if err := l.writeBatch(batch); err != nil {
+	if acked, err := l.writeBatch(batch); err != nil {
 		l.mu.Lock()
 		l.failed = fmt.Errorf("append: %w: %w", ErrFailed, err)
 		l.mu.Unlock()
-		ack(batch, Receipt{}, l.failed)
-		return
+		ack(batch[acked:], Receipt{}, l.failed)
 	}
 }
 
@@ -54,18 +53,20 @@ func ack(batch []*request, r Receipt, err error) {
 }
 
 // writeBatch writes, syncs and acknowledges batch, rolling to a new segment
-// when the current one is full.
-func (l *Log) writeBatch(batch []*request) error {
+// when the current one is full. It returns how many requests it
+// acknowledged (all of them when err is nil).
+func (l *Log) writeBatch(batch []*request) (acked int, err error) {
 	if err := l.writeSide(batch); err != nil {
-		return err
+		return 0, err
 	}
-	for len(batch) > 0 {
+	for acked < len(batch) {
+		rest := batch[acked:]
 		seg := l.segs[len(l.segs)-1]
 		var buf []byte
 		chain := l.chain
 		idx := l.size
 		n := 0
-		for _, req := range batch {
+		for _, req := range rest {
 			if seg.end+int64(len(buf))+frameHeader+int64(len(req.payload)) > seg.size {
 				break
 			}
@@ -76,36 +77,40 @@ func (l *Log) writeBatch(batch []*request) error {
 		}
 		if n == 0 {
 			if err := l.newSegment(l.size); err != nil {
-				return err
+				return acked, err
 			}
 			continue
 		}
 		if _, err := seg.f.WriteAt(buf, seg.end); err != nil {
-			return fmt.Errorf("write %s: %w", seg.f.Name(), err)
+			return acked, fmt.Errorf("write %s: %w", seg.f.Name(), err)
 		}
 		if err := seg.f.Sync(); err != nil {
-			return fmt.Errorf("sync %s: %w", seg.f.Name(), err)
+			return acked, fmt.Errorf("sync %s: %w", seg.f.Name(), err)
 		}
-		if err := l.publish(batch[:n], seg, buf, chain); err != nil {
-			return err
+		err := l.publish(rest[:n], seg, chain)
+		acked += n
+		if err != nil {
+			return acked, err
 		}
-		batch = batch[n:]
 	}
-	return nil
+	return acked, nil
 }
 
 // publish records the durable frames in memory and acknowledges them.
-func (l *Log) publish(batch []*request, seg *segment, buf []byte, chain tlog.Hash) error {
+func (l *Log) publish(batch []*request, seg *segment, chain tlog.Hash) error {
 	locs := make([]loc, len(batch))
 	off := seg.end
+	var herr error
 	for i, req := range batch {
 		locs[i] = loc{seg: int32(len(l.segs) - 1), off: off}
 		off += frameHeader + int64(len(req.payload))
-		if err := l.hashes.add(l.size+int64(i), req.leaf); err != nil {
-			return err
+		if herr == nil {
+			herr = l.hashes.add(l.size+int64(i), req.leaf)
 		}
 	}
-	herr := l.hashes.flush()
+	if herr == nil {
+		herr = l.hashes.flush()
+	}
 	l.mu.Lock()
 	first := l.size
 	l.locs = append(l.locs, locs...)
