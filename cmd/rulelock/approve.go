@@ -35,7 +35,11 @@ type approverClient struct {
 func approverFlags(e *env, name, usage string) (*flagSetWithClient, error) {
 	fs := newFlags(e, name, usage)
 	f := &flagSetWithClient{FlagSet: fs}
-	fs.StringVar(&f.url, "gateway", "http://127.0.0.1:8080", "the gateway's URL")
+	def := e.getenv("RULELOCK_GATEWAY")
+	if def == "" {
+		def = "http://127.0.0.1:8080"
+	}
+	fs.StringVar(&f.url, "gateway", def, "the gateway's URL (default $RULELOCK_GATEWAY or http://127.0.0.1:8080)")
 	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the approver's API token (default: $RULELOCK_TOKEN)")
 	return f, nil
 }
@@ -158,14 +162,15 @@ func runVote(v approval.Verdict) func(context.Context, *env, []string) error {
 		f, _ := approverFlags(e, name, "ID --key FILE [--reason TEXT] [--gateway URL] [--token-file FILE]")
 		keyFile := f.String("key", "", "the approver's signing key file (rulelock keygen)")
 		reason := f.String("reason", "", "why (required to reject)")
-		if err := parseFlags(f.FlagSet, args); err != nil {
+		pos, err := parseInterspersed(f.FlagSet, args)
+		if err != nil {
 			return err
 		}
-		if f.NArg() != 1 || *keyFile == "" || (v == approval.Reject && *reason == "") {
+		if len(pos) != 1 || *keyFile == "" || (v == approval.Reject && *reason == "") {
 			f.Usage()
 			return &exitError{code: 2}
 		}
-		id := f.Arg(0)
+		id := pos[0]
 		signer, err := audit.LoadKeyFile(*keyFile)
 		if err != nil {
 			return err
