@@ -156,3 +156,40 @@ func TestFaultAcrossRollover(t *testing.T) {
 		t.Fatal("log not failed")
 	}
 }
+
+// TestLostFrameBeforeValidOne simulates a power loss that kept a later
+// frame of an unsynced batch but not an earlier one: recovery must zero the
+// survivor so that new appends never run into it.
+func TestLostFrameBeforeValidOne(t *testing.T) {
+	dir := t.TempDir()
+	l := openTest(t, dir, Options{})
+	for i := range 5 {
+		if _, err := l.Append(context.Background(), testEntry(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	path, data, frames := segFrames(t, dir)
+	// Frame 3 "never reached the disk"; frame 4 did.
+	for i := frames[3].off; i < frames[4].off; i++ {
+		data[i] = 0
+	}
+	os.WriteFile(path, data, 0o600)
+	l = openTest(t, dir, Options{})
+	if got := l.Size(); got != 3 {
+		t.Fatalf("size after recovery %d, want 3", got)
+	}
+	e := testEntry(3)
+	e.Reasoning = Text("a different length than before")
+	for range 3 {
+		if _, err := l.Append(context.Background(), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	l = openTest(t, dir, Options{})
+	defer l.Close()
+	if got := l.Size(); got != 6 {
+		t.Fatalf("size after reopen %d, want 6", got)
+	}
+}

@@ -71,6 +71,19 @@ func (l *Log) loadSegment(first int64, last bool, leaf func(tlog.Hash)) (*segmen
 	seg := &segment{first: first, f: f, size: size}
 	for off := int64(0); ; {
 		fr, err := readFrame(f, off, size)
+		if err == errEnd && last {
+			// After a power loss a later frame of an unsynced batch may
+			// have reached the disk while this one did not: zero it, so
+			// that it can never reappear after new frames.
+			dirty, err := nonZero(f, off, size)
+			if err == nil && dirty {
+				err = zeroTail(f, off, size)
+			}
+			if err != nil {
+				f.Close()
+				return nil, err
+			}
+		}
 		if err == errEnd {
 			seg.end = off
 			return seg, nil
@@ -99,6 +112,24 @@ func (l *Log) loadSegment(first int64, last bool, leaf func(tlog.Hash)) (*segmen
 		l.size++
 		off += frameHeader + int64(len(fr.payload))
 	}
+}
+
+// nonZero reports whether any byte in [off, size) of f is not zero.
+func nonZero(f file, off, size int64) (bool, error) {
+	buf := make([]byte, 1<<20)
+	for o := off; o < size; {
+		n := min(int64(len(buf)), size-o)
+		if _, err := f.ReadAt(buf[:n], o); err != nil {
+			return false, fmt.Errorf("scan segment tail: %w", err)
+		}
+		for _, c := range buf[:n] {
+			if c != 0 {
+				return true, nil
+			}
+		}
+		o += n
+	}
+	return false, nil
 }
 
 // zeroTail overwrites a torn tail with zeros and syncs.
