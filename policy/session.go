@@ -148,7 +148,13 @@ func sessionFunctions() []cel.EnvOption {
 	}
 }
 
-func helperArgs(sv, tv, mv ref.Val) (*sessionVal, string, map[string]any, ref.Val) {
+// field is one key and value of a helper's match map.
+type field struct {
+	key string
+	val any
+}
+
+func helperArgs(sv, tv, mv ref.Val) (*sessionVal, string, []field, ref.Val) {
 	s, ok := sv.(*sessionVal)
 	if !ok {
 		return nil, "", nil, types.MaybeNoSuchOverloadErr(sv)
@@ -161,7 +167,8 @@ func helperArgs(sv, tv, mv ref.Val) (*sessionVal, string, map[string]any, ref.Va
 	if !ok {
 		return nil, "", nil, types.MaybeNoSuchOverloadErr(mv)
 	}
-	match := map[string]any{}
+	var buf [4]field
+	match := buf[:0]
 	it := m.Iterator()
 	for it.HasNext() == types.True {
 		k := it.Next()
@@ -169,14 +176,14 @@ func helperArgs(sv, tv, mv ref.Val) (*sessionVal, string, map[string]any, ref.Va
 		if !ok {
 			return nil, "", nil, types.NewErr("match keys must be strings")
 		}
-		match[string(ks)] = m.Get(k).Value()
+		match = append(match, field{string(ks), m.Get(k).Value()})
 	}
 	return s, string(t), match, nil
 }
 
 // window calls f for each allowed, not-failed action of type typ matching
 // match with a time in (now-window, now].
-func (s *sessionVal) window(wv ref.Val, typ string, match map[string]any, f func(*HistoryEntry)) {
+func (s *sessionVal) window(wv ref.Val, typ string, match []field, f func(*HistoryEntry)) {
 	w, _ := wv.(types.Duration)
 	from := s.now.Add(-w.Duration)
 	for i := range s.s.History {
@@ -191,12 +198,12 @@ func (s *sessionVal) window(wv ref.Val, typ string, match map[string]any, f func
 }
 
 // matches reports whether action has type typ and every field of match.
-func matches(action map[string]any, typ string, match map[string]any) bool {
+func matches(action map[string]any, typ string, match []field) bool {
 	if t, _ := action["type"].(string); t != typ {
 		return false
 	}
-	for k, want := range match {
-		if !equalValue(action[k], want) {
+	for _, f := range match {
+		if !equalValue(action[f.key], f.val) {
 			return false
 		}
 	}
