@@ -13,6 +13,9 @@ type AuditLog struct {
 	TilesDir     string
 }
 
+// Size returns the number of entries in the log.
+func (a *AuditLog) Size() int64 { return a.Log.Size() }
+
 // Checkpoint returns the latest signed checkpoint.
 func (a *AuditLog) Checkpoint() []byte { return a.Checkpointer.Latest() }
 

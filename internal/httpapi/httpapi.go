@@ -45,6 +45,7 @@ func HashToken(token string) [32]byte { return sha256.Sum256([]byte(token)) }
 
 // LogAPI serves the audit log to third parties.
 type LogAPI interface {
+	Size() int64
 	Checkpoint() []byte              // the latest signed checkpoint (nil before the first)
 	Entry(i int64) ([]byte, error)   // the encoded entry
 	Receipt(i int64) ([]byte, error) // entry + inclusion proof + checkpoint
@@ -472,6 +473,10 @@ func (s *Server) tiles(w http.ResponseWriter, r *http.Request, _ policy.Agent) {
 }
 
 func (s *Server) metrics(w http.ResponseWriter, r *http.Request, _ policy.Agent) {
+	if s.cfg.Log != nil {
+		s.cfg.Metrics.LogSize.Set(float64(s.cfg.Log.Size()))
+	}
+	s.cfg.Metrics.Pending.Set(float64(len(s.cfg.Gateway.Pending())))
 	s.cfg.Metrics.handler().ServeHTTP(w, r)
 }
 
