@@ -201,14 +201,17 @@ type Result struct {
 	Approval *approval.Request `json:"approval,omitempty"`
 }
 
-// Receipt locates an entry in the log.
+// Receipt locates an entry in the log. CoveredBySize is the tree size from
+// which a signed checkpoint covers the entry: GET /v1/log/proof/{index}
+// returns its inclusion proof once the latest checkpoint is at least that big.
 type Receipt struct {
-	Index    int64  `json:"index"`
-	LeafHash string `json:"leaf_hash"`
+	Index         int64  `json:"index"`
+	LeafHash      string `json:"leaf_hash"`
+	CoveredBySize int64  `json:"covered_by_size"`
 }
 
 func receiptOf(r audit.Receipt) Receipt {
-	return Receipt{Index: r.Index, LeafHash: r.LeafHash.String()}
+	return Receipt{Index: r.Index, LeafHash: r.LeafHash.String(), CoveredBySize: r.Index + 1}
 }
 
 // Submit decides req and, when the decision is allow and the action type has
