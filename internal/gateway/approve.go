@@ -285,7 +285,7 @@ func (g *Gateway) RunExpiry(ctx context.Context) {
 	for {
 		wait := time.Second
 		if t, ok := g.approvals.m.NextExpiry(); ok {
-			if d := time.Until(t); d < wait {
+			if d := t.Sub(g.cfg.Now()); d < wait {
 				wait = max(d, time.Millisecond)
 			}
 		}

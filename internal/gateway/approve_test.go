@@ -2,8 +2,10 @@ package gateway_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/approval"
@@ -14,7 +16,12 @@ import (
 // park submits a trade that needs two treasury approvers.
 func (f *fixture) park(t *testing.T) *gateway.Result {
 	t.Helper()
-	res, err := f.gw.Submit(context.Background(), &gateway.Request{Agent: agent42, Session: "s", Action: action(t, `{"type": "trade", "amount": 5000}`)}, true)
+	return f.parkAs(t, agent42)
+}
+
+func (f *fixture) parkAs(t *testing.T, agent policy.Agent) *gateway.Result {
+	t.Helper()
+	res, err := f.gw.Submit(context.Background(), &gateway.Request{Agent: agent, Session: "s", Action: action(t, `{"type": "trade", "amount": 5000}`)}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,9 +135,11 @@ func TestRejection(t *testing.T) {
 func TestConcurrentFinalApprovals(t *testing.T) {
 	f := newFixture(t, t.TempDir())
 	ctx := context.Background()
-	const trials = 100
+	// The approval package runs 1,000 trials of the race itself; here 200
+	// trials go through the whole gateway, log and upstream.
+	const trials = 200
 	for i := 0; i < trials; i++ {
-		r := *f.park(t).Approval
+		r := *f.parkAs(t, policy.Agent{ID: fmt.Sprintf("agent-%d", i)}).Approval
 		if _, err := f.gw.Approve(ctx, r.ID, f.sign(t, "alice", r, approval.Approve)); err != nil {
 			t.Fatal(err)
 		}
@@ -203,5 +212,36 @@ func TestApprovalsSurviveRestart(t *testing.T) {
 	}
 	if h.up.count() != 0 {
 		t.Fatal("a restart executed something")
+	}
+}
+
+// TestExpiry: a parked request that reaches its time limit ends as
+// expired, logged, and accepts no late approval.
+func TestExpiry(t *testing.T) {
+	f := newFixture(t, t.TempDir())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := *f.park(t).Approval
+	f.clock.advance(2 * time.Hour) // the default limit is one hour
+	go f.gw.RunExpiry(ctx)
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	got, err := f.gw.Wait(wctx, agent42.ID, r.ID)
+	if err != nil || got.Approval == nil || got.Approval.State != approval.Expired {
+		t.Fatalf("after the limit: %+v %v, want expired", got, err)
+	}
+	if _, err := f.gw.Approve(ctx, r.ID, f.sign(t, "alice", r, approval.Approve)); approval.Code(err) == "" {
+		t.Fatal("a late approval was accepted")
+	}
+	expired := false
+	for i := int64(0); i < f.log.Size(); i++ {
+		raw, _ := f.log.ReadEntry(i)
+		e, _ := audit.DecodeEntry(raw)
+		if e.Kind == audit.KindApproval && e.RequestID == r.ID && e.Decision == "expired" {
+			expired = true
+		}
+	}
+	if !expired || f.up.count() != 0 {
+		t.Fatalf("expired entry logged %v, executions %d", expired, f.up.count())
 	}
 }

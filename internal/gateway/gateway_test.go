@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -128,7 +129,26 @@ func (u *upstream) count() int {
 	return len(u.received)
 }
 
+// clock is a test clock that only moves when told to.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
 type fixture struct {
+	clock   *clock
 	signers map[string]note.Signer
 	reg     *approval.Registry
 	dir     string
@@ -166,7 +186,8 @@ func newFixtureFrom(t *testing.T, dir string, prev *fixture) *fixture {
 	} else {
 		f.signers, f.reg = newApprovers(t)
 	}
-	f.gw, err = gateway.New(gateway.Config{Policy: p, Log: l, Approvers: f.reg, Executors: map[string]gateway.Executor{"transfer": pay, "trade": trade}})
+	f.clock = &clock{t: time.Now()}
+	f.gw, err = gateway.New(gateway.Config{Policy: p, Log: l, Approvers: f.reg, Now: f.clock.now, Executors: map[string]gateway.Executor{"transfer": pay, "trade": trade}})
 	if err != nil {
 		t.Fatal(err)
 	}
