@@ -34,7 +34,7 @@ var (
 // Options configure a Log. The zero value works.
 type Options struct {
 	// SegmentSize is the size of each preallocated segment file
-	// (default 64 MiB). It is fixed when a segment is created.
+	// (default 16 MiB). It is fixed when a segment is created.
 	SegmentSize int64
 	// MaxInline is the longest field stored inline; longer fields are stored
 	// by digest in the blob store (default 4096 bytes).
@@ -72,7 +72,7 @@ func openOSFile(name string, flag int, perm os.FileMode) (file, error) {
 
 func (o *Options) setDefaults() {
 	if o.SegmentSize <= 0 {
-		o.SegmentSize = 64 << 20
+		o.SegmentSize = 16 << 20
 	}
 	if o.SegmentSize < frameHeader+MaxEntrySize {
 		o.SegmentSize = frameHeader + MaxEntrySize

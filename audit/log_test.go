@@ -50,8 +50,12 @@ func testEntry(i int) *Entry {
 	}
 }
 
+// openTest opens a log with small segments (1 MiB) unless opts says otherwise.
 func openTest(t testing.TB, dir string, opts Options) *Log {
 	t.Helper()
+	if opts.SegmentSize == 0 {
+		opts.SegmentSize = 1 << 20
+	}
 	l, err := Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
