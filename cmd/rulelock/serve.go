@@ -159,9 +159,11 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	if closed > 0 {
 		fmt.Fprintf(e.stderr, "rulelock: recovery: %d allowed actions had no recorded outcome; recorded as unknown, not re-executed\n", closed)
 	}
-	if _, err := l.Append(ctx, &audit.Entry{Kind: audit.KindNote, Time: time.Now().UTC(),
-		BundleDigest: p.Digest(), EngineVersion: gateway.EngineVersion,
-		Message: fmt.Sprintf("startup: development mode, policy %s from %s; %d unknown outcomes recorded", p.Digest(), cfg.Policy, closed)}); err != nil {
+	if _, err := l.Append(ctx, &audit.Entry{Kind: audit.KindNote, Time: time.Now().UTC(), EngineVersion: gateway.EngineVersion,
+		Message: fmt.Sprintf("startup: %d allowed actions without an outcome recorded as unknown", closed)}); err != nil {
+		return nil, err
+	}
+	if err := gw.Activate(ctx, &gateway.Active{Policy: p, Digest: p.Digest(), Dev: true, Source: cfg.Policy}); err != nil {
 		return nil, err
 	}
 	tokens := cfg.tokens()

@@ -177,7 +177,7 @@ func (g *Gateway) executeApproved(ctx context.Context, id string) (*Result, erro
 	st := g.agent(rec.Agent)
 	st.mu.Lock()
 	now := g.cfg.Now().UTC()
-	d := g.cfg.Policy.Evaluate(&policy.Request{
+	d := g.evaluate(&policy.Request{
 		Action: rec.Action, Agent: rec.agent, Session: policy.Session{ID: rec.Session, History: st.history},
 		Instruction: rec.instruction, Reasoning: rec.reasoning, Now: now,
 	})

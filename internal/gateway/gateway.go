@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -120,6 +121,7 @@ type Gateway struct {
 	cfg Config
 
 	approvals *approvals
+	active    atomic.Pointer[Active]
 
 	mu       sync.Mutex
 	agents   map[string]*agentState
@@ -171,6 +173,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.ExecTimeout = 30 * time.Second
 	}
 	g := &Gateway{cfg: cfg, agents: map[string]*agentState{}, requests: map[string]*record{}}
+	g.active.Store(&Active{Policy: cfg.Policy, Digest: cfg.Policy.Digest(), Dev: true})
 	if cfg.Approvers != nil {
 		g.approvals = &approvals{parking: map[string]*audit.Entry{}, receipts: map[string]audit.Receipt{}, log: cfg.Log}
 		g.approvals.m = approval.New(cfg.Approvers, approval.Options{
@@ -272,9 +275,9 @@ func (g *Gateway) decide(ctx context.Context, req *Request) (*record, error) {
 	if len(st.history) >= g.cfg.MaxHistory {
 		d = &policy.Decision{Decision: policy.Deny, Reason: "history_limit", Rules: []policy.FiredRule{},
 			Errors:     []policy.RuleError{{Code: "history_limit", Message: fmt.Sprintf("the agent has %d actions within the retention window", len(st.history))}},
-			ActionHash: req.Action.HashString(), Policy: g.cfg.Policy.Digest()}
+			ActionHash: req.Action.HashString(), Policy: g.Active().Digest}
 	} else {
-		d = g.cfg.Policy.Evaluate(preq)
+		d = g.evaluate(preq)
 	}
 	rec := &record{ID: id, Agent: req.Agent.ID, Session: req.Session, Action: req.Action, Time: now,
 		agent: req.Agent, instruction: req.Instruction, reasoning: req.Reasoning}
@@ -396,7 +399,7 @@ func (g *Gateway) recordOutcome(ctx context.Context, rec *record, out Outcome) (
 		if len(out.Body) > 0 {
 			_ = json.Unmarshal(out.Body, &result)
 		}
-		verdicts = g.cfg.Policy.CheckResult(&policy.Request{Action: rec.Action, Agent: policy.Agent{ID: rec.Agent}, Now: rec.Time},
+		verdicts = g.Active().Policy.CheckResult(&policy.Request{Action: rec.Action, Agent: policy.Agent{ID: rec.Agent}, Now: rec.Time},
 			map[string]any{"status": float64(out.HTTPStatus), "body": result})
 	}
 	result, _ := json.Marshal(out)
@@ -497,7 +500,7 @@ func (g *Gateway) Refuse(ctx context.Context, agent policy.Agent, code, msg stri
 	}
 	now := g.cfg.Now().UTC()
 	d := &policy.Decision{Decision: policy.Deny, Reason: code, Rules: []policy.FiredRule{},
-		Errors: []policy.RuleError{{Code: code, Message: msg}}, Policy: g.cfg.Policy.Digest()}
+		Errors: []policy.RuleError{{Code: code, Message: msg}}, Policy: g.Active().Digest}
 	e := &audit.Entry{
 		Kind: audit.KindDecision, Time: now, Agent: agent.ID, RequestID: id,
 		Decision: string(d.Decision), BundleDigest: d.Policy, EngineVersion: EngineVersion,
@@ -511,4 +514,53 @@ func (g *Gateway) Refuse(ctx context.Context, agent policy.Agent, code, msg stri
 		return nil, fmt.Errorf("record rejection: %w: %v", ErrUnavailable, err)
 	}
 	return &Result{RequestID: id, Decision: d, Receipt: receiptOf(r)}, nil
+}
+
+// Active is the policy in force and what decisions call it.
+type Active struct {
+	Policy  *policy.Policy
+	Digest  string   // the bundle digest; the policy's own digest in development mode
+	Version uint64   // the bundle's version (0 in development mode)
+	Signers []string // the keys that signed the bundle
+	Dev     bool     // loaded from a directory, not from a signed bundle
+	Source  string   // where it came from, for the activation entry
+}
+
+// Active returns the policy in force.
+func (g *Gateway) Active() *Active { return g.active.Load() }
+
+// evaluate decides with the active policy; the decision names the active
+// digest (a bundle's, not its sources').
+func (g *Gateway) evaluate(req *policy.Request) *policy.Decision {
+	a := g.Active()
+	d := a.Policy.Evaluate(req)
+	d.Policy = a.Digest
+	return d
+}
+
+// ErrRollback refuses a bundle that is not newer than the active one.
+var ErrRollback = errors.New("bundle version is not higher than the active one")
+
+// Activate makes a the policy in force, atomically, once its activation is
+// durably logged. A signed bundle must have a higher version than the
+// active one; decisions in flight finish under the policy they started
+// with.
+func (g *Gateway) Activate(ctx context.Context, a *Active) error {
+	cur := g.Active()
+	if !a.Dev && !cur.Dev && a.Version <= cur.Version {
+		return fmt.Errorf("activate %s version %d (active: version %d): %w", a.Digest, a.Version, cur.Version, ErrRollback)
+	}
+	msg := fmt.Sprintf("activated bundle version %d from %s", a.Version, a.Source)
+	if a.Dev {
+		msg = fmt.Sprintf("activated in DEVELOPMENT MODE: policy from the directory %s, not a signed bundle", a.Source)
+	}
+	_, err := g.cfg.Log.Append(ctx, &audit.Entry{
+		Kind: audit.KindPolicyActivation, Time: g.cfg.Now().UTC(),
+		BundleDigest: a.Digest, Signers: a.Signers, EngineVersion: EngineVersion, Message: msg,
+	})
+	if err != nil {
+		return fmt.Errorf("record activation: %w: %v", ErrUnavailable, err)
+	}
+	g.active.Store(a)
+	return nil
 }
