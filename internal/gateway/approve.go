@@ -206,18 +206,8 @@ func (g *Gateway) executeApproved(ctx context.Context, id string) (*Result, erro
 	g.mu.Unlock()
 	res := &Result{RequestID: id, Decision: final, Receipt: receiptOf(r)}
 	if final.Decision == "approved" {
-		if ex, ok := g.cfg.Executors[rec.Action.Type]; ok {
-			out := g.execute(ctx, ex, rec)
-			or, err := g.recordOutcome(ctx, rec, out)
-			if err != nil {
-				return nil, err
-			}
-			ocr := receiptOf(or)
-			res.Outcome, res.OutcomeReceipt = &out, &ocr
-		} else {
-			g.mu.Lock()
-			rec.awaiting = true
-			g.mu.Unlock()
+		if err := g.run(ctx, rec, res); err != nil {
+			return nil, err
 		}
 	}
 	if err := g.approvals.m.MarkExecuted(id); err != nil {

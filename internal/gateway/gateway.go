@@ -233,22 +233,32 @@ func (g *Gateway) Submit(ctx context.Context, req *Request, execute bool) (*Resu
 	if rec.Decision.Decision != policy.Allow || !execute {
 		return res, nil
 	}
-	ex, ok := g.cfg.Executors[req.Action.Type]
+	if err := g.run(ctx, rec, res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// run executes an allowed (or approved) request with its type's executor
+// and records the outcome durably, filling in res; a type without an
+// executor is left for the agent to report.
+func (g *Gateway) run(ctx context.Context, rec *record, res *Result) error {
+	ex, ok := g.cfg.Executors[rec.Action.Type]
 	if !ok {
 		// Decide-only: the agent acts and reports the outcome.
 		g.mu.Lock()
 		rec.awaiting = true
 		g.mu.Unlock()
-		return res, nil
+		return nil
 	}
 	out := g.execute(ctx, ex, rec)
 	or, err := g.recordOutcome(ctx, rec, out)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	ocr := receiptOf(or)
 	res.Outcome, res.OutcomeReceipt = &out, &ocr
-	return res, nil
+	return nil
 }
 
 // decide evaluates and durably records the decision, with the agent's
