@@ -65,6 +65,8 @@ type VerifyOptions struct {
 	// Since is a signed checkpoint the auditor saved earlier. The log must
 	// extend it: not be smaller (rollback) nor disagree with it (fork).
 	Since []byte
+
+	keep int64 // the entry whose payload to keep (for ProveDir)
 }
 
 // Report is the result of a successful verification.
@@ -77,11 +79,13 @@ type Report struct {
 	Latest      []byte    // the latest signed checkpoint
 }
 
-// dirLog is a log directory read without locking, for verification.
+// dirLog is a log directory read without locking, for verification: the
+// number of entries, the stored hashes, and the entries asked to be kept.
 type dirLog struct {
-	dir     string
-	entries [][]byte
-	hashes  []tlog.Hash // stored hashes, tlog numbering
+	dir    string
+	n      int64
+	kept   map[int64][]byte
+	hashes []tlog.Hash // stored hashes, tlog numbering
 }
 
 func (d *dirLog) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
@@ -100,27 +104,30 @@ type scanned struct {
 	file string
 }
 
-// scanSegment appends the frames of a segment file to frames, reading it in
-// large windows and stopping at the end of its data.
-func scanSegment(f *os.File, name string, frames []scanned) ([]scanned, error) {
+// scanSegment calls fn for each frame of a segment file, reading it in
+// large windows and stopping at the end of its data. pos is the log
+// position of its first frame, for errors.
+func scanSegment(f *os.File, name string, pos int64, fn func(scanned) error) error {
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("read log: %w", err)
+		return fmt.Errorf("read log: %w", err)
 	}
 	r := &windowReader{r: f, size: st.Size()}
-	for off := int64(0); ; {
+	for off := int64(0); ; pos++ {
 		fr, err := readFrame(r, off, st.Size())
 		if err == errEnd {
-			return frames, nil
+			return nil
 		}
 		var bad *badFrameError
 		if errors.As(err, &bad) {
-			return nil, &VerifyError{Class: ModifiedEntry, Index: int64(len(frames)), File: name, Offset: off, Err: err}
+			return &VerifyError{Class: ModifiedEntry, Index: pos, File: name, Offset: off, Err: err}
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read log: %w", err)
+			return fmt.Errorf("read log: %w", err)
 		}
-		frames = append(frames, scanned{fr, name})
+		if err := fn(scanned{fr, name}); err != nil {
+			return err
+		}
 		off += frameHeader + int64(len(fr.payload))
 	}
 }
@@ -152,67 +159,111 @@ func (w *windowReader) ReadAt(p []byte, off int64) (int, error) {
 	return copy(p, w.buf[off-w.off:]), nil
 }
 
-// readLogDir reads and checks every frame of the log in dir: checksums,
-// sequence, hash chain and entry encoding.
-func readLogDir(dir string) (*dirLog, error) {
+// readLogDir reads and checks every frame of the log in dir in one
+// streaming pass: checksums, sequence, hash chain and entry encoding. It
+// keeps the stored hashes and the payload of entry keep (if >= 0).
+func readLogDir(dir string, keep int64) (*dirLog, error) {
 	firsts, err := listSegments(filepath.Join(dir, segDir))
 	if err != nil {
 		return nil, fmt.Errorf("read log: %w", err)
 	}
-	var frames []scanned
+	r := &logReader{d: &dirLog{dir: dir, kept: map[int64][]byte{}}, keep: keep}
 	for _, first := range firsts {
 		name := filepath.Join(segDir, segName(first))
 		f, err := os.Open(filepath.Join(dir, name))
 		if err != nil {
 			return nil, fmt.Errorf("read log: %w", err)
 		}
-		start := len(frames)
-		frames, err = scanSegment(f, name, frames)
+		r.segFirst, r.segStart = first, true
+		err = scanSegment(f, name, r.d.n, r.frame)
 		f.Close()
+		if err == errFound {
+			break
+		}
 		if err != nil {
+			if r.seq != nil {
+				return nil, r.seq // an earlier failure
+			}
+			if ferr := r.flush(); ferr != nil {
+				return nil, ferr
+			}
 			return nil, err
 		}
-		if len(frames) > start && frames[start].index != first {
-			f := frames[start]
-			return nil, &VerifyError{Class: MissingEntry, Index: int64(start), File: name, Err: fmt.Errorf("segment named for entry %d starts with entry %d", first, f.index)}
-		}
 	}
-	d := &dirLog{dir: dir, entries: make([][]byte, len(frames))}
-	var chain tlog.Hash
-	leaves := make([]tlog.Hash, len(frames))
-	for i, f := range frames {
-		if f.index != int64(i) {
-			return nil, sequenceError(frames, i)
-		}
-		leaves[i] = tlog.RecordHash(f.payload)
-		chain = nextChain(chain, leaves[i])
-		if chain != f.chain {
-			return nil, &VerifyError{Class: ModifiedEntry, Index: int64(i), File: f.file, Offset: f.off, Err: errors.New("hash chain broken")}
-		}
-		d.entries[i] = f.payload
+	if r.seq != nil {
+		return nil, r.seq
 	}
-	if err := checkEncodings(frames); err != nil {
+	if err := r.flush(); err != nil {
 		return nil, err
 	}
-	for i, h := range leaves {
-		hs, err := tlog.StoredHashesForRecordHash(int64(i), h, d)
-		if err != nil {
-			return nil, fmt.Errorf("read log: %w", err)
-		}
-		d.hashes = append(d.hashes, hs...)
-	}
-	return d, nil
+	return r.d, nil
 }
 
-// sequenceError classifies a frame at position i holding the wrong index.
-func sequenceError(frames []scanned, i int) *VerifyError {
-	f := frames[i]
-	for _, g := range frames[i+1:] {
-		if g.index == int64(i) {
-			return &VerifyError{Class: Reordered, Index: int64(i), File: f.file, Offset: f.off, Err: fmt.Errorf("entry %d found at position %d", f.index, i)}
+// errFound stops a scan once a missing entry was found further on.
+var errFound = errors.New("found")
+
+// logReader is the state of readLogDir's pass.
+type logReader struct {
+	d        *dirLog
+	keep     int64
+	chain    tlog.Hash
+	pending  []scanned // frames whose encoding is not checked yet
+	seq      *VerifyError
+	segFirst int64
+	segStart bool
+}
+
+// frame checks the next frame. After a sequence failure at position p it
+// only looks for entry p further on, to tell reordered from missing.
+func (r *logReader) frame(f scanned) error {
+	if r.seq != nil {
+		if f.index == r.seq.Index {
+			r.seq.Class = Reordered
+			r.seq.Err = fmt.Errorf("entry %d found later, in %s at offset %d", f.index, f.file, f.off)
+			return errFound
 		}
+		return nil
 	}
-	return &VerifyError{Class: MissingEntry, Index: int64(i), File: f.file, Offset: f.off, Err: fmt.Errorf("next frame holds entry %d", f.index)}
+	pos := r.d.n
+	if f.index != pos {
+		if err := r.flush(); err != nil {
+			return err
+		}
+		r.seq = &VerifyError{Class: MissingEntry, Index: pos, File: f.file, Offset: f.off, Err: fmt.Errorf("frame holds entry %d", f.index)}
+		return nil
+	}
+	if r.segStart && f.index != r.segFirst {
+		return &VerifyError{Class: MissingEntry, Index: pos, File: f.file, Err: fmt.Errorf("segment named for entry %d starts with entry %d", r.segFirst, f.index)}
+	}
+	r.segStart = false
+	leaf := tlog.RecordHash(f.payload)
+	r.chain = nextChain(r.chain, leaf)
+	if r.chain != f.chain {
+		if err := r.flush(); err != nil {
+			return err
+		}
+		return &VerifyError{Class: ModifiedEntry, Index: pos, File: f.file, Offset: f.off, Err: errors.New("hash chain broken")}
+	}
+	hs, err := tlog.StoredHashesForRecordHash(pos, leaf, r.d)
+	if err != nil {
+		return fmt.Errorf("read log: %w", err)
+	}
+	r.d.hashes = append(r.d.hashes, hs...)
+	if pos == r.keep {
+		r.d.kept[pos] = f.payload
+	}
+	r.d.n++
+	r.pending = append(r.pending, f)
+	if len(r.pending) >= 4096 {
+		return r.flush()
+	}
+	return nil
+}
+
+func (r *logReader) flush() error {
+	err := checkEncodings(r.pending)
+	r.pending = r.pending[:0]
+	return err
 }
 
 // checkEncodings decodes every entry (in parallel) and reports the first
@@ -228,7 +279,7 @@ func checkEncodings(frames []scanned) error {
 			for i := w; i < len(frames); i += workers {
 				if _, err := DecodeEntry(frames[i].payload); err != nil {
 					f := frames[i]
-					errs[w] = &VerifyError{Class: ModifiedEntry, Index: int64(i), File: f.file, Offset: f.off, Err: err}
+					errs[w] = &VerifyError{Class: ModifiedEntry, Index: f.index, File: f.file, Offset: f.off, Err: err}
 					return
 				}
 			}
@@ -293,11 +344,11 @@ func VerifyDir(dir string, key note.Verifier, opts VerifyOptions) (*Report, erro
 }
 
 func verifyDir(dir string, key note.Verifier, opts VerifyOptions) (*Report, *dirLog, error) {
-	d, err := readLogDir(dir)
+	d, err := readLogDir(dir, opts.keep)
 	if err != nil {
 		return nil, nil, err
 	}
-	n := int64(len(d.entries))
+	n := d.n
 	rep := &Report{Entries: n}
 	seqs, err := listCheckpoints(filepath.Join(dir, checkpointDir))
 	if err != nil {
@@ -339,7 +390,7 @@ func verifyDir(dir string, key note.Verifier, opts VerifyOptions) (*Report, *dir
 
 // checkTree checks that the log's tree matches cp and that cp extends prev.
 func (d *dirLog) checkTree(cp, prev Checkpoint, where string) *VerifyError {
-	n := int64(len(d.entries))
+	n := d.n
 	if cp.Size < prev.Size {
 		return &VerifyError{Class: Rollback, Index: cp.Size, File: where, Err: fmt.Errorf("size %d after a checkpoint of size %d", cp.Size, prev.Size)}
 	}
@@ -372,21 +423,21 @@ func (d *dirLog) checkTree(cp, prev Checkpoint, where string) *VerifyError {
 // ReadDirEntry returns entry i of the log in dir (checking the frames up to
 // it but no signature).
 func ReadDirEntry(dir string, i int64) ([]byte, error) {
-	d, err := readLogDir(dir)
+	d, err := readLogDir(dir, i)
 	if err != nil {
 		return nil, err
 	}
-	if i < 0 || i >= int64(len(d.entries)) {
-		return nil, fmt.Errorf("read entry %d: log has %d entries", i, len(d.entries))
+	if i < 0 || i >= d.n {
+		return nil, fmt.Errorf("read entry %d: log has %d entries", i, d.n)
 	}
-	return d.entries[i], nil
+	return d.kept[i], nil
 }
 
 // ProveDir verifies the log in dir and returns a receipt for entry i against
 // its latest checkpoint. With a nil key the checkpoints' signatures are not
 // checked (the receipt still is, by whoever verifies it).
 func ProveDir(dir string, key note.Verifier, i int64) ([]byte, error) {
-	rep, d, err := verifyDir(dir, key, VerifyOptions{})
+	rep, d, err := verifyDir(dir, key, VerifyOptions{keep: i})
 	if err != nil {
 		return nil, err
 	}
@@ -397,5 +448,5 @@ func ProveDir(dir string, key note.Verifier, i int64) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prove entry %d: %w", i, err)
 	}
-	return FormatReceipt(d.entries[i], i, p, rep.Latest), nil
+	return FormatReceipt(d.kept[i], i, p, rep.Latest), nil
 }
