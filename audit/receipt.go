@@ -40,7 +40,7 @@ func FormatReceipt(entry []byte, index int64, proof tlog.RecordProof, checkpoint
 	return b.Bytes()
 }
 
-// Receipt parts, as ParseReceipt returns them.
+// ParsedReceipt is a receipt split into its parts by ParseReceipt.
 type ParsedReceipt struct {
 	Entry      []byte
 	Index      int64
