@@ -1,0 +1,63 @@
+package fsx
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "LOCK")
+	f, err := Lock(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Lock(path); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Lock: got %v, want ErrLocked", err)
+	}
+	f.Close()
+	g, err := Lock(path)
+	if err != nil {
+		t.Fatalf("Lock after release: %v", err)
+	}
+	g.Close()
+}
+
+func TestPreallocateDatasync(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "seg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := Preallocate(f, 0, 3<<20+5); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := f.Stat()
+	if st.Size() != 3<<20+5 {
+		t.Fatalf("size %d, want %d", st.Size(), 3<<20+5)
+	}
+	if _, err := f.WriteAt([]byte("x"), 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := Datasync(f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWriteFileAtomic(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	for _, s := range []string{"one", "two"} {
+		if err := WriteFileAtomic(path, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := os.ReadFile(path)
+		if string(b) != s {
+			t.Fatalf("got %q, want %q", b, s)
+		}
+	}
+	st, _ := os.Stat(path)
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, want 0600", st.Mode().Perm())
+	}
+}
