@@ -27,6 +27,7 @@ const bundleUsage = `usage: rulelock bundle build DIR -o OUT --version N [--name
        rulelock bundle sign OUT --pkcs11-module PATH --token LABEL --pin-file FILE --label LABEL [--name NAME]
        rulelock bundle verify OUT --trust FILE
        rulelock bundle inspect OUT [--against OTHER]
+       rulelock bundle trust --threshold M VKEY|FILE...
 
 A bundle is a signed, immutable policy release: the policy files, a MANIFEST
 listing each with its size and SHA-256, and one signature file per signer
@@ -34,7 +35,8 @@ under SIGNATURES/. build compiles the policy and runs its tests, then writes
 the bundle; sign checks the files against the manifest, compiles and tests
 again, and adds one signature; verify checks the files and that the trust
 file's quorum of keys signed; inspect shows a reviewer what they would sign,
-with a diff against another bundle. See docs/bundles.md.
+with a diff against another bundle; trust prints a trust file of the given
+verifier keys (as keygen prints them) and threshold. See docs/bundles.md.
 
 Exit status: 0 on success (for verify: the quorum holds), 1 on failure,
 2 on bad usage.
@@ -48,6 +50,7 @@ func bundleCommands() []command {
 func runBundle(ctx context.Context, e *env, args []string) error {
 	sub := map[string]func(context.Context, *env, []string) error{
 		"build": runBundleBuild, "sign": runBundleSign, "verify": runBundleVerify, "inspect": runBundleInspect,
+		"trust": runBundleTrust,
 	}
 	if len(args) == 0 || sub[args[0]] == nil {
 		fmt.Fprint(e.stderr, bundleUsage)
@@ -454,6 +457,54 @@ func runBundleInspect(ctx context.Context, e *env, args []string) error {
 	}
 	printBundleDiff(e.stdout, old, b)
 	return nil
+}
+
+func runBundleTrust(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "bundle trust", "--threshold M VKEY|FILE...")
+	threshold := fs.Int("threshold", 0, "how many distinct keys must sign a bundle (required)")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 || *threshold < 1 {
+		return usageError("want --threshold M (from 1) and at least one verifier key")
+	}
+	var keys []string
+	for _, arg := range pos {
+		k, err := readVerifierKey(arg)
+		if err != nil {
+			return &exitError{code: 1, err: err}
+		}
+		keys = append(keys, k)
+	}
+	t, err := bundle.NewTrust(*threshold, keys...)
+	if err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	_, err = e.stdout.Write(t.Marshal())
+	return err
+}
+
+// readVerifierKey returns arg if it is a verifier key (NAME+HASH+KEY), or
+// else the verifier key in the file arg.
+func readVerifierKey(arg string) (string, error) {
+	if _, err := note.NewVerifier(arg); err == nil {
+		return arg, nil
+	}
+	f, err := os.Open(arg)
+	if err != nil {
+		return "", fmt.Errorf("%s: neither a verifier key nor a readable file: %w", arg, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
+		return "", err
+	}
+	k := strings.TrimSpace(string(b))
+	if _, err := note.NewVerifier(k); err != nil {
+		return "", fmt.Errorf("%s: %w", arg, err)
+	}
+	return k, nil
 }
 
 // printBundleDiff prints what changed from old to b: the version, then each
