@@ -69,8 +69,9 @@ func (l *Log) loadSegment(first int64, last bool, leaf func(tlog.Hash)) (*segmen
 	}
 	size := st.Size()
 	seg := &segment{first: first, f: f, size: size}
+	r := &windowReader{r: f, size: size}
 	for off := int64(0); ; {
-		fr, err := readFrame(f, off, size)
+		fr, err := readFrame(r, off, size)
 		if err == errEnd && last {
 			// After a power loss a later frame of an unsynced batch may
 			// have reached the disk while this one did not: zero it, so
