@@ -94,9 +94,6 @@ func runBundleBuild(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return &exitError{code: 1, err: err}
 	}
-	if err := checkPolicy(e, dir, files); err != nil {
-		return err
-	}
 	created := time.Now().UTC().Truncate(time.Second)
 	var exp time.Time
 	if *expires > 0 {
@@ -105,6 +102,9 @@ func runBundleBuild(ctx context.Context, e *env, args []string) error {
 	m, err := bundle.NewManifest(*name, *version, created, exp, files)
 	if err != nil {
 		return &exitError{code: 1, err: err}
+	}
+	if err := checkPolicy(e, dir, files); err != nil {
+		return err
 	}
 	if err := writeBundle(*out, m, files); err != nil {
 		return &exitError{code: 1, err: err}
