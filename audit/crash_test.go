@@ -43,10 +43,25 @@ func TestCrash(t *testing.T) {
 		if err != nil {
 			t.Fatalf("kill %d: reopen: %v", kill, err)
 		}
+		var last []int64
 		for i, h := range acked {
 			b, err := l.ReadEntry(i)
 			if err != nil || tlog.RecordHash(b) != h {
 				t.Fatalf("kill %d: acknowledged entry %d lost or changed: %v", kill, i, err)
+			}
+			if len(last) < 5 {
+				last = append(last, i)
+			}
+		}
+		// The salts of acknowledged sensitive fields survived too.
+		for _, i := range last {
+			b, _ := l.ReadEntry(i)
+			e, err := DecodeEntry(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := l.Reveal(i, "instruction", e.Instruction.Commitment); err != nil {
+				t.Fatalf("kill %d: sensitive field of acknowledged entry %d: %v", kill, i, err)
 			}
 		}
 		if kill%3 == 0 {
@@ -129,6 +144,7 @@ func TestCrashChild(t *testing.T) {
 			for k := 0; ; k++ {
 				e := testEntry(w*1_000_000 + k)
 				e.Reasoning = Text(strings.Repeat("r", rand.IntN(2000)))
+				e.Instruction = Sensitive(fmt.Sprintf("pay %d", k))
 				r, err := l.Append(context.Background(), e)
 				if err != nil {
 					fmt.Fprintf(os.Stderr, "append: %v\n", err)
