@@ -228,12 +228,7 @@ func checkListed(entries map[string]fs.DirEntry, m *Manifest) error {
 	for _, f := range m.Files {
 		listed[f.Path] = true
 	}
-	var names []string
-	for name := range entries {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range sortedKeys(entries) {
 		if !listed[name] {
 			return errorf(ErrUnlistedFile, name, "not in the manifest")
 		}
@@ -287,7 +282,7 @@ func readSignatures(fsys fs.FS, root map[string]fs.DirEntry) ([]Signature, error
 		return nil, errorf(ErrTooLarge, SignaturesDir, "more than %d signature files", MaxSignatures)
 	}
 	var sigs []Signature
-	for name := range entries {
+	for _, name := range sortedKeys(entries) {
 		p := SignaturesDir + "/" + name
 		if !strings.HasSuffix(name, ".sig") {
 			return nil, errorf(ErrUnlistedFile, p, "not a signature file (*.sig)")
@@ -298,7 +293,6 @@ func readSignatures(fsys fs.FS, root map[string]fs.DirEntry) ([]Signature, error
 		}
 		sigs = append(sigs, Signature{Path: p, Data: data})
 	}
-	sort.Slice(sigs, func(i, j int) bool { return sigs[i].Path < sigs[j].Path })
 	return sigs, nil
 }
 
@@ -378,7 +372,7 @@ func (b *Bundle) checkSignature(s Signature, trust *Trust) (name string, known b
 	return n.Sigs[0].Name, true, nil
 }
 
-func sortedKeys(m map[string]bool) []string {
+func sortedKeys[V any](m map[string]V) []string {
 	var list []string
 	for k := range m {
 		list = append(list, k)

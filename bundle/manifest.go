@@ -197,6 +197,9 @@ func (p *manifestParser) files(m *Manifest) error {
 		if err != nil {
 			return p.errorf(ErrBadManifest, "%v", err)
 		}
+		if f.Size > MaxFileSize {
+			return p.errorf(ErrTooLarge, "%s: %d bytes, over the %d-byte cap", f.Path, f.Size, MaxFileSize)
+		}
 		if err := checkName(f.Path); err != nil {
 			return p.errorf(ErrBadPath, "%v", err)
 		}
@@ -240,8 +243,8 @@ func parseFile(s string) (File, error) {
 		return f, fmt.Errorf("hash %q: want sha256: and 64 lowercase hex digits", parts[0])
 	}
 	size, err := parseUint(parts[1])
-	if err != nil || size > MaxFileSize {
-		return f, fmt.Errorf("size %q: want a decimal integer up to %d, no leading zeros", parts[1], MaxFileSize)
+	if err != nil || size > 1<<62 {
+		return f, fmt.Errorf("size %q: want a decimal integer, no leading zeros", parts[1])
 	}
 	f.Size, f.Path = int64(size), parts[2]
 	return f, nil
