@@ -517,7 +517,8 @@ func (c *crashChain) crashOnce(run int, startupKills *int) {
 		body := c.body(run, 99)
 		a, ok, err := c.send(client, run, body)
 		if !ok {
-			c.t.Fatalf("run %d: after the restart: %s: %v\n%s", run, body, err, c.child.stderr.String())
+			c.kill()
+			c.t.Fatalf("run %d: after the restart: %s: %v\n%s", run, body, err, c.child.tail())
 		}
 		c.acks = append(c.acks, a)
 	}
