@@ -21,7 +21,9 @@ import (
 type serveConfig struct {
 	Listen             string                    `yaml:"listen"`
 	DataDir            string                    `yaml:"data_dir"`
-	Policy             string                    `yaml:"policy"`
+	Policy             string                    `yaml:"policy"` // development mode: a policy directory
+	Bundle             string                    `yaml:"bundle"` // a signed bundle directory (rulelock bundle build)
+	Trust              string                    `yaml:"trust"`  // the trust file: the signers' keys and the threshold
 	Origin             string                    `yaml:"origin"`
 	CheckpointInterval duration                  `yaml:"checkpoint_interval"`
 	Agents             []agentConfig             `yaml:"agents"`
@@ -95,6 +97,9 @@ func readConfig(path string) (*serveConfig, error) {
 }
 
 func (c *serveConfig) validate() error {
+	if c.Policy != "" && c.Bundle != "" {
+		return fmt.Errorf("give policy (development mode) or bundle, not both")
+	}
 	seen := map[string]bool{}
 	for i, a := range c.Agents {
 		switch {

@@ -9,14 +9,17 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/bundle"
 	"github.com/rulelock/rulelock/internal/gateway"
 	"github.com/rulelock/rulelock/internal/httpapi"
 	"github.com/rulelock/rulelock/policy"
@@ -31,9 +34,11 @@ func serveCommands() []command {
 
 // runServe runs the gateway until ctx is cancelled (SIGINT, SIGTERM).
 func runServe(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "serve", "[--config FILE] [--policy DIR] [--data DIR] [--listen ADDR] [--demo-upstream]")
+	fs := newFlags(e, "serve", "[--config FILE] [--bundle DIR --trust FILE | --policy DIR] [--data DIR] [--listen ADDR] [--demo-upstream]")
 	cfgPath := fs.String("config", "", "configuration file (YAML; see examples/payments/rulelock.yaml)")
 	policyPath := fs.String("policy", "", "policy directory (development mode: not a signed bundle)")
+	bundlePath := fs.String("bundle", "", "signed policy bundle directory (rulelock bundle build/sign)")
+	trustPath := fs.String("trust", "", "trust file: the keys that may sign bundles and how many must")
 	dataDir := fs.String("data", "", "data directory: log, keys, state (default ./rulelock-data)")
 	listen := fs.String("listen", "", "address to listen on (default 127.0.0.1:8080)")
 	demo := fs.Bool("demo-upstream", false, "start a demo upstream on loopback and execute every action type without an executor against it")
@@ -50,6 +55,8 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	}
 	// Flags override the config; defaults fill what neither sets.
 	setIf(&cfg.Policy, *policyPath)
+	setIf(&cfg.Bundle, *bundlePath)
+	setIf(&cfg.Trust, *trustPath)
 	setIf(&cfg.DataDir, *dataDir)
 	setIf(&cfg.Listen, *listen)
 	defaultTo(&cfg.DataDir, "rulelock-data")
@@ -58,8 +65,13 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if cfg.CheckpointInterval.Duration == 0 {
 		cfg.CheckpointInterval.Duration = time.Second
 	}
-	if cfg.Policy == "" {
-		return usageError("no policy: give --policy DIR or policy: in the config")
+	switch {
+	case cfg.Policy == "" && cfg.Bundle == "":
+		return usageError("no policy: give --bundle DIR --trust FILE, or --policy DIR for development")
+	case cfg.Policy != "" && cfg.Bundle != "":
+		return usageError("give --bundle or --policy, not both")
+	case cfg.Bundle != "" && cfg.Trust == "":
+		return usageError("a bundle needs a trust file (--trust FILE)")
 	}
 	g, err := startGateway(ctx, e, cfg, *demo)
 	if err != nil {
@@ -85,6 +97,7 @@ type running struct {
 	e      *env
 	cfg    *serveConfig
 	log    *audit.Log
+	trust  *bundle.Trust
 	gw     *gateway.Gateway
 	cp     *audit.Checkpointer
 	srv    *http.Server
@@ -99,11 +112,23 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	if err != nil {
 		return nil, &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
 	}
-	p, err := loadPolicy(cfg.Policy)
-	if err != nil {
-		return nil, &exitError{code: 1, err: fmt.Errorf("load policy %s:\n%v", cfg.Policy, err)}
+	var p *policy.Policy
+	var trust *bundle.Trust
+	if cfg.Bundle != "" {
+		if trust, err = loadTrust(cfg.Trust); err != nil {
+			return nil, &exitError{code: 2, err: err}
+		}
+		cand, _, err := candidateBundle(cfg.Bundle, trust, time.Now())
+		if err != nil {
+			return nil, &exitError{code: 1, err: fmt.Errorf("not starting: no valid bundle: %v", err)}
+		}
+		p = cand.Policy
+	} else {
+		if p, err = loadPolicy(cfg.Policy); err != nil {
+			return nil, &exitError{code: 1, err: fmt.Errorf("load policy %s:\n%v", cfg.Policy, err)}
+		}
+		fmt.Fprintf(e.stderr, "rulelock: WARNING: development mode: policy loaded from %s, not from a signed bundle\n", cfg.Policy)
 	}
-	fmt.Fprintf(e.stderr, "rulelock: WARNING: development mode: policy loaded from %s, not from a signed bundle\n", cfg.Policy)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -115,10 +140,11 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	if err != nil {
 		return nil, err
 	}
-	g = &running{e: e, cfg: cfg, log: l}
+	g = &running{e: e, cfg: cfg, log: l, trust: trust}
+	started := g
 	defer func() {
 		if err != nil {
-			g.close()
+			started.close() // g is nil by now
 		}
 	}()
 	g.cp, err = audit.NewCheckpointer(l, signer, audit.CheckpointOptions{TilesDir: filepath.Join(cfg.DataDir, "tiles")})
@@ -163,7 +189,14 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 		Message: fmt.Sprintf("startup: %d allowed actions without an outcome recorded as unknown", closed)}); err != nil {
 		return nil, err
 	}
-	if err := gw.Activate(ctx, &gateway.Active{Policy: p, Digest: p.Digest(), Dev: true, Source: cfg.Policy}); err != nil {
+	if cfg.Bundle != "" {
+		if err := g.activateBundle(ctx); err != nil {
+			l.Append(ctx, &audit.Entry{Kind: audit.KindNote, Time: time.Now().UTC(), EngineVersion: gateway.EngineVersion, Message: "bundle rejected at start: " + err.Error()})
+			return nil, &exitError{code: 1, err: fmt.Errorf("not starting: %v", err)}
+		}
+		a := gw.Active()
+		fmt.Fprintf(e.stderr, "rulelock: active policy: bundle %s version %d, signed by %s\n", a.Digest, a.Version, strings.Join(a.Signers, ", "))
+	} else if err := gw.Activate(ctx, &gateway.Active{Policy: p, Digest: p.Digest(), Dev: true, Source: cfg.Policy}); err != nil {
 		return nil, err
 	}
 	tokens := cfg.tokens()
@@ -178,6 +211,10 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 		Gateway: gw, Tokens: tokens, MaxBody: cfg.Limits.MaxBody,
 		Log:   &httpapi.AuditLog{Log: l, Checkpointer: g.cp, TilesDir: filepath.Join(cfg.DataDir, "tiles")},
 		Ready: g.ready.Load,
+		Status: func() any {
+			a := gw.Active()
+			return map[string]any{"policy": a.Digest, "version": a.Version, "signers": a.Signers, "development_mode": a.Dev}
+		},
 	})
 	g.ln, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -199,10 +236,20 @@ func (g *running) serve(ctx context.Context) error {
 	go func() { srvErr <- g.srv.Serve(g.ln) }()
 	g.ready.Store(true)
 	fmt.Fprintf(g.e.stderr, "rulelock: listening on http://%s\n", g.ln.Addr())
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-srvErr:
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err = <-srvErr:
+			break loop
+		case <-hup:
+			g.reload(ctx)
+		}
 	}
 	g.ready.Store(false)
 	fmt.Fprintln(g.e.stderr, "rulelock: shutting down")
@@ -231,6 +278,9 @@ func (g *running) close() error {
 		return nil
 	}
 	g.closed = true
+	if g.ln != nil {
+		g.ln.Close() // already closed after a Shutdown; needed on the error paths
+	}
 	if g.demo != nil {
 		g.demo.Close()
 	}

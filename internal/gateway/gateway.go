@@ -123,6 +123,10 @@ type Gateway struct {
 	approvals *approvals
 	active    atomic.Pointer[Active]
 
+	// The last activation Rebuild found in the log.
+	lastActivation string
+	lastDev        bool
+
 	mu       sync.Mutex
 	agents   map[string]*agentState
 	requests map[string]*record
@@ -573,4 +577,10 @@ func (g *Gateway) Activate(ctx context.Context, a *Active) error {
 	}
 	g.active.Store(a)
 	return nil
+}
+
+// LastActivation returns the digest of the last policy activation Rebuild
+// found in the log and whether it was a development-mode policy.
+func (g *Gateway) LastActivation() (digest string, dev, ok bool) {
+	return g.lastActivation, g.lastDev, g.lastActivation != ""
 }

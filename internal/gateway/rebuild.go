@@ -64,6 +64,9 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 			}
 		case audit.KindApproval:
 			events = append(events, approvalEvent(e))
+		case audit.KindPolicyActivation:
+			g.lastActivation = e.BundleDigest
+			g.lastDev = len(e.Signers) == 0
 		case audit.KindOutcome:
 			rec, ok := open[e.RequestID]
 			if !ok {

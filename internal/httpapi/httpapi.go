@@ -58,6 +58,7 @@ type Config struct {
 	Tokens  []Token
 	Log     LogAPI
 	Ready   func() bool
+	Status  func() any // what /readyz reports besides readiness (the active policy)
 	Metrics *Metrics
 	// MaxBody caps request bodies (default 64 KiB).
 	MaxBody int64
@@ -489,7 +490,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ policy.Agent) 
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	body := map[string]any{"status": "ready"}
+	if s.cfg.Status != nil {
+		body["active"] = s.cfg.Status()
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 type apiError struct {
