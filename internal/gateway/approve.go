@@ -22,8 +22,26 @@ const (
 	approvalExecuted = "executed"
 )
 
-// parkedState is what a require_approval decision entry keeps in its State
-// field, so that a restarted gateway can park the request again.
+// decisionState is what a decision entry keeps in its State field besides
+// the entry's own fields: the inputs a replay or a restarted gateway needs
+// (the agent's roles, which come from authentication) and, for a parked
+// request, its approval terms.
+type decisionState struct {
+	AgentRoles []string     `json:"agent_roles"`
+	Approval   *parkedState `json:"approval,omitempty"`
+}
+
+func decodeDecisionState(f audit.Field) (decisionState, error) {
+	var st decisionState
+	if f.Text == "" {
+		return st, nil // refusals and older entries
+	}
+	err := json.Unmarshal([]byte(f.Text), &st)
+	return st, err
+}
+
+// parkedState is the approval terms of a parked request, so that a
+// restarted gateway can park it again.
 type parkedState struct {
 	Requirements []requirementState `json:"requirements"`
 	Expires      time.Time          `json:"expires"`
@@ -68,15 +86,20 @@ func (a *approvals) record(ev approval.Event) error {
 		if e == nil {
 			return fmt.Errorf("park %s: no decision to record", ev.Request)
 		}
-		st := parkedState{Expires: ev.Expires}
+		ds, err := decodeDecisionState(e.State)
+		if err != nil {
+			return fmt.Errorf("park %s: %w", ev.Request, err)
+		}
+		ps := &parkedState{Expires: ev.Expires}
 		for _, r := range ev.Requirements {
 			rs := requirementState{Rule: r.Rule, Approvers: r.Approvers, Groups: r.Groups}
 			if r.Within > 0 {
 				rs.Within = r.Within.String()
 			}
-			st.Requirements = append(st.Requirements, rs)
+			ps.Requirements = append(ps.Requirements, rs)
 		}
-		b, _ := json.Marshal(st)
+		ds.Approval = ps
+		b, _ := json.Marshal(ds)
 		e.State = audit.Text(string(b))
 		e.Time = ev.Time
 	default:

@@ -139,7 +139,7 @@ func TestConcurrentFinalApprovals(t *testing.T) {
 	// trials go through the whole gateway, log and upstream.
 	const trials = 200
 	for i := 0; i < trials; i++ {
-		r := *f.parkAs(t, policy.Agent{ID: fmt.Sprintf("agent-%d", i)}).Approval
+		r := *f.parkAs(t, policy.Agent{ID: fmt.Sprintf("agent-%d", i), Roles: []string{"payments"}}).Approval
 		if _, err := f.gw.Approve(ctx, r.ID, f.sign(t, "alice", r, approval.Approve)); err != nil {
 			t.Fatal(err)
 		}
@@ -201,6 +201,11 @@ func TestApprovalsSurviveRestart(t *testing.T) {
 		t.Fatalf("executions: %d, want 1", g.up.count()+f.up.count())
 	}
 	g.up.checkOracle()
+	// The re-evaluation after the restart saw the agent's recorded roles:
+	// TradersOnly would have denied a role-less agent.
+	if res.Result.Decision.Decision != "approved" {
+		t.Fatalf("re-evaluated after restart: %+v", res.Result.Decision)
+	}
 	// A third start finds the request executed and pending nothing.
 	g.log.Close()
 	h := newFixtureFrom(t, dir, f)

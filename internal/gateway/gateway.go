@@ -346,7 +346,13 @@ func decisionEntry(id string, req *Request, d *policy.Decision, now time.Time) *
 	for i, r := range d.Rules {
 		rules[i] = audit.Rule{Name: r.Name, Outcome: string(r.Outcome), Message: r.Message, Shadow: r.Shadow}
 	}
+	roles := req.Agent.Roles
+	if roles == nil {
+		roles = []string{}
+	}
+	state, _ := json.Marshal(decisionState{AgentRoles: roles})
 	return &audit.Entry{
+		State:         audit.Text(string(state)),
 		Kind:          audit.KindDecision,
 		Time:          now,
 		Agent:         req.Agent.ID,

@@ -41,6 +41,11 @@ rule "BigNeedsApproval" {
     groups: ["treasury"]
   }
 }
+rule "TradersOnly" {
+  precondition: action.type == "trade"
+  condition: "payments" in agent.roles
+  deny: "only payments agents trade"
+}
 rule "AllowTrades" {
   precondition: action.type == "trade"
   allow

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -119,7 +118,12 @@ func (g *Gateway) restoreDecision(lr LogReader, at audit.Receipt, e *audit.Entry
 	for _, r := range e.Rules {
 		d.Rules = append(d.Rules, policy.FiredRule{Name: r.Name, Outcome: policy.Outcome(r.Outcome), Message: r.Message, Shadow: r.Shadow})
 	}
-	rec := &record{ID: e.RequestID, Agent: e.Agent, Session: e.Session, Action: act, Decision: d, Entry: at, Time: e.Time}
+	ds, err := decodeDecisionState(e.State)
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	rec := &record{ID: e.RequestID, Agent: e.Agent, Session: e.Session, Action: act, Decision: d, Entry: at, Time: e.Time,
+		agent: policy.Agent{ID: e.Agent, Roles: ds.AgentRoles}, instruction: e.Instruction.Text, reasoning: e.Reasoning.Text}
 	st := g.agent(e.Agent)
 	st.mu.Lock()
 	st.history = append(st.history, policy.HistoryEntry{Action: act.Fields, Decision: e.Decision, Time: e.Time})
@@ -137,10 +141,11 @@ func (g *Gateway) restoreDecision(lr LogReader, at audit.Receipt, e *audit.Entry
 // parkedEvent turns a require_approval decision entry back into the
 // approval manager's parked event.
 func parkedEvent(e *audit.Entry) (approval.Event, error) {
-	var st parkedState
-	if err := json.Unmarshal([]byte(e.State.Text), &st); err != nil {
-		return approval.Event{}, fmt.Errorf("parked request %s: state: %w", e.RequestID, err)
+	ds, err := decodeDecisionState(e.State)
+	if err != nil || ds.Approval == nil {
+		return approval.Event{}, fmt.Errorf("parked request %s: no approval terms in its state (%v)", e.RequestID, err)
 	}
+	st := *ds.Approval
 	ev := approval.Event{Kind: approval.EventParked, Time: e.Time, Request: e.RequestID, Agent: e.Agent,
 		Action: e.ActionSHA256, Policy: e.BundleDigest, Expires: st.Expires}
 	for _, r := range st.Requirements {
