@@ -17,7 +17,7 @@ import (
 )
 
 // serveConfig is the gateway's configuration file (YAML). Unknown keys are
-// errors. See examples/payments/rulelock.yaml for an annotated example.
+// errors. See examples/rulelock.yaml for an annotated example.
 type serveConfig struct {
 	Listen             string                    `yaml:"listen"`
 	DataDir            string                    `yaml:"data_dir"`

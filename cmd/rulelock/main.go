@@ -39,6 +39,7 @@ func commands() []command {
 	cmds = append(cmds, auditCommands()...)
 	cmds = append(cmds, serveCommands()...)
 	cmds = append(cmds, approvalCommands()...)
+	cmds = append(cmds, replayCommands()...)
 	cmds = append(cmds, bundleCommands()...)
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
 	return cmds

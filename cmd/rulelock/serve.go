@@ -35,7 +35,7 @@ func serveCommands() []command {
 // runServe runs the gateway until ctx is cancelled (SIGINT, SIGTERM).
 func runServe(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "serve", "[--config FILE] [--bundle DIR --trust FILE | --policy DIR] [--data DIR] [--listen ADDR] [--demo-upstream]")
-	cfgPath := fs.String("config", "", "configuration file (YAML; see examples/payments/rulelock.yaml)")
+	cfgPath := fs.String("config", "", "configuration file (YAML; see examples/rulelock.yaml)")
 	policyPath := fs.String("policy", "", "policy directory (development mode: not a signed bundle)")
 	bundlePath := fs.String("bundle", "", "signed policy bundle directory (rulelock bundle build/sign)")
 	trustPath := fs.String("trust", "", "trust file: the keys that may sign bundles and how many must")

@@ -133,3 +133,72 @@ func TestServe(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestExampleConfig keeps the annotated example configuration valid.
+func TestExampleConfig(t *testing.T) {
+	c, err := readConfig("../../examples/rulelock.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.registry(); err != nil {
+		t.Fatalf("approvers: %v", err)
+	}
+	if len(c.tokens()) != 1 || len(c.Executors) != 2 {
+		t.Fatalf("tokens %d, executors %d", len(c.tokens()), len(c.Executors))
+	}
+	// Its credentials come from the environment and a file: missing, the
+	// gateway refuses to start rather than call upstream unauthenticated.
+	if _, err := c.executors(func(string) string { return "" }); err == nil {
+		t.Fatal("executors built without their credentials")
+	}
+}
+
+// TestReplay records traffic under the payments policy, then asks what a
+// stricter candidate would have done to it.
+func TestReplay(t *testing.T) {
+	data := t.TempDir()
+	url, token, stop := testServe(t, data)
+	for _, body := range []string{
+		`{"action": {"type": "transfer", "amount": 500, "to": "acct-1"}}`,
+		`{"action": {"type": "transfer", "amount": 5000, "to": "acct-1"}}`,
+		`{"action": {"type": "transfer", "amount": 20000, "to": "acct-2"}}`,
+		`{"action": {"type": "verify_counterparty", "counterparty": "acme"}}`,
+	} {
+		post(t, url, token, body)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	cand := filepath.Join(t.TempDir(), "strict.rules")
+	os.WriteFile(cand, []byte(`policy "strict" {
+  default: deny
+}
+rule "SmallTransfersOnly" {
+  precondition: action.type == "transfer"
+  condition: action.amount <= 1000
+  allow
+}
+rule "Verify" {
+  precondition: action.type == "verify_counterparty"
+  allow
+}
+`), 0o644)
+	out := cli(t, data, "replay", "--log", filepath.Join(data, "log"), "--policy", cand)
+	for _, want := range []string{
+		"replayed 4 decisions",
+		"2 unchanged, 2 would change",
+		"allow -> deny                    1",
+		"require_approval -> deny         1",
+		"NoHighValueTransfers             1 -> 0  *",
+		"SmallTransfersOnly               0 -> 1  *",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("replay output lacks %q:\n%s", want, out)
+		}
+	}
+	// The unchanged policy replays to the recorded decisions.
+	same := cli(t, data, "replay", "--log", filepath.Join(data, "log"), "--policy", "../../examples/payments")
+	if !strings.Contains(same, "4 unchanged, 0 would change") {
+		t.Errorf("replaying the recorded policy changed decisions:\n%s", same)
+	}
+}
