@@ -7,6 +7,7 @@ set -uo pipefail
 need_apt=()
 # (each external part adds its package here: see the audit log's SoftHSM2 tests)
 command -v softhsm2-util >/dev/null || need_apt+=(softhsm2) # internal/hsm: PKCS#11 signing
+command -v curl >/dev/null || need_apt+=(curl)                # cmd/rulelock: the README walk-through uses curl
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
