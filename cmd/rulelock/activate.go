@@ -120,3 +120,36 @@ func (g *running) reload(ctx context.Context) {
 	a := g.gw.Active()
 	fmt.Fprintf(g.e.stderr, "rulelock: activated bundle %s version %d, signed by %s\n", a.Digest, a.Version, strings.Join(a.Signers, ", "))
 }
+
+// archiveDev keeps a development-mode policy's files under its digest, as
+// bundles are kept, so that `verify --replay` can re-run its decisions.
+func (g *running) archiveDev(p *policy.Policy) error {
+	dir := g.archivePath(p.Digest())
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	srcs, err := readPolicySources(g.cfg.Policy)
+	if err != nil {
+		return err
+	}
+	var files []policy.Source
+	for _, s := range srcs {
+		files = append(files, policy.Source{Name: filepath.Base(s.Name), Data: s.Data})
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".dev-")
+	if err != nil {
+		if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+			return err
+		}
+		if tmp, err = os.MkdirTemp(filepath.Dir(dir), ".dev-"); err != nil {
+			return err
+		}
+	}
+	for _, f := range files {
+		if err := writeSynced(filepath.Join(tmp, f.Name), f.Data); err != nil {
+			os.RemoveAll(tmp)
+			return err
+		}
+	}
+	return os.Rename(tmp, dir)
+}

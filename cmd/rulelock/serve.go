@@ -196,8 +196,13 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 		}
 		a := gw.Active()
 		fmt.Fprintf(e.stderr, "rulelock: active policy: bundle %s version %d, signed by %s\n", a.Digest, a.Version, strings.Join(a.Signers, ", "))
-	} else if err := gw.Activate(ctx, &gateway.Active{Policy: p, Digest: p.Digest(), Dev: true, Source: cfg.Policy}); err != nil {
-		return nil, err
+	} else {
+		if err := g.archiveDev(p); err != nil {
+			return nil, fmt.Errorf("archive the development policy: %w", err)
+		}
+		if err := gw.Activate(ctx, &gateway.Active{Policy: p, Digest: p.Digest(), Dev: true, Source: cfg.Policy}); err != nil {
+			return nil, err
+		}
 	}
 	tokens := cfg.tokens()
 	if len(cfg.Agents) == 0 {
@@ -385,7 +390,7 @@ func devApprovers(e *env, cfg *serveConfig) error {
 		}
 		sum := httpapi.HashToken(strings.TrimSpace(string(tok)))
 		cfg.Approvers = append(cfg.Approvers, approverConfig{
-			ID: id, Groups: []string{"payments-approvers", "treasury"},
+			ID: id, Groups: devApproverGroups,
 			Key: strings.TrimSpace(string(pub)), TokenSHA256: hex.EncodeToString(sum[:]),
 		})
 	}
@@ -394,3 +399,6 @@ func devApprovers(e *env, cfg *serveConfig) error {
 	}
 	return nil
 }
+
+// devApproverGroups are the development approvers' groups.
+var devApproverGroups = []string{"payments-approvers", "treasury"}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -200,5 +201,85 @@ rule "Verify" {
 	same := cli(t, data, "replay", "--log", filepath.Join(data, "log"), "--policy", "../../examples/payments")
 	if !strings.Contains(same, "4 unchanged, 0 would change") {
 		t.Errorf("replaying the recorded policy changed decisions:\n%s", same)
+	}
+}
+
+// TestVerifyReplay records real traffic, replays it clean, then forges
+// entries of each class the replay must catch.
+func TestVerifyReplay(t *testing.T) {
+	data := t.TempDir()
+	url, token, stop := testServe(t, data)
+	post(t, url, token, `{"action": {"type": "transfer", "amount": 500, "to": "acct-1"}}`)
+	post(t, url, token, `{"action": {"type": "update_counterparty_bank_details", "counterparty": "acme", "iban": "X"}}`)
+	parked := post(t, url, token, `{"action": {"type": "trade", "amount": 750000, "counterparty": "acme"}}`)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	logDir := filepath.Join(data, "log")
+	verify := func() string {
+		out, code, stderr := cliCode(t, data, "verify", logDir, "--key", filepath.Join(data, "log.pub"), "--replay")
+		if code > 1 {
+			t.Fatalf("verify: exit %d: %s", code, stderr)
+		}
+		return out
+	}
+	if out := verify(); !strings.Contains(out, "3 decisions replayed, 0 findings") {
+		t.Fatalf("clean log:\n%s", out)
+	}
+
+	// Forge entries the way an insider with write access to the log would
+	// (the Merkle tree stays valid: they are simply appended).
+	l, err := audit.Open(logDir, audit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var decision *audit.Entry
+	var decisionAt int64
+	for i := int64(0); i < l.Size(); i++ {
+		raw, _ := l.ReadEntry(i)
+		e, _ := audit.DecodeEntry(raw)
+		if e.Kind == audit.KindDecision && e.Decision == "allow" {
+			decision, decisionAt = e, i
+		}
+	}
+	now := time.Now().UTC()
+	forged := *decision
+	forged.RequestID, forged.Time = "rforged1", now
+	forged.Action = audit.Text(`{"amount":20000,"to":"acct-9","type":"transfer"}`)
+	forged.ActionSHA256 = audit.Digest{}
+	forged.Rules = []audit.Rule{{Name: "AllowTransfers", Outcome: "allow"}} // the policy would also ask for approval
+	r1, _ := l.Append(context.Background(), &forged)
+	l.Append(context.Background(), &audit.Entry{Kind: audit.KindOutcome, Time: now, Agent: decision.Agent, RequestID: "rother", Closes: decisionAt, Status: "ok"})
+	approved := forged
+	approved.RequestID = parked["request_id"].(string)
+	approved.Decision = "approved"
+	approved.Action = audit.Text(`{"amount":750000,"counterparty":"acme","type":"trade"}`)
+	approved.Rules = nil
+	l.Append(context.Background(), &approved)
+	l.Close()
+
+	out := verify()
+	for _, want := range []string{
+		fmt.Sprintf("FAIL replay_mismatch at entry %d", r1.Index),
+		"FAIL unmediated_outcome",
+		"FAIL approval_quorum_invalid",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("verify --replay lacks %q:\n%s", want, out)
+		}
+	}
+
+	// The archived policy, altered: every decision's policy is now suspect.
+	archives, _ := filepath.Glob(filepath.Join(data, "bundles", "*", "payments.rules"))
+	if len(archives) != 1 {
+		t.Fatalf("archives: %v", archives)
+	}
+	os.WriteFile(archives[0], []byte("rule \"x\" {\n  precondition: true\n  allow\n}\n"), 0o644)
+	if out := verify(); !strings.Contains(out, "FAIL bundle_hash_mismatch") {
+		t.Errorf("altered archive:\n%s", out)
+	}
+	os.RemoveAll(filepath.Dir(archives[0]))
+	if out := verify(); !strings.Contains(out, "FAIL bundle_missing") {
+		t.Errorf("missing archive:\n%s", out)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/mod/sumdb/note"
@@ -44,6 +45,9 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	since := fs.String("since", "", "signed checkpoint `file` saved earlier")
 	receipt := fs.String("receipt", "", "verify this receipt `file` alone")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	replay := fs.Bool("replay", false, "also re-run every decision under the archived policy it names and check completeness (a stopped gateway's data directory, or a copy)")
+	bundles := fs.String("bundles", "", "with --replay: the archive of activated policies (default: DIR/../bundles)")
+	config := fs.String("config", "", "with --replay: the gateway config, for the approvers' keys (default: DIR/../approvers/*.pub)")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -87,6 +91,39 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		rep.Entries, rep.Checkpoints, rep.Size, rep.Root)
 	if rep.Uncovered > 0 {
 		fmt.Fprintf(e.stdout, "note: %d entries after the latest checkpoint are not yet signed\n", rep.Uncovered)
+	}
+	if *replay {
+		return runReplayVerify(e, pos[0], *bundles, *config, *asJSON)
+	}
+	return nil
+}
+
+func runReplayVerify(e *env, logDir, bundles, config string, asJSON bool) error {
+	dataDir := filepath.Dir(filepath.Clean(logDir))
+	if bundles == "" {
+		bundles = filepath.Join(dataDir, "bundles")
+	}
+	reg, err := approversFor(config, dataDir)
+	if err != nil {
+		return err
+	}
+	sum, err := verifyReplay(logDir, bundles, reg)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		if err := writeJSON(e.stdout, sum); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(e.stdout, "replay: %d entries, %d decisions replayed, %d findings, %d allowed without an outcome yet, %.2fs\n",
+			sum.Entries, sum.Decisions, len(sum.Findings), sum.Open, sum.Seconds)
+		for _, f := range sum.Findings {
+			fmt.Fprintf(e.stdout, "FAIL %s at entry %d: %s\n", f.Class, f.Index, f.Detail)
+		}
+	}
+	if len(sum.Findings) > 0 {
+		return &exitError{code: 1}
 	}
 	return nil
 }
