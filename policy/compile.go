@@ -57,7 +57,10 @@ type Policy struct {
 	byType   map[string][]*compiledRule // rules for an action type: pinned ones and unpinned ones, in source order
 	anyType  []*compiledRule            // rules for a type no rule pins
 	data     ref.Val
+	docs     map[string]any
 	warnings ErrorList
+
+	mayAllow mayAllowCache
 }
 
 // Name is the policy's name from its header ("" without one).
@@ -89,6 +92,10 @@ type compiledRule struct {
 	post  cel.Program
 	// consts records expressions that fold to a constant, for lint.
 	consts map[*Expr]bool
+	// checked keeps the type-checked expressions and their environment,
+	// for MayAllow's partial evaluation.
+	checked map[*Expr]*cel.Ast
+	env     *cel.Env
 }
 
 // Source is one input of a policy: a .rules file or a data document.
@@ -238,6 +245,7 @@ func (c *compiler) buildEnvs(data map[string]any) {
 		data = map[string]any{}
 	}
 	c.dataDocs = data
+	c.p.docs = data
 	c.p.data = types.DefaultTypeAdapter.NativeToValue(data)
 }
 
@@ -269,6 +277,7 @@ func (c *compiler) compileRule(r *Rule) {
 		}
 	}
 	cr.consts = map[*Expr]bool{}
+	cr.checked, cr.env = map[*Expr]*cel.Ast{}, env
 	if r.Precondition != nil && !exact {
 		cr.pre = c.program(env, cr, r.Precondition)
 	}
@@ -295,6 +304,7 @@ func (c *compiler) program(env *cel.Env, r *compiledRule, e *Expr) cel.Program {
 	if v, ok := constBool(env, checked); ok {
 		r.consts[e] = v
 	}
+	r.checked[e] = checked
 	est, err := env.EstimateCost(checked, estimator{maxHistory: uint64(c.opts.MaxHistory), data: c.dataDocs})
 	if err != nil {
 		c.errorf(e.Pos, "cost estimate: %v", err)
