@@ -79,16 +79,16 @@ rule "Stat" {
 		agent policy.Agent
 		want  bool
 	}{
-		{"fs.read_text_file", user, true},    // allowed for some paths
-		{"fs.list_directory", user, false},   // the allow rule needs a role the agent lacks
-		{"fs.list_directory", admin, true},   //
-		{"fs.write_file", admin, false},      // an unconditional deny beats the allow rule
-		{"fs.edit_file", admin, false},       //
-		{"fs.move_file", user, true},         // approval may be granted
-		{"fs.search_files", admin, false},    // a shadow allow is never enforced
-		{"fs.unknown_tool", admin, false},    // default deny, no rule
-		{"fs.get_file_info", user, true},     //
-		{"fs.get_file_info", bot, false},     // the deny's precondition holds for bots whatever the action
+		{"fs.read_text_file", user, true},  // allowed for some paths
+		{"fs.list_directory", user, false}, // the allow rule needs a role the agent lacks
+		{"fs.list_directory", admin, true}, //
+		{"fs.write_file", admin, false},    // an unconditional deny beats the allow rule
+		{"fs.edit_file", admin, false},     //
+		{"fs.move_file", user, true},       // approval may be granted
+		{"fs.search_files", admin, false},  // a shadow allow is never enforced
+		{"fs.unknown_tool", admin, false},  // default deny, no rule
+		{"fs.get_file_info", user, true},   //
+		{"fs.get_file_info", bot, false},   // the deny's precondition holds for bots whatever the action
 		{"fs.get_file_info", policy.Agent{ID: "d"}, true},
 		// Conservative: action.type is unknown to the partial evaluation, so
 		// a precondition that also tests it never counts as holding.
