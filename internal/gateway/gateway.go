@@ -91,6 +91,9 @@ type Config struct {
 	Policy    *policy.Policy
 	Log       Recorder
 	Executors map[string]Executor // by action type; a type without one is decide-only
+	// ExecutorFor, when set, is asked for an action type Executors lacks
+	// (the MCP proxy's tools, which appear at run time); nil means none.
+	ExecutorFor func(actionType string) Executor
 	Now       func() time.Time    // default time.Now
 	// Retention is how far back the agent's history is kept for the policy's
 	// windows (default 7 days).
@@ -248,6 +251,10 @@ func (g *Gateway) Submit(ctx context.Context, req *Request, execute bool) (*Resu
 // executor is left for the agent to report.
 func (g *Gateway) run(ctx context.Context, rec *record, res *Result) error {
 	ex, ok := g.cfg.Executors[rec.Action.Type]
+	if !ok && g.cfg.ExecutorFor != nil {
+		ex = g.cfg.ExecutorFor(rec.Action.Type)
+		ok = ex != nil
+	}
 	if !ok {
 		// Decide-only: the agent acts and reports the outcome.
 		g.mu.Lock()
