@@ -6,12 +6,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -30,10 +33,56 @@ type HTTPExecutor struct {
 	// anything is sent.
 	URL     string
 	Headers http.Header // e.g. Authorization: Bearer <the gateway's credential>
-	Client  *http.Client
+	// Client sends the request; its Timeout bounds one execution (default
+	// 30s). Whatever its CheckRedirect says, redirects are never followed
+	// (NoRedirects). A Client without a Transport (or no Client) uses a
+	// pool of keep-alive connections of this executor (NewTransport), not
+	// http.DefaultTransport, which keeps only 2 idle connections per host
+	// and so dials a new connection for most requests under load. The
+	// fields must not change once Execute has been called.
+	Client *http.Client
 	// MaxBody caps the upstream reply kept in the outcome (default 64 KiB;
 	// the digest always covers the whole body up to 16 MiB).
 	MaxBody int64
+
+	once   sync.Once
+	client *http.Client // Client as used: pooled transport, no redirects
+}
+
+// NewTransport returns the transport of an HTTPExecutor whose Client has
+// none: like http.DefaultTransport (proxy from the environment, HTTP/2 when
+// the upstream offers it, the same dial and TLS timeouts), but keeping up
+// to 256 idle connections per upstream host for 90 seconds, so that
+// concurrent executions reuse connections instead of dialling one each and
+// leaving a TIME_WAIT socket behind.
+func NewTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: 1 * time.Second,
+	}
+}
+
+// httpClient returns the client Execute uses: h.Client with the pooled
+// transport when it has none, and never following redirects.
+func (h *HTTPExecutor) httpClient() *http.Client {
+	h.once.Do(func() {
+		c := http.Client{Timeout: 30 * time.Second}
+		if h.Client != nil {
+			c = *h.Client
+		}
+		if c.Transport == nil {
+			c.Transport = NewTransport()
+		}
+		c.CheckRedirect = NoRedirects
+		h.client = &c
+	})
+	return h.client
 }
 
 // Execute sends the request with Idempotency-Key: the request id.
@@ -53,15 +102,35 @@ func (h *HTTPExecutor) Execute(ctx context.Context, x Execution) Outcome {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Idempotency-Key", x.RequestID)
-	var wrote atomic.Bool
+	// wrote: some of the request may have reached the upstream (reported
+	// as unknown on failure). sent: all of it was written. replied: the
+	// upstream's reply started.
+	var wrote, sent, replied atomic.Bool
 	req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 		WroteHeaders: func() { wrote.Store(true) },
+		WroteRequest: func(i httptrace.WroteRequestInfo) {
+			if i.Err == nil {
+				sent.Store(true)
+			}
+		},
+		GotFirstResponseByte: func() { replied.Store(true) },
 	}))
-	client := h.Client
-	if client == nil {
-		client = &http.Client{Timeout: 30 * time.Second, CheckRedirect: NoRedirects}
+	// net/http resends a request with an Idempotency-Key on a new
+	// connection when a reused one fails before the reply, even after the
+	// request was written: the upstream may then see the action twice. It
+	// rewinds the body with GetBody first, so refusing to rewind a request
+	// that was sent and not answered keeps it to one delivery; a request
+	// that never left (a connection found dead before writing) is still
+	// retried. (After a reply, GetBody is only asked for by a redirect,
+	// which NoRedirects then declines.)
+	action := x.Action.JSON
+	req.GetBody = func() (io.ReadCloser, error) {
+		if sent.Load() && !replied.Load() {
+			return nil, errSent
+		}
+		return io.NopCloser(bytes.NewReader(action)), nil
 	}
-	resp, err := client.Do(req)
+	resp, err := h.httpClient().Do(req)
 	if err != nil {
 		if wrote.Load() {
 			// The upstream may have acted: we cannot say it did not.
@@ -132,6 +201,9 @@ func strictjsonNumber(f float64) []byte {
 	b, _ := strictjson.Canonical(f)
 	return b
 }
+
+// errSent refuses to resend a request the upstream may have acted on.
+var errSent = errors.New("not resent: the upstream may have received it")
 
 // NoRedirects makes a client return a redirect instead of following it: a
 // redirect must not carry the action and the gateway's credentials elsewhere.
