@@ -1,0 +1,149 @@
+package mcpproxy
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"sort"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/rulelock/rulelock/internal/strictjson"
+)
+
+// Tool names: the spec's character set and length, for the upstream's
+// names and the qualified names rulelock exposes.
+var (
+	toolNameRE     = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
+	upstreamNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
+)
+
+// reservedUpstreams are names no upstream may take: they would read as
+// rulelock's own.
+var reservedUpstreams = map[string]bool{"rulelock": true, "mcp": true, "system": true}
+
+// tool is one upstream tool as rulelock knows it.
+type tool struct {
+	Qualified string    // upstream.name, what the agent calls
+	Upstream  *upstream // where it runs
+	Def       *mcp.Tool // the upstream's definition as last listed
+	Hash      string    // sha256:<hex> of the canonical definition
+	Canonical []byte    // the canonical definition (what Hash covers)
+
+	props    map[string]bool // the input schema's properties
+	required []string
+}
+
+// definitionHash returns the canonical encoding of the parts of a tool's
+// definition that pinning covers — name, title, description, input and
+// output schemas, annotations, and its _meta — and its SHA-256.
+func definitionHash(t *mcp.Tool) ([]byte, string, error) {
+	raw, err := json.Marshal(t)
+	if err != nil {
+		return nil, "", err
+	}
+	v, err := strictjson.Decode(raw, strictjson.Limits{})
+	if err != nil {
+		return nil, "", err
+	}
+	canon, err := strictjson.Canonical(v)
+	if err != nil {
+		return nil, "", err
+	}
+	sum := sha256.Sum256(canon)
+	return canon, "sha256:" + hex.EncodeToString(sum[:]), nil
+}
+
+// newTool checks an upstream definition and returns the tool rulelock
+// exposes for it.
+func newTool(u *upstream, def *mcp.Tool) (*tool, error) {
+	if !toolNameRE.MatchString(def.Name) {
+		return nil, fmt.Errorf("upstream %q: tool name %q is not a valid MCP tool name", u.cfg.Name, def.Name)
+	}
+	q := u.cfg.Name + "." + def.Name
+	if !toolNameRE.MatchString(q) {
+		return nil, fmt.Errorf("upstream %q: qualified tool name %q is longer than 128 characters", u.cfg.Name, q)
+	}
+	canon, hash, err := definitionHash(def)
+	if err != nil {
+		return nil, fmt.Errorf("tool %q: definition: %v", q, err)
+	}
+	t := &tool{Qualified: q, Upstream: u, Def: def, Hash: hash, Canonical: canon, props: map[string]bool{}}
+	schema, ok := asObject(def.InputSchema)
+	if !ok || schema["type"] != "object" {
+		return nil, fmt.Errorf("tool %q: the input schema is not of type object", q)
+	}
+	if props, ok := schema["properties"]; ok {
+		pm, ok := props.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("tool %q: the input schema's properties are not an object", q)
+		}
+		for name := range pm {
+			t.props[name] = true
+		}
+	}
+	if t.props["type"] {
+		// The action's "type" is the tool's name; an argument cannot take it.
+		return nil, fmt.Errorf("tool %q: an argument named \"type\" is reserved by rulelock", q)
+	}
+	if req, ok := schema["required"].([]any); ok {
+		for _, r := range req {
+			if s, ok := r.(string); ok {
+				t.required = append(t.required, s)
+			}
+		}
+		sort.Strings(t.required)
+	}
+	return t, nil
+}
+
+// asObject returns a JSON schema given as any value as a decoded object.
+func asObject(v any) (map[string]any, bool) {
+	if m, ok := v.(map[string]any); ok {
+		return m, true
+	}
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return nil, false
+	}
+	var m map[string]any
+	if json.Unmarshal(raw, &m) != nil {
+		return nil, false
+	}
+	return m, m != nil
+}
+
+// exposed is the definition the agent sees: the upstream's, under the
+// qualified name.
+func (t *tool) exposed() *mcp.Tool {
+	d := *t.Def
+	d.Name = t.Qualified
+	d.Meta = nil // upstream protocol metadata stays upstream
+	if d.Title == "" && (d.Annotations == nil || d.Annotations.Title == "") {
+		d.Title = t.Def.Name
+	}
+	return &d
+}
+
+// checkArguments rejects arguments the pinned input schema does not name
+// and missing required ones. Types and values are the policy's to judge.
+func (t *tool) checkArguments(args map[string]any) error {
+	var extra []string
+	for k := range args {
+		if !t.props[k] {
+			extra = append(extra, k)
+		}
+	}
+	if len(extra) > 0 {
+		sort.Strings(extra)
+		return fmt.Errorf("arguments not in the input schema of %s: %q", t.Qualified, extra)
+	}
+	for _, r := range t.required {
+		if _, ok := args[r]; !ok {
+			return fmt.Errorf("missing required argument %q of %s", r, t.Qualified)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,161 @@
+package mcpproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os/exec"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/rulelock/rulelock/internal/gateway"
+)
+
+// Upstream declares one MCP server behind rulelock.
+type Upstream struct {
+	// Name prefixes its tools: tool "read_file" of upstream "fs" is
+	// "fs.read_file" to the agent. Lower-case letters, digits, _ and -.
+	Name string
+
+	// Stdio: the command rulelock starts, its arguments, and its whole
+	// environment (KEY=VALUE; nothing of rulelock's own is inherited).
+	Command string
+	Args    []string
+	Env     []string
+	Dir     string
+
+	// Streamable HTTP: the endpoint and the headers rulelock sends, with the
+	// credentials the gateway holds. The agent's headers are never sent.
+	URL     string
+	Headers http.Header
+
+	// Timeout bounds each forwarded call (default 30s).
+	Timeout time.Duration
+
+	// Roots are announced to the upstream as the client's roots. None are
+	// announced unless configured: a filesystem server replaces its allowed
+	// directories with the roots a client sends.
+	Roots []string
+
+	// PathArguments name the arguments that hold file system paths (a
+	// string or a list of strings). Rulelock resolves each absolute path —
+	// "." and "..", repeated slashes and symbolic links — before the
+	// decision, and forwards exactly the resolved path, so the policy judges
+	// where the call really goes. rulelock must see the same file system as
+	// the upstream (a stdio server it starts).
+	PathArguments []string
+}
+
+func (u *Upstream) validate() error {
+	switch {
+	case !upstreamNameRE.MatchString(u.Name):
+		return fmt.Errorf("upstream %q: name must be lower-case letters, digits, _ and - (at most 32)", u.Name)
+	case reservedUpstreams[u.Name]:
+		return fmt.Errorf("upstream %q: the name is reserved", u.Name)
+	case (u.Command == "") == (u.URL == ""):
+		return fmt.Errorf("upstream %q: give command (stdio) or url (streamable HTTP), not both", u.Name)
+	}
+	return nil
+}
+
+// upstream is a connected MCP server.
+type upstream struct {
+	cfg   Upstream
+	proxy *Proxy
+
+	ready   chan struct{} // closed once Connect returned
+	session *mcp.ClientSession
+
+	resyncMu sync.Mutex
+}
+
+// connect starts or dials the upstream and lists its tools.
+func (u *upstream) connect(ctx context.Context) error {
+	caps := &mcp.ClientCapabilities{} // no roots unless configured
+	if len(u.cfg.Roots) > 0 {
+		caps.RootsV2 = &mcp.RootCapabilities{}
+	}
+	client := mcp.NewClient(&mcp.Implementation{Name: "rulelock", Version: gateway.EngineVersion}, &mcp.ClientOptions{
+		Capabilities: caps,
+		ToolListChangedHandler: func(ctx context.Context, _ *mcp.ToolListChangedRequest) {
+			// It may arrive before Connect returns: resync waits for ready.
+			go u.proxy.resync(u)
+		},
+		ProgressNotificationHandler: func(ctx context.Context, req *mcp.ProgressNotificationClientRequest) {
+			u.proxy.progress.forward(ctx, req.Params)
+		},
+		Logger: u.proxy.logger,
+	})
+	for _, r := range u.cfg.Roots {
+		client.AddRoots(&mcp.Root{URI: "file://" + r})
+	}
+	var t mcp.Transport
+	if u.cfg.Command != "" {
+		cmd := exec.Command(u.cfg.Command, u.cfg.Args...)
+		cmd.Env = u.cfg.Env
+		if cmd.Env == nil {
+			cmd.Env = []string{}
+		}
+		cmd.Dir = u.cfg.Dir
+		cmd.Stderr = u.proxy.stderr
+		t = &mcp.CommandTransport{Command: cmd}
+	} else {
+		hc := &http.Client{
+			Transport:     &headerTransport{base: http.DefaultTransport, headers: u.cfg.Headers},
+			CheckRedirect: gateway.NoRedirects,
+		}
+		t = &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: hc}
+	}
+	cs, err := client.Connect(ctx, t, nil)
+	if err != nil {
+		return fmt.Errorf("upstream %q: connect: %w", u.cfg.Name, err)
+	}
+	u.session = cs
+	close(u.ready)
+	return nil
+}
+
+// list returns the upstream's tools, every page.
+func (u *upstream) list(ctx context.Context) ([]*mcp.Tool, error) {
+	<-u.ready
+	var out []*mcp.Tool
+	for t, err := range u.session.Tools(ctx, nil) {
+		if err != nil {
+			return nil, fmt.Errorf("upstream %q: tools/list: %w", u.cfg.Name, err)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+func (u *upstream) close() error {
+	select {
+	case <-u.ready:
+		return u.session.Close()
+	default:
+		return nil
+	}
+}
+
+// headerTransport adds the gateway's headers to every upstream request.
+type headerTransport struct {
+	base    http.RoundTripper
+	headers http.Header
+}
+
+func (h *headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	for k, vs := range h.headers {
+		r.Header.Del(k)
+		for _, v := range vs {
+			r.Header.Add(k, v)
+		}
+	}
+	return h.base.RoundTrip(r)
+}
+
+// errUpstreamGone is the outcome of a call to a tool its upstream no longer lists.
+var errUpstreamGone = errors.New("the upstream no longer lists the tool")
