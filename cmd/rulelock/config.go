@@ -30,6 +30,7 @@ type serveConfig struct {
 	Approvers          []approverConfig          `yaml:"approvers"`
 	Executors          map[string]executorConfig `yaml:"executors"`
 	Limits             limitsConfig              `yaml:"limits"`
+	MCP                mcpConfig                 `yaml:"mcp"`
 }
 
 type agentConfig struct {
@@ -144,7 +145,7 @@ func (c *serveConfig) validate() error {
 			}
 		}
 	}
-	return nil
+	return c.MCP.validate()
 }
 
 // tokens returns the agents' token hashes.
@@ -187,21 +188,11 @@ func (c *serveConfig) executors(getenv func(string) string) (map[string]gateway.
 	for typ, e := range c.Executors {
 		h := http.Header{}
 		for name, src := range e.Headers {
-			v := src.Value
-			switch {
-			case src.Env != "":
-				v = getenv(src.Env)
-				if v == "" {
-					return nil, fmt.Errorf("executor %q header %q: environment variable %s is empty", typ, name, src.Env)
-				}
-			case src.File != "":
-				b, err := os.ReadFile(src.File)
-				if err != nil {
-					return nil, fmt.Errorf("executor %q header %q: %v", typ, name, err)
-				}
-				v = strings.TrimSpace(string(b))
+			v, err := src.resolve(getenv)
+			if err != nil {
+				return nil, fmt.Errorf("executor %q header %q: %v", typ, name, err)
 			}
-			h.Set(name, src.Prefix+v)
+			h.Set(name, v)
 		}
 		timeout := e.Timeout.Duration
 		if timeout == 0 {
@@ -210,4 +201,40 @@ func (c *serveConfig) executors(getenv func(string) string) (map[string]gateway.
 		out[typ] = &gateway.HTTPExecutor{Method: e.Method, URL: e.URL, Headers: h, Client: &http.Client{Timeout: timeout, CheckRedirect: gateway.NoRedirects}}
 	}
 	return out, nil
+}
+
+// resolve reads the value: the literal, the environment variable or the
+// file, with the prefix. An empty credential is an error.
+func (src headerSource) resolve(getenv func(string) string) (string, error) {
+	v := src.Value
+	switch {
+	case src.Env != "":
+		v = getenv(src.Env)
+		if v == "" {
+			return "", fmt.Errorf("environment variable %s is empty", src.Env)
+		}
+	case src.File != "":
+		b, err := os.ReadFile(src.File)
+		if err != nil {
+			return "", err
+		}
+		v = strings.TrimSpace(string(b))
+	}
+	return src.Prefix + v, nil
+}
+
+// checkSources checks that each source gives exactly one of value, env, file.
+func checkSources(what string, m map[string]headerSource) error {
+	for name, h := range m {
+		n := 0
+		for _, s := range []string{h.Value, h.Env, h.File} {
+			if s != "" {
+				n++
+			}
+		}
+		if n != 1 {
+			return fmt.Errorf("%s %q: give exactly one of value, env, file", what, name)
+		}
+	}
+	return nil
 }

@@ -38,6 +38,7 @@ func commands() []command {
 	cmds = append(cmds, policyCommands()...)
 	cmds = append(cmds, auditCommands()...)
 	cmds = append(cmds, serveCommands()...)
+	cmds = append(cmds, mcpCommands()...)
 	cmds = append(cmds, approvalCommands()...)
 	cmds = append(cmds, replayCommands()...)
 	cmds = append(cmds, bundleCommands()...)

@@ -22,6 +22,7 @@ import (
 	"github.com/rulelock/rulelock/bundle"
 	"github.com/rulelock/rulelock/internal/gateway"
 	"github.com/rulelock/rulelock/internal/httpapi"
+	"github.com/rulelock/rulelock/internal/mcpproxy"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -59,6 +60,19 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	setIf(&cfg.Trust, *trustPath)
 	setIf(&cfg.DataDir, *dataDir)
 	setIf(&cfg.Listen, *listen)
+	if err := cfg.defaults(); err != nil {
+		return err
+	}
+	g, err := startGateway(ctx, e, cfg, *demo)
+	if err != nil {
+		return err
+	}
+	return g.serve(ctx)
+}
+
+// defaults fills what neither the flags nor the config set, and checks
+// that there is exactly one source of policy.
+func (cfg *serveConfig) defaults() error {
 	defaultTo(&cfg.DataDir, "rulelock-data")
 	defaultTo(&cfg.Listen, "127.0.0.1:8080")
 	defaultTo(&cfg.Origin, "rulelock.local/log")
@@ -73,11 +87,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	case cfg.Bundle != "" && cfg.Trust == "":
 		return usageError("a bundle needs a trust file (--trust FILE)")
 	}
-	g, err := startGateway(ctx, e, cfg, *demo)
-	if err != nil {
-		return err
-	}
-	return g.serve(ctx)
+	return nil
 }
 
 func setIf(dst *string, v string) {
@@ -104,6 +114,7 @@ type running struct {
 	ln     net.Listener
 	ready  atomic.Bool
 	demo   *http.Server
+	proxy  *mcpproxy.Proxy // nil without MCP upstreams
 	closed bool
 }
 
@@ -172,12 +183,22 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	if err != nil {
 		return nil, &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
 	}
-	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Executors: executors, Approvers: reg,
+	if g.proxy, err = startProxy(ctx, e, cfg, g); err != nil {
+		return nil, err
+	}
+	var executorFor func(string) gateway.Executor
+	if g.proxy != nil {
+		executorFor = g.proxy.Executor
+	}
+	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Executors: executors, Approvers: reg, ExecutorFor: executorFor,
 		MaxHistory: cfg.Limits.MaxHistory, Retention: cfg.Limits.Retention.Duration, MaxPendingPerAgent: cfg.Limits.MaxPendingPerAgent})
 	if err != nil {
 		return nil, err
 	}
 	g.gw = gw
+	if g.proxy != nil {
+		g.proxy.Attach(gw)
+	}
 	closed, err := gw.Rebuild(ctx, l)
 	if err != nil {
 		return nil, fmt.Errorf("rebuild state from the log: %w", err)
@@ -225,7 +246,15 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	if err != nil {
 		return nil, err
 	}
-	g.srv = httpapi.NewHTTPServer(cfg.Listen, api)
+	var h http.Handler = api
+	if g.proxy != nil {
+		// MCP over streamable HTTP, authenticated with the agents' tokens.
+		mux := http.NewServeMux()
+		mux.Handle("/", api)
+		mux.Handle("/mcp", g.proxy.HTTPHandler(httpapi.AgentAuthenticator(tokens), 4<<20))
+		h = mux
+	}
+	g.srv = httpapi.NewHTTPServer(cfg.Listen, h)
 	return g, nil
 }
 
@@ -288,6 +317,9 @@ func (g *running) close() error {
 	}
 	if g.demo != nil {
 		g.demo.Close()
+	}
+	if g.proxy != nil {
+		g.proxy.Close()
 	}
 	return g.log.Close()
 }

@@ -107,7 +107,7 @@ func New(ctx context.Context, cfg Config) (*Proxy, error) {
 	}
 	seen := map[string]bool{}
 	for _, uc := range cfg.Upstreams {
-		if err := uc.validate(); err != nil {
+		if err := uc.Validate(); err != nil {
 			return nil, err
 		}
 		if seen[uc.Name] {

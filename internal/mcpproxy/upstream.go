@@ -49,7 +49,8 @@ type Upstream struct {
 	PathArguments []string
 }
 
-func (u *Upstream) validate() error {
+// Validate checks the name and the transport.
+func (u *Upstream) Validate() error {
 	switch {
 	case !upstreamNameRE.MatchString(u.Name):
 		return fmt.Errorf("upstream %q: name must be lower-case letters, digits, _ and - (at most 32)", u.Name)

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"sort"
+
+	"github.com/rulelock/rulelock/internal/mcpproxy"
+	"github.com/rulelock/rulelock/policy"
+)
+
+// mcpConfig is the config file's mcp section: the MCP servers rulelock
+// stands in front of.
+type mcpConfig struct {
+	// ApprovalWait is how long a tools/call that needs approval waits for
+	// the quorum before it returns the pending request id (default 30s).
+	ApprovalWait duration            `yaml:"approval_wait"`
+	Upstreams    []mcpUpstreamConfig `yaml:"upstreams"`
+}
+
+type mcpUpstreamConfig struct {
+	Name string `yaml:"name"` // prefixes the tools: name.tool
+
+	// stdio
+	Command string                  `yaml:"command"`
+	Args    []string                `yaml:"args"`
+	Env     map[string]headerSource `yaml:"env"` // the whole environment; PATH is added when missing
+	Dir     string                  `yaml:"dir"`
+
+	// streamable HTTP
+	URL     string                  `yaml:"url"`
+	Headers map[string]headerSource `yaml:"headers"`
+
+	Timeout       duration `yaml:"timeout"`
+	Roots         []string `yaml:"roots"`          // announced to the upstream; none by default
+	PathArguments []string `yaml:"path_arguments"` // arguments resolved to real paths before the decision
+}
+
+func (c *mcpConfig) validate() error {
+	for i, u := range c.Upstreams {
+		up := mcpproxy.Upstream{Name: u.Name, Command: u.Command, URL: u.URL}
+		if err := up.Validate(); err != nil {
+			return fmt.Errorf("mcp.upstreams[%d]: %v", i, err)
+		}
+		if err := checkSources(fmt.Sprintf("mcp upstream %q env", u.Name), u.Env); err != nil {
+			return err
+		}
+		if err := checkSources(fmt.Sprintf("mcp upstream %q header", u.Name), u.Headers); err != nil {
+			return err
+		}
+		for _, r := range u.Roots {
+			if !filepath.IsAbs(r) {
+				return fmt.Errorf("mcp upstream %q: root %q is not an absolute path", u.Name, r)
+			}
+		}
+	}
+	return nil
+}
+
+// upstreams resolves the upstreams' environments and credentials.
+func (c *mcpConfig) upstreams(getenv func(string) string) ([]mcpproxy.Upstream, error) {
+	var out []mcpproxy.Upstream
+	for _, u := range c.Upstreams {
+		up := mcpproxy.Upstream{Name: u.Name, Command: u.Command, Args: u.Args, Dir: u.Dir, URL: u.URL,
+			Timeout: u.Timeout.Duration, Roots: u.Roots, PathArguments: u.PathArguments}
+		if u.Command != "" {
+			env := map[string]string{}
+			for k, src := range u.Env {
+				v, err := src.resolve(getenv)
+				if err != nil {
+					return nil, fmt.Errorf("mcp upstream %q env %s: %v", u.Name, k, err)
+				}
+				env[k] = v
+			}
+			if _, ok := env["PATH"]; !ok {
+				env["PATH"] = getenv("PATH")
+			}
+			keys := make([]string, 0, len(env))
+			for k := range env {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				up.Env = append(up.Env, k+"="+env[k])
+			}
+		}
+		if len(u.Headers) > 0 {
+			up.Headers = http.Header{}
+			for name, src := range u.Headers {
+				v, err := src.resolve(getenv)
+				if err != nil {
+					return nil, fmt.Errorf("mcp upstream %q header %q: %v", u.Name, name, err)
+				}
+				up.Headers.Set(name, v)
+			}
+		}
+		out = append(out, up)
+	}
+	return out, nil
+}
+
+// startProxy connects the configured MCP upstreams (nil without any).
+func startProxy(ctx context.Context, e *env, cfg *serveConfig, r *running) (*mcpproxy.Proxy, error) {
+	if len(cfg.MCP.Upstreams) == 0 {
+		return nil, nil
+	}
+	ups, err := cfg.MCP.upstreams(e.getenv)
+	if err != nil {
+		return nil, &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
+	}
+	p, err := mcpproxy.New(ctx, mcpproxy.Config{Upstreams: ups, Log: r.log, History: r.log,
+		ApprovalWait: cfg.MCP.ApprovalWait.Duration, Stderr: e.stderr,
+		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		return nil, fmt.Errorf("mcp: %w", err)
+	}
+	n := 0
+	for _, t := range p.Tools() {
+		if t.Accepted {
+			n++
+		}
+	}
+	fmt.Fprintf(e.stderr, "rulelock: mcp: %d upstream(s), %d tools (%d accepted)\n", len(ups), len(p.Tools()), n)
+	return p, nil
+}
+
+func mcpCommands() []command {
+	return []command{
+		{"mcp", "serve one agent over MCP on stdio, mediating its tool calls (the gateway's HTTP API stays up for approvers)", runMCP},
+	}
+}
+
+// runMCP runs the gateway with the config's MCP upstreams and serves one
+// agent on stdin/stdout. Everything rulelock says goes to stderr.
+func runMCP(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "mcp", "--config FILE [--agent ID] [--bundle DIR --trust FILE | --policy DIR] [--data DIR] [--listen ADDR] [--list-tools]")
+	cfgPath := fs.String("config", "", "configuration file with an mcp section (YAML; see docs/mcp.md)")
+	agentID := fs.String("agent", "", "the agent on stdio: an id from the config's agents (default: the only one)")
+	policyPath := fs.String("policy", "", "policy directory (development mode: not a signed bundle)")
+	bundlePath := fs.String("bundle", "", "signed policy bundle directory")
+	trustPath := fs.String("trust", "", "trust file for the bundle")
+	dataDir := fs.String("data", "", "data directory (default ./rulelock-data)")
+	listen := fs.String("listen", "", "address of the HTTP API for approvers (default 127.0.0.1:8080)")
+	listTools := fs.Bool("list-tools", false, "print the upstreams' tools with their definition hashes (for a bundle's mcp_tools pins) and exit")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *cfgPath == "" {
+		return usageError("mcp needs --config FILE with an mcp section")
+	}
+	cfg, err := readConfig(*cfgPath)
+	if err != nil {
+		return &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
+	}
+	if len(cfg.MCP.Upstreams) == 0 {
+		return &exitError{code: 2, err: fmt.Errorf("invalid config: %s has no mcp.upstreams", *cfgPath)}
+	}
+	setIf(&cfg.Policy, *policyPath)
+	setIf(&cfg.Bundle, *bundlePath)
+	setIf(&cfg.Trust, *trustPath)
+	setIf(&cfg.DataDir, *dataDir)
+	setIf(&cfg.Listen, *listen)
+	if err := cfg.defaults(); err != nil {
+		return err
+	}
+	var agent policy.Agent
+	switch {
+	case *agentID != "":
+		for _, a := range cfg.Agents {
+			if a.ID == *agentID {
+				agent = policy.Agent{ID: a.ID, Roles: a.Roles}
+			}
+		}
+		if agent.ID == "" {
+			return usageError("agent %q is not in the config's agents", *agentID)
+		}
+	case len(cfg.Agents) == 1:
+		agent = policy.Agent{ID: cfg.Agents[0].ID, Roles: cfg.Agents[0].Roles}
+	default:
+		return usageError("give --agent ID: the config declares several agents (or none)")
+	}
+	g, err := startGateway(ctx, e, cfg, false)
+	if err != nil {
+		return err
+	}
+	if g.proxy == nil {
+		g.close()
+		return fmt.Errorf("mcp: no proxy started")
+	}
+	if *listTools {
+		defer g.close()
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(g.proxy.Tools())
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		in, _ := e.stdin.(io.ReadCloser)
+		if in == nil {
+			in = io.NopCloser(e.stdin)
+		}
+		out, _ := e.stdout.(io.WriteCloser)
+		if out == nil {
+			out = nopWriteCloser{e.stdout}
+		}
+		done <- g.proxy.ServeStdio(ctx, agent, in, out)
+		cancel() // the agent hung up: shut the gateway down
+	}()
+	fmt.Fprintf(e.stderr, "rulelock: mcp: serving agent %q on stdio\n", agent.ID)
+	err = g.serve(ctx)
+	if serr := <-done; serr != nil && err == nil && ctx.Err() == nil {
+		err = serr
+	}
+	return err
+}
+
+type nopWriteCloser struct{ io.Writer }
+
+func (nopWriteCloser) Close() error { return nil }
