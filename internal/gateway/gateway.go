@@ -21,7 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -94,7 +94,7 @@ type Config struct {
 	// ExecutorFor, when set, is asked for an action type Executors lacks
 	// (the MCP proxy's tools, which appear at run time); nil means none.
 	ExecutorFor func(actionType string) Executor
-	Now       func() time.Time    // default time.Now
+	Now         func() time.Time // default time.Now
 	// Retention is how far back the agent's history is kept for the policy's
 	// windows (default 7 days).
 	Retention time.Duration
@@ -140,6 +140,24 @@ type agentState struct {
 	mu      sync.Mutex
 	history []policy.HistoryEntry
 	ids     []string // request id of each history entry
+
+	// The decision entries' State for the agent's roles, encoded once
+	// (roles come from authentication and rarely change).
+	roles     []string
+	rolesJSON string
+}
+
+// stateJSON returns the encoded decisionState of a decision of an agent
+// with roles; st.mu is held.
+func (st *agentState) stateJSON(roles []string) string {
+	if roles == nil {
+		roles = []string{}
+	}
+	if st.rolesJSON == "" || !slices.Equal(st.roles, roles) {
+		b, _ := json.Marshal(decisionState{AgentRoles: roles})
+		st.roles, st.rolesJSON = slices.Clone(roles), string(b)
+	}
+	return st.rolesJSON
 }
 
 // record is what the gateway remembers of a request.
@@ -311,7 +329,12 @@ func (g *Gateway) decide(ctx context.Context, req *Request) (*record, error) {
 		rec.done = make(chan struct{})
 	}
 	if d.Decision != policy.RequireApproval {
-		r, err = g.cfg.Log.Append(ctx, decisionEntry(id, req, d, now))
+		e := decisionEntry(id, req, d, now, st.stateJSON(req.Agent.Roles))
+		// Not cancellable: an append abandoned by a departed client may
+		// still reach the log, and then the agent's next decision must see
+		// it in the history as a replay of the log will. Append fails only
+		// when the log does, and then no later decision is acknowledged.
+		r, err = g.cfg.Log.Append(context.WithoutCancel(ctx), e)
 		if err != nil {
 			// Not durable: nothing happens, and the agent is told so.
 			return nil, fmt.Errorf("record decision: %w: %v", ErrUnavailable, err)
@@ -336,7 +359,7 @@ func (g *Gateway) parkDecision(id string, req *Request, d *policy.Decision, now 
 	if g.approvals == nil {
 		return denyWith("no_approvers", "the policy requires approval and no approvers are configured"), audit.Receipt{}, nil
 	}
-	_, err := g.park(id, req, d, decisionEntry(id, req, d, now))
+	_, err := g.park(id, req, d, decisionEntry(id, req, d, now, ""))
 	switch {
 	case err == nil:
 		return d, g.approvals.receipt(id), nil
@@ -348,18 +371,23 @@ func (g *Gateway) parkDecision(id string, req *Request, d *policy.Decision, now 
 	return nil, audit.Receipt{}, fmt.Errorf("record decision: %w: %v", ErrUnavailable, err)
 }
 
-func decisionEntry(id string, req *Request, d *policy.Decision, now time.Time) *audit.Entry {
+// decisionEntry is the decision entry of request id; state is its encoded
+// decisionState, "" to encode the agent's roles here.
+func decisionEntry(id string, req *Request, d *policy.Decision, now time.Time, state string) *audit.Entry {
 	rules := make([]audit.Rule, len(d.Rules))
 	for i, r := range d.Rules {
 		rules[i] = audit.Rule{Name: r.Name, Outcome: string(r.Outcome), Message: r.Message, Shadow: r.Shadow}
 	}
-	roles := req.Agent.Roles
-	if roles == nil {
-		roles = []string{}
+	if state == "" {
+		roles := req.Agent.Roles
+		if roles == nil {
+			roles = []string{}
+		}
+		b, _ := json.Marshal(decisionState{AgentRoles: roles})
+		state = string(b)
 	}
-	state, _ := json.Marshal(decisionState{AgentRoles: roles})
 	return &audit.Entry{
-		State:         audit.Text(string(state)),
+		State:         audit.Text(state),
 		Kind:          audit.KindDecision,
 		Time:          now,
 		Agent:         req.Agent.ID,
@@ -512,7 +540,10 @@ func newID() (string, error) {
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", err
 	}
-	return "r" + strings.ToLower(idEncoding.EncodeToString(b[:])), nil
+	var id [27]byte
+	id[0] = 'r'
+	idEncoding.Encode(id[1:], b[:]) // lower case already
+	return string(id[:]), nil
 }
 
 // Refuse records a request the gateway refused before it could be decided

@@ -366,6 +366,43 @@ func TestNoDurableDecisionNoAction(t *testing.T) {
 	}
 }
 
+// abandoningLog appends every entry but, like audit.Log when the caller's
+// context ends while it waits for the sync, answers with the context's
+// error: the entry is in the log although the append "failed".
+type abandoningLog struct {
+	mu     sync.Mutex
+	allows int
+}
+
+func (l *abandoningLog) Append(ctx context.Context, e *audit.Entry) (audit.Receipt, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e.Kind == audit.KindDecision && e.Decision == "allow" {
+		l.allows++
+	}
+	return audit.Receipt{}, ctx.Err()
+}
+
+// TestDepartedClientStillCounts: a decision whose client went away while it
+// was being logged still counts against the agent's limits, since it may
+// be in the log (and a replay of the log counts it).
+func TestDepartedClientStillCounts(t *testing.T) {
+	p, _ := policy.FromSources([]policy.Source{{Name: "t.rules", Data: []byte(testPolicy)}}, policy.Options{})
+	l := &abandoningLog{}
+	gw, err := gateway.New(gateway.Config{Policy: p, Log: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	transfer := &gateway.Request{Agent: agent42, Action: action(t, `{"type": "transfer", "amount": 9999, "to": "acct-7"}`)}
+	gw.Submit(gone, transfer, false)
+	gw.Submit(context.Background(), transfer, false)
+	if l.allows > 1 {
+		t.Fatalf("the log holds %d allowed transfers of 9,999 under a 10,000 cap", l.allows)
+	}
+}
+
 // TestRebuild: after a restart the history is rebuilt from the log, and an
 // allowed decision without an outcome is closed as unknown, never re-run.
 func TestRebuild(t *testing.T) {
