@@ -11,9 +11,9 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +24,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rulelock/rulelock/internal/approval"
@@ -69,6 +70,9 @@ type Server struct {
 	cfg    Config
 	routes []route
 	mux    *http.ServeMux
+	// tokens indexes cfg.Tokens by hash; a hash listed twice maps to nil
+	// and authenticates no one.
+	tokens map[[32]byte]*Token
 }
 
 // route is one entry of the route table.
@@ -87,7 +91,15 @@ func New(cfg Config) *Server {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics()
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), tokens: make(map[[32]byte]*Token, len(cfg.Tokens))}
+	for i := range cfg.Tokens {
+		t := &cfg.Tokens[i]
+		if _, dup := s.tokens[t.SHA256]; dup {
+			s.tokens[t.SHA256] = nil
+			continue
+		}
+		s.tokens[t.SHA256] = t
+	}
 	s.routes = []route{
 		{pattern: "POST /v1/actions", who: "agent", handler: s.submit(true)},
 		{pattern: "POST /v1/decide", who: "agent", handler: s.submit(false)},
@@ -184,33 +196,34 @@ func (s *Server) authenticate(r *http.Request) (Token, bool) {
 	if !ok || tok == "" {
 		return Token{}, false
 	}
-	sum := HashToken(tok)
-	var found Token
-	match := 0
-	for _, t := range s.cfg.Tokens {
-		if subtle.ConstantTimeCompare(sum[:], t.SHA256[:]) == 1 {
-			found, match = t, match+1
-		}
+	// Looked up by the token's SHA-256, in time independent of the
+	// number of tokens: what a lookup's timing could reveal is about the
+	// hash, and a hash does not give the token back.
+	t := s.tokens[HashToken(tok)]
+	if t == nil {
+		return Token{}, false
 	}
-	return found, match == 1
+	return *t, true
 }
 
 // readBody reads a JSON body within the limit. On failure it has written the
 // error reply and returns the code and what it read.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (body []byte, code, msg string, status int) {
-	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/json" {
-		return nil, "unsupported_media_type", "Content-Type must be application/json", http.StatusUnsupportedMediaType
-	}
-	for k, v := range params {
-		if k != "charset" || !strings.EqualFold(v, "utf-8") {
-			return nil, "unsupported_media_type", "the only Content-Type parameter accepted is charset=utf-8", http.StatusUnsupportedMediaType
+	if ct := r.Header.Values("Content-Type"); len(ct) != 1 || ct[0] != "application/json" { // the common case, without parsing
+		mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		if err != nil || mt != "application/json" {
+			return nil, "unsupported_media_type", "Content-Type must be application/json", http.StatusUnsupportedMediaType
+		}
+		for k, v := range params {
+			if k != "charset" || !strings.EqualFold(v, "utf-8") {
+				return nil, "unsupported_media_type", "the only Content-Type parameter accepted is charset=utf-8", http.StatusUnsupportedMediaType
+			}
 		}
 	}
 	if r.ContentLength > s.cfg.MaxBody {
 		return nil, "too_large", fmt.Sprintf("body is larger than %d bytes", s.cfg.MaxBody), http.StatusRequestEntityTooLarge
 	}
-	body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBody))
+	body, err := readAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBody), r.ContentLength)
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
 		return nil, "too_large", fmt.Sprintf("body is larger than %d bytes", s.cfg.MaxBody), http.StatusRequestEntityTooLarge
@@ -219,6 +232,29 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (body []byte, 
 		return nil, "bad_request", "read body: " + err.Error(), http.StatusBadRequest
 	}
 	return body, "", "", 0
+}
+
+// readAll reads r to the end into a buffer sized for a body of n bytes
+// (when n is known): one allocation for the usual body instead of
+// io.ReadAll's growing from 512 bytes.
+func readAll(r io.Reader, n int64) ([]byte, error) {
+	if n < 0 {
+		return io.ReadAll(r)
+	}
+	b := make([]byte, 0, n+1) // +1: the read that sees io.EOF needs room
+	for {
+		m, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+m]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // longer than announced: grow
+		}
+	}
 }
 
 // actionBody is the body of POST /v1/actions and /v1/decide.
@@ -520,13 +556,40 @@ func writeGatewayError(w http.ResponseWriter, err error) {
 	}
 }
 
+// replyBuffers recycles the buffers replies are encoded into.
+var replyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// writeJSON encodes v into a buffer first, so that the reply goes out
+// with a Content-Length in one write (a JSON encoder writing to w
+// directly makes a reply over 2 KiB chunked).
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
+	buf := replyBuffers.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		if buf.Cap() <= 64<<10 {
+			replyBuffers.Put(buf)
+		}
+	}()
+	h := w.Header()
+	h["Content-Type"] = jsonContentType
+	h["X-Content-Type-Options"] = nosniff
+	if err := json.NewEncoder(buf).Encode(v); err != nil {
+		// Nothing here fails to encode; if it ever did, fail closed.
+		h["Content-Type"] = []string{"text/plain; charset=utf-8"}
+		w.WriteHeader(http.StatusInternalServerError)
+		io.WriteString(w, "internal error: reply encoding failed\n")
+		return
+	}
+	h["Content-Length"] = []string{strconv.Itoa(buf.Len())}
 	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.Encode(v)
+	w.Write(buf.Bytes())
 }
+
+// Header values shared by every reply; never modified.
+var (
+	jsonContentType = []string{"application/json"}
+	nosniff         = []string{"nosniff"}
+)
 
 // NewHTTPServer returns an http.Server with explicit timeouts and header limits.
 func NewHTTPServer(addr string, h http.Handler) *http.Server {

@@ -227,3 +227,47 @@ func TestLogRoutes(t *testing.T) {
 		t.Fatalf("entry 99: got %d", r.status)
 	}
 }
+
+// TestAmbiguousToken: a token listed for two identities authenticates
+// neither.
+func TestAmbiguousToken(t *testing.T) {
+	api := httpapi.New(httpapi.Config{Tokens: []httpapi.Token{
+		{SHA256: httpapi.HashToken("shared"), Agent: policy.Agent{ID: "agent-a"}},
+		{SHA256: httpapi.HashToken("shared"), Agent: policy.Agent{ID: "agent-b"}},
+	}})
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	e := &env{url: srv.URL}
+	if r := e.do(t, "POST", "/v1/decide", "shared", "application/json", small); r.status != 401 {
+		t.Fatalf("got %d %s, want 401", r.status, r.raw)
+	}
+}
+
+// TestBodyWithoutLength: a chunked body (no Content-Length) is read within
+// the same limit.
+func TestBodyWithoutLength(t *testing.T) {
+	e := start(t)
+	for _, c := range []struct {
+		body   string
+		status int
+	}{
+		{small, 200},
+		{`{"action": {"type": "transfer", "memo": "` + strings.Repeat("x", 2000) + `"}}`, 413},
+	} {
+		req, err := http.NewRequest("POST", e.url+"/v1/decide", io.MultiReader(strings.NewReader(c.body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer token-a")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.status {
+			t.Errorf("%.40s…: got %d %s, want %d", c.body, resp.StatusCode, b, c.status)
+		}
+	}
+}

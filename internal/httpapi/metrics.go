@@ -17,6 +17,14 @@ type Metrics struct {
 	// LogSize and Pending are set by the caller.
 	LogSize prometheus.Gauge
 	Pending prometheus.Gauge
+
+	byDecision map[string]decisionMetrics // the usual decisions, resolved once
+}
+
+// decisionMetrics are the series of one decision.
+type decisionMetrics struct {
+	count   prometheus.Counter
+	latency prometheus.Observer
 }
 
 // NewMetrics registers the metrics.
@@ -37,12 +45,20 @@ func NewMetrics() *Metrics {
 		Pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rulelock_approvals_pending", Help: "Requests waiting for approval."}),
 	}
 	m.reg.MustRegister(m.decisions, m.latency, m.failures, m.LogSize, m.Pending)
+	m.byDecision = map[string]decisionMetrics{}
+	for _, d := range []string{"allow", "deny", "require_approval"} {
+		m.byDecision[d] = decisionMetrics{m.decisions.WithLabelValues(d), m.latency.WithLabelValues(d)}
+	}
 	return m
 }
 
 func (m *Metrics) decided(decision string, d time.Duration) {
-	m.decisions.WithLabelValues(decision).Inc()
-	m.latency.WithLabelValues(decision).Observe(d.Seconds())
+	dm, ok := m.byDecision[decision]
+	if !ok {
+		dm = decisionMetrics{m.decisions.WithLabelValues(decision), m.latency.WithLabelValues(decision)}
+	}
+	dm.count.Inc()
+	dm.latency.Observe(d.Seconds())
 }
 
 func (m *Metrics) failClosed(reason string) { m.failures.WithLabelValues(reason).Inc() }
