@@ -8,6 +8,7 @@ need_apt=()
 # (each external part adds its package here: see the audit log's SoftHSM2 tests)
 command -v softhsm2-util >/dev/null || need_apt+=(softhsm2) # internal/hsm: PKCS#11 signing
 command -v curl >/dev/null || need_apt+=(curl)                # cmd/rulelock: the README walk-through uses curl
+command -v npm >/dev/null || need_apt+=(nodejs npm)           # cmd/rulelock: the MCP end-to-end tests (testdata/mcp)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -16,6 +17,21 @@ if [ ${#need_apt[@]} -gt 0 ]; then
       || echo "setup: apt-get install ${need_apt[*]} failed" >&2
   else
     echo "setup: cannot install ${need_apt[*]} (not root or no apt-get); their tests will skip locally and fail under CI=true" >&2
+  fi
+fi
+
+# The MCP end-to-end tests' npm parts, exactly as package-lock.json pins them.
+if command -v npm >/dev/null; then
+  lock=testdata/mcp/package-lock.json
+  stamp=testdata/mcp/node_modules/.rulelock-lock.sha256
+  want=$(sha256sum "$lock" | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "setup: npm ci in testdata/mcp"
+    if (cd testdata/mcp && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
+      echo "$want" >"$stamp"
+    else
+      echo "setup: npm ci in testdata/mcp failed; the MCP end-to-end tests will skip locally and fail under CI=true" >&2
+    fi
   fi
 fi
 exit 0

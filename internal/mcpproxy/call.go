@@ -256,7 +256,7 @@ func denial(res *gateway.Result, text string) *mcp.CallToolResult {
 func denialText(res *gateway.Result) string {
 	var parts []string
 	for _, r := range res.Decision.Rules {
-		if r.Shadow {
+		if r.Shadow || r.Outcome == policy.OutcomeAllow {
 			continue
 		}
 		parts = append(parts, fmt.Sprintf("rule %q: %s", r.Name, r.Message))
@@ -264,7 +264,11 @@ func denialText(res *gateway.Result) string {
 	for _, e := range res.Decision.Errors {
 		parts = append(parts, e.Code+": "+e.Message)
 	}
-	if len(parts) == 0 {
+	switch {
+	case len(parts) > 0:
+	case res.Decision.Reason == policy.ReasonDefaultDeny:
+		parts = append(parts, "no rule allows it (default_deny)")
+	default:
 		parts = append(parts, res.Decision.Reason)
 	}
 	return strings.Join(parts, "; ")
