@@ -24,7 +24,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -132,12 +131,7 @@ func TestProfileGateway(t *testing.T) {
 	}
 	target := func(url string, wantOutcome bool) loadgen.Target {
 		return loadgen.Target{
-			New: func(i int) *http.Request {
-				req, _ := http.NewRequest("POST", url, strings.NewReader(`{"action":`+gwAction+`}`))
-				req.Header.Set("Authorization", "Bearer "+tokens[i%len(tokens)])
-				req.Header.Set("Content-Type", "application/json")
-				return req
-			},
+			Request: agentRequests(url, tokens),
 			Check: func(status int, b []byte) error {
 				if status != 200 || !bytes.Contains(b, []byte(`"decision":"allow"`)) ||
 					wantOutcome && !bytes.Contains(b, []byte(`"status":"ok"`)) {

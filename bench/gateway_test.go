@@ -23,10 +23,19 @@ package bench
 // Each scenario gets an open-loop run (-load.rate requests/s for
 // -load.duration after -load.warmup; latency from the scheduled send time)
 // and a closed-loop run (-load.clients clients, as fast as they can). For
-// rulelock the clients use -load.agents agents (tokens) round-robin: the
-// gateway serialises one agent's decisions, log append included, so one
-// agent's throughput is bounded by the append latency; the "1 agent" row
-// measures that bound.
+// rulelock, request n comes from agent n mod -load.agents (1,000 agents,
+// one token each, by default; in the closed loop client k sends requests k,
+// k+clients, …, so concurrent requests are from different agents, as in a
+// deployment with many agents). The gateway serialises one agent's
+// decisions, log append included, so one agent's throughput is bounded by
+// the append latency; the "1 agent" row measures that bound.
+//
+// The load generator (bench/loadgen) sends ready-made request bytes on
+// keep-alive connections and times each request from its scheduled send
+// (open loop) or its actual send (closed loop) to the end of the reply's
+// body. With -load.bin, the runs use that rulelock binary instead of one
+// built from the working tree, so that two builds can be compared with the
+// same generator in the same session.
 //
 // It prints each run and, at the end, a Markdown table of the medians over
 // the runs (docs/benchmarks.md, "Gateway over HTTP").
@@ -62,7 +71,8 @@ var (
 	loadWarmup   = flag.Duration("load.warmup", 2*time.Second, "warm-up before each measured window")
 	loadDuration = flag.Duration("load.duration", 10*time.Second, "measured window of each run")
 	loadClients  = flag.Int("load.clients", 64, "closed loop: concurrent clients")
-	loadAgents   = flag.Int("load.agents", 64, "rulelock: agents (tokens) the requests are spread over")
+	loadAgents   = flag.Int("load.agents", 1000, "rulelock: agents (tokens) the requests are spread over, round robin")
+	loadBin      = flag.String("load.bin", "", "rulelock: this binary instead of one built from the working tree (to compare builds)")
 	loadRuns     = flag.Int("load.runs", 3, "runs of every scenario; the table shows medians")
 )
 
@@ -97,7 +107,11 @@ func TestLoad(t *testing.T) {
 		t.Skip("the HTTP load benchmark runs with -load (or RULELOCK_LOAD=1)")
 	}
 	ctx := t.Context()
-	bin := buildRulelock(t)
+	bin := *loadBin
+	if bin == "" {
+		bin = buildRulelock(t)
+	}
+	t.Logf("rulelock binary %s; %d agents, %d closed-loop clients", bin, *loadAgents, *loadClients)
 
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
@@ -113,14 +127,8 @@ func TestLoad(t *testing.T) {
 		tokens[i] = fmt.Sprintf("bench-token-%03d", i)
 	}
 	rlTarget := func(url string, agents int, wantOutcome bool) loadgen.Target {
-		body := []byte(`{"action":` + gwAction + `}`)
 		return loadgen.Target{
-			New: func(i int) *http.Request {
-				req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
-				req.Header.Set("Authorization", "Bearer "+tokens[i%agents])
-				req.Header.Set("Content-Type", "application/json")
-				return req
-			},
+			Request: agentRequests(url, tokens[:agents]),
 			Check: func(status int, b []byte) error {
 				switch {
 				case status != 200:
@@ -134,13 +142,11 @@ func TestLoad(t *testing.T) {
 			},
 		}
 	}
+	opaReq, _ := http.NewRequest("POST", opaURL+"/v1/data/bench/decision", strings.NewReader(`{"input":{"action":`+gwAction+`}}`))
+	opaReq.Header.Set("Content-Type", "application/json")
+	opaRaw := loadgen.RawRequest(opaReq)
 	opaTarget := loadgen.Target{
-		New: func(int) *http.Request {
-			req, _ := http.NewRequest("POST", opaURL+"/v1/data/bench/decision",
-				strings.NewReader(`{"input":{"action":`+gwAction+`}}`))
-			req.Header.Set("Content-Type", "application/json")
-			return req
-		},
+		Request: func(int) []byte { return opaRaw },
 		Check: func(status int, b []byte) error {
 			if status != 200 || !bytes.Contains(b, []byte(`"result":"allow"`)) {
 				return fmt.Errorf("status %d: %.200s", status, b)
@@ -179,29 +185,52 @@ func TestLoad(t *testing.T) {
 	t.Logf("medians of %d runs:\n%s", *loadRuns, loadTable(rows, decide, opa))
 }
 
+// agentRequests returns the i-th request to url as the raw bytes of a POST
+// of gwAction with the token of agent i mod len(tokens): the requests go
+// round robin over the agents.
+func agentRequests(url string, tokens []string) func(i int) []byte {
+	raw := make([][]byte, len(tokens))
+	for k, tok := range tokens {
+		req, _ := http.NewRequest("POST", url, strings.NewReader(`{"action":`+gwAction+`}`))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		raw[k] = loadgen.RawRequest(req)
+	}
+	return func(i int) []byte { return raw[i%len(raw)] }
+}
+
+// hostOf returns the host:port of target's URL.
+func hostOf(target loadgen.Target) string {
+	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(target.Request(0))))
+	if err != nil {
+		panic(err)
+	}
+	return req.Host
+}
+
 func openLoop(t *testing.T, ctx context.Context, name string, pid int, tg loadgen.Target) *loadRun {
-	c := loadgen.NewClient(1024)
-	defer c.CloseIdleConnections()
+	c := loadgen.NewClient(hostOf(tg))
+	defer c.Close()
 	srv0, self0 := serverCPU(pid), cpuTime(0)
 	r := &loadRun{Result: loadgen.OpenLoop(ctx, c, tg, *loadRate, *loadWarmup, *loadDuration, 4096)}
 	r.serverCPU, r.selfCPU = serverCPU(pid)-srv0, cpuTime(0)-self0
 	q := loadgen.Quantile
-	t.Logf("%-24s open   %d req/s: sent %d ok %d errors %d  p50 %v p99 %v p99.9 %v max %v | from actual send p50 %v p99 %v | send lag p50 %v p99 %v max %v | CPU/req server %v bench %v %q",
-		name, *loadRate, r.Sent, r.OK, r.Errors, us(q(r.Latency, .5)), us(q(r.Latency, .99)), us(q(r.Latency, .999)), us(q(r.Latency, 1)),
+	t.Logf("%-24s open   %d req/s: sent %d ok %d errors %d conns %d  p50 %v p99 %v p99.9 %v max %v | from actual send p50 %v p99 %v | send lag p50 %v p99 %v max %v | CPU/req server %v bench %v %q",
+		name, *loadRate, r.Sent, r.OK, r.Errors, c.Dials(), us(q(r.Latency, .5)), us(q(r.Latency, .99)), us(q(r.Latency, .999)), us(q(r.Latency, 1)),
 		us(q(r.Service, .5)), us(q(r.Service, .99)), us(q(r.Lag, .5)), us(q(r.Lag, .99)), us(q(r.Lag, 1)),
 		us(r.perReq(r.serverCPU)), us(r.perReq(r.selfCPU)), r.Sample)
 	return r
 }
 
 func closedLoop(t *testing.T, ctx context.Context, name string, pid int, tg loadgen.Target) *loadRun {
-	c := loadgen.NewClient(*loadClients)
-	defer c.CloseIdleConnections()
+	c := loadgen.NewClient(hostOf(tg))
+	defer c.Close()
 	srv0, self0 := serverCPU(pid), cpuTime(0)
 	r := &loadRun{Result: loadgen.ClosedLoop(ctx, c, tg, *loadClients, *loadWarmup, *loadDuration)}
 	r.serverCPU, r.selfCPU = serverCPU(pid)-srv0, cpuTime(0)-self0
 	q := loadgen.Quantile
-	t.Logf("%-24s closed %d clients: %.0f/s  ok %d errors %d  p50 %v p99 %v | CPU/req server %v bench %v (%.2f + %.2f cores) %q",
-		name, *loadClients, r.Throughput(), r.OK, r.Errors, us(q(r.Latency, .5)), us(q(r.Latency, .99)),
+	t.Logf("%-24s closed %d clients: %.0f/s  ok %d errors %d conns %d  p50 %v p99 %v | CPU/req server %v bench %v (%.2f + %.2f cores) %q",
+		name, *loadClients, r.Throughput(), r.OK, r.Errors, c.Dials(), us(q(r.Latency, .5)), us(q(r.Latency, .99)),
 		us(r.perReq(r.serverCPU)), us(r.perReq(r.selfCPU)),
 		r.serverCPU.Seconds()/(*loadWarmup+*loadDuration).Seconds(), r.selfCPU.Seconds()/(*loadWarmup+*loadDuration).Seconds(), r.Sample)
 	return r

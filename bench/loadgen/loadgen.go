@@ -10,13 +10,23 @@
 // throughput at that concurrency.
 //
 // Both discard a warm-up period, and both are bounded in requests and time.
+//
+// The client (Client) is deliberately thin, so that the generator takes as
+// little of the machine as it can from the server it shares it with, and
+// adds as little as it can to the latencies it measures: each request is
+// sent as ready-made HTTP/1.1 bytes (RawRequest) on a keep-alive
+// connection from a pool, and the reply is read with net/http's own
+// parser (http.ReadResponse). net/http's Transport costs several times as
+// much CPU per request (goroutines and channels per connection, a request
+// and header map built per call).
 package loadgen
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"slices"
@@ -27,12 +37,21 @@ import (
 
 // Target is what a run sends.
 type Target struct {
-	// New returns a new request. In OpenLoop i is the request's sequence
-	// number (from 0, warm-up included); in ClosedLoop it is the client's
-	// number (from 0).
-	New func(i int) *http.Request
+	// Request returns the i-th request as HTTP/1.1 bytes (RawRequest), i
+	// counting from 0 over the whole run, warm-up included; the bytes are
+	// only read.
+	Request func(i int) []byte
 	// Check judges a reply; nil accepts exactly status 200.
 	Check func(status int, body []byte) error
+}
+
+// RawRequest returns req as HTTP/1.1 bytes, with its body, to send as is.
+func RawRequest(req *http.Request) []byte {
+	var b bytes.Buffer
+	if err := req.Write(&b); err != nil {
+		panic(fmt.Sprintf("loadgen: RawRequest: %v", err))
+	}
+	return b.Bytes()
 }
 
 // Result is one run's measurements over its measured window (warm-up
@@ -71,19 +90,103 @@ func (r *Result) Throughput() float64 {
 	return float64(r.OK) / r.Window.Seconds()
 }
 
-// NewClient returns an HTTP/1.1 client keeping up to conns idle keep-alive
-// connections to each host, so that a run reuses its connections.
-func NewClient(conns int) *http.Client {
-	return &http.Client{
-		Timeout: 30 * time.Second,
-		Transport: &http.Transport{
-			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-			MaxIdleConns:        conns,
-			MaxIdleConnsPerHost: conns,
-			IdleConnTimeout:     time.Minute,
-			DisableCompression:  true,
-		},
+// Client sends requests to one address over keep-alive HTTP/1.1
+// connections: a request takes an idle connection or dials a new one, and
+// gives it back once the reply's body is read (unless the reply closes
+// it). It is safe for concurrent use.
+type Client struct {
+	addr    string
+	timeout time.Duration
+
+	mu    sync.Mutex
+	idle  []*conn
+	dials int
+}
+
+type conn struct {
+	nc  net.Conn
+	br  *bufio.Reader
+	buf []byte // the last reply's body
+}
+
+// NewClient returns a client of the server at addr (host:port).
+func NewClient(addr string) *Client {
+	return &Client{addr: addr, timeout: 30 * time.Second}
+}
+
+// Dials returns the connections the client has opened.
+func (c *Client) Dials() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dials
+}
+
+// Close closes the idle connections.
+func (c *Client) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, cn := range c.idle {
+		cn.nc.Close()
 	}
+	c.idle = nil
+}
+
+func (c *Client) get(ctx context.Context) (*conn, error) {
+	c.mu.Lock()
+	if n := len(c.idle); n > 0 {
+		cn := c.idle[n-1]
+		c.idle = c.idle[:n-1]
+		c.mu.Unlock()
+		return cn, nil
+	}
+	c.dials++
+	c.mu.Unlock()
+	nc, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", c.addr)
+	if err != nil {
+		return nil, err
+	}
+	return &conn{nc: nc, br: bufio.NewReaderSize(nc, 16<<10)}, nil
+}
+
+func (c *Client) put(cn *conn) {
+	c.mu.Lock()
+	c.idle = append(c.idle, cn)
+	c.mu.Unlock()
+}
+
+// exchange sends req on a connection and reads the whole reply. sent is
+// when the request was handed to the kernel (after any dial); done, when
+// the last byte of the body was read. body is valid until the connection
+// is used again (give it back with put after using body).
+func (c *Client) exchange(ctx context.Context, req []byte) (cn *conn, status int, body []byte, sent, done time.Time, err error) {
+	cn, err = c.get(ctx)
+	if err != nil {
+		return nil, 0, nil, time.Time{}, time.Time{}, err
+	}
+	cn.nc.SetDeadline(time.Now().Add(c.timeout))
+	sent = time.Now()
+	if _, err = cn.nc.Write(req); err != nil {
+		cn.nc.Close()
+		return nil, 0, nil, sent, time.Time{}, err
+	}
+	resp, err := http.ReadResponse(cn.br, nil)
+	if err != nil {
+		cn.nc.Close()
+		return nil, 0, nil, sent, time.Time{}, err
+	}
+	buf := bytes.NewBuffer(cn.buf[:0])
+	_, err = buf.ReadFrom(resp.Body)
+	done = time.Now()
+	resp.Body.Close()
+	cn.buf = buf.Bytes()
+	if err != nil || resp.Close {
+		cn.nc.Close()
+		if err != nil {
+			return nil, 0, nil, sent, done, err
+		}
+		return &conn{buf: cn.buf}, resp.StatusCode, cn.buf, sent, done, nil // not reusable
+	}
+	return cn, resp.StatusCode, cn.buf, sent, done, nil
 }
 
 // errors collects the error count and a few distinct messages.
@@ -102,25 +205,23 @@ func (s *errSink) add(err error) {
 	}
 }
 
-// do sends one request and reads and checks the whole reply.
-func do(ctx context.Context, c *http.Client, t Target, i int) error {
-	req := t.New(i).WithContext(ctx)
-	resp, err := c.Do(req)
+// do sends request i and reads and checks the whole reply; sent and done
+// are as in exchange (the check is not timed).
+func do(ctx context.Context, c *Client, t Target, i int) (sent, done time.Time, err error) {
+	cn, status, body, sent, done, err := c.exchange(ctx, t.Request(i))
 	if err != nil {
-		return err
+		return sent, time.Now(), err
 	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return err
+	switch {
+	case t.Check != nil:
+		err = t.Check(status, body)
+	case status != http.StatusOK:
+		err = fmt.Errorf("status %d: %.200s", status, body)
 	}
-	if t.Check != nil {
-		return t.Check(resp.StatusCode, body)
+	if cn.nc != nil {
+		c.put(cn)
 	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("status %d: %.200s", resp.StatusCode, body)
-	}
-	return nil
+	return sent, done, err
 }
 
 // errInFlight is the error of a request that was not sent because
@@ -131,7 +232,7 @@ var errInFlight = errors.New("not sent: in-flight limit reached")
 // requests scheduled within the window, and returns when every reply is in.
 // At most maxInFlight requests wait for replies at once; a request due when
 // that many are outstanding is not sent and counts as an error.
-func OpenLoop(ctx context.Context, c *http.Client, t Target, rate int, warmup, window time.Duration, maxInFlight int) *Result {
+func OpenLoop(ctx context.Context, c *Client, t Target, rate int, warmup, window time.Duration, maxInFlight int) *Result {
 	nWarm := int(warmup.Seconds() * float64(rate))
 	n := int(window.Seconds() * float64(rate))
 	type sample struct {
@@ -167,9 +268,7 @@ func OpenLoop(ctx context.Context, c *http.Client, t Target, rate int, warmup, w
 			go func() {
 				defer wg.Done()
 				defer inFlight.Add(-1)
-				sent := time.Now()
-				err := do(ctx, c, t, i)
-				done := time.Now()
+				sent, done, err := do(ctx, c, t, i)
 				total.Add(1)
 				if i < nWarm {
 					return
@@ -201,8 +300,11 @@ func OpenLoop(ctx context.Context, c *http.Client, t Target, rate int, warmup, w
 
 // ClosedLoop runs clients concurrent clients, each sending its next request
 // as soon as it has the previous reply, for warmup+window, and measures the
-// replies that complete within the window.
-func ClosedLoop(ctx context.Context, c *http.Client, t Target, clients int, warmup, window time.Duration) *Result {
+// replies that complete within the window. Client k sends requests k,
+// k+clients, k+2·clients, … so that the clients together go through the
+// target's requests in order (with requests spread over agents round
+// robin, concurrent requests are from different agents).
+func ClosedLoop(ctx context.Context, c *Client, t Target, clients int, warmup, window time.Duration) *Result {
 	start := time.Now()
 	from, until := start.Add(warmup), start.Add(warmup+window)
 	lat := make([][]time.Duration, clients)
@@ -212,13 +314,11 @@ func ClosedLoop(ctx context.Context, c *http.Client, t Target, clients int, warm
 	var wg sync.WaitGroup
 	for k := range clients {
 		wg.Go(func() {
-			for ctx.Err() == nil {
-				s := time.Now()
-				if !s.Before(until) {
+			for n := k; ctx.Err() == nil; n += clients {
+				if !time.Now().Before(until) {
 					return
 				}
-				err := do(ctx, c, t, k)
-				e := time.Now()
+				s, e, err := do(ctx, c, t, n)
 				total.Add(1)
 				if e.Before(from) || e.After(until) {
 					continue
