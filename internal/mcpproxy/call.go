@@ -338,8 +338,11 @@ func (p *Proxy) execute(ctx context.Context, x gateway.Execution) gateway.Outcom
 	defer cancel()
 	params := &mcp.CallToolParams{Name: t.Def.Name, Arguments: args}
 	if tok := progressFrom(ctx); tok != nil {
-		params.Meta = mcp.Meta{"progressToken": p.progress.register(tok)}
-		defer p.progress.unregister(params.Meta["progressToken"].(string))
+		pt := p.progress.register(tok)
+		params.Meta = mcp.Meta{"progressToken": pt}
+		// The SDK may deliver the upstream's last notifications after the
+		// result: keep routing them for a moment.
+		defer time.AfterFunc(2*time.Second, func() { p.progress.unregister(pt) })
 	}
 	res, err := t.Upstream.session.CallTool(ctx, params)
 	if err != nil {
