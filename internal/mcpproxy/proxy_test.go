@@ -569,3 +569,111 @@ func TestProgressForwarded(t *testing.T) {
 		t.Errorf("upstream received %q (the agent's token must be replaced)", r)
 	}
 }
+
+func TestRemovedToolIsGone(t *testing.T) {
+	f := newFixture(t, testPolicy)
+	cs := f.connect(t, "token-a", nil, nil)
+	f.up.srv.RemoveTools("slow")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if !strings.Contains(strings.Join(toolNames(t, cs), ","), "up.slow") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a tool the upstream removed is still listed")
+		}
+	}
+	_, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "up.slow", Arguments: map[string]any{}})
+	var je *jsonrpc.Error
+	if !errors.As(err, &je) || je.Code != jsonrpc.CodeInvalidParams {
+		t.Fatalf("call to a removed tool: %v", err)
+	}
+}
+
+// TestPinsSurviveRestart: a proxy started again on the same log keeps the
+// first-seen pins, so a definition changed while it was down is quarantined.
+func TestPinsSurviveRestart(t *testing.T) {
+	up := newTestUpstream(t)
+	l, err := audit.Open(t.TempDir(), audit.Options{SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	cfg := mcpproxy.Config{Upstreams: []mcpproxy.Upstream{{Name: "up", URL: up.http.URL}}, Log: l, History: l}
+	first, err := mcpproxy.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	up.addEcho("A different description, written while rulelock was down.")
+	second, err := mcpproxy.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	for _, ti := range second.Tools() {
+		if want := ti.Name != "up.echo"; ti.Accepted != want {
+			t.Errorf("%s: accepted %v, want %v (pinned %s, now %s)", ti.Name, ti.Accepted, want, ti.Pinned, ti.SHA256)
+		}
+	}
+}
+
+// TestCancellationForwarded: an agent that cancels its call cancels the
+// upstream's, and the outcome is recorded.
+func TestCancellationForwarded(t *testing.T) {
+	f := newFixture(t, testPolicy+`
+rule "Block" {
+  precondition: action.type == "up.block"
+  allow
+}
+`)
+	started, cancelled := make(chan struct{}), make(chan struct{})
+	f.up.srv.AddTool(&mcp.Tool{Name: "block", InputSchema: json.RawMessage(`{"type":"object"}`)},
+		func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			close(started)
+			<-ctx.Done()
+			close(cancelled)
+			return nil, ctx.Err()
+		})
+	cs := f.connect(t, "token-a", nil, nil)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(strings.Join(toolNames(t, cs), ","), "up.block"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the new tool was never listed")
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "up.block", Arguments: map[string]any{}})
+		errc <- err
+	}()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call never reached the upstream")
+	}
+	cancel()
+	select {
+	case <-cancelled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream's call was not cancelled")
+	}
+	if err := <-errc; err == nil {
+		t.Error("the cancelled call returned no error")
+	}
+	// The outcome entry records what became of it.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var outcome string
+		for i := int64(0); i < f.log.Size(); i++ {
+			raw, _ := f.log.ReadEntry(i)
+			if e, err := audit.DecodeEntry(raw); err == nil && e.Kind == audit.KindOutcome {
+				outcome = e.Status
+			}
+		}
+		if outcome == "unknown" || outcome == "error" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("outcome of the cancelled call: %q", outcome)
+		}
+	}
+}
