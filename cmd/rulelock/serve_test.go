@@ -283,3 +283,45 @@ func TestVerifyReplay(t *testing.T) {
 		t.Errorf("missing archive:\n%s", out)
 	}
 }
+
+// TestExampleMCPConfig keeps the MCP example configuration valid.
+func TestExampleMCPConfig(t *testing.T) {
+	c, err := readConfig("../../examples/mcp.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ups, err := c.MCP.upstreams(func(k string) string { return map[string]string{"PATH": "/usr/bin"}[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ups) != 1 || ups[0].Name != "fs" || len(ups[0].PathArguments) != 4 || len(ups[0].Roots) != 0 {
+		t.Fatalf("upstreams: %+v", ups)
+	}
+	if got := strings.Join(ups[0].Env, " "); got != "HOME=/var/lib/rulelock PATH=/usr/bin" {
+		t.Errorf("the upstream's environment is %q: only what the config gives, and PATH", got)
+	}
+	if _, err := loadPolicy("../../" + c.Policy); err != nil {
+		t.Fatalf("policy %s: %v", c.Policy, err)
+	}
+}
+
+// TestMCPConfigRefused: an invalid mcp section stops rulelock before it starts.
+func TestMCPConfigRefused(t *testing.T) {
+	for name, section := range map[string]string{
+		"no transport":     "    - name: fs\n",
+		"both transports":  "    - name: fs\n      command: x\n      url: http://127.0.0.1:1/mcp\n",
+		"reserved name":    "    - name: rulelock\n      command: x\n",
+		"invalid name":     "    - name: File.System\n      command: x\n",
+		"duplicate header": "    - name: fs\n      url: http://127.0.0.1:1/mcp\n      headers:\n        Authorization:\n          value: a\n          env: B\n",
+		"relative root":    "    - name: fs\n      command: x\n      roots: [sandbox]\n",
+		"unknown key":      "    - name: fs\n      command: x\n      forward_agent_token: true\n",
+	} {
+		path := filepath.Join(t.TempDir(), "c.yaml")
+		if err := os.WriteFile(path, []byte("mcp:\n  upstreams:\n"+section), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := readConfig(path); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
