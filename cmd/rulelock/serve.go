@@ -283,6 +283,9 @@ loop:
 			break loop
 		case <-hup:
 			g.reload(ctx)
+			if g.proxy != nil {
+				g.proxy.PolicyChanged() // agents see the tools the new policy may allow
+			}
 		}
 	}
 	g.ready.Store(false)

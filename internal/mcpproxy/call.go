@@ -76,6 +76,11 @@ func (p *Proxy) refresh(as *agentServer) {
 	}
 }
 
+// PolicyChanged tells every connected agent of the tools the active policy
+// may now allow (tools/list_changed where the list changed). Call it after
+// a policy activation.
+func (p *Proxy) PolicyChanged() { p.refreshServers() }
+
 // refreshServers refreshes every agent's server (after a resync or a
 // policy activation).
 func (p *Proxy) refreshServers() {
