@@ -325,3 +325,27 @@ func TestMCPConfigRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestExamplePolicies: every example policy checks and passes its own tests.
+func TestExamplePolicies(t *testing.T) {
+	dirs, err := filepath.Glob("../../examples/*/*.rules")
+	if err != nil || len(dirs) == 0 {
+		t.Fatalf("no example policies: %v", err)
+	}
+	seen := map[string]bool{}
+	for _, f := range dirs {
+		dir := filepath.Dir(f)
+		if seen[dir] {
+			continue
+		}
+		seen[dir] = true
+		if code, out, errOut := rulelock(t, "check", dir); code != 0 {
+			t.Errorf("check %s: %d\n%s%s", dir, code, out, errOut)
+		}
+		if tests, _ := filepath.Glob(filepath.Join(dir, "*_test.yaml")); len(tests) > 0 {
+			if code, out, errOut := rulelock(t, "test", dir); code != 0 {
+				t.Errorf("test %s: %d\n%s%s", dir, code, out, errOut)
+			}
+		}
+	}
+}
