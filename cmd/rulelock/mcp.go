@@ -42,7 +42,12 @@ type mcpUpstreamConfig struct {
 }
 
 func (c *mcpConfig) validate() error {
+	seen := map[string]bool{}
 	for i, u := range c.Upstreams {
+		if seen[u.Name] {
+			return fmt.Errorf("mcp.upstreams[%d]: upstream %q is declared twice: its tools' names would collide", i, u.Name)
+		}
+		seen[u.Name] = true
 		up := mcpproxy.Upstream{Name: u.Name, Command: u.Command, URL: u.URL}
 		if err := up.Validate(); err != nil {
 			return fmt.Errorf("mcp.upstreams[%d]: %v", i, err)
