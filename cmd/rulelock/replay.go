@@ -9,34 +9,13 @@ import (
 	"strings"
 
 	"github.com/rulelock/rulelock/audit"
-	"github.com/rulelock/rulelock/internal/gateway"
-	"github.com/rulelock/rulelock/policy"
+	"github.com/rulelock/rulelock/internal/replay"
 )
 
 func replayCommands() []command {
 	return []command{
 		{"replay", "what-if: re-run a candidate policy over a recorded log and report what would change", runReplay},
 	}
-}
-
-// replayReport is what `rulelock replay` finds.
-type replayReport struct {
-	Policy      string            `json:"policy"`
-	Decisions   int               `json:"decisions"`
-	Unchanged   int               `json:"unchanged"`
-	Transitions map[string]int    `json:"transitions"`  // "allow -> deny": count
-	RuleFirings map[string][2]int `json:"rule_firings"` // rule: [recorded, candidate]
-	Changed     []changedDecision `json:"changed"`
-}
-
-type changedDecision struct {
-	Index  int64           `json:"index"`
-	Agent  string          `json:"agent"`
-	Action json.RawMessage `json:"action"`
-	From   string          `json:"from"`
-	To     string          `json:"to"`
-	Rules  []string        `json:"rules"` // the candidate's fired rules
-	Reason string          `json:"reason"`
 }
 
 // runReplay re-evaluates every recorded decision, with its recorded inputs
@@ -62,38 +41,7 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer l.Close()
-	rep := replayReport{Policy: p.Digest(), Transitions: map[string]int{}, RuleFirings: map[string][2]int{}}
-	err = gateway.Replay(l, gateway.ReplayOptions{}, false, func(r *gateway.Replayed) error {
-		rep.Decisions++
-		from := r.Entry.Decision
-		for _, rule := range r.Entry.Rules {
-			c := rep.RuleFirings[rule.Name]
-			c[0]++
-			rep.RuleFirings[rule.Name] = c
-		}
-		var d *policy.Decision
-		if r.HistoryLimit {
-			d = &policy.Decision{Decision: policy.Deny, Reason: "history_limit"}
-		} else {
-			d = p.Evaluate(r.Request)
-		}
-		var names []string
-		for _, rule := range d.Rules {
-			c := rep.RuleFirings[rule.Name]
-			c[1]++
-			rep.RuleFirings[rule.Name] = c
-			names = append(names, rule.Name)
-		}
-		to := string(d.Decision)
-		if from == to {
-			rep.Unchanged++
-			return nil
-		}
-		rep.Transitions[from+" -> "+to]++
-		rep.Changed = append(rep.Changed, changedDecision{Index: r.Index, Agent: r.Entry.Agent,
-			Action: json.RawMessage(r.Request.Action.JSON), From: from, To: to, Rules: names, Reason: d.Reason})
-		return nil
-	})
+	rep, err := replay.WhatIf(l, p, 0)
 	if err != nil {
 		return err
 	}
