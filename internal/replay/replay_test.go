@@ -53,8 +53,12 @@ func record(t *testing.T, agents, perAgent int) *recorded {
 	}
 	t.Cleanup(func() { l.Close() })
 	var ticks atomic.Int64
-	now := func() time.Time { return time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(ticks.Add(1)) * 7 * time.Minute) }
-	ok := gateway.ExecutorFunc(func(context.Context, gateway.Execution) gateway.Outcome { return gateway.Outcome{Status: gateway.StatusOK} })
+	now := func() time.Time {
+		return time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(ticks.Add(1)) * 7 * time.Minute)
+	}
+	ok := gateway.ExecutorFunc(func(context.Context, gateway.Execution) gateway.Outcome {
+		return gateway.Outcome{Status: gateway.StatusOK}
+	})
 	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Now: now,
 		Executors: map[string]gateway.Executor{"transfer": ok, "verify_counterparty": ok}})
 	if err != nil {
