@@ -89,7 +89,7 @@ func TestRestore(t *testing.T) {
 		t.Fatalf("the first finished request is still kept: %v", err)
 	}
 
-	restored := New(reg, Options{KeepClosed: 4})
+	restored := New(reg, Options{Now: clk.Now, KeepClosed: 4}) // the test clock: real time would expire "later"
 	reconcile, err := restored.Restore(log)
 	must(err)
 	if diff := compareManagers(m, restored); diff != "" {
