@@ -104,21 +104,69 @@ func (g *running) archive(b *bundle.Bundle) error {
 	return writeBundle(dir, b.Manifest, b.Files)
 }
 
+// activateAtStart activates the configured bundle. When it is rejected
+// the gateway still starts, but not ready: the rejection is logged, /readyz
+// answers 503 with the reason, every action is refused (no_policy) and
+// nothing is decided or executed until a SIGHUP activates a valid bundle.
+func (g *running) activateAtStart(ctx context.Context) error {
+	err := g.activateBundle(ctx)
+	if err == nil {
+		a := g.gw.Active()
+		fmt.Fprintf(g.e.stderr, "rulelock: active policy: bundle %s version %d, signed by %s\n", a.Digest, a.Version, strings.Join(a.Signers, ", "))
+		return nil
+	}
+	if _, lerr := g.log.Append(ctx, &audit.Entry{Kind: audit.KindNote, Time: time.Now().UTC(), EngineVersion: gateway.EngineVersion,
+		Message: "bundle rejected at start: " + err.Error()}); lerr != nil {
+		return lerr
+	}
+	reason := "no valid policy bundle: " + err.Error()
+	g.rejected.Store(&reason)
+	fmt.Fprintf(g.e.stderr, "rulelock: NOT READY: %s\nrulelock: every action is refused (no_policy) until a SIGHUP activates a valid bundle\n", reason)
+	return nil
+}
+
+// notReadyReason says why /readyz answers 503.
+func (g *running) notReadyReason() string {
+	if r := g.rejected.Load(); r != nil && g.gw.Active().None {
+		return *r
+	}
+	return "starting or shutting down"
+}
+
 // reload tries the bundle directory again (SIGHUP). A rejected candidate is
-// logged with its reason and the active policy stays.
+// logged with its reason and the active policy (or the lack of one) stays.
 func (g *running) reload(ctx context.Context) {
 	if g.cfg.Bundle == "" {
 		fmt.Fprintln(g.e.stderr, "rulelock: SIGHUP ignored: development mode has no bundle to reload")
 		return
 	}
 	if err := g.activateBundle(ctx); err != nil {
-		fmt.Fprintf(g.e.stderr, "rulelock: bundle rejected, the active policy stays: %v\n", err)
+		stays := "the active policy stays"
+		if g.gw.Active().None {
+			reason := "no valid policy bundle: " + err.Error()
+			g.rejected.Store(&reason)
+			stays = "still no policy: not ready"
+		}
+		fmt.Fprintf(g.e.stderr, "rulelock: bundle rejected, %s: %v\n", stays, err)
 		g.log.Append(ctx, &audit.Entry{Kind: audit.KindNote, Time: time.Now().UTC(), EngineVersion: gateway.EngineVersion,
 			BundleDigest: g.gw.Active().Digest, Message: "bundle rejected: " + err.Error()})
 		return
 	}
 	a := g.gw.Active()
 	fmt.Fprintf(g.e.stderr, "rulelock: activated bundle %s version %d, signed by %s\n", a.Digest, a.Version, strings.Join(a.Signers, ", "))
+}
+
+// orExecutor resolves an action type with first, then with second.
+func orExecutor(first, second func(string) gateway.Executor) func(string) gateway.Executor {
+	if first == nil {
+		return second
+	}
+	return func(t string) gateway.Executor {
+		if ex := first(t); ex != nil {
+			return ex
+		}
+		return second(t)
+	}
 }
 
 // archiveDev keeps a development-mode policy's files under its digest, as

@@ -104,18 +104,20 @@ func defaultTo(dst *string, v string) {
 
 // running is a started gateway.
 type running struct {
-	e      *env
-	cfg    *serveConfig
-	log    *audit.Log
-	trust  *bundle.Trust
-	gw     *gateway.Gateway
-	cp     *audit.Checkpointer
-	srv    *http.Server
-	ln     net.Listener
-	ready  atomic.Bool
-	demo   *http.Server
-	proxy  *mcpproxy.Proxy // nil without MCP upstreams
-	closed bool
+	e     *env
+	cfg   *serveConfig
+	log   *audit.Log
+	trust *bundle.Trust
+	gw    *gateway.Gateway
+	cp    *audit.Checkpointer
+	srv   *http.Server
+	ln    net.Listener
+	ready atomic.Bool
+	// rejected is why no policy is active, while none is.
+	rejected atomic.Pointer[string]
+	demo     *http.Server
+	proxy    *mcpproxy.Proxy // nil without MCP upstreams
+	closed   bool
 }
 
 func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *running, err error) {
@@ -126,14 +128,11 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	var p *policy.Policy
 	var trust *bundle.Trust
 	if cfg.Bundle != "" {
+		// The bundle is checked and activated once the log is open, so
+		// that a rejection is logged; until then no policy is active.
 		if trust, err = loadTrust(cfg.Trust); err != nil {
 			return nil, &exitError{code: 2, err: err}
 		}
-		cand, _, err := candidateBundle(cfg.Bundle, trust, time.Now())
-		if err != nil {
-			return nil, &exitError{code: 1, err: fmt.Errorf("not starting: no valid bundle: %v", err)}
-		}
-		p = cand.Policy
 	} else {
 		if p, err = loadPolicy(cfg.Policy); err != nil {
 			return nil, &exitError{code: 1, err: fmt.Errorf("load policy %s:\n%v", cfg.Policy, err)}
@@ -162,17 +161,26 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	if err != nil {
 		return nil, err
 	}
+	var demoFor func(string) gateway.Executor
 	if demo {
 		url, err := g.startDemo()
 		if err != nil {
 			return nil, err
 		}
-		for _, t := range p.ActionTypes() {
-			if _, ok := executors[t]; !ok {
-				executors[t] = &gateway.HTTPExecutor{Method: "POST", URL: url + "/actions/" + t, Headers: http.Header{"Authorization": {"Bearer demo-upstream-credential"}}}
-			}
+		demoFor = func(t string) gateway.Executor {
+			return &gateway.HTTPExecutor{Method: "POST", URL: url + "/actions/" + t, Headers: http.Header{"Authorization": {"Bearer demo-upstream-credential"}}}
 		}
-		fmt.Fprintf(e.stderr, "rulelock: demo upstream on %s executes %s\n", url, strings.Join(p.ActionTypes(), ", "))
+		if p != nil {
+			for _, t := range p.ActionTypes() {
+				if _, ok := executors[t]; !ok {
+					executors[t] = demoFor(t)
+				}
+			}
+			fmt.Fprintf(e.stderr, "rulelock: demo upstream on %s executes %s\n", url, strings.Join(p.ActionTypes(), ", "))
+			demoFor = nil
+		} else {
+			fmt.Fprintf(e.stderr, "rulelock: demo upstream on %s executes every action type without an executor\n", url)
+		}
 	}
 	if len(cfg.Agents) == 0 && len(cfg.Approvers) == 0 {
 		if err := devApprovers(e, cfg); err != nil {
@@ -189,6 +197,9 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	var executorFor func(string) gateway.Executor
 	if g.proxy != nil {
 		executorFor = g.proxy.Executor
+	}
+	if demoFor != nil {
+		executorFor = orExecutor(executorFor, demoFor)
 	}
 	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Executors: executors, Approvers: reg, ExecutorFor: executorFor,
 		MaxHistory: cfg.Limits.MaxHistory, Retention: cfg.Limits.Retention.Duration, MaxPendingPerAgent: cfg.Limits.MaxPendingPerAgent})
@@ -211,12 +222,9 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 		return nil, err
 	}
 	if cfg.Bundle != "" {
-		if err := g.activateBundle(ctx); err != nil {
-			l.Append(ctx, &audit.Entry{Kind: audit.KindNote, Time: time.Now().UTC(), EngineVersion: gateway.EngineVersion, Message: "bundle rejected at start: " + err.Error()})
-			return nil, &exitError{code: 1, err: fmt.Errorf("not starting: %v", err)}
+		if err := g.activateAtStart(ctx); err != nil {
+			return nil, err
 		}
-		a := gw.Active()
-		fmt.Fprintf(e.stderr, "rulelock: active policy: bundle %s version %d, signed by %s\n", a.Digest, a.Version, strings.Join(a.Signers, ", "))
 	} else {
 		if err := g.archiveDev(p); err != nil {
 			return nil, fmt.Errorf("archive the development policy: %w", err)
@@ -235,8 +243,9 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	}
 	api := httpapi.New(httpapi.Config{
 		Gateway: gw, Tokens: tokens, MaxBody: cfg.Limits.MaxBody,
-		Log:   &httpapi.AuditLog{Log: l, Checkpointer: g.cp, TilesDir: filepath.Join(cfg.DataDir, "tiles")},
-		Ready: g.ready.Load,
+		Log:    &httpapi.AuditLog{Log: l, Checkpointer: g.cp, TilesDir: filepath.Join(cfg.DataDir, "tiles")},
+		Ready:  func() bool { return g.ready.Load() && !gw.Active().None },
+		Reason: g.notReadyReason,
 		Status: func() any {
 			a := gw.Active()
 			return map[string]any{"policy": a.Digest, "version": a.Version, "signers": a.Signers, "development_mode": a.Dev}

@@ -117,6 +117,9 @@ var (
 	ErrForbidden   = errors.New("request belongs to another agent")
 	ErrConflict    = errors.New("request is not awaiting an outcome")
 	ErrUnavailable = errors.New("gateway unavailable")
+	// ErrNoPolicy: no policy is active yet (no valid bundle): nothing is
+	// decided or executed.
+	ErrNoPolicy = errors.New("no policy is active")
 )
 
 // Gateway mediates actions. It is safe for concurrent use.
@@ -180,10 +183,11 @@ type record struct {
 }
 
 // New returns a gateway over an open log. Use Rebuild to load the log's
-// history first when the log is not empty.
+// history first when the log is not empty. Without Config.Policy the
+// gateway is not ready: it decides and executes nothing until Activate.
 func New(cfg Config) (*Gateway, error) {
-	if cfg.Policy == nil || cfg.Log == nil {
-		return nil, fmt.Errorf("new gateway: %w: policy and log are required", ErrUnavailable)
+	if cfg.Log == nil {
+		return nil, fmt.Errorf("new gateway: %w: a log is required", ErrUnavailable)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -198,7 +202,15 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.ExecTimeout = 30 * time.Second
 	}
 	g := &Gateway{cfg: cfg, agents: map[string]*agentState{}, requests: map[string]*record{}}
-	g.active.Store(&Active{Policy: cfg.Policy, Digest: cfg.Policy.Digest(), Dev: true})
+	if cfg.Policy != nil {
+		g.active.Store(&Active{Policy: cfg.Policy, Digest: cfg.Policy.Digest(), Dev: true})
+	} else {
+		none, err := policy.FromSources([]policy.Source{{Name: "none.rules", Data: []byte("policy \"none\" {\n  default: deny\n}\n")}}, policy.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("new gateway: %w", err)
+		}
+		g.active.Store(&Active{Policy: none, None: true})
+	}
 	if cfg.Approvers != nil {
 		g.approvals = &approvals{parking: map[string]*audit.Entry{}, receipts: map[string]audit.Receipt{}, log: cfg.Log}
 		g.approvals.m = approval.New(cfg.Approvers, approval.Options{
@@ -244,7 +256,13 @@ func receiptOf(r audit.Receipt) Receipt {
 
 // Submit decides req and, when the decision is allow and the action type has
 // an executor, executes it. With execute false it only decides and records.
+//
+// Until a policy is active (Config.Policy nil and no Activate yet) it
+// decides nothing and returns ErrNoPolicy.
 func (g *Gateway) Submit(ctx context.Context, req *Request, execute bool) (*Result, error) {
+	if g.Active().None {
+		return nil, ErrNoPolicy
+	}
 	rec, err := g.decide(ctx, req)
 	if err != nil {
 		return nil, err
@@ -582,6 +600,9 @@ type Active struct {
 	Signers []string // the keys that signed the bundle
 	Dev     bool     // loaded from a directory, not from a signed bundle
 	Source  string   // where it came from, for the activation entry
+	// None: no policy was ever activated. Policy denies everything, Digest
+	// is empty, and Submit returns ErrNoPolicy.
+	None bool
 }
 
 // Active returns the policy in force.

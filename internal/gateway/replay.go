@@ -133,8 +133,9 @@ func (w *walker) run() error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			roles := map[string][]string{} // decoded decision states: most are alike
 			for c := range work {
-				c.items, c.err = w.decode(c.lo, c.hi)
+				c.items, c.err = w.decode(c.lo, c.hi, roles)
 				close(c.done)
 			}
 		}()
@@ -206,8 +207,9 @@ func (w *walker) shard(agent string, n int) int {
 	return int(maphash.String(w.seed, agent) % uint64(n))
 }
 
-// decode reads and decodes entries [lo, hi).
-func (w *walker) decode(lo, hi int64) ([]replayItem, error) {
+// decode reads and decodes entries [lo, hi). roles caches the agent roles
+// of each decision state text seen.
+func (w *walker) decode(lo, hi int64, roles map[string][]string) ([]replayItem, error) {
 	items := make([]replayItem, 0, hi-lo)
 	for i := lo; i < hi; i++ {
 		select {
@@ -225,7 +227,7 @@ func (w *walker) decode(lo, hi int64) ([]replayItem, error) {
 		}
 		it := replayItem{index: i, e: e}
 		if e.Kind == audit.KindDecision {
-			if it.req, err = w.request(i, e); err != nil {
+			if it.req, err = w.request(i, e, roles); err != nil {
 				return nil, err
 			}
 		}
@@ -238,7 +240,7 @@ var errStopped = errors.New("replay stopped")
 
 // request rebuilds the request a decision entry records, without its
 // history; nil when it was refused before decoding.
-func (w *walker) request(i int64, e *audit.Entry) (*policy.Request, error) {
+func (w *walker) request(i int64, e *audit.Entry, roles map[string][]string) (*policy.Request, error) {
 	text := e.Action.Text
 	if text == "" && !e.Action.Digest.IsZero() {
 		b, err := w.lr.Blob(e.Action.Digest)
@@ -255,13 +257,20 @@ func (w *walker) request(i int64, e *audit.Entry) (*policy.Request, error) {
 	if err != nil {
 		return nil, nil
 	}
-	ds, err := decodeDecisionState(e.State)
-	if err != nil {
-		return nil, fmt.Errorf("replay: entry %d: state: %w", i, err)
+	r, ok := roles[e.State.Text]
+	if !ok {
+		ds, err := decodeDecisionState(e.State)
+		if err != nil {
+			return nil, fmt.Errorf("replay: entry %d: state: %w", i, err)
+		}
+		r = ds.AgentRoles
+		if ds.Approval == nil && len(roles) < 1024 {
+			roles[e.State.Text] = r // shared: the policy only reads roles
+		}
 	}
 	return &policy.Request{
 		Action:      act,
-		Agent:       policy.Agent{ID: e.Agent, Roles: ds.AgentRoles},
+		Agent:       policy.Agent{ID: e.Agent, Roles: r},
 		Session:     policy.Session{ID: e.Session},
 		Instruction: e.Instruction.Text,
 		Reasoning:   e.Reasoning.Text,

@@ -59,7 +59,8 @@ type Config struct {
 	Tokens  []Token
 	Log     LogAPI
 	Ready   func() bool
-	Status  func() any // what /readyz reports besides readiness (the active policy)
+	Reason  func() string // why not ready, for /readyz (optional)
+	Status  func() any    // what /readyz reports besides readiness (the active policy)
 	Metrics *Metrics
 	// MaxBody caps request bodies (default 64 KiB).
 	MaxBody int64
@@ -309,6 +310,9 @@ func (s *Server) submit(execute bool) func(http.ResponseWriter, *http.Request, p
 	return func(w http.ResponseWriter, r *http.Request, agent policy.Agent) {
 		start := time.Now()
 		body, code, msg, status := s.readBody(w, r)
+		if code == "" && s.cfg.Gateway.Active().None {
+			code, msg, status = "no_policy", noPolicyMessage, http.StatusServiceUnavailable
+		}
 		if code == "" {
 			ab, err := decodeActionBody(body)
 			if err == nil {
@@ -328,10 +332,18 @@ func (s *Server) submit(execute bool) func(http.ResponseWriter, *http.Request, p
 	}
 }
 
+// noPolicyMessage answers actions while no policy is active.
+const noPolicyMessage = "no valid policy bundle is active: nothing was decided or executed"
+
 func (s *Server) decided(w http.ResponseWriter, r *http.Request, start time.Time, agent policy.Agent, ab *actionBody, execute bool) {
 	res, err := s.cfg.Gateway.Submit(r.Context(), &gateway.Request{
 		Agent: agent, Session: ab.Session, Action: ab.Action, Instruction: ab.Instruction, Reasoning: ab.Reasoning,
 	}, execute)
+	if errors.Is(err, gateway.ErrNoPolicy) {
+		s.cfg.Metrics.failClosed("no_policy")
+		writeError(w, http.StatusServiceUnavailable, "no_policy", noPolicyMessage)
+		return
+	}
 	if err != nil {
 		s.cfg.Metrics.failClosed("unavailable")
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "the gateway could not record the decision: nothing was done")
@@ -523,7 +535,11 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request, _ policy.Agent)
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ policy.Agent) {
 	if s.cfg.Ready == nil || !s.cfg.Ready() {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
+		body := map[string]string{"status": "not ready"}
+		if s.cfg.Reason != nil {
+			body["reason"] = s.cfg.Reason()
+		}
+		writeJSON(w, http.StatusServiceUnavailable, body)
 		return
 	}
 	body := map[string]any{"status": "ready"}

@@ -26,6 +26,7 @@ package replay
 
 import (
 	"cmp"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -101,7 +102,7 @@ func VerifyDir(dir string, opts Options) (*Summary, error) {
 func Verify(lr gateway.LogReader, opts Options) (*Summary, error) {
 	start := time.Now()
 	sum := &Summary{Entries: lr.Size()}
-	c := &checker{reg: opts.Approvers, decisions: map[int64]decided{}, byRequest: map[string]firstDecision{},
+	c := &checker{reg: opts.Approvers, decisions: map[int64]decided{}, byRequest: map[reqKey]effect{}, parked: map[reqKey]*audit.Entry{},
 		activated: map[string]bool{}, closed: map[int64]bool{}, approvals: map[string][][]byte{}}
 	ar := newArchive(opts.Bundles)
 
@@ -114,6 +115,9 @@ func Verify(lr gateway.LogReader, opts Options) (*Summary, error) {
 		mu.Unlock()
 	}
 	err := gateway.Replay(lr, gateway.ReplayOptions{Approved: true, Entry: c.entry, Workers: opts.Workers}, func(r *gateway.Replayed) error {
+		if refusedWithoutPolicy(r.Entry) {
+			return nil // nothing was evaluated
+		}
 		p, f := ar.get(r.Entry.BundleDigest)
 		mu.Lock()
 		decisions++
@@ -152,7 +156,7 @@ func Verify(lr gateway.LogReader, opts Options) (*Summary, error) {
 		return nil, err
 	}
 	for i, d := range c.decisions {
-		if (d.decision == "allow" || d.decision == "approved") && !c.closed[i] {
+		if name := c.effects.name(d.decision); (name == "allow" || name == "approved") && !c.closed[i] {
 			sum.Open++
 		}
 	}
@@ -165,28 +169,71 @@ func Verify(lr gateway.LogReader, opts Options) (*Summary, error) {
 
 // checker checks the log's structure in log order: activations before
 // decisions, outcomes and approvals pointing at decisions that allow them,
-// approved executions with their quorum.
+// approved executions with their quorum. What it keeps of each of a
+// million decisions holds no pointers, so the garbage collector need not
+// scan it.
 type checker struct {
 	reg       *approval.Registry
 	decisions map[int64]decided
-	byRequest map[string]firstDecision // the first decision of each request
+	byRequest map[reqKey]effect       // the first decision of each request
+	parked    map[reqKey]*audit.Entry // those that were require_approval
 	activated map[string]bool
 	closed    map[int64]bool
 	approvals map[string][][]byte
+	effects   effects
 	findings  []Finding
 }
 
 // decided is what the checker keeps of a decision entry.
 type decided struct {
-	request, decision string
+	request  reqKey
+	decision effect
 }
 
-// firstDecision is the first decision of a request; parked is the entry
-// when it was require_approval (its state holds the approval terms).
-type firstDecision struct {
-	decision string
-	parked   *audit.Entry
+// reqKey stands for a request id without a pointer: the id itself when it
+// is shorter than 32 bytes (the gateway's are 27), else its SHA-256.
+type reqKey [32]byte
+
+func keyOf(id string) reqKey {
+	var k reqKey
+	if len(id) < len(k) {
+		k[0] = byte(len(id))
+		copy(k[1:], id)
+		return k
+	}
+	k = sha256.Sum256([]byte(id))
+	k[0] = 0xff // never a length: the two forms cannot collide
+	return k
 }
+
+// effect is a decision ("allow", "deny", ...) as a small number.
+type effect uint8
+
+// effects interns decision strings; a log with more than 255 distinct
+// ones (a forged one) shares the last code among the rest.
+type effects struct {
+	codes map[string]effect
+	names [256]string
+}
+
+func (x *effects) code(s string) effect {
+	if c, ok := x.codes[s]; ok {
+		return c
+	}
+	if x.codes == nil {
+		x.codes = map[string]effect{}
+		x.names[255] = "(another)"
+	}
+	if len(x.codes) == 255 {
+		return 255
+	}
+	c := effect(len(x.codes))
+	x.codes[s] = c
+	x.names[c] = s
+	return c
+}
+
+func (x *effects) name(c effect) string { return x.names[c] }
 
 func (c *checker) add(i int64, class, format string, args ...any) {
 	c.findings = append(c.findings, Finding{Index: i, Class: class, Detail: fmt.Sprintf(format, args...)})
@@ -197,39 +244,42 @@ func (c *checker) entry(i int64, e *audit.Entry) error {
 	case audit.KindPolicyActivation:
 		c.activated[e.BundleDigest] = true
 	case audit.KindDecision:
-		c.decisions[i] = decided{e.RequestID, e.Decision}
-		first, ok := c.byRequest[e.RequestID]
-		if !ok {
-			first = firstDecision{decision: e.Decision}
+		key, dec := keyOf(e.RequestID), c.effects.code(e.Decision)
+		c.decisions[i] = decided{key, dec}
+		if _, ok := c.byRequest[key]; !ok {
+			c.byRequest[key] = dec
 			if e.Decision == string(policy.RequireApproval) {
-				first.parked = e
+				c.parked[key] = e
 			}
-			c.byRequest[e.RequestID] = first
 		}
-		if !c.activated[e.BundleDigest] {
+		if !c.activated[e.BundleDigest] && !refusedWithoutPolicy(e) {
 			c.add(i, BundleMissing, "decision names %s, which no earlier entry activated", e.BundleDigest)
 		}
 		if e.Decision == "approved" {
-			c.checkQuorum(i, e, first.parked, c.approvals[e.RequestID])
+			c.checkQuorum(i, e, c.parked[key], c.approvals[e.RequestID])
 		}
 	case audit.KindOutcome:
 		d, ok := c.decisions[e.Closes]
+		decision := ""
+		if ok {
+			decision = c.effects.name(d.decision)
+		}
 		switch {
-		case !ok || d.request != e.RequestID:
+		case !ok || d.request != keyOf(e.RequestID):
 			c.add(i, UnmediatedOutcome, "outcome of %s closes entry %d, which is not its decision", e.RequestID, e.Closes)
-		case d.decision == "allow" || d.decision == "approved":
-		case d.decision == "require_approval" && e.Status == gateway.StatusError:
+		case decision == "allow" || decision == "approved":
+		case decision == "require_approval" && e.Status == gateway.StatusError:
 			// a quorum reached before a restart, closed as not executed
 		default:
-			c.add(i, UnmediatedOutcome, "outcome %s of %s closes a %s decision", e.Status, e.RequestID, d.decision)
+			c.add(i, UnmediatedOutcome, "outcome %s of %s closes a %s decision", e.Status, e.RequestID, decision)
 		}
 		if c.closed[e.Closes] {
 			c.add(i, UnmediatedOutcome, "a second outcome for decision %d", e.Closes)
 		}
 		c.closed[e.Closes] = true
 	case audit.KindApproval:
-		d, ok := c.byRequest[e.RequestID]
-		if !ok || d.decision != "require_approval" {
+		d, ok := c.byRequest[keyOf(e.RequestID)]
+		if !ok || c.effects.name(d) != "require_approval" {
 			c.add(i, ApprovalQuorumInvalid, "approval entry for %s, which no parked decision precedes", e.RequestID)
 		}
 		if e.Decision == "approve" {
@@ -237,6 +287,13 @@ func (c *checker) entry(i int64, e *audit.Entry) error {
 		}
 	}
 	return nil
+}
+
+// refusedWithoutPolicy reports whether e records a request the gateway
+// refused while no policy was active (a gateway started without a valid
+// bundle): a denial without rules that names no policy.
+func refusedWithoutPolicy(e *audit.Entry) bool {
+	return e.BundleDigest == "" && e.Decision == string(policy.Deny) && len(e.Rules) == 0
 }
 
 // checkQuorum checks the signed approvals of an approved request: each a
