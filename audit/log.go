@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -333,6 +334,58 @@ func (l *Log) readEntry(i int64) ([]byte, error) {
 		return nil, fmt.Errorf("%w: frame holds entry %d", ErrCorrupt, fr.index)
 	}
 	return fr.payload, nil
+}
+
+// ReadEntries returns the payloads of entries [lo, hi), in order, as
+// ReadEntry would, checking each frame's CRC and index. It reads each
+// segment's run of frames with one read instead of two per entry, for
+// readers that walk the whole log (replay, rebuild).
+func (l *Log) ReadEntries(lo, hi int64) ([][]byte, error) {
+	l.mu.RLock()
+	if lo < 0 || hi > int64(len(l.locs)) || lo > hi {
+		n := len(l.locs)
+		l.mu.RUnlock()
+		return nil, fmt.Errorf("read entries [%d, %d): out of range [0, %d)", lo, hi, n)
+	}
+	locs := l.locs[lo:hi:hi] // written once, never changed: safe to read unlocked
+	segs := make([]*segment, len(l.segs))
+	copy(segs, l.segs)
+	l.mu.RUnlock()
+
+	out := make([][]byte, 0, len(locs))
+	for j := 0; j < len(locs); {
+		k := j + 1
+		for k < len(locs) && locs[k].seg == locs[j].seg {
+			k++
+		}
+		seg := segs[locs[j].seg]
+		// Frames j .. k-2 lie whole between the first offset and the last
+		// one: read them at once; the last frame by itself.
+		start := locs[j].off
+		buf := make([]byte, locs[k-1].off-start)
+		if _, err := seg.f.ReadAt(buf, start); err != nil {
+			return nil, fmt.Errorf("read entries at %d: %w", start, err)
+		}
+		r := bytes.NewReader(buf)
+		for i := j; i < k; i++ {
+			var fr frame
+			var err error
+			if i < k-1 {
+				fr, err = readFrame(r, locs[i].off-start, int64(len(buf)))
+			} else {
+				fr, err = readFrame(seg.f, locs[i].off, seg.size)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("read entry %d: %w", lo+int64(i), err)
+			}
+			if fr.index != lo+int64(i) {
+				return nil, fmt.Errorf("read entry %d: %w: frame holds entry %d", lo+int64(i), ErrCorrupt, fr.index)
+			}
+			out = append(out, fr.payload)
+		}
+		j = k
+	}
+	return out, nil
 }
 
 // HashReader returns a reader of the log's stored hashes (tlog numbering).

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -261,5 +262,61 @@ func TestClosed(t *testing.T) {
 	l.Close()
 	if _, err := l.Append(context.Background(), testEntry(0)); !errors.Is(err, ErrClosed) {
 		t.Fatalf("got %v, want ErrClosed", err)
+	}
+}
+
+// TestReadEntries: reading runs of entries at once returns what ReadEntry
+// returns for each, across segment boundaries, and still checks every
+// frame's CRC and index.
+func TestReadEntries(t *testing.T) {
+	l := openTest(t, t.TempDir(), Options{SegmentSize: 100 << 10})
+	defer l.Close()
+	ctx := context.Background()
+	const n = 700
+	for i := range n {
+		if _, err := l.Append(ctx, testEntry(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if segs := l.locs[n-1].seg + 1; segs < 3 {
+		t.Fatalf("the entries fill %d segments; the test wants several", segs)
+	}
+	for _, r := range [][2]int64{{0, n}, {0, 1}, {5, 5}, {n - 1, n}, {100, 356}, {230, 480}} {
+		got, err := l.ReadEntries(r[0], r[1])
+		if err != nil {
+			t.Fatalf("ReadEntries%v: %v", r, err)
+		}
+		if len(got) != int(r[1]-r[0]) {
+			t.Fatalf("ReadEntries%v: %d entries", r, len(got))
+		}
+		for i, b := range got {
+			want, err := l.ReadEntry(r[0] + int64(i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(b) != string(want) {
+				t.Fatalf("ReadEntries%v: entry %d differs from ReadEntry", r, r[0]+int64(i))
+			}
+		}
+	}
+	for _, r := range [][2]int64{{-1, 3}, {0, n + 1}, {5, 4}} {
+		if _, err := l.ReadEntries(r[0], r[1]); err == nil {
+			t.Errorf("ReadEntries%v: no error", r)
+		}
+	}
+	// A flipped byte in the middle of a run is a checksum error.
+	lc := l.locs[300]
+	seg := l.segs[lc.seg]
+	var b [1]byte
+	off := lc.off + frameHeader + 10
+	if _, err := seg.f.ReadAt(b[:], off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x20
+	if _, err := seg.f.WriteAt(b[:], off); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.ReadEntries(l.segs[lc.seg].first, 320); err == nil || !strings.Contains(err.Error(), "checksum") {
+		t.Errorf("ReadEntries over a corrupted frame: %v, want a checksum error", err)
 	}
 }
