@@ -211,15 +211,27 @@ func (w *walker) shard(agent string, n int) int {
 // of each decision state text seen.
 func (w *walker) decode(lo, hi int64, roles map[string][]string) ([]replayItem, error) {
 	items := make([]replayItem, 0, hi-lo)
+	var raws [][]byte
+	if rr, ok := w.lr.(rangeReader); ok {
+		var err error
+		if raws, err = rr.ReadEntries(lo, hi); err != nil {
+			return nil, fmt.Errorf("replay: %w", err)
+		}
+	}
 	for i := lo; i < hi; i++ {
 		select {
 		case <-w.stop:
 			return nil, errStopped
 		default:
 		}
-		raw, err := w.lr.ReadEntry(i)
-		if err != nil {
-			return nil, fmt.Errorf("replay: entry %d: %w", i, err)
+		var raw []byte
+		if raws != nil {
+			raw = raws[i-lo]
+		} else {
+			var err error
+			if raw, err = w.lr.ReadEntry(i); err != nil {
+				return nil, fmt.Errorf("replay: entry %d: %w", i, err)
+			}
 		}
 		e, err := audit.DecodeEntry(raw)
 		if err != nil {
@@ -237,6 +249,12 @@ func (w *walker) decode(lo, hi int64, roles map[string][]string) ([]replayItem, 
 }
 
 var errStopped = errors.New("replay stopped")
+
+// rangeReader is a LogReader that reads a run of entries at once
+// (audit.Log.ReadEntries).
+type rangeReader interface {
+	ReadEntries(lo, hi int64) ([][]byte, error)
+}
 
 // request rebuilds the request a decision entry records, without its
 // history; nil when it was refused before decoding.
@@ -343,7 +361,7 @@ func (w *walker) replayOne(agents map[string]*replayAgent, it replayItem) error 
 			return err
 		}
 	}
-	st.history = append(st.history, policy.HistoryEntry{Action: r.Request.Action.Fields, Decision: e.Decision, Time: e.Time})
+	st.history = append(st.history, policy.HistoryEntry{Action: r.Request.Action.Fields, Type: r.Request.Action.Type, Decision: e.Decision, Time: e.Time})
 	st.ids = append(st.ids, e.RequestID)
 	return nil
 }
