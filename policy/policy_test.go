@@ -291,3 +291,45 @@ func mustPolicyNamed(t *testing.T, name, src string) *policy.Policy {
 	}
 	return p
 }
+
+// TestWindowHistoryOrder: the window helpers count the same entries whether
+// the history is in time order (searched) or not (scanned).
+func TestWindowHistoryOrder(t *testing.T) {
+	p := mustPolicy(t, policy.Options{}, `policy "w" { default: allow }
+rule "Window" {
+  precondition: action.type == "transfer"
+  condition: session.total("transfer", "amount", {"to": action.to}, duration("1h")) + action.amount <= 100
+  deny: "limit"
+}
+`)
+	h := func(amount int, at string) string {
+		return fmt.Sprintf(`{"action": {"type": "transfer", "amount": %d, "to": "x"}, "decision": "allow", "outcome": "success", "time": "2026-11-22T%sZ"}`, amount, at)
+	}
+	// Inside the hour (09:00, 10:00]: 30 at 09:30 and 20 at 09:59; outside: 500
+	// at 08:00, 500 at 09:00 exactly, 500 at 10:01 (after now).
+	entries := []string{h(500, "08:00:00"), h(500, "09:00:00"), h(30, "09:30:00"), h(20, "09:59:00"), h(500, "10:01:00")}
+	for _, order := range [][]int{{0, 1, 2, 3, 4}, {4, 2, 0, 3, 1}, {3, 4, 1, 2, 0}} {
+		var hist []string
+		for _, i := range order {
+			hist = append(hist, entries[i])
+		}
+		for amount, want := range map[int]policy.Effect{50: policy.Allow, 51: policy.Deny} {
+			req := fmt.Sprintf(`{"action": {"type": "transfer", "amount": %d, "to": "x"}, "now": "2026-11-22T10:00:00Z", "session": {"id": "s", "history": [%s]}}`,
+				amount, strings.Join(hist, ","))
+			if d := p.Evaluate(mustRequest(t, req)); d.Decision != want {
+				t.Errorf("history order %v, amount %d: %s, want %s (50 inside the window)", order, amount, d.Decision, want)
+			}
+			// A history built without Type (by hand) is looked up in Action.
+			r := mustRequest(t, req)
+			for i := range r.Session.History {
+				if r.Session.History[i].Type != "transfer" {
+					t.Fatalf("decoded history entry %d: Type %q", i, r.Session.History[i].Type)
+				}
+				r.Session.History[i].Type = ""
+			}
+			if d := p.Evaluate(r); d.Decision != want {
+				t.Errorf("history order %v without Type, amount %d: %s, want %s", order, amount, d.Decision, want)
+			}
+		}
+	}
+}

@@ -55,6 +55,7 @@ type Session struct {
 // HistoryEntry is one earlier action of the session with what became of it.
 type HistoryEntry struct {
 	Action   map[string]any // the canonical action, "type" included
+	Type     string         // Action["type"], kept apart for the session helpers (empty: looked up)
 	Decision string         // allow, deny, require_approval, approved, rejected, expired
 	Outcome  string         // success, failure, unknown, or "" while pending
 	Time     time.Time
@@ -255,7 +256,7 @@ func (d *decoder) history(v any) HistoryEntry {
 		case "action":
 			a, err := NewAction(v)
 			d.fail(err)
-			h.Action = a.Fields
+			h.Action, h.Type = a.Fields, a.Type
 		case "decision":
 			h.Decision = d.str(v, "session.history[].decision")
 		case "outcome":

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"reflect"
+	"sort"
 	"time"
 
 	"cel.dev/cel-go/cel"
@@ -20,6 +21,24 @@ var sessionType = types.NewObjectType(sessionTypeName)
 type sessionVal struct {
 	s   *Session
 	now time.Time
+	// ordered: 0 not yet known, 1 History is in time order, -1 it is not.
+	ordered int8
+}
+
+// inTimeOrder reports whether the history is sorted by time (as the
+// gateway records it), checked once per evaluation.
+func (v *sessionVal) inTimeOrder() bool {
+	if v.ordered == 0 {
+		v.ordered = 1
+		h := v.s.History
+		for i := 1; i < len(h); i++ {
+			if h[i].Time.Before(h[i-1].Time) {
+				v.ordered = -1
+				break
+			}
+		}
+	}
+	return v.ordered == 1
 }
 
 func (v *sessionVal) ConvertToNative(typeDesc reflect.Type) (any, error) {
@@ -100,7 +119,7 @@ func sessionFunctions() []cel.EnvOption {
 					}
 					for i := len(s.s.History) - 1; i >= 0; i-- {
 						h := &s.s.History[i]
-						if h.allowed() && h.Outcome == "success" && !h.Time.After(s.now) && matches(h.Action, typ, match) {
+						if h.allowed() && h.Outcome == "success" && !h.Time.After(s.now) && matches(h, typ, match) {
 							return types.True
 						}
 					}
@@ -186,22 +205,32 @@ func helperArgs(sv, tv, mv ref.Val) (*sessionVal, string, []field, ref.Val) {
 func (s *sessionVal) window(wv ref.Val, typ string, match []field, f func(*HistoryEntry)) {
 	w, _ := wv.(types.Duration)
 	from := s.now.Add(-w.Duration)
-	for i := range s.s.History {
-		h := &s.s.History[i]
+	hist := s.s.History
+	if s.inTimeOrder() {
+		// Skip what is older than the window without looking at it.
+		hist = hist[sort.Search(len(hist), func(i int) bool { return hist[i].Time.After(from) }):]
+	}
+	for i := range hist {
+		h := &hist[i]
 		if !h.allowed() || h.Outcome == "failure" || !h.Time.After(from) || h.Time.After(s.now) {
 			continue
 		}
-		if matches(h.Action, typ, match) {
+		if matches(h, typ, match) {
 			f(h)
 		}
 	}
 }
 
 // matches reports whether action has type typ and every field of match.
-func matches(action map[string]any, typ string, match []field) bool {
-	if t, _ := action["type"].(string); t != typ {
+func matches(h *HistoryEntry, typ string, match []field) bool {
+	t := h.Type
+	if t == "" {
+		t, _ = h.Action["type"].(string)
+	}
+	if t != typ {
 		return false
 	}
+	action := h.Action
 	for _, f := range match {
 		if !equalValue(action[f.key], f.val) {
 			return false

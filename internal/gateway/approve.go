@@ -220,7 +220,7 @@ func (g *Gateway) executeApproved(ctx context.Context, id string) (*Result, erro
 		return nil, fmt.Errorf("record approved decision: %w: %v", ErrUnavailable, err)
 	}
 	if final.Decision == "approved" {
-		st.history = append(st.history, policy.HistoryEntry{Action: rec.Action.Fields, Decision: "approved", Time: now})
+		st.history = append(st.history, policy.HistoryEntry{Action: rec.Action.Fields, Type: rec.Action.Type, Decision: "approved", Time: now})
 		st.ids = append(st.ids, id)
 	}
 	st.mu.Unlock()

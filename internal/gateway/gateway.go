@@ -359,7 +359,7 @@ func (g *Gateway) decide(ctx context.Context, req *Request) (*record, error) {
 		}
 	}
 	rec.Decision, rec.Entry = d, r
-	st.history = append(st.history, policy.HistoryEntry{Action: req.Action.Fields, Decision: string(d.Decision), Time: now})
+	st.history = append(st.history, policy.HistoryEntry{Action: req.Action.Fields, Type: req.Action.Type, Decision: string(d.Decision), Time: now})
 	st.ids = append(st.ids, id)
 	g.mu.Lock()
 	g.requests[id] = rec

@@ -126,7 +126,7 @@ func (g *Gateway) restoreDecision(lr LogReader, at audit.Receipt, e *audit.Entry
 		agent: policy.Agent{ID: e.Agent, Roles: ds.AgentRoles}, instruction: e.Instruction.Text, reasoning: e.Reasoning.Text}
 	st := g.agent(e.Agent)
 	st.mu.Lock()
-	st.history = append(st.history, policy.HistoryEntry{Action: act.Fields, Decision: e.Decision, Time: e.Time})
+	st.history = append(st.history, policy.HistoryEntry{Action: act.Fields, Type: act.Type, Decision: e.Decision, Time: e.Time})
 	st.ids = append(st.ids, e.RequestID)
 	st.mu.Unlock()
 	g.mu.Lock()
