@@ -243,3 +243,40 @@ func BenchmarkDecodeEntry(b *testing.B) {
 		}
 	}
 }
+
+// TestDecodeVerifiedEntry: the decoder for already verified logs gives the
+// same entries as DecodeEntry and still refuses what is not an entry.
+func TestDecodeVerifiedEntry(t *testing.T) {
+	for _, e := range vectorEntries() {
+		b, err := e.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		strict, err := DecodeEntry(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fast, err := DecodeVerifiedEntry(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(strict, fast); diff != "" {
+			t.Errorf("DecodeVerifiedEntry differs from DecodeEntry (-strict +fast):\n%s", diff)
+		}
+	}
+	good, _ := vectorEntries()[4].Encode()
+	for _, in := range []string{
+		``, `null`, `{}`, string(good) + `{}`,
+		strings.Replace(string(good), `"v":1`, `"v":2`, 1),
+		strings.Replace(string(good), `"kind":"note"`, `"kind":"nope"`, 1),
+		strings.Replace(string(good), `"kind":"note",`, `"kind":"note","kind":"note",`, 1),
+		strings.Replace(string(good), `{`, `{"zzz":1,`, 1),
+		`{"closes":0,"kind":"note","time":"2026-11-22T10:00:00Z","v":1}`,
+		`{"kind":"outcome","time":"2026-11-22T10:00:00Z","v":1}`,
+		"{\"kind\":\"note\",\"message\":\"\xff\",\"time\":\"2026-11-22T10:00:00Z\",\"v\":1}",
+	} {
+		if _, err := DecodeVerifiedEntry([]byte(in)); err == nil {
+			t.Errorf("DecodeVerifiedEntry(%q) succeeded, want error", in)
+		}
+	}
+}

@@ -15,7 +15,16 @@ import (
 // encoding is injective, so a match means w is the one value b encodes.
 func parseWire(b []byte, w *wireEntry) error {
 	p := &wireParser{b: b}
-	err := p.object(func(k string) error { return p.member(k, w) })
+	last := ""
+	err := p.object(func(k string) error {
+		// The encoding sorts members: out of order or repeated is not an
+		// entry (DecodeVerifiedEntry relies on this, not on re-encoding).
+		if k <= last {
+			return fmt.Errorf("member %q out of order or repeated", k)
+		}
+		last = k
+		return p.member(k, w)
+	})
 	if err == nil && p.i != len(p.b) {
 		err = errors.New("trailing data")
 	}
