@@ -54,6 +54,10 @@ type Replayed struct {
 // each seeing the history of exactly the entries before it. The Replayed
 // value and its Request.Session.History are only valid during the call.
 // The first error (from reading the log, opts.Entry or fn) stops the walk.
+//
+// Entries are decoded with audit.DecodeVerifiedEntry: their structure is
+// checked, but not that each encoding is canonical, which audit.VerifyDir
+// checks (`rulelock verify --replay` runs it first).
 func Replay(lr LogReader, opts ReplayOptions, fn func(*Replayed) error) error {
 	if opts.Retention <= 0 {
 		opts.Retention = 7 * 24 * time.Hour
@@ -233,7 +237,7 @@ func (w *walker) decode(lo, hi int64, roles map[string][]string) ([]replayItem, 
 				return nil, fmt.Errorf("replay: entry %d: %w", i, err)
 			}
 		}
-		e, err := audit.DecodeEntry(raw)
+		e, err := audit.DecodeVerifiedEntry(raw)
 		if err != nil {
 			return nil, fmt.Errorf("replay: entry %d: %w", i, err)
 		}

@@ -79,7 +79,10 @@ type Options struct {
 
 // VerifyDir opens the log in dir and verifies it. The log must not be open
 // in a running gateway: verify a stopped gateway's data directory or a copy.
-// Seconds includes opening the log (which checks every frame).
+// Seconds includes opening the log (which checks every frame and the hash
+// chain). It does not check signatures, the Merkle tree or that each
+// entry's encoding is canonical: that is audit.VerifyDir, which `rulelock
+// verify --replay` runs first.
 func VerifyDir(dir string, opts Options) (*Summary, error) {
 	start := time.Now()
 	l, err := audit.Open(dir, audit.Options{})
