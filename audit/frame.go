@@ -68,6 +68,35 @@ func (e *badFrameError) Error() string {
 	return fmt.Sprintf("bad frame at offset %d: %s", e.off, e.reason)
 }
 
+// viewer is a reader that can lend the bytes at [off, off+n) without a
+// copy; readFrame's payload then points into them. ok is false when it
+// cannot.
+type viewer interface {
+	view(off, n int64) (b []byte, ok bool)
+}
+
+// memReader reads from bytes that are not reused: readFrame returns
+// payloads that point into them instead of copies.
+type memReader []byte
+
+func (m memReader) view(off, n int64) ([]byte, bool) {
+	if off < 0 || off+n > int64(len(m)) {
+		return nil, false
+	}
+	return m[off : off+n], true
+}
+
+func (m memReader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off > int64(len(m)) {
+		return 0, fmt.Errorf("read at %d: out of range", off)
+	}
+	n := copy(p, m[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
 // readFrame reads the frame at off of a segment of the given size. It
 // returns errEnd at a zero header (or the end of the file) and a
 // *badFrameError for a frame that is truncated or fails its CRC.
@@ -100,10 +129,16 @@ func readFrame(r io.ReaderAt, off, size int64) (frame, error) {
 	if off+frameHeader+n > size {
 		return frame{}, &badFrameError{off, "truncated payload"}
 	}
-	buf := make([]byte, frameHeader+n)
-	copy(buf, h[:])
-	if _, err := r.ReadAt(buf[frameHeader:], off+frameHeader); err != nil {
-		return frame{}, fmt.Errorf("read frame at %d: %w", off, err)
+	var buf []byte
+	if v, ok := r.(viewer); ok {
+		buf, _ = v.view(off, frameHeader+n)
+	}
+	if buf == nil {
+		buf = make([]byte, frameHeader+n)
+		copy(buf, h[:])
+		if _, err := r.ReadAt(buf[frameHeader:], off+frameHeader); err != nil {
+			return frame{}, fmt.Errorf("read frame at %d: %w", off, err)
+		}
 	}
 	if crc32.Checksum(buf[8:], castagnoli) != binary.BigEndian.Uint32(h[4:]) {
 		return frame{}, &badFrameError{off, "checksum mismatch"}

@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -366,7 +365,7 @@ func (l *Log) ReadEntries(lo, hi int64) ([][]byte, error) {
 		if _, err := seg.f.ReadAt(buf, start); err != nil {
 			return nil, fmt.Errorf("read entries at %d: %w", start, err)
 		}
-		r := bytes.NewReader(buf)
+		r := memReader(buf)
 		for i := j; i < k; i++ {
 			var fr frame
 			var err error

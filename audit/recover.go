@@ -69,7 +69,7 @@ func (l *Log) loadSegment(first int64, last bool, leaf func(tlog.Hash)) (*segmen
 	}
 	size := st.Size()
 	seg := &segment{first: first, f: f, size: size}
-	r := &windowReader{r: f, size: size}
+	r := &windowReader{r: f, size: size, lend: true} // payloads are hashed, not kept
 	for off := int64(0); ; {
 		fr, err := readFrame(r, off, size)
 		if err == errEnd && last {

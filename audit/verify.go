@@ -133,11 +133,21 @@ func scanSegment(f *os.File, name string, pos int64, fn func(scanned) error) err
 }
 
 // windowReader serves ReadAt from a 4 MiB window of the underlying file.
+// With lend set it is a viewer: readFrame's payloads then point into the
+// window and are valid only until the next read.
 type windowReader struct {
 	r    io.ReaderAt
 	size int64
 	off  int64
 	buf  []byte
+	lend bool
+}
+
+func (w *windowReader) view(off, n int64) ([]byte, bool) {
+	if !w.lend || off < w.off || off+n > w.off+int64(len(w.buf)) {
+		return nil, false
+	}
+	return w.buf[off-w.off : off-w.off+n], true
 }
 
 func (w *windowReader) ReadAt(p []byte, off int64) (int, error) {
