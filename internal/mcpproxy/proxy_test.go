@@ -144,9 +144,11 @@ func newFixture(t *testing.T, src string) *fixture {
 	}
 	t.Cleanup(func() { l.Close() })
 	f.log = l
-	p, err := policy.FromSources([]policy.Source{{Name: "mcp.rules", Data: []byte(src)}}, policy.Options{})
-	if err != nil {
-		t.Fatal(err)
+	var p *policy.Policy // src "": no policy active, as with no valid bundle
+	if src != "" {
+		if p, err = policy.FromSources([]policy.Source{{Name: "mcp.rules", Data: []byte(src)}}, policy.Options{}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	f.proxy, err = mcpproxy.New(ctx, mcpproxy.Config{
 		Upstreams: []mcpproxy.Upstream{{Name: "up", URL: f.up.http.URL, Headers: http.Header{"Authorization": {"Bearer upstream-credential"}}}},
@@ -675,5 +677,40 @@ rule "Block" {
 		if time.Now().After(deadline) {
 			t.Fatalf("outcome of the cancelled call: %q", outcome)
 		}
+	}
+}
+
+// TestNoPolicyRefusesCalls: while no policy is active (a gateway started
+// without a valid bundle) tools/list shows nothing, a call is refused with
+// an error, logged as a no_policy denial, and nothing reaches the upstream.
+func TestNoPolicyRefusesCalls(t *testing.T) {
+	f := newFixture(t, "")
+	cs := f.connect(t, "token-a", nil, nil)
+	if got := toolNames(t, cs); len(got) != 0 {
+		t.Errorf("tools/list without a policy = %v, want none", got)
+	}
+	_, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "up.echo", Arguments: map[string]any{"text": "hello"}})
+	if err == nil || !strings.Contains(err.Error(), "no valid policy bundle") {
+		t.Fatalf("call without a policy: %v, want an error naming the missing policy", err)
+	}
+	if got := f.up.received(); len(got) != 0 {
+		t.Fatalf("upstream received %q without a policy", got)
+	}
+	var logged []string
+	for i := int64(0); i < f.log.Size(); i++ {
+		raw, err := f.log.ReadEntry(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := audit.DecodeEntry(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Kind == audit.KindDecision {
+			logged = append(logged, e.Decision+" "+e.Agent+" "+e.Message)
+		}
+	}
+	if len(logged) != 1 || !strings.HasPrefix(logged[0], "deny agent-a") || !strings.Contains(logged[0], "no_policy") {
+		t.Errorf("decisions logged: %q, want one no_policy denial of agent-a", logged)
 	}
 }
