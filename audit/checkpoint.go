@@ -194,7 +194,7 @@ func (c *Checkpointer) Checkpoint() ([]byte, error) {
 	}
 	// The stored hashes must be durable before a checkpoint vouches for
 	// them: Open trusts the hashes a checkpoint covers.
-	if err := c.log.hashes.f.Sync(); err != nil {
+	if err := c.log.hashes.sync(); err != nil {
 		return nil, fmt.Errorf("checkpoint: sync hashes: %w", err)
 	}
 	root, err := tlog.TreeHash(size, c.log.hashes)

@@ -50,6 +50,28 @@ func (s *hashStore) add(i int64, h tlog.Hash) error {
 	return nil
 }
 
+// flushAt is how many pending stored hashes the writer lets accumulate
+// before writing them out (128 KiB). Writing them after every batch put a
+// small write beside every fdatasync of the log and slowed it; they are
+// rebuilt from the entries on open, and a checkpoint flushes and syncs them
+// before it vouches for them.
+const flushAt = 4096
+
+// needsFlush reports whether the pending hashes have reached flushAt.
+func (s *hashStore) needsFlush() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.pending) >= flushAt
+}
+
+// sync writes the pending hashes and syncs the file.
+func (s *hashStore) sync() error {
+	if err := s.flush(); err != nil {
+		return err
+	}
+	return s.f.Sync()
+}
+
 // flush writes the pending hashes to the file (without sync).
 func (s *hashStore) flush() error {
 	s.mu.Lock()

@@ -414,7 +414,7 @@ func (l *Log) closeFiles() error {
 		errs = append(errs, s.f.Close())
 	}
 	if l.hashes != nil {
-		errs = append(errs, l.hashes.f.Sync(), l.hashes.f.Close())
+		errs = append(errs, l.hashes.sync(), l.hashes.f.Close())
 	}
 	if l.side != nil {
 		errs = append(errs, l.side.Close())

@@ -108,7 +108,7 @@ func (l *Log) publish(batch []*request, seg *segment, chain tlog.Hash) error {
 			herr = l.hashes.add(l.size+int64(i), req.leaf)
 		}
 	}
-	if herr == nil {
+	if herr == nil && l.hashes.needsFlush() {
 		herr = l.hashes.flush()
 	}
 	l.mu.Lock()
