@@ -184,6 +184,24 @@ func newFixture(t *testing.T, src string) *fixture {
 	return f
 }
 
+// entries decodes every entry of the fixture's log.
+func (f *fixture) entries(t *testing.T) []*audit.Entry {
+	t.Helper()
+	var out []*audit.Entry
+	for i := int64(0); i < f.log.Size(); i++ {
+		raw, err := f.log.ReadEntry(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := audit.DecodeEntry(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
 // bearer adds a token to every request of an MCP client.
 type bearer struct {
 	token string
@@ -276,15 +294,7 @@ func TestAllowDenyAndLog(t *testing.T) {
 	// The log holds both decisions and the outcome, with the _meta inputs.
 	var kinds []string
 	var instr string
-	for i := int64(0); i < f.log.Size(); i++ {
-		raw, err := f.log.ReadEntry(i)
-		if err != nil {
-			t.Fatal(err)
-		}
-		e, err := audit.DecodeEntry(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, e := range f.entries(t) {
 		if e.Kind == audit.KindNote {
 			continue
 		}
@@ -665,9 +675,8 @@ rule "Block" {
 	// The outcome entry records what became of it.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		var outcome string
-		for i := int64(0); i < f.log.Size(); i++ {
-			raw, _ := f.log.ReadEntry(i)
-			if e, err := audit.DecodeEntry(raw); err == nil && e.Kind == audit.KindOutcome {
+		for _, e := range f.entries(t) {
+			if e.Kind == audit.KindOutcome {
 				outcome = e.Status
 			}
 		}
@@ -697,15 +706,7 @@ func TestNoPolicyRefusesCalls(t *testing.T) {
 		t.Fatalf("upstream received %q without a policy", got)
 	}
 	var logged []string
-	for i := int64(0); i < f.log.Size(); i++ {
-		raw, err := f.log.ReadEntry(i)
-		if err != nil {
-			t.Fatal(err)
-		}
-		e, err := audit.DecodeEntry(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, e := range f.entries(t) {
 		if e.Kind == audit.KindDecision {
 			logged = append(logged, e.Decision+" "+e.Agent+" "+e.Message)
 		}
