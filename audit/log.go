@@ -346,9 +346,8 @@ func (l *Log) ReadEntries(lo, hi int64) ([][]byte, error) {
 		l.mu.RUnlock()
 		return nil, fmt.Errorf("read entries [%d, %d): out of range [0, %d)", lo, hi, n)
 	}
-	locs := l.locs[lo:hi:hi] // written once, never changed: safe to read unlocked
-	segs := make([]*segment, len(l.segs))
-	copy(segs, l.segs)
+	// Both are only appended to: the elements seen now never change.
+	locs, segs := l.locs[lo:hi:hi], l.segs
 	l.mu.RUnlock()
 
 	out := make([][]byte, 0, len(locs))
