@@ -122,6 +122,10 @@ var (
 	ErrNoPolicy = errors.New("no policy is active")
 )
 
+// NoPolicyMessage tells an agent why its action was refused while no policy
+// is active.
+const NoPolicyMessage = "no valid policy bundle is active: nothing was decided or executed"
+
 // Gateway mediates actions. It is safe for concurrent use.
 type Gateway struct {
 	cfg Config

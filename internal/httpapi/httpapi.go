@@ -311,7 +311,7 @@ func (s *Server) submit(execute bool) func(http.ResponseWriter, *http.Request, p
 		start := time.Now()
 		body, code, msg, status := s.readBody(w, r)
 		if code == "" && s.cfg.Gateway.Active().None {
-			code, msg, status = "no_policy", noPolicyMessage, http.StatusServiceUnavailable
+			code, msg, status = "no_policy", gateway.NoPolicyMessage, http.StatusServiceUnavailable
 		}
 		if code == "" {
 			ab, err := decodeActionBody(body)
@@ -332,18 +332,10 @@ func (s *Server) submit(execute bool) func(http.ResponseWriter, *http.Request, p
 	}
 }
 
-// noPolicyMessage answers actions while no policy is active.
-const noPolicyMessage = "no valid policy bundle is active: nothing was decided or executed"
-
 func (s *Server) decided(w http.ResponseWriter, r *http.Request, start time.Time, agent policy.Agent, ab *actionBody, execute bool) {
 	res, err := s.cfg.Gateway.Submit(r.Context(), &gateway.Request{
 		Agent: agent, Session: ab.Session, Action: ab.Action, Instruction: ab.Instruction, Reasoning: ab.Reasoning,
 	}, execute)
-	if errors.Is(err, gateway.ErrNoPolicy) {
-		s.cfg.Metrics.failClosed("no_policy")
-		writeError(w, http.StatusServiceUnavailable, "no_policy", noPolicyMessage)
-		return
-	}
 	if err != nil {
 		s.cfg.Metrics.failClosed("unavailable")
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "the gateway could not record the decision: nothing was done")

@@ -176,11 +176,10 @@ func (p *Proxy) call(ctx context.Context, agent policy.Agent, req *mcp.CallToolR
 	if errors.Is(err, gateway.ErrNoPolicy) {
 		// Logged like the HTTP API's no_policy refusal; the agent is told
 		// the server cannot act, not that its call was malformed.
-		const msg = "no valid policy bundle is active: nothing was decided or executed"
-		if _, err := p.gw.Refuse(ctx, agent, "no_policy", msg, raw); err != nil {
+		if _, err := p.gw.Refuse(ctx, agent, "no_policy", gateway.NoPolicyMessage, raw); err != nil {
 			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "the audit log is unavailable: nothing was done"}
 		}
-		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "rulelock: " + msg}
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "rulelock: " + gateway.NoPolicyMessage}
 	}
 	if err != nil {
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "rulelock could not decide or record the call: nothing was done (" + err.Error() + ")"}
