@@ -134,16 +134,12 @@ func TestFaultAcrossRollover(t *testing.T) {
 	l.commit(batch) // as the writer goroutine would, with this batch
 	ok := 0
 	for i, req := range batch {
-		select {
-		case res := <-req.done:
-			if res.err == nil {
-				if ok != i {
-					t.Fatalf("request %d acknowledged after a failed one", i)
-				}
-				ok++
+		res := <-req.done // the syncer answers what the writer handed over
+		if res.err == nil {
+			if ok != i {
+				t.Fatalf("request %d acknowledged after a failed one", i)
 			}
-		default:
-			t.Fatalf("request %d never answered", i)
+			ok++
 		}
 		if len(req.done) != 0 {
 			t.Fatalf("request %d answered twice", i)

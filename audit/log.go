@@ -111,19 +111,25 @@ type Log struct {
 	appendMu sync.RWMutex // guards closed and sends on queue
 	closed   bool
 	queue    chan *request
+	durable  chan durable // from run to acker
 	done     chan struct{}
 
 	mu     sync.RWMutex // guards the fields below
 	segs   []*segment
 	locs   []loc
-	size   int64
-	chain  tlog.Hash
+	size   int64 // durable entries
 	failed error
 
 	hashes *hashStore
-	spare  *spare // next segment, being preallocated (writer only)
-	side   file   // the sensitive side file, opened lazily
-	sideN  int64
+	// Owned by the writer (run): the next index, chain and frame buffer of
+	// what is durable, which is ahead of size until acker publishes it.
+	next  int64
+	chain tlog.Hash
+	buf   []byte
+
+	spare *spare // next segment, being preallocated (writer only)
+	side  file   // the sensitive side file, opened lazily
+	sideN int64
 }
 
 type segment struct {
@@ -185,12 +191,14 @@ func Open(dir string, opts Options) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open audit log %s: %w", dir, err)
 	}
-	l := &Log{dir: dir, opts: opts, lock: lock, queue: make(chan *request, opts.MaxBatch), done: make(chan struct{})}
+	l := &Log{dir: dir, opts: opts, lock: lock, queue: make(chan *request, opts.MaxBatch), durable: make(chan durable, 64), done: make(chan struct{})}
 	if err := l.recover(); err != nil {
 		l.closeFiles()
 		return nil, fmt.Errorf("open audit log %s: %w", dir, err)
 	}
+	l.next = l.size
 	go l.run()
+	go l.acker()
 	return l, nil
 }
 

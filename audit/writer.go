@@ -6,14 +6,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-
-	"golang.org/x/mod/sumdb/tlog"
 )
 
-// run is the writer: it takes what is queued, writes it, syncs once and
-// acknowledges the whole batch (eager group commit, no timer).
+// run is the writer, with eager group commit and no timer: it takes what
+// is queued, writes it, syncs once and hands the durable batch to acker,
+// which publishes and acknowledges it while the writer already writes and
+// syncs the next batch. Nothing is acknowledged before the fdatasync that
+// covers it.
 func (l *Log) run() {
-	defer close(l.done)
+	defer close(l.durable)
 	for req := range l.queue {
 		batch := []*request{req}
 	drain:
@@ -32,93 +33,124 @@ func (l *Log) run() {
 	}
 }
 
-// commit makes batch durable and acknowledges it.
+// commit makes batch durable and hands it to acker, or answers what it
+// could not make durable with the error that stopped the log.
 func (l *Log) commit(batch []*request) {
-	if l.failed != nil {
-		ack(batch, Receipt{}, l.failed)
+	if err := l.Err(); err != nil {
+		ack(batch, err)
 		return
 	}
-	if acked, err := l.writeBatch(batch); err != nil {
-		l.mu.Lock()
+	if sent, err := l.writeBatch(batch); err != nil {
+		ack(batch[sent:], l.fail(err))
+	}
+}
+
+// durable is a synced batch: its requests and where their frames are.
+type durable struct {
+	reqs []*request
+	locs []loc
+}
+
+// acker publishes and acknowledges durable batches, in order. After a
+// failed publish nothing more is acknowledged.
+func (l *Log) acker() {
+	defer close(l.done)
+	var err error
+	for d := range l.durable {
+		if err == nil {
+			err = l.publish(d)
+			if err != nil {
+				err = l.fail(err)
+			}
+			continue
+		}
+		ack(d.reqs, err)
+	}
+}
+
+// fail stops the log after a disk error and returns the error every
+// unacknowledged and later Append gets. No fdatasync follows a failed one:
+// a second call may report success for pages the failed one lost.
+func (l *Log) fail(err error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.failed == nil {
 		l.failed = fmt.Errorf("append: %w: %w", ErrFailed, err)
-		l.mu.Unlock()
-		ack(batch[acked:], Receipt{}, l.failed)
 	}
+	return l.failed
 }
 
-func ack(batch []*request, r Receipt, err error) {
+func ack(batch []*request, err error) {
 	for _, req := range batch {
-		req.done <- result{r, err}
+		req.done <- result{Receipt{}, err}
 	}
 }
 
-// writeBatch writes, syncs and acknowledges batch, rolling to a new segment
-// when the current one is full. It returns how many requests it
-// acknowledged (all of them when err is nil).
-func (l *Log) writeBatch(batch []*request) (acked int, err error) {
+// writeBatch writes and syncs batch, rolling to a new segment when the
+// current one is full, and hands the durable frames to acker. It returns
+// how many requests it handed over (all of them when err is nil).
+func (l *Log) writeBatch(batch []*request) (sent int, err error) {
 	if err := l.writeSide(batch); err != nil {
 		return 0, err
 	}
-	for acked < len(batch) {
-		rest := batch[acked:]
+	for sent < len(batch) {
+		rest := batch[sent:]
 		seg := l.segs[len(l.segs)-1]
-		var buf []byte
+		buf := l.buf[:0]
 		chain := l.chain
-		idx := l.size
-		n := 0
+		off := seg.end
+		locs := make([]loc, 0, len(rest))
 		for _, req := range rest {
-			if seg.end+int64(len(buf))+frameHeader+int64(len(req.payload)) > seg.size {
+			if off+frameHeader+int64(len(req.payload)) > seg.size {
 				break
 			}
 			chain = nextChain(chain, req.leaf)
-			buf = appendFrame(buf, idx, chain, req.payload)
-			idx++
-			n++
+			buf = appendFrame(buf, l.next+int64(len(locs)), chain, req.payload)
+			locs = append(locs, loc{seg: int32(len(l.segs) - 1), off: off})
+			off += frameHeader + int64(len(req.payload))
 		}
+		l.buf = buf
+		n := len(locs)
 		if n == 0 {
-			if err := l.newSegment(l.size); err != nil {
-				return acked, err
+			if err := l.newSegment(l.next); err != nil {
+				return sent, err
 			}
 			continue
 		}
 		if _, err := seg.f.WriteAt(buf, seg.end); err != nil {
-			return acked, fmt.Errorf("write %s: %w", seg.f.Name(), err)
+			return sent, fmt.Errorf("write %s: %w", seg.f.Name(), err)
 		}
 		if err := seg.f.Sync(); err != nil {
-			return acked, fmt.Errorf("sync %s: %w", seg.f.Name(), err)
+			return sent, fmt.Errorf("sync %s: %w", seg.f.Name(), err)
 		}
-		err := l.publish(rest[:n], seg, chain)
-		acked += n
-		if err != nil {
-			return acked, err
-		}
+		seg.end = off
+		l.chain = chain
+		l.next += int64(n)
+		l.durable <- durable{reqs: rest[:n], locs: locs}
+		sent += n
 	}
-	return acked, nil
+	return sent, nil
 }
 
-// publish records the durable frames in memory and acknowledges them.
-func (l *Log) publish(batch []*request, seg *segment, chain tlog.Hash) error {
-	locs := make([]loc, len(batch))
-	off := seg.end
+// publish records a durable batch in memory and acknowledges it.
+func (l *Log) publish(w durable) error {
 	var herr error
-	for i, req := range batch {
-		locs[i] = loc{seg: int32(len(l.segs) - 1), off: off}
-		off += frameHeader + int64(len(req.payload))
-		if herr == nil {
-			herr = l.hashes.add(l.size+int64(i), req.leaf)
+	l.mu.RLock()
+	first := l.size
+	l.mu.RUnlock()
+	for i, req := range w.reqs {
+		if herr = l.hashes.add(first+int64(i), req.leaf); herr != nil {
+			break
 		}
 	}
 	if herr == nil && l.hashes.needsFlush() {
 		herr = l.hashes.flush()
 	}
 	l.mu.Lock()
-	first := l.size
-	l.locs = append(l.locs, locs...)
-	l.size += int64(len(batch))
-	l.chain = chain
-	seg.end = off
+	l.locs = append(l.locs, w.locs...)
+	l.size += int64(len(w.reqs))
 	l.mu.Unlock()
-	for i, req := range batch {
+	for i, req := range w.reqs {
 		req.done <- result{Receipt{Index: first + int64(i), LeafHash: req.leaf}, nil}
 	}
 	// The entries are durable and acknowledged; a hashes error only stops
@@ -130,7 +162,7 @@ func (l *Log) publish(batch []*request, seg *segment, chain tlog.Hash) error {
 // syncs it, before the entries that commit to them are written.
 func (l *Log) writeSide(batch []*request) error {
 	var buf bytes.Buffer
-	idx := l.size
+	idx := l.next
 	for _, req := range batch {
 		for _, s := range req.side {
 			s.Index = idx
