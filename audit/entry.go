@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // EntryVersion is the version of the entry encoding, the "v" member of every
@@ -267,19 +268,25 @@ func optField(f Field) *Field {
 // for an entry that cannot round-trip (unknown kind, invalid UTF-8, a
 // sensitive field not yet committed, an action whose digest does not match).
 func (e *Entry) Encode() ([]byte, error) {
+	return e.appendEncoding(make([]byte, 0, 1024))
+}
+
+// appendEncoding appends the canonical encoding of e to b (see Encode).
+func (e *Entry) appendEncoding(b []byte) ([]byte, error) {
+	start := len(b)
 	if !e.Kind.valid() {
 		return nil, fmt.Errorf("encode entry: unknown kind %q", e.Kind)
 	}
 	if e.Time.IsZero() {
 		return nil, errors.New("encode entry: zero time")
 	}
-	for _, f := range []Field{e.Action, e.Instruction, e.Reasoning, e.Result, e.State} {
+	for _, f := range [...]*Field{&e.Action, &e.Instruction, &e.Reasoning, &e.Result, &e.State} {
 		if f.Sensitive && f.Commitment.IsZero() {
 			return nil, errors.New("encode entry: sensitive field not committed (use Log.Append)")
 		}
 	}
 	if e.Action.Text != "" {
-		if sum := Digest(sha256.Sum256([]byte(e.Action.Text))); sum != e.ActionSHA256 {
+		if sum := Digest(sha256.Sum256(unsafe.Slice(unsafe.StringData(e.Action.Text), len(e.Action.Text)))); sum != e.ActionSHA256 {
 			return nil, fmt.Errorf("encode entry: action_sha256 %v does not match the action (%v)", e.ActionSHA256, sum)
 		}
 	}
@@ -318,12 +325,12 @@ func (e *Entry) Encode() ([]byte, error) {
 	if e.Kind == KindOutcome {
 		w.Closes = &e.Closes
 	}
-	b, err := w.appendJSON(make([]byte, 0, 1024))
+	b, err := w.appendJSON(b)
 	if err != nil {
 		return nil, fmt.Errorf("encode entry: %w", err)
 	}
-	if len(b) > MaxEntrySize {
-		return nil, fmt.Errorf("encode entry: %d bytes, limit %d", len(b), MaxEntrySize)
+	if len(b)-start > MaxEntrySize {
+		return nil, fmt.Errorf("encode entry: %d bytes, limit %d", len(b)-start, MaxEntrySize)
 	}
 	return b, nil
 }
@@ -341,33 +348,53 @@ func DecodeEntry(b []byte) (*Entry, error) { return decodeEntry(b, true) }
 func DecodeVerifiedEntry(b []byte) (*Entry, error) { return decodeEntry(b, false) }
 
 func decodeEntry(b []byte, canonical bool) (*Entry, error) {
-	if len(b) > MaxEntrySize {
-		return nil, fmt.Errorf("decode entry: %d bytes, limit %d", len(b), MaxEntrySize)
-	}
-	if !utf8.Valid(b) {
-		return nil, errors.New("decode entry: invalid UTF-8")
-	}
+	e := new(Entry)
 	var w wireEntry
-	if err := parseWire(b, &w); err != nil {
+	if err := decodeInto(&wireParser{b: b}, &w, e); err != nil {
+		return nil, err
+	}
+	if !canonical {
+		return e, nil
+	}
+	again, err := e.Encode()
+	if err != nil {
 		return nil, fmt.Errorf("decode entry: %w", err)
 	}
+	if !bytes.Equal(again, b) {
+		return nil, fmt.Errorf("decode entry: %w", ErrNonCanonical)
+	}
+	return e, nil
+}
+
+// decodeInto parses p's bytes into w and builds e from it.
+func decodeInto(p *wireParser, w *wireEntry, e *Entry) error {
+	b := p.b
+	if len(b) > MaxEntrySize {
+		return fmt.Errorf("decode entry: %d bytes, limit %d", len(b), MaxEntrySize)
+	}
+	if !utf8.Valid(b) {
+		return errors.New("decode entry: invalid UTF-8")
+	}
+	if err := p.parse(w); err != nil {
+		return fmt.Errorf("decode entry: %w", err)
+	}
 	if w.V != EntryVersion {
-		return nil, fmt.Errorf("decode entry: version %d, want %d", w.V, EntryVersion)
+		return fmt.Errorf("decode entry: version %d, want %d", w.V, EntryVersion)
 	}
 	if !w.Kind.valid() {
-		return nil, fmt.Errorf("decode entry: unknown kind %q", w.Kind)
+		return fmt.Errorf("decode entry: unknown kind %q", w.Kind)
 	}
 	t, err := time.Parse(time.RFC3339Nano, w.Time)
 	if err != nil {
-		return nil, fmt.Errorf("decode entry: time: %w", err)
+		return fmt.Errorf("decode entry: time: %w", err)
 	}
-	e := &Entry{
+	*e = Entry{
 		Kind: w.Kind, Time: t, Agent: w.Agent, Session: w.Session, RequestID: w.RequestID,
 		Rules: w.Rules, Decision: w.Decision, BundleDigest: w.BundleDigest,
 		EngineVersion: w.EngineVersion, Status: w.Status, Postconditions: w.Postconditions,
 		Approver: w.Approver, Signature: w.Signature, Signers: w.Signers, Message: w.Message,
 	}
-	for _, p := range []struct {
+	for _, p := range [...]struct {
 		dst *Field
 		src *Field
 	}{{&e.Action, w.Action}, {&e.Instruction, w.Instruction}, {&e.Reasoning, w.Reasoning}, {&e.Result, w.Result}, {&e.State, w.State}} {
@@ -382,19 +409,39 @@ func decodeEntry(b []byte, canonical bool) (*Entry, error) {
 		e.Closes = *w.Closes
 	}
 	if (w.Closes != nil) != (w.Kind == KindOutcome) {
-		return nil, errors.New("decode entry: closes must be present exactly on outcome entries")
+		return errors.New("decode entry: closes must be present exactly on outcome entries")
 	}
-	if !canonical {
-		return e, nil
+	return nil
+}
+
+// entryChecker checks that payloads are canonical entry encodings exactly
+// as DecodeEntry does (the same parser, the same encoder, the same
+// comparison), without keeping what it decodes: the strings it parses point
+// into the payload and its buffers are reused, so checking allocates
+// nothing in the common case. The verifier checks every entry with one per
+// goroutine.
+type entryChecker struct {
+	p      wireParser
+	w      wireEntry
+	e      Entry
+	fields [5]Field
+	buf    []byte
+}
+
+func (c *entryChecker) check(b []byte) error {
+	c.p = wireParser{b: b, alias: true, fields: c.fields[:0], scratch: c.p.scratch[:0]}
+	c.w = wireEntry{Rules: c.w.Rules[:0], Postconditions: c.w.Postconditions[:0], Signers: c.w.Signers[:0]}
+	if err := decodeInto(&c.p, &c.w, &c.e); err != nil {
+		return err
 	}
-	again, err := e.Encode()
-	if err != nil {
-		return nil, fmt.Errorf("decode entry: %w", err)
+	var err error
+	if c.buf, err = c.e.appendEncoding(c.buf[:0]); err != nil {
+		return fmt.Errorf("decode entry: %w", err)
 	}
-	if !bytes.Equal(again, b) {
-		return nil, fmt.Errorf("decode entry: %w", ErrNonCanonical)
+	if !bytes.Equal(c.buf, b) {
+		return fmt.Errorf("decode entry: %w", ErrNonCanonical)
 	}
-	return e, nil
+	return nil
 }
 
 // marshal is json.Marshal without HTML escaping, so that canonical action

@@ -104,8 +104,16 @@ func FuzzDecodeEntry(f *testing.F) {
 	odd := &Entry{Kind: KindNote, Time: time.Unix(1, 2), Message: "a\"b\\c\n\t\u0001\u007fé😀\u2029/", Signers: []string{"", "\b\f"}}
 	b, _ := odd.Encode()
 	f.Add(b)
+	reused := new(entryChecker) // carries buffers from one input to the next
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := DecodeEntry(b)
+		// The verifier's checker accepts exactly what DecodeEntry accepts,
+		// fresh or after earlier inputs.
+		for _, c := range []*entryChecker{new(entryChecker), reused} {
+			if cerr := c.check(b); (cerr == nil) != (err == nil) {
+				t.Fatalf("entryChecker says %v, DecodeEntry says %v", cerr, err)
+			}
+		}
 		if err != nil {
 			return
 		}
@@ -277,6 +285,22 @@ func TestDecodeVerifiedEntry(t *testing.T) {
 	} {
 		if _, err := DecodeVerifiedEntry([]byte(in)); err == nil {
 			t.Errorf("DecodeVerifiedEntry(%q) succeeded, want error", in)
+		}
+	}
+}
+
+func BenchmarkCheckEntry(b *testing.B) {
+	e := vectorEntries()[0]
+	e.Reasoning = Text(strings.Repeat("The invoice is due today. ", 26))
+	enc, err := e.Encode()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(enc)))
+	var c entryChecker
+	for b.Loop() {
+		if err := c.check(enc); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

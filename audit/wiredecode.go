@@ -4,9 +4,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // parseWire parses an encoded entry into w. It is a small JSON parser for
@@ -15,6 +17,10 @@ import (
 // encoding is injective, so a match means w is the one value b encodes.
 func parseWire(b []byte, w *wireEntry) error {
 	p := &wireParser{b: b}
+	return p.parse(w)
+}
+
+func (p *wireParser) parse(w *wireEntry) error {
 	last := ""
 	err := p.object(func(k string) error {
 		// The encoding sorts members: out of order or repeated is not an
@@ -37,6 +43,13 @@ func parseWire(b []byte, w *wireEntry) error {
 type wireParser struct {
 	b []byte
 	i int
+	// With alias set, strings without escapes point into b (which must
+	// then outlive them and not change), and fields come from the fields
+	// slice's spare capacity: for entryChecker, which keeps nothing.
+	alias   bool
+	fields  []Field
+	scratch []byte
+	sha     Digest
 }
 
 func (p *wireParser) member(k string, w *wireEntry) error {
@@ -45,7 +58,11 @@ func (p *wireParser) member(k string, w *wireEntry) error {
 	case "action":
 		w.Action, err = p.field()
 	case "action_sha256":
-		w.ActionSHA256, err = p.digest()
+		if p.alias {
+			w.ActionSHA256, err = &p.sha, p.digestInto(&p.sha)
+		} else {
+			w.ActionSHA256, err = p.digest()
+		}
 	case "agent":
 		w.Agent, err = p.str()
 	case "approver":
@@ -204,11 +221,19 @@ func (p *wireParser) array(elem func() error) error {
 }
 
 func (p *wireParser) field() (*Field, error) {
+	var f *Field
+	if p.alias && len(p.fields) < cap(p.fields) {
+		p.fields = p.fields[:len(p.fields)+1]
+		f = &p.fields[len(p.fields)-1]
+		*f = Field{}
+	} else {
+		f = &Field{}
+	}
 	if p.peek('"') {
 		s, err := p.str()
-		return &Field{Text: s}, err
+		f.Text = s
+		return f, err
 	}
-	f := &Field{}
 	var hasSize bool
 	err := p.object(func(k string) error {
 		var err error
@@ -237,26 +262,73 @@ func (p *wireParser) field() (*Field, error) {
 }
 
 func (p *wireParser) digest() (*Digest, error) {
-	s, err := p.str()
-	if err != nil {
+	d := new(Digest)
+	if err := p.digestInto(d); err != nil {
 		return nil, err
 	}
-	var d Digest
-	if err := d.UnmarshalText([]byte(s)); err != nil {
-		return nil, err
-	}
-	return &d, nil
+	return d, nil
 }
 
+// digestInto parses a digest: 64 lowercase hex digits in a string.
+func (p *wireParser) digestInto(d *Digest) error {
+	if err := p.expect('"'); err != nil {
+		return err
+	}
+	const n = 2 * len(Digest{})
+	if len(p.b)-p.i < n+1 || p.b[p.i+n] != '"' {
+		return fmt.Errorf("digest: want %d lowercase hex digits", n)
+	}
+	for i := range d {
+		hi, ok1 := lowerHex(p.b[p.i+2*i])
+		lo, ok2 := lowerHex(p.b[p.i+2*i+1])
+		if !ok1 || !ok2 {
+			return fmt.Errorf("digest: want %d lowercase hex digits", n)
+		}
+		d[i] = hi<<4 | lo
+	}
+	p.i += n + 1
+	return nil
+}
+
+func lowerHex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}
+
+// int parses an integer; the canonical check (the re-encoding) rejects
+// forms such as leading zeros or "-0".
 func (p *wireParser) int() (int64, error) {
+	neg := p.peek('-')
+	if neg {
+		p.i++
+	}
 	j := p.i
-	if p.peek('-') {
-		p.i++
-	}
+	var n uint64
 	for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
+		if p.i-j >= 19 {
+			return 0, errors.New("integer out of range")
+		}
+		n = n*10 + uint64(p.b[p.i]-'0')
 		p.i++
 	}
-	return strconv.ParseInt(string(p.b[j:p.i]), 10, 64)
+	if p.i == j {
+		return 0, errors.New("want an integer")
+	}
+	if neg {
+		if n > 1<<63 {
+			return 0, errors.New("integer out of range")
+		}
+		return -int64(n), nil // 1<<63 wraps to math.MinInt64, as it should
+	}
+	if n > math.MaxInt64 {
+		return 0, errors.New("integer out of range")
+	}
+	return int64(n), nil
 }
 
 func (p *wireParser) bool() (bool, error) {
@@ -277,29 +349,48 @@ func (p *wireParser) str() (string, error) {
 		return "", err
 	}
 	start := p.i
-	for p.i < len(p.b) && p.b[p.i] != '"' && p.b[p.i] != '\\' && p.b[p.i] >= 0x20 {
-		p.i++
-	}
+	p.plain()
 	if p.peek('"') {
-		s := string(p.b[start:p.i])
+		var s string
+		if p.alias && p.i > start {
+			s = unsafe.String(&p.b[start], p.i-start)
+		} else {
+			s = string(p.b[start:p.i])
+		}
 		p.i++
 		return s, nil
 	}
-	buf := append([]byte(nil), p.b[start:p.i]...)
+	// Escapes: unescape into a new buffer, or with alias set onto the end
+	// of scratch (strings already taken from it keep their bytes: they are
+	// only appended to).
+	var buf []byte
+	if p.alias {
+		buf = p.scratch
+	}
+	off := len(buf)
+	buf = append(buf, p.b[start:p.i]...)
 	for p.i < len(p.b) {
 		c := p.b[p.i]
 		switch {
 		case c == '"':
 			p.i++
-			if !utf8.Valid(buf) {
+			if !utf8.Valid(buf[off:]) {
 				return "", errors.New("invalid UTF-8 in a string")
 			}
-			return string(buf), nil
+			if !p.alias {
+				return string(buf), nil
+			}
+			p.scratch = buf
+			if len(buf) == off {
+				return "", nil
+			}
+			return unsafe.String(&buf[off], len(buf)-off), nil
 		case c < 0x20:
 			return "", errors.New("control character in a string")
 		case c != '\\':
-			buf = append(buf, c)
-			p.i++
+			j := p.i
+			p.plain()
+			buf = append(buf, p.b[j:p.i]...)
 			continue
 		}
 		if p.i+1 >= len(p.b) {
@@ -341,6 +432,13 @@ func (p *wireParser) str() (string, error) {
 		}
 	}
 	return "", errors.New("unterminated string")
+}
+
+// plain skips string bytes that need no unescaping.
+func (p *wireParser) plain() {
+	for p.i < len(p.b) && p.b[p.i] != '"' && p.b[p.i] != '\\' && p.b[p.i] >= 0x20 {
+		p.i++
+	}
 }
 
 func (p *wireParser) hex4() (rune, bool) {
