@@ -112,7 +112,9 @@ func scanSegment(f *os.File, name string, pos int64, fn func(scanned) error) err
 	if err != nil {
 		return fmt.Errorf("read log: %w", err)
 	}
-	r := &windowReader{r: f, size: st.Size()}
+	// The payloads point into the windows, which are not reused: the
+	// encoding checks read them later, on other goroutines.
+	r := &windowReader{r: f, size: st.Size(), lend: true, fresh: true}
 	for off := int64(0); ; pos++ {
 		fr, err := readFrame(r, off, st.Size())
 		if err == errEnd {
@@ -134,13 +136,15 @@ func scanSegment(f *os.File, name string, pos int64, fn func(scanned) error) err
 
 // windowReader serves ReadAt from a 4 MiB window of the underlying file.
 // With lend set it is a viewer: readFrame's payloads then point into the
-// window and are valid only until the next read.
+// window and are valid only until the next read, or for good with fresh
+// set (each window is then a new buffer).
 type windowReader struct {
-	r    io.ReaderAt
-	size int64
-	off  int64
-	buf  []byte
-	lend bool
+	r     io.ReaderAt
+	size  int64
+	off   int64
+	buf   []byte
+	lend  bool
+	fresh bool
 }
 
 func (w *windowReader) view(off, n int64) ([]byte, bool) {
@@ -157,7 +161,7 @@ func (w *windowReader) ReadAt(p []byte, off int64) (int, error) {
 		if n < int64(len(p)) {
 			return 0, io.ErrUnexpectedEOF
 		}
-		if int64(cap(w.buf)) < n {
+		if int64(cap(w.buf)) < n || w.fresh {
 			w.buf = make([]byte, n)
 		}
 		w.buf = w.buf[:n]
@@ -177,7 +181,8 @@ func readLogDir(dir string, keep int64) (*dirLog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read log: %w", err)
 	}
-	r := &logReader{d: &dirLog{dir: dir, kept: map[int64][]byte{}}, keep: keep}
+	r := &logReader{d: &dirLog{dir: dir, kept: map[int64][]byte{}}, keep: keep, checks: newEncodingChecks()}
+	defer r.checks.wait()
 	for _, first := range firsts {
 		name := filepath.Join(segDir, segName(first))
 		f, err := os.Open(filepath.Join(dir, name))
@@ -217,7 +222,8 @@ type logReader struct {
 	d        *dirLog
 	keep     int64
 	chain    tlog.Hash
-	pending  []scanned // frames whose encoding is not checked yet
+	pending  []scanned // frames not yet handed to checks
+	checks   *encodingChecks
 	seq      *VerifyError
 	segFirst int64
 	segStart bool
@@ -263,48 +269,89 @@ func (r *logReader) frame(f scanned) error {
 		r.d.kept[pos] = f.payload
 	}
 	r.d.n++
+	if r.pending == nil {
+		r.pending = make([]scanned, 0, checkChunk)
+	}
 	r.pending = append(r.pending, f)
-	if len(r.pending) >= 4096 {
-		return r.flush()
+	if len(r.pending) == checkChunk {
+		r.submit()
 	}
 	return nil
 }
 
-func (r *logReader) flush() error {
-	err := checkEncodings(r.pending)
-	r.pending = r.pending[:0]
-	return err
+// submit hands the pending frames to the encoding checks.
+func (r *logReader) submit() {
+	if len(r.pending) > 0 {
+		r.checks.submit(r.pending)
+		r.pending = nil
+	}
 }
 
-// checkEncodings decodes every entry (in parallel) and reports the first
-// that is not canonical.
-func checkEncodings(frames []scanned) error {
-	workers := runtime.GOMAXPROCS(0)
-	errs := make([]error, workers)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
+// flush waits until every frame read so far has had its encoding checked
+// and returns the first that is not canonical.
+func (r *logReader) flush() error {
+	r.submit()
+	return r.checks.wait()
+}
+
+// checkChunk is how many frames go to an encoding check worker at once.
+const checkChunk = 1024
+
+// encodingChecks checks entry encodings on GOMAXPROCS goroutines while the
+// log is read, and keeps the failure with the lowest index.
+type encodingChecks struct {
+	work  chan []scanned
+	wg    sync.WaitGroup
+	once  sync.Once
+	mu    sync.Mutex
+	first *VerifyError
+}
+
+func newEncodingChecks() *encodingChecks {
+	c := &encodingChecks{work: make(chan []scanned, 2*runtime.GOMAXPROCS(0))}
+	for range runtime.GOMAXPROCS(0) {
+		c.wg.Add(1)
 		go func() {
-			defer wg.Done()
-			for i := w; i < len(frames); i += workers {
-				if _, err := DecodeEntry(frames[i].payload); err != nil {
-					f := frames[i]
-					errs[w] = &VerifyError{Class: ModifiedEntry, Index: f.index, File: f.file, Offset: f.off, Err: err}
-					return
-				}
+			defer c.wg.Done()
+			var chk entryChecker
+			for frames := range c.work {
+				c.check(&chk, frames)
 			}
 		}()
 	}
-	wg.Wait()
-	var first *VerifyError
-	for _, err := range errs {
-		var ve *VerifyError
-		if errors.As(err, &ve) && (first == nil || ve.Index < first.Index) {
-			first = ve
+	return c
+}
+
+func (c *encodingChecks) check(chk *entryChecker, frames []scanned) {
+	for _, f := range frames {
+		c.mu.Lock()
+		done := c.first != nil && c.first.Index < f.index
+		c.mu.Unlock()
+		if done {
+			return
+		}
+		if err := chk.check(f.payload); err != nil {
+			c.mu.Lock()
+			if c.first == nil || f.index < c.first.Index {
+				c.first = &VerifyError{Class: ModifiedEntry, Index: f.index, File: f.file, Offset: f.off, Err: err}
+			}
+			c.mu.Unlock()
+			return
 		}
 	}
-	if first != nil {
-		return first
+}
+
+func (c *encodingChecks) submit(frames []scanned) { c.work <- frames }
+
+// wait waits for every submitted check and returns the first failure. No
+// submit may follow it.
+func (c *encodingChecks) wait() error {
+	c.once.Do(func() {
+		close(c.work)
+		c.wg.Wait()
+	})
+	if c.first != nil {
+		return c.first
 	}
 	return nil
 }

@@ -37,7 +37,8 @@ func VerifyTiles(dir string, key note.Verifier, opts VerifyOptions) (*Report, er
 	}
 	hr := tlog.TileHashReader(tlog.Tree{N: cp.Size, Hash: cp.Root}, tileFiles{dir})
 	d := &dirLog{dir: dir}
-	var frames []scanned
+	checks := newEncodingChecks()
+	defer checks.wait()
 	for n := int64(0); n<<tileHeight < cp.Size; n++ {
 		w := min(1<<tileHeight, cp.Size-n<<tileHeight)
 		entries, path, verr := readBundle(dir, n, int(w))
@@ -52,6 +53,7 @@ func VerifyTiles(dir string, key note.Verifier, opts VerifyOptions) (*Report, er
 		if err != nil {
 			return nil, &VerifyError{Class: Inconsistent, Index: n << tileHeight, File: "tile/0", Err: err}
 		}
+		frames := make([]scanned, 0, len(entries))
 		for k, e := range entries {
 			i := n<<tileHeight + int64(k)
 			if tlog.RecordHash(e) != leaves[k] {
@@ -65,8 +67,9 @@ func VerifyTiles(dir string, key note.Verifier, opts VerifyOptions) (*Report, er
 			d.hashes = append(d.hashes, hs...)
 			d.n++
 		}
+		checks.submit(frames)
 	}
-	if err := checkEncodings(frames); err != nil {
+	if err := checks.wait(); err != nil {
 		return nil, err
 	}
 	if verr := d.checkTree(cp, Checkpoint{}, "checkpoint"); verr != nil {
