@@ -268,7 +268,16 @@ func optField(f Field) *Field {
 // for an entry that cannot round-trip (unknown kind, invalid UTF-8, a
 // sensitive field not yet committed, an action whose digest does not match).
 func (e *Entry) Encode() ([]byte, error) {
-	return e.appendEncoding(make([]byte, 0, 1024))
+	// Room for the members' names and the short fields, and the long ones
+	// with a little escaping, so that the buffer rarely grows.
+	n := 512 + len(e.Message) + len(e.Signature)*4/3
+	for _, f := range [...]*Field{&e.Action, &e.Instruction, &e.Reasoning, &e.Result, &e.State} {
+		n += len(f.Text) + len(f.Text)/8
+	}
+	for _, r := range e.Rules {
+		n += 64 + len(r.Name) + len(r.Message)
+	}
+	return e.appendEncoding(make([]byte, 0, n))
 }
 
 // appendEncoding appends the canonical encoding of e to b (see Encode).

@@ -74,6 +74,7 @@ var (
 	loadAgents   = flag.Int("load.agents", 1000, "rulelock: agents (tokens) the requests are spread over, round robin")
 	loadBin      = flag.String("load.bin", "", "rulelock: this binary instead of one built from the working tree (to compare builds)")
 	loadRuns     = flag.Int("load.runs", 3, "runs of every scenario; the table shows medians")
+	loadDecide   = flag.Bool("load.decide", false, "run only the /v1/decide scenarios (1,000 agents), for quick comparisons")
 )
 
 // gwAction is the request's action: allowed by the seed rule.
@@ -170,6 +171,10 @@ func TestLoad(t *testing.T) {
 		pid := gw.cmd.Process.Pid
 		decide.open = append(decide.open, openLoop(t, ctx, fmt.Sprintf("run %d decide", run), pid, rlTarget(gw.url+"/v1/decide", len(tokens), false)))
 		decide.closed = append(decide.closed, closedLoop(t, ctx, fmt.Sprintf("run %d decide", run), pid, rlTarget(gw.url+"/v1/decide", len(tokens), false)))
+		if *loadDecide {
+			gw.stop(t, bin, last(decide.open).OK+last(decide.closed).OK)
+			continue
+		}
 		decide1.closed = append(decide1.closed, closedLoop(t, ctx, fmt.Sprintf("run %d decide 1 agent", run), pid, rlTarget(gw.url+"/v1/decide", 1, false)))
 		gw.stop(t, bin, last(decide.open).OK+last(decide.closed).OK+last(decide1.closed).OK)
 		// actions
@@ -181,6 +186,9 @@ func TestLoad(t *testing.T) {
 		// OPA
 		opa.open = append(opa.open, openLoop(t, ctx, fmt.Sprintf("run %d opa", run), 0, opaTarget))
 		opa.closed = append(opa.closed, closedLoop(t, ctx, fmt.Sprintf("run %d opa", run), 0, opaTarget))
+	}
+	if *loadDecide {
+		return
 	}
 	t.Logf("medians of %d runs:\n%s", *loadRuns, loadTable(rows, decide, opa))
 }
