@@ -17,7 +17,8 @@
 // Log.Append returns only after the entry is on stable storage. One writer
 // goroutine takes everything queued, writes it to a preallocated segment
 // file as frames (length, CRC-32C, index, hash chain, entry), issues one
-// fdatasync and acknowledges the batch. Open truncates a torn last frame.
+// fdatasync and hands the batch to an acker goroutine, which acknowledges it
+// while the writer writes and syncs the next. Open truncates a torn last frame.
 // After a disk error the log refuses appends until reopened.
 //
 // # Checkpoints, tiles and receipts
