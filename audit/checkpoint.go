@@ -292,12 +292,16 @@ func (l *Log) exportTiles(dir string, old, size int64, checkpoint []byte) error 
 		if t.L != 0 {
 			continue
 		}
-		var bundle []byte
-		for i := t.N << tileHeight; i < t.N<<tileHeight+int64(t.W); i++ {
-			e, err := l.ReadEntry(i)
-			if err != nil {
-				return fmt.Errorf("export entry bundle: %w", err)
-			}
+		es, err := l.ReadEntries(t.N<<tileHeight, t.N<<tileHeight+int64(t.W))
+		if err != nil {
+			return fmt.Errorf("export entry bundle: %w", err)
+		}
+		n := 0
+		for _, e := range es {
+			n += 2 + len(e)
+		}
+		bundle := make([]byte, 0, n)
+		for _, e := range es {
 			bundle = binary.BigEndian.AppendUint16(bundle, uint16(len(e)))
 			bundle = append(bundle, e...)
 		}
