@@ -21,14 +21,35 @@ func (s *hashStore) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	out := make([]tlog.Hash, len(indexes))
-	for i, x := range indexes {
+	lo, hi := int64(-1), int64(-1) // the span of the indexes on file
+	for _, x := range indexes {
 		switch {
 		case x < 0:
 			return nil, fmt.Errorf("read hash %d: negative index", x)
 		case x >= s.n+int64(len(s.pending)):
 			return nil, fmt.Errorf("read hash %d: not stored", x)
+		case x < s.n:
+			if lo < 0 || x < lo {
+				lo = x
+			}
+			hi = max(hi, x)
+		}
+	}
+	// A tile's hashes lie close together on file: read their span at once
+	// when it is not much more than what is asked for.
+	var span []byte
+	if lo >= 0 && hi-lo < 4*int64(len(indexes))+64 {
+		span = make([]byte, (hi-lo+1)*tlog.HashSize)
+		if _, err := s.f.ReadAt(span, lo*tlog.HashSize); err != nil {
+			return nil, fmt.Errorf("read hashes %d to %d: %w", lo, hi, err)
+		}
+	}
+	for i, x := range indexes {
+		switch {
 		case x >= s.n:
 			out[i] = s.pending[x-s.n]
+		case span != nil:
+			copy(out[i][:], span[(x-lo)*tlog.HashSize:])
 		default:
 			if _, err := s.f.ReadAt(out[i][:], x*tlog.HashSize); err != nil {
 				return nil, fmt.Errorf("read hash %d: %w", x, err)
