@@ -2,10 +2,13 @@ package audit
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/mod/sumdb/note"
@@ -322,4 +325,106 @@ func TestReceiptTamper(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestVerifyReportsFirstFailure: the verifier checks encodings in chunks on
+// several goroutines while it reads on; whichever check finishes first, the
+// failure it reports is the one with the lowest index.
+func TestVerifyReportsFirstFailure(t *testing.T) {
+	const n = 3 * checkChunk
+	dir := t.TempDir()
+	l := openTest(t, dir, Options{SegmentSize: 16 << 20}) // one segment
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Go(func() {
+			for i := next.Add(1) - 1; i < n; i = next.Add(1) - 1 {
+				if _, err := l.Append(context.Background(), testEntry(int(i))); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, _, frames := segFrames(t, dir)
+	if len(frames) != n {
+		t.Fatalf("%d frames, want %d", len(frames), n)
+	}
+	s, v := testKey(t, testOrigin)
+	for _, tc := range []struct {
+		name      string
+		escaped   []int // entries whose kind is written with an escape: decodes, but not canonical
+		chainAt   int   // the frame whose hash chain is broken, -1 for none
+		want      int64
+		wantCause string
+	}{
+		{"non-canonical entry before a chain break", []int{100}, 2500, 100, "non-canonical"},
+		{"chain break before a non-canonical entry", []int{2500}, 100, 100, "hash chain broken"},
+		{"two non-canonical entries", []int{2900, 1500}, -1, 1500, "non-canonical"},
+		{"non-canonical entry in the last chunk", []int{n - 1}, -1, n - 1, "non-canonical"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			entries := make([][]byte, n)
+			for i, f := range frames {
+				entries[i] = f.payload
+			}
+			for _, i := range tc.escaped {
+				e := strings.Replace(string(entries[i]), `"kind":"decision"`, `"kind":"d\u0065cision"`, 1)
+				if e == string(entries[i]) {
+					t.Fatal("entry has no kind to escape")
+				}
+				entries[i] = []byte(e)
+			}
+			rebuildLog(t, dir, s, entries)
+			if tc.chainAt >= 0 {
+				path, data, fs := segFrames(t, dir)
+				raw := make([][]byte, len(fs))
+				for i, f := range fs {
+					raw[i] = frameBytes(data, f)
+				}
+				f := fs[tc.chainAt]
+				bad := f.chain
+				bad[0] ^= 1
+				raw[tc.chainAt] = appendFrame(nil, f.index, bad, f.payload)
+				writeFrames(t, path, len(data), raw...)
+			}
+			_, err := VerifyDir(dir, v, VerifyOptions{})
+			wantClass(t, err, ModifiedEntry, tc.want)
+			if !strings.Contains(err.Error(), tc.wantCause) {
+				t.Fatalf("got %v, want a failure saying %q", err, tc.wantCause)
+			}
+		})
+	}
+}
+
+// TestEncodingChecksKeepLowestIndex: a later chunk's failure found first is
+// replaced by an earlier chunk's failure found after it.
+func TestEncodingChecksKeepLowestIndex(t *testing.T) {
+	e := testEntry(0)
+	e.ActionSHA256 = sha256.Sum256([]byte(e.Action.Text))
+	good, err := e.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := []byte(strings.Replace(string(good), `"kind":"decision"`, `"kind":"d\u0065cision"`, 1))
+	chunk := func(first, badAt int64) []scanned {
+		frames := make([]scanned, checkChunk)
+		for i := range frames {
+			idx := first + int64(i)
+			frames[i] = scanned{frame{index: idx, payload: good}, "seg"}
+			if idx == badAt {
+				frames[i].payload = bad
+			}
+		}
+		return frames
+	}
+	c := newEncodingChecks()
+	var chk entryChecker
+	c.check(&chk, chunk(checkChunk, checkChunk+6))
+	c.check(&chk, chunk(0, checkChunk-24))
+	wantClass(t, c.wait(), ModifiedEntry, checkChunk-24)
 }
