@@ -140,6 +140,9 @@ type Gateway struct {
 	mu       sync.Mutex
 	agents   map[string]*agentState
 	requests map[string]*record
+	// Requests past the retention window kept because they are parked;
+	// forget looks at them again.
+	lingering []string
 }
 
 // agentState is one agent's history; its lock serialises the agent's decisions.
@@ -323,7 +326,7 @@ func (g *Gateway) decide(ctx context.Context, req *Request) (*record, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	now := g.cfg.Now().UTC()
-	st.prune(now.Add(-g.cfg.Retention))
+	g.forget(st.prune(now.Add(-g.cfg.Retention)))
 	preq := &policy.Request{
 		Action:      req.Action,
 		Agent:       req.Agent,
@@ -438,15 +441,55 @@ func (g *Gateway) agent(id string) *agentState {
 	return st
 }
 
-// prune drops history older than from.
-func (st *agentState) prune(from time.Time) {
+// prune drops history older than from and returns the request ids it
+// dropped; st.mu is held.
+func (st *agentState) prune(from time.Time) []string {
 	n := 0
 	for n < len(st.history) && st.history[n].Time.Before(from) {
 		n++
 	}
-	if n > 0 {
-		st.history = append(st.history[:0:0], st.history[n:]...)
-		st.ids = append(st.ids[:0:0], st.ids[n:]...)
+	if n == 0 {
+		return nil
+	}
+	dropped := slices.Clone(st.ids[:n])
+	st.history = append(st.history[:0:0], st.history[n:]...)
+	st.ids = append(st.ids[:0:0], st.ids[n:]...)
+	return dropped
+}
+
+// forget drops what the gateway remembers of requests that left their
+// agent's history (the retention window), so that memory does not grow with
+// the log: the log keeps them. A request still parked for approval is kept
+// until it is final. An allowed decide-only request whose agent never
+// reported its outcome is dropped with the rest: a report after the
+// retention window finds no request.
+func (g *Gateway) forget(ids []string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	keep := g.lingering[:0]
+	for _, id := range slices.Concat(g.lingering, ids) {
+		rec, ok := g.requests[id]
+		switch {
+		case !ok:
+		case rec.parked():
+			keep = append(keep, id)
+		default:
+			delete(g.requests, id)
+		}
+	}
+	g.lingering = keep
+}
+
+// parked reports whether r waits for approval.
+func (r *record) parked() bool {
+	if r.done == nil {
+		return false
+	}
+	select {
+	case <-r.done:
+		return false
+	default:
+		return true
 	}
 }
 

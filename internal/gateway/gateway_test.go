@@ -495,3 +495,93 @@ func TestURLTemplate(t *testing.T) {
 		t.Errorf("paths: got %s, want %s", got, want)
 	}
 }
+
+// TestForgetAfterRetention: the gateway forgets requests that leave the
+// retention window (the log keeps them), so that its memory does not grow
+// with the log; a request still parked for approval is kept until it is
+// final.
+func TestForgetAfterRetention(t *testing.T) {
+	f := newFixture(t, t.TempDir())
+	ctx := context.Background()
+	submit := func(js string, want policy.Effect) string {
+		t.Helper()
+		res, err := f.gw.Submit(ctx, &gateway.Request{Agent: agent42, Session: "s", Action: action(t, js)}, true)
+		if err != nil || res.Decision.Decision != want {
+			t.Fatalf("%s: %+v %v, want %s", js, res, err, want)
+		}
+		return res.RequestID
+	}
+	executed := submit(`{"type": "transfer", "amount": 500, "to": "acct-1"}`, policy.Allow)
+	awaiting := submit(`{"type": "report", "n": 1}`, policy.Allow) // decide-only, never reported
+	parked := f.park(t).RequestID
+	f.clock.advance(8 * 24 * time.Hour) // past the 7-day retention
+	recent := submit(`{"type": "transfer", "amount": 500, "to": "acct-1"}`, policy.Allow)
+
+	for _, id := range []string{executed, awaiting} {
+		if _, err := f.gw.Get(agent42.ID, id); !errors.Is(err, gateway.ErrNotFound) {
+			t.Errorf("request %s past the retention window: got %v, want ErrNotFound", id, err)
+		}
+	}
+	if _, err := f.gw.ReportOutcome(ctx, agent42.ID, awaiting, gateway.Outcome{Status: gateway.StatusOK}); !errors.Is(err, gateway.ErrNotFound) {
+		t.Errorf("outcome reported past the retention window: got %v, want ErrNotFound", err)
+	}
+	for _, id := range []string{recent, parked} {
+		if _, err := f.gw.Get(agent42.ID, id); err != nil {
+			t.Errorf("request %s: %v, want it kept", id, err)
+		}
+	}
+
+	// Once the parked request is final (it expires), the next decision
+	// forgets it too.
+	expiry, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { f.gw.RunExpiry(expiry); close(done) }()
+	if res, err := f.gw.Wait(ctx, agent42.ID, parked); err != nil || res.Approval == nil || res.Approval.State != approval.Expired {
+		t.Fatalf("parked request after its expiry: %+v %v", res, err)
+	}
+	stop()
+	<-done
+	submit(`{"type": "transfer", "amount": 500, "to": "acct-2"}`, policy.Allow)
+	if _, err := f.gw.Get(agent42.ID, parked); !errors.Is(err, gateway.ErrNotFound) {
+		t.Errorf("expired request past the retention window: got %v, want ErrNotFound", err)
+	}
+}
+
+// TestRebuildForgetsPastRetention: a restarted gateway does not load the
+// requests that are past the retention window.
+func TestRebuildForgetsPastRetention(t *testing.T) {
+	dir := t.TempDir()
+	f := newFixture(t, dir)
+	ctx := context.Background()
+	var ids []string
+	for i := range 2 {
+		if i > 0 {
+			f.clock.advance(8 * 24 * time.Hour)
+		}
+		res, err := f.gw.Submit(ctx, &gateway.Request{Agent: agent42, Action: action(t, `{"type": "transfer", "amount": 500, "to": "acct-1"}`)}, true)
+		if err != nil || res.Decision.Decision != policy.Allow {
+			t.Fatalf("%+v %v", res, err)
+		}
+		ids = append(ids, res.RequestID)
+	}
+	f.log.Close()
+
+	l, err := audit.Open(dir, audit.Options{SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	gw, err := gateway.New(gateway.Config{Policy: f.pol, Log: l, Now: f.clock.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gw.Rebuild(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gw.Get(agent42.ID, ids[0]); !errors.Is(err, gateway.ErrNotFound) {
+		t.Errorf("request past the retention window after a restart: got %v, want ErrNotFound", err)
+	}
+	if _, err := gw.Get(agent42.ID, ids[1]); err != nil {
+		t.Errorf("request within the retention window after a restart: %v", err)
+	}
+}

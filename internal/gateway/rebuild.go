@@ -94,7 +94,26 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 		}
 		closed++
 	}
+	g.pruneAll()
 	return closed, nil
+}
+
+// pruneAll applies the retention window to every agent's history and
+// forgets the requests that leave it.
+func (g *Gateway) pruneAll() {
+	from := g.cfg.Now().UTC().Add(-g.cfg.Retention)
+	g.mu.Lock()
+	agents := make([]*agentState, 0, len(g.agents))
+	for _, st := range g.agents {
+		agents = append(agents, st)
+	}
+	g.mu.Unlock()
+	for _, st := range agents {
+		st.mu.Lock()
+		dropped := st.prune(from)
+		st.mu.Unlock()
+		g.forget(dropped)
+	}
 }
 
 func (g *Gateway) restoreDecision(lr LogReader, at audit.Receipt, e *audit.Entry) (*record, error) {
