@@ -17,8 +17,13 @@ import (
 type LogReader interface {
 	Size() int64
 	ReadEntry(i int64) ([]byte, error)
+	// ReadEntries reads entries [lo, hi) at once, for readers of long runs.
+	ReadEntries(lo, hi int64) ([][]byte, error)
 	Blob(d audit.Digest) ([]byte, error)
 }
+
+// rebuildChunk is how many entries Rebuild reads at once.
+const rebuildChunk = 1024
 
 // Rebuild derives the gateway's state from the log: every agent's history
 // within the retention window, and the requests it knows. An allowed
@@ -31,11 +36,15 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 	open := map[string]*record{}
 	var order []*record
 	var events []approval.Event
+	var chunk [][]byte
 	for i := int64(0); i < size; i++ {
-		raw, err := lr.ReadEntry(i)
-		if err != nil {
-			return 0, fmt.Errorf("rebuild: entry %d: %w", i, err)
+		if k := i % rebuildChunk; k == 0 {
+			var err error
+			if chunk, err = lr.ReadEntries(i, min(i+rebuildChunk, size)); err != nil {
+				return 0, fmt.Errorf("rebuild: entries from %d: %w", i, err)
+			}
 		}
+		raw := chunk[i%rebuildChunk]
 		e, err := audit.DecodeEntry(raw)
 		if err != nil {
 			return 0, fmt.Errorf("rebuild: entry %d: %w", i, err)

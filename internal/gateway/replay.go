@@ -215,12 +215,9 @@ func (w *walker) shard(agent string, n int) int {
 // of each decision state text seen.
 func (w *walker) decode(lo, hi int64, roles map[string][]string) ([]replayItem, error) {
 	items := make([]replayItem, 0, hi-lo)
-	var raws [][]byte
-	if rr, ok := w.lr.(rangeReader); ok {
-		var err error
-		if raws, err = rr.ReadEntries(lo, hi); err != nil {
-			return nil, fmt.Errorf("replay: %w", err)
-		}
+	raws, err := w.lr.ReadEntries(lo, hi)
+	if err != nil {
+		return nil, fmt.Errorf("replay: %w", err)
 	}
 	for i := lo; i < hi; i++ {
 		select {
@@ -228,15 +225,7 @@ func (w *walker) decode(lo, hi int64, roles map[string][]string) ([]replayItem, 
 			return nil, errStopped
 		default:
 		}
-		var raw []byte
-		if raws != nil {
-			raw = raws[i-lo]
-		} else {
-			var err error
-			if raw, err = w.lr.ReadEntry(i); err != nil {
-				return nil, fmt.Errorf("replay: entry %d: %w", i, err)
-			}
-		}
+		raw := raws[i-lo]
 		e, err := audit.DecodeVerifiedEntry(raw)
 		if err != nil {
 			return nil, fmt.Errorf("replay: entry %d: %w", i, err)
@@ -253,12 +242,6 @@ func (w *walker) decode(lo, hi int64, roles map[string][]string) ([]replayItem, 
 }
 
 var errStopped = errors.New("replay stopped")
-
-// rangeReader is a LogReader that reads a run of entries at once
-// (audit.Log.ReadEntries).
-type rangeReader interface {
-	ReadEntries(lo, hi int64) ([][]byte, error)
-}
 
 // request rebuilds the request a decision entry records, without its
 // history; nil when it was refused before decoding.
