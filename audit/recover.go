@@ -26,6 +26,7 @@ func (l *Log) recover() error {
 		return err
 	}
 	var leaves []tlog.Hash // leaf hashes from cp.Size on
+	check := &rootCheck{cp: cp}
 	for i, first := range names {
 		last := i == len(names)-1
 		if first != l.size {
@@ -34,12 +35,17 @@ func (l *Log) recover() error {
 		seg, err := l.loadSegment(first, last, func(h tlog.Hash) {
 			if l.size >= cp.Size {
 				leaves = append(leaves, h)
+			} else {
+				check.add(h)
 			}
 		})
 		if err != nil {
 			return err
 		}
 		l.segs = append(l.segs, seg)
+	}
+	if err := check.check(); err != nil {
+		return err
 	}
 	if len(l.segs) == 0 {
 		if err := l.newSegment(0); err != nil {
@@ -52,6 +58,47 @@ func (l *Log) recover() error {
 		return fmt.Errorf("%w: %d entries, but checkpoint %d covers %d", ErrCorrupt, l.size, cp.Seq, cp.Size)
 	}
 	return l.rebuildHashes(cp, leaves)
+}
+
+// rootCheck recomputes the root of the tree a checkpoint covers from the
+// entries themselves, so that an entry changed on disk, with its frame's CRC
+// and the hash chain redone, cannot pass Open: the stored hashes, which
+// rebuildHashes trusts up to the checkpoint, are checked only against the
+// root's few top nodes. One hash per entry, and log2(size) hashes of state.
+type rootCheck struct {
+	cp    checkpointFile
+	n     int64
+	stack []subtree
+}
+
+type subtree struct {
+	h    tlog.Hash
+	size int64
+}
+
+// add takes the leaf hash of the next entry below the checkpoint.
+func (c *rootCheck) add(h tlog.Hash) {
+	c.n++
+	c.stack = append(c.stack, subtree{h, 1})
+	for k := len(c.stack); k >= 2 && c.stack[k-2].size == c.stack[k-1].size; k-- {
+		c.stack[k-2] = subtree{tlog.NodeHash(c.stack[k-2].h, c.stack[k-1].h), 2 * c.stack[k-1].size}
+		c.stack = c.stack[:k-1]
+	}
+}
+
+// check compares the root of the entries added with the checkpoint's.
+func (c *rootCheck) check() error {
+	if c.cp.Size == 0 || c.n != c.cp.Size {
+		return nil // no checkpoint, or too few entries: recover says so
+	}
+	root := c.stack[len(c.stack)-1].h
+	for k := len(c.stack) - 2; k >= 0; k-- {
+		root = tlog.NodeHash(c.stack[k].h, root)
+	}
+	if root != c.cp.Root {
+		return fmt.Errorf("%w: the first %d entries do not match checkpoint %d", ErrCorrupt, c.cp.Size, c.cp.Seq)
+	}
+	return nil
 }
 
 // loadSegment scans one segment, appending its frames to l. In the last

@@ -428,3 +428,50 @@ func TestEncodingChecksKeepLowestIndex(t *testing.T) {
 	c.check(&chk, chunk(0, checkChunk-24))
 	wantClass(t, c.wait(), ModifiedEntry, checkChunk-24)
 }
+
+// TestOpenChecksEntriesAgainstCheckpoint: the untouched log opens at every
+// size (the root Open recomputes from the entries matches each checkpoint),
+// and an entry below the last checkpoint changed on disk, with its frame's
+// CRC and the hash chain redone and the stored hashes left as they are,
+// makes Open refuse the log.
+func TestOpenChecksEntriesAgainstCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := testKey(t, testOrigin)
+	for i := range 37 {
+		l := openTest(t, dir, Options{})
+		if _, err := l.Append(context.Background(), testEntry(i)); err != nil {
+			t.Fatal(err)
+		}
+		cp, err := NewCheckpointer(l, s, CheckpointOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cp.Checkpoint(); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := openTest(t, dir, Options{})
+	l.Close()
+
+	path, data, frames := segFrames(t, dir)
+	raw := make([][]byte, len(frames))
+	var chain tlog.Hash
+	for i, f := range frames {
+		p := f.payload
+		if i == 5 {
+			p = []byte(strings.Replace(string(p), `"decision":"deny"`, `"decision":"allo"`, 1))
+		}
+		chain = nextChain(chain, tlog.RecordHash(p))
+		raw[i] = appendFrame(nil, f.index, chain, p)
+	}
+	writeFrames(t, path, len(data), raw...)
+	if l, err := Open(dir, Options{}); !errors.Is(err, ErrCorrupt) {
+		if err == nil {
+			l.Close()
+		}
+		t.Fatalf("open after changing entry 5: got %v, want ErrCorrupt", err)
+	}
+}
