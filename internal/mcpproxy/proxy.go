@@ -192,12 +192,17 @@ type ToolInfo struct {
 
 // loadPins reads the pins of earlier runs from the log.
 func (p *Proxy) loadPins(lr gateway.LogReader) error {
-	for i := int64(0); i < lr.Size(); i++ {
-		raw, err := lr.ReadEntry(i)
-		if err != nil {
-			return fmt.Errorf("mcp proxy: read pins: entry %d: %w", i, err)
+	const chunk = 1024
+	size := lr.Size()
+	var raws [][]byte
+	for i := int64(0); i < size; i++ {
+		if i%chunk == 0 {
+			var err error
+			if raws, err = lr.ReadEntries(i, min(i+chunk, size)); err != nil {
+				return fmt.Errorf("mcp proxy: read pins: entries from %d: %w", i, err)
+			}
 		}
-		e, err := audit.DecodeEntry(raw)
+		e, err := audit.DecodeEntry(raws[i%chunk])
 		if err != nil {
 			return fmt.Errorf("mcp proxy: read pins: entry %d: %w", i, err)
 		}
