@@ -326,7 +326,8 @@ func (g *Gateway) decide(ctx context.Context, req *Request) (*record, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	now := g.cfg.Now().UTC()
-	g.forget(st.prune(now.Add(-g.cfg.Retention)))
+	// Forgotten below, under the lock the new record takes anyway.
+	dropped := st.prune(now.Add(-g.cfg.Retention))
 	preq := &policy.Request{
 		Action:      req.Action,
 		Agent:       req.Agent,
@@ -349,6 +350,7 @@ func (g *Gateway) decide(ctx context.Context, req *Request) (*record, error) {
 	if d.Decision == policy.RequireApproval {
 		d, r, err = g.parkDecision(id, req, d, now)
 		if err != nil {
+			g.forget(dropped)
 			return nil, err
 		}
 		rec.done = make(chan struct{})
@@ -362,6 +364,7 @@ func (g *Gateway) decide(ctx context.Context, req *Request) (*record, error) {
 		r, err = g.cfg.Log.Append(context.WithoutCancel(ctx), e)
 		if err != nil {
 			// Not durable: nothing happens, and the agent is told so.
+			g.forget(dropped)
 			return nil, fmt.Errorf("record decision: %w: %v", ErrUnavailable, err)
 		}
 	}
@@ -369,6 +372,7 @@ func (g *Gateway) decide(ctx context.Context, req *Request) (*record, error) {
 	st.history = append(st.history, policy.HistoryEntry{Action: req.Action.Fields, Type: req.Action.Type, Decision: string(d.Decision), Time: now})
 	st.ids = append(st.ids, id)
 	g.mu.Lock()
+	g.forgetLocked(dropped)
 	g.requests[id] = rec
 	g.mu.Unlock()
 	return rec, nil
@@ -466,6 +470,14 @@ func (st *agentState) prune(from time.Time) []string {
 func (g *Gateway) forget(ids []string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.forgetLocked(ids)
+}
+
+// forgetLocked is forget with g.mu held.
+func (g *Gateway) forgetLocked(ids []string) {
+	if len(ids) == 0 && len(g.lingering) == 0 {
+		return
+	}
 	keep := g.lingering[:0]
 	for _, id := range slices.Concat(g.lingering, ids) {
 		rec, ok := g.requests[id]

@@ -3,6 +3,8 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -112,10 +114,7 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 func (g *Gateway) pruneAll() {
 	from := g.cfg.Now().UTC().Add(-g.cfg.Retention)
 	g.mu.Lock()
-	agents := make([]*agentState, 0, len(g.agents))
-	for _, st := range g.agents {
-		agents = append(agents, st)
-	}
+	agents := slices.Collect(maps.Values(g.agents))
 	g.mu.Unlock()
 	for _, st := range agents {
 		st.mu.Lock()
