@@ -55,9 +55,22 @@ func waitReady(t *testing.T, url string) {
 	t.Fatal("gateway never became ready")
 }
 
+// post submits body to /v1/actions as token and returns the reply, which
+// must be 200.
 func post(t *testing.T, url, token, body string) map[string]any {
 	t.Helper()
-	req, _ := http.NewRequest("POST", url+"/v1/actions", strings.NewReader(body))
+	status, out := postJSON(t, url+"/v1/actions", token, body)
+	if status != 200 {
+		t.Fatalf("POST %s: %d %v", body, status, out)
+	}
+	return out
+}
+
+// postJSON posts body as JSON to url as token and returns the status and
+// the decoded reply.
+func postJSON(t *testing.T, url, token, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
@@ -67,10 +80,7 @@ func post(t *testing.T, url, token, body string) map[string]any {
 	defer resp.Body.Close()
 	var out map[string]any
 	json.NewDecoder(resp.Body).Decode(&out)
-	if resp.StatusCode != 200 {
-		t.Fatalf("POST %s: %d %v", body, resp.StatusCode, out)
-	}
-	return out
+	return resp.StatusCode, out
 }
 
 func decisionOf(m map[string]any) string {
