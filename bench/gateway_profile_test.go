@@ -54,14 +54,7 @@ func (m *memRecorder) Append(_ context.Context, e *audit.Entry) (audit.Receipt, 
 func inProcessGateway(t *testing.T, tokens []string, upstream string, mem bool) (url string) {
 	t.Helper()
 	ctx := t.Context()
-	srcs, err := policy.ReadSources(os.DirFS("../examples/seed"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := policy.FromSources(srcs, policy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := examplePolicy(t, "seed")
 	var rec gateway.Recorder = &memRecorder{}
 	var logAPI httpapi.LogAPI
 	if !mem {

@@ -20,6 +20,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -46,6 +47,20 @@ func compileRules(b testing.TB, name, src string) *policy.Policy {
 }
 
 // prepareRego prepares the query data.bench.decision over one module.
+// examplePolicy compiles the policy of examples/<name>.
+func examplePolicy(tb testing.TB, name string) *policy.Policy {
+	tb.Helper()
+	srcs, err := policy.ReadSources(os.DirFS(filepath.Join("..", "examples", name)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p, err := policy.FromSources(srcs, policy.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
 func prepareRego(b testing.TB, name, module string) rego.PreparedEvalQuery {
 	b.Helper()
 	pq, err := rego.New(

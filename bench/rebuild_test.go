@@ -9,7 +9,6 @@ import (
 
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/gateway"
-	"github.com/rulelock/rulelock/policy"
 )
 
 // BenchmarkGatewayRebuild measures what a restarted `rulelock serve` does
@@ -23,14 +22,7 @@ import (
 func BenchmarkGatewayRebuild(b *testing.B) {
 	data := replayData(b, *replayEntries)
 	reg := replayRegistry(b, data)
-	srcs, err := policy.ReadSources(os.DirFS("../examples/payments"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	pol, err := policy.FromSources(srcs, policy.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	pol := examplePolicy(b, "payments")
 	dir := filepath.Join(b.TempDir(), "log")
 	if err := os.CopyFS(dir, os.DirFS(filepath.Join(data, "log"))); err != nil {
 		b.Fatal(err)
