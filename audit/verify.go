@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -305,10 +307,12 @@ type encodingChecks struct {
 	once  sync.Once
 	mu    sync.Mutex
 	first *VerifyError
+	upto  atomic.Int64 // first.Index, for the workers to stop early
 }
 
 func newEncodingChecks() *encodingChecks {
 	c := &encodingChecks{work: make(chan []scanned, 2*runtime.GOMAXPROCS(0))}
+	c.upto.Store(math.MaxInt64)
 	for range runtime.GOMAXPROCS(0) {
 		c.wg.Add(1)
 		go func() {
@@ -324,16 +328,14 @@ func newEncodingChecks() *encodingChecks {
 
 func (c *encodingChecks) check(chk *entryChecker, frames []scanned) {
 	for _, f := range frames {
-		c.mu.Lock()
-		done := c.first != nil && c.first.Index < f.index
-		c.mu.Unlock()
-		if done {
-			return
+		if f.index > c.upto.Load() {
+			return // a failure before it was found
 		}
 		if err := chk.check(f.payload); err != nil {
 			c.mu.Lock()
 			if c.first == nil || f.index < c.first.Index {
 				c.first = &VerifyError{Class: ModifiedEntry, Index: f.index, File: f.file, Offset: f.off, Err: err}
+				c.upto.Store(f.index)
 			}
 			c.mu.Unlock()
 			return
