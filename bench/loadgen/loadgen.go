@@ -246,16 +246,17 @@ func OpenLoop(ctx context.Context, c *Client, t Target, rate int, warmup, window
 	notSent := 0
 	var wg sync.WaitGroup
 	dispatched := make(chan struct{})
-	go func() { // the dispatcher, on its own thread (see precise)
+	go func() { // the dispatcher
 		defer close(dispatched)
-		precise()
+		clk := newClock()
+		defer clk.close()
 		start := time.Now().Add(10 * time.Millisecond)
 		for i := range nWarm + n {
 			if ctx.Err() != nil {
 				return
 			}
 			at := start.Add(time.Duration(int64(i) * int64(time.Second) / int64(rate)))
-			sleepUntil(at)
+			clk.sleepUntil(at)
 			if inFlight.Add(1) > int64(maxInFlight) {
 				inFlight.Add(-1)
 				if i >= nWarm {

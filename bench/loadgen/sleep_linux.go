@@ -3,34 +3,56 @@
 package loadgen
 
 import (
-	"runtime"
-	"syscall"
+	"os"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// precise prepares the calling goroutine to wait with sleepUntil: it locks
-// it to its OS thread and sets that thread's timer slack to 1 ns. The Go
-// runtime's timers wake up late by up to about a millisecond when the
-// process is otherwise idle (its poller waits in whole milliseconds), which
-// at 1,000 requests/s would be charged to the server; nanosleep on a thread
-// with no timer slack wakes up within tens of microseconds. The goroutine
-// must not unlock: its thread exits with it.
-func precise() {
-	runtime.LockOSThread()
-	const prSetTimerslack = 29
-	syscall.RawSyscall(syscall.SYS_PRCTL, prSetTimerslack, 1, 0)
+// A clock wakes the dispatcher at each send time. It waits by reading a
+// timerfd through the Go runtime's poller, so that the waiting goroutine
+// gives its processor up (a goroutine in nanosleep keeps it: the request
+// goroutine the dispatcher has just started then waits until the runtime
+// takes the processor back, ~150 µs here, which was charged to every
+// request as send lag). The timerfd is a kernel high-resolution timer: it
+// wakes the poller within tens of microseconds, where the runtime's own
+// timers wake up late by up to about a millisecond when the process is
+// otherwise idle (its poller waits in whole milliseconds).
+type clock struct {
+	f *os.File // nil: fall back to time.Sleep
 }
 
-// sleepUntil blocks the thread until at.
-func sleepUntil(at time.Time) {
-	for {
-		d := time.Until(at)
-		if d <= 0 {
-			return
-		}
-		ts := syscall.NsecToTimespec(int64(d))
-		if err := syscall.Nanosleep(&ts, nil); err == nil {
-			return
-		}
+func newClock() *clock {
+	fd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	if err != nil {
+		return &clock{}
+	}
+	return &clock{f: os.NewFile(uintptr(fd), "timerfd")}
+}
+
+// sleepUntil blocks the calling goroutine until at.
+func (c *clock) sleepUntil(at time.Time) {
+	d := time.Until(at)
+	if d <= 0 {
+		return
+	}
+	if c.f == nil {
+		time.Sleep(d)
+		return
+	}
+	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(int64(d))}
+	if err := unix.TimerfdSettime(int(c.f.Fd()), 0, &spec, nil); err != nil {
+		time.Sleep(d)
+		return
+	}
+	var buf [8]byte
+	if _, err := c.f.Read(buf[:]); err != nil {
+		time.Sleep(time.Until(at))
+	}
+}
+
+func (c *clock) close() {
+	if c.f != nil {
+		c.f.Close()
 	}
 }

@@ -4,6 +4,11 @@ package loadgen
 
 import "time"
 
-func precise() {}
+// clock waits with the runtime's timers where there is no timerfd.
+type clock struct{}
 
-func sleepUntil(at time.Time) { time.Sleep(time.Until(at)) }
+func newClock() *clock { return &clock{} }
+
+func (*clock) sleepUntil(at time.Time) { time.Sleep(time.Until(at)) }
+
+func (*clock) close() {}
