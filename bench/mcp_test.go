@@ -53,6 +53,13 @@ rule "NoSecrets" {
 `
 
 func TestMain(m *testing.M) {
+	if kind := os.Getenv(benchServerEnv); kind != "" {
+		if err := serveBench(kind); err != nil {
+			fmt.Fprintln(os.Stderr, "bench server:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if os.Getenv(mcpEchoEnv) != "" {
 		if err := serveMCPEcho(); err != nil {
 			fmt.Fprintln(os.Stderr, "mcp echo server:", err)
