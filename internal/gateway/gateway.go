@@ -337,7 +337,8 @@ func (g *Gateway) decide(ctx context.Context, req *Request) (*record, error) {
 		Now:         now,
 	}
 	var d *policy.Decision
-	if len(st.history) >= g.cfg.MaxHistory {
+	limited := len(st.history) >= g.cfg.MaxHistory
+	if limited {
 		d = &policy.Decision{Decision: policy.Deny, Reason: "history_limit", Rules: []policy.FiredRule{},
 			Errors:     []policy.RuleError{{Code: "history_limit", Message: fmt.Sprintf("the agent has %d actions within the retention window", len(st.history))}},
 			ActionHash: req.Action.HashString(), Policy: g.Active().Digest}
@@ -369,11 +370,21 @@ func (g *Gateway) decide(ctx context.Context, req *Request) (*record, error) {
 		}
 	}
 	rec.Decision, rec.Entry = d, r
-	st.history = append(st.history, policy.HistoryEntry{Action: req.Action.Fields, Type: req.Action.Type, Decision: string(d.Decision), Time: now})
-	st.ids = append(st.ids, id)
+	// A denial at the cap is not remembered: neither in the history (which
+	// stays at the cap until its oldest entries leave the retention window)
+	// nor as a request. An agent that keeps sending at the cap would
+	// otherwise grow the gateway's memory with every denial for the whole
+	// retention window. The reply and the log have the decision; Rebuild
+	// and the replay derive histories by the same rule.
+	if !limited {
+		st.history = append(st.history, policy.HistoryEntry{Action: req.Action.Fields, Type: req.Action.Type, Decision: string(d.Decision), Time: now})
+		st.ids = append(st.ids, id)
+	}
 	g.mu.Lock()
 	g.forgetLocked(dropped)
-	g.requests[id] = rec
+	if !limited {
+		g.requests[id] = rec
+	}
 	g.mu.Unlock()
 	return rec, nil
 }

@@ -153,15 +153,25 @@ func (g *Gateway) restoreDecision(lr LogReader, at audit.Receipt, e *audit.Entry
 		agent: policy.Agent{ID: e.Agent, Roles: ds.AgentRoles}, instruction: e.Instruction.Text, reasoning: e.Reasoning.Text}
 	st := g.agent(e.Agent)
 	st.mu.Lock()
-	st.history = append(st.history, policy.HistoryEntry{Action: act.Fields, Type: act.Type, Decision: e.Decision, Time: e.Time})
-	st.ids = append(st.ids, e.RequestID)
+	// As Gateway.decide did: the history as of this decision, and a denial
+	// at the cap (history_limit) is not remembered.
+	dropped := st.prune(e.Time.Add(-g.cfg.Retention))
+	limited := e.Decision == string(policy.Deny) && len(st.history) >= g.cfg.MaxHistory
+	if !limited {
+		st.history = append(st.history, policy.HistoryEntry{Action: act.Fields, Type: act.Type, Decision: e.Decision, Time: e.Time})
+		st.ids = append(st.ids, e.RequestID)
+	}
 	st.mu.Unlock()
 	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.forgetLocked(dropped)
+	if limited {
+		return rec, nil
+	}
 	if prev, ok := g.requests[rec.ID]; ok {
 		rec.done = prev.done // an approved re-decision of a parked request
 	}
 	g.requests[rec.ID] = rec
-	g.mu.Unlock()
 	return rec, nil
 }
 

@@ -348,6 +348,9 @@ func (w *walker) replayOne(agents map[string]*replayAgent, it replayItem) error 
 			return err
 		}
 	}
+	if r.HistoryLimit {
+		return nil // the gateway does not remember it (Gateway.decide)
+	}
 	st.history = append(st.history, policy.HistoryEntry{Action: r.Request.Action.Fields, Type: r.Request.Action.Type, Decision: e.Decision, Time: e.Time})
 	st.ids = append(st.ids, e.RequestID)
 	return nil
