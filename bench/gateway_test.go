@@ -92,6 +92,7 @@ var (
 	loadRuns     = flag.Int("load.runs", 3, "runs of every scenario; the table shows medians")
 	loadDecide   = flag.Bool("load.decide", false, "run only the /v1/decide scenarios (1,000 agents), for quick comparisons")
 	loadCkpt     = flag.Duration("load.checkpoint", time.Second, "rulelock: checkpoint_interval")
+	loadEnv      = flag.String("load.env", "", "rulelock: extra environment for `rulelock serve`, space-separated NAME=VALUE (e.g. GOGC=400)")
 )
 
 // gwAction is the request's action: allowed by the seed rule.
@@ -458,6 +459,9 @@ func startRulelock(t *testing.T, bin string, tokens []string, upstream string) *
 	}
 	cmd := exec.Command(bin, "serve", "--config", path)
 	cmd.Dir = dir
+	if *loadEnv != "" {
+		cmd.Env = append(os.Environ(), strings.Fields(*loadEnv)...)
+	}
 	g := startServer(t, cmd, "rulelock: listening on ")
 	g.data = filepath.Join(dir, "data")
 	for i := 0; ; i++ {
