@@ -18,12 +18,15 @@ import (
 // testServe starts the gateway as `rulelock serve --policy examples/payments
 // --demo-upstream` would, on a free loopback port, and returns its URL, the
 // dev agent's token and a stop function that shuts it down gracefully.
-func testServe(t *testing.T, data string) (url, token string, stop func() error) {
+func testServe(t *testing.T, data string, configure ...func(*serveConfig)) (url, token string, stop func() error) {
 	t.Helper()
 	var stderr bytes.Buffer
 	e := &env{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: &stderr, getenv: func(string) string { return "" }}
 	cfg := &serveConfig{Policy: "../../examples/payments", DataDir: data, Listen: "127.0.0.1:0", Origin: "test.rulelock/log"}
 	cfg.CheckpointInterval.Duration = 50 * time.Millisecond
+	for _, f := range configure {
+		f(cfg)
+	}
 	g, err := startGateway(context.Background(), e, cfg, true)
 	if err != nil {
 		t.Fatalf("start: %v\n%s", err, stderr.String())
@@ -211,6 +214,42 @@ rule "Verify" {
 	same := cli(t, data, "replay", "--log", filepath.Join(data, "log"), "--policy", "../../examples/payments")
 	if !strings.Contains(same, "4 unchanged, 0 would change") {
 		t.Errorf("replaying the recorded policy changed decisions:\n%s", same)
+	}
+}
+
+// TestVerifyReplayUsesConfigLimits: verify --replay judges the histories
+// with the gateway's own limits, from --config: a gateway with max_history
+// 2 denies an agent's third decision (history_limit), which a replay with
+// the default limits would have evaluated and allowed.
+func TestVerifyReplayUsesConfigLimits(t *testing.T) {
+	data := t.TempDir()
+	url, token, stop := testServe(t, data, func(c *serveConfig) { c.Limits.MaxHistory = 2 })
+	for i := range 3 {
+		got := post(t, url, token, `{"action": {"type": "transfer", "amount": 500, "to": "acct-1"}}`)
+		if d := got["decision"].(map[string]any); i == 2 && d["reason"] != "history_limit" {
+			t.Fatalf("third decision: %v, want a history_limit denial", got)
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "rulelock.yaml")
+	if err := os.WriteFile(cfg, []byte("limits:\n  max_history: 2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logDir := filepath.Join(data, "log")
+	verify := func(args ...string) string {
+		out, code, stderr := cliCode(t, data, append([]string{"verify", logDir, "--key", filepath.Join(data, "log.pub"), "--replay"}, args...)...)
+		if code > 1 {
+			t.Fatalf("verify: exit %d: %s", code, stderr)
+		}
+		return out
+	}
+	if out := verify("--config", cfg); !strings.Contains(out, "3 decisions replayed, 0 findings") {
+		t.Errorf("with the gateway's config:\n%s", out)
+	}
+	if out := verify(); !strings.Contains(out, "FAIL replay_mismatch") {
+		t.Errorf("with the default limits, the history_limit denial should not replay:\n%s", out)
 	}
 }
 

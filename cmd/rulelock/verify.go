@@ -47,7 +47,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	replay := fs.Bool("replay", false, "also re-run every decision under the archived policy it names and check completeness (a stopped gateway's data directory, or a copy)")
 	bundles := fs.String("bundles", "", "with --replay: the archive of activated policies (default: DIR/../bundles)")
-	config := fs.String("config", "", "with --replay: the gateway config, for the approvers' keys (default: DIR/../approvers/*.pub)")
+	config := fs.String("config", "", "with --replay: the gateway config, for the approvers' keys and the limits (default: DIR/../approvers/*.pub and the default limits)")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -103,11 +103,11 @@ func runReplayVerify(e *env, logDir, bundles, config string, asJSON bool) error 
 	if bundles == "" {
 		bundles = filepath.Join(dataDir, "bundles")
 	}
-	reg, err := approversFor(config, dataDir)
+	opts, err := replayOptions(config, dataDir)
 	if err != nil {
 		return err
 	}
-	sum, err := verifyReplay(logDir, bundles, reg)
+	sum, err := verifyReplay(logDir, bundles, opts)
 	if err != nil {
 		return err
 	}

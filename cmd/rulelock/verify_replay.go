@@ -9,16 +9,24 @@ import (
 	"github.com/rulelock/rulelock/internal/replay"
 )
 
-// approversFor returns the approver registry to check quorums with: the
-// config's approvers, or the development approvers in the data directory.
-func approversFor(configPath, dataDir string) (*approval.Registry, error) {
+// replayOptions returns what the replay shares with the gateway that wrote
+// the log: with a config, its approvers and its limits; without, the
+// development approvers in the data directory and the default limits.
+func replayOptions(configPath, dataDir string) (replay.Options, error) {
 	if configPath != "" {
 		c, err := readConfig(configPath)
 		if err != nil {
-			return nil, err
+			return replay.Options{}, err
 		}
-		return c.registry()
+		reg, err := c.registry()
+		return replay.Options{Approvers: reg, Retention: c.Limits.Retention.Duration, MaxHistory: c.Limits.MaxHistory}, err
 	}
+	reg, err := archivedDevApprovers(dataDir)
+	return replay.Options{Approvers: reg}, err
+}
+
+// archivedDevApprovers returns the development approvers in the data directory.
+func archivedDevApprovers(dataDir string) (*approval.Registry, error) {
 	pubs, _ := filepath.Glob(filepath.Join(dataDir, "approvers", "*.pub"))
 	if len(pubs) == 0 {
 		return nil, nil
@@ -39,6 +47,7 @@ func approversFor(configPath, dataDir string) (*approval.Registry, error) {
 // names and checks the log's completeness (see package replay). The log
 // must not be open in a running gateway: verify a stopped gateway's data
 // directory or a copy.
-func verifyReplay(logDir, bundlesDir string, reg *approval.Registry) (*replay.Summary, error) {
-	return replay.VerifyDir(logDir, replay.Options{Bundles: bundlesDir, Approvers: reg})
+func verifyReplay(logDir, bundlesDir string, opts replay.Options) (*replay.Summary, error) {
+	opts.Bundles = bundlesDir
+	return replay.VerifyDir(logDir, opts)
 }

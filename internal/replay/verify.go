@@ -73,6 +73,12 @@ type Options struct {
 	// Approvers check the signatures of approved executions; nil reports
 	// every approved execution as approval_quorum_invalid.
 	Approvers *approval.Registry
+	// Retention and MaxHistory are the gateway's limits (its config's
+	// limits.retention and limits.max_history; zero: the defaults): the
+	// histories, and so the stateful rules and the history_limit denials,
+	// depend on them.
+	Retention  time.Duration
+	MaxHistory int
 	// Workers: see gateway.ReplayOptions (default GOMAXPROCS).
 	Workers int
 }
@@ -117,7 +123,7 @@ func Verify(lr gateway.LogReader, opts Options) (*Summary, error) {
 		replayed = append(replayed, Finding{Index: i, Class: class, Detail: fmt.Sprintf(format, args...)})
 		mu.Unlock()
 	}
-	err := gateway.Replay(lr, gateway.ReplayOptions{Approved: true, Entry: c.entry, Workers: opts.Workers}, func(r *gateway.Replayed) error {
+	err := gateway.Replay(lr, gateway.ReplayOptions{Retention: opts.Retention, MaxHistory: opts.MaxHistory, Approved: true, Entry: c.entry, Workers: opts.Workers}, func(r *gateway.Replayed) error {
 		if refusedWithoutPolicy(r.Entry) {
 			return nil // nothing was evaluated
 		}
