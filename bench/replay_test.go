@@ -125,7 +125,7 @@ func BenchmarkReplayWhatIf(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				rep, err := replay.WhatIf(l, cand, w)
+				rep, err := replay.WhatIf(l, cand, replay.Options{Workers: w})
 				l.Close()
 				elapsed += time.Since(start)
 				if err != nil {

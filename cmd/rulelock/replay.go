@@ -21,9 +21,10 @@ func replayCommands() []command {
 // runReplay re-evaluates every recorded decision, with its recorded inputs
 // and the history derived from the log, under a candidate policy.
 func runReplay(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "replay", "--log DIR --policy DIR [--json]")
+	fs := newFlags(e, "replay", "--log DIR --policy DIR [--config FILE] [--json]")
 	logDir := fs.String("log", "", "the log directory (e.g. rulelock-data/log)")
 	polDir := fs.String("policy", "", "the candidate policy (directory or .rules file)")
+	config := fs.String("config", "", "the gateway config, for its limits (default: the default limits)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -36,12 +37,16 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return &exitError{code: 2, err: fmt.Errorf("load policy:\n%v", err)}
 	}
+	opts, err := replayOptions(*config, "")
+	if err != nil {
+		return err
+	}
 	l, err := audit.Open(filepath.Clean(*logDir), audit.Options{})
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	rep, err := replay.WhatIf(l, p, 0)
+	rep, err := replay.WhatIf(l, p, opts)
 	if err != nil {
 		return err
 	}

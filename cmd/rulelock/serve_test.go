@@ -251,6 +251,21 @@ func TestVerifyReplayUsesConfigLimits(t *testing.T) {
 	if out := verify(); !strings.Contains(out, "FAIL replay_mismatch") {
 		t.Errorf("with the default limits, the history_limit denial should not replay:\n%s", out)
 	}
+	// rulelock replay (what-if) of the same policy: nothing changes with the
+	// gateway's limits; with the defaults the third decision would.
+	whatIf := func(args ...string) string {
+		out, code, stderr := cliCode(t, data, append([]string{"replay", "--log", logDir, "--policy", "../../examples/payments"}, args...)...)
+		if code != 0 {
+			t.Fatalf("replay: exit %d: %s", code, stderr)
+		}
+		return out
+	}
+	if out := whatIf("--config", cfg); !strings.Contains(out, "3 unchanged, 0 would change") {
+		t.Errorf("replay with the gateway's config:\n%s", out)
+	}
+	if out := whatIf(); !strings.Contains(out, "2 unchanged, 1 would change") {
+		t.Errorf("replay with the default limits:\n%s", out)
+	}
 }
 
 // TestVerifyReplay records real traffic, replays it clean, then forges

@@ -212,7 +212,7 @@ func TestWhatIfWorkers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	same, err := replay.WhatIf(r.log, r.pol, 2)
+	same, err := replay.WhatIf(r.log, r.pol, replay.Options{Workers: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +221,7 @@ func TestWhatIfWorkers(t *testing.T) {
 	}
 	var reps []*replay.Report
 	for _, w := range []int{1, 2, 5} {
-		rep, err := replay.WhatIf(r.log, cand, w)
+		rep, err := replay.WhatIf(r.log, cand, replay.Options{Workers: w})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -32,11 +32,12 @@ type Change struct {
 }
 
 // WhatIf re-evaluates every recorded decision, with its recorded inputs and
-// the history derived from the log, under the candidate policy p.
-func WhatIf(lr gateway.LogReader, p *policy.Policy, workers int) (*Report, error) {
+// the history derived from the log, under the candidate policy p. Of opts,
+// it uses the limits and Workers.
+func WhatIf(lr gateway.LogReader, p *policy.Policy, opts Options) (*Report, error) {
 	rep := &Report{Policy: p.Digest(), Transitions: map[string]int{}, RuleFirings: map[string][2]int{}}
 	var mu sync.Mutex
-	err := gateway.Replay(lr, gateway.ReplayOptions{Workers: workers}, func(r *gateway.Replayed) error {
+	err := gateway.Replay(lr, gateway.ReplayOptions{Retention: opts.Retention, MaxHistory: opts.MaxHistory, Workers: opts.Workers}, func(r *gateway.Replayed) error {
 		var d *policy.Decision
 		if r.HistoryLimit {
 			d = &policy.Decision{Decision: policy.Deny, Reason: "history_limit"}
