@@ -208,24 +208,50 @@ func Open(dir string, opts Options) (*Log, error) {
 // may not be in the log after a crash or a cancelled ctx, but the caller must
 // act as if it were not. After a disk error every Append fails with ErrFailed.
 func (l *Log) Append(ctx context.Context, e *Entry) (Receipt, error) {
-	req, err := l.prepare(e)
+	p, err := l.Enqueue(ctx, e)
 	if err != nil {
 		return Receipt{}, err
 	}
+	return p.Wait(ctx)
+}
+
+// Pending is an entry queued by Enqueue.
+type Pending interface {
+	// Wait is the second half of Append: it returns once the entry is on
+	// stable storage, or the error that stopped the log (see Append).
+	Wait(ctx context.Context) (Receipt, error)
+}
+
+type pending struct{ req *request }
+
+// Enqueue is the first half of Append: it prepares e and queues it, and
+// returns without waiting for the write. Entries are written in the order
+// they were queued. An error means e was not queued and will not be
+// written. Once e is queued it is written and acknowledged (Wait) unless the
+// log fails first, and then no entry queued after it is acknowledged either:
+// so a caller may let what comes after e depend on e as soon as Enqueue
+// returns, provided it acts on e itself only after Wait.
+func (l *Log) Enqueue(ctx context.Context, e *Entry) (Pending, error) {
+	req, err := l.prepare(e)
+	if err != nil {
+		return nil, err
+	}
 	l.appendMu.RLock()
+	defer l.appendMu.RUnlock()
 	if l.closed {
-		l.appendMu.RUnlock()
-		return Receipt{}, fmt.Errorf("append: %w", ErrClosed)
+		return nil, fmt.Errorf("append: %w", ErrClosed)
 	}
 	select {
 	case l.queue <- req:
+		return pending{req}, nil
 	case <-ctx.Done():
-		l.appendMu.RUnlock()
-		return Receipt{}, fmt.Errorf("append: %w", ctx.Err())
+		return nil, fmt.Errorf("append: %w", ctx.Err())
 	}
-	l.appendMu.RUnlock()
+}
+
+func (p pending) Wait(ctx context.Context) (Receipt, error) {
 	select {
-	case res := <-req.done:
+	case res := <-p.req.done:
 		return res.r, res.err
 	case <-ctx.Done():
 		return Receipt{}, fmt.Errorf("append: %w", ctx.Err())

@@ -320,3 +320,44 @@ func TestReadEntries(t *testing.T) {
 		t.Errorf("ReadEntries over a corrupted frame: %v, want a checksum error", err)
 	}
 }
+
+// TestEnqueueOrder: entries are written in the order they were queued, and
+// an entry queued before Close is still written and acknowledged.
+func TestEnqueueOrder(t *testing.T) {
+	dir := t.TempDir()
+	l := openTest(t, dir, Options{SegmentSize: 64 << 10})
+	ctx := context.Background()
+	const n = 300
+	var ps []Pending
+	for i := range n {
+		p, err := l.Enqueue(ctx, testEntry(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, p)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range ps {
+		r, err := p.Wait(ctx)
+		if err != nil || r.Index != int64(i) {
+			t.Fatalf("entry %d: receipt %+v, %v", i, r, err)
+		}
+	}
+	if _, err := l.Enqueue(ctx, testEntry(n)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Enqueue after Close: got %v, want ErrClosed", err)
+	}
+	l = openTest(t, dir, Options{})
+	defer l.Close()
+	for i := range int64(n) {
+		raw, err := l.ReadEntry(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := DecodeEntry(raw)
+		if err != nil || e.RequestID != fmt.Sprintf("req-%d", i) {
+			t.Fatalf("entry %d: %v %v", i, e.RequestID, err)
+		}
+	}
+}

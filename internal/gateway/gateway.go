@@ -40,6 +40,19 @@ type Recorder interface {
 	Append(ctx context.Context, e *audit.Entry) (audit.Receipt, error)
 }
 
+// QueueRecorder is a Recorder that can also queue an entry and wait for it
+// separately, as *audit.Log does (audit.Log.Enqueue): entries are recorded
+// in the order they were queued, and once one is queued it is recorded
+// unless the recorder fails, and then none queued after it is. With one,
+// the gateway holds an agent's lock until the agent's decision is queued
+// rather than until it is durable.
+type QueueRecorder interface {
+	Recorder
+	Enqueue(ctx context.Context, e *audit.Entry) (audit.Pending, error)
+}
+
+var _ QueueRecorder = (*audit.Log)(nil)
+
 // Executor performs an allowed action upstream.
 type Executor interface {
 	Execute(ctx context.Context, x Execution) Outcome
@@ -317,6 +330,10 @@ func (g *Gateway) run(ctx context.Context, rec *record, res *Result) error {
 
 // decide evaluates and durably records the decision, with the agent's
 // decisions serialised so that limits see every earlier allowed action.
+// The agent's lock is held until the decision entry is queued in the log,
+// not until it is durable (see queue): the agent's next decision can be
+// evaluated, with this one in its history, while this one's entry is being
+// written, and the two share a group commit.
 func (g *Gateway) decide(ctx context.Context, req *Request) (*record, error) {
 	id, err := newID()
 	if err != nil {
@@ -324,10 +341,35 @@ func (g *Gateway) decide(ctx context.Context, req *Request) (*record, error) {
 	}
 	st := g.agent(req.Agent.ID)
 	st.mu.Lock()
-	defer st.mu.Unlock()
+	rec, recorded, dropped, keep, err := g.decideLocked(ctx, st, id, req)
+	st.mu.Unlock()
+	if err == nil && recorded != nil {
+		// Durable before the request is remembered, answered or executed.
+		if rec.Entry, err = recorded(); err != nil {
+			err = fmt.Errorf("record decision: %w: %v", ErrUnavailable, err)
+		}
+	}
+	g.mu.Lock()
+	g.forgetLocked(dropped)
+	if err == nil && keep {
+		g.requests[id] = rec
+	}
+	g.mu.Unlock()
+	if err != nil {
+		// Not durable: nothing happens, and the agent is told so.
+		return nil, err
+	}
+	return rec, nil
+}
+
+// decideLocked evaluates req with the agent's history and queues its
+// decision entry; st.mu is held. It returns the record, how to wait until
+// its entry is durable (nil when parking recorded it), the ids of the
+// requests that left the retention window, and whether the gateway keeps
+// the request.
+func (g *Gateway) decideLocked(ctx context.Context, st *agentState, id string, req *Request) (rec *record, recorded func() (audit.Receipt, error), dropped []string, keep bool, err error) {
 	now := g.cfg.Now().UTC()
-	// Forgotten below, under the lock the new record takes anyway.
-	dropped := st.prune(now.Add(-g.cfg.Retention))
+	dropped = st.prune(now.Add(-g.cfg.Retention))
 	preq := &policy.Request{
 		Action:      req.Action,
 		Agent:       req.Agent,
@@ -345,48 +387,58 @@ func (g *Gateway) decide(ctx context.Context, req *Request) (*record, error) {
 	} else {
 		d = g.evaluate(preq)
 	}
-	rec := &record{ID: id, Agent: req.Agent.ID, Session: req.Session, Action: req.Action, Time: now,
+	rec = &record{ID: id, Agent: req.Agent.ID, Session: req.Session, Action: req.Action, Time: now,
 		agent: req.Agent, instruction: req.Instruction, reasoning: req.Reasoning}
-	var r audit.Receipt
 	if d.Decision == policy.RequireApproval {
-		d, r, err = g.parkDecision(id, req, d, now)
-		if err != nil {
-			g.forget(dropped)
-			return nil, err
+		if d, rec.Entry, err = g.parkDecision(id, req, d, now); err != nil {
+			return nil, nil, dropped, false, err
 		}
 		rec.done = make(chan struct{})
 	}
 	if d.Decision != policy.RequireApproval {
 		e := decisionEntry(id, req, d, now, st.stateJSON(req.Agent.Roles))
-		// Not cancellable: an append abandoned by a departed client may
+		// Not cancellable: an entry abandoned by a departed client may
 		// still reach the log, and then the agent's next decision must see
-		// it in the history as a replay of the log will. Append fails only
-		// when the log does, and then no later decision is acknowledged.
-		r, err = g.cfg.Log.Append(context.WithoutCancel(ctx), e)
-		if err != nil {
-			// Not durable: nothing happens, and the agent is told so.
-			g.forget(dropped)
-			return nil, fmt.Errorf("record decision: %w: %v", ErrUnavailable, err)
+		// it in the history as a replay of the log will.
+		if recorded, err = g.queue(context.WithoutCancel(ctx), e); err != nil {
+			return nil, nil, dropped, false, fmt.Errorf("record decision: %w: %v", ErrUnavailable, err)
 		}
 	}
-	rec.Decision, rec.Entry = d, r
+	rec.Decision = d
 	// A denial at the cap is not remembered: neither in the history (which
 	// stays at the cap until its oldest entries leave the retention window)
 	// nor as a request. An agent that keeps sending at the cap would
 	// otherwise grow the gateway's memory with every denial for the whole
 	// retention window. The reply and the log have the decision; Rebuild
 	// and the replay derive histories by the same rule.
-	if !limited {
-		st.history = append(st.history, policy.HistoryEntry{Action: req.Action.Fields, Type: req.Action.Type, Decision: string(d.Decision), Time: now})
-		st.ids = append(st.ids, id)
+	if limited {
+		return rec, recorded, dropped, false, nil
 	}
-	g.mu.Lock()
-	g.forgetLocked(dropped)
-	if !limited {
-		g.requests[id] = rec
+	st.history = append(st.history, policy.HistoryEntry{Action: req.Action.Fields, Type: req.Action.Type, Decision: string(d.Decision), Time: now})
+	st.ids = append(st.ids, id)
+	return rec, recorded, dropped, true, nil
+}
+
+// queue records e. With a QueueRecorder (the audit log) it only queues e and
+// returns how to wait until e is durable. That is enough for the agent's
+// next decision to count e in its history: the log records entries in the
+// order they were queued, and if it never records e it has failed, and then
+// it acknowledges no entry queued after e either, so no decision that saw e
+// is ever acknowledged or acted on. With a plain Recorder it appends e,
+// durable on return.
+func (g *Gateway) queue(ctx context.Context, e *audit.Entry) (func() (audit.Receipt, error), error) {
+	if q, ok := g.cfg.Log.(QueueRecorder); ok {
+		p, err := q.Enqueue(ctx, e)
+		if err != nil {
+			return nil, err
+		}
+		return func() (audit.Receipt, error) { return p.Wait(ctx) }, nil
 	}
-	g.mu.Unlock()
-	return rec, nil
+	r, err := g.cfg.Log.Append(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	return func() (audit.Receipt, error) { return r, nil }, nil
 }
 
 // parkDecision parks a require_approval decision (logged by the approval

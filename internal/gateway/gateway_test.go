@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -657,5 +658,110 @@ func TestHistoryLimitDenialsNotRemembered(t *testing.T) {
 	}
 	if decisions.Load() != 3+50+1+3 || limited.Load() != 51 {
 		t.Errorf("replay: %d decisions, %d at the cap; want %d, 51", decisions.Load(), limited.Load(), 3+50+1+3)
+	}
+}
+
+// heldLog is a QueueRecorder that acknowledges nothing until release: then
+// every entry, in order, or (fail) none, as a log that failed would.
+type heldLog struct {
+	mu     sync.Mutex
+	queued []*audit.Entry
+	gate   chan struct{}
+	fail   bool
+}
+
+type heldEntry struct {
+	h *heldLog
+	i int64
+}
+
+func (h *heldLog) Enqueue(_ context.Context, e *audit.Entry) (audit.Pending, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.queued = append(h.queued, e)
+	return heldEntry{h, int64(len(h.queued) - 1)}, nil
+}
+
+func (h *heldLog) Append(ctx context.Context, e *audit.Entry) (audit.Receipt, error) {
+	p, err := h.Enqueue(ctx, e)
+	if err != nil {
+		return audit.Receipt{}, err
+	}
+	return p.Wait(ctx)
+}
+
+func (p heldEntry) Wait(context.Context) (audit.Receipt, error) {
+	<-p.h.gate
+	if p.h.fail {
+		return audit.Receipt{}, errors.New("disk failed")
+	}
+	return audit.Receipt{Index: p.i}, nil
+}
+
+// waitQueued waits until n entries are queued and returns them.
+func (h *heldLog) waitQueued(t *testing.T, n int) []*audit.Entry {
+	t.Helper()
+	for range 5000 {
+		h.mu.Lock()
+		q := slices.Clone(h.queued)
+		h.mu.Unlock()
+		if len(q) >= n {
+			return q
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("%d entries never queued", n)
+	return nil
+}
+
+// TestAgentDecisionsQueueBehindUndurable: an agent's next decision is
+// evaluated while its previous one is queued but not yet durable, and counts
+// it (the daily cap); nothing executes before its own decision is durable,
+// and when the log fails neither decision is acknowledged or executed.
+func TestAgentDecisionsQueueBehindUndurable(t *testing.T) {
+	f := newFixture(t, t.TempDir())
+	for _, fail := range []bool{false, true} {
+		h := &heldLog{gate: make(chan struct{}), fail: fail}
+		var executed atomic.Int64
+		ex := gateway.ExecutorFunc(func(context.Context, gateway.Execution) gateway.Outcome {
+			executed.Add(1)
+			return gateway.Outcome{Status: gateway.StatusOK}
+		})
+		gw, err := gateway.New(gateway.Config{Policy: f.pol, Log: h, Now: f.clock.now, Executors: map[string]gateway.Executor{"transfer": ex}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		type reply struct {
+			res *gateway.Result
+			err error
+		}
+		replies := make([]chan reply, 2)
+		for i := range replies {
+			replies[i] = make(chan reply, 1)
+			go func() {
+				res, err := gw.Submit(context.Background(), &gateway.Request{Agent: agent42, Action: action(t, `{"type": "transfer", "amount": 6000, "to": "acct-3"}`)}, true)
+				replies[i] <- reply{res, err}
+			}()
+			q := h.waitQueued(t, i+1) // the second is decided while the first waits
+			if want := []string{"allow", "deny"}[i]; q[i].Decision != want {
+				t.Fatalf("fail=%v: decision %d queued as %s, want %s (the first counts against the cap)", fail, i, q[i].Decision, want)
+			}
+		}
+		if n := executed.Load(); n != 0 {
+			t.Fatalf("fail=%v: %d executions before any decision was durable", fail, n)
+		}
+		close(h.gate)
+		for i, c := range replies {
+			r := <-c
+			switch {
+			case fail && !errors.Is(r.err, gateway.ErrUnavailable):
+				t.Errorf("failed log: decision %d: %+v %v, want ErrUnavailable", i, r.res, r.err)
+			case !fail && (r.err != nil || r.res.Decision.Decision != []policy.Effect{policy.Allow, policy.Deny}[i]):
+				t.Errorf("decision %d: %+v %v", i, r.res, r.err)
+			}
+		}
+		if want := map[bool]int64{false: 1, true: 0}[fail]; executed.Load() != want {
+			t.Errorf("fail=%v: %d executions, want %d", fail, executed.Load(), want)
+		}
 	}
 }
