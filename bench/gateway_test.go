@@ -37,8 +37,8 @@ package bench
 // one token each, by default; in the closed loop client k sends requests k,
 // k+clients, …, so concurrent requests are from different agents, as in a
 // deployment with many agents). The gateway serialises one agent's
-// decisions, log append included, so one agent's throughput is bounded by
-// the append latency; the "1 agent" row measures that bound.
+// decisions up to the queueing of the decision entry (not its fdatasync);
+// the "1 agent" row measures one agent's throughput.
 //
 // The load generator (bench/loadgen) sends ready-made request bytes on
 // keep-alive connections and times each request from its scheduled send
