@@ -519,8 +519,14 @@ func (st *agentState) prune(from time.Time) []string {
 		return nil
 	}
 	dropped := slices.Clone(st.ids[:n])
-	st.history = append(st.history[:0:0], st.history[n:]...)
-	st.ids = append(st.ids[:0:0], st.ids[n:]...)
+	// Resliced, not copied: an append reallocates (copying only what is
+	// left) when the array is full, so dropping the oldest entry on every
+	// decision, as a gateway that has run longer than its retention does,
+	// costs O(1) instead of a copy of the whole history. The dropped
+	// entries are cleared so that the array does not keep them alive.
+	clear(st.history[:n])
+	clear(st.ids[:n])
+	st.history, st.ids = st.history[n:], st.ids[n:]
 	return dropped
 }
 
