@@ -39,6 +39,11 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 	var order []*record
 	var events []approval.Event
 	var chunk [][]byte
+	// The requests that left their agent's history during the walk,
+	// forgotten once the approvals are restored (until then every parked
+	// request looks pending, and forgetting each time would re-check them
+	// all).
+	var dropped []string
 	for i := int64(0); i < size; i++ {
 		if k := i % rebuildChunk; k == 0 {
 			var err error
@@ -53,7 +58,8 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 		}
 		switch e.Kind {
 		case audit.KindDecision:
-			rec, err := g.restoreDecision(lr, audit.Receipt{Index: i, LeafHash: tlog.RecordHash(raw)}, e)
+			rec, gone, err := g.restoreDecision(lr, audit.Receipt{Index: i, LeafHash: tlog.RecordHash(raw)}, e)
+			dropped = append(dropped, gone...)
 			if err != nil && e.Decision == string(policy.Deny) {
 				continue // a request refused before decoding (Refuse): nothing to restore
 			}
@@ -105,6 +111,7 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 		}
 		closed++
 	}
+	g.forget(dropped)
 	g.pruneAll()
 	return closed, nil
 }
@@ -124,22 +131,25 @@ func (g *Gateway) pruneAll() {
 	}
 }
 
-func (g *Gateway) restoreDecision(lr LogReader, at audit.Receipt, e *audit.Entry) (*record, error) {
+// restoreDecision restores a decision entry's request and its place in the
+// agent's history, and returns the ids of the requests that left the
+// history at its time (to forget).
+func (g *Gateway) restoreDecision(lr LogReader, at audit.Receipt, e *audit.Entry) (*record, []string, error) {
 	text := e.Action.Text
 	if text == "" && !e.Action.Digest.IsZero() {
 		b, err := lr.Blob(e.Action.Digest)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		text = string(b)
 	}
 	v, err := strictjson.Decode([]byte(text), strictjson.Limits{})
 	if err != nil {
-		return nil, fmt.Errorf("action: %w", err)
+		return nil, nil, fmt.Errorf("action: %w", err)
 	}
 	act, err := policy.NewAction(v)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	d := &policy.Decision{Decision: policy.Effect(e.Decision), Reason: e.Message, ActionHash: act.HashString(), Policy: e.BundleDigest}
 	for _, r := range e.Rules {
@@ -147,7 +157,7 @@ func (g *Gateway) restoreDecision(lr LogReader, at audit.Receipt, e *audit.Entry
 	}
 	ds, err := decodeDecisionState(e.State)
 	if err != nil {
-		return nil, fmt.Errorf("state: %w", err)
+		return nil, nil, fmt.Errorf("state: %w", err)
 	}
 	rec := &record{ID: e.RequestID, Agent: e.Agent, Session: e.Session, Action: act, Decision: d, Entry: at, Time: e.Time,
 		agent: policy.Agent{ID: e.Agent, Roles: ds.AgentRoles}, instruction: e.Instruction.Text, reasoning: e.Reasoning.Text}
@@ -162,17 +172,16 @@ func (g *Gateway) restoreDecision(lr LogReader, at audit.Receipt, e *audit.Entry
 		st.ids = append(st.ids, e.RequestID)
 	}
 	st.mu.Unlock()
+	if limited {
+		return rec, dropped, nil
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.forgetLocked(dropped)
-	if limited {
-		return rec, nil
-	}
 	if prev, ok := g.requests[rec.ID]; ok {
 		rec.done = prev.done // an approved re-decision of a parked request
 	}
 	g.requests[rec.ID] = rec
-	return rec, nil
+	return rec, dropped, nil
 }
 
 // parkedEvent turns a require_approval decision entry back into the
