@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -238,32 +239,30 @@ func TestVerifyReplayUsesConfigLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	logDir := filepath.Join(data, "log")
-	verify := func(args ...string) string {
-		out, code, stderr := cliCode(t, data, append([]string{"verify", logDir, "--key", filepath.Join(data, "log.pub"), "--replay"}, args...)...)
-		if code > 1 {
-			t.Fatalf("verify: exit %d: %s", code, stderr)
+	// run runs the CLI and returns its output; an exit code above max fails.
+	run := func(max int, args ...string) string {
+		t.Helper()
+		out, code, stderr := cliCode(t, data, args...)
+		if code > max {
+			t.Fatalf("%s: exit %d: %s", args[0], code, stderr)
 		}
 		return out
 	}
-	if out := verify("--config", cfg); !strings.Contains(out, "3 decisions replayed, 0 findings") {
+	verify := []string{"verify", logDir, "--key", filepath.Join(data, "log.pub"), "--replay"}
+	whatIf := []string{"replay", "--log", logDir, "--policy", "../../examples/payments"}
+	withConfig := []string{"--config", cfg}
+	if out := run(1, slices.Concat(verify, withConfig)...); !strings.Contains(out, "3 decisions replayed, 0 findings") {
 		t.Errorf("with the gateway's config:\n%s", out)
 	}
-	if out := verify(); !strings.Contains(out, "FAIL replay_mismatch") {
+	if out := run(1, verify...); !strings.Contains(out, "FAIL replay_mismatch") {
 		t.Errorf("with the default limits, the history_limit denial should not replay:\n%s", out)
 	}
 	// rulelock replay (what-if) of the same policy: nothing changes with the
 	// gateway's limits; with the defaults the third decision would.
-	whatIf := func(args ...string) string {
-		out, code, stderr := cliCode(t, data, append([]string{"replay", "--log", logDir, "--policy", "../../examples/payments"}, args...)...)
-		if code != 0 {
-			t.Fatalf("replay: exit %d: %s", code, stderr)
-		}
-		return out
-	}
-	if out := whatIf("--config", cfg); !strings.Contains(out, "3 unchanged, 0 would change") {
+	if out := run(0, slices.Concat(whatIf, withConfig)...); !strings.Contains(out, "3 unchanged, 0 would change") {
 		t.Errorf("replay with the gateway's config:\n%s", out)
 	}
-	if out := whatIf(); !strings.Contains(out, "2 unchanged, 1 would change") {
+	if out := run(0, whatIf...); !strings.Contains(out, "2 unchanged, 1 would change") {
 		t.Errorf("replay with the default limits:\n%s", out)
 	}
 }
