@@ -387,13 +387,18 @@ func (g *Gateway) decideLocked(ctx context.Context, st *agentState, id string, r
 	} else {
 		d = g.evaluate(preq)
 	}
-	rec = &record{ID: id, Agent: req.Agent.ID, Session: req.Session, Action: req.Action, Time: now,
-		agent: req.Agent, instruction: req.Instruction, reasoning: req.Reasoning}
+	rec = &record{ID: id, Agent: req.Agent.ID, Session: req.Session, Action: req.Action, Time: now, agent: req.Agent}
 	if d.Decision == policy.RequireApproval {
 		if d, rec.Entry, err = g.parkDecision(id, req, d, now); err != nil {
 			return nil, nil, dropped, false, err
 		}
-		rec.done = make(chan struct{})
+		if d.Decision == policy.RequireApproval { // parked, not refused parking
+			rec.done = make(chan struct{})
+			// For the approvers (Pending) and the re-evaluation at approval;
+			// a request that is not parked does not keep them (they can be
+			// as long as a request body).
+			rec.instruction, rec.reasoning = req.Instruction, req.Reasoning
+		}
 	}
 	if d.Decision != policy.RequireApproval {
 		e := decisionEntry(id, req, d, now, st.stateJSON(req.Agent.Roles))

@@ -765,3 +765,36 @@ func TestAgentDecisionsQueueBehindUndurable(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedParkingIsNotPending: a request the policy sends for approval
+// when the gateway has no approvers is denied (no_approvers) and is final:
+// waiting for it returns at once, and it leaves memory with the retention
+// window like any other denial (a request taken for parked would be kept
+// forever, and an agent could grow the gateway's memory with them).
+func TestRefusedParkingIsNotPending(t *testing.T) {
+	f := newFixture(t, t.TempDir())
+	gw, err := gateway.New(gateway.Config{Policy: f.pol, Log: f.log, Now: f.clock.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	trade := func() *gateway.Result {
+		t.Helper()
+		res, err := gw.Submit(ctx, &gateway.Request{Agent: agent42, Action: action(t, `{"type": "trade", "amount": 750}`)}, true)
+		if err != nil || res.Decision.Decision != policy.Deny || res.Decision.Reason != "no_approvers" {
+			t.Fatalf("%+v %v, want a no_approvers denial", res, err)
+		}
+		return res
+	}
+	refused := trade().RequestID
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if res, err := gw.Wait(wctx, agent42.ID, refused); err != nil || res.Decision.Reason != "no_approvers" || wctx.Err() != nil {
+		t.Fatalf("Wait: %+v %v (context: %v), want the denial at once", res, err, wctx.Err())
+	}
+	f.clock.advance(8 * 24 * time.Hour)
+	trade()
+	if _, err := gw.Get(agent42.ID, refused); !errors.Is(err, gateway.ErrNotFound) {
+		t.Errorf("refused request past the retention window: got %v, want ErrNotFound", err)
+	}
+}

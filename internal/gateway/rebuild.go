@@ -160,7 +160,10 @@ func (g *Gateway) restoreDecision(lr LogReader, at audit.Receipt, e *audit.Entry
 		return nil, nil, fmt.Errorf("state: %w", err)
 	}
 	rec := &record{ID: e.RequestID, Agent: e.Agent, Session: e.Session, Action: act, Decision: d, Entry: at, Time: e.Time,
-		agent: policy.Agent{ID: e.Agent, Roles: ds.AgentRoles}, instruction: e.Instruction.Text, reasoning: e.Reasoning.Text}
+		agent: policy.Agent{ID: e.Agent, Roles: ds.AgentRoles}}
+	if d.Decision == policy.RequireApproval { // parked: see Gateway.decideLocked
+		rec.instruction, rec.reasoning = e.Instruction.Text, e.Reasoning.Text
+	}
 	st := g.agent(e.Agent)
 	st.mu.Lock()
 	// As Gateway.decide did: the history as of this decision, and a denial
