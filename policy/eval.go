@@ -185,6 +185,10 @@ func (p *Policy) evaluate(req *Request, tr *[]TraceStep) *Decision {
 	default:
 		d.Decision, d.Reason = Deny, ReasonDefaultDeny
 	}
+	// The decision outlives the evaluation (a gateway keeps it for the
+	// retention window); its allocation must not keep the request alive:
+	// the agent's instruction, reasoning and history.
+	st.act = activation{}
 	return d
 }
 

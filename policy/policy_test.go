@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
+	"weak"
 
 	"github.com/rulelock/rulelock/policy"
 )
@@ -332,4 +334,36 @@ rule "Window" {
 			}
 		}
 	}
+}
+
+// TestDecisionDoesNotKeepRequest: a decision kept after the evaluation does
+// not keep the request alive (its instruction, reasoning and history can be
+// large, and a gateway keeps decisions for its whole retention window).
+func TestDecisionDoesNotKeepRequest(t *testing.T) {
+	p := mustPolicy(t, policy.Options{}, seed+`rule "Reasoned" {
+precondition: action.type == "transfer"
+condition: session.history.size() >= 0
+allow
+}
+`)
+	var kept []*policy.Decision
+	var reqs []weak.Pointer[policy.Request]
+	for range 3 {
+		req := mustRequest(t, `{"action": {"type": "transfer", "amount": 500, "to": "acct-1"}, "now": "2026-11-22T10:00:00Z"}`)
+		req.Reasoning = strings.Repeat("because ", 1<<16)
+		req.Session.History = make([]policy.HistoryEntry, 100)
+		d := p.Evaluate(req)
+		if d.Decision != policy.Allow {
+			t.Fatalf("%+v", d)
+		}
+		kept = append(kept, d)
+		reqs = append(reqs, weak.Make(req))
+	}
+	runtime.GC()
+	for i, w := range reqs {
+		if w.Value() != nil {
+			t.Errorf("request %d is still reachable from its decision", i)
+		}
+	}
+	runtime.KeepAlive(kept)
 }
