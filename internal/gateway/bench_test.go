@@ -2,6 +2,8 @@ package gateway_test
 
 import (
 	"context"
+	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -50,5 +52,45 @@ func BenchmarkDecideSteadyState(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		submit()
+	}
+}
+
+// BenchmarkRetained reports the memory the gateway keeps per decision
+// within the retention window (its record, the history entry, the
+// decision): allowed decide-only transfers from 1,000 agents, short
+// instruction and reasoning, heap measured after a GC.
+func BenchmarkRetained(b *testing.B) {
+	p, err := policy.FromSources([]policy.Source{{Name: "t.rules", Data: []byte(testPolicy)}}, policy.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := &clock{t: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)}
+	act, err := policy.NewAction(map[string]any{"type": "transfer", "amount": 500.0, "to": "acct-1"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	agents := make([]policy.Agent, 1000)
+	for i := range agents {
+		agents[i] = policy.Agent{ID: fmt.Sprintf("agent-%d", i), Roles: []string{"payments"}}
+	}
+	const n = 100_000
+	for b.Loop() {
+		gw, err := gateway.New(gateway.Config{Policy: p, Log: &nopRecorder{}, Now: c.now, MaxHistory: 1 << 30})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var m0, m1 runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m0)
+		for i := range n {
+			req := &gateway.Request{Agent: agents[i%len(agents)], Action: act, Instruction: "Pay invoice 1234", Reasoning: "It is due today."}
+			if _, err := gw.Submit(context.Background(), req, false); err != nil {
+				b.Fatal(err)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&m1)
+		b.ReportMetric(float64(m1.HeapAlloc-m0.HeapAlloc)/n, "retained-B/decision")
+		runtime.KeepAlive(gw)
 	}
 }
