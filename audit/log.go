@@ -265,32 +265,32 @@ func (l *Log) prepare(e *Entry) (*request, error) {
 		c.ActionSHA256 = sha256.Sum256([]byte(c.Action.Text))
 	}
 	req := &request{done: make(chan result, 1)}
-	for _, p := range []struct {
-		name string
-		f    *Field
-	}{{"action", &c.Action}, {"instruction", &c.Instruction}, {"reasoning", &c.Reasoning}, {"result", &c.Result}, {"state", &c.State}} {
-		if p.f.Text == "" {
-			p.f.Sensitive = false
+	// Names and fields apart: a pair holding both would let the name's
+	// escape (into the side record) move the copy c to the heap with it.
+	names := [...]string{"action", "instruction", "reasoning", "result", "state"}
+	for i, f := range [...]*Field{&c.Action, &c.Instruction, &c.Reasoning, &c.Result, &c.State} {
+		if f.Text == "" {
+			f.Sensitive = false
 			continue
 		}
 		switch {
-		case p.f.Sensitive:
+		case f.Sensitive:
 			salt := make([]byte, 32)
 			if _, err := io.ReadFull(l.opts.Rand, salt); err != nil {
 				return nil, fmt.Errorf("append: salt: %w", err)
 			}
 			mac := hmac.New(sha256.New, salt)
-			mac.Write([]byte(p.f.Text))
+			mac.Write([]byte(f.Text))
 			var d Digest
 			copy(d[:], mac.Sum(nil))
-			req.side = append(req.side, sideRecord{Field: p.name, HMAC: d, Salt: salt, Value: p.f.Text})
-			*p.f = Field{Commitment: d}
-		case len(p.f.Text) > l.opts.MaxInline:
-			d, err := l.putBlob([]byte(p.f.Text))
+			req.side = append(req.side, sideRecord{Field: names[i], HMAC: d, Salt: salt, Value: f.Text})
+			*f = Field{Commitment: d}
+		case len(f.Text) > l.opts.MaxInline:
+			d, err := l.putBlob([]byte(f.Text))
 			if err != nil {
 				return nil, err
 			}
-			*p.f = Field{Digest: d, Size: int64(len(p.f.Text))}
+			*f = Field{Digest: d, Size: int64(len(f.Text))}
 		}
 	}
 	b, err := c.Encode()
