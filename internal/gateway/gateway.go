@@ -345,7 +345,7 @@ func (g *Gateway) decide(ctx context.Context, req *Request) (*record, error) {
 	st.mu.Unlock()
 	if err == nil && recorded != nil {
 		// Durable before the request is remembered, answered or executed.
-		if rec.Entry, err = recorded(); err != nil {
+		if rec.Entry, err = recorded.Wait(context.WithoutCancel(ctx)); err != nil {
 			err = fmt.Errorf("record decision: %w: %v", ErrUnavailable, err)
 		}
 	}
@@ -367,7 +367,7 @@ func (g *Gateway) decide(ctx context.Context, req *Request) (*record, error) {
 // its entry is durable (nil when parking recorded it), the ids of the
 // requests that left the retention window, and whether the gateway keeps
 // the request.
-func (g *Gateway) decideLocked(ctx context.Context, st *agentState, id string, req *Request) (rec *record, recorded func() (audit.Receipt, error), dropped []string, keep bool, err error) {
+func (g *Gateway) decideLocked(ctx context.Context, st *agentState, id string, req *Request) (rec *record, recorded audit.Pending, dropped []string, keep bool, err error) {
 	now := g.cfg.Now().UTC()
 	dropped = st.prune(now.Add(-g.cfg.Retention))
 	preq := &policy.Request{
@@ -431,20 +431,21 @@ func (g *Gateway) decideLocked(ctx context.Context, st *agentState, id string, r
 // it acknowledges no entry queued after e either, so no decision that saw e
 // is ever acknowledged or acted on. With a plain Recorder it appends e,
 // durable on return.
-func (g *Gateway) queue(ctx context.Context, e *audit.Entry) (func() (audit.Receipt, error), error) {
+func (g *Gateway) queue(ctx context.Context, e *audit.Entry) (audit.Pending, error) {
 	if q, ok := g.cfg.Log.(QueueRecorder); ok {
-		p, err := q.Enqueue(ctx, e)
-		if err != nil {
-			return nil, err
-		}
-		return func() (audit.Receipt, error) { return p.Wait(ctx) }, nil
+		return q.Enqueue(ctx, e)
 	}
 	r, err := g.cfg.Log.Append(ctx, e)
 	if err != nil {
 		return nil, err
 	}
-	return func() (audit.Receipt, error) { return r, nil }, nil
+	return appended(r), nil
 }
+
+// appended is an entry a plain Recorder has already made durable.
+type appended audit.Receipt
+
+func (a appended) Wait(context.Context) (audit.Receipt, error) { return audit.Receipt(a), nil }
 
 // parkDecision parks a require_approval decision (logged by the approval
 // manager) or, when it cannot be parked, turns it into a logged-later deny.
@@ -552,15 +553,18 @@ func (g *Gateway) forgetLocked(ids []string) {
 	if len(ids) == 0 && len(g.lingering) == 0 {
 		return
 	}
+	// Filtered in place: keep never runs ahead of the lingering ids read.
 	keep := g.lingering[:0]
-	for _, id := range slices.Concat(g.lingering, ids) {
-		rec, ok := g.requests[id]
-		switch {
-		case !ok:
-		case rec.parked():
-			keep = append(keep, id)
-		default:
-			delete(g.requests, id)
+	for _, list := range [2][]string{g.lingering, ids} {
+		for _, id := range list {
+			rec, ok := g.requests[id]
+			switch {
+			case !ok:
+			case rec.parked():
+				keep = append(keep, id)
+			default:
+				delete(g.requests, id)
+			}
 		}
 	}
 	g.lingering = keep
