@@ -18,14 +18,37 @@ import (
 // LogReader reads the log back. *audit.Log implements it.
 type LogReader interface {
 	Size() int64
-	ReadEntry(i int64) ([]byte, error)
-	// ReadEntries reads entries [lo, hi) at once, for readers of long runs.
+	// ReadEntries reads entries [lo, hi) at once.
 	ReadEntries(lo, hi int64) ([][]byte, error)
 	Blob(d audit.Digest) ([]byte, error)
 }
 
-// rebuildChunk is how many entries Rebuild reads at once.
-const rebuildChunk = 1024
+// eachChunk is how many entries EachEntry reads at once.
+const eachChunk = 1024
+
+// EachEntry calls fn with every entry of the log, raw and decoded, in log
+// order, reading the log a chunk of entries at a time (two reads per entry
+// made start-up on a long log slow). The first error stops it.
+func EachEntry(lr LogReader, fn func(i int64, raw []byte, e *audit.Entry) error) error {
+	size := lr.Size()
+	for lo := int64(0); lo < size; lo += eachChunk {
+		raws, err := lr.ReadEntries(lo, min(lo+eachChunk, size))
+		if err != nil {
+			return fmt.Errorf("entries from %d: %w", lo, err)
+		}
+		for k, raw := range raws {
+			i := lo + int64(k)
+			e, err := audit.DecodeEntry(raw)
+			if err != nil {
+				return fmt.Errorf("entry %d: %w", i, err)
+			}
+			if err := fn(i, raw, e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
 
 // Rebuild derives the gateway's state from the log: every agent's history
 // within the retention window, and the requests it knows. An allowed
@@ -34,37 +57,24 @@ const rebuildChunk = 1024
 // executed again, and its effect, if any, still counts against limits.
 // Rebuild returns how many such decisions it closed.
 func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
-	size := lr.Size()
 	open := map[string]*record{}
 	var order []*record
 	var events []approval.Event
-	var chunk [][]byte
 	// The requests that left their agent's history during the walk,
 	// forgotten once the approvals are restored (until then every parked
 	// request looks pending, and forgetting each time would re-check them
 	// all).
 	var dropped []string
-	for i := int64(0); i < size; i++ {
-		if k := i % rebuildChunk; k == 0 {
-			var err error
-			if chunk, err = lr.ReadEntries(i, min(i+rebuildChunk, size)); err != nil {
-				return 0, fmt.Errorf("rebuild: entries from %d: %w", i, err)
-			}
-		}
-		raw := chunk[i%rebuildChunk]
-		e, err := audit.DecodeEntry(raw)
-		if err != nil {
-			return 0, fmt.Errorf("rebuild: entry %d: %w", i, err)
-		}
+	err := EachEntry(lr, func(i int64, raw []byte, e *audit.Entry) error {
 		switch e.Kind {
 		case audit.KindDecision:
 			rec, gone, err := g.restoreDecision(lr, audit.Receipt{Index: i, LeafHash: tlog.RecordHash(raw)}, e)
 			dropped = append(dropped, gone...)
 			if err != nil && e.Decision == string(policy.Deny) {
-				continue // a request refused before decoding (Refuse): nothing to restore
+				return nil // a request refused before decoding (Refuse): nothing to restore
 			}
 			if err != nil {
-				return 0, fmt.Errorf("rebuild: entry %d: %w", i, err)
+				return fmt.Errorf("entry %d: %w", i, err)
 			}
 			order = append(order, rec)
 			switch rec.Decision.Decision {
@@ -73,7 +83,7 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 			case policy.RequireApproval:
 				ev, err := parkedEvent(e)
 				if err != nil {
-					return 0, fmt.Errorf("rebuild: entry %d: %w", i, err)
+					return fmt.Errorf("entry %d: %w", i, err)
 				}
 				events = append(events, ev)
 				rec.done = make(chan struct{})
@@ -86,7 +96,7 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 		case audit.KindOutcome:
 			rec, ok := open[e.RequestID]
 			if !ok {
-				continue
+				return nil
 			}
 			delete(open, e.RequestID)
 			out := Outcome{Status: e.Status}
@@ -95,6 +105,10 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 			rec.OutEntry = &r
 			g.agent(rec.Agent).setOutcome(rec.ID, historyOutcome(e.Status))
 		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("rebuild: %w", err)
 	}
 	closed := 0
 	if err := g.restoreApprovals(ctx, events); err != nil {

@@ -192,22 +192,9 @@ type ToolInfo struct {
 
 // loadPins reads the pins of earlier runs from the log.
 func (p *Proxy) loadPins(lr gateway.LogReader) error {
-	const chunk = 1024
-	size := lr.Size()
-	var raws [][]byte
-	for i := int64(0); i < size; i++ {
-		if i%chunk == 0 {
-			var err error
-			if raws, err = lr.ReadEntries(i, min(i+chunk, size)); err != nil {
-				return fmt.Errorf("mcp proxy: read pins: entries from %d: %w", i, err)
-			}
-		}
-		e, err := audit.DecodeEntry(raws[i%chunk])
-		if err != nil {
-			return fmt.Errorf("mcp proxy: read pins: entry %d: %w", i, err)
-		}
+	err := gateway.EachEntry(lr, func(_ int64, _ []byte, e *audit.Entry) error {
 		if e.Kind != audit.KindNote {
-			continue
+			return nil
 		}
 		var kind, q, hash string
 		if n, _ := fmt.Sscanf(e.Message, "%s %s %s", &kind, &q, &hash); n == 3 && kind == notePinned {
@@ -215,6 +202,10 @@ func (p *Proxy) loadPins(lr gateway.LogReader) error {
 				p.pinned[q] = hash
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("mcp proxy: read pins: %w", err)
 	}
 	return nil
 }
