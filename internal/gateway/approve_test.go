@@ -250,3 +250,44 @@ func TestExpiry(t *testing.T) {
 		t.Fatalf("expired entry logged %v, executions %d", expired, f.up.count())
 	}
 }
+
+// TestApprovalAtHistoryCapReplays: the history cap applies to new requests,
+// not to the re-decision of an approved one, and the replay says the same:
+// an approval that executes while the agent is at the cap is no
+// history_limit denial, and it counts in the history after it.
+func TestApprovalAtHistoryCapReplays(t *testing.T) {
+	f := newFixture(t, t.TempDir())
+	ctx := context.Background()
+	gw, err := gateway.New(gateway.Config{Policy: f.pol, Log: f.log, Approvers: f.reg, Now: f.clock.now, MaxHistory: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parked, err := gw.Submit(ctx, &gateway.Request{Agent: agent42, Action: action(t, `{"type": "trade", "amount": 5000}`)}, true)
+	if err != nil || parked.Approval == nil {
+		t.Fatalf("%+v %v, want a parked request", parked, err)
+	}
+	if res, err := gw.Submit(ctx, &gateway.Request{Agent: agent42, Action: action(t, `{"type": "report", "n": 1}`)}, true); err != nil || res.Decision.Decision != policy.Allow {
+		t.Fatalf("%+v %v", res, err) // the history is now at the cap
+	}
+	for _, who := range []string{"alice", "bob"} {
+		if _, err := gw.Approve(ctx, parked.RequestID, f.sign(t, who, *parked.Approval, approval.Approve)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if res, err := gw.Submit(ctx, &gateway.Request{Agent: agent42, Action: action(t, `{"type": "report", "n": 2}`)}, true); err != nil || res.Decision.Reason != "history_limit" {
+		t.Fatalf("%+v %v, want a history_limit denial", res, err)
+	}
+	var approved int
+	err = gateway.Replay(f.log, gateway.ReplayOptions{MaxHistory: 2, Approved: true, Workers: 1}, func(r *gateway.Replayed) error {
+		if r.HistoryLimit != (r.Entry.Message == "history_limit") {
+			return fmt.Errorf("entry %d (%s, %q): replay HistoryLimit %v", r.Index, r.Entry.Decision, r.Entry.Message, r.HistoryLimit)
+		}
+		if r.Entry.Decision == "approved" {
+			approved++
+		}
+		return nil
+	})
+	if err != nil || approved != 1 {
+		t.Fatalf("replay: %v, %d approved re-decisions seen; want none, 1", err, approved)
+	}
+}

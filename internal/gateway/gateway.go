@@ -379,7 +379,7 @@ func (g *Gateway) decideLocked(ctx context.Context, st *agentState, id string, r
 		Now:         now,
 	}
 	var d *policy.Decision
-	limited := len(st.history) >= g.cfg.MaxHistory
+	limited := atHistoryCap("", len(st.history), g.cfg.MaxHistory)
 	if limited {
 		d = &policy.Decision{Decision: policy.Deny, Reason: "history_limit", Rules: []policy.FiredRule{},
 			Errors:     []policy.RuleError{{Code: "history_limit", Message: fmt.Sprintf("the agent has %d actions within the retention window", len(st.history))}},
@@ -422,6 +422,15 @@ func (g *Gateway) decideLocked(ctx context.Context, st *agentState, id string, r
 	st.history = append(st.history, policy.HistoryEntry{Action: req.Action.Fields, Type: req.Action.Type, Decision: string(d.Decision), Time: now})
 	st.ids = append(st.ids, id)
 	return rec, recorded, dropped, true, nil
+}
+
+// atHistoryCap reports whether a decision recorded as decision, taken with
+// an agent history of n entries, was the gateway's history_limit denial:
+// the cap applies to new requests (Gateway.decide), not to the re-decision
+// of an approved one. The gateway, Rebuild and the replay decide it here
+// alike, and none of them counts such a denial in the history.
+func atHistoryCap(decision string, n, max int) bool {
+	return decision != "approved" && n >= max
 }
 
 // queue records e. With a QueueRecorder (the audit log) it only queues e and

@@ -183,7 +183,7 @@ func (g *Gateway) restoreDecision(lr LogReader, at audit.Receipt, e *audit.Entry
 	// As Gateway.decide did: the history as of this decision, and a denial
 	// at the cap (history_limit) is not remembered.
 	dropped := st.prune(e.Time.Add(-g.cfg.Retention))
-	limited := e.Decision == string(policy.Deny) && len(st.history) >= g.cfg.MaxHistory
+	limited := atHistoryCap(e.Decision, len(st.history), g.cfg.MaxHistory)
 	if !limited {
 		st.history = append(st.history, policy.HistoryEntry{Action: act.Fields, Type: act.Type, Decision: e.Decision, Time: e.Time})
 		st.ids = append(st.ids, e.RequestID)

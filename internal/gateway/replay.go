@@ -340,7 +340,7 @@ func (w *walker) replayOne(agents map[string]*replayAgent, it replayItem) error 
 		agents[e.Agent] = st
 	}
 	st.prune(e.Time.Add(-w.opts.Retention))
-	r := &Replayed{Index: it.index, Entry: e, Request: it.req, HistoryLimit: len(st.history) >= w.opts.MaxHistory}
+	r := &Replayed{Index: it.index, Entry: e, Request: it.req, HistoryLimit: atHistoryCap(e.Decision, len(st.history), w.opts.MaxHistory)}
 	// The full slice expression: an fn that appends gets its own copy.
 	r.Request.Session.History = st.history[:len(st.history):len(st.history)]
 	if e.Decision != "approved" || w.opts.Approved {
