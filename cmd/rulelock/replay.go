@@ -37,9 +37,13 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return &exitError{code: 2, err: fmt.Errorf("load policy:\n%v", err)}
 	}
-	opts, err := replayOptions(*config, "")
-	if err != nil {
-		return err
+	var opts replay.Options
+	if *config != "" {
+		c, err := readConfig(*config)
+		if err != nil {
+			return err
+		}
+		opts = c.replayLimits()
 	}
 	l, err := audit.Open(filepath.Clean(*logDir), audit.Options{})
 	if err != nil {

@@ -18,15 +18,21 @@ func replayOptions(configPath, dataDir string) (replay.Options, error) {
 		if err != nil {
 			return replay.Options{}, err
 		}
-		reg, err := c.registry()
-		return replay.Options{Approvers: reg, Retention: c.Limits.Retention.Duration, MaxHistory: c.Limits.MaxHistory}, err
+		opts := c.replayLimits()
+		opts.Approvers, err = c.registry()
+		return opts, err
 	}
-	reg, err := archivedDevApprovers(dataDir)
+	reg, err := dataDirApprovers(dataDir)
 	return replay.Options{Approvers: reg}, err
 }
 
-// archivedDevApprovers returns the development approvers in the data directory.
-func archivedDevApprovers(dataDir string) (*approval.Registry, error) {
+// replayLimits are the config's limits as a replay needs them.
+func (c *serveConfig) replayLimits() replay.Options {
+	return replay.Options{Retention: c.Limits.Retention.Duration, MaxHistory: c.Limits.MaxHistory}
+}
+
+// dataDirApprovers returns the development approvers in the data directory.
+func dataDirApprovers(dataDir string) (*approval.Registry, error) {
 	pubs, _ := filepath.Glob(filepath.Join(dataDir, "approvers", "*.pub"))
 	if len(pubs) == 0 {
 		return nil, nil
