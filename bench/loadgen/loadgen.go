@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -280,6 +281,9 @@ func OpenLoop(ctx context.Context, c *Client, t Target, rate int, warmup, window
 				}
 				samples[i-nWarm] = sample{ok: true, lat: done.Sub(at), svc: done.Sub(sent), late: sent.Sub(at)}
 			}()
+			// Let the request goroutine run now, on this processor,
+			// rather than after the dispatcher has armed its next wait.
+			runtime.Gosched()
 		}
 	}()
 	<-dispatched
