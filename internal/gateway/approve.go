@@ -214,7 +214,7 @@ func (g *Gateway) executeApproved(ctx context.Context, id string) (*Result, erro
 		final = &policy.Decision{Decision: "approved", Reason: "approved", Rules: d.Rules, Errors: d.Errors, ActionHash: d.ActionHash, Policy: d.Policy}
 	}
 	entry := decisionEntry(id, &Request{Agent: rec.agent, Session: rec.Session, Action: rec.Action, Instruction: rec.instruction, Reasoning: rec.reasoning}, final, now, "")
-	r, err := g.cfg.Log.Append(context.WithoutCancel(ctx), entry)
+	r, err := g.cfg.Log.Append(context.WithoutCancel(ctx), &entry)
 	if err != nil {
 		st.mu.Unlock()
 		return nil, fmt.Errorf("record approved decision: %w: %v", ErrUnavailable, err)
