@@ -41,12 +41,16 @@ func approverFlags(e *env, name, usage string) (*flagSetWithClient, error) {
 	}
 	fs.StringVar(&f.url, "gateway", def, "the gateway's URL (default $RULELOCK_GATEWAY or http://127.0.0.1:8080)")
 	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the approver's API token (default: $RULELOCK_TOKEN)")
+	fs.StringVar(&f.caFile, "tls-ca", "", "PEM file of the CA(s) that issued the gateway's TLS certificate (instead of the system's)")
+	fs.StringVar(&f.certFile, "tls-cert", "", "PEM client certificate, for a gateway that requires one (tls.client_ca_file)")
+	fs.StringVar(&f.keyFile, "tls-key", "", "PEM private key of --tls-cert")
 	return f, nil
 }
 
 type flagSetWithClient struct {
 	*flag.FlagSet
-	url, tokenFile string
+	url, tokenFile            string
+	caFile, certFile, keyFile string
 }
 
 func (f *flagSetWithClient) client(e *env) (*approverClient, error) {
@@ -61,7 +65,17 @@ func (f *flagSetWithClient) client(e *env) (*approverClient, error) {
 	if tok == "" {
 		return nil, usageError("no token: give --token-file or set RULELOCK_TOKEN")
 	}
-	return &approverClient{url: strings.TrimSuffix(f.url, "/"), token: tok, client: &http.Client{Timeout: 30 * time.Second}}, nil
+	tc, err := clientTLS(f.caFile, f.certFile, f.keyFile)
+	if err != nil {
+		return nil, err
+	}
+	hc := &http.Client{Timeout: 30 * time.Second}
+	if tc != nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = tc
+		hc.Transport = tr
+	}
+	return &approverClient{url: strings.TrimSuffix(f.url, "/"), token: tok, client: hc}, nil
 }
 
 func (c *approverClient) do(ctx context.Context, method, path string, body any, out any) error {
@@ -111,7 +125,7 @@ func (c *approverClient) pending(ctx context.Context) ([]gateway.PendingRequest,
 }
 
 func runPending(ctx context.Context, e *env, args []string) error {
-	f, _ := approverFlags(e, "pending", "[--gateway URL] [--token-file FILE]")
+	f, _ := approverFlags(e, "pending", "[--gateway URL] [--token-file FILE] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE]")
 	if err := parseFlags(f.FlagSet, args); err != nil {
 		return err
 	}
@@ -159,7 +173,7 @@ func runVote(v approval.Verdict) func(context.Context, *env, []string) error {
 		name = "reject"
 	}
 	return func(ctx context.Context, e *env, args []string) error {
-		f, _ := approverFlags(e, name, "ID --key FILE [--reason TEXT] [--gateway URL] [--token-file FILE]")
+		f, _ := approverFlags(e, name, "ID --key FILE [--reason TEXT] [--gateway URL] [--token-file FILE] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE]")
 		keyFile := f.String("key", "", "the approver's signing key file (rulelock keygen)")
 		reason := f.String("reason", "", "why (required to reject)")
 		pos, err := parseInterspersed(f.FlagSet, args)

@@ -20,6 +20,7 @@ import (
 // errors. See examples/rulelock.yaml for an annotated example.
 type serveConfig struct {
 	Listen             string                    `yaml:"listen"`
+	TLS                tlsConfig                 `yaml:"tls"`
 	DataDir            string                    `yaml:"data_dir"`
 	Policy             string                    `yaml:"policy"` // development mode: a policy directory
 	Bundle             string                    `yaml:"bundle"` // a signed bundle directory (rulelock bundle build)
@@ -144,6 +145,9 @@ func (c *serveConfig) validate() error {
 				return fmt.Errorf("executor %q header %q: give exactly one of value, env, file", typ, name)
 			}
 		}
+	}
+	if err := c.TLS.validate(); err != nil {
+		return err
 	}
 	return c.MCP.validate()
 }

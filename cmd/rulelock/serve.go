@@ -112,6 +112,7 @@ type running struct {
 	cp    *audit.Checkpointer
 	srv   *http.Server
 	ln    net.Listener
+	cert  *certificate // with TLS: the served certificate, reloaded on SIGHUP
 	ready atomic.Bool
 	// rejected is why no policy is active, while none is.
 	rejected atomic.Pointer[string]
@@ -121,6 +122,13 @@ type running struct {
 }
 
 func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *running, err error) {
+	if err := checkListen(cfg.Listen, cfg.TLS); err != nil {
+		return nil, err
+	}
+	tlsCfg, cert, err := serverTLS(cfg.TLS)
+	if err != nil {
+		return nil, &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
+	}
 	executors, err := cfg.executors(e.getenv)
 	if err != nil {
 		return nil, &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
@@ -264,6 +272,11 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 		h = mux
 	}
 	g.srv = httpapi.NewHTTPServer(cfg.Listen, h)
+	if tlsCfg != nil {
+		g.srv.TLSConfig, g.cert = tlsCfg, cert
+		g.srv.Protocols = new(http.Protocols)
+		g.srv.Protocols.SetHTTP1(true) // no HTTP/2: see serverTLS
+	}
 	return g, nil
 }
 
@@ -276,9 +289,15 @@ func (g *running) serve(ctx context.Context) error {
 	expDone := make(chan struct{})
 	go func() { g.gw.RunExpiry(cpCtx); close(expDone) }()
 	srvErr := make(chan error, 1)
-	go func() { srvErr <- g.srv.Serve(g.ln) }()
+	scheme := "http"
+	if g.srv.TLSConfig != nil {
+		scheme = "https"
+		go func() { srvErr <- g.srv.ServeTLS(g.ln, "", "") }()
+	} else {
+		go func() { srvErr <- g.srv.Serve(g.ln) }()
+	}
 	g.ready.Store(true)
-	fmt.Fprintf(g.e.stderr, "rulelock: listening on http://%s\n", g.ln.Addr())
+	fmt.Fprintf(g.e.stderr, "rulelock: listening on %s://%s\n", scheme, g.ln.Addr())
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -291,6 +310,7 @@ loop:
 		case err = <-srvErr:
 			break loop
 		case <-hup:
+			g.reloadCert()
 			g.reload(ctx)
 			if g.proxy != nil {
 				g.proxy.PolicyChanged() // agents see the tools the new policy may allow
