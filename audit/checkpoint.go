@@ -279,8 +279,15 @@ func TilePath(t tlog.Tile) string {
 }
 
 // exportTiles writes the tiles and entry bundles that change when the tree
-// grows from old to size, then the checkpoint.
+// grows from old to size, then the checkpoint. Once the checkpoint names
+// the larger tree, it deletes the partial tiles and bundles of every tile
+// this export completed, as C2SP tlog-tiles allows: a client of an older
+// checkpoint reads the full tile's first hashes instead (tileFiles,
+// readBundle). Without that the directory kept a partial tile per level
+// and an entry bundle for every checkpoint, forever (several files a
+// second at the default interval).
 func (l *Log) exportTiles(dir string, old, size int64, checkpoint []byte) error {
+	var completed []string // the .p directories of tiles now full
 	for _, t := range tlog.NewTiles(tileHeight, old, size) {
 		data, err := tlog.ReadTileData(t, l.hashes)
 		if err != nil {
@@ -288,6 +295,9 @@ func (l *Log) exportTiles(dir string, old, size int64, checkpoint []byte) error 
 		}
 		if err := writeTileFile(filepath.Join(dir, TilePath(t)), data); err != nil {
 			return err
+		}
+		if t.W == 1<<tileHeight {
+			completed = append(completed, filepath.Join(dir, TilePath(t))+".p")
 		}
 		if t.L != 0 {
 			continue
@@ -309,8 +319,19 @@ func (l *Log) exportTiles(dir string, old, size int64, checkpoint []byte) error 
 		if err := writeTileFile(filepath.Join(dir, TilePath(t)), bundle); err != nil {
 			return err
 		}
+		if t.W == 1<<tileHeight {
+			completed = append(completed, filepath.Join(dir, TilePath(t))+".p")
+		}
 	}
-	return writeTileFile(filepath.Join(dir, "checkpoint"), checkpoint)
+	if err := writeTileFile(filepath.Join(dir, "checkpoint"), checkpoint); err != nil {
+		return err
+	}
+	for _, p := range completed {
+		if err := os.RemoveAll(p); err != nil {
+			return fmt.Errorf("export tiles: remove partial tiles: %w", err)
+		}
+	}
+	return nil
 }
 
 func writeTileFile(path string, data []byte) error {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -125,10 +126,19 @@ type tileFiles struct{ dir string }
 
 func (r tileFiles) Height() int { return tileHeight }
 
+// ReadTiles reads each tile, or for a partial tile that is gone (the log
+// deletes them once the full tile is out), the full tile's first hashes.
 func (r tileFiles) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
 	out := make([][]byte, len(tiles))
 	for i, t := range tiles {
 		b, err := os.ReadFile(filepath.Join(r.dir, TilePath(t)))
+		if errors.Is(err, fs.ErrNotExist) && t.W < 1<<tileHeight {
+			full := t
+			full.W = 1 << tileHeight
+			if fb, ferr := os.ReadFile(filepath.Join(r.dir, TilePath(full))); ferr == nil && len(fb) >= t.W*tlog.HashSize {
+				b, err = fb[:t.W*tlog.HashSize], nil
+			}
+		}
 		if err != nil {
 			return nil, err
 		}
