@@ -65,6 +65,9 @@ func (f *flagSetWithClient) client(e *env) (*approverClient, error) {
 	if tok == "" {
 		return nil, usageError("no token: give --token-file or set RULELOCK_TOKEN")
 	}
+	if err := checkGatewayURL(f.url); err != nil {
+		return nil, err
+	}
 	tc, err := clientTLS(f.caFile, f.certFile, f.keyFile)
 	if err != nil {
 		return nil, err

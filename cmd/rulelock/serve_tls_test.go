@@ -290,3 +290,25 @@ func TestServeRefusesPlaintextOffLoopback(t *testing.T) {
 		t.Fatalf("start with a bad certificate: %v", err)
 	}
 }
+
+// TestApproverCLIRefusesPlaintextOffLoopback: the approvers' commands do
+// not send a token over plaintext HTTP to another host.
+func TestApproverCLIRefusesPlaintextOffLoopback(t *testing.T) {
+	for _, u := range []string{"http://gateway.example.com:8080", "http://192.0.2.1:8080", "http://[2001:db8::1]:8080", "ftp://127.0.0.1", "127.0.0.1:8080"} {
+		var out, errOut bytes.Buffer
+		e := &env{stdin: strings.NewReader(""), stdout: &out, stderr: &errOut, getenv: func(k string) string {
+			if k == "RULELOCK_TOKEN" {
+				return "approver-token"
+			}
+			return ""
+		}}
+		if code := run(context.Background(), e, []string{"pending", "--gateway", u}); code != 2 {
+			t.Errorf("pending --gateway %s: exit %d, want 2\n%s", u, code, errOut.String())
+		}
+	}
+	for _, u := range []string{"https://gateway.example.com", "http://127.0.0.1:8080", "http://[::1]:8080", "http://localhost:8080"} {
+		if err := checkGatewayURL(u); err != nil {
+			t.Errorf("%s: %v", u, err)
+		}
+	}
+}

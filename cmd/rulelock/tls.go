@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"sync/atomic"
 )
@@ -54,6 +55,23 @@ func checkListen(addr string, t tlsConfig) error {
 	return usageError("listen %s is not a loopback address and the API would be plaintext, "+
 		"with bearer tokens in the clear: configure tls (cert_file, key_file), "+
 		"or set tls.disable: true if a TLS-terminating proxy on this host fronts the gateway", addr)
+}
+
+// checkGatewayURL refuses to send an approver's token in the clear: a
+// gateway URL is https, or http on a loopback address (the rule the
+// gateway applies to its own listener).
+func checkGatewayURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return usageError("--gateway %q is not an http(s) URL", raw)
+	}
+	if u.Scheme == "https" {
+		return nil
+	}
+	if ip := net.ParseIP(u.Hostname()); u.Hostname() == "localhost" || ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return usageError("--gateway %s: plaintext HTTP to another host would send the token in the clear; use https", raw)
 }
 
 // certificate is the served certificate, which SIGHUP reloads from its
