@@ -217,6 +217,41 @@ func TestLoad(t *testing.T) {
 		return
 	}
 	t.Logf("medians of %d runs:\n%s", *loadRuns, loadTable(rows))
+	t.Logf("rulelock /v1/decide against the floor, run by run (the machine's state changes between runs more than within one):\n%s", pairedLine(decide, floor))
+}
+
+// pairedLine compares row a with row b run by run (the same run's open
+// and closed loops): the differences of their open-loop p50 and p99 and the
+// ratios of their closed-loop throughput and CPU per request, each as the
+// median and range over the runs.
+func pairedLine(a, b *loadRow) string {
+	var dp50, dp99 []time.Duration
+	var thr, cpu []float64
+	for i := range min(len(a.open), len(b.open)) {
+		q := func(r *loadRun, p float64) time.Duration { return loadgen.Quantile(r.Latency, p) }
+		dp50 = append(dp50, q(a.open[i], .5)-q(b.open[i], .5))
+		dp99 = append(dp99, q(a.open[i], .99)-q(b.open[i], .99))
+	}
+	for i := range min(len(a.closed), len(b.closed)) {
+		thr = append(thr, a.closed[i].Throughput()/b.closed[i].Throughput())
+		ca, cb := a.closed[i].perReq(a.closed[i].serverCPU), b.closed[i].perReq(b.closed[i].serverCPU)
+		if cb > 0 {
+			cpu = append(cpu, float64(ca)/float64(cb))
+		}
+	}
+	durs := func(v []time.Duration) string {
+		if len(v) == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%+d µs (%+d to %+d)", median(v).Microseconds(), slices.Min(v).Microseconds(), slices.Max(v).Microseconds())
+	}
+	ratios := func(v []float64) string {
+		if len(v) == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%.2f× (%.2f to %.2f)", median(v), slices.Min(v), slices.Max(v))
+	}
+	return fmt.Sprintf("p50 %s, p99 %s, throughput %s, CPU per request %s", durs(dp50), durs(dp99), ratios(thr), ratios(cpu))
 }
 
 // floorTarget is the floor scenario's request to the server at url.
