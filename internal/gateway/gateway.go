@@ -445,8 +445,9 @@ func atHistoryCap(decision string, n, max int) bool {
 // it acknowledges no entry queued after e either, so no decision that saw e
 // is ever acknowledged or acted on. With a plain Recorder it appends e,
 // durable on return.
+//
 // Only a copy of e goes through the Recorder interface, so that e itself
-// does not escape.
+// does not escape (see Gateway.alog).
 func (g *Gateway) queue(ctx context.Context, e *audit.Entry) (audit.Pending, error) {
 	if g.alog != nil {
 		return g.alog.Enqueue(ctx, e)
