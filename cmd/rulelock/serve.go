@@ -112,7 +112,7 @@ type running struct {
 	cp    *audit.Checkpointer
 	srv   *http.Server
 	ln    net.Listener
-	cert  *certificate // with TLS: the served certificate, reloaded on SIGHUP
+	creds *serverCreds // with TLS: certificate and client CAs, reloaded on SIGHUP
 	ready atomic.Bool
 	// rejected is why no policy is active, while none is.
 	rejected atomic.Pointer[string]
@@ -125,7 +125,7 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	if err := checkListen(cfg.Listen, cfg.TLS); err != nil {
 		return nil, err
 	}
-	tlsCfg, cert, err := serverTLS(cfg.TLS)
+	tlsCfg, creds, err := serverTLS(cfg.TLS)
 	if err != nil {
 		return nil, &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
 	}
@@ -273,7 +273,7 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	}
 	g.srv = httpapi.NewHTTPServer(cfg.Listen, h)
 	if tlsCfg != nil {
-		g.srv.TLSConfig, g.cert = tlsCfg, cert
+		g.srv.TLSConfig, g.creds = tlsCfg, creds
 		g.srv.Protocols = new(http.Protocols)
 		g.srv.Protocols.SetHTTP1(true) // no HTTP/2: see serverTLS
 	}
@@ -310,7 +310,7 @@ loop:
 		case err = <-srvErr:
 			break loop
 		case <-hup:
-			g.reloadCert()
+			g.reloadTLS()
 			g.reload(ctx)
 			if g.proxy != nil {
 				g.proxy.PolicyChanged() // agents see the tools the new policy may allow

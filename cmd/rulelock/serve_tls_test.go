@@ -172,12 +172,12 @@ func TestServeTLS(t *testing.T) {
 	newCert, newKey := ca.issue(t, dir, "server-renewed", 3, false)
 	os.Rename(newCert, certFile)
 	os.Rename(newKey, keyFile)
-	g.reloadCert()
+	g.reloadTLS()
 	if s := served(); s != 3 {
 		t.Fatalf("after the reload the gateway serves certificate %d, want 3", s)
 	}
 	os.WriteFile(keyFile, []byte("not a key"), 0o600)
-	g.reloadCert()
+	g.reloadTLS()
 	if s := served(); s != 3 {
 		t.Fatalf("after a failed reload the gateway serves certificate %d, want 3 (the current one)", s)
 	}
@@ -190,7 +190,7 @@ func TestServeMutualTLS(t *testing.T) {
 	ca := newTestCA(t, dir, "ca")
 	clients := newTestCA(t, dir, "clients")
 	certFile, keyFile := ca.issue(t, dir, "server", 2, false)
-	_, url, token := startTLS(t, filepath.Join(dir, "data"), tlsConfig{CertFile: certFile, KeyFile: keyFile, ClientCAFile: clients.pem})
+	g, url, token := startTLS(t, filepath.Join(dir, "data"), tlsConfig{CertFile: certFile, KeyFile: keyFile, ClientCAFile: clients.pem})
 
 	if status, body, err := decideWith(tlsClient(ca), url, token); err == nil {
 		t.Fatalf("a client without a certificate got %d %s", status, body)
@@ -225,6 +225,26 @@ func TestServeMutualTLS(t *testing.T) {
 	errOut.Reset()
 	if code := run(context.Background(), e, args[:len(args)-4]); code == 0 {
 		t.Fatalf("rulelock pending without a client certificate succeeded:\n%s", out.String())
+	}
+
+	// Rotating the client CA: after SIGHUP's reload the old CA's
+	// certificates are refused and the new one's accepted.
+	next := newTestCA(t, dir, "clients-next")
+	b, _ := os.ReadFile(next.pem)
+	os.WriteFile(clients.pem, b, 0o644)
+	g.reloadTLS()
+	fresh := func(cert tls.Certificate) *http.Client {
+		c := tlsClient(ca, cert)
+		c.Transport.(*http.Transport).DisableKeepAlives = true
+		return c
+	}
+	if status, body, err := decideWith(fresh(ccert), url, token); err == nil {
+		t.Fatalf("a certificate of the rotated-out CA got %d %s", status, body)
+	}
+	nc, nk := next.issue(t, dir, "agent-client-next", 7, true)
+	ncert, _ := tls.LoadX509KeyPair(nc, nk)
+	if status, body, err := decideWith(fresh(ncert), url, token); err != nil || status != 200 {
+		t.Fatalf("a certificate of the new client CA: %d %s %v", status, body, err)
 	}
 }
 

@@ -74,45 +74,52 @@ func checkGatewayURL(raw string) error {
 	return usageError("--gateway %s: plaintext HTTP to another host would send the token in the clear; use https", raw)
 }
 
-// certificate is the served certificate, which SIGHUP reloads from its
-// files (a renewed certificate needs no restart).
-type certificate struct {
-	certFile, keyFile string
-	cur               atomic.Pointer[tls.Certificate]
+// serverCreds are the listener's certificate and client CAs, which SIGHUP
+// reloads from their files (a renewed certificate or a rotated client CA
+// needs no restart).
+type serverCreds struct {
+	files tlsConfig
+	cur   atomic.Pointer[tls.Config] // what a handshake uses
 }
 
-func (c *certificate) load() error {
-	crt, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
+// load reads the files into a new configuration; on error the current one
+// stays.
+func (c *serverCreds) load() error {
+	crt, err := tls.LoadX509KeyPair(c.files.CertFile, c.files.KeyFile)
 	if err != nil {
 		return fmt.Errorf("tls: %w", err)
 	}
-	c.cur.Store(&crt)
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}, Certificates: []tls.Certificate{crt}}
+	if c.files.ClientCAFile != "" {
+		pool, err := certPool(c.files.ClientCAFile)
+		if err != nil {
+			return err
+		}
+		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	c.cur.Store(cfg)
 	return nil
 }
 
 // serverTLS returns the listener's TLS configuration, or nil for
 // plaintext. TLS 1.2 at least; HTTP/1.1 only (the server turns HTTP/2 off),
 // so that every request goes through the one parser the API's confusion
-// and limit tests cover.
-func serverTLS(t tlsConfig) (*tls.Config, *certificate, error) {
+// and limit tests cover. Each handshake takes the configuration current
+// at that moment.
+func serverTLS(t tlsConfig) (*tls.Config, *serverCreds, error) {
 	if t.CertFile == "" {
 		return nil, nil, nil
 	}
-	c := &certificate{certFile: t.CertFile, keyFile: t.KeyFile}
+	c := &serverCreds{files: t}
 	if err := c.load(); err != nil {
 		return nil, nil, err
 	}
 	cfg := &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		NextProtos:     []string{"http/1.1"},
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c.cur.Load(), nil },
-	}
-	if t.ClientCAFile != "" {
-		pool, err := certPool(t.ClientCAFile)
-		if err != nil {
-			return nil, nil, err
-		}
-		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"http/1.1"},
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return c.cur.Load(), nil
+		},
 	}
 	return cfg, c, nil
 }
@@ -159,15 +166,15 @@ func clientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// reloadCert reloads the served certificate from its files (SIGHUP); if
-// they do not hold a valid pair, the current certificate stays.
-func (g *running) reloadCert() {
-	if g.cert == nil {
+// reloadTLS reloads the certificate, its key and the client CAs from their
+// files (SIGHUP); if any of them is not valid, the current ones stay.
+func (g *running) reloadTLS() {
+	if g.creds == nil {
 		return
 	}
-	if err := g.cert.load(); err != nil {
-		fmt.Fprintf(g.e.stderr, "rulelock: TLS certificate not reloaded, the current one stays: %v\n", err)
+	if err := g.creds.load(); err != nil {
+		fmt.Fprintf(g.e.stderr, "rulelock: TLS files not reloaded, the current ones stay: %v\n", err)
 		return
 	}
-	fmt.Fprintf(g.e.stderr, "rulelock: TLS certificate reloaded from %s\n", g.cert.certFile)
+	fmt.Fprintf(g.e.stderr, "rulelock: TLS certificate and client CAs reloaded from %s\n", g.creds.files.CertFile)
 }
