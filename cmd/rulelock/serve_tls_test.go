@@ -97,10 +97,10 @@ func decideWith(c *http.Client, url, token string) (int, string, error) {
 
 // startTLS starts the development gateway with tls and returns its
 // https URL and the dev agent's token.
-func startTLS(t *testing.T, data string, tc tlsConfig) (g *running, url, token string) {
+func startTLS(t *testing.T, data string, tc tlsConfig) (g *running, url, token string, stderr *syncBuffer) {
 	t.Helper()
-	var stderr bytes.Buffer
-	e := &env{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: &stderr, getenv: func(string) string { return "" }}
+	stderr = &syncBuffer{} // the test reloads from its own goroutine
+	e := &env{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: stderr, getenv: func(string) string { return "" }}
 	cfg := &serveConfig{Policy: "../../examples/payments", DataDir: data, Listen: "127.0.0.1:0", Origin: "test.rulelock/log", TLS: tc}
 	cfg.CheckpointInterval.Duration = 50 * time.Millisecond
 	g, err := startGateway(context.Background(), e, cfg, false)
@@ -120,7 +120,7 @@ func startTLS(t *testing.T, data string, tc tlsConfig) (g *running, url, token s
 	if err != nil {
 		t.Fatal(err)
 	}
-	return g, "https://" + g.ln.Addr().String(), string(tok)
+	return g, "https://" + g.ln.Addr().String(), string(tok), stderr
 }
 
 // TestServeTLS: with tls configured the API is served over TLS only, to
@@ -130,7 +130,7 @@ func TestServeTLS(t *testing.T) {
 	dir := t.TempDir()
 	ca := newTestCA(t, dir, "ca")
 	certFile, keyFile := ca.issue(t, dir, "server", 2, false)
-	g, url, token := startTLS(t, filepath.Join(dir, "data"), tlsConfig{CertFile: certFile, KeyFile: keyFile})
+	g, url, token, stderr := startTLS(t, filepath.Join(dir, "data"), tlsConfig{CertFile: certFile, KeyFile: keyFile})
 
 	c := tlsClient(ca)
 	status, body, err := decideWith(c, url, token)
@@ -181,6 +181,9 @@ func TestServeTLS(t *testing.T) {
 	if s := served(); s != 3 {
 		t.Fatalf("after a failed reload the gateway serves certificate %d, want 3 (the current one)", s)
 	}
+	if !strings.Contains(stderr.String(), "TLS files not reloaded, the current ones stay") {
+		t.Fatalf("a failed reload is not reported:\n%s", stderr.String())
+	}
 }
 
 // TestServeMutualTLS: with client_ca_file a client without a certificate
@@ -190,7 +193,7 @@ func TestServeMutualTLS(t *testing.T) {
 	ca := newTestCA(t, dir, "ca")
 	clients := newTestCA(t, dir, "clients")
 	certFile, keyFile := ca.issue(t, dir, "server", 2, false)
-	g, url, token := startTLS(t, filepath.Join(dir, "data"), tlsConfig{CertFile: certFile, KeyFile: keyFile, ClientCAFile: clients.pem})
+	g, url, token, _ := startTLS(t, filepath.Join(dir, "data"), tlsConfig{CertFile: certFile, KeyFile: keyFile, ClientCAFile: clients.pem})
 
 	if status, body, err := decideWith(tlsClient(ca), url, token); err == nil {
 		t.Fatalf("a client without a certificate got %d %s", status, body)
