@@ -38,13 +38,18 @@ type agentConfig struct {
 	ID          string   `yaml:"id"`
 	Roles       []string `yaml:"roles"`
 	TokenSHA256 string   `yaml:"token_sha256"`
+	// ClientCertSHA256 binds the token to the agent's client certificate
+	// (SHA-256 of its DER): with mutual TLS, the token alone no longer
+	// authenticates.
+	ClientCertSHA256 string `yaml:"client_cert_sha256"`
 }
 
 type approverConfig struct {
-	ID          string   `yaml:"id"`
-	Groups      []string `yaml:"groups"`
-	Key         string   `yaml:"key"`          // note verifier key: name+hash+key
-	TokenSHA256 string   `yaml:"token_sha256"` // optional: lets the approver use the API (list, approve, reject)
+	ID               string   `yaml:"id"`
+	Groups           []string `yaml:"groups"`
+	Key              string   `yaml:"key"`                // note verifier key: name+hash+key
+	TokenSHA256      string   `yaml:"token_sha256"`       // optional: lets the approver use the API (list, approve, reject)
+	ClientCertSHA256 string   `yaml:"client_cert_sha256"` // optional: binds that token to the approver's client certificate
 }
 
 type executorConfig struct {
@@ -114,6 +119,9 @@ func (c *serveConfig) validate() error {
 		if b, err := hex.DecodeString(a.TokenSHA256); err != nil || len(b) != 32 {
 			return fmt.Errorf("agent %q: token_sha256 must be 64 hex digits (rulelock token prints it)", a.ID)
 		}
+		if err := c.checkCertBinding("agent", a.ID, a.ClientCertSHA256); err != nil {
+			return err
+		}
 	}
 	for i, a := range c.Approvers {
 		if a.ID == "" || a.Key == "" {
@@ -125,6 +133,12 @@ func (c *serveConfig) validate() error {
 		seen[a.ID] = true
 		if b, err := hex.DecodeString(a.TokenSHA256); a.TokenSHA256 != "" && (err != nil || len(b) != 32) {
 			return fmt.Errorf("approver %q: token_sha256 must be 64 hex digits", a.ID)
+		}
+		if a.ClientCertSHA256 != "" && a.TokenSHA256 == "" {
+			return fmt.Errorf("approver %q: client_cert_sha256 binds a token, and there is no token_sha256", a.ID)
+		}
+		if err := c.checkCertBinding("approver", a.ID, a.ClientCertSHA256); err != nil {
+			return err
 		}
 	}
 	for typ, e := range c.Executors {
@@ -152,12 +166,28 @@ func (c *serveConfig) validate() error {
 	return c.MCP.validate()
 }
 
+// checkCertBinding checks a client_cert_sha256: 64 hex digits, and a
+// listener that asks for client certificates.
+func (c *serveConfig) checkCertBinding(who, id, fp string) error {
+	if fp == "" {
+		return nil
+	}
+	if b, err := hex.DecodeString(fp); err != nil || len(b) != 32 {
+		return fmt.Errorf("%s %q: client_cert_sha256 must be 64 hex digits (the SHA-256 of the certificate's DER)", who, id)
+	}
+	if c.TLS.ClientCAFile == "" {
+		return fmt.Errorf("%s %q: client_cert_sha256 needs mutual TLS (tls.client_ca_file)", who, id)
+	}
+	return nil
+}
+
 // tokens returns the agents' token hashes.
 func (c *serveConfig) tokens() []httpapi.Token {
 	var out []httpapi.Token
 	for _, a := range c.Agents {
 		var t httpapi.Token
 		hex.Decode(t.SHA256[:], []byte(a.TokenSHA256))
+		hex.Decode(t.CertSHA256[:], []byte(a.ClientCertSHA256))
 		t.Agent = policy.Agent{ID: a.ID, Roles: a.Roles}
 		out = append(out, t)
 	}
@@ -167,6 +197,7 @@ func (c *serveConfig) tokens() []httpapi.Token {
 		}
 		t := httpapi.Token{Agent: policy.Agent{ID: a.ID}, Approver: true}
 		hex.Decode(t.SHA256[:], []byte(a.TokenSHA256))
+		hex.Decode(t.CertSHA256[:], []byte(a.ClientCertSHA256))
 		out = append(out, t)
 	}
 	return out

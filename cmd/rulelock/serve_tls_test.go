@@ -6,9 +6,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"io"
@@ -97,12 +99,15 @@ func decideWith(c *http.Client, url, token string) (int, string, error) {
 
 // startTLS starts the development gateway with tls and returns its
 // https URL and the dev agent's token.
-func startTLS(t *testing.T, data string, tc tlsConfig) (g *running, url, token string, stderr *syncBuffer) {
+func startTLS(t *testing.T, data string, tc tlsConfig, agents ...agentConfig) (g *running, url, token string, stderr *syncBuffer) {
 	t.Helper()
 	stderr = &syncBuffer{} // the test reloads from its own goroutine
 	e := &env{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: stderr, getenv: func(string) string { return "" }}
-	cfg := &serveConfig{Policy: "../../examples/payments", DataDir: data, Listen: "127.0.0.1:0", Origin: "test.rulelock/log", TLS: tc}
+	cfg := &serveConfig{Policy: "../../examples/payments", DataDir: data, Listen: "127.0.0.1:0", Origin: "test.rulelock/log", TLS: tc, Agents: agents}
 	cfg.CheckpointInterval.Duration = 50 * time.Millisecond
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
 	g, err := startGateway(context.Background(), e, cfg, false)
 	if err != nil {
 		t.Fatalf("start: %v\n%s", err, stderr.String())
@@ -117,7 +122,7 @@ func startTLS(t *testing.T, data string, tc tlsConfig) (g *running, url, token s
 		}
 	})
 	tok, err := os.ReadFile(filepath.Join(data, "agent.token"))
-	if err != nil {
+	if err != nil && len(agents) == 0 {
 		t.Fatal(err)
 	}
 	return g, "https://" + g.ln.Addr().String(), string(tok), stderr
@@ -332,6 +337,59 @@ func TestApproverCLIRefusesPlaintextOffLoopback(t *testing.T) {
 	for _, u := range []string{"https://gateway.example.com", "http://127.0.0.1:8080", "http://[::1]:8080", "http://localhost:8080"} {
 		if err := checkGatewayURL(u); err != nil {
 			t.Errorf("%s: %v", u, err)
+		}
+	}
+}
+
+// TestServeCertBoundTokens: an agent whose token is bound to its client
+// certificate (client_cert_sha256) is authenticated only on a connection
+// that presented that certificate; another certificate of the same CA,
+// valid for the handshake, does not carry the token. An unbound agent is
+// unaffected.
+func TestServeCertBoundTokens(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, dir, "ca")
+	clients := newTestCA(t, dir, "clients")
+	certFile, keyFile := ca.issue(t, dir, "server", 2, false)
+	ac, ak := clients.issue(t, dir, "bound-client", 3, true)
+	bc, bk := clients.issue(t, dir, "other-client", 4, true)
+	acert, _ := tls.LoadX509KeyPair(ac, ak)
+	bcert, _ := tls.LoadX509KeyPair(bc, bk)
+	fp := sha256.Sum256(acert.Certificate[0])
+	hexHash := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+	agents := []agentConfig{
+		{ID: "agent-bound", Roles: []string{"payments"}, TokenSHA256: hexHash("tok-bound"), ClientCertSHA256: hex.EncodeToString(fp[:])},
+		{ID: "agent-free", Roles: []string{"payments"}, TokenSHA256: hexHash("tok-free")},
+	}
+	_, url, _, _ := startTLS(t, filepath.Join(dir, "data"), tlsConfig{CertFile: certFile, KeyFile: keyFile, ClientCAFile: clients.pem}, agents...)
+
+	for _, c := range []struct {
+		token string
+		cert  tls.Certificate
+		want  int
+	}{
+		{"tok-bound", acert, 200},
+		{"tok-bound", bcert, http.StatusUnauthorized},
+		{"tok-free", bcert, 200},
+		{"tok-free", acert, 200},
+	} {
+		status, body, err := decideWith(tlsClient(ca, c.cert), url, c.token)
+		if err != nil || status != c.want || status == 200 && !strings.Contains(body, `"decision"`) {
+			t.Errorf("%s with certificate %s: %d %s %v, want %d", c.token, c.cert.Leaf.Subject.CommonName, status, body, err, c.want)
+		}
+	}
+
+	for _, c := range []struct {
+		yaml, want string
+	}{
+		{"agents:\n  - id: a\n    token_sha256: " + hexHash("x") + "\n    client_cert_sha256: " + hex.EncodeToString(fp[:]) + "\n", "needs mutual TLS"},
+		{"tls:\n  cert_file: c\n  key_file: k\n  client_ca_file: ca\nagents:\n  - id: a\n    token_sha256: " + hexHash("x") + "\n    client_cert_sha256: abc\n", "64 hex digits"},
+		{"tls:\n  cert_file: c\n  key_file: k\n  client_ca_file: ca\napprovers:\n  - id: b\n    key: k\n    client_cert_sha256: " + hex.EncodeToString(fp[:]) + "\n", "no token_sha256"},
+	} {
+		path := filepath.Join(dir, "c.yaml")
+		os.WriteFile(path, []byte("policy: ../../examples/payments\n"+c.yaml), 0o644)
+		if _, err := readConfig(path); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: got %v, want an error with %q", c.yaml, err, c.want)
 		}
 	}
 }

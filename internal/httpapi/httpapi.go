@@ -39,6 +39,21 @@ type Token struct {
 	SHA256   [32]byte
 	Agent    policy.Agent // the agent, or the approver (ID only)
 	Approver bool         // an approver's token: approvals only, never actions
+	// CertSHA256, when not zero, binds the token to a client certificate:
+	// it is accepted only on a TLS connection whose client certificate
+	// (the leaf, DER) has this SHA-256, so that the token alone, stolen
+	// or leaked, does not authenticate (certificate-bound tokens, as in
+	// RFC 8705, by configuration).
+	CertSHA256 [32]byte
+}
+
+// presentedBy reports whether r may use t: t is bound to no certificate,
+// or r came over TLS with the client certificate t is bound to.
+func (t *Token) presentedBy(r *http.Request) bool {
+	if t.CertSHA256 == ([32]byte{}) {
+		return true
+	}
+	return r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && sha256.Sum256(r.TLS.PeerCertificates[0].Raw) == t.CertSHA256
 }
 
 // HashToken returns the SHA-256 of a bearer token.
@@ -201,7 +216,7 @@ func (s *Server) authenticate(r *http.Request) (Token, bool) {
 	// number of tokens: what a lookup's timing could reveal is about the
 	// hash, and a hash does not give the token back.
 	t := s.tokens[HashToken(tok)]
-	if t == nil {
+	if t == nil || !t.presentedBy(r) {
 		return Token{}, false
 	}
 	return *t, true

@@ -1,6 +1,9 @@
 package httpapi_test
 
 import (
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -268,6 +271,42 @@ func TestBodyWithoutLength(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != c.status {
 			t.Errorf("%.40s…: got %d %s, want %d", c.body, resp.StatusCode, b, c.status)
+		}
+	}
+}
+
+// TestAgentAuthenticatorCertBound: the MCP front end's lookup applies a
+// token's certificate binding as the API does; approver tokens never act.
+func TestAgentAuthenticatorCertBound(t *testing.T) {
+	certA, certB := &x509.Certificate{Raw: []byte("certificate A")}, &x509.Certificate{Raw: []byte("certificate B")}
+	authn := httpapi.AgentAuthenticator([]httpapi.Token{
+		{SHA256: httpapi.HashToken("bound"), Agent: policy.Agent{ID: "a"}, CertSHA256: sha256.Sum256(certA.Raw)},
+		{SHA256: httpapi.HashToken("free"), Agent: policy.Agent{ID: "b"}},
+		{SHA256: httpapi.HashToken("approver"), Agent: policy.Agent{ID: "c"}, Approver: true},
+	})
+	over := func(c *x509.Certificate) *http.Request {
+		r := httptest.NewRequest("POST", "/mcp", nil)
+		if c != nil {
+			r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{c}}
+		}
+		return r
+	}
+	for _, c := range []struct {
+		token string
+		cert  *x509.Certificate
+		want  string // agent id, "" for refused
+	}{
+		{"bound", certA, "a"},
+		{"bound", certB, ""},
+		{"bound", nil, ""},
+		{"free", nil, "b"},
+		{"free", certB, "b"},
+		{"approver", nil, ""},
+		{"", nil, ""},
+	} {
+		a, ok := authn(c.token, over(c.cert))
+		if got := map[bool]string{true: a.ID}[ok]; got != c.want {
+			t.Errorf("token %q: got %q (%v), want %q", c.token, a.ID, ok, c.want)
 		}
 	}
 }

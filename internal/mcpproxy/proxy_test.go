@@ -176,7 +176,7 @@ func newFixture(t *testing.T, src string) *fixture {
 		t.Fatal(err)
 	}
 	f.proxy.Attach(f.gw)
-	f.mcp = httptest.NewServer(f.proxy.HTTPHandler(func(tok string) (policy.Agent, bool) {
+	f.mcp = httptest.NewServer(f.proxy.HTTPHandler(func(tok string, _ *http.Request) (policy.Agent, bool) {
 		a, ok := agentTokens[tok]
 		return a, ok
 	}, 1<<20))

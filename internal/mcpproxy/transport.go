@@ -60,8 +60,8 @@ func (l *lockedWriter) Write(b []byte) (int, error) {
 
 func (l *lockedWriter) Close() error { return l.w.Close() }
 
-// Authenticator maps a bearer token to an agent.
-type Authenticator func(token string) (policy.Agent, bool)
+// Authenticator maps a bearer token, presented on request r, to an agent.
+type Authenticator func(token string, r *http.Request) (policy.Agent, bool)
 
 // HTTPHandler serves MCP over streamable HTTP to many agents. Each request
 // carries the agent's bearer token; the MCP session is bound to the agent
@@ -69,8 +69,8 @@ type Authenticator func(token string) (policy.Agent, bool)
 // goes no further than this handler.
 func (p *Proxy) HTTPHandler(authn Authenticator, maxBody int64) http.Handler {
 	agents := sync.Map{} // agent id → policy.Agent, as authenticated
-	verify := func(_ context.Context, token string, _ *http.Request) (*auth.TokenInfo, error) {
-		a, ok := authn(token)
+	verify := func(_ context.Context, token string, r *http.Request) (*auth.TokenInfo, error) {
+		a, ok := authn(token, r)
 		if !ok {
 			return nil, auth.ErrInvalidToken
 		}
