@@ -49,12 +49,34 @@ func checkListen(addr string, t tlsConfig) error {
 	if err != nil {
 		return usageError("listen %q: %v", addr, err)
 	}
-	if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
+	if loopbackHost(host) {
 		return nil
 	}
 	return usageError("listen %s is not a loopback address and the API would be plaintext, "+
 		"with bearer tokens in the clear: configure tls (cert_file, key_file), "+
 		"or set tls.disable: true if a TLS-terminating proxy on this host fronts the gateway", addr)
+}
+
+// loopbackHost reports whether host is a loopback address, or a name all
+// of whose addresses are: a name that does not resolve, or resolves to any
+// other address, is not (so a "localhost" mapped elsewhere fails closed).
+func loopbackHost(host string) bool {
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.IsLoopback()
+	}
+	if host == "" {
+		return false // every interface
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil || len(ips) == 0 {
+		return false
+	}
+	for _, ip := range ips {
+		if !ip.IsLoopback() {
+			return false
+		}
+	}
+	return true
 }
 
 // checkGatewayURL refuses to send an approver's token in the clear: a
@@ -68,7 +90,7 @@ func checkGatewayURL(raw string) error {
 	if u.Scheme == "https" {
 		return nil
 	}
-	if ip := net.ParseIP(u.Hostname()); u.Hostname() == "localhost" || ip != nil && ip.IsLoopback() {
+	if loopbackHost(u.Hostname()) {
 		return nil
 	}
 	return usageError("--gateway %s: plaintext HTTP to another host would send the token in the clear; use https", raw)
@@ -114,13 +136,9 @@ func serverTLS(t tlsConfig) (*tls.Config, *serverCreds, error) {
 	if err := c.load(); err != nil {
 		return nil, nil, err
 	}
-	cfg := &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"http/1.1"},
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			return c.cur.Load(), nil
-		},
-	}
+	cfg := &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		return c.cur.Load(), nil
+	}}
 	return cfg, c, nil
 }
 
