@@ -288,16 +288,20 @@ func TilePath(t tlog.Tile) string {
 // second at the default interval).
 func (l *Log) exportTiles(dir string, old, size int64, checkpoint []byte) error {
 	var completed []string // the .p directories of tiles now full
+	write := func(t tlog.Tile, data []byte) error {
+		path := filepath.Join(dir, TilePath(t))
+		if t.W == 1<<tileHeight {
+			completed = append(completed, path+".p")
+		}
+		return writeTileFile(path, data)
+	}
 	for _, t := range tlog.NewTiles(tileHeight, old, size) {
 		data, err := tlog.ReadTileData(t, l.hashes)
 		if err != nil {
 			return fmt.Errorf("export tile %s: %w", TilePath(t), err)
 		}
-		if err := writeTileFile(filepath.Join(dir, TilePath(t)), data); err != nil {
+		if err := write(t, data); err != nil {
 			return err
-		}
-		if t.W == 1<<tileHeight {
-			completed = append(completed, filepath.Join(dir, TilePath(t))+".p")
 		}
 		if t.L != 0 {
 			continue
@@ -316,11 +320,8 @@ func (l *Log) exportTiles(dir string, old, size int64, checkpoint []byte) error 
 			bundle = append(bundle, e...)
 		}
 		t.L = -1
-		if err := writeTileFile(filepath.Join(dir, TilePath(t)), bundle); err != nil {
+		if err := write(t, bundle); err != nil {
 			return err
-		}
-		if t.W == 1<<tileHeight {
-			completed = append(completed, filepath.Join(dir, TilePath(t))+".p")
 		}
 	}
 	if err := writeTileFile(filepath.Join(dir, "checkpoint"), checkpoint); err != nil {
