@@ -21,27 +21,41 @@ import (
 // dev agent's token and a stop function that shuts it down gracefully.
 func testServe(t *testing.T, data string, configure ...func(*serveConfig)) (url, token string, stop func() error) {
 	t.Helper()
-	var stderr bytes.Buffer
-	e := &env{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: &stderr, getenv: func(string) string { return "" }}
-	cfg := &serveConfig{Policy: "../../examples/payments", DataDir: data, Listen: "127.0.0.1:0", Origin: "test.rulelock/log"}
-	cfg.CheckpointInterval.Duration = 50 * time.Millisecond
+	e := &env{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: &syncBuffer{}, getenv: func(string) string { return "" }}
+	cfg := devConfig(data)
 	for _, f := range configure {
 		f(cfg)
 	}
-	g, err := startGateway(context.Background(), e, cfg, true)
-	if err != nil {
-		t.Fatalf("start: %v\n%s", err, stderr.String())
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.serve(ctx) }()
+	g, stop := runServing(t, e, cfg, true)
 	tok, err := os.ReadFile(filepath.Join(data, "agent.token"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	url = "http://" + g.ln.Addr().String()
 	waitReady(t, url)
-	return url, string(tok), func() error { cancel(); return <-done }
+	return url, string(tok), stop
+}
+
+// devConfig is the development gateway's configuration in the tests: the
+// payments example, data in data, a free loopback port.
+func devConfig(data string) *serveConfig {
+	cfg := &serveConfig{Policy: "../../examples/payments", DataDir: data, Listen: "127.0.0.1:0", Origin: "test.rulelock/log"}
+	cfg.CheckpointInterval.Duration = 50 * time.Millisecond
+	return cfg
+}
+
+// runServing starts the gateway cfg describes and serves it in the
+// background; stop shuts it down gracefully and returns serve's error.
+func runServing(t *testing.T, e *env, cfg *serveConfig, demo bool) (g *running, stop func() error) {
+	t.Helper()
+	g, err := startGateway(context.Background(), e, cfg, demo)
+	if err != nil {
+		t.Fatalf("start: %v\n%s", err, e.stderr)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.serve(ctx) }()
+	return g, func() error { cancel(); return <-done }
 }
 
 func waitReady(t *testing.T, url string) {

@@ -103,21 +103,14 @@ func startTLS(t *testing.T, data string, tc tlsConfig, agents ...agentConfig) (g
 	t.Helper()
 	stderr = &syncBuffer{} // the test reloads from its own goroutine
 	e := &env{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: stderr, getenv: func(string) string { return "" }}
-	cfg := &serveConfig{Policy: "../../examples/payments", DataDir: data, Listen: "127.0.0.1:0", Origin: "test.rulelock/log", TLS: tc, Agents: agents}
-	cfg.CheckpointInterval.Duration = 50 * time.Millisecond
+	cfg := devConfig(data)
+	cfg.TLS, cfg.Agents = tc, agents
 	if err := cfg.validate(); err != nil {
 		t.Fatal(err)
 	}
-	g, err := startGateway(context.Background(), e, cfg, false)
-	if err != nil {
-		t.Fatalf("start: %v\n%s", err, stderr.String())
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.serve(ctx) }()
+	g, stop := runServing(t, e, cfg, false)
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("serve: %v", err)
 		}
 	})
@@ -282,7 +275,8 @@ func TestServeRefusesPlaintextOffLoopback(t *testing.T) {
 	dir := t.TempDir()
 	var stderr bytes.Buffer
 	e := &env{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: &stderr, getenv: func(string) string { return "" }}
-	cfg := &serveConfig{Policy: "../../examples/payments", DataDir: filepath.Join(dir, "data"), Listen: "0.0.0.0:0", Origin: "test.rulelock/log"}
+	cfg := devConfig(filepath.Join(dir, "data"))
+	cfg.Listen = "0.0.0.0:0"
 	if g, err := startGateway(context.Background(), e, cfg, false); err == nil {
 		g.ln.Close()
 		t.Fatal("the gateway started in plaintext on 0.0.0.0")
@@ -309,8 +303,8 @@ func TestServeRefusesPlaintextOffLoopback(t *testing.T) {
 	// Files that do not hold a certificate and key: refused at start.
 	bad := filepath.Join(dir, "bad.pem")
 	os.WriteFile(bad, []byte("no"), 0o600)
-	cfg = &serveConfig{Policy: "../../examples/payments", DataDir: filepath.Join(dir, "data2"), Listen: "127.0.0.1:0", Origin: "test.rulelock/log",
-		TLS: tlsConfig{CertFile: bad, KeyFile: bad}}
+	cfg = devConfig(filepath.Join(dir, "data2"))
+	cfg.TLS = tlsConfig{CertFile: bad, KeyFile: bad}
 	if g, err := startGateway(context.Background(), e, cfg, false); err == nil || !strings.Contains(err.Error(), "invalid config: tls") {
 		if g != nil {
 			g.ln.Close()
