@@ -80,7 +80,7 @@ func inProcessGateway(t *testing.T, tokens []string, upstream string, mem bool) 
 	}
 	ex := &gateway.HTTPExecutor{Method: "POST", URL: upstream + "/v1/payees/{to}/transfers",
 		Client: &http.Client{Timeout: 10 * time.Second, CheckRedirect: gateway.NoRedirects}}
-	gw, err := gateway.New(gateway.Config{Policy: p, Log: rec, Executors: map[string]gateway.Executor{"transfer": ex}, MaxHistory: 100000000})
+	gw, err := gateway.New(gateway.Config{Policy: p, Log: rec, Executors: map[string]gateway.Executor{"transfer": ex}})
 	if err != nil {
 		t.Fatal(err)
 	}

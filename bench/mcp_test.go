@@ -163,7 +163,7 @@ func mcpProxied(tb testing.TB, ctx context.Context, logDir string) *mcp.ClientSe
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { proxy.Close() })
-	gw, err := gateway.New(gateway.Config{Policy: p, Log: rec, ExecutorFor: proxy.Executor, MaxHistory: 100_000_000})
+	gw, err := gateway.New(gateway.Config{Policy: p, Log: rec, ExecutorFor: proxy.Executor})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -61,6 +61,7 @@ type Policy struct {
 	warnings ErrorList
 
 	mayAllow mayAllowCache
+	reads    Reads
 }
 
 // Name is the policy's name from its header ("" without one).
@@ -96,6 +97,9 @@ type compiledRule struct {
 	// for MayAllow's partial evaluation.
 	checked map[*Expr]*cel.Ast
 	env     *cel.Env
+	// scopes the rule's helpers read, and whether it reads session.history.
+	scopes  ScopeSet
+	history bool
 }
 
 // Source is one input of a policy: a .rules file or a data document.
@@ -123,6 +127,7 @@ func Compile(files []*File, data map[string]any, opts Options) (*Policy, error) 
 		return nil, c.errs
 	}
 	c.index()
+	c.p.reads.Indexes = c.indexes.sorted()
 	c.p.warnings = lint(c.p)
 	return c.p, nil
 }
@@ -139,6 +144,7 @@ type compiler struct {
 	envSchema     map[string]*cel.Env
 	dataDocs      map[string]any
 	envSchemaPost map[string]*cel.Env
+	indexes       indexSet
 }
 
 func (c *compiler) errorf(pos Pos, format string, args ...any) {
@@ -204,8 +210,10 @@ func (c *compiler) buildEnvs(data map[string]any) {
 	}
 	base, err := cel.NewEnv(
 		cel.CustomTypeProvider(prov),
-		cel.Variable("agent", cel.MapType(cel.StringType, cel.DynType)),
-		cel.Variable("session", sessionType),
+		cel.Variable("agent", scopeTypes[ScopeAgent]),
+		cel.Variable("session", scopeTypes[ScopeSession]),
+		cel.Variable("principal", scopeTypes[ScopePrincipal]),
+		cel.Variable("global", scopeTypes[ScopeGlobal]),
 		cel.Variable("instruction", cel.StringType),
 		cel.Variable("reasoning", cel.StringType),
 		cel.Variable("now", cel.TimestampType),
@@ -249,10 +257,10 @@ func (c *compiler) buildEnvs(data map[string]any) {
 	c.p.data = types.DefaultTypeAdapter.NativeToValue(data)
 }
 
-// sessionLib declares the session helpers.
+// sessionLib declares the stateful helpers of the scopes.
 type sessionLib struct{}
 
-func (sessionLib) CompileOptions() []cel.EnvOption     { return sessionFunctions() }
+func (sessionLib) CompileOptions() []cel.EnvOption     { return scopeFunctions() }
 func (sessionLib) ProgramOptions() []cel.ProgramOption { return nil }
 
 func (c *compiler) compileRule(r *Rule) {
@@ -303,6 +311,9 @@ func (c *compiler) program(env *cel.Env, r *compiledRule, e *Expr) cel.Program {
 	}
 	if v, ok := constBool(env, checked); ok {
 		r.consts[e] = v
+	}
+	if !c.stateReads(r, e, checked) {
+		return nil
 	}
 	r.checked[e] = checked
 	est, err := env.EstimateCost(checked, estimator{maxHistory: uint64(c.opts.MaxHistory), data: c.dataDocs})
@@ -531,27 +542,40 @@ func (e estimator) EstimateSize(n cost.AstNode) *cost.SizeEstimate {
 }
 
 func (e estimator) EstimateCallCost(function, overloadID string, target *cost.AstNode, args []cost.AstNode) *cost.CallEstimate {
-	switch overloadID {
-	case "session_succeeded", "session_count", "session_total":
+	if isHelperOverload(overloadID) {
+		// A ledger answers from an index; a HistoryState scans the history.
 		return &cost.CallEstimate{CostEstimate: cost.CostEstimate{Min: 1, Max: 10 * e.maxHistory}}
 	}
 	return nil
 }
 
+// helperOverloads are the overload ids of the stateful helpers.
+var helperOverloads = func() map[string]bool {
+	m := map[string]bool{}
+	for _, sc := range allScopes {
+		for _, h := range []string{"succeeded", "count", "total"} {
+			m[helperOverload(sc, h)] = true
+		}
+	}
+	return m
+}()
+
+func isHelperOverload(id string) bool { return helperOverloads[id] }
+
 // helperTrackers charge the session helpers for the history they scan.
 func helperTrackers() []cost.TrackerOption {
 	charge := func(args []ref.Val, _ ref.Val) *uint64 {
 		n := uint64(1)
-		if s, ok := args[0].(*sessionVal); ok {
-			n += 10 * uint64(len(s.s.History))
+		if s, ok := args[0].(*scopeVal); ok && s.req.State == nil {
+			n += 10 * uint64(len(s.req.Session.History))
 		}
 		return &n
 	}
-	return []cost.TrackerOption{
-		cost.OverloadTracker("session_succeeded", charge),
-		cost.OverloadTracker("session_count", charge),
-		cost.OverloadTracker("session_total", charge),
+	var out []cost.TrackerOption
+	for id := range helperOverloads {
+		out = append(out, cost.OverloadTracker(id, charge))
 	}
+	return out
 }
 
 // digest hashes the policy's sources in a canonical listing.

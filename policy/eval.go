@@ -127,7 +127,7 @@ func (p *Policy) evaluate(req *Request, tr *[]TraceStep) *Decision {
 	if !ok {
 		rules = p.anyType
 	}
-	st.act = activation{req: req, fields: fields, data: p.data}
+	st.act = activation{req: req, fields: fields, data: p.data, p: p}
 	act := &st.act
 	var deny, approve, allow bool
 	var worst string
@@ -315,13 +315,13 @@ type activation struct {
 	data   ref.Val
 	result ref.Val
 
-	agent   any
-	session *sessionVal
-	now     ref.Val
+	scopes *[4]scopeVal
+	now    ref.Val
+	p      *Policy
 }
 
-func newActivation(req *Request, fields map[string]any, data ref.Val) *activation {
-	return &activation{req: req, fields: fields, data: data}
+func newActivation(req *Request, fields map[string]any, p *Policy) *activation {
+	return &activation{req: req, fields: fields, data: p.data, p: p}
 }
 
 func (a *activation) ResolveName(name string) (any, bool) {
@@ -329,20 +329,14 @@ func (a *activation) ResolveName(name string) (any, bool) {
 	case "action":
 		// The raw map: CEL reads fields of a map[string]any without wrapping it.
 		return a.fields, true
-	case "agent":
-		if a.agent == nil {
-			roles := a.req.Agent.Roles
-			if roles == nil {
-				roles = []string{}
-			}
-			a.agent = map[string]any{"id": a.req.Agent.ID, "roles": roles}
-		}
-		return a.agent, true
 	case "session":
-		if a.session == nil {
-			a.session = &sessionVal{s: &a.req.Session, now: a.req.Now}
-		}
-		return a.session, true
+		return a.scope(ScopeSession), true
+	case "agent":
+		return a.scope(ScopeAgent), true
+	case "principal":
+		return a.scope(ScopePrincipal), true
+	case "global":
+		return a.scope(ScopeGlobal), true
 	case "instruction":
 		return types.String(a.req.Instruction), true
 	case "reasoning":
@@ -363,6 +357,14 @@ func (a *activation) ResolveName(name string) (any, bool) {
 }
 
 func (a *activation) Parent() interpreter.Activation { return nil }
+
+// scope returns the value of a scope variable, made on first use.
+func (a *activation) scope(sc Scope) *scopeVal {
+	if a.scopes == nil {
+		a.scopes = newScopes(a.req, a.p)
+	}
+	return &a.scopes[sc-1]
+}
 
 // Verdict is the result of one postcondition.
 type Verdict struct {
@@ -387,7 +389,7 @@ func (p *Policy) CheckResult(req *Request, result any) []Verdict {
 			fields = bound
 		}
 	}
-	act := newActivation(req, fields, p.data)
+	act := newActivation(req, fields, p)
 	act.result = types.DefaultTypeAdapter.NativeToValue(result)
 	var out []Verdict
 	for _, r := range rules {

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"sync"
 
 	"cel.dev/cel-go/cel"
@@ -29,11 +30,10 @@ func (p *Policy) MayAllow(actionType string, agent Agent) bool {
 	if !ok {
 		rules = p.anyType
 	}
-	roles := agent.Roles
-	if roles == nil {
-		roles = []string{}
-	}
-	known := map[string]any{"agent": map[string]any{"id": agent.ID, "roles": roles}, "data": p.data}
+	// Only the agent and the data are known: the other scopes' helpers need
+	// a request's state, and a call to one fails (unknown to MayAllow).
+	req := &Request{Agent: agent, State: StateFunc(func(*Query) (Aggregate, error) { return Aggregate{}, errMayAllow })}
+	known := map[string]any{"agent": &newScopes(req, p)[ScopeAgent-1], "data": p.data}
 	may := p.deflt == Allow
 	for _, r := range rules {
 		if r.Shadow || r.post != nil {
@@ -67,6 +67,8 @@ func (p *Policy) MayAllow(actionType string, agent Agent) bool {
 	}
 	return may
 }
+
+var errMayAllow = errors.New("no state in MayAllow")
 
 // tristate is a partial evaluation's answer.
 type tristate int8

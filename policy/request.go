@@ -20,6 +20,9 @@ type Request struct {
 	Instruction string
 	Reasoning   string
 	Now         time.Time // everything time-dependent comes from here
+	// State answers the stateful helpers (session.count, global.total, ...);
+	// nil scans Session.History for every scope (HistoryState).
+	State State
 }
 
 // Action is an action in canonical form. Build one with NewAction.
@@ -44,6 +47,18 @@ func (a *Action) HashString() string {
 type Agent struct {
 	ID    string
 	Roles []string
+	// Principal is who stands behind the agent (the team or person several
+	// agents act for), from the configuration; "" when the agent stands alone.
+	Principal string
+}
+
+// PrincipalID is the key of the agent's principal scope: Principal, or the
+// agent's own id when it has none.
+func (a *Agent) PrincipalID() string {
+	if a.Principal != "" {
+		return a.Principal
+	}
+	return a.ID
 }
 
 // Session is the agent's session: its id and the earlier actions in it.
@@ -111,7 +126,7 @@ func checkTypeName(t string) error {
 
 // DecodeRequest reads a request envelope (DESIGN.md §2) strictly:
 //
-//	{"action": {"type": "transfer", ...}, "agent": {"id": "...", "roles": [...]},
+//	{"action": {"type": "transfer", ...}, "agent": {"id": "...", "roles": [...], "principal": "..."},
 //	 "session": {"id": "...", "history": [{"action": {...}, "decision": "allow",
 //	 "outcome": "success", "time": "..."}]}, "instruction": "...", "reasoning": "...",
 //	 "now": "2026-11-22T10:00:00Z"}
@@ -209,6 +224,8 @@ func (d *decoder) agent(v any) Agent {
 		switch k {
 		case "id":
 			a.ID = d.str(v, "agent.id")
+		case "principal":
+			a.Principal = d.str(v, "agent.principal")
 		case "roles":
 			l, ok := v.([]any)
 			if !ok {

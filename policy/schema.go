@@ -23,7 +23,7 @@ func newProvider() (*provider, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &provider{Registry: reg, structs: map[string]map[string]*types.FieldType{sessionTypeName: sessionFields()}}, nil
+	return &provider{Registry: reg, structs: scopeFields()}, nil
 }
 
 func (p *provider) FindStructType(name string) (*types.Type, bool) {

@@ -3,7 +3,6 @@ package policy
 import (
 	"reflect"
 	"sort"
-	"time"
 
 	"cel.dev/cel-go/cel"
 	"cel.dev/cel-go/common/types"
@@ -11,75 +10,98 @@ import (
 	"cel.dev/cel-go/common/types/traits"
 )
 
-// sessionTypeName is the CEL type of the `session` variable.
-const sessionTypeName = "rulelock.Session"
-
-var sessionType = types.NewObjectType(sessionTypeName)
-
-// sessionVal is the CEL value of `session`: the session and the request's
-// `now`, so that windowed helpers need no clock of their own.
-type sessionVal struct {
-	s   *Session
-	now time.Time
-	// ordered: 0 not yet known, 1 History is in time order, -1 it is not.
-	ordered int8
+// The CEL types of the scope variables. Each carries the stateful helpers
+// (count, total, succeeded) over its scope; session and agent also have
+// fields.
+var scopeTypeNames = [...]string{
+	ScopeSession:   "rulelock.Session",
+	ScopeAgent:     "rulelock.Agent",
+	ScopePrincipal: "rulelock.Principal",
+	ScopeGlobal:    "rulelock.Global",
 }
 
-// inTimeOrder reports whether the history is sorted by time (as the
-// gateway records it), checked once per evaluation.
-func (v *sessionVal) inTimeOrder() bool {
-	if v.ordered == 0 {
-		v.ordered = 1
-		h := v.s.History
-		for i := 1; i < len(h); i++ {
-			if h[i].Time.Before(h[i-1].Time) {
-				v.ordered = -1
-				break
-			}
-		}
-	}
-	return v.ordered == 1
+var scopeTypes = [...]*types.Type{
+	ScopeSession:   types.NewObjectType(scopeTypeNames[ScopeSession]),
+	ScopeAgent:     types.NewObjectType(scopeTypeNames[ScopeAgent]),
+	ScopePrincipal: types.NewObjectType(scopeTypeNames[ScopePrincipal]),
+	ScopeGlobal:    types.NewObjectType(scopeTypeNames[ScopeGlobal]),
 }
 
-func (v *sessionVal) ConvertToNative(typeDesc reflect.Type) (any, error) {
-	return nil, errUnsupported("session cannot be converted to " + typeDesc.String())
+// allScopes lists the scopes in order.
+var allScopes = [...]Scope{ScopeSession, ScopeAgent, ScopePrincipal, ScopeGlobal}
+
+// scopeVal is the CEL value of a scope variable (session, agent, principal,
+// global) for one request: the request, for the fields and for now, so that
+// windowed helpers need no clock of their own.
+type scopeVal struct {
+	scope Scope
+	req   *Request
+	p     *Policy
+	agent any // agent.roles, converted once
 }
 
-func (v *sessionVal) ConvertToType(t ref.Type) ref.Val {
+func (v *scopeVal) ConvertToNative(typeDesc reflect.Type) (any, error) {
+	return nil, errUnsupported(v.scope.String() + " cannot be converted to " + typeDesc.String())
+}
+
+func (v *scopeVal) ConvertToType(t ref.Type) ref.Val {
 	if t == types.TypeType {
-		return sessionType
+		return scopeTypes[v.scope]
 	}
-	return types.NewErr("type conversion error from session to %s", t)
+	return types.NewErr("type conversion error from %s to %s", v.scope, t)
 }
 
-func (v *sessionVal) Equal(other ref.Val) ref.Val { return types.Bool(other == ref.Val(v)) }
-func (v *sessionVal) Type() ref.Type              { return sessionType }
-func (v *sessionVal) Value() any                  { return v }
+func (v *scopeVal) Equal(other ref.Val) ref.Val { return types.Bool(other == ref.Val(v)) }
+func (v *scopeVal) Type() ref.Type              { return scopeTypes[v.scope] }
+func (v *scopeVal) Value() any                  { return v }
 
 type errUnsupported string
 
 func (e errUnsupported) Error() string { return string(e) }
 
-// sessionFields declares session.id and session.history for the checker and
-// reads them at run time.
-func sessionFields() map[string]*types.FieldType {
-	get := func(f func(*sessionVal) any) ref.FieldGetter {
-		return func(target any) (any, error) {
-			s, ok := target.(*sessionVal)
-			if !ok {
-				return nil, errUnsupported("not a session")
-			}
-			return f(s), nil
+// scopeFields declares the fields of the scope types for the checker and
+// reads them at run time:
+//
+//	session.id, session.history
+//	agent.id, agent.roles, agent.principal
+//	principal.id
+func scopeFields() map[string]map[string]*types.FieldType {
+	field := func(sc Scope, t *types.Type, f func(*scopeVal) any) *types.FieldType {
+		return &types.FieldType{
+			Type: t,
+			IsSet: func(target any) bool {
+				s, ok := target.(*scopeVal)
+				return ok && s.scope == sc
+			},
+			GetFrom: func(target any) (any, error) {
+				s, ok := target.(*scopeVal)
+				if !ok || s.scope != sc {
+					return nil, errUnsupported("not a " + sc.String())
+				}
+				return f(s), nil
+			},
 		}
 	}
-	isSet := func(target any) bool { _, ok := target.(*sessionVal); return ok }
-	return map[string]*types.FieldType{
-		"id": {Type: types.StringType, IsSet: isSet, GetFrom: get(func(s *sessionVal) any { return s.s.ID })},
-		"history": {
-			Type:    types.NewListType(types.NewMapType(types.StringType, types.DynType)),
-			IsSet:   isSet,
-			GetFrom: get(func(s *sessionVal) any { return historyList(s.s.History) }),
+	return map[string]map[string]*types.FieldType{
+		scopeTypeNames[ScopeSession]: {
+			"id": field(ScopeSession, types.StringType, func(s *scopeVal) any { return s.req.Session.ID }),
+			"history": field(ScopeSession, types.NewListType(types.NewMapType(types.StringType, types.DynType)),
+				func(s *scopeVal) any { return historyList(s.req.Session.History) }),
 		},
+		scopeTypeNames[ScopeAgent]: {
+			"id":        field(ScopeAgent, types.StringType, func(s *scopeVal) any { return s.req.Agent.ID }),
+			"principal": field(ScopeAgent, types.StringType, func(s *scopeVal) any { return s.req.Agent.PrincipalID() }),
+			"roles": field(ScopeAgent, types.NewListType(types.StringType), func(s *scopeVal) any {
+				if s.req.Agent.Roles == nil {
+					return []string{}
+				}
+				return s.req.Agent.Roles
+			}),
+		},
+		scopeTypeNames[ScopePrincipal]: {
+			"id": field(ScopePrincipal, types.StringType, func(s *scopeVal) any { return s.req.Agent.PrincipalID() }),
+		},
+		scopeTypeNames[ScopeGlobal]: {},
 	}
 }
 
@@ -98,141 +120,157 @@ func historyList(h []HistoryEntry) []any {
 	return out
 }
 
-// sessionFunctions are the helpers stateful rules use:
+// Overload ids of the helpers: "<scope>_<helper>".
+func helperOverload(sc Scope, helper string) string { return sc.String() + "_" + helper }
+
+// scopeFunctions are the helpers stateful rules use, on each scope:
 //
-//	session.succeeded(type, match)           an earlier allowed action of type whose fields
-//	                                         include match succeeded in this session
-//	session.count(type, match, window)       allowed actions of type matching match in the window before now
-//	session.total(type, field, match, window) the sum of field over those actions
+//	S.succeeded(type, match)            an earlier allowed action of type whose fields
+//	                                    include match succeeded, in scope S
+//	S.count(type, match, window)        allowed actions of type matching match in the window before now
+//	S.total(type, field, match, window) the sum of field over those actions
 //
 // "Allowed" means decided allow or approved and not known to have failed:
 // actions still in flight and actions of unknown outcome count against limits.
-func sessionFunctions() []cel.EnvOption {
+func scopeFunctions() []cel.EnvOption {
 	matchType := cel.MapType(cel.StringType, cel.DynType)
+	var succeeded, count, total []cel.FunctionOpt
+	for _, sc := range allScopes {
+		t := scopeTypes[sc]
+		succeeded = append(succeeded, cel.MemberOverload(helperOverload(sc, "succeeded"), []*cel.Type{t, cel.StringType, matchType}, cel.BoolType,
+			cel.FunctionBinding(func(args ...ref.Val) ref.Val {
+				a, err := aggregate(QuerySucceeded, args[0], args[1], nil, args[2], nil)
+				if err != nil {
+					return err
+				}
+				return types.Bool(a.Succeeded)
+			})))
+		count = append(count, cel.MemberOverload(helperOverload(sc, "count"), []*cel.Type{t, cel.StringType, matchType, cel.DurationType}, cel.IntType,
+			cel.FunctionBinding(func(args ...ref.Val) ref.Val {
+				a, err := aggregate(QueryCount, args[0], args[1], nil, args[2], args[3])
+				if err != nil {
+					return err
+				}
+				return types.Int(a.Count)
+			})))
+		total = append(total, cel.MemberOverload(helperOverload(sc, "total"), []*cel.Type{t, cel.StringType, cel.StringType, matchType, cel.DurationType}, cel.DoubleType,
+			cel.FunctionBinding(func(args ...ref.Val) ref.Val {
+				a, err := aggregate(QueryTotal, args[0], args[1], args[2], args[3], args[4])
+				if err != nil {
+					return err
+				}
+				return types.Double(a.Total)
+			})))
+	}
 	return []cel.EnvOption{
-		cel.Function("succeeded",
-			cel.MemberOverload("session_succeeded", []*cel.Type{sessionType, cel.StringType, matchType}, cel.BoolType,
-				cel.FunctionBinding(func(args ...ref.Val) ref.Val {
-					s, typ, match, err := helperArgs(args[0], args[1], args[2])
-					if err != nil {
-						return err
-					}
-					for i := len(s.s.History) - 1; i >= 0; i-- {
-						h := &s.s.History[i]
-						if h.allowed() && h.Outcome == "success" && !h.Time.After(s.now) && matches(h, typ, match) {
-							return types.True
-						}
-					}
-					return types.False
-				}))),
-		cel.Function("count",
-			cel.MemberOverload("session_count", []*cel.Type{sessionType, cel.StringType, matchType, cel.DurationType}, cel.IntType,
-				cel.FunctionBinding(func(args ...ref.Val) ref.Val {
-					s, typ, match, err := helperArgs(args[0], args[1], args[2])
-					if err != nil {
-						return err
-					}
-					n := int64(0)
-					s.window(args[3], typ, match, func(*HistoryEntry) { n++ })
-					return types.Int(n)
-				}))),
-		cel.Function("total",
-			cel.MemberOverload("session_total", []*cel.Type{sessionType, cel.StringType, cel.StringType, matchType, cel.DurationType}, cel.DoubleType,
-				cel.FunctionBinding(func(args ...ref.Val) ref.Val {
-					s, typ, match, err := helperArgs(args[0], args[1], args[3])
-					if err != nil {
-						return err
-					}
-					field, ok := args[2].(types.String)
-					if !ok {
-						return types.MaybeNoSuchOverloadErr(args[2])
-					}
-					sum := 0.0
-					var bad ref.Val
-					s.window(args[4], typ, match, func(h *HistoryEntry) {
-						switch x := h.Action[string(field)].(type) {
-						case float64:
-							sum += x
-						case int64:
-							sum += float64(x)
-						default:
-							bad = types.NewErr("session.total: field %q of an earlier %s action is not a number", field, typ)
-						}
-					})
-					if bad != nil {
-						return bad
-					}
-					return types.Double(sum)
-				}))),
+		cel.Function("succeeded", succeeded...),
+		cel.Function("count", count...),
+		cel.Function("total", total...),
 	}
 }
 
-// field is one key and value of a helper's match map.
-type field struct {
-	key string
-	val any
-}
-
-func helperArgs(sv, tv, mv ref.Val) (*sessionVal, string, []field, ref.Val) {
-	s, ok := sv.(*sessionVal)
+// aggregate runs one helper call: it finds the call's index among the
+// policy's and asks the request's state.
+func aggregate(kind QueryKind, sv, tv, fv, mv, wv ref.Val) (Aggregate, ref.Val) {
+	s, ok := sv.(*scopeVal)
 	if !ok {
-		return nil, "", nil, types.MaybeNoSuchOverloadErr(sv)
+		return Aggregate{}, types.MaybeNoSuchOverloadErr(sv)
 	}
 	t, ok := tv.(types.String)
 	if !ok {
-		return nil, "", nil, types.MaybeNoSuchOverloadErr(tv)
+		return Aggregate{}, types.MaybeNoSuchOverloadErr(tv)
+	}
+	var fieldName string
+	if fv != nil {
+		f, ok := fv.(types.String)
+		if !ok {
+			return Aggregate{}, types.MaybeNoSuchOverloadErr(fv)
+		}
+		fieldName = string(f)
 	}
 	m, ok := mv.(traits.Mapper)
 	if !ok {
-		return nil, "", nil, types.MaybeNoSuchOverloadErr(mv)
+		return Aggregate{}, types.MaybeNoSuchOverloadErr(mv)
 	}
-	var buf [4]field
-	match := buf[:0]
+	var kbuf [4]string
+	var vbuf [4]any
+	keys, values := kbuf[:0], vbuf[:0]
 	it := m.Iterator()
 	for it.HasNext() == types.True {
 		k := it.Next()
 		ks, ok := k.(types.String)
 		if !ok {
-			return nil, "", nil, types.NewErr("match keys must be strings")
+			return Aggregate{}, types.NewErr("match keys must be strings")
 		}
-		match = append(match, field{string(ks), m.Get(k).Value()})
+		keys = append(keys, string(ks))
+		values = append(values, m.Get(k).Value())
 	}
-	return s, string(t), match, nil
+	if len(keys) > 1 {
+		sort.Sort(byKey{keys, values})
+	}
+	q := Query{Want: kind, Now: s.req.Now}
+	if wv != nil {
+		w, _ := wv.(types.Duration)
+		q.Window = w.Duration
+	}
+	q.Index = s.p.lookupIndex(s.scope, string(t), keys, fieldName)
+	if q.Index == nil {
+		// A call the compiler did not see (it checks every call): fail closed.
+		return Aggregate{}, types.NewErr("%s.%s(%q): not an index of this policy", s.scope, kind, string(t))
+	}
+	q.Values = values
+	st := s.req.State
+	if st == nil {
+		st = HistoryState(s.req.Session.History)
+	}
+	a, err := st.Aggregate(&q)
+	if err != nil {
+		return Aggregate{}, types.NewErr("%s: %v", q.Index, err)
+	}
+	return a, nil
 }
 
-// window calls f for each allowed, not-failed action of type typ matching
-// match with a time in (now-window, now].
-func (s *sessionVal) window(wv ref.Val, typ string, match []field, f func(*HistoryEntry)) {
-	w, _ := wv.(types.Duration)
-	from := s.now.Add(-w.Duration)
-	hist := s.s.History
-	if s.inTimeOrder() {
-		// Skip what is older than the window without looking at it.
-		hist = hist[sort.Search(len(hist), func(i int) bool { return hist[i].Time.After(from) }):]
+func (k QueryKind) String() string {
+	switch k {
+	case QueryCount:
+		return "count"
+	case QueryTotal:
+		return "total"
+	case QuerySucceeded:
+		return "succeeded"
 	}
-	for i := range hist {
-		h := &hist[i]
-		if !h.allowed() || h.Outcome == "failure" || !h.Time.After(from) || h.Time.After(s.now) {
-			continue
-		}
-		if matches(h, typ, match) {
-			f(h)
-		}
-	}
+	return "query"
 }
 
-// matches reports whether action has type typ and every field of match.
-func matches(h *HistoryEntry, typ string, match []field) bool {
-	t := h.Type
-	if t == "" {
-		t, _ = h.Action["type"].(string)
+// byKey sorts match keys with their values.
+type byKey struct {
+	k []string
+	v []any
+}
+
+func (b byKey) Len() int           { return len(b.k) }
+func (b byKey) Less(i, j int) bool { return b.k[i] < b.k[j] }
+func (b byKey) Swap(i, j int) {
+	b.k[i], b.k[j] = b.k[j], b.k[i]
+	b.v[i], b.v[j] = b.v[j], b.v[i]
+}
+
+// lookupIndex finds the interned index of a helper call.
+func (p *Policy) lookupIndex(sc Scope, typ string, keys []string, field string) *Index {
+	for _, x := range p.reads.Indexes {
+		if x.Scope == sc && x.Type == typ && x.Field == field && equalStrings(x.Keys, keys) {
+			return x
+		}
 	}
-	if t != typ {
+	return nil
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
 		return false
 	}
-	action := h.Action
-	for _, f := range match {
-		if !equalValue(action[f.key], f.val) {
+	for i := range a {
+		if a[i] != b[i] {
 			return false
 		}
 	}
@@ -243,8 +281,8 @@ func matches(h *HistoryEntry, typ string, match []field) bool {
 // value whatever their Go type, strings and booleans exactly. Other kinds
 // never match (fail closed: a match on a list or map is never satisfied).
 func equalValue(a, b any) bool {
-	if fa, ok := number(a); ok {
-		fb, ok := number(b)
+	if fa, ok := Number(a); ok {
+		fb, ok := Number(b)
 		return ok && fa == fb
 	}
 	switch a := a.(type) {
@@ -258,14 +296,12 @@ func equalValue(a, b any) bool {
 	return false
 }
 
-func number(v any) (float64, bool) {
-	switch v := v.(type) {
-	case float64:
-		return v, true
-	case int64:
-		return float64(v), true
-	case uint64:
-		return float64(v), true
+// newScopes makes the scope values of one request.
+func newScopes(req *Request, p *Policy) *[4]scopeVal {
+	return &[4]scopeVal{
+		{scope: ScopeSession, req: req, p: p},
+		{scope: ScopeAgent, req: req, p: p},
+		{scope: ScopePrincipal, req: req, p: p},
+		{scope: ScopeGlobal, req: req, p: p},
 	}
-	return 0, false
 }

@@ -35,9 +35,12 @@ type serveConfig struct {
 }
 
 type agentConfig struct {
-	ID          string   `yaml:"id"`
-	Roles       []string `yaml:"roles"`
-	TokenSHA256 string   `yaml:"token_sha256"`
+	ID    string   `yaml:"id"`
+	Roles []string `yaml:"roles"`
+	// Principal groups agents: the team or person behind several agents,
+	// whose limits principal.count/total/succeeded aggregate over.
+	Principal   string `yaml:"principal"`
+	TokenSHA256 string `yaml:"token_sha256"`
 	// ClientCertSHA256 binds the token to the agent's client certificate
 	// (SHA-256 of its DER): with mutual TLS, the token alone no longer
 	// authenticates.
@@ -69,8 +72,11 @@ type headerSource struct {
 }
 
 type limitsConfig struct {
-	MaxBody            int64    `yaml:"max_body"`
+	MaxBody int64 `yaml:"max_body"`
+	// MaxHistory is rulelock 0.1's count cap, gone: a config that still
+	// sets it is refused with a pointer to memory_budget.
 	MaxHistory         int      `yaml:"max_history"`
+	MemoryBudget       int64    `yaml:"memory_budget"` // bytes the ledger may keep
 	Retention          duration `yaml:"retention"`
 	MaxPendingPerAgent int      `yaml:"max_pending_per_agent"`
 }
@@ -106,6 +112,12 @@ func readConfig(path string) (*serveConfig, error) {
 func (c *serveConfig) validate() error {
 	if c.Policy != "" && c.Bundle != "" {
 		return fmt.Errorf("give policy (development mode) or bundle, not both")
+	}
+	if c.Limits.MaxHistory != 0 {
+		return fmt.Errorf("limits.max_history is gone: there is no count cap any more; the ledger's memory is bounded by limits.memory_budget (bytes)")
+	}
+	if c.Limits.MemoryBudget < 0 {
+		return fmt.Errorf("limits.memory_budget must be a positive number of bytes")
 	}
 	seen := map[string]bool{}
 	for i, a := range c.Agents {
@@ -188,7 +200,7 @@ func (c *serveConfig) tokens() []httpapi.Token {
 		var t httpapi.Token
 		hex.Decode(t.SHA256[:], []byte(a.TokenSHA256))
 		hex.Decode(t.CertSHA256[:], []byte(a.ClientCertSHA256))
-		t.Agent = policy.Agent{ID: a.ID, Roles: a.Roles}
+		t.Agent = policy.Agent{ID: a.ID, Roles: a.Roles, Principal: a.Principal}
 		out = append(out, t)
 	}
 	for _, a := range c.Approvers {
@@ -201,6 +213,23 @@ func (c *serveConfig) tokens() []httpapi.Token {
 		out = append(out, t)
 	}
 	return out
+}
+
+// principals returns who each configured agent is now, for the
+// re-evaluation of parked requests (gateway.Config.Principals); nil when
+// the agents are not configured (the development agent).
+func (c *serveConfig) principals() func(string) (policy.Agent, bool) {
+	if len(c.Agents) == 0 {
+		return nil
+	}
+	m := map[string]policy.Agent{}
+	for _, a := range c.Agents {
+		m[a.ID] = policy.Agent{ID: a.ID, Roles: a.Roles, Principal: a.Principal}
+	}
+	return func(id string) (policy.Agent, bool) {
+		a, ok := m[id]
+		return a, ok
+	}
 }
 
 // registry returns the approvers' registry, nil when there are none.

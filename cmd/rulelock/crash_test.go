@@ -61,7 +61,7 @@ rule "NoLargeTransfers" {
 
 rule "PayeeDailyCap" {
   precondition: action.type == "transfer"
-  condition: session.total("transfer", "amount", {"to": action.to}, duration("24h")) + action.amount <= 5000
+  condition: agent.total("transfer", "amount", {"to": action.to}, duration("24h")) + action.amount <= 5000
   deny: "At most 5000 to one payee in 24 hours"
 }
 `

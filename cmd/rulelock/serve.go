@@ -210,7 +210,8 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 		executorFor = orExecutor(executorFor, demoFor)
 	}
 	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Executors: executors, Approvers: reg, ExecutorFor: executorFor,
-		MaxHistory: cfg.Limits.MaxHistory, Retention: cfg.Limits.Retention.Duration, MaxPendingPerAgent: cfg.Limits.MaxPendingPerAgent})
+		Budget: cfg.Limits.MemoryBudget, Retention: cfg.Limits.Retention.Duration, MaxPendingPerAgent: cfg.Limits.MaxPendingPerAgent,
+		Principals: cfg.principals()})
 	if err != nil {
 		return nil, err
 	}

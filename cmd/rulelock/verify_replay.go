@@ -28,7 +28,7 @@ func replayOptions(configPath, dataDir string) (replay.Options, error) {
 
 // replayLimits are the config's limits as a replay needs them.
 func (c *serveConfig) replayLimits() replay.Options {
-	return replay.Options{Retention: c.Limits.Retention.Duration, MaxHistory: c.Limits.MaxHistory}
+	return replay.Options{Retention: c.Limits.Retention.Duration}
 }
 
 // dataDirApprovers returns the development approvers in the data directory.

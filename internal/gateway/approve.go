@@ -5,54 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/approval"
+	"github.com/rulelock/rulelock/internal/ledger"
 	"github.com/rulelock/rulelock/policy"
 )
-
-// Approval entries in the log: an APPROVAL entry's Decision says which
-// event of a parked request it records.
-const (
-	approvalApprove  = "approve"
-	approvalReject   = "reject"
-	approvalExpired  = "expired"
-	approvalExecuted = "executed"
-)
-
-// decisionState is what a decision entry keeps in its State field besides
-// the entry's own fields: the inputs a replay or a restarted gateway needs
-// (the agent's roles, which come from authentication) and, for a parked
-// request, its approval terms.
-type decisionState struct {
-	AgentRoles []string     `json:"agent_roles"`
-	Approval   *parkedState `json:"approval,omitempty"`
-}
-
-func decodeDecisionState(f audit.Field) (decisionState, error) {
-	var st decisionState
-	if f.Text == "" {
-		return st, nil // refusals and older entries
-	}
-	err := json.Unmarshal([]byte(f.Text), &st)
-	return st, err
-}
-
-// parkedState is the approval terms of a parked request, so that a
-// restarted gateway can park it again.
-type parkedState struct {
-	Requirements []requirementState `json:"requirements"`
-	Expires      time.Time          `json:"expires"`
-}
-
-type requirementState struct {
-	Rule      string   `json:"rule"`
-	Approvers int      `json:"approvers"`
-	Groups    []string `json:"groups,omitempty"`
-	Within    string   `json:"within,omitempty"`
-}
 
 // approvals wires the approval manager to the log.
 type approvals struct {
@@ -86,13 +47,13 @@ func (a *approvals) record(ev approval.Event) error {
 		if e == nil {
 			return fmt.Errorf("park %s: no decision to record", ev.Request)
 		}
-		ds, err := decodeDecisionState(e.State)
+		ds, err := ledger.DecodeDecisionState(e.State)
 		if err != nil {
 			return fmt.Errorf("park %s: %w", ev.Request, err)
 		}
-		ps := &parkedState{Expires: ev.Expires}
+		ps := &ledger.ParkedState{Expires: ev.Expires}
 		for _, r := range ev.Requirements {
-			rs := requirementState{Rule: r.Rule, Approvers: r.Approvers, Groups: r.Groups}
+			rs := ledger.RequirementState{Rule: r.Rule, Approvers: r.Approvers, Groups: r.Groups, Message: r.Message}
 			if r.Within > 0 {
 				rs.Within = r.Within.String()
 			}
@@ -106,13 +67,13 @@ func (a *approvals) record(ev approval.Event) error {
 		e = &audit.Entry{Kind: audit.KindApproval, Time: ev.Time, RequestID: ev.Request, Approver: ev.Approver, Signature: ev.Note}
 		switch ev.Kind {
 		case approval.EventApproval:
-			e.Decision = approvalApprove
+			e.Decision = string(ledger.Approve)
 		case approval.EventRejection:
-			e.Decision = approvalReject
+			e.Decision = string(ledger.Reject)
 		case approval.EventExpired:
-			e.Decision = approvalExpired
+			e.Decision = string(ledger.Expired)
 		case approval.EventExecuted:
-			e.Decision = approvalExecuted
+			e.Decision = string(ledger.Executed)
 		}
 	}
 	r, err := a.log.Append(context.Background(), e)
@@ -187,9 +148,10 @@ func (g *Gateway) Reject(ctx context.Context, id string, signed []byte) (*Approv
 }
 
 // executeApproved runs a request whose quorum was just reached: it is
-// re-evaluated with the agent's current history under the current policy;
-// if the policy is the one the approvers signed for and it does not deny
-// now, an APPROVED decision entry is appended and the action executed.
+// re-evaluated with the current state under the current policy, for the
+// agent as it is configured now; if the policy is the one the approvers
+// signed for, the agent may still act and the policy does not deny now, an
+// APPROVED decision entry is appended and the action executed.
 func (g *Gateway) executeApproved(ctx context.Context, id string) (*Result, error) {
 	g.mu.Lock()
 	rec, ok := g.requests[id]
@@ -197,38 +159,34 @@ func (g *Gateway) executeApproved(ctx context.Context, id string) (*Result, erro
 	if !ok {
 		return nil, ErrNotFound
 	}
-	st := g.agent(rec.Agent)
-	st.mu.Lock()
+	agent, revoked := g.currentAgent(rec.agent)
+	g.stateMu.RLock()
+	a := g.Active()
+	reads, _ := a.Policy.ReadsFor(rec.Action.Type)
+	tx := g.ledger.Begin(agent, rec.Session, rec.Action.Type, reads)
 	now := g.cfg.Now().UTC()
-	d := g.evaluate(&policy.Request{
-		Action: rec.Action, Agent: rec.agent, Session: policy.Session{ID: rec.Session, History: st.history},
-		Instruction: rec.instruction, Reasoning: rec.reasoning, Now: now,
+	d := a.Policy.Evaluate(&policy.Request{
+		Action: rec.Action, Agent: agent, Session: policy.Session{ID: rec.Session, History: tx.History()},
+		Instruction: rec.instruction, Reasoning: rec.reasoning, Now: now, State: tx,
 	})
-	final := d
-	switch {
-	case d.Policy != rec.Decision.Policy:
-		final = &policy.Decision{Decision: policy.Deny, Reason: "policy_changed", Rules: d.Rules,
-			Errors: []policy.RuleError{{Code: "policy_changed", Message: "the policy changed since the approvers signed"}}, ActionHash: d.ActionHash, Policy: d.Policy}
-	case d.Decision == policy.Deny:
-	default:
-		final = &policy.Decision{Decision: "approved", Reason: "approved", Rules: d.Rules, Errors: d.Errors, ActionHash: d.ActionHash, Policy: d.Policy}
-	}
-	entry := decisionEntry(id, &Request{Agent: rec.agent, Session: rec.Session, Action: rec.Action, Instruction: rec.instruction, Reasoning: rec.reasoning}, final, now, "")
+	d.Policy = a.Digest
+	final := approvedDecision(d, rec.Decision.Policy, revoked)
+	req := &Request{Agent: agent, Session: rec.Session, Action: rec.Action, Instruction: rec.instruction, Reasoning: rec.reasoning}
+	entry := decisionEntry(id, req, final, now, g.stateJSON(agent))
 	r, err := g.cfg.Log.Append(context.WithoutCancel(ctx), &entry)
+	if err == nil {
+		tx.Decided(id, &rec.Action, ledger.Decision(final.Decision), final.Reason, now)
+	}
+	tx.Unlock()
+	g.stateMu.RUnlock()
 	if err != nil {
-		st.mu.Unlock()
 		return nil, fmt.Errorf("record approved decision: %w: %v", ErrUnavailable, err)
 	}
-	if final.Decision == "approved" {
-		st.history = append(st.history, policy.HistoryEntry{Action: rec.Action.Fields, Type: rec.Action.Type, Decision: "approved", Time: now})
-		st.ids = append(st.ids, id)
-	}
-	st.mu.Unlock()
 	g.mu.Lock()
 	rec.Decision, rec.Entry = final, r
 	g.mu.Unlock()
 	res := &Result{RequestID: id, Decision: final, Receipt: receiptOf(r)}
-	if final.Decision == "approved" {
+	if final.Decision == policy.Effect(ledger.Approved) {
 		if err := g.run(ctx, rec, res); err != nil {
 			return nil, err
 		}
@@ -238,6 +196,43 @@ func (g *Gateway) executeApproved(ctx context.Context, id string) (*Result, erro
 	}
 	g.finish(id, "")
 	return res, nil
+}
+
+// approvedDecision is the re-decision of a request whose quorum was met: d
+// is the current policy's decision, signedFor the policy digest the
+// approvers signed, revoked whether the agent was removed or lost a role
+// since it asked. The replay (verify --replay) judges recorded
+// re-decisions with the same function.
+func approvedDecision(d *policy.Decision, signedFor string, revoked bool) *policy.Decision {
+	switch {
+	case revoked:
+		return gatewayDeny(d, ledger.PrincipalRevoked, "the agent was removed from the configuration or lost a role since it asked")
+	case d.Policy != signedFor:
+		return gatewayDeny(d, ledger.PolicyChanged, "the policy changed since the approvers signed")
+	case d.Decision == policy.Deny:
+		return d
+	}
+	return &policy.Decision{Decision: policy.Effect(ledger.Approved), Reason: string(ledger.Approved), Rules: d.Rules, Errors: d.Errors, ActionHash: d.ActionHash, Policy: d.Policy}
+}
+
+// currentAgent is the agent as the configuration has it now
+// (Config.Principals), and whether it was revoked: removed, or without a
+// role it had when it asked. Without Config.Principals the agent is as it
+// asked.
+func (g *Gateway) currentAgent(asked policy.Agent) (policy.Agent, bool) {
+	if g.cfg.Principals == nil {
+		return asked, false
+	}
+	now, ok := g.cfg.Principals(asked.ID)
+	if !ok {
+		return asked, true
+	}
+	for _, r := range asked.Roles {
+		if !slices.Contains(now.Roles, r) {
+			return now, true
+		}
+	}
+	return now, false
 }
 
 // finish wakes whoever waits on request id.

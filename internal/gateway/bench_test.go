@@ -30,7 +30,7 @@ func BenchmarkDecideSteadyState(b *testing.B) {
 		b.Fatal(err)
 	}
 	c := &clock{t: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)}
-	gw, err := gateway.New(gateway.Config{Policy: p, Log: &nopRecorder{}, Now: c.now, Retention: 1000 * time.Minute, MaxHistory: 2000})
+	gw, err := gateway.New(gateway.Config{Policy: p, Log: &nopRecorder{}, Now: c.now, Retention: 1000 * time.Minute})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func BenchmarkRetained(b *testing.B) {
 	}
 	const n = 100_000
 	for b.Loop() {
-		gw, err := gateway.New(gateway.Config{Policy: p, Log: &nopRecorder{}, Now: c.now, MaxHistory: 1 << 30})
+		gw, err := gateway.New(gateway.Config{Policy: p, Log: &nopRecorder{}, Now: c.now})
 		if err != nil {
 			b.Fatal(err)
 		}

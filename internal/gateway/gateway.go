@@ -9,8 +9,10 @@
 // No upstream side effect happens without a durable ALLOW decision for exactly
 // those canonical bytes, and one decision leads to at most one execution.
 //
-// Stateful limits hold under concurrency: decisions of one agent are made one
-// at a time, and an allowed action counts against the agent's limits from the
+// Stateful limits hold under concurrency: the ledger (internal/ledger) holds
+// the scopes a decision reads and writes from its evaluation until its
+// entry is queued in the log, so decisions that share a scope are made one
+// at a time, and an allowed action counts against the limits from the
 // moment it is decided, before its outcome is known.
 package gateway
 
@@ -21,7 +23,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +31,7 @@ import (
 
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/approval"
+	"github.com/rulelock/rulelock/internal/ledger"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -71,32 +74,21 @@ type Execution struct {
 	Action    policy.Action
 }
 
-// Outcome statuses.
+// Outcome statuses (ledger.Status).
 const (
-	StatusOK      = "ok"      // the upstream did it
-	StatusError   = "error"   // the upstream refused or failed, or it was never reached
-	StatusUnknown = "unknown" // it may or may not have happened (timeout after sending, crash)
+	StatusOK      = ledger.OK      // the upstream did it
+	StatusError   = ledger.Error   // the upstream refused or failed, or it was never reached
+	StatusUnknown = ledger.Unknown // it may or may not have happened (timeout after sending, crash)
 )
 
 // Outcome is what became of an execution.
 type Outcome struct {
-	Status     string          `json:"status"`
+	Status     ledger.Status   `json:"status"`
 	HTTPStatus int             `json:"http_status,omitempty"`
 	Body       json.RawMessage `json:"body,omitempty"` // the upstream's JSON reply, when small enough
 	BodySHA256 string          `json:"body_sha256,omitempty"`
 	Error      string          `json:"error,omitempty"`
 	Reported   bool            `json:"reported,omitempty"` // reported by the agent (decide-only action types)
-}
-
-// historyOutcome maps an outcome status to the policy's history vocabulary.
-func historyOutcome(status string) string {
-	switch status {
-	case StatusOK:
-		return "success"
-	case StatusError:
-		return "failure"
-	}
-	return "unknown"
 }
 
 // Config configures a Gateway.
@@ -108,13 +100,12 @@ type Config struct {
 	// (the MCP proxy's tools, which appear at run time); nil means none.
 	ExecutorFor func(actionType string) Executor
 	Now         func() time.Time // default time.Now
-	// Retention is how far back the agent's history is kept for the policy's
-	// windows (default 7 days).
+	// Retention is how far back the ledger keeps actions for the policy's
+	// windows (default 7 days); a policy reading a longer window is refused.
 	Retention time.Duration
-	// MaxHistory caps the history entries within the retention; an agent at
-	// the cap is denied (history_limit) rather than judged on a partial
-	// history (default 1000, which the policy's cost estimates assume).
-	MaxHistory int
+	// Budget caps the ledger's memory in bytes (default 512 MiB): over it,
+	// new actions are denied (memory_budget) and counted in the metrics.
+	Budget int64
 	// ExecTimeout bounds one execution (default 30s).
 	ExecTimeout time.Duration
 	// Approvers are the humans who approve parked requests; with none, a
@@ -122,6 +113,12 @@ type Config struct {
 	Approvers *approval.Registry
 	// MaxPendingPerAgent caps parked requests per agent (default 16).
 	MaxPendingPerAgent int
+	// Principals, when set, says who an agent is now (its roles and
+	// principal from the current configuration; false when it was
+	// removed): a parked request is re-checked against it when its quorum is
+	// met, and denied principal_revoked when the agent is gone or lost a
+	// role. Nil trusts the agent as it was when it asked.
+	Principals func(agentID string) (policy.Agent, bool)
 }
 
 // Errors callers branch on.
@@ -154,37 +151,25 @@ type Gateway struct {
 	lastActivation string
 	lastDev        bool
 
+	// ledger is the state folded from the log. Decisions hold stateMu for
+	// reading; an activation that needs indexes the ledger lacks holds it
+	// for writing while it folds the log again into a new ledger.
+	stateMu    sync.RWMutex
+	ledger     *ledger.Ledger
+	installed  []*policy.Policy // every policy the ledger keeps indexes for
+	decided    atomic.Int64     // decisions made live (a log that cannot be read back is not empty then)
+	none       *policy.Policy   // the deny-everything policy of a gateway with none active
+	overBudget atomic.Int64     // decisions denied for the memory budget
+
 	mu       sync.Mutex
-	agents   map[string]*agentState
 	requests map[string]*record
-	// Requests past the retention window kept because they are parked;
-	// forget looks at them again.
+	// The requests in the order they were decided, for the retention
+	// window; those past it that are still parked linger until final.
+	order     []*record
 	lingering []string
-}
-
-// agentState is one agent's history; its lock serialises the agent's decisions.
-type agentState struct {
-	mu      sync.Mutex
-	history []policy.HistoryEntry
-	ids     []string // request id of each history entry
-
-	// The decision entries' State for the agent's roles, encoded once
-	// (roles come from authentication and rarely change).
-	roles     []string
-	rolesJSON string
-}
-
-// stateJSON returns the encoded decisionState of a decision of an agent
-// with roles; st.mu is held.
-func (st *agentState) stateJSON(roles []string) string {
-	if roles == nil {
-		roles = []string{}
-	}
-	if st.rolesJSON == "" || !slices.Equal(st.roles, roles) {
-		b, _ := json.Marshal(decisionState{AgentRoles: roles})
-		st.roles, st.rolesJSON = slices.Clone(roles), string(b)
-	}
-	return st.rolesJSON
+	// Encoded decision states by roles and principal (stateJSON).
+	states  sync.Map
+	nstates atomic.Int64
 }
 
 // record is what the gateway remembers of a request.
@@ -219,21 +204,25 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Retention <= 0 {
 		cfg.Retention = 7 * 24 * time.Hour
 	}
-	if cfg.MaxHistory <= 0 {
-		cfg.MaxHistory = 1000
-	}
 	if cfg.ExecTimeout <= 0 {
 		cfg.ExecTimeout = 30 * time.Second
 	}
-	g := &Gateway{cfg: cfg, agents: map[string]*agentState{}, requests: map[string]*record{}}
+	g := &Gateway{cfg: cfg, requests: map[string]*record{}}
+	g.ledger = ledger.New(ledger.Options{Retention: cfg.Retention, Budget: cfg.Budget})
 	g.alog, _ = cfg.Log.(*audit.Log)
+	none, err := policy.FromSources([]policy.Source{{Name: "none.rules", Data: []byte("policy \"none\" {\n  default: deny\n}\n")}}, policy.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("new gateway: %w", err)
+	}
+	g.none = none
 	if cfg.Policy != nil {
-		g.active.Store(&Active{Policy: cfg.Policy, Digest: cfg.Policy.Digest(), Dev: true})
-	} else {
-		none, err := policy.FromSources([]policy.Source{{Name: "none.rules", Data: []byte("policy \"none\" {\n  default: deny\n}\n")}}, policy.Options{})
-		if err != nil {
+		if err := g.ledger.CheckRetention(cfg.Policy); err != nil {
 			return nil, fmt.Errorf("new gateway: %w", err)
 		}
+		g.ledger.Install(cfg.Policy)
+		g.installed = append(g.installed, cfg.Policy)
+		g.active.Store(&Active{Policy: cfg.Policy, Digest: cfg.Policy.Digest(), Dev: true})
+	} else {
 		g.active.Store(&Active{Policy: none, None: true})
 	}
 	if cfg.Approvers != nil {
@@ -333,21 +322,24 @@ func (g *Gateway) run(ctx context.Context, rec *record, res *Result) error {
 	return nil
 }
 
-// decide evaluates and durably records the decision, with the agent's
-// decisions serialised so that limits see every earlier allowed action.
-// The agent's lock is held until the decision entry is queued in the log,
-// not until it is durable (see queue): the agent's next decision can be
-// evaluated, with this one in its history, while this one's entry is being
-// written, and the two share a group commit.
+// decide evaluates and durably records the decision. The ledger holds the
+// scopes the decision reads and writes (ledger.Begin) from its evaluation
+// until its entry is queued in the log, not until it is durable (see
+// queue): the next decision in the same scopes can be evaluated, with this
+// one counted, while this one's entry is being written, and the two share
+// a group commit. Decisions that share no scope do not wait on each other.
 func (g *Gateway) decide(ctx context.Context, req *Request) (*record, error) {
 	id, err := newID()
 	if err != nil {
 		return nil, fmt.Errorf("decide: %w", err)
 	}
-	st := g.agent(req.Agent.ID)
-	st.mu.Lock()
-	rec, recorded, dropped, keep, err := g.decideLocked(ctx, st, id, req)
-	st.mu.Unlock()
+	g.stateMu.RLock()
+	a := g.Active()
+	reads, _ := a.Policy.ReadsFor(req.Action.Type)
+	tx := g.ledger.Begin(req.Agent, req.Session, req.Action.Type, reads)
+	rec, recorded, keep, err := g.decideLocked(ctx, tx, a, id, req)
+	tx.Unlock()
+	g.stateMu.RUnlock()
 	if err == nil && recorded != nil {
 		// Durable before the request is remembered, answered or executed.
 		if rec.Entry, err = recorded.Wait(context.WithoutCancel(ctx)); err != nil {
@@ -355,10 +347,7 @@ func (g *Gateway) decide(ctx context.Context, req *Request) (*record, error) {
 		}
 	}
 	g.mu.Lock()
-	g.forgetLocked(dropped)
-	if err == nil && keep {
-		g.requests[id] = rec
-	}
+	g.forgetLocked(rec, err == nil && keep)
 	g.mu.Unlock()
 	if err != nil {
 		// Not durable: nothing happens, and the agent is told so.
@@ -367,35 +356,35 @@ func (g *Gateway) decide(ctx context.Context, req *Request) (*record, error) {
 	return rec, nil
 }
 
-// decideLocked evaluates req with the agent's history and queues its
-// decision entry; st.mu is held. It returns the record, how to wait until
-// its entry is durable (nil when parking recorded it), the ids of the
-// requests that left the retention window, and whether the gateway keeps
-// the request.
-func (g *Gateway) decideLocked(ctx context.Context, st *agentState, id string, req *Request) (rec *record, recorded audit.Pending, dropped []string, keep bool, err error) {
+// decideLocked evaluates req under policy a with the state tx holds, queues
+// its decision entry and folds it into the ledger; tx's scopes are held. It
+// returns the record, how to wait until its entry is durable (nil when
+// parking recorded it), and whether the gateway keeps the request.
+func (g *Gateway) decideLocked(ctx context.Context, tx *ledger.Txn, a *Active, id string, req *Request) (rec *record, recorded audit.Pending, keep bool, err error) {
 	now := g.cfg.Now().UTC()
-	dropped = st.prune(now.Add(-g.cfg.Retention))
-	preq := &policy.Request{
-		Action:      req.Action,
-		Agent:       req.Agent,
-		Session:     policy.Session{ID: req.Session, History: st.history},
-		Instruction: req.Instruction,
-		Reasoning:   req.Reasoning,
-		Now:         now,
-	}
 	var d *policy.Decision
-	limited := atHistoryCap("", len(st.history), g.cfg.MaxHistory)
-	if limited {
-		d = &policy.Decision{Decision: policy.Deny, Reason: "history_limit", Rules: []policy.FiredRule{},
-			Errors:     []policy.RuleError{{Code: "history_limit", Message: fmt.Sprintf("the agent has %d actions within the retention window", len(st.history))}},
-			ActionHash: req.Action.HashString(), Policy: g.Active().Digest}
+	overBudget := g.ledger.OverBudget()
+	if overBudget {
+		g.overBudget.Add(1)
+		d = gatewayDeny(&policy.Decision{ActionHash: req.Action.HashString(), Policy: a.Digest}, ledger.OverBudget,
+			"the gateway's ledger is at its memory budget (limits.memory_budget): no new action until older ones leave the retention window")
 	} else {
-		d = g.evaluate(preq)
+		d = a.Policy.Evaluate(&policy.Request{
+			Action:      req.Action,
+			Agent:       req.Agent,
+			Session:     policy.Session{ID: req.Session, History: tx.History()},
+			Instruction: req.Instruction,
+			Reasoning:   req.Reasoning,
+			Now:         now,
+			State:       tx,
+		})
+		d.Policy = a.Digest
 	}
+	g.decided.Add(1)
 	rec = &record{ID: id, Agent: req.Agent.ID, Session: req.Session, Action: req.Action, Time: now, agent: req.Agent}
 	if d.Decision == policy.RequireApproval {
 		if d, rec.Entry, err = g.parkDecision(id, req, d, now); err != nil {
-			return nil, nil, dropped, false, err
+			return nil, nil, false, err
 		}
 		if d.Decision == policy.RequireApproval { // parked, not refused parking
 			rec.done = make(chan struct{})
@@ -406,36 +395,45 @@ func (g *Gateway) decideLocked(ctx context.Context, st *agentState, id string, r
 		}
 	}
 	if d.Decision != policy.RequireApproval {
-		e := decisionEntry(id, req, d, now, st.stateJSON(req.Agent.Roles))
+		e := decisionEntry(id, req, d, now, g.stateJSON(req.Agent))
 		// Not cancellable: an entry abandoned by a departed client may
-		// still reach the log, and then the agent's next decision must see
-		// it in the history as a replay of the log will.
+		// still reach the log, and then the next decision must count it,
+		// as a replay of the log will.
 		if recorded, err = g.queue(context.WithoutCancel(ctx), &e); err != nil {
-			return nil, nil, dropped, false, fmt.Errorf("record decision: %w: %v", ErrUnavailable, err)
+			return nil, nil, false, fmt.Errorf("record decision: %w: %v", ErrUnavailable, err)
 		}
 	}
 	rec.Decision = d
-	// A denial at the cap is not remembered: neither in the history (which
-	// stays at the cap until its oldest entries leave the retention window)
-	// nor as a request. An agent that keeps sending at the cap would
-	// otherwise grow the gateway's memory with every denial for the whole
-	// retention window. The reply and the log have the decision; Rebuild
-	// and the replay derive histories by the same rule.
-	if limited {
-		return rec, recorded, dropped, false, nil
-	}
-	st.history = append(st.history, policy.HistoryEntry{Action: req.Action.Fields, Type: req.Action.Type, Decision: string(d.Decision), Time: now})
-	st.ids = append(st.ids, id)
-	return rec, recorded, dropped, true, nil
+	tx.Decided(id, &req.Action, ledger.Decision(d.Decision), d.Reason, now)
+	// A denial for the memory budget is not remembered as a request either:
+	// an agent that keeps sending at the budget would grow what it guards.
+	return rec, recorded, !overBudget, nil
 }
 
-// atHistoryCap reports whether a decision recorded as decision, taken with
-// an agent history of n entries, was the gateway's history_limit denial:
-// the cap applies to new requests (Gateway.decide), not to the re-decision
-// of an approved one. The gateway, Rebuild and the replay decide it here
-// alike, and none of them counts such a denial in the history.
-func atHistoryCap(decision string, n, max int) bool {
-	return decision != "approved" && n >= max
+// gatewayDeny turns d into the gateway's own denial with reason r, keeping
+// the rules that fired.
+func gatewayDeny(d *policy.Decision, r ledger.Reason, msg string) *policy.Decision {
+	return &policy.Decision{Decision: policy.Deny, Reason: string(r), Rules: append([]policy.FiredRule{}, d.Rules...),
+		Errors: append(append([]policy.RuleError{}, d.Errors...), policy.RuleError{Code: string(r), Message: msg}), ActionHash: d.ActionHash, Policy: d.Policy}
+}
+
+// stateJSON is the encoded ledger.DecisionState of a decision by agent,
+// cached by roles and principal (they come from authentication and rarely
+// change).
+func (g *Gateway) stateJSON(agent policy.Agent) string {
+	key := agent.Principal + "\x00" + strings.Join(agent.Roles, "\x00")
+	if s, ok := g.states.Load(key); ok {
+		return s.(string)
+	}
+	roles := agent.Roles
+	if roles == nil {
+		roles = []string{}
+	}
+	b, _ := json.Marshal(ledger.DecisionState{AgentRoles: roles, Principal: agent.Principal})
+	if n := g.nstates.Add(1); n <= 1024 {
+		g.states.Store(key, string(b))
+	}
+	return string(b)
 }
 
 // queue records e. With a QueueRecorder (the audit log) it only queues e and
@@ -471,40 +469,28 @@ func (a appended) Wait(context.Context) (audit.Receipt, error) { return audit.Re
 // parkDecision parks a require_approval decision (logged by the approval
 // manager) or, when it cannot be parked, turns it into a logged-later deny.
 func (g *Gateway) parkDecision(id string, req *Request, d *policy.Decision, now time.Time) (*policy.Decision, audit.Receipt, error) {
-	denyWith := func(code, msg string) *policy.Decision {
-		return &policy.Decision{Decision: policy.Deny, Reason: code, Rules: d.Rules,
-			Errors: append(d.Errors, policy.RuleError{Code: code, Message: msg}), ActionHash: d.ActionHash, Policy: d.Policy}
-	}
 	if g.approvals == nil {
-		return denyWith("no_approvers", "the policy requires approval and no approvers are configured"), audit.Receipt{}, nil
+		return gatewayDeny(d, ledger.NoApprovers, "the policy requires approval and no approvers are configured"), audit.Receipt{}, nil
 	}
-	e := decisionEntry(id, req, d, now, "")
+	e := decisionEntry(id, req, d, now, g.stateJSON(req.Agent))
 	_, err := g.park(id, req, d, &e)
 	switch {
 	case err == nil:
 		return d, g.approvals.receipt(id), nil
 	case errors.Is(err, approval.ErrQueueFull):
-		return denyWith("approval_queue_full", err.Error()), audit.Receipt{}, nil
+		return gatewayDeny(d, ledger.ApprovalQueueFull, err.Error()), audit.Receipt{}, nil
 	case approval.Code(err) != "":
-		return denyWith("approval_impossible", err.Error()), audit.Receipt{}, nil
+		return gatewayDeny(d, ledger.ApprovalImpossible, err.Error()), audit.Receipt{}, nil
 	}
 	return nil, audit.Receipt{}, fmt.Errorf("record decision: %w: %v", ErrUnavailable, err)
 }
 
 // decisionEntry is the decision entry of request id; state is its encoded
-// decisionState, "" to encode the agent's roles here.
+// ledger.DecisionState (Gateway.stateJSON).
 func decisionEntry(id string, req *Request, d *policy.Decision, now time.Time, state string) audit.Entry {
 	rules := make([]audit.Rule, len(d.Rules))
 	for i, r := range d.Rules {
 		rules[i] = audit.Rule{Name: r.Name, Outcome: string(r.Outcome), Message: r.Message, Shadow: r.Shadow}
-	}
-	if state == "" {
-		roles := req.Agent.Roles
-		if roles == nil {
-			roles = []string{}
-		}
-		b, _ := json.Marshal(decisionState{AgentRoles: roles})
-		state = string(b)
 	}
 	return audit.Entry{
 		State:         audit.Text(state),
@@ -525,71 +511,48 @@ func decisionEntry(id string, req *Request, d *policy.Decision, now time.Time, s
 	}
 }
 
-func (g *Gateway) agent(id string) *agentState {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	st, ok := g.agents[id]
-	if !ok {
-		st = &agentState{}
-		g.agents[id] = st
-	}
-	return st
-}
-
-// prune drops history older than from and returns the request ids it
-// dropped; st.mu is held.
-func (st *agentState) prune(from time.Time) []string {
-	n := 0
-	for n < len(st.history) && st.history[n].Time.Before(from) {
-		n++
-	}
-	if n == 0 {
-		return nil
-	}
-	dropped := slices.Clone(st.ids[:n])
-	// Resliced, not copied: an append reallocates (copying only what is
-	// left) when the array is full, so dropping the oldest entry on every
-	// decision, as a gateway that has run longer than its retention does,
-	// costs O(1) instead of a copy of the whole history. The dropped
-	// entries are cleared so that the array does not keep them alive.
-	clear(st.history[:n])
-	clear(st.ids[:n])
-	st.history, st.ids = st.history[n:], st.ids[n:]
-	return dropped
-}
-
-// forget drops what the gateway remembers of requests that left their
-// agent's history (the retention window), so that memory does not grow with
-// the log: the log keeps them. A request still parked for approval is kept
+// forgetLocked remembers rec when keep is set, and forgets the requests
+// that left the retention window, so that memory does not grow with the
+// log: the log keeps them. A request still parked for approval is kept
 // until it is final. An allowed decide-only request whose agent never
-// reported its outcome is dropped with the rest: a report after the
-// retention window finds no request.
-func (g *Gateway) forget(ids []string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.forgetLocked(ids)
-}
-
-// forgetLocked is forget with g.mu held.
-func (g *Gateway) forgetLocked(ids []string) {
-	if len(ids) == 0 && len(g.lingering) == 0 {
+// reported its outcome is forgotten with the rest: a report after the
+// retention window finds no request. g.mu is held.
+func (g *Gateway) forgetLocked(rec *record, keep bool) {
+	if keep {
+		g.requests[rec.ID] = rec
+		g.order = append(g.order, rec)
+	}
+	if len(g.order) == 0 {
 		return
 	}
-	// Filtered in place: keep never runs ahead of the lingering ids read.
-	keep := g.lingering[:0]
-	for _, list := range [2][]string{g.lingering, ids} {
-		for _, id := range list {
-			rec, ok := g.requests[id]
-			switch {
-			case !ok:
-			case rec.parked():
-				keep = append(keep, id)
-			default:
+	cutoff := g.cfg.Now().Add(-g.cfg.Retention)
+	n := 0
+	for n < len(g.order) && g.order[n].Time.Before(cutoff) {
+		old := g.order[n]
+		if g.requests[old.ID] == old {
+			if old.parked() {
+				g.lingering = append(g.lingering, old.ID)
+			} else {
+				delete(g.requests, old.ID)
+			}
+		}
+		n++
+	}
+	if n > 0 {
+		clear(g.order[:n])
+		g.order = g.order[n:]
+	}
+	if len(g.lingering) > 0 {
+		keepIDs := g.lingering[:0]
+		for _, id := range g.lingering {
+			if r, ok := g.requests[id]; ok && r.parked() {
+				keepIDs = append(keepIDs, id)
+			} else if ok {
 				delete(g.requests, id)
 			}
 		}
+		g.lingering = keepIDs
 	}
-	g.lingering = keep
 }
 
 // parked reports whether r waits for approval.
@@ -602,18 +565,6 @@ func (r *record) parked() bool {
 		return false
 	default:
 		return true
-	}
-}
-
-// setOutcome records an outcome in the agent's history.
-func (st *agentState) setOutcome(id, outcome string) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	for i := len(st.ids) - 1; i >= 0; i-- {
-		if st.ids[i] == id {
-			st.history[i].Outcome = outcome
-			return
-		}
 	}
 }
 
@@ -643,17 +594,24 @@ func (g *Gateway) recordOutcome(ctx context.Context, rec *record, out Outcome) (
 		RequestID: rec.ID,
 		Closes:    rec.Entry.Index,
 		Result:    audit.Text(string(result)),
-		Status:    out.Status,
+		Status:    string(out.Status),
 	}
+	violated := false
 	for _, v := range verdicts {
 		e.Postconditions = append(e.Postconditions, audit.Verdict{Rule: v.Rule, Holds: v.Holds, Message: v.Message})
+		violated = violated || !v.Holds && !v.Shadow
 	}
+	// What the ledger folds from this outcome, recorded with it.
+	c := ledger.ConsequenceOf(out.Status, out.Reported, violated)
+	e.State = audit.Text(c.String())
 	// The outcome must be recorded even if the client went away.
 	r, err := g.cfg.Log.Append(context.WithoutCancel(ctx), e)
 	if err != nil {
 		return audit.Receipt{}, fmt.Errorf("record outcome: %w: %v", ErrUnavailable, err)
 	}
-	g.agent(rec.Agent).setOutcome(rec.ID, historyOutcome(out.Status))
+	g.stateMu.RLock()
+	g.ledger.Outcome(rec.Agent, rec.ID, out.Status, c)
+	g.stateMu.RUnlock()
 	g.mu.Lock()
 	rec.Outcome, rec.OutEntry, rec.awaiting = &out, &r, false
 	g.mu.Unlock()
@@ -788,10 +746,18 @@ func (g *Gateway) Activate(ctx context.Context, a *Active) error {
 	if !a.Dev && !cur.Dev && a.Version <= cur.Version {
 		return fmt.Errorf("activate %s version %d (active: version %d): %w", a.Digest, a.Version, cur.Version, ErrRollback)
 	}
+	if err := g.ledger.CheckRetention(a.Policy); err != nil {
+		return fmt.Errorf("activate %s: %w", a.Digest, err)
+	}
 	msg := fmt.Sprintf("activated bundle version %d from %s", a.Version, a.Source)
 	if a.Dev {
 		msg = fmt.Sprintf("activated in DEVELOPMENT MODE: policy from the directory %s, not a signed bundle", a.Source)
 	}
+	// No decision runs while the ledger learns the policy's indexes: the
+	// activation entry, once durable, follows every decision queued before,
+	// so a fold of the log sees them all.
+	g.stateMu.Lock()
+	defer g.stateMu.Unlock()
 	_, err := g.cfg.Log.Append(ctx, &audit.Entry{
 		Kind: audit.KindPolicyActivation, Time: g.cfg.Now().UTC(),
 		BundleDigest: a.Digest, Signers: a.Signers, EngineVersion: EngineVersion, Message: msg,
@@ -799,7 +765,52 @@ func (g *Gateway) Activate(ctx context.Context, a *Active) error {
 	if err != nil {
 		return fmt.Errorf("record activation: %w: %v", ErrUnavailable, err)
 	}
+	if err := g.install(a.Policy); err != nil {
+		// Logged as activated and not in force: nothing is decided under
+		// a policy whose limits the ledger cannot answer.
+		g.active.Store(&Active{Policy: g.none, None: true})
+		return fmt.Errorf("activate %s: %w", a.Digest, err)
+	}
 	g.active.Store(a)
+	return nil
+}
+
+// install makes the ledger keep the indexes p reads. New indexes need the
+// actions already in the log: the ledger is folded again from the log (the
+// same fold as Rebuild) with every index installed so far. g.stateMu is
+// held for writing.
+func (g *Gateway) install(p *policy.Policy) error {
+	g.installed = append(g.installed, p)
+	if len(g.ledger.Install(p)) == 0 {
+		return nil
+	}
+	lr, ok := g.cfg.Log.(LogReader)
+	if !ok || lr.Size() == 0 {
+		if ok || g.decided.Load() == 0 {
+			return nil // nothing to fold
+		}
+		return fmt.Errorf("the policy reads new indexes and the log cannot be read back to fill them")
+	}
+	l := ledger.New(ledger.Options{Retention: g.cfg.Retention, Budget: g.cfg.Budget})
+	for _, q := range g.installed {
+		l.Install(q)
+	}
+	err := EachEntry(lr, func(i int64, raw []byte, e *audit.Entry) error {
+		var d *ledger.Decoded
+		if e.Kind == audit.KindDecision {
+			var err error
+			if d, err = ledger.Decode(e, lr); err != nil {
+				return fmt.Errorf("entry %d: %w", i, err)
+			}
+		}
+		l.Apply(e, d)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("fold the log for the policy's new indexes: %w", err)
+	}
+	l.Sweep(g.cfg.Now())
+	g.ledger = l
 	return nil
 }
 

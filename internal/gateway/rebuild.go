@@ -3,15 +3,13 @@ package gateway
 import (
 	"context"
 	"fmt"
-	"maps"
-	"slices"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/approval"
-	"github.com/rulelock/rulelock/internal/strictjson"
+	"github.com/rulelock/rulelock/internal/ledger"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -50,38 +48,36 @@ func EachEntry(lr LogReader, fn func(i int64, raw []byte, e *audit.Entry) error)
 	return nil
 }
 
-// Rebuild derives the gateway's state from the log: every agent's history
-// within the retention window, and the requests it knows. An allowed
-// decision without an outcome — the gateway stopped between deciding and
-// recording what happened — gets an `unknown` outcome entry now: it is never
-// executed again, and its effect, if any, still counts against limits.
-// Rebuild returns how many such decisions it closed.
+// Rebuild derives the gateway's state from the log: the ledger (by its one
+// fold, ledger.Apply, over every entry) and the requests it knows within
+// the retention window. An allowed decision without an outcome — the
+// gateway stopped between deciding and recording what happened — gets an
+// `unknown` outcome entry now: it is never executed again, and its effect,
+// if any, still counts against limits. Rebuild returns how many such
+// decisions it closed.
 func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 	open := map[string]*record{}
 	var order []*record
 	var events []approval.Event
-	// The requests that left their agent's history during the walk,
-	// forgotten once the approvals are restored (until then every parked
-	// request looks pending, and forgetting each time would re-check them
-	// all).
-	var dropped []string
+	g.stateMu.Lock()
 	err := EachEntry(lr, func(i int64, raw []byte, e *audit.Entry) error {
+		var d *ledger.Decoded
 		switch e.Kind {
 		case audit.KindDecision:
-			rec, gone, err := g.restoreDecision(lr, audit.Receipt{Index: i, LeafHash: tlog.RecordHash(raw)}, e)
-			dropped = append(dropped, gone...)
-			if err != nil && e.Decision == string(policy.Deny) {
-				return nil // a request refused before decoding (Refuse): nothing to restore
-			}
-			if err != nil {
+			var err error
+			if d, err = ledger.Decode(e, lr); err != nil {
 				return fmt.Errorf("entry %d: %w", i, err)
 			}
+			if d.Action == nil {
+				return nil // a request refused before decoding (Refuse): nothing to restore
+			}
+			rec := g.restoreDecision(audit.Receipt{Index: i, LeafHash: tlog.RecordHash(raw)}, e, d)
 			order = append(order, rec)
-			switch rec.Decision.Decision {
-			case policy.Allow, "approved":
+			switch d.Decision {
+			case ledger.Allow, ledger.Approved:
 				open[rec.ID] = rec
-			case policy.RequireApproval:
-				ev, err := parkedEvent(e)
+			case ledger.RequireApproval:
+				ev, err := parkedEvent(e, d.State)
 				if err != nil {
 					return fmt.Errorf("entry %d: %w", i, err)
 				}
@@ -94,19 +90,19 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 			g.lastActivation = e.BundleDigest
 			g.lastDev = len(e.Signers) == 0
 		case audit.KindOutcome:
-			rec, ok := open[e.RequestID]
-			if !ok {
-				return nil
+			if rec, ok := open[e.RequestID]; ok {
+				delete(open, e.RequestID)
+				out := Outcome{Status: ledger.Status(e.Status)}
+				rec.Outcome = &out
+				r := audit.Receipt{Index: i, LeafHash: tlog.RecordHash(raw)}
+				rec.OutEntry = &r
 			}
-			delete(open, e.RequestID)
-			out := Outcome{Status: e.Status}
-			rec.Outcome = &out
-			r := audit.Receipt{Index: i, LeafHash: tlog.RecordHash(raw)}
-			rec.OutEntry = &r
-			g.agent(rec.Agent).setOutcome(rec.ID, historyOutcome(e.Status))
 		}
+		g.ledger.Apply(e, d)
 		return nil
 	})
+	g.ledger.Sweep(g.cfg.Now())
+	g.stateMu.Unlock()
 	if err != nil {
 		return 0, fmt.Errorf("rebuild: %w", err)
 	}
@@ -125,94 +121,51 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 		}
 		closed++
 	}
-	g.forget(dropped)
-	g.pruneAll()
+	g.mu.Lock()
+	g.forgetLocked(nil, false)
+	g.mu.Unlock()
 	return closed, nil
 }
 
-// pruneAll applies the retention window to every agent's history and
-// forgets the requests that leave it.
-func (g *Gateway) pruneAll() {
-	from := g.cfg.Now().UTC().Add(-g.cfg.Retention)
-	g.mu.Lock()
-	agents := slices.Collect(maps.Values(g.agents))
-	g.mu.Unlock()
-	for _, st := range agents {
-		st.mu.Lock()
-		dropped := st.prune(from)
-		st.mu.Unlock()
-		g.forget(dropped)
-	}
-}
-
-// restoreDecision restores a decision entry's request and its place in the
-// agent's history, and returns the ids of the requests that left the
-// history at its time (to forget).
-func (g *Gateway) restoreDecision(lr LogReader, at audit.Receipt, e *audit.Entry) (*record, []string, error) {
-	text := e.Action.Text
-	if text == "" && !e.Action.Digest.IsZero() {
-		b, err := lr.Blob(e.Action.Digest)
-		if err != nil {
-			return nil, nil, err
-		}
-		text = string(b)
-	}
-	v, err := strictjson.Decode([]byte(text), strictjson.Limits{})
-	if err != nil {
-		return nil, nil, fmt.Errorf("action: %w", err)
-	}
-	act, err := policy.NewAction(v)
-	if err != nil {
-		return nil, nil, err
-	}
+// restoreDecision restores a decision entry's request.
+func (g *Gateway) restoreDecision(at audit.Receipt, e *audit.Entry, dd *ledger.Decoded) *record {
+	act := *dd.Action
 	d := &policy.Decision{Decision: policy.Effect(e.Decision), Reason: e.Message, ActionHash: act.HashString(), Policy: e.BundleDigest}
 	for _, r := range e.Rules {
 		d.Rules = append(d.Rules, policy.FiredRule{Name: r.Name, Outcome: policy.Outcome(r.Outcome), Message: r.Message, Shadow: r.Shadow})
 	}
-	ds, err := decodeDecisionState(e.State)
-	if err != nil {
-		return nil, nil, fmt.Errorf("state: %w", err)
-	}
-	rec := &record{ID: e.RequestID, Agent: e.Agent, Session: e.Session, Action: act, Decision: d, Entry: at, Time: e.Time,
-		agent: policy.Agent{ID: e.Agent, Roles: ds.AgentRoles}}
+	rec := &record{ID: e.RequestID, Agent: e.Agent, Session: e.Session, Action: act, Decision: d, Entry: at, Time: e.Time, agent: dd.Agent}
 	if d.Decision == policy.RequireApproval { // parked: see Gateway.decideLocked
 		rec.instruction, rec.reasoning = e.Instruction.Text, e.Reasoning.Text
-	}
-	st := g.agent(e.Agent)
-	st.mu.Lock()
-	// As Gateway.decide did: the history as of this decision, and a denial
-	// at the cap (history_limit) is not remembered.
-	dropped := st.prune(e.Time.Add(-g.cfg.Retention))
-	limited := atHistoryCap(e.Decision, len(st.history), g.cfg.MaxHistory)
-	if !limited {
-		st.history = append(st.history, policy.HistoryEntry{Action: act.Fields, Type: act.Type, Decision: e.Decision, Time: e.Time})
-		st.ids = append(st.ids, e.RequestID)
-	}
-	st.mu.Unlock()
-	if limited {
-		return rec, dropped, nil
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if prev, ok := g.requests[rec.ID]; ok {
 		rec.done = prev.done // an approved re-decision of a parked request
+		rec.instruction, rec.reasoning = prev.instruction, prev.reasoning
+		for i, o := range g.order {
+			if o == prev {
+				g.order[i] = rec
+			}
+		}
+		g.requests[rec.ID] = rec
+		return rec
 	}
-	g.requests[rec.ID] = rec
-	return rec, dropped, nil
+	g.forgetLocked(rec, true)
+	return rec
 }
 
 // parkedEvent turns a require_approval decision entry back into the
 // approval manager's parked event.
-func parkedEvent(e *audit.Entry) (approval.Event, error) {
-	ds, err := decodeDecisionState(e.State)
-	if err != nil || ds.Approval == nil {
-		return approval.Event{}, fmt.Errorf("parked request %s: no approval terms in its state (%v)", e.RequestID, err)
+func parkedEvent(e *audit.Entry, ds ledger.DecisionState) (approval.Event, error) {
+	if ds.Approval == nil {
+		return approval.Event{}, fmt.Errorf("parked request %s: no approval terms in its state", e.RequestID)
 	}
 	st := *ds.Approval
 	ev := approval.Event{Kind: approval.EventParked, Time: e.Time, Request: e.RequestID, Agent: e.Agent,
 		Action: e.ActionSHA256, Policy: e.BundleDigest, Expires: st.Expires}
 	for _, r := range st.Requirements {
-		q := policy.Requirement{Rule: r.Rule, Approvers: r.Approvers, Groups: r.Groups}
+		q := policy.Requirement{Rule: r.Rule, Approvers: r.Approvers, Groups: r.Groups, Message: r.Message}
 		if r.Within != "" {
 			q.Within, _ = time.ParseDuration(r.Within)
 		}
@@ -223,14 +176,14 @@ func parkedEvent(e *audit.Entry) (approval.Event, error) {
 
 func approvalEvent(e *audit.Entry) approval.Event {
 	ev := approval.Event{Time: e.Time, Request: e.RequestID, Approver: e.Approver, Note: e.Signature}
-	switch e.Decision {
-	case approvalApprove:
+	switch ledger.Verb(e.Decision) {
+	case ledger.Approve:
 		ev.Kind = approval.EventApproval
-	case approvalReject:
+	case ledger.Reject:
 		ev.Kind = approval.EventRejection
-	case approvalExpired:
+	case ledger.Expired:
 		ev.Kind = approval.EventExpired
-	case approvalExecuted:
+	case ledger.Executed:
 		ev.Kind = approval.EventExecuted
 	}
 	return ev

@@ -70,7 +70,7 @@ deny: "Transfers over $10,000 require human approval"
 	if err != nil {
 		b.Fatal(err)
 	}
-	gw, err := gateway.New(gateway.Config{Policy: p, Log: log, MaxHistory: 1 << 30})
+	gw, err := gateway.New(gateway.Config{Policy: p, Log: log})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -29,6 +29,7 @@ import (
 
 	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/gateway"
+	"github.com/rulelock/rulelock/internal/ledger"
 	"github.com/rulelock/rulelock/internal/strictjson"
 	"github.com/rulelock/rulelock/policy"
 )
@@ -407,7 +408,8 @@ func (s *Server) reportOutcome(w http.ResponseWriter, r *http.Request, agent pol
 	for k, v := range m {
 		switch k {
 		case "status":
-			out.Status, _ = v.(string)
+			st, _ := v.(string)
+			out.Status = ledger.Status(st)
 		case "result":
 			c, err := strictjson.Canonical(v)
 			if err != nil {

@@ -254,7 +254,7 @@ func (p *Proxy) reply(res *gateway.Result) *mcp.CallToolResult {
 	}
 	msg := res.Outcome.Error
 	if msg == "" {
-		msg = "the call's result is no longer held (status " + res.Outcome.Status + ")"
+		msg = "the call's result is no longer held (status " + string(res.Outcome.Status) + ")"
 	}
 	return withDecision(&mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: msg}}}, res)
 }

@@ -45,6 +45,25 @@ func (a *archive) get(digest string) (*policy.Policy, *Finding) {
 	return p, nil
 }
 
+// all returns every policy in the archive that loads (what does not is
+// reported when a decision names it).
+func (a *archive) all() []*policy.Policy {
+	ents, err := os.ReadDir(a.dir)
+	if err != nil {
+		return nil
+	}
+	var out []*policy.Policy
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		if p, f := a.get("sha256:" + e.Name()); f == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 func (a *archive) load(digest string) (*policy.Policy, *Finding) {
 	dir := filepath.Join(a.dir, strings.TrimPrefix(digest, "sha256:"))
 	if _, err := os.Stat(dir); err != nil {

@@ -19,9 +19,9 @@
 // WhatIf re-evaluates the same decisions under a candidate policy and
 // reports what would change.
 //
-// Agents' histories are independent, so both evaluate the decisions of
-// different agents concurrently (gateway.Replay); one agent's decisions are
-// evaluated in log order.
+// Both walk the log with gateway.Replay: each decision is evaluated against
+// the state the ledger folded from the entries before it, the one fold the
+// gateway runs live and at restart.
 package replay
 
 import (
@@ -30,13 +30,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/gateway"
+	"github.com/rulelock/rulelock/internal/ledger"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -73,12 +72,10 @@ type Options struct {
 	// Approvers check the signatures of approved executions; nil reports
 	// every approved execution as approval_quorum_invalid.
 	Approvers *approval.Registry
-	// Retention and MaxHistory are the gateway's limits (its config's
-	// limits.retention and limits.max_history; zero: the defaults): the
-	// histories, and so the stateful rules and the history_limit denials,
-	// depend on them.
-	Retention  time.Duration
-	MaxHistory int
+	// Retention is the gateway's (its config's limits.retention; zero: the
+	// default): what the ledger keeps, and so the stateful rules, depend
+	// on it.
+	Retention time.Duration
 	// Workers: see gateway.ReplayOptions (default GOMAXPROCS).
 	Workers int
 }
@@ -115,49 +112,30 @@ func Verify(lr gateway.LogReader, opts Options) (*Summary, error) {
 		activated: map[string]bool{}, closed: map[int64]bool{}, approvals: map[string][][]byte{}}
 	ar := newArchive(opts.Bundles)
 
-	var mu sync.Mutex
+	// The replay calls back from one goroutine, after c.entry has seen the
+	// entry.
 	var replayed []Finding
 	decisions := 0
 	add := func(i int64, class, format string, args ...any) {
-		mu.Lock()
 		replayed = append(replayed, Finding{Index: i, Class: class, Detail: fmt.Sprintf(format, args...)})
-		mu.Unlock()
 	}
-	err := gateway.Replay(lr, gateway.ReplayOptions{Retention: opts.Retention, MaxHistory: opts.MaxHistory, Approved: true, Entry: c.entry, Workers: opts.Workers}, func(r *gateway.Replayed) error {
+	// The ledger keeps the indexes of every archived policy from the
+	// start, as the gateway kept those of each policy from its activation on
+	// (it folds the whole log again for a new one): the same state.
+	err := gateway.Replay(lr, gateway.ReplayOptions{Retention: opts.Retention, Policies: ar.all(), Approved: true, Entry: c.entry, Workers: opts.Workers}, func(r *gateway.Replayed) error {
 		if refusedWithoutPolicy(r.Entry) {
 			return nil // nothing was evaluated
 		}
 		p, f := ar.get(r.Entry.BundleDigest)
-		mu.Lock()
 		decisions++
 		if f != nil {
 			f.Index = r.Index
 			replayed = append(replayed, *f)
-		}
-		mu.Unlock()
-		if f != nil {
 			return nil
 		}
-		var got *policy.Decision
-		if r.HistoryLimit {
-			got = &policy.Decision{Decision: policy.Deny, Reason: "history_limit"}
-		} else {
-			got = p.Evaluate(r.Request)
-		}
-		want := r.Entry.Decision
-		switch want {
-		case "approved":
-			if got.Decision == policy.Deny {
-				add(r.Index, ReplayMismatch, "recorded approved, replay denies (%s)", got.Reason)
-			}
-			return nil
-		case string(policy.Deny):
-			if got.Decision == policy.RequireApproval && strings.HasPrefix(r.Entry.Message, "approval_") || r.Entry.Message == "no_approvers" {
-				return nil // parking was refused: the gateway's, not the policy's, decision
-			}
-		}
-		if string(got.Decision) != want || !sameRules(got.Rules, r.Entry.Rules) {
-			add(r.Index, ReplayMismatch, "recorded %s %v, replay %s %v", want, ruleNames(r.Entry.Rules), got.Decision, firedNames(got.Rules))
+		got := p.Evaluate(r.Request)
+		if detail, ok := c.judge(r.Index, r.Entry, got); !ok {
+			add(r.Index, ReplayMismatch, "%s", detail)
 		}
 		return nil
 	})
@@ -165,7 +143,7 @@ func Verify(lr gateway.LogReader, opts Options) (*Summary, error) {
 		return nil, err
 	}
 	for i, d := range c.decisions {
-		if name := c.effects.name(d.decision); (name == "allow" || name == "approved") && !c.closed[i] {
+		if ledger.Decision(c.effects.name(d.decision)).Allowed() && !c.closed[i] {
 			sum.Open++
 		}
 	}
@@ -174,6 +152,53 @@ func Verify(lr gateway.LogReader, opts Options) (*Summary, error) {
 	sum.Findings = append(c.findings, replayed...)
 	sum.Seconds = time.Since(start).Seconds()
 	return sum, nil
+}
+
+// judge compares the replay's decision got with the recorded entry e (at
+// index i): the same decision and fired rules, or one of the gateway's own
+// denials where it applies.
+func (c *checker) judge(i int64, e *audit.Entry, got *policy.Decision) (string, bool) {
+	want := ledger.Decision(e.Decision)
+	parked := c.parked[keyOf(e.RequestID)]
+	redecision := parked != nil && parked != e
+	if want == ledger.Approved {
+		switch {
+		case !redecision:
+			return "recorded approved without a parked decision", false
+		case parked.BundleDigest != e.BundleDigest:
+			return fmt.Sprintf("recorded approved under %s, approvers signed for %s", e.BundleDigest, parked.BundleDigest), false
+		case got.Decision == policy.Deny:
+			return fmt.Sprintf("recorded approved, replay denies (%s)", got.Reason), false
+		}
+		return "", true
+	}
+	if want == ledger.Deny {
+		if r, ok := ledger.GatewayReason(e.Message); ok {
+			switch r {
+			case ledger.PolicyChanged:
+				if redecision && parked.BundleDigest != e.BundleDigest {
+					return "", true
+				}
+				return "recorded policy_changed, but the policy is the one the approvers signed for", false
+			case ledger.PrincipalRevoked:
+				if redecision {
+					return "", true // the configuration at the time is not in the log
+				}
+				return "recorded principal_revoked for a request that was not parked", false
+			case ledger.NoApprovers, ledger.ApprovalQueueFull, ledger.ApprovalImpossible:
+				if got.Decision == policy.RequireApproval {
+					return "", true // parking was refused: the gateway's, not the policy's, decision
+				}
+				return fmt.Sprintf("recorded %s, but the replay does not require approval (%s)", r, got.Decision), false
+			case ledger.OverBudget, ledger.HistoryLimit:
+				return "", true // a resource refusal, not the policy's decision
+			}
+		}
+	}
+	if string(got.Decision) != e.Decision || !sameRules(got.Rules, e.Rules) {
+		return fmt.Sprintf("recorded %s %v, replay %s %v", e.Decision, ruleNames(e.Rules), got.Decision, firedNames(got.Rules)), false
+	}
+	return "", true
 }
 
 // checker checks the log's structure in log order: activations before
@@ -257,14 +282,14 @@ func (c *checker) entry(i int64, e *audit.Entry) error {
 		c.decisions[i] = decided{key, dec}
 		if _, ok := c.byRequest[key]; !ok {
 			c.byRequest[key] = dec
-			if e.Decision == string(policy.RequireApproval) {
+			if ledger.Decision(e.Decision) == ledger.RequireApproval {
 				c.parked[key] = e
 			}
 		}
 		if !c.activated[e.BundleDigest] && !refusedWithoutPolicy(e) {
 			c.add(i, BundleMissing, "decision names %s, which no earlier entry activated", e.BundleDigest)
 		}
-		if e.Decision == "approved" {
+		if ledger.Decision(e.Decision) == ledger.Approved {
 			c.checkQuorum(i, e, c.parked[key], c.approvals[e.RequestID])
 		}
 	case audit.KindOutcome:
@@ -276,8 +301,8 @@ func (c *checker) entry(i int64, e *audit.Entry) error {
 		switch {
 		case !ok || d.request != keyOf(e.RequestID):
 			c.add(i, UnmediatedOutcome, "outcome of %s closes entry %d, which is not its decision", e.RequestID, e.Closes)
-		case decision == "allow" || decision == "approved":
-		case decision == "require_approval" && e.Status == gateway.StatusError:
+		case ledger.Decision(decision).Allowed():
+		case ledger.Decision(decision) == ledger.RequireApproval && ledger.Status(e.Status) == ledger.Error:
 			// a quorum reached before a restart, closed as not executed
 		default:
 			c.add(i, UnmediatedOutcome, "outcome %s of %s closes a %s decision", e.Status, e.RequestID, decision)
@@ -288,10 +313,10 @@ func (c *checker) entry(i int64, e *audit.Entry) error {
 		c.closed[e.Closes] = true
 	case audit.KindApproval:
 		d, ok := c.byRequest[keyOf(e.RequestID)]
-		if !ok || c.effects.name(d) != "require_approval" {
+		if !ok || ledger.Decision(c.effects.name(d)) != ledger.RequireApproval {
 			c.add(i, ApprovalQuorumInvalid, "approval entry for %s, which no parked decision precedes", e.RequestID)
 		}
-		if e.Decision == "approve" {
+		if ledger.Verb(e.Decision) == ledger.Approve {
 			c.approvals[e.RequestID] = append(c.approvals[e.RequestID], e.Signature)
 		}
 	}

@@ -32,18 +32,13 @@ type Change struct {
 }
 
 // WhatIf re-evaluates every recorded decision, with its recorded inputs and
-// the history derived from the log, under the candidate policy p. Of opts,
-// it uses the limits and Workers.
+// the state folded from the log, under the candidate policy p. Of opts, it
+// uses the retention and Workers.
 func WhatIf(lr gateway.LogReader, p *policy.Policy, opts Options) (*Report, error) {
 	rep := &Report{Policy: p.Digest(), Transitions: map[string]int{}, RuleFirings: map[string][2]int{}}
 	var mu sync.Mutex
-	err := gateway.Replay(lr, gateway.ReplayOptions{Retention: opts.Retention, MaxHistory: opts.MaxHistory, Workers: opts.Workers}, func(r *gateway.Replayed) error {
-		var d *policy.Decision
-		if r.HistoryLimit {
-			d = &policy.Decision{Decision: policy.Deny, Reason: "history_limit"}
-		} else {
-			d = p.Evaluate(r.Request)
-		}
+	err := gateway.Replay(lr, gateway.ReplayOptions{Retention: opts.Retention, Policies: []*policy.Policy{p}, Workers: opts.Workers}, func(r *gateway.Replayed) error {
+		d := p.Evaluate(r.Request)
 		from, to := r.Entry.Decision, string(d.Decision)
 		mu.Lock()
 		defer mu.Unlock()

@@ -1,0 +1,233 @@
+package ledger
+
+import (
+	"time"
+
+	"github.com/rulelock/rulelock/policy"
+)
+
+// Decided folds one decision into the scopes the txn holds: an allowed
+// action adds a point to every index of its type, in the scope of each;
+// with a policy that reads session.history, every decision joins the
+// session's history. A denial for the memory budget is not remembered
+// (it would grow what it guards against). t is the decision's time, and
+// what is older than t - retention leaves the series written.
+func (tx *Txn) Decided(id string, act *policy.Action, d Decision, reason string, t time.Time) {
+	if d == Deny && Reason(reason) == OverBudget {
+		return
+	}
+	l := tx.l
+	now := t.UnixNano()
+	cutoff := t.Add(-l.opts.Retention).UnixNano()
+	tx.pruneFacts(cutoff)
+	var f *fact
+	if tx.tab.history {
+		ss := tx.sessionScope(true)
+		l.bytes.Add(-ss.pruneHistory(t.Add(-l.opts.Retention)))
+		ss.history = append(ss.history, policy.HistoryEntry{Action: act.Fields, Type: act.Type, Decision: string(d), Time: t})
+		ss.ids = append(ss.ids, id)
+		ss.sizes = append(ss.sizes, historyEntryBytes(act))
+		l.bytes.Add(historyEntryBytes(act))
+		if d.Allowed() {
+			f = &fact{time: now, session: tx.session, principal: tx.agent.Principal}
+		}
+	}
+	if d.Allowed() {
+		var vbuf [4]any
+		for _, sp := range tx.tab.byType[act.Type] {
+			values := vbuf[:0]
+			for _, k := range sp.x.Keys {
+				values = append(values, act.Fields[k])
+			}
+			group, ok := policy.GroupKey(values)
+			if !ok {
+				continue // never matched by any call
+			}
+			m := tx.seriesOf(sp.x.Scope, true)
+			if m == nil {
+				panic("ledger: a decision writes a scope its txn does not hold")
+			}
+			key := seriesKey{sp, group}
+			s := m[key]
+			if s == nil {
+				s = &series{}
+				m[key] = s
+				l.bytes.Add(seriesBytes + int64(len(group)))
+			}
+			l.bytes.Add(-int64(s.prune(cutoff, sp.total)) * s.pointBytes(sp.total))
+			v, isNum := policy.Number(act.Fields[sp.x.Field])
+			abs := s.appendPoint(now, v, isNum, sp.total)
+			l.bytes.Add(s.pointBytes(sp.total))
+			if f == nil {
+				f = &fact{time: now, session: tx.session, principal: tx.agent.Principal}
+			}
+			f.points = append(f.points, pointRef{s: s, total: sp.total, abs: abs})
+			f.scopes = f.scopes.With(sp.x.Scope)
+		}
+	}
+	if f != nil {
+		tx.as.facts[id] = f
+		tx.as.order = append(tx.as.order, id)
+		l.bytes.Add(factBytes + int64(len(f.points))*24)
+	}
+}
+
+func historyEntryBytes(act *policy.Action) int64 {
+	// The decoded action is kept: roughly three times its canonical text.
+	return historyBytes + 3*int64(len(act.JSON))
+}
+
+// pruneHistory drops the session history older than from and returns the
+// bytes it frees.
+func (ss *sessionScope) pruneHistory(from time.Time) int64 {
+	n := 0
+	freed := int64(0)
+	for n < len(ss.history) && ss.history[n].Time.Before(from) {
+		freed += ss.sizes[n]
+		n++
+	}
+	if n == 0 {
+		return 0
+	}
+	clear(ss.history[:n])
+	clear(ss.ids[:n])
+	ss.history, ss.ids, ss.sizes = ss.history[n:], ss.ids[n:], ss.sizes[n:]
+	return freed
+}
+
+// pruneFacts forgets the facts older than cutoff: no outcome can change
+// what they count any more (their points left the windows).
+func (tx *Txn) pruneFacts(cutoff int64) {
+	as := tx.as
+	n := 0
+	for n < len(as.order) {
+		f, ok := as.facts[as.order[n]]
+		if ok && f.time >= cutoff {
+			break
+		}
+		if ok {
+			delete(as.facts, as.order[n])
+			tx.l.bytes.Add(-factBytes - int64(len(f.points))*24)
+		}
+		n++
+	}
+	if n > 0 {
+		clear(as.order[:n])
+		as.order = as.order[n:]
+	}
+}
+
+// Outcome folds the outcome of request id of agent: what the action counts
+// from now on (Consequence), and in the session history its outcome.
+func (l *Ledger) Outcome(agentID, id string, status Status, c Consequence) {
+	as := l.lockAgent(agentID)
+	f := as.facts[id]
+	as.mu.Unlock()
+	if f == nil {
+		return // not allowed, not indexed, or gone with the retention window
+	}
+	tx := l.begin(l.tab.Load(), policy.Agent{ID: agentID, Principal: f.principal}, f.session, f.scopes)
+	defer tx.Unlock()
+	if tx.as.facts[id] != f {
+		return
+	}
+	delete(tx.as.facts, id)
+	l.bytes.Add(-factBytes - int64(len(f.points))*24)
+	for _, p := range f.points {
+		if !c.Counts {
+			p.s.release(p.abs, p.total)
+		}
+		if c.Succeeded {
+			p.s.setSucceeded(p.abs)
+		}
+	}
+	if ss := tx.sessionScope(false); ss != nil {
+		for i := len(ss.ids) - 1; i >= 0; i-- {
+			if ss.ids[i] == id {
+				ss.history[i].Outcome = historyOutcome(status, c)
+				break
+			}
+		}
+	}
+}
+
+// historyOutcome is an outcome in session.history's vocabulary.
+func historyOutcome(status Status, c Consequence) string {
+	switch {
+	case c.Succeeded:
+		return "success"
+	case status == Unknown:
+		return "unknown"
+	}
+	return "failure"
+}
+
+// Sweep drops what left the retention window as of now everywhere, also in
+// scopes no decision has written since (a payee paid once): series with no
+// point left, sessions and agents with nothing left.
+func (l *Ledger) Sweep(now time.Time) {
+	cutoff := now.Add(-l.opts.Retention)
+	l.mu.Lock()
+	agents := make(map[string]*agentScope, len(l.agents))
+	for id, as := range l.agents {
+		agents[id] = as
+	}
+	principals := make(map[string]*store, len(l.principals))
+	for id, st := range l.principals {
+		principals[id] = st
+	}
+	l.mu.Unlock()
+	l.global.mu.Lock()
+	l.sweepSeries(l.global.series, cutoff.UnixNano())
+	l.global.mu.Unlock()
+	for id, st := range principals {
+		st.mu.Lock()
+		l.sweepSeries(st.series, cutoff.UnixNano())
+		empty := len(st.series) == 0
+		st.dead = empty
+		st.mu.Unlock()
+		if empty {
+			l.mu.Lock()
+			if l.principals[id] == st {
+				delete(l.principals, id)
+				l.bytes.Add(-scopeBytes)
+			}
+			l.mu.Unlock()
+		}
+	}
+	for id, as := range agents {
+		as.mu.Lock()
+		tx := &Txn{l: l, as: as}
+		tx.pruneFacts(cutoff.UnixNano())
+		l.sweepSeries(as.series, cutoff.UnixNano())
+		for sid, ss := range as.sessions {
+			l.bytes.Add(-ss.pruneHistory(cutoff))
+			l.sweepSeries(ss.series, cutoff.UnixNano())
+			if len(ss.series) == 0 && len(ss.history) == 0 {
+				delete(as.sessions, sid)
+				l.bytes.Add(-scopeBytes)
+			}
+		}
+		empty := len(as.series) == 0 && len(as.sessions) == 0 && len(as.facts) == 0
+		as.dead = empty
+		as.mu.Unlock()
+		if empty {
+			l.mu.Lock()
+			if l.agents[id] == as {
+				delete(l.agents, id)
+				l.bytes.Add(-scopeBytes)
+			}
+			l.mu.Unlock()
+		}
+	}
+}
+
+func (l *Ledger) sweepSeries(m map[seriesKey]*series, cutoff int64) {
+	for k, s := range m {
+		l.bytes.Add(-int64(s.prune(cutoff, k.sp.total)) * s.pointBytes(k.sp.total))
+		if len(s.times) == 0 {
+			delete(m, k)
+			l.bytes.Add(-seriesBytes - int64(len(k.group)))
+		}
+	}
+}

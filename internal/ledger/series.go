@@ -1,0 +1,227 @@
+package ledger
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"time"
+
+	"github.com/rulelock/rulelock/policy"
+)
+
+// fenwick is a binary indexed tree over int64 values that grows at the end:
+// prefix sums and point updates in O(log n).
+type fenwick []int64
+
+// push appends v.
+func (t *fenwick) push(v int64) {
+	n := len(*t) + 1
+	low := n & -n
+	*t = append(*t, v+t.prefix(n-1)-t.prefix(n-low))
+}
+
+// add adds v at position i (0-based).
+func (t fenwick) add(i int, v int64) {
+	for i++; i <= len(t); i += i & -i {
+		t[i-1] += v
+	}
+}
+
+// prefix sums positions [0, i).
+func (t fenwick) prefix(i int) int64 {
+	s := int64(0)
+	for ; i > 0; i -= i & -i {
+		s += t[i-1]
+	}
+	return s
+}
+
+// Point flags.
+const (
+	released  uint8 = 1 << iota // an execution the gateway saw fail: no longer counts
+	succeeded                   // counts for succeeded()
+)
+
+// maxExact bounds the integer values the sum tree adds exactly (2^53: every
+// integer below it is a float64), and the sum of their magnitudes.
+const maxExact = 1 << 53
+
+// series is the windowed aggregate of one index and one group (one scope
+// key and one set of match values): the allowed actions, in time order, with
+// their count and, for a total, their field's value. count and total are
+// range sums over the window found by binary search; succeeded is a
+// counter. Points older than the retention leave from the front.
+//
+// Totals of integer values are exact and do not depend on when the series
+// was compacted or built; a series that ever holds a non-integer or a
+// non-number sums its window point by point, in time order, which is as
+// exact as it gets and also independent of its history.
+type series struct {
+	base  int64 // absolute position of times[0]
+	off   int   // times[:off] are older than the retention
+	times []int64
+	flags []uint8
+	cnt   fenwick
+	// For totals (spec.field != ""):
+	vals []float64
+	isum fenwick // nil once scan is set
+	abs  float64 // the sum of |vals| added to isum
+	scan bool
+	succ fenwick // 1 for each point with the succeeded flag
+}
+
+// pointBytes estimates the memory of one point.
+func (s *series) pointBytes(total bool) int64 {
+	if total {
+		return 8 + 1 + 8 + 8 + 8 + 8
+	}
+	return 8 + 1 + 8 + 8
+}
+
+const seriesBytes = 160 // the series, its map entry and group key, roughly
+
+// appendPoint adds a point at t (clamped so that times never decrease) and
+// returns its absolute position.
+func (s *series) appendPoint(t int64, v float64, isNum bool, total bool) int64 {
+	if n := len(s.times); n > 0 && t < s.times[n-1] {
+		t = s.times[n-1]
+	}
+	s.times = append(s.times, t)
+	s.flags = append(s.flags, 0)
+	s.cnt.push(1)
+	s.succ.push(0)
+	if total {
+		if !isNum {
+			v = math.NaN()
+		}
+		s.vals = append(s.vals, v)
+		if !s.scan && (!isNum || v != math.Trunc(v) || math.Abs(v) >= maxExact || s.abs+math.Abs(v) >= maxExact) {
+			s.scan, s.isum = true, nil
+		}
+		if !s.scan {
+			s.abs += math.Abs(v)
+			s.isum.push(int64(v))
+		}
+	}
+	return s.base + int64(len(s.times)-1)
+}
+
+// pos returns the position of absolute point a, or -1 when it left.
+func (s *series) pos(a int64) int {
+	p := a - s.base
+	if p < int64(s.off) || p >= int64(len(s.times)) {
+		return -1
+	}
+	return int(p)
+}
+
+// release marks a point as no longer counting.
+func (s *series) release(a int64, total bool) {
+	p := s.pos(a)
+	if p < 0 || s.flags[p]&released != 0 {
+		return
+	}
+	s.flags[p] |= released
+	s.cnt.add(p, -1)
+	if total && !s.scan {
+		s.isum.add(p, -int64(s.vals[p]))
+	}
+}
+
+// setSucceeded marks a point as succeeded.
+func (s *series) setSucceeded(a int64) {
+	p := s.pos(a)
+	if p < 0 || s.flags[p]&succeeded != 0 {
+		return
+	}
+	s.flags[p] |= succeeded
+	s.succ.add(p, 1)
+}
+
+// prune drops the points before cutoff and returns how many; it compacts
+// the arrays when more than half of them are dropped points.
+func (s *series) prune(cutoff int64, total bool) int {
+	n := 0
+	for s.off < len(s.times) && s.times[s.off] < cutoff {
+		s.off++
+		n++
+	}
+	if s.off == len(s.times) && s.off > 0 {
+		*s = series{base: s.base + int64(len(s.times))} // as new: nothing left
+		return n
+	}
+	if s.off >= 64 && 2*s.off >= len(s.times) {
+		s.compact(total)
+	}
+	return n
+}
+
+// compact rebuilds the arrays without the dropped points.
+func (s *series) compact(total bool) {
+	old := *s
+	*s = series{base: old.base + int64(old.off), scan: old.scan}
+	live := len(old.times) - old.off
+	s.times = append(make([]int64, 0, live), old.times[old.off:]...)
+	s.flags = append(make([]uint8, 0, live), old.flags[old.off:]...)
+	s.cnt = make(fenwick, 0, live)
+	s.succ = make(fenwick, 0, live)
+	for _, f := range s.flags {
+		s.cnt.push(countOf(f))
+		s.succ.push(int64(f&succeeded) / int64(succeeded))
+	}
+	if total {
+		s.vals = append(make([]float64, 0, live), old.vals[old.off:]...)
+		if !s.scan {
+			s.isum = make(fenwick, 0, live)
+			for i, v := range s.vals {
+				s.abs += math.Abs(v)
+				s.isum.push(int64(v) * countOf(s.flags[i]))
+			}
+		}
+	}
+}
+
+func countOf(f uint8) int64 {
+	if f&released != 0 {
+		return 0
+	}
+	return 1
+}
+
+// window returns positions [lo, hi) of the points in (now-w, now].
+func (s *series) window(now time.Time, w time.Duration) (int, int) {
+	from, to := now.Add(-w).UnixNano(), now.UnixNano()
+	live := s.times[s.off:]
+	lo := sort.Search(len(live), func(i int) bool { return live[i] > from })
+	hi := sort.Search(len(live), func(i int) bool { return live[i] > to })
+	return s.off + lo, s.off + max(lo, hi)
+}
+
+// aggregate answers a query from the series.
+func (s *series) aggregate(q *policy.Query) (policy.Aggregate, error) {
+	var a policy.Aggregate
+	lo, hi := s.window(q.Now, q.Window)
+	if q.Want == policy.QuerySucceeded {
+		a.Succeeded = s.succ.prefix(hi)-s.succ.prefix(lo) > 0
+		return a, nil
+	}
+	a.Count = s.cnt.prefix(hi) - s.cnt.prefix(lo)
+	if q.Want != policy.QueryTotal {
+		return a, nil
+	}
+	if !s.scan {
+		a.Total = float64(s.isum.prefix(hi) - s.isum.prefix(lo))
+		return a, nil
+	}
+	for p := lo; p < hi; p++ {
+		if s.flags[p]&released != 0 {
+			continue
+		}
+		v := s.vals[p]
+		if math.IsNaN(v) {
+			return policy.Aggregate{}, fmt.Errorf("field %q of an earlier %s action is not a number", q.Index.Field, q.Index.Type)
+		}
+		a.Total += v
+	}
+	return a, nil
+}
