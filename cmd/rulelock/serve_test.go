@@ -231,7 +231,6 @@ rule "Verify" {
 	}
 }
 
-
 // TestVerifyReplay records real traffic, replays it clean, then forges
 // entries of each class the replay must catch.
 func TestVerifyReplay(t *testing.T) {

@@ -250,4 +250,3 @@ func TestExpiry(t *testing.T) {
 		t.Fatalf("expired entry logged %v, executions %d", expired, f.up.count())
 	}
 }
-

@@ -588,7 +588,6 @@ func TestRebuildForgetsPastRetention(t *testing.T) {
 	}
 }
 
-
 // heldLog is a QueueRecorder that acknowledges nothing until release: then
 // every entry, in order, or (fail) none, as a log that failed would.
 type heldLog struct {
