@@ -375,8 +375,19 @@ type Verdict struct {
 	Error   string `json:"error,omitempty"`
 }
 
+// NoResult is the result of an execution that has none a postcondition can
+// read: no reply body, or one that is not JSON. Given to CheckResult, it
+// makes every postcondition that reads result fail to evaluate, with Reason
+// in its error, and so not hold. A JSON null would not do: has(result.x) is
+// false on null without an error, so a postcondition such as
+// !has(result.error) would hold of a reply nobody could read.
+type NoResult struct {
+	Reason string // why there is no result, e.g. "the reply is not JSON"
+}
+
 // CheckResult evaluates the postconditions of the rules that apply to req
-// against the execution result (a decoded JSON value). A postcondition
+// against the execution result: a decoded JSON value (map[string]any,
+// []any, string, float64, bool or nil), or a NoResult. A postcondition
 // that fails to evaluate does not hold.
 func (p *Policy) CheckResult(req *Request, result any) []Verdict {
 	rules, ok := p.byType[req.Action.Type]
@@ -390,7 +401,11 @@ func (p *Policy) CheckResult(req *Request, result any) []Verdict {
 		}
 	}
 	act := newActivation(req, fields, p)
-	act.result = types.DefaultTypeAdapter.NativeToValue(result)
+	if nr, ok := result.(NoResult); ok {
+		act.result = types.NewErr("no result: %s", nr.Reason)
+	} else {
+		act.result = types.DefaultTypeAdapter.NativeToValue(result)
+	}
 	var out []Verdict
 	for _, r := range rules {
 		if r.post == nil {

@@ -153,25 +153,60 @@ func TestIndex(t *testing.T) {
 	}
 }
 
+// TestPostcondition checks the example of docs/policy-language.md
+// ("### postcondition") against results, and that a result nobody can read
+// (policy.NoResult) satisfies no postcondition that reads it.
 func TestPostcondition(t *testing.T) {
-	p := mustPolicy(t, policy.Options{}, `rule "Settled" {
-  precondition: action.type == "transfer"
-  postcondition: result.status == 200 && result.body.amount == action.amount
-  deny: "upstream did not confirm the amount"
+	p := mustPolicy(t, policy.Options{}, `rule "RefundMatchesRequest" {
+  precondition: action.type == "refund"
+  postcondition: result.status == "refunded" && result.amount == action.amount
+  deny: "The upstream refunded a different amount"
+}
+rule "NoUpstreamError" {
+  mode: shadow
+  precondition: action.type == "refund"
+  postcondition: !has(result.error)
+  deny: "The upstream reported an error"
 }
 `)
-	req := mustRequest(t, `{"action": {"type": "transfer", "amount": 5}, "now": "2026-11-22T10:00:00Z"}`)
-	ok := p.CheckResult(req, map[string]any{"status": 200.0, "body": map[string]any{"amount": 5.0}})
-	bad := p.CheckResult(req, map[string]any{"status": 200.0, "body": map[string]any{"amount": 6.0}})
-	broken := p.CheckResult(req, "not an object")
-	if len(ok) != 1 || !ok[0].Holds {
-		t.Errorf("matching result: got %+v, want it to hold", ok)
+	req := mustRequest(t, `{"action": {"type": "refund", "amount": 250}, "now": "2026-11-22T10:00:00Z"}`)
+	tests := []struct {
+		name   string
+		result any
+		want   string // each verdict: rule holds|violated[: error]
+	}{
+		{"the amount asked", map[string]any{"status": "refunded", "amount": 250.0},
+			"RefundMatchesRequest holds, NoUpstreamError holds"},
+		{"another amount", map[string]any{"status": "refunded", "amount": 25.0},
+			"RefundMatchesRequest violated, NoUpstreamError holds"},
+		{"an error", map[string]any{"status": "failed", "error": "card expired"},
+			"RefundMatchesRequest violated, NoUpstreamError violated"},
+		{"not an object", "refunded",
+			"RefundMatchesRequest violated: no such key: status, NoUpstreamError holds"},
+		{"no result", policy.NoResult{Reason: "the reply is not JSON"},
+			"RefundMatchesRequest violated: no result: the reply is not JSON, NoUpstreamError violated: no result: the reply is not JSON"},
 	}
-	if len(bad) != 1 || bad[0].Holds || bad[0].Message == "" {
-		t.Errorf("other amount: got %+v, want a violation with the message", bad)
-	}
-	if len(broken) != 1 || broken[0].Holds || broken[0].Error == "" {
-		t.Errorf("malformed result: got %+v, want a violation with the error", broken)
+	for _, tt := range tests {
+		var got []string
+		for _, v := range p.CheckResult(req, tt.result) {
+			s := v.Rule + " holds"
+			if !v.Holds {
+				s = v.Rule + " violated"
+				if v.Message == "" {
+					t.Errorf("%s: %s violated without its message", tt.name, v.Rule)
+				}
+			}
+			if v.Error != "" {
+				s += ": " + v.Error
+			}
+			if v.Shadow != (v.Rule == "NoUpstreamError") {
+				t.Errorf("%s: %s shadow %v", tt.name, v.Rule, v.Shadow)
+			}
+			got = append(got, s)
+		}
+		if g := strings.Join(got, ", "); g != tt.want {
+			t.Errorf("%s: got %v, want %v", tt.name, g, tt.want)
+		}
 	}
 	// Postcondition rules do not take part in the decision.
 	if d := p.Evaluate(req); d.Decision != policy.Deny || d.Reason != policy.ReasonDefaultDeny || len(d.Rules) != 0 {

@@ -185,6 +185,11 @@ type record struct {
 	Time     time.Time
 	awaiting bool // allowed, decide-only, waiting for the agent's report
 
+	// postconditions are the verdicts on the outcome in OutEntry, nil for
+	// none: a pointer, so that a decision without an outcome keeps 8 bytes
+	// for them, not a slice's 24 (BenchmarkRetained).
+	postconditions *[]policy.Verdict
+
 	agent                  policy.Agent
 	instruction, reasoning string
 	done                   chan struct{} // closed when a parked request is final
@@ -251,6 +256,10 @@ type Result struct {
 	Outcome   *Outcome         `json:"outcome,omitempty"`
 	// OutcomeReceipt is the outcome entry's receipt, once there is one.
 	OutcomeReceipt *Receipt `json:"outcome_receipt,omitempty"`
+	// Postconditions are the policy's verdicts on the outcome, as its
+	// entry records them: one for each postcondition that applies, checked
+	// when the outcome's status is ok.
+	Postconditions []policy.Verdict `json:"postconditions,omitempty"`
 	// Approval is the parked request's state, for require_approval decisions.
 	Approval *approval.Request `json:"approval,omitempty"`
 }
@@ -318,7 +327,7 @@ func (g *Gateway) run(ctx context.Context, rec *record, res *Result) error {
 		return err
 	}
 	ocr := receiptOf(or)
-	res.Outcome, res.OutcomeReceipt = &out, &ocr
+	res.Outcome, res.OutcomeReceipt, res.Postconditions = &out, &ocr, rec.verdicts()
 	return nil
 }
 
@@ -578,12 +587,8 @@ func (g *Gateway) execute(ctx context.Context, ex Executor, rec *record) Outcome
 func (g *Gateway) recordOutcome(ctx context.Context, rec *record, out Outcome) (audit.Receipt, error) {
 	var verdicts []policy.Verdict
 	if out.Status == StatusOK {
-		var result any
-		if len(out.Body) > 0 {
-			_ = json.Unmarshal(out.Body, &result)
-		}
-		verdicts = g.Active().Policy.CheckResult(&policy.Request{Action: rec.Action, Agent: policy.Agent{ID: rec.Agent}, Now: rec.Time},
-			map[string]any{"status": float64(out.HTTPStatus), "body": result})
+		verdicts = g.Active().Policy.CheckResult(&policy.Request{Action: rec.Action, Agent: rec.agent, Session: policy.Session{ID: rec.Session}, Now: rec.Time},
+			postconditionResult(out))
 	}
 	result, _ := json.Marshal(out)
 	e := &audit.Entry{
@@ -614,6 +619,9 @@ func (g *Gateway) recordOutcome(ctx context.Context, rec *record, out Outcome) (
 	g.stateMu.RUnlock()
 	g.mu.Lock()
 	rec.Outcome, rec.OutEntry, rec.awaiting = &out, &r, false
+	if len(verdicts) > 0 {
+		rec.postconditions = &verdicts
+	}
 	g.mu.Unlock()
 	return r, nil
 }
@@ -629,7 +637,7 @@ func (g *Gateway) Get(agent, id string) (*Result, error) {
 	if rec.Agent != agent {
 		return nil, ErrForbidden
 	}
-	res := &Result{RequestID: rec.ID, Decision: rec.Decision, Receipt: receiptOf(rec.Entry), Outcome: rec.Outcome}
+	res := &Result{RequestID: rec.ID, Decision: rec.Decision, Receipt: receiptOf(rec.Entry), Outcome: rec.Outcome, Postconditions: rec.verdicts()}
 	if g.approvals != nil && rec.done != nil {
 		if ar, err := g.approvals.m.Get(id); err == nil {
 			res.Approval = &ar

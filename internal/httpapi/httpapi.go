@@ -358,6 +358,7 @@ func (s *Server) decided(w http.ResponseWriter, r *http.Request, start time.Time
 		return
 	}
 	s.cfg.Metrics.decided(string(res.Decision.Decision), time.Since(start))
+	s.cfg.Metrics.checked(res.Postconditions)
 	writeJSON(w, http.StatusOK, res)
 }
 
@@ -433,6 +434,7 @@ func (s *Server) reportOutcome(w http.ResponseWriter, r *http.Request, agent pol
 		writeGatewayError(w, err)
 		return
 	}
+	s.cfg.Metrics.checked(res.Postconditions)
 	writeJSON(w, http.StatusOK, res)
 }
 
@@ -473,6 +475,9 @@ func (s *Server) vote(approve bool) func(http.ResponseWriter, *http.Request, pol
 		if err != nil {
 			writeApprovalError(w, err)
 			return
+		}
+		if res.Result != nil { // this approval executed the request
+			s.cfg.Metrics.checked(res.Result.Postconditions)
 		}
 		// The statement's signer is who approved; the token only admitted the caller.
 		writeJSON(w, http.StatusOK, res)

@@ -34,6 +34,13 @@ type env struct {
 
 func start(t *testing.T) *env {
 	t.Helper()
+	return startWith(t, rules, `{"done": true}`)
+}
+
+// startWith serves a gateway under the policy src whose transfer and
+// refund actions go to an upstream that answers reply.
+func startWith(t *testing.T, src, reply string) *env {
+	t.Helper()
 	dir := t.TempDir()
 	l, err := audit.Open(dir+"/log", audit.Options{SegmentSize: 1 << 20})
 	if err != nil {
@@ -49,7 +56,7 @@ func start(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := policy.FromSources([]policy.Source{{Name: "p.rules", Data: []byte(rules)}}, policy.Options{})
+	p, err := policy.FromSources([]policy.Source{{Name: "p.rules", Data: []byte(src)}}, policy.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,12 +66,11 @@ func start(t *testing.T) *env {
 		if got := r.Header.Get("Authorization"); got != "Bearer upstream-credential" {
 			t.Errorf("upstream saw Authorization %q", got)
 		}
-		io.WriteString(w, `{"done": true}`)
+		io.WriteString(w, reply)
 	}))
 	t.Cleanup(up.Close)
-	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Executors: map[string]gateway.Executor{
-		"transfer": &gateway.HTTPExecutor{Method: "POST", URL: up.URL, Headers: http.Header{"Authorization": {"Bearer upstream-credential"}}},
-	}})
+	ex := &gateway.HTTPExecutor{Method: "POST", URL: up.URL, Headers: http.Header{"Authorization": {"Bearer upstream-credential"}}}
+	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Executors: map[string]gateway.Executor{"transfer": ex, "refund": ex}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/rulelock/rulelock/policy"
 )
 
 // Metrics are the gateway's Prometheus metrics, on their own registry.
@@ -14,6 +16,8 @@ type Metrics struct {
 	decisions *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
 	failures  *prometheus.CounterVec
+	// postconditions counts verdicts by rule and verdict (holds, violated).
+	postconditions *prometheus.CounterVec
 	// LogSize and Pending are set by the caller.
 	LogSize prometheus.Gauge
 	Pending prometheus.Gauge
@@ -41,10 +45,13 @@ func NewMetrics() *Metrics {
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rulelock_fail_closed_total", Help: "Requests refused before or instead of a decision, by reason.",
 		}, []string{"reason"}),
+		postconditions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rulelock_postconditions_total", Help: "Postcondition verdicts on recorded outcomes, by rule and verdict (holds, violated).",
+		}, []string{"rule", "verdict"}),
 		LogSize: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rulelock_log_entries", Help: "Entries in the audit log."}),
 		Pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rulelock_approvals_pending", Help: "Requests waiting for approval."}),
 	}
-	m.reg.MustRegister(m.decisions, m.latency, m.failures, m.LogSize, m.Pending)
+	m.reg.MustRegister(m.decisions, m.latency, m.failures, m.postconditions, m.LogSize, m.Pending)
 	m.byDecision = map[string]decisionMetrics{}
 	for _, d := range []string{"allow", "deny", "require_approval"} {
 		m.byDecision[d] = decisionMetrics{m.decisions.WithLabelValues(d), m.latency.WithLabelValues(d)}
@@ -62,6 +69,17 @@ func (m *Metrics) decided(decision string, d time.Duration) {
 }
 
 func (m *Metrics) failClosed(reason string) { m.failures.WithLabelValues(reason).Inc() }
+
+// checked counts the postcondition verdicts on an outcome just recorded.
+func (m *Metrics) checked(verdicts []policy.Verdict) {
+	for _, v := range verdicts {
+		verdict := "violated"
+		if v.Holds {
+			verdict = "holds"
+		}
+		m.postconditions.WithLabelValues(v.Rule, verdict).Inc()
+	}
+}
 
 func (m *Metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})

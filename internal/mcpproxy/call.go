@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -250,13 +251,32 @@ func (p *Proxy) reply(res *gateway.Result) *mcp.CallToolResult {
 			Text: "allowed, but rulelock has no outcome for request " + res.RequestID}}}, res)
 	}
 	if full := p.results.take(res.RequestID); full != nil {
+		full.Content = append(slices.Clip(full.Content), violations(res)...)
 		return withDecision(full, res)
 	}
 	msg := res.Outcome.Error
 	if msg == "" {
 		msg = "the call's result is no longer held (status " + string(res.Outcome.Status) + ")"
 	}
-	return withDecision(&mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: msg}}}, res)
+	content := append([]mcp.Content{&mcp.TextContent{Text: msg}}, violations(res)...)
+	return withDecision(&mcp.CallToolResult{IsError: true, Content: content}, res)
+}
+
+// violations tells the agent, as text after the tool's own content, of the
+// enforced postconditions its call's result violates. It does not make the
+// result an error: the call was executed, and an agent that read isError as
+// "not done" might do it again.
+func violations(res *gateway.Result) []mcp.Content {
+	var parts []string
+	for _, v := range res.Postconditions {
+		if !v.Holds && !v.Shadow {
+			parts = append(parts, fmt.Sprintf("rule %q: %s", v.Rule, v.Message))
+		}
+	}
+	if len(parts) == 0 {
+		return nil
+	}
+	return []mcp.Content{&mcp.TextContent{Text: "rulelock: the call was executed, but its result violates the policy: " + strings.Join(parts, "; ")}}
 }
 
 // denial is the agent's view of a denied call: a tool result with isError,
@@ -294,6 +314,9 @@ func withDecision(r *mcp.CallToolResult, res *gateway.Result) *mcp.CallToolResul
 	}
 	if res.Outcome != nil {
 		meta["outcome_status"] = res.Outcome.Status
+	}
+	if len(res.Postconditions) > 0 {
+		meta["postconditions"] = res.Postconditions
 	}
 	r.Meta = mcp.Meta{MetaDecision: meta}
 	return r
