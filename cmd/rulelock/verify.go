@@ -14,6 +14,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/internal/replay"
 )
 
 const verifyUsage = `usage: rulelock verify DIR --key VKEY [--since FILE] [--json]
@@ -82,10 +83,27 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		return verifyFailure(e, err, *asJSON)
 	}
 	if *asJSON {
-		return writeJSON(e.stdout, map[string]any{
+		out := map[string]any{
 			"ok": true, "entries": rep.Entries, "checkpoints": rep.Checkpoints,
 			"size": rep.Size, "root": rep.Root.String(), "uncovered": rep.Uncovered,
-		})
+		}
+		if !*replay {
+			return writeJSON(e.stdout, out)
+		}
+		// One JSON document: the log's verification with the replay's
+		// summary under "replay", and ok false when it found anything.
+		sum, err := replaySummary(pos[0], *bundles, *config)
+		if err != nil {
+			return err
+		}
+		out["replay"], out["ok"] = sum, len(sum.Findings) == 0
+		if err := writeJSON(e.stdout, out); err != nil {
+			return err
+		}
+		if len(sum.Findings) > 0 {
+			return &exitError{code: 1}
+		}
+		return nil
 	}
 	fmt.Fprintf(e.stdout, "ok: %d entries, %d checkpoints; latest checkpoint covers %d entries, root %s\n",
 		rep.Entries, rep.Checkpoints, rep.Size, rep.Root)
@@ -98,16 +116,21 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-func runReplayVerify(e *env, logDir, bundles, config string, asJSON bool) error {
+// replaySummary runs verify --replay's re-evaluation of the log in logDir.
+func replaySummary(logDir, bundles, config string) (*replay.Summary, error) {
 	dataDir := filepath.Dir(filepath.Clean(logDir))
 	if bundles == "" {
 		bundles = filepath.Join(dataDir, "bundles")
 	}
 	opts, err := replayOptions(config, dataDir)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	sum, err := verifyReplay(logDir, bundles, opts)
+	return verifyReplay(logDir, bundles, opts)
+}
+
+func runReplayVerify(e *env, logDir, bundles, config string, asJSON bool) error {
+	sum, err := replaySummary(logDir, bundles, config)
 	if err != nil {
 		return err
 	}

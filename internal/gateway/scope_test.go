@@ -1,0 +1,129 @@
+package gateway_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/internal/gateway"
+	"github.com/rulelock/rulelock/policy"
+)
+
+const scopePolicy = `policy "scopes" {
+  default: deny
+}
+rule "Allow" {
+  precondition: action.type in ["transfer", "report"]
+  allow
+}
+rule "GlobalCap" {
+  precondition: action.type == "transfer" && action.to == "payee-g"
+  condition: global.total("transfer", "amount", {"to": action.to}, duration("24h")) + action.amount <= 10000
+  deny: "at most 10000 per payee per day, all agents together"
+}
+rule "PrincipalCap" {
+  precondition: action.type == "transfer" && action.to == "payee-p"
+  condition: principal.total("transfer", "amount", {"to": action.to}, duration("24h")) + action.amount <= 10000
+  deny: "at most 10000 per payee per day for the agents of one principal"
+}
+rule "ReportCap" {
+  precondition: action.type == "report"
+  condition: agent.count("report", {}, duration("24h")) < 1
+  deny: "one report a day"
+}
+`
+
+// TestLimitsAcrossAgents: ten concurrent transfers of 9,999 to one payee
+// from three agents, under a cap of 10,000 over all agents (global) and
+// over the agents of one principal: in each of 50 trials at most one is
+// allowed, and the log and the executions agree.
+func TestLimitsAcrossAgents(t *testing.T) {
+	p, err := policy.FromSources([]policy.Source{{Name: "s.rules", Data: []byte(scopePolicy)}}, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agents := []policy.Agent{{ID: "a1", Principal: "treasury"}, {ID: "a2", Principal: "treasury"}, {ID: "a3", Principal: "treasury"}}
+	for _, payee := range []string{"payee-g", "payee-p"} {
+		for trial := range 50 {
+			l, err := audit.Open(t.TempDir(), audit.Options{SegmentSize: 1 << 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			gw, err := gateway.New(gateway.Config{Policy: p, Log: l})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			total := 0
+			for i := range 10 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					res, err := gw.Submit(context.Background(), &gateway.Request{Agent: agents[i%3], Session: fmt.Sprint("s", i),
+						Action: action(t, fmt.Sprintf(`{"type": "transfer", "amount": 9999, "to": %q}`, payee))}, true)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if res.Decision.Decision == policy.Allow {
+						mu.Lock()
+						total += 9999
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+			l.Close()
+			if total > 10000 || total == 0 {
+				t.Fatalf("%s, trial %d: %d allowed in all, want 9999 (cap 10000)", payee, trial, total)
+			}
+		}
+	}
+}
+
+// TestReportedFailureDoesNotReleaseLimit: a decide-only action counts
+// against the limits whatever the agent reports of it: reporting an error
+// after each allowed action does not let the agent act again.
+func TestReportedFailureDoesNotReleaseLimit(t *testing.T) {
+	p, err := policy.FromSources([]policy.Source{{Name: "s.rules", Data: []byte(scopePolicy)}}, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := audit.Open(t.TempDir(), audit.Options{SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	gw, err := gateway.New(gateway.Config{Policy: p, Log: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	agent := policy.Agent{ID: "a1"}
+	first, err := gw.Submit(ctx, &gateway.Request{Agent: agent, Action: action(t, `{"type": "report", "n": 1}`)}, true)
+	if err != nil || first.Decision.Decision != policy.Allow {
+		t.Fatalf("first report: %+v %v", first, err)
+	}
+	if _, err := gw.ReportOutcome(ctx, agent.ID, first.RequestID, gateway.Outcome{Status: gateway.StatusError}); err != nil {
+		t.Fatal(err)
+	}
+	second, err := gw.Submit(ctx, &gateway.Request{Agent: agent, Action: action(t, `{"type": "report", "n": 2}`)}, true)
+	if err != nil || second.Decision.Decision != policy.Deny {
+		t.Fatalf("second report after a reported error: got %+v (%v), want deny", second.Decision, err)
+	}
+	// A restarted gateway folds the log to the same state.
+	gw2, err := gateway.New(gateway.Config{Policy: p, Log: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gw2.Rebuild(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	third, err := gw2.Submit(ctx, &gateway.Request{Agent: agent, Action: action(t, `{"type": "report", "n": 3}`)}, true)
+	if err != nil || third.Decision.Decision != policy.Deny {
+		t.Fatalf("after a restart: got %+v (%v), want deny", third.Decision, err)
+	}
+}
