@@ -19,7 +19,7 @@ func (c *compiler) stateReads(r *compiledRule, e *Expr, checked *cel.Ast) bool {
 	ok := true
 	fail := func(id int64, format string, args ...any) {
 		pos := e.Pos
-		if loc, found := native.SourceInfo().GetStartLocation(id), true; found && loc.Line() > 0 {
+		if loc := native.SourceInfo().GetStartLocation(id); loc.Line() > 0 {
 			if loc.Line() == 1 {
 				pos.Col += loc.Column()
 			} else {
