@@ -84,11 +84,10 @@ func (x *Index) Key() string {
 // Query is one call of a stateful helper.
 type Query struct {
 	Index  *Index
-	Values []any          // the match values, in Index.Keys order
-	Window time.Duration  // count and total: actions with a time in (Now-Window, Now]
-	Now    time.Time      // the request's now
-	Want   QueryKind      // what the helper needs
-	Action map[string]any // unused by ledgers; the request's action, for tracing
+	Values []any         // the match values, in Index.Keys order
+	Window time.Duration // count and total: actions with a time in (Now-Window, Now]
+	Now    time.Time     // the request's now
+	Want   QueryKind     // what the helper needs
 }
 
 // QueryKind says which helper asks.

@@ -61,8 +61,10 @@ type BlobReader interface {
 	Blob(d audit.Digest) ([]byte, error)
 }
 
-// Decode reads a DECISION entry. The action must be canonical and match
-// the entry's action_sha256; a refusal's raw text decodes to a nil Action.
+// Decode reads a DECISION entry: its state and its action, decoded
+// strictly and canonicalised; a refusal's raw text decodes to a nil Action.
+// It does not compare the action with the entry's action_sha256 (the
+// verifier's job; not done yet).
 func Decode(e *audit.Entry, blobs BlobReader) (*Decoded, error) {
 	st, err := DecodeDecisionState(e.State)
 	if err != nil {
