@@ -23,7 +23,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -158,6 +158,7 @@ type Gateway struct {
 	ledger     *ledger.Ledger
 	installed  []*policy.Policy // every policy the ledger keeps indexes for
 	decided    atomic.Int64     // decisions made live (a log that cannot be read back is not empty then)
+	folded     bool             // Rebuild folded entries into the ledger (under stateMu)
 	none       *policy.Policy   // the deny-everything policy of a gateway with none active
 	overBudget atomic.Int64     // decisions denied for the memory budget
 
@@ -430,7 +431,12 @@ func gatewayDeny(d *policy.Decision, r ledger.Reason, msg string) *policy.Decisi
 // cached by roles and principal (they come from authentication and rarely
 // change).
 func (g *Gateway) stateJSON(agent policy.Agent) string {
-	key := agent.Principal + "\x00" + strings.Join(agent.Roles, "\x00")
+	// Length-prefixed, so that no two agents' roles and principal share a
+	// key (a role may contain any byte).
+	key := strconv.Itoa(len(agent.Principal)) + ":" + agent.Principal
+	for _, r := range agent.Roles {
+		key += strconv.Itoa(len(r)) + ":" + r
+	}
 	if s, ok := g.states.Load(key); ok {
 		return s.(string)
 	}
@@ -733,15 +739,6 @@ type Active struct {
 // Active returns the policy in force.
 func (g *Gateway) Active() *Active { return g.active.Load() }
 
-// evaluate decides with the active policy; the decision names the active
-// digest (a bundle's, not its sources').
-func (g *Gateway) evaluate(req *policy.Request) *policy.Decision {
-	a := g.Active()
-	d := a.Policy.Evaluate(req)
-	d.Policy = a.Digest
-	return d
-}
-
 // ErrRollback refuses a bundle that is not newer than the active one.
 var ErrRollback = errors.New("bundle version is not higher than the active one")
 
@@ -783,43 +780,54 @@ func (g *Gateway) Activate(ctx context.Context, a *Active) error {
 	return nil
 }
 
-// install makes the ledger keep the indexes p reads. New indexes need the
-// actions already in the log: the ledger is folded again from the log (the
-// same fold as Rebuild) with every index installed so far. g.stateMu is
-// held for writing.
+// install makes the ledger keep what p reads. What the ledger does not keep
+// yet needs the actions already in the log: a new ledger with every policy
+// installed so far and p is folded from the log (the same fold as Rebuild)
+// and replaces the current one only when that worked, so a failed install
+// leaves no empty index behind. g.stateMu is held for writing.
 func (g *Gateway) install(p *policy.Policy) error {
-	g.installed = append(g.installed, p)
-	if len(g.ledger.Install(p)) == 0 {
+	if g.ledger.Covers(p) {
+		g.ledger.Install(p) // the same indexes, known by p's pointers too
+		g.installed = append(g.installed, p)
 		return nil
 	}
 	lr, ok := g.cfg.Log.(LogReader)
-	if !ok || lr.Size() == 0 {
-		if ok || g.decided.Load() == 0 {
-			return nil // nothing to fold
+	if !ok {
+		if g.decided.Load() > 0 || g.folded {
+			return fmt.Errorf("the policy reads state the ledger does not keep, and the log cannot be read back to fill it")
 		}
-		return fmt.Errorf("the policy reads new indexes and the log cannot be read back to fill them")
+		g.ledger.Install(p) // nothing recorded yet: empty is right
+		g.installed = append(g.installed, p)
+		return nil
 	}
 	l := ledger.New(ledger.Options{Retention: g.cfg.Retention, Budget: g.cfg.Budget})
-	for _, q := range g.installed {
+	for _, q := range append(g.installed, p) {
 		l.Install(q)
 	}
-	err := EachEntry(lr, func(i int64, raw []byte, e *audit.Entry) error {
-		var d *ledger.Decoded
-		if e.Kind == audit.KindDecision {
-			var err error
-			if d, err = ledger.Decode(e, lr); err != nil {
-				return fmt.Errorf("entry %d: %w", i, err)
-			}
-		}
-		l.Apply(e, d)
-		return nil
-	})
-	if err != nil {
+	if err := EachEntry(lr, func(i int64, raw []byte, e *audit.Entry) error {
+		_, err := foldEntry(l, lr, i, e)
+		return err
+	}); err != nil {
 		return fmt.Errorf("fold the log for the policy's new indexes: %w", err)
 	}
 	l.Sweep(g.cfg.Now())
 	g.ledger = l
+	g.installed = append(g.installed, p)
 	return nil
+}
+
+// foldEntry folds entry i into l, decoding it first when it is a decision
+// (returned; nil otherwise): the one loop body of Rebuild and install.
+func foldEntry(l *ledger.Ledger, lr LogReader, i int64, e *audit.Entry) (*ledger.Decoded, error) {
+	var d *ledger.Decoded
+	if e.Kind == audit.KindDecision {
+		var err error
+		if d, err = ledger.Decode(e, lr); err != nil {
+			return nil, fmt.Errorf("entry %d: %w", i, err)
+		}
+	}
+	l.Apply(e, d)
+	return d, nil
 }
 
 // LastActivation returns the digest of the last policy activation Rebuild

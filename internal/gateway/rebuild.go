@@ -61,13 +61,13 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 	var events []approval.Event
 	g.stateMu.Lock()
 	err := EachEntry(lr, func(i int64, raw []byte, e *audit.Entry) error {
-		var d *ledger.Decoded
+		d, err := foldEntry(g.ledger, lr, i, e)
+		if err != nil {
+			return err
+		}
+		g.folded = true
 		switch e.Kind {
 		case audit.KindDecision:
-			var err error
-			if d, err = ledger.Decode(e, lr); err != nil {
-				return fmt.Errorf("entry %d: %w", i, err)
-			}
 			if d.Action == nil {
 				return nil // a request refused before decoding (Refuse): nothing to restore
 			}
@@ -98,7 +98,6 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 				rec.OutEntry = &r
 			}
 		}
-		g.ledger.Apply(e, d)
 		return nil
 	})
 	g.ledger.Sweep(g.cfg.Now())

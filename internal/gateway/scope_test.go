@@ -127,3 +127,45 @@ func TestReportedFailureDoesNotReleaseLimit(t *testing.T) {
 		t.Fatalf("after a restart: got %+v (%v), want deny", third.Decision, err)
 	}
 }
+
+// TestActivationFillsNewIndexes: a policy activated at run time that reads
+// an index the ledger did not keep counts the actions decided before it
+// (the gateway folds the log again), so a new limit holds from its first
+// decision.
+func TestActivationFillsNewIndexes(t *testing.T) {
+	allow, err := policy.FromSources([]policy.Source{{Name: "a.rules", Data: []byte("policy \"a\" {\n  default: allow\n}\n")}}, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	capped, err := policy.FromSources([]policy.Source{{Name: "s.rules", Data: []byte(scopePolicy)}}, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := audit.Open(t.TempDir(), audit.Options{SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	gw, err := gateway.New(gateway.Config{Policy: allow, Log: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	transfer := func(agent string) *gateway.Result {
+		t.Helper()
+		res, err := gw.Submit(ctx, &gateway.Request{Agent: policy.Agent{ID: agent}, Action: action(t, `{"type": "transfer", "amount": 9999, "to": "payee-g"}`)}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if d := transfer("a1").Decision.Decision; d != policy.Allow {
+		t.Fatalf("before the cap: %s, want allow", d)
+	}
+	if err := gw.Activate(ctx, &gateway.Active{Policy: capped, Digest: capped.Digest(), Dev: true, Source: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if d := transfer("a2").Decision; d.Decision != policy.Deny {
+		t.Fatalf("after the cap, with 9999 already sent by another agent: %s %v, want deny", d.Decision, d.Rules)
+	}
+}

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"sync"
 	"time"
 
 	"github.com/rulelock/rulelock/policy"
@@ -167,35 +168,18 @@ func historyOutcome(status Status, c Consequence) string {
 // point left, sessions and agents with nothing left.
 func (l *Ledger) Sweep(now time.Time) {
 	cutoff := now.Add(-l.opts.Retention)
-	l.mu.Lock()
-	agents := make(map[string]*agentScope, len(l.agents))
-	for id, as := range l.agents {
-		agents[id] = as
-	}
-	principals := make(map[string]*store, len(l.principals))
-	for id, st := range l.principals {
-		principals[id] = st
-	}
-	l.mu.Unlock()
 	l.global.mu.Lock()
 	l.sweepSeries(l.global.series, cutoff.UnixNano())
 	l.global.mu.Unlock()
-	for id, st := range principals {
+	l.principals.Range(func(k, v any) bool {
+		st := v.(*store)
 		st.mu.Lock()
 		l.sweepSeries(st.series, cutoff.UnixNano())
-		empty := len(st.series) == 0
-		st.dead = empty
-		st.mu.Unlock()
-		if empty {
-			l.mu.Lock()
-			if l.principals[id] == st {
-				delete(l.principals, id)
-				l.bytes.Add(-scopeBytes)
-			}
-			l.mu.Unlock()
-		}
-	}
-	for id, as := range agents {
+		l.dropIfEmpty(&l.principals, k, v, st, len(st.series) == 0)
+		return true
+	})
+	l.agents.Range(func(k, v any) bool {
+		as := v.(*agentScope)
 		as.mu.Lock()
 		tx := &Txn{l: l, as: as}
 		tx.pruneFacts(cutoff.UnixNano())
@@ -208,17 +192,18 @@ func (l *Ledger) Sweep(now time.Time) {
 				l.bytes.Add(-scopeBytes)
 			}
 		}
-		empty := len(as.series) == 0 && len(as.sessions) == 0 && len(as.facts) == 0
-		as.dead = empty
-		as.mu.Unlock()
-		if empty {
-			l.mu.Lock()
-			if l.agents[id] == as {
-				delete(l.agents, id)
-				l.bytes.Add(-scopeBytes)
-			}
-			l.mu.Unlock()
-		}
+		l.dropIfEmpty(&l.agents, k, v, &as.store, len(as.series) == 0 && len(as.sessions) == 0 && len(as.facts) == 0)
+		return true
+	})
+}
+
+// dropIfEmpty marks the state v of key (st, locked on entry) dead and
+// removes it from m when it holds nothing, then unlocks it.
+func (l *Ledger) dropIfEmpty(m *sync.Map, key, v any, st *store, empty bool) {
+	st.dead = empty
+	st.mu.Unlock()
+	if empty && m.CompareAndDelete(key, v) {
+		l.bytes.Add(-scopeBytes)
 	}
 }
 

@@ -33,9 +33,8 @@ type Ledger struct {
 	opts Options
 	tab  atomic.Pointer[table]
 
-	mu         sync.Mutex // guards agents and principals (the maps, not their contents)
-	agents     map[string]*agentScope
-	principals map[string]*store
+	agents     sync.Map // agent id -> *agentScope
+	principals sync.Map // principal id -> *store
 	global     store
 
 	bytes atomic.Int64
@@ -113,7 +112,7 @@ func New(opts Options) *Ledger {
 	if opts.Budget <= 0 {
 		opts.Budget = DefaultBudget
 	}
-	l := &Ledger{opts: opts, agents: map[string]*agentScope{}, principals: map[string]*store{}}
+	l := &Ledger{opts: opts}
 	l.global.series = map[seriesKey]*series{}
 	l.tab.Store(&table{byKey: map[string]*spec{}, byIndex: map[*policy.Index]*spec{}, byType: map[string][]*spec{}})
 	return l
@@ -145,10 +144,28 @@ func CheckRetention(p *policy.Policy, retention time.Duration) error {
 	return nil
 }
 
+// Covers reports whether the ledger already keeps everything p reads: its
+// indexes and, if p reads session.history, the sessions' actions. When it
+// does not, installing p leaves that state empty, and the caller must fold
+// the log into a new ledger instead (what the gateway does on activation).
+func (l *Ledger) Covers(p *policy.Policy) bool {
+	t := l.tab.Load()
+	reads := p.Reads()
+	if reads.History && !t.history {
+		return false
+	}
+	for _, x := range reads.Indexes {
+		if _, ok := t.byKey[x.Key()]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
 // Install makes the ledger keep the indexes p reads (those it already keeps
-// stay). It returns the indexes that are new: they are empty, and the
-// caller must fold the log's entries within the retention window into them
-// (Backfill) before a decision under p reads them.
+// stay), and the sessions' actions if p reads session.history. It returns
+// the indexes that are new. What is new starts empty: install into a ledger
+// that Covers p, or into a new one before folding the log into it.
 func (l *Ledger) Install(p *policy.Policy) []*policy.Index {
 	old := l.tab.Load()
 	reads := p.Reads()
@@ -224,38 +241,39 @@ func (l *Ledger) begin(tab *table, agent policy.Agent, session string, scopes po
 }
 
 func (l *Ledger) lockAgent(id string) *agentScope {
-	for {
-		l.mu.Lock()
-		as, ok := l.agents[id]
-		if !ok {
-			as = &agentScope{store: store{series: map[seriesKey]*series{}}, sessions: map[string]*sessionScope{}, facts: map[string]*fact{}}
-			l.agents[id] = as
-			l.bytes.Add(scopeBytes)
-		}
-		l.mu.Unlock()
-		as.mu.Lock()
-		if !as.dead {
-			return as
-		}
-		as.mu.Unlock()
-	}
+	return lockIn(&l.agents, id, &l.bytes, func() *agentScope {
+		return &agentScope{store: store{series: map[seriesKey]*series{}}, sessions: map[string]*sessionScope{}, facts: map[string]*fact{}}
+	})
 }
 
 func (l *Ledger) lockPrincipal(id string) *store {
+	return lockIn(&l.principals, id, &l.bytes, func() *store { return &store{series: map[seriesKey]*series{}} })
+}
+
+// scoped is a scope's state kept in a sync.Map by key.
+type scoped interface{ base() *store }
+
+func (s *store) base() *store { return s }
+
+// lockIn returns the state of key in m, made by mk if there is none, with
+// its lock held. The lookup takes no lock shared by every scope: decisions
+// that share no scope never wait on each other. A state that Sweep dropped
+// while it was being looked up is dead, and looked up again.
+func lockIn[T scoped](m *sync.Map, key string, bytes *atomic.Int64, mk func() T) T {
 	for {
-		l.mu.Lock()
-		st, ok := l.principals[id]
+		v, ok := m.Load(key)
 		if !ok {
-			st = &store{series: map[seriesKey]*series{}}
-			l.principals[id] = st
-			l.bytes.Add(scopeBytes)
+			if v, ok = m.LoadOrStore(key, mk()); !ok {
+				bytes.Add(scopeBytes)
+			}
 		}
-		l.mu.Unlock()
-		st.mu.Lock()
-		if !st.dead {
-			return st
+		t := v.(T)
+		s := t.base()
+		s.mu.Lock()
+		if !s.dead {
+			return t
 		}
-		st.mu.Unlock()
+		s.mu.Unlock()
 	}
 }
 
