@@ -224,7 +224,7 @@ func (c *compiler) buildEnvs(data map[string]any) {
 		ext.Sets(),
 		ext.Lists(),
 		ext.Math(),
-		cel.Lib(sessionLib{}),
+		cel.Lib(scopeLib{}),
 	)
 	if err != nil {
 		c.errorf(Pos{}, "cel environment: %v", err)
@@ -257,11 +257,11 @@ func (c *compiler) buildEnvs(data map[string]any) {
 	c.p.data = types.DefaultTypeAdapter.NativeToValue(data)
 }
 
-// sessionLib declares the stateful helpers of the scopes.
-type sessionLib struct{}
+// scopeLib declares the stateful helpers of the scopes.
+type scopeLib struct{}
 
-func (sessionLib) CompileOptions() []cel.EnvOption     { return scopeFunctions() }
-func (sessionLib) ProgramOptions() []cel.ProgramOption { return nil }
+func (scopeLib) CompileOptions() []cel.EnvOption     { return scopeFunctions() }
+func (scopeLib) ProgramOptions() []cel.ProgramOption { return nil }
 
 func (c *compiler) compileRule(r *Rule) {
 	cr := &compiledRule{Rule: r}

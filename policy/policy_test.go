@@ -228,6 +228,13 @@ func TestCompileErrors(t *testing.T) {
 		{"rule \"x\" {\n  require_approval {\n    approvers: 0\n  }\n}\n", "p.rules:3:16: approvers must be a whole number from 1 to 16"},
 		{"rule \"x\" {\n  deny: \"unterminated\n}\n", "p.rules:2:9: string not terminated"},
 		{"rule \"x\" {\n  condition: now()\n  deny: \"x\"\n}\n", "p.rules:2:17: undeclared reference to 'now'"},
+		// The stateful helpers' indexes must be known when compiling.
+		{"rule \"x\" {\n  condition: agent.count(action.type, {}, duration(\"1h\")) < 3\n  deny: \"x\"\n}\n", "p.rules:2:26: agent.count: the action type must be a string literal"},
+		{"rule \"x\" {\n  condition: global.total(\"t\", \"n\", action.m, duration(\"1h\")) < 3.0\n  deny: \"x\"\n}\n", "p.rules:2:37: global.total: the match must be a map literal"},
+		{"rule \"x\" {\n  condition: session.count(\"t\", {action.k: 1}, duration(\"1h\")) < 3\n  deny: \"x\"\n}\n", "p.rules:2:33: session.count: the match must be a map literal"},
+		{"rule \"x\" {\n  condition: principal.count(\"t\", {}, duration(action.w)) < 3\n  deny: \"x\"\n}\n", "p.rules:2:39: principal.count: the window must be a literal"},
+		{"rule \"x\" {\n  postcondition: global.succeeded(\"t\", {})\n  deny: \"x\"\n}\n", "p.rules:2:18: global.succeeded: a postcondition sees the result, not earlier actions"},
+		{"rule \"x\" {\n  condition: global.count(\"t\", {\"to\": action.to}, duration(\"1h\")) < 3\n  deny: \"x\"\n}\n", ""},
 	}
 	for _, tt := range tests {
 		_, err := policy.FromSources([]policy.Source{{Name: "p.rules", Data: []byte(tt.src)}}, policy.Options{})

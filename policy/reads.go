@@ -17,14 +17,19 @@ import (
 func (c *compiler) stateReads(r *compiledRule, e *Expr, checked *cel.Ast) bool {
 	native := checked.NativeRep()
 	ok := true
-	fail := func(id int64, format string, args ...any) {
+	fail := func(at celast.Expr, format string, args ...any) {
 		pos := e.Pos
-		if loc := native.SourceInfo().GetStartLocation(id); loc.Line() > 0 {
+		start := exprStart(at)
+		if loc := native.SourceInfo().GetStartLocation(start.ID()); loc.Line() > 0 {
+			col := loc.Column()
+			if start.Kind() == celast.CallKind {
+				col -= len(start.AsCall().FunctionName()) // CEL places a call at its parenthesis
+			}
 			if loc.Line() == 1 {
-				pos.Col += loc.Column()
+				pos.Col += col
 			} else {
 				pos.Line += loc.Line() - 1
-				pos.Col = loc.Column() + 1
+				pos.Col = col + 1
 			}
 		}
 		c.errorf(pos, format, args...)
@@ -71,10 +76,16 @@ func (c *compiler) stateReads(r *compiledRule, e *Expr, checked *cel.Ast) bool {
 				return
 			}
 			name := sc.String() + "." + call.FunctionName()
+			if e == r.Postcondition {
+				// CheckResult runs outside the decision's hold on the
+				// scopes: what it read would be neither atomic nor replayed.
+				fail(x, "%s: a postcondition sees the result, not earlier actions (check limits in a condition)", name)
+				return
+			}
 			idx := &Index{Scope: sc}
 			typ, isLit := stringLit(args[0])
 			if !isLit {
-				fail(args[0].ID(), "%s: the action type must be a string literal (the ledger keeps an index per type)", name)
+				fail(args[0], "%s: the action type must be a string literal (the ledger keeps an index per type)", name)
 				return
 			}
 			idx.Type = typ
@@ -82,25 +93,25 @@ func (c *compiler) stateReads(r *compiledRule, e *Expr, checked *cel.Ast) bool {
 			if kind == QueryTotal {
 				field, isLit := stringLit(args[1])
 				if !isLit {
-					fail(args[1].ID(), "%s: the field must be a string literal", name)
+					fail(args[1], "%s: the field must be a string literal", name)
 					return
 				}
 				idx.Field, m = field, 2
 			}
 			keys, keysOK := mapLiteralKeys(args[m])
 			if !keysOK {
-				fail(args[m].ID(), "%s: the match must be a map literal with string literal keys, such as {\"to\": action.to}", name)
+				fail(args[m], "%s: the match must be a map literal with string literal keys, such as {\"to\": action.to}", name)
 				return
 			}
 			idx.Keys = keys
 			if kind != QuerySucceeded {
 				w, wOK := durationLit(args[m+1])
 				if !wOK {
-					fail(args[m+1].ID(), "%s: the window must be a literal such as duration(\"24h\")", name)
+					fail(args[m+1], "%s: the window must be a literal such as duration(\"24h\")", name)
 					return
 				}
 				if w <= 0 {
-					fail(args[m+1].ID(), "%s: the window must be positive", name)
+					fail(args[m+1], "%s: the window must be positive", name)
 					return
 				}
 				c.p.reads.MaxWindow = max(c.p.reads.MaxWindow, w)
@@ -160,4 +171,22 @@ func durationLit(e celast.Expr) (time.Duration, bool) {
 	}
 	d, err := time.ParseDuration(s)
 	return d, err == nil
+}
+
+// exprStart is the leftmost part of x, where its text starts: CEL places a
+// selection at its dot and a member call at its name.
+func exprStart(x celast.Expr) celast.Expr {
+	for {
+		switch x.Kind() {
+		case celast.SelectKind:
+			x = x.AsSelect().Operand()
+		case celast.CallKind:
+			if !x.AsCall().IsMemberFunction() {
+				return x
+			}
+			x = x.AsCall().Target()
+		default:
+			return x
+		}
+	}
 }
