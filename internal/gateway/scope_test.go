@@ -169,3 +169,48 @@ func TestActivationFillsNewIndexes(t *testing.T) {
 		t.Fatalf("after the cap, with 9999 already sent by another agent: %s %v, want deny", d.Decision, d.Rules)
 	}
 }
+
+// TestRefusalsFoldToNothing: a request refused before it was decoded is
+// in the log with what the agent sent; even when that text parses as an
+// action, neither the live gateway nor a restarted one counts it in the
+// session's history.
+func TestRefusalsFoldToNothing(t *testing.T) {
+	p, err := policy.FromSources([]policy.Source{{Name: "h.rules", Data: []byte(`policy "h" {
+  default: allow
+}
+rule "FirstOnly" {
+  condition: session.history.size() == 0
+  deny: "one action per session"
+}
+`)}}, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := audit.Open(t.TempDir(), audit.Options{SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx := context.Background()
+	agent := policy.Agent{ID: "a1"}
+	gw, err := gateway.New(gateway.Config{Policy: p, Log: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gw.Refuse(ctx, agent, "bad_request", "unknown field", []byte(`{"type": "report", "n": 1}`)); err != nil {
+		t.Fatal(err)
+	}
+	restarted, err := gateway.New(gateway.Config{Policy: p, Log: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := restarted.Rebuild(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	for name, g := range map[string]*gateway.Gateway{"live": gw, "restarted": restarted} {
+		res, err := g.Submit(ctx, &gateway.Request{Agent: agent, Action: action(t, `{"type": "report", "n": 2}`)}, false)
+		if err != nil || res.Decision.Decision != policy.Allow {
+			t.Errorf("%s: %+v %v, want allow (the refusal is not in the history)", name, res, err)
+		}
+	}
+}

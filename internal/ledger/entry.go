@@ -48,7 +48,8 @@ type RequirementState struct {
 
 // Decoded is a DECISION entry read back: the request as the gateway
 // evaluated it. Action is nil for a request refused before decoding
-// (malformed, oversized): nothing was evaluated and nothing is folded.
+// (malformed, oversized; recorded without a decision state): nothing was
+// evaluated and nothing is folded.
 type Decoded struct {
 	Action   *policy.Action
 	Agent    policy.Agent
@@ -72,6 +73,13 @@ func Decode(e *audit.Entry, blobs BlobReader) (*Decoded, error) {
 	}
 	d := &Decoded{State: st, Decision: Decision(e.Decision),
 		Agent: policy.Agent{ID: e.Agent, Roles: st.AgentRoles, Principal: st.Principal}}
+	if e.State.IsZero() {
+		// Only a refusal (gateway.Refuse: malformed, oversized, of an
+		// unknown shape) has no decision state: its action text is what the
+		// agent sent, never evaluated, and folds to nothing, even when it
+		// happens to parse as an action.
+		return d, nil
+	}
 	text := e.Action.Text
 	if text == "" && !e.Action.Digest.IsZero() {
 		b, err := blobs.Blob(e.Action.Digest)
@@ -82,16 +90,10 @@ func Decode(e *audit.Entry, blobs BlobReader) (*Decoded, error) {
 	}
 	v, err := strictjson.Decode([]byte(text), strictjson.Limits{})
 	if err != nil {
-		if e.Decision == string(Deny) {
-			return d, nil // refused before decoding
-		}
 		return nil, fmt.Errorf("action: %w", err)
 	}
 	act, err := policy.NewAction(v)
 	if err != nil {
-		if e.Decision == string(Deny) {
-			return d, nil
-		}
 		return nil, err
 	}
 	d.Action = &act
