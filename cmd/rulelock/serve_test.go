@@ -250,8 +250,21 @@ func TestVerifyReplay(t *testing.T) {
 		}
 		return out
 	}
+	// verifyJSON is verify --replay --json: one document whose "replay"
+	// holds the replay's summary, and its exit code.
+	verifyJSON := func() (map[string]any, int) {
+		out, code, stderr := cliCode(t, data, "verify", logDir, "--key", filepath.Join(data, "log.pub"), "--replay", "--json")
+		var doc map[string]any
+		if err := json.Unmarshal([]byte(out), &doc); err != nil {
+			t.Fatalf("verify --json: %v: %s %s", err, out, stderr)
+		}
+		return doc, code
+	}
 	if out := verify(); !strings.Contains(out, "3 decisions replayed, 0 findings") {
 		t.Fatalf("clean log:\n%s", out)
+	}
+	if doc, code := verifyJSON(); code != 0 || doc["ok"] != true || doc["replay"].(map[string]any)["decisions_replayed"] != 3.0 {
+		t.Fatalf("clean log, --json: exit %d, %v", code, doc)
 	}
 
 	// Forge entries the way an insider with write access to the log would
@@ -294,6 +307,9 @@ func TestVerifyReplay(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("verify --replay lacks %q:\n%s", want, out)
 		}
+	}
+	if doc, code := verifyJSON(); code != 1 || doc["ok"] != false || len(doc["replay"].(map[string]any)["findings"].([]any)) < 3 {
+		t.Errorf("forged log, --json: exit %d, %v; want exit 1, ok false and the findings", code, doc)
 	}
 
 	// The archived policy, altered: every decision's policy is now suspect.
