@@ -392,3 +392,33 @@ func TestExamplePolicies(t *testing.T) {
 		}
 	}
 }
+
+// TestServeRefusesShortRetention: a retention shorter than the longest
+// window the policy reads would forget actions a limit counts: serve
+// refuses to start, and says which window.
+func TestServeRefusesShortRetention(t *testing.T) {
+	var stderr bytes.Buffer
+	e := &env{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: &stderr, getenv: func(string) string { return "" }}
+	cfg := devConfig(filepath.Join(t.TempDir(), "data"))
+	cfg.Limits.Retention.Duration = 2 * time.Second
+	g, err := startGateway(context.Background(), e, cfg, false)
+	if err == nil {
+		g.ln.Close()
+		t.Fatal("the gateway started with a 2s retention under a 24h limit")
+	}
+	if !strings.Contains(err.Error(), "window of 24h0m0s, longer than the retention of 2s") {
+		t.Errorf("got %v, want the window and the retention named", err)
+	}
+}
+
+// TestConfigRefusesMaxHistory: the count cap is gone; a config that still
+// sets it is refused with a pointer to what bounds memory now.
+func TestConfigRefusesMaxHistory(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rulelock.yaml")
+	if err := os.WriteFile(path, []byte("limits:\n  max_history: 1000\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readConfig(path); err == nil || !strings.Contains(err.Error(), "limits.memory_budget") {
+		t.Errorf("got %v, want a refusal naming limits.memory_budget", err)
+	}
+}
