@@ -736,6 +736,20 @@ type Active struct {
 	None bool
 }
 
+// LedgerStats is what the ledger keeps and how often it was full.
+type LedgerStats struct {
+	Bytes      int64 // the ledger's estimate of the memory it keeps
+	Budget     int64 // its budget (limits.memory_budget)
+	OverBudget int64 // decisions denied memory_budget since the start
+}
+
+// Ledger reports the ledger's size against its budget.
+func (g *Gateway) Ledger() LedgerStats {
+	g.stateMu.RLock()
+	defer g.stateMu.RUnlock()
+	return LedgerStats{Bytes: g.ledger.Bytes(), Budget: g.ledger.Budget(), OverBudget: g.overBudget.Load()}
+}
+
 // Active returns the policy in force.
 func (g *Gateway) Active() *Active { return g.active.Load() }
 

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -212,5 +213,52 @@ rule "FirstOnly" {
 		if err != nil || res.Decision.Decision != policy.Allow {
 			t.Errorf("%s: %+v %v, want allow (the refusal is not in the history)", name, res, err)
 		}
+	}
+}
+
+// TestMemoryBudget: over its memory budget the ledger takes no new action:
+// decisions are denied memory_budget (counted), and neither the denial nor
+// its request is kept, so an agent that keeps sending grows nothing.
+func TestMemoryBudget(t *testing.T) {
+	p, err := policy.FromSources([]policy.Source{{Name: "s.rules", Data: []byte(scopePolicy)}}, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := audit.Open(t.TempDir(), audit.Options{SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Budget: 2000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var denied []string
+	for i := range 20 {
+		res, err := gw.Submit(ctx, &gateway.Request{Agent: policy.Agent{ID: fmt.Sprint("a", i)},
+			Action: action(t, fmt.Sprintf(`{"type": "transfer", "amount": 1, "to": "payee-%d"}`, i))}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Decision.Reason == "memory_budget" {
+			denied = append(denied, res.RequestID)
+		}
+	}
+	st := gw.Ledger()
+	if len(denied) == 0 || st.OverBudget != int64(len(denied)) || st.Budget != 2000 {
+		t.Fatalf("denied %d, stats %+v; want some memory_budget denials, all counted", len(denied), st)
+	}
+	before := st.Bytes
+	for _, id := range denied {
+		if _, err := gw.Get("", id); !errors.Is(err, gateway.ErrNotFound) {
+			t.Errorf("denied request %s kept: %v", id, err)
+		}
+	}
+	for range 50 {
+		gw.Submit(ctx, &gateway.Request{Agent: policy.Agent{ID: "a0"}, Action: action(t, `{"type": "transfer", "amount": 1, "to": "payee-0"}`)}, false)
+	}
+	if after := gw.Ledger().Bytes; after != before {
+		t.Errorf("ledger bytes went from %d to %d while every action was denied", before, after)
 	}
 }

@@ -540,6 +540,10 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request, _ policy.Agent)
 		s.cfg.Metrics.LogSize.Set(float64(s.cfg.Log.Size()))
 	}
 	s.cfg.Metrics.Pending.Set(float64(len(s.cfg.Gateway.Pending())))
+	st := s.cfg.Gateway.Ledger()
+	s.cfg.Metrics.ledgerBytes.Set(float64(st.Bytes))
+	s.cfg.Metrics.ledgerBudget.Set(float64(st.Budget))
+	s.cfg.Metrics.overBudget.Set(float64(st.OverBudget))
 	s.cfg.Metrics.handler().ServeHTTP(w, r)
 }
 

@@ -21,6 +21,10 @@ type Metrics struct {
 	// LogSize and Pending are set by the caller.
 	LogSize prometheus.Gauge
 	Pending prometheus.Gauge
+	// The ledger's size, budget and budget denials, read from the gateway
+	// at each scrape.
+	ledgerBytes, ledgerBudget prometheus.Gauge
+	overBudget                prometheus.Gauge
 
 	byDecision map[string]decisionMetrics // the usual decisions, resolved once
 }
@@ -50,8 +54,14 @@ func NewMetrics() *Metrics {
 		}, []string{"rule", "verdict"}),
 		LogSize: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rulelock_log_entries", Help: "Entries in the audit log."}),
 		Pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rulelock_approvals_pending", Help: "Requests waiting for approval."}),
+		ledgerBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rulelock_ledger_bytes",
+			Help: "The ledger's estimate of the memory it keeps for the policy's limits."}),
+		ledgerBudget: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rulelock_ledger_budget_bytes",
+			Help: "The ledger's memory budget (limits.memory_budget); over it, new actions are denied memory_budget."}),
+		overBudget: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rulelock_memory_budget_denials",
+			Help: "Decisions denied because the ledger was at its memory budget, since the start."}),
 	}
-	m.reg.MustRegister(m.decisions, m.latency, m.failures, m.postconditions, m.LogSize, m.Pending)
+	m.reg.MustRegister(m.decisions, m.latency, m.failures, m.postconditions, m.LogSize, m.Pending, m.ledgerBytes, m.ledgerBudget, m.overBudget)
 	m.byDecision = map[string]decisionMetrics{}
 	for _, d := range []string{"allow", "deny", "require_approval"} {
 		m.byDecision[d] = decisionMetrics{m.decisions.WithLabelValues(d), m.latency.WithLabelValues(d)}

@@ -124,6 +124,9 @@ func (l *Ledger) Retention() time.Duration { return l.opts.Retention }
 // Bytes is the ledger's estimate of the memory it keeps.
 func (l *Ledger) Bytes() int64 { return l.bytes.Load() }
 
+// Budget is the ledger's memory budget in bytes.
+func (l *Ledger) Budget() int64 { return l.opts.Budget }
+
 // OverBudget reports whether the ledger keeps more than its budget.
 func (l *Ledger) OverBudget() bool { return l.bytes.Load() > l.opts.Budget }
 
