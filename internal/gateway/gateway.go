@@ -216,7 +216,7 @@ func New(cfg Config) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, requests: map[string]*record{}}
 	g.ledger = ledger.New(ledger.Options{Retention: cfg.Retention, Budget: cfg.Budget})
 	g.alog, _ = cfg.Log.(*audit.Log)
-	none, err := policy.FromSources([]policy.Source{{Name: "none.rules", Data: []byte("policy \"none\" {\n  default: deny\n}\n")}}, policy.Options{})
+	none, err := nonePolicy()
 	if err != nil {
 		return nil, fmt.Errorf("new gateway: %w", err)
 	}
@@ -239,6 +239,12 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	return g, nil
 }
+
+// nonePolicy is the deny-everything policy of a gateway with none active,
+// compiled once.
+var nonePolicy = sync.OnceValues(func() (*policy.Policy, error) {
+	return policy.FromSources([]policy.Source{{Name: "none.rules", Data: []byte("policy \"none\" {\n  default: deny\n}\n")}}, policy.Options{})
+})
 
 // Request is one authenticated action request.
 type Request struct {

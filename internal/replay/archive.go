@@ -21,8 +21,12 @@ type archive struct {
 	errs  map[string]Finding
 }
 
-func newArchive(dir string) *archive {
-	return &archive{dir: dir, cache: map[string]*policy.Policy{}, errs: map[string]Finding{}}
+func newArchive(dir string, known []*policy.Policy) *archive {
+	a := &archive{dir: dir, cache: map[string]*policy.Policy{}, errs: map[string]Finding{}}
+	for _, p := range known {
+		a.cache[p.Digest()] = p
+	}
+	return a
 }
 
 // get returns the policy archived under digest, or the finding that says
@@ -48,13 +52,16 @@ func (a *archive) get(digest string) (*policy.Policy, *Finding) {
 // all returns every policy in the archive that loads (what does not is
 // reported when a decision names it).
 func (a *archive) all() []*policy.Policy {
+	var out []*policy.Policy
+	for _, p := range a.cache {
+		out = append(out, p)
+	}
 	ents, err := os.ReadDir(a.dir)
 	if err != nil {
-		return nil
+		return out
 	}
-	var out []*policy.Policy
 	for _, e := range ents {
-		if !e.IsDir() {
+		if _, known := a.cache["sha256:"+e.Name()]; known || !e.IsDir() {
 			continue
 		}
 		if p, f := a.get("sha256:" + e.Name()); f == nil {

@@ -69,6 +69,11 @@ type Options struct {
 	// Bundles is the archive of activated policies, one directory per
 	// digest (a gateway's <data>/bundles).
 	Bundles string
+	// Policies are policies already compiled, found by their digest before
+	// the archive is read, and trusted as given: the archive is not checked
+	// for them (a caller that verifies many logs of the same policies
+	// compiles them once).
+	Policies []*policy.Policy
 	// Approvers check the signatures of approved executions; nil reports
 	// every approved execution as approval_quorum_invalid.
 	Approvers *approval.Registry
@@ -110,7 +115,7 @@ func Verify(lr gateway.LogReader, opts Options) (*Summary, error) {
 	sum := &Summary{Entries: lr.Size()}
 	c := &checker{reg: opts.Approvers, decisions: map[int64]decided{}, byRequest: map[reqKey]effect{}, parked: map[reqKey]*audit.Entry{},
 		activated: map[string]bool{}, closed: map[int64]bool{}, approvals: map[string][][]byte{}}
-	ar := newArchive(opts.Bundles)
+	ar := newArchive(opts.Bundles, opts.Policies)
 
 	// The replay calls back from one goroutine, after c.entry has seen the
 	// entry.
