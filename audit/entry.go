@@ -185,10 +185,13 @@ type Rule struct {
 }
 
 // Verdict is the verdict of one postcondition on an execution result.
+// Members are declared in the order of their JSON names (sorted keys).
 type Verdict struct {
+	Error   string `json:"error,omitempty"` // why it failed to evaluate (then it does not hold)
 	Holds   bool   `json:"holds"`
 	Message string `json:"message,omitempty"`
 	Rule    string `json:"rule"`
+	Shadow  bool   `json:"shadow,omitempty"` // evaluated and logged, not enforced
 }
 
 // Entry is one record of the audit log. It is plain data: the gateway fills

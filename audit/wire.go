@@ -61,7 +61,13 @@ func (w *wireEntry) appendJSON(b []byte) ([]byte, error) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = append(b, `{"holds":`...)
+			b = append(b, '{')
+			if v.Error != "" && err == nil {
+				b = append(b, `"error":`...)
+				b, err = appendString(b, v.Error)
+				b = append(b, ',')
+			}
+			b = append(b, `"holds":`...)
 			b = strconv.AppendBool(b, v.Holds)
 			if v.Message != "" && err == nil {
 				b = append(b, `,"message":`...)
@@ -70,6 +76,9 @@ func (w *wireEntry) appendJSON(b []byte) ([]byte, error) {
 			if err == nil {
 				b = append(b, `,"rule":`...)
 				b, err = appendString(b, v.Rule)
+			}
+			if v.Shadow {
+				b = append(b, `,"shadow":true`...)
 			}
 			b = append(b, '}')
 		}

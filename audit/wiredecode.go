@@ -91,12 +91,16 @@ func (p *wireParser) member(k string, w *wireEntry) error {
 			err := p.object(func(k string) error {
 				var err error
 				switch k {
+				case "error":
+					v.Error, err = p.str()
 				case "holds":
 					v.Holds, err = p.bool()
 				case "message":
 					v.Message, err = p.str()
 				case "rule":
 					v.Rule, err = p.str()
+				case "shadow":
+					v.Shadow, err = p.bool()
 				default:
 					err = fmt.Errorf("unknown member %q", k)
 				}

@@ -143,7 +143,7 @@ func (g *Gateway) Reject(ctx context.Context, id string, signed []byte) (*Approv
 	if err != nil {
 		return nil, err
 	}
-	g.finish(id, "rejected")
+	g.finish(id)
 	return &ApprovalResult{Request: r}, nil
 }
 
@@ -154,9 +154,9 @@ func (g *Gateway) Reject(ctx context.Context, id string, signed []byte) (*Approv
 // APPROVED decision entry is appended and the action executed.
 func (g *Gateway) executeApproved(ctx context.Context, id string) (*Result, error) {
 	g.mu.Lock()
-	rec, ok := g.requests[id]
+	rec, _, _ := g.reqs.get(id)
 	g.mu.Unlock()
-	if !ok {
+	if rec == nil {
 		return nil, ErrNotFound
 	}
 	agent, revoked := g.currentAgent(rec.agent)
@@ -194,7 +194,7 @@ func (g *Gateway) executeApproved(ctx context.Context, id string) (*Result, erro
 	if err := g.approvals.m.MarkExecuted(id); err != nil {
 		return res, fmt.Errorf("mark executed: %w", err)
 	}
-	g.finish(id, "")
+	g.finish(id)
 	return res, nil
 }
 
@@ -235,14 +235,12 @@ func (g *Gateway) currentAgent(asked policy.Agent) (policy.Agent, bool) {
 	return now, false
 }
 
-// finish wakes whoever waits on request id.
-func (g *Gateway) finish(id, state string) {
+// finish wakes whoever waits on request id, final now.
+func (g *Gateway) finish(id string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if rec, ok := g.requests[id]; ok {
-		if state != "" {
-			rec.approvalState = state
-		}
+	if rec, _, _ := g.reqs.get(id); rec != nil {
+		defer g.reqs.settle(rec, g.reader != nil)
 		if rec.done != nil {
 			select {
 			case <-rec.done:
@@ -262,7 +260,7 @@ func (g *Gateway) Pending() []PendingRequest {
 	for _, r := range g.approvals.m.Pending("") {
 		pr := PendingRequest{Request: r, Approve: string(r.Statement(approval.Approve, "").Marshal())}
 		g.mu.Lock()
-		if rec, ok := g.requests[r.ID]; ok {
+		if rec, _, _ := g.reqs.get(r.ID); rec != nil {
 			pr.Action = json.RawMessage(rec.Action.JSON)
 			pr.Instruction, pr.Reasoning = rec.instruction, rec.reasoning
 			pr.Rules = rec.Decision.Rules
@@ -304,7 +302,7 @@ func (g *Gateway) RunExpiry(ctx context.Context) {
 		}
 		ended, _ := g.approvals.m.Expire(g.cfg.Now())
 		for _, r := range ended {
-			g.finish(r.ID, "expired")
+			g.finish(r.ID)
 		}
 	}
 }
@@ -313,9 +311,9 @@ func (g *Gateway) RunExpiry(ctx context.Context) {
 // expired) or ctx is done, whichever is first.
 func (g *Gateway) Wait(ctx context.Context, agent, id string) (*Result, error) {
 	g.mu.Lock()
-	rec, ok := g.requests[id]
+	rec, _, _ := g.reqs.get(id)
 	var done chan struct{}
-	if ok && rec.Agent == agent {
+	if rec != nil && rec.Agent == agent {
 		done = rec.done
 	}
 	g.mu.Unlock()

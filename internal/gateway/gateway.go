@@ -162,12 +162,9 @@ type Gateway struct {
 	none       *policy.Policy   // the deny-everything policy of a gateway with none active
 	overBudget atomic.Int64     // decisions denied for the memory budget
 
-	mu       sync.Mutex
-	requests map[string]*record
-	// The requests in the order they were decided, for the retention
-	// window; those past it that are still parked linger until final.
-	order     []*record
-	lingering []string
+	mu     sync.Mutex
+	reqs   requests
+	reader LogReader // cfg.Log, when it can be read back (Get of final requests)
 	// Encoded decision states by roles and principal (stateJSON).
 	states  sync.Map
 	nstates atomic.Int64
@@ -194,7 +191,6 @@ type record struct {
 	agent                  policy.Agent
 	instruction, reasoning string
 	done                   chan struct{} // closed when a parked request is final
-	approvalState          string        // rejected, expired
 }
 
 // New returns a gateway over an open log. Use Rebuild to load the log's
@@ -213,7 +209,8 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.ExecTimeout <= 0 {
 		cfg.ExecTimeout = 30 * time.Second
 	}
-	g := &Gateway{cfg: cfg, requests: map[string]*record{}}
+	g := &Gateway{cfg: cfg, reqs: newRequests()}
+	g.reader, _ = cfg.Log.(LogReader)
 	g.ledger = ledger.New(ledger.Options{Retention: cfg.Retention, Budget: cfg.Budget})
 	g.alog, _ = cfg.Log.(*audit.Log)
 	none, err := nonePolicy()
@@ -304,12 +301,22 @@ func (g *Gateway) Submit(ctx context.Context, req *Request, execute bool) (*Resu
 		}
 	}
 	if rec.Decision.Decision != policy.Allow || !execute {
+		g.settle(rec)
 		return res, nil
 	}
-	if err := g.run(ctx, rec, res); err != nil {
+	err = g.run(ctx, rec, res)
+	g.settle(rec)
+	if err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// settle keeps only where rec is in the log once it is final (requests).
+func (g *Gateway) settle(rec *record) {
+	g.mu.Lock()
+	g.reqs.settle(rec, g.reader != nil)
+	g.mu.Unlock()
 }
 
 // run executes an allowed (or approved) request with its type's executor
@@ -540,40 +547,9 @@ func decisionEntry(id string, req *Request, d *policy.Decision, now time.Time, s
 // retention window finds no request. g.mu is held.
 func (g *Gateway) forgetLocked(rec *record, keep bool) {
 	if keep {
-		g.requests[rec.ID] = rec
-		g.order = append(g.order, rec)
+		g.reqs.put(rec)
 	}
-	if len(g.order) == 0 {
-		return
-	}
-	cutoff := g.cfg.Now().Add(-g.cfg.Retention)
-	n := 0
-	for n < len(g.order) && g.order[n].Time.Before(cutoff) {
-		old := g.order[n]
-		if g.requests[old.ID] == old {
-			if old.parked() {
-				g.lingering = append(g.lingering, old.ID)
-			} else {
-				delete(g.requests, old.ID)
-			}
-		}
-		n++
-	}
-	if n > 0 {
-		clear(g.order[:n])
-		g.order = g.order[n:]
-	}
-	if len(g.lingering) > 0 {
-		keepIDs := g.lingering[:0]
-		for _, id := range g.lingering {
-			if r, ok := g.requests[id]; ok && r.parked() {
-				keepIDs = append(keepIDs, id)
-			} else if ok {
-				delete(g.requests, id)
-			}
-		}
-		g.lingering = keepIDs
-	}
+	g.reqs.expire(g.cfg.Now().Add(-g.cfg.Retention))
 }
 
 // parked reports whether r waits for approval.
@@ -615,7 +591,7 @@ func (g *Gateway) recordOutcome(ctx context.Context, rec *record, out Outcome) (
 	}
 	violated := false
 	for _, v := range verdicts {
-		e.Postconditions = append(e.Postconditions, audit.Verdict{Rule: v.Rule, Holds: v.Holds, Message: v.Message})
+		e.Postconditions = append(e.Postconditions, audit.Verdict{Rule: v.Rule, Holds: v.Holds, Message: v.Message, Shadow: v.Shadow, Error: v.Error})
 		violated = violated || !v.Holds && !v.Shadow
 	}
 	// What the ledger folds from this outcome, recorded with it.
@@ -638,26 +614,37 @@ func (g *Gateway) recordOutcome(ctx context.Context, rec *record, out Outcome) (
 	return r, nil
 }
 
-// Get returns what the gateway knows of a request of agent.
+// Get returns what the gateway knows of a request of agent: a final one is
+// read back from the log.
 func (g *Gateway) Get(agent, id string) (*Result, error) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	rec, ok := g.requests[id]
+	rec, loc, ok := g.reqs.get(id)
 	if !ok {
+		g.mu.Unlock()
 		return nil, ErrNotFound
 	}
-	if rec.Agent != agent {
-		return nil, ErrForbidden
+	var res *Result
+	if rec == nil {
+		g.mu.Unlock()
+		var err error
+		if res, err = readBack(g.reader, agent, loc); err != nil {
+			return nil, err
+		}
+	} else {
+		defer g.mu.Unlock()
+		if rec.Agent != agent {
+			return nil, ErrForbidden
+		}
+		res = &Result{RequestID: rec.ID, Decision: rec.Decision, Receipt: receiptOf(rec.Entry), Outcome: rec.Outcome, Postconditions: rec.verdicts()}
+		if rec.OutEntry != nil {
+			r := receiptOf(*rec.OutEntry)
+			res.OutcomeReceipt = &r
+		}
 	}
-	res := &Result{RequestID: rec.ID, Decision: rec.Decision, Receipt: receiptOf(rec.Entry), Outcome: rec.Outcome, Postconditions: rec.verdicts()}
-	if g.approvals != nil && rec.done != nil {
+	if g.approvals != nil { // a request that was parked
 		if ar, err := g.approvals.m.Get(id); err == nil {
 			res.Approval = &ar
 		}
-	}
-	if rec.OutEntry != nil {
-		r := receiptOf(*rec.OutEntry)
-		res.OutcomeReceipt = &r
 	}
 	return res, nil
 }
@@ -666,11 +653,17 @@ func (g *Gateway) Get(agent, id string) (*Result, error) {
 // of a decide-only type. It is accepted once.
 func (g *Gateway) ReportOutcome(ctx context.Context, agent, id string, out Outcome) (*Result, error) {
 	g.mu.Lock()
-	rec, ok := g.requests[id]
+	rec, _, ok := g.reqs.get(id)
 	switch {
 	case !ok:
 		g.mu.Unlock()
 		return nil, ErrNotFound
+	case rec == nil:
+		g.mu.Unlock()
+		if _, err := g.Get(agent, id); err != nil {
+			return nil, err // another agent's
+		}
+		return nil, ErrConflict // final
 	case rec.Agent != agent:
 		g.mu.Unlock()
 		return nil, ErrForbidden
@@ -681,7 +674,9 @@ func (g *Gateway) ReportOutcome(ctx context.Context, agent, id string, out Outco
 	rec.awaiting = false // claimed: a concurrent report gets ErrConflict
 	g.mu.Unlock()
 	out.Reported = true
-	if _, err := g.recordOutcome(ctx, rec, out); err != nil {
+	_, err := g.recordOutcome(ctx, rec, out)
+	g.settle(rec)
+	if err != nil {
 		return nil, err
 	}
 	return g.Get(agent, id)

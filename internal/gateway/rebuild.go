@@ -122,6 +122,9 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 	}
 	g.mu.Lock()
 	g.forgetLocked(nil, false)
+	for _, rec := range g.reqs.open {
+		g.reqs.settle(rec, g.reader != nil) // the final ones: only where they are
+	}
 	g.mu.Unlock()
 	return closed, nil
 }
@@ -139,16 +142,9 @@ func (g *Gateway) restoreDecision(at audit.Receipt, e *audit.Entry, dd *ledger.D
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if prev, ok := g.requests[rec.ID]; ok {
+	if prev, _, _ := g.reqs.get(rec.ID); prev != nil {
 		rec.done = prev.done // an approved re-decision of a parked request
 		rec.instruction, rec.reasoning = prev.instruction, prev.reasoning
-		for i, o := range g.order {
-			if o == prev {
-				g.order[i] = rec
-			}
-		}
-		g.requests[rec.ID] = rec
-		return rec
 	}
 	g.forgetLocked(rec, true)
 	return rec
@@ -204,7 +200,7 @@ func (g *Gateway) restoreApprovals(ctx context.Context, events []approval.Event)
 	}
 	for _, r := range reconcile {
 		g.mu.Lock()
-		rec := g.requests[r.ID]
+		rec, _, _ := g.reqs.get(r.ID)
 		g.mu.Unlock()
 		if rec != nil && rec.Decision.Decision == policy.RequireApproval {
 			out := Outcome{Status: StatusError, Error: "the quorum was reached but the gateway stopped before executing; not executed"}
@@ -218,7 +214,7 @@ func (g *Gateway) restoreApprovals(ctx context.Context, events []approval.Event)
 	}
 	for _, r := range events {
 		if req, err := g.approvals.m.Get(r.Request); err == nil && req.State != approval.Pending {
-			g.finish(r.Request, "")
+			g.finish(r.Request)
 		}
 	}
 	return nil
