@@ -222,7 +222,7 @@ func newApprovers(t *testing.T) (map[string]note.Signer, *approval.Registry) {
 	return signers, reg
 }
 
-func action(t *testing.T, js string) policy.Action {
+func action(t testing.TB, js string) policy.Action {
 	t.Helper()
 	v, err := strictjson.Decode([]byte(js), strictjson.Limits{})
 	if err != nil {
