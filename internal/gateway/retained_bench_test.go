@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -77,6 +78,46 @@ func BenchmarkRetainedPayments(b *testing.B) {
 				b.ReportMetric(float64(gw.Ledger().Bytes)/n, "ledger-est-B/decision")
 				runtime.KeepAlive(gw)
 			}
+		})
+	}
+}
+
+// BenchmarkScopes decides in parallel (GOMAXPROCS goroutines, each its own
+// agent) under a limit over the agent's own actions and under the same limit
+// over all agents: decisions that share no scope take no common lock, those
+// that share the global scope are made one at a time.
+func BenchmarkScopes(b *testing.B) {
+	for _, scope := range []string{"agent", "global"} {
+		b.Run("scope="+scope, func(b *testing.B) {
+			src := fmt.Sprintf(`policy "s" {
+  default: allow
+}
+rule "Cap" {
+  precondition: action.type == "transfer"
+  condition: %s.total("transfer", "amount", {"to": action.to}, duration("24h")) + action.amount <= 1e12
+  deny: "cap"
+}
+`, scope)
+			p, err := policy.FromSources([]policy.Source{{Name: "s.rules", Data: []byte(src)}}, policy.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			gw, err := gateway.New(gateway.Config{Policy: p, Log: &readableNop{}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			act := action(b, `{"type": "transfer", "amount": 5, "to": "acct-1"}`)
+			var next atomic.Int64
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				agent := policy.Agent{ID: fmt.Sprint("agent-", next.Add(1))}
+				for pb.Next() {
+					if _, err := gw.Submit(context.Background(), &gateway.Request{Agent: agent, Action: act}, false); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
 		})
 	}
 }
