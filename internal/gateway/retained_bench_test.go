@@ -44,7 +44,9 @@ func BenchmarkRetainedPayments(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ok := gateway.ExecutorFunc(func(context.Context, gateway.Execution) gateway.Outcome { return gateway.Outcome{Status: gateway.StatusOK} })
+	ok := gateway.ExecutorFunc(func(context.Context, gateway.Execution) gateway.Outcome {
+		return gateway.Outcome{Status: gateway.StatusOK}
+	})
 	for _, memo := range []int{8, 4096} {
 		b.Run(fmt.Sprintf("memo=%d", memo), func(b *testing.B) {
 			const n = 100_000
