@@ -3,6 +3,7 @@ package ledger_test
 import (
 	"fmt"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -165,4 +166,59 @@ func propCase(p *policy.Policy, seed uint64) error {
 		}
 	}
 	return nil
+}
+
+// TestScopesLock: a decision holds the scopes it reads and writes; another
+// agent's decision that shares none of them proceeds while it is held, and
+// one that shares a scope (the principal, or global) gets it only once it
+// is released.
+func TestScopesLock(t *testing.T) {
+	p, err := policy.FromSources([]policy.Source{{Name: "p.rules", Data: []byte(propPolicy)}}, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := ledger.New(ledger.Options{})
+	l.Install(p)
+	a1 := policy.Agent{ID: "a1", Principal: "team"}
+	agentOnly := policy.ScopeSet(0).With(policy.ScopeAgent)
+	principal := agentOnly.With(policy.ScopePrincipal)
+	global := agentOnly.With(policy.ScopeGlobal)
+	// "check" actions are written to no index of another scope than global.
+	for _, tt := range []struct {
+		name     string
+		held     policy.ScopeSet
+		other    policy.Agent
+		reads    policy.ScopeSet
+		waits    bool
+		heldType string
+	}{
+		{"another agent, own scope", agentOnly, policy.Agent{ID: "a3"}, agentOnly, false, "report"},
+		{"another principal", principal, policy.Agent{ID: "a3"}, principal, false, "report"},
+		{"same principal", principal, policy.Agent{ID: "a2", Principal: "team"}, principal, true, "report"},
+		{"global", global, policy.Agent{ID: "a3"}, global, true, "report"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tx := l.Begin(a1, "s", tt.heldType, tt.held)
+			var released atomic.Bool
+			done := make(chan bool)
+			go func() {
+				tx2 := l.Begin(tt.other, "s", "report", tt.reads)
+				done <- released.Load()
+				tx2.Unlock()
+			}()
+			if !tt.waits {
+				if after := <-done; after {
+					t.Fatal("impossible: released before")
+				}
+				released.Store(true)
+				tx.Unlock()
+				return
+			}
+			released.Store(true)
+			tx.Unlock()
+			if after := <-done; !after {
+				t.Error("the other decision got a shared scope while it was held")
+			}
+		})
+	}
 }
