@@ -36,8 +36,13 @@ type reqKey [16]byte
 func keyOf(id string) reqKey {
 	var k reqKey
 	if len(id) == 27 && id[0] == 'r' {
-		if n, err := idEncoding.Decode(k[:], []byte(id[1:])); err == nil && n == 16 && idEncoding.EncodeToString(k[:]) == id[1:] {
-			return k
+		var src, back [26]byte
+		copy(src[:], id[1:])
+		if n, err := idEncoding.Decode(k[:], src[:]); err == nil && n == 16 {
+			idEncoding.Encode(back[:], k[:])
+			if back == src { // canonical: no two ids share a key
+				return k
+			}
 		}
 	}
 	h := sha256.Sum256([]byte(id))
