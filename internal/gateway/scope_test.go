@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -260,5 +261,26 @@ func TestMemoryBudget(t *testing.T) {
 	}
 	if after := gw.Ledger().Bytes; after != before {
 		t.Errorf("ledger bytes went from %d to %d while every action was denied", before, after)
+	}
+}
+
+// TestRequestIDAliases: a request id differs from another only in bits its
+// encoding does not use is not that request (ids are compared canonically),
+// before and after the request is final.
+func TestRequestIDAliases(t *testing.T) {
+	f := newFixture(t, t.TempDir())
+	res, err := f.gw.Submit(context.Background(), &gateway.Request{Agent: agent42, Action: action(t, `{"type": "report", "n": 1}`)}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const alphabet = "abcdefghijklmnopqrstuvwxyz234567"
+	id := res.RequestID
+	last := strings.IndexByte(alphabet, id[len(id)-1])
+	alias := id[:len(id)-1] + string(alphabet[last^1]) // the last character's lowest bit is unused
+	if _, err := f.gw.Get(agent42.ID, id); err != nil {
+		t.Fatalf("the request itself: %v", err)
+	}
+	if _, err := f.gw.Get(agent42.ID, alias); !errors.Is(err, gateway.ErrNotFound) {
+		t.Errorf("alias %s of %s: got %v, want ErrNotFound", alias, id, err)
 	}
 }
