@@ -242,13 +242,17 @@ func benchmarkLedgerDecide(b *testing.B, p *policy.Policy, goroutines int) {
 	var next, denied atomic.Int64
 	var mu sync.Mutex
 	var lat []time.Duration
+	agentsOf := make([]policy.Agent, agents)
+	for i := range agentsOf {
+		agentsOf[i] = policy.Agent{ID: fmt.Sprintf("agent-%03d", i), Roles: []string{"payments"}}
+	}
+	// Decision i is agent i mod 64's: one goroutine takes turns with every
+	// agent; 64 goroutines have one agent each.
 	worker := func(more func() bool) {
-		a := int(next.Add(1))
-		req := &gateway.Request{Agent: policy.Agent{ID: fmt.Sprintf("agent-%03d", a%agents), Roles: []string{"payments"}}, Session: "s"}
 		var mine []time.Duration
-		for i := a; more(); i += goroutines {
+		for i := int(next.Add(1)); more(); i += goroutines {
 			c.tick()
-			req.Action = acts[i%payees]
+			req := &gateway.Request{Agent: agentsOf[i%agents], Session: "s", Action: acts[i%payees]}
 			t0 := time.Now()
 			res, err := gw.Submit(context.Background(), req, false)
 			mine = append(mine, time.Since(t0))
