@@ -480,9 +480,7 @@ func startRulelock(t *testing.T, bin string, tokens []string, upstream string) *
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "listen: 127.0.0.1:0\ndata_dir: %s\npolicy: %s\norigin: bench.rulelock/log\ncheckpoint_interval: %s\n",
 		filepath.Join(dir, "data"), seed, *loadCkpt)
-	// max_history: the default (1,000 decisions per agent within the
-	// retention) would deny every request after the first thousand.
-	cfg.WriteString("limits:\n  max_history: 100000000\nagents:\n")
+	cfg.WriteString("agents:\n")
 	for i, tok := range tokens {
 		sum := sha256.Sum256([]byte(tok))
 		fmt.Fprintf(&cfg, "  - id: agent-%03d\n    roles: [payments]\n    token_sha256: %s\n", i, hex.EncodeToString(sum[:]))

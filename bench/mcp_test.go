@@ -16,6 +16,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -56,6 +57,14 @@ func TestMain(m *testing.M) {
 	if kind := os.Getenv(benchServerEnv); kind != "" {
 		if err := serveBench(kind); err != nil {
 			fmt.Fprintln(os.Stderr, "bench server:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	if kind := os.Getenv(rssEnv); kind != "" {
+		flag.Parse()
+		if err := rssChild(kind); err != nil {
+			fmt.Fprintln(os.Stderr, "rss child:", err)
 			os.Exit(1)
 		}
 		os.Exit(0)

@@ -53,6 +53,7 @@ func BenchmarkReplayVerify(b *testing.B) {
 	for _, w := range replayWorkers() {
 		b.Run(fmt.Sprintf("workers=%d", w), func(b *testing.B) {
 			var decisions int
+			var entries int64
 			var elapsed time.Duration
 			for b.Loop() {
 				start := time.Now()
@@ -65,8 +66,10 @@ func BenchmarkReplayVerify(b *testing.B) {
 					b.Fatalf("%d findings, first %+v", len(sum.Findings), sum.Findings[0])
 				}
 				decisions += sum.Decisions
+				entries += sum.Entries
 			}
 			b.ReportMetric(float64(decisions)/elapsed.Seconds(), "decisions/s")
+			b.ReportMetric(float64(entries)/elapsed.Seconds(), "entries/s")
 			b.ReportMetric(float64(decisions)/float64(b.N), "decisions/op")
 		})
 	}

@@ -3,12 +3,17 @@ package gateway_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/gateway"
+	"github.com/rulelock/rulelock/internal/ledger"
+	"github.com/rulelock/rulelock/internal/strictjson"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -93,4 +98,132 @@ func BenchmarkRetained(b *testing.B) {
 		b.ReportMetric(float64(m1.HeapAlloc-m0.HeapAlloc)/n, "retained-B/decision")
 		runtime.KeepAlive(gw)
 	}
+}
+
+// BenchmarkRetainedPayments reports the memory kept per retained decision
+// under the payments policy (examples/payments: its payee limit is
+// global.total over 24 hours), for actions of several sizes: allowed
+// transfers of $100 from 100 agents to 100 payees, one a second (all
+// within the retention), with a memo of 0, 1 KiB or 16 KiB. outcome=none:
+// decide-only and never reported (the ledger keeps each allowed action's
+// fact until the retention ends); outcome=ok: executed, with an ok outcome
+// (the fact goes). Each sub-benchmark makes 20,000 decisions in a new
+// gateway or ledger and measures the heap after a GC:
+//
+//   - kept=gateway: gateway.Submit; the heap is everything the gateway
+//     keeps (ledger, requests' records, caches).
+//   - kept=ledger: the same decisions folded into a ledger.Ledger alone,
+//     as the gateway does (Begin, Evaluate with the Txn as State, Decided,
+//     Unlock; Outcome): its real heap, and its own estimate
+//     (Ledger.Bytes, ledger-est-B/decision).
+//
+// The difference between the two is mostly the requests' records (for GET
+// /v1/requests/{id}), which keep an allowed request's action.
+//
+//	go test -run '^$' -bench RetainedPayments -benchtime 1x -count 6 ./internal/gateway
+func BenchmarkRetainedPayments(b *testing.B) {
+	srcs, err := policy.ReadSources(os.DirFS(filepath.Join("..", "..", "examples", "payments")))
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := policy.FromSources(srcs, policy.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, kept := range []string{"gateway", "ledger"} {
+		for _, memo := range []int{0, 1 << 10, 16 << 10} {
+			for _, outcome := range []bool{false, true} {
+				name := fmt.Sprintf("kept=%s/memo=%d/outcome=none", kept, memo)
+				if outcome {
+					name = fmt.Sprintf("kept=%s/memo=%d/outcome=ok", kept, memo)
+				}
+				b.Run(name, func(b *testing.B) {
+					for b.Loop() {
+						retainPayments(b, p, kept == "ledger", memo, outcome)
+					}
+				})
+			}
+		}
+	}
+}
+
+func retainPayments(b *testing.B, p *policy.Policy, ledgerOnly bool, memo int, outcome bool) {
+	const n, agents, payees = 20_000, 100, 100
+	start := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	c := &clock{t: start}
+	agentsOf := make([]policy.Agent, agents)
+	for i := range agentsOf {
+		agentsOf[i] = policy.Agent{ID: fmt.Sprintf("agent-%03d", i), Roles: []string{"payments"}}
+	}
+	pad := strings.Repeat("m", memo)
+	// Each decision gets an action of its own, decoded from its own body, as
+	// a request's is.
+	newAction := func(i int) policy.Action {
+		body := fmt.Sprintf(`{"type": "transfer", "amount": 100, "to": "acct-%03d"}`, i%payees)
+		if memo > 0 {
+			body = fmt.Sprintf(`{"type": "transfer", "amount": 100, "to": "acct-%03d", "memo": "%08d%s"}`, i%payees, i, pad[8:])
+		}
+		v, err := strictjson.Decode([]byte(body), strictjson.Limits{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		a, err := policy.NewAction(v)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return a
+	}
+	ctx := context.Background()
+	var m0, m1 runtime.MemStats
+	if ledgerOnly {
+		l := ledger.New(ledger.Options{})
+		l.Install(p)
+		runtime.GC()
+		runtime.ReadMemStats(&m0)
+		for i := range n {
+			act, agent := newAction(i), agentsOf[i%agents]
+			id := fmt.Sprintf("r%026d", i)
+			reads, _ := p.ReadsFor(act.Type)
+			tx := l.Begin(agent, "s", act.Type, reads)
+			d := p.Evaluate(&policy.Request{Action: act, Agent: agent, Session: policy.Session{ID: "s", History: tx.History()}, Now: c.now(), State: tx})
+			if d.Decision != policy.Allow {
+				b.Fatalf("decision %d: %s %v %v", i, d.Decision, d.Rules, d.Errors)
+			}
+			tx.Decided(id, &act, ledger.Decision(d.Decision), d.Reason, c.now())
+			tx.Unlock()
+			if outcome {
+				l.Outcome(agent.ID, id, ledger.OK, ledger.ConsequenceOf(ledger.OK, false, false))
+			}
+			c.advance(time.Second)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&m1)
+		b.ReportMetric(float64(l.Bytes())/n, "ledger-est-B/decision")
+		runtime.KeepAlive(l)
+	} else {
+		ok := gateway.ExecutorFunc(func(context.Context, gateway.Execution) gateway.Outcome {
+			return gateway.Outcome{Status: gateway.StatusOK}
+		})
+		gw, err := gateway.New(gateway.Config{Policy: p, Log: &nopRecorder{}, Now: c.now, Executors: map[string]gateway.Executor{"transfer": ok}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&m0)
+		for i := range n {
+			req := &gateway.Request{Agent: agentsOf[i%agents], Session: "s", Action: newAction(i), Instruction: "Pay invoice 1234", Reasoning: "It is due today."}
+			res, err := gw.Submit(ctx, req, outcome)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if res.Decision.Decision != policy.Allow || outcome && (res.Outcome == nil || res.Outcome.Status != gateway.StatusOK) {
+				b.Fatalf("decision %d: %s %v %v", i, res.Decision.Decision, res.Decision.Rules, res.Outcome)
+			}
+			c.advance(time.Second)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&m1)
+		runtime.KeepAlive(gw)
+	}
+	b.ReportMetric(float64(int64(m1.HeapAlloc)-int64(m0.HeapAlloc))/n, "retained-B/decision")
 }

@@ -427,6 +427,12 @@ func (g *Gateway) decideLocked(ctx context.Context, tx *ledger.Txn, a *Active, i
 		}
 	}
 	rec.Decision = d
+	if d.Decision == policy.Deny {
+		// Nothing executes, parks or checks a denied request later: its
+		// record does not keep the action (up to a request body, twice:
+		// the decoded fields and the canonical JSON).
+		rec.Action = policy.Action{}
+	}
 	tx.Decided(id, &req.Action, ledger.Decision(d.Decision), d.Reason, now)
 	// A denial for the memory budget is not remembered as a request either:
 	// an agent that keeps sending at the budget would grow what it guards.

@@ -137,6 +137,9 @@ func (g *Gateway) restoreDecision(at audit.Receipt, e *audit.Entry, dd *ledger.D
 		d.Rules = append(d.Rules, policy.FiredRule{Name: r.Name, Outcome: policy.Outcome(r.Outcome), Message: r.Message, Shadow: r.Shadow})
 	}
 	rec := &record{ID: e.RequestID, Agent: e.Agent, Session: e.Session, Action: act, Decision: d, Entry: at, Time: e.Time, agent: dd.Agent}
+	if d.Decision == policy.Deny {
+		rec.Action = policy.Action{} // as Gateway.decideLocked: nothing reads a denied request's action
+	}
 	if d.Decision == policy.RequireApproval { // parked: see Gateway.decideLocked
 		rec.instruction, rec.reasoning = e.Instruction.Text, e.Reasoning.Text
 	}
