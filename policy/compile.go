@@ -112,7 +112,7 @@ type Source struct {
 // policy. The error, if any, is an ErrorList with file:line:col positions.
 func Compile(files []*File, data map[string]any, opts Options) (*Policy, error) {
 	opts = opts.withDefaults()
-	c := &compiler{opts: opts, p: &Policy{deflt: Deny, opts: opts, schemas: map[string]*schema{}, byType: map[string][]*compiledRule{}}}
+	c := &compiler{opts: opts, succeeded: map[*Index]bool{}, p: &Policy{deflt: Deny, opts: opts, schemas: map[string]*schema{}, byType: map[string][]*compiledRule{}}}
 	c.collect(files)
 	if len(c.errs) == 0 {
 		c.buildEnvs(data)
@@ -128,6 +128,11 @@ func Compile(files []*File, data map[string]any, opts Options) (*Policy, error) 
 	}
 	c.index()
 	c.p.reads.Indexes = c.indexes.sorted()
+	for _, x := range c.p.reads.Indexes {
+		if c.succeeded[x] {
+			c.p.reads.Succeeded = append(c.p.reads.Succeeded, x)
+		}
+	}
 	c.p.warnings = lint(c.p)
 	return c.p, nil
 }
@@ -145,6 +150,7 @@ type compiler struct {
 	dataDocs      map[string]any
 	envSchemaPost map[string]*cel.Env
 	indexes       indexSet
+	succeeded     map[*Index]bool // the indexes succeeded() reads
 }
 
 func (c *compiler) errorf(pos Pos, format string, args ...any) {

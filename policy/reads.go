@@ -116,7 +116,10 @@ func (c *compiler) stateReads(r *compiledRule, e *Expr, checked *cel.Ast) bool {
 				}
 				c.p.reads.MaxWindow = max(c.p.reads.MaxWindow, w)
 			}
-			c.indexes.intern(idx)
+			idx = c.indexes.intern(idx)
+			if kind == QuerySucceeded {
+				c.succeeded[idx] = true
+			}
 			r.scopes = r.scopes.With(sc)
 		}
 	}))

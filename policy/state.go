@@ -232,6 +232,9 @@ func Number(v any) (float64, bool) {
 type Reads struct {
 	// Indexes are the distinct indexes the helpers read.
 	Indexes []*Index
+	// Succeeded are those of Indexes that succeeded() reads: only for them
+	// does it matter whether an action succeeded.
+	Succeeded []*Index
 	// History: a rule reads the raw session.history list, which then has to
 	// keep every field of every action of the session.
 	History bool

@@ -175,7 +175,7 @@ func (g *Gateway) executeApproved(ctx context.Context, id string) (*Result, erro
 	entry := decisionEntry(id, req, final, now, g.stateJSON(agent))
 	r, err := g.cfg.Log.Append(context.WithoutCancel(ctx), &entry)
 	if err == nil {
-		tx.Decided(id, &rec.Action, ledger.Decision(final.Decision), final.Reason, now)
+		tx.Decided(id, &rec.Action, ledger.Decision(final.Decision), final.Reason, now, g.executor(rec.Action.Type) != nil)
 	}
 	tx.Unlock()
 	g.stateMu.RUnlock()

@@ -191,7 +191,7 @@ func retainPayments(b *testing.B, p *policy.Policy, ledgerOnly bool, memo int, o
 			if d.Decision != policy.Allow {
 				b.Fatalf("decision %d: %s %v %v", i, d.Decision, d.Rules, d.Errors)
 			}
-			tx.Decided(id, &act, ledger.Decision(d.Decision), d.Reason, c.now())
+			tx.Decided(id, &act, ledger.Decision(d.Decision), d.Reason, c.now(), outcome)
 			tx.Unlock()
 			if outcome {
 				l.Outcome(agent.ID, id, ledger.OK, ledger.ConsequenceOf(ledger.OK, false, false))

@@ -290,7 +290,7 @@ func (g *Gateway) Submit(ctx context.Context, req *Request, execute bool) (*Resu
 	if g.Active().None {
 		return nil, ErrNoPolicy
 	}
-	rec, err := g.decide(ctx, req)
+	rec, err := g.decide(ctx, req, execute && g.executor(req.Action.Type) != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -323,12 +323,8 @@ func (g *Gateway) settle(rec *record) {
 // and records the outcome durably, filling in res; a type without an
 // executor is left for the agent to report.
 func (g *Gateway) run(ctx context.Context, rec *record, res *Result) error {
-	ex, ok := g.cfg.Executors[rec.Action.Type]
-	if !ok && g.cfg.ExecutorFor != nil {
-		ex = g.cfg.ExecutorFor(rec.Action.Type)
-		ok = ex != nil
-	}
-	if !ok {
+	ex := g.executor(rec.Action.Type)
+	if ex == nil {
 		// Decide-only: the agent acts and reports the outcome.
 		g.mu.Lock()
 		rec.awaiting = true
@@ -345,13 +341,24 @@ func (g *Gateway) run(ctx context.Context, rec *record, res *Result) error {
 	return nil
 }
 
+// executor is the executor of an action type, nil for a decide-only type.
+func (g *Gateway) executor(actionType string) Executor {
+	if ex, ok := g.cfg.Executors[actionType]; ok {
+		return ex
+	}
+	if g.cfg.ExecutorFor != nil {
+		return g.cfg.ExecutorFor(actionType)
+	}
+	return nil
+}
+
 // decide evaluates and durably records the decision. The ledger holds the
 // scopes the decision reads and writes (ledger.Begin) from its evaluation
 // until its entry is queued in the log, not until it is durable (see
 // queue): the next decision in the same scopes can be evaluated, with this
 // one counted, while this one's entry is being written, and the two share
 // a group commit. Decisions that share no scope do not wait on each other.
-func (g *Gateway) decide(ctx context.Context, req *Request) (*record, error) {
+func (g *Gateway) decide(ctx context.Context, req *Request, executes bool) (*record, error) {
 	id, err := newID()
 	if err != nil {
 		return nil, fmt.Errorf("decide: %w", err)
@@ -360,7 +367,7 @@ func (g *Gateway) decide(ctx context.Context, req *Request) (*record, error) {
 	a := g.Active()
 	reads, _ := a.Policy.ReadsFor(req.Action.Type)
 	tx := g.ledger.Begin(req.Agent, req.Session, req.Action.Type, reads)
-	rec, recorded, keep, err := g.decideLocked(ctx, tx, a, id, req)
+	rec, recorded, keep, err := g.decideLocked(ctx, tx, a, id, req, executes)
 	tx.Unlock()
 	g.stateMu.RUnlock()
 	if err == nil && recorded != nil {
@@ -383,7 +390,7 @@ func (g *Gateway) decide(ctx context.Context, req *Request) (*record, error) {
 // its decision entry and folds it into the ledger; tx's scopes are held. It
 // returns the record, how to wait until its entry is durable (nil when
 // parking recorded it), and whether the gateway keeps the request.
-func (g *Gateway) decideLocked(ctx context.Context, tx *ledger.Txn, a *Active, id string, req *Request) (rec *record, recorded audit.Pending, keep bool, err error) {
+func (g *Gateway) decideLocked(ctx context.Context, tx *ledger.Txn, a *Active, id string, req *Request, executes bool) (rec *record, recorded audit.Pending, keep bool, err error) {
 	now := g.cfg.Now().UTC()
 	var d *policy.Decision
 	overBudget := g.ledger.OverBudget()
@@ -433,7 +440,7 @@ func (g *Gateway) decideLocked(ctx context.Context, tx *ledger.Txn, a *Active, i
 		// the decoded fields and the canonical JSON).
 		rec.Action = policy.Action{}
 	}
-	tx.Decided(id, &req.Action, ledger.Decision(d.Decision), d.Reason, now)
+	tx.Decided(id, &req.Action, ledger.Decision(d.Decision), d.Reason, now, executes)
 	// A denial for the memory budget is not remembered as a request either:
 	// an agent that keeps sending at the budget would grow what it guards.
 	return rec, recorded, !overBudget, nil

@@ -228,6 +228,6 @@ func (w *walker) replayOne(it replayItem) error {
 			return err
 		}
 	}
-	tx.Decided(e.RequestID, d.Action, d.Decision, e.Message, e.Time)
+	tx.Decided(e.RequestID, d.Action, d.Decision, e.Message, e.Time, true)
 	return nil
 }

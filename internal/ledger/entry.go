@@ -129,7 +129,7 @@ func (l *Ledger) Apply(e *audit.Entry, d *Decoded) {
 			return
 		}
 		tx := l.Begin(d.Agent, e.Session, d.Action.Type, 0)
-		tx.Decided(e.RequestID, d.Action, d.Decision, e.Message, e.Time)
+		tx.Decided(e.RequestID, d.Action, d.Decision, e.Message, e.Time, true)
 		tx.Unlock()
 	case audit.KindOutcome:
 		st, c := OutcomeOf(e)

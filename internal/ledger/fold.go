@@ -13,7 +13,14 @@ import (
 // session's history. A denial for the memory budget is not remembered
 // (it would grow what it guards against). t is the decision's time, and
 // what is older than t - retention leaves the series written.
-func (tx *Txn) Decided(id string, act *policy.Action, d Decision, reason string, t time.Time) {
+//
+// The ledger keeps what an outcome of the action may still change (a fact)
+// only where it can change something a rule reads: when executes is set
+// (the gateway executes it, and an execution it sees fail releases the
+// limit), for an index succeeded() reads, or for session.history. The fold
+// of the log passes executes always: it cannot tell, and a fact kept for an
+// action only its agent reports on changes nothing a rule reads.
+func (tx *Txn) Decided(id string, act *policy.Action, d Decision, reason string, t time.Time, executes bool) {
 	if d == Deny && Reason(reason) == OverBudget {
 		return
 	}
@@ -33,6 +40,7 @@ func (tx *Txn) Decided(id string, act *policy.Action, d Decision, reason string,
 			f = &fact{time: now, session: tx.session, principal: tx.agent.Principal}
 		}
 	}
+	keep := f != nil || executes
 	if d.Allowed() {
 		var vbuf [4]any
 		for _, sp := range tx.tab.byType[act.Type] {
@@ -59,6 +67,7 @@ func (tx *Txn) Decided(id string, act *policy.Action, d Decision, reason string,
 			v, isNum := policy.Number(act.Fields[sp.x.Field])
 			abs := s.appendPoint(now, v, isNum, sp.total)
 			l.bytes.Add(s.pointBytes(sp.total))
+			keep = keep || sp.succ
 			if f == nil {
 				f = &fact{time: now, session: tx.session, principal: tx.agent.Principal}
 			}
@@ -66,7 +75,7 @@ func (tx *Txn) Decided(id string, act *policy.Action, d Decision, reason string,
 			f.scopes = f.scopes.With(sp.x.Scope)
 		}
 	}
-	if f != nil {
+	if f != nil && keep {
 		tx.as.facts[id] = f
 		tx.as.order = append(tx.as.order, id)
 		l.bytes.Add(factBytes + int64(len(f.points))*24)

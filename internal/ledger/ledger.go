@@ -44,6 +44,7 @@ type Ledger struct {
 type spec struct {
 	x     *policy.Index
 	total bool
+	succ  bool // succeeded() reads it: a reported success changes what it answers
 }
 
 // table is the set of indexes the ledger keeps, replaced whole by Install.
@@ -162,6 +163,11 @@ func (l *Ledger) Covers(p *policy.Policy) bool {
 			return false
 		}
 	}
+	for _, x := range reads.Succeeded {
+		if !t.byKey[x.Key()].succ {
+			return false // the facts that would mark successes were not all kept
+		}
+	}
 	return true
 }
 
@@ -191,6 +197,9 @@ func (l *Ledger) Install(p *policy.Policy) []*policy.Index {
 			added = append(added, x)
 		}
 		nt.byIndex[x] = sp
+	}
+	for _, x := range reads.Succeeded {
+		nt.byKey[x.Key()].succ = true
 	}
 	l.tab.Store(nt)
 	return added

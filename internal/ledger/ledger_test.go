@@ -47,7 +47,7 @@ type naiveEntry struct {
 	id                       string
 	agent, principal, sess   string
 	h                        policy.HistoryEntry
-	counts, succeeded, known bool
+	counts, succeeded, executes bool
 }
 
 func (n *naive) state(agent policy.Agent, session string) policy.State {
@@ -146,9 +146,10 @@ func propCase(p *policy.Policy, seed uint64) error {
 				d = ledger.Approved
 			}
 			id := fmt.Sprint("r", i)
-			tx.Decided(id, &act, d, "", now)
+			executes := r.IntN(2) == 0 // else only its agent reports on it
+			tx.Decided(id, &act, d, "", now, executes)
 			tx.Unlock()
-			m.entries = append(m.entries, naiveEntry{id: id, agent: ag.ID, principal: ag.PrincipalID(), sess: sess, counts: true,
+			m.entries = append(m.entries, naiveEntry{id: id, agent: ag.ID, principal: ag.PrincipalID(), sess: sess, counts: true, executes: executes,
 				h: policy.HistoryEntry{Action: act.Fields, Type: typ, Decision: string(d), Time: now}})
 			if d.Allowed() {
 				open = append(open, len(m.entries)-1)
@@ -158,7 +159,7 @@ func propCase(p *policy.Policy, seed uint64) error {
 			e := &m.entries[open[j]]
 			open = append(open[:j], open[j+1:]...)
 			st := []ledger.Status{ledger.OK, ledger.Error, ledger.Unknown}[r.IntN(3)]
-			c := ledger.ConsequenceOf(st, r.IntN(2) == 0, r.IntN(4) == 0)
+			c := ledger.ConsequenceOf(st, !e.executes || r.IntN(2) == 0, r.IntN(4) == 0)
 			l.Outcome(e.agent, e.id, st, c)
 			e.counts, e.succeeded = c.Counts, c.Succeeded
 		default:
