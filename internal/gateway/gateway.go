@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -312,6 +313,19 @@ func (g *Gateway) Submit(ctx context.Context, req *Request, execute bool) (*Resu
 	return res, nil
 }
 
+// readAction reads back the action of the decision entry at index i.
+func (g *Gateway) readAction(i int64) (policy.Action, error) {
+	e, _, err := readEntry(g.reader, i)
+	if err != nil {
+		return policy.Action{}, err
+	}
+	d, err := ledger.Decode(e, g.reader)
+	if err != nil || d.Action == nil {
+		return policy.Action{}, fmt.Errorf("entry %d: no action (%v)", i, err)
+	}
+	return *d.Action, nil
+}
+
 // settle keeps only where rec is in the log once it is final (requests).
 func (g *Gateway) settle(rec *record) {
 	g.mu.Lock()
@@ -325,9 +339,17 @@ func (g *Gateway) settle(rec *record) {
 func (g *Gateway) run(ctx context.Context, rec *record, res *Result) error {
 	ex := g.executor(rec.Action.Type)
 	if ex == nil {
-		// Decide-only: the agent acts and reports the outcome.
+		// Decide-only: the agent acts and reports the outcome. Until it
+		// does, the record does not keep the action (up to a request body,
+		// twice) when the log can give it back.
 		g.mu.Lock()
 		rec.awaiting = true
+		if g.reader != nil {
+			// Copies: a decoded string shares the memory of the whole
+			// request body it came from.
+			rec.Action = policy.Action{Type: strings.Clone(rec.Action.Type)}
+			rec.Session = strings.Clone(rec.Session)
+		}
 		g.mu.Unlock()
 		return nil
 	}
@@ -686,6 +708,16 @@ func (g *Gateway) ReportOutcome(ctx context.Context, agent, id string, out Outco
 	}
 	rec.awaiting = false // claimed: a concurrent report gets ErrConflict
 	g.mu.Unlock()
+	if rec.Action.Fields == nil {
+		act, err := g.readAction(rec.Entry.Index)
+		if err != nil {
+			g.mu.Lock()
+			rec.awaiting = true // not recorded: the agent may report again
+			g.mu.Unlock()
+			return nil, fmt.Errorf("report outcome: %w: %v", ErrUnavailable, err)
+		}
+		rec.Action = act
+	}
 	out.Reported = true
 	_, err := g.recordOutcome(ctx, rec, out)
 	g.settle(rec)

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"strings"
 	"sync"
 	"time"
 
@@ -32,7 +33,9 @@ func (tx *Txn) Decided(id string, act *policy.Action, d Decision, reason string,
 	if tx.tab.history {
 		ss := tx.sessionScope(true)
 		l.bytes.Add(-ss.pruneHistory(t.Add(-l.opts.Retention)))
-		ss.history = append(ss.history, policy.HistoryEntry{Action: act.Fields, Type: act.Type, Decision: string(d), Time: t})
+		// A deep copy: the decoded action's strings share the memory of the
+		// whole request body (instruction and reasoning included).
+		ss.history = append(ss.history, policy.HistoryEntry{Action: cloneFields(act.Fields), Type: strings.Clone(act.Type), Decision: string(d), Time: t})
 		ss.ids = append(ss.ids, id)
 		ss.sizes = append(ss.sizes, historyEntryBytes(act))
 		l.bytes.Add(historyEntryBytes(act))
@@ -76,10 +79,37 @@ func (tx *Txn) Decided(id string, act *policy.Action, d Decision, reason string,
 		}
 	}
 	if f != nil && keep {
+		id = strings.Clone(id) // a copy: see sessionScope
+		f.session = strings.Clone(f.session)
 		tx.as.facts[id] = f
 		tx.as.order = append(tx.as.order, id)
 		l.bytes.Add(factBytes + int64(len(f.points))*24)
 	}
+}
+
+// cloneFields deep-copies a decoded action (strictjson values).
+func cloneFields(m map[string]any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[strings.Clone(k)] = cloneValue(v)
+	}
+	return out
+}
+
+func cloneValue(v any) any {
+	switch v := v.(type) {
+	case string:
+		return strings.Clone(v)
+	case map[string]any:
+		return cloneFields(v)
+	case []any:
+		out := make([]any, len(v))
+		for i, x := range v {
+			out[i] = cloneValue(x)
+		}
+		return out
+	}
+	return v // numbers, booleans, null
 }
 
 func historyEntryBytes(act *policy.Action) int64 {

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -275,7 +276,7 @@ func lockIn[T scoped](m *sync.Map, key string, bytes *atomic.Int64, mk func() T)
 	for {
 		v, ok := m.Load(key)
 		if !ok {
-			if v, ok = m.LoadOrStore(key, mk()); !ok {
+			if v, ok = m.LoadOrStore(strings.Clone(key), mk()); !ok { // a copy: see sessionScope
 				bytes.Add(scopeBytes)
 			}
 		}
@@ -333,7 +334,9 @@ func (tx *Txn) sessionScope(create bool) *sessionScope {
 	ss, ok := tx.as.sessions[tx.session]
 	if !ok && create {
 		ss = &sessionScope{}
-		tx.as.sessions[tx.session] = ss
+		// A copy: a decoded string shares the memory of the whole request
+		// body (or log entry) it came from, which the ledger must not keep.
+		tx.as.sessions[strings.Clone(tx.session)] = ss
 		tx.l.bytes.Add(scopeBytes)
 	}
 	return ss
