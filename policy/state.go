@@ -131,6 +131,7 @@ type HistoryState []HistoryEntry
 // Aggregate scans h.
 func (h HistoryState) Aggregate(q *Query) (Aggregate, error) {
 	var a Aggregate
+	var vals []float64
 	from := q.Now.Add(-q.Window)
 	for i := range h {
 		e := &h[i]
@@ -149,10 +150,69 @@ func (h HistoryState) Aggregate(q *Query) (Aggregate, error) {
 			if !ok {
 				return Aggregate{}, fmt.Errorf("%s: field %q of an earlier %s action is not a number", q.Index, q.Index.Field, q.Index.Type)
 			}
-			a.Total += x
+			vals = append(vals, x)
 		}
 	}
+	a.Total = SumValues(vals)
 	return a, nil
+}
+
+// MaxDecimals is the most decimal places an amount may have for totals to
+// be summed exactly as decimals.
+const MaxDecimals = 9
+
+var pow10 = [MaxDecimals + 1]float64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9}
+
+// maxExact bounds the whole numbers a float64 holds exactly (2^53).
+const maxExact = 1 << 53
+
+// Pow10 is 10^d for d in [0, MaxDecimals].
+func Pow10(d int) float64 { return pow10[d] }
+
+// DecimalPlaces returns the fewest decimal places d (at most MaxDecimals)
+// with which v is written: v·10^d rounds to a whole number below 2^53 that
+// gives v back when divided by 10^d (10.5 has 1, 0.1 has 1, 2500 has 0).
+func DecimalPlaces(v float64) (int, bool) {
+	for d := 0; d <= MaxDecimals; d++ {
+		r := math.Round(v * pow10[d])
+		if math.Abs(r) >= maxExact {
+			return 0, false
+		}
+		if r/pow10[d] == v {
+			return d, true
+		}
+	}
+	return 0, false
+}
+
+// SumValues is what total() returns for these values: their exact sum as
+// decimals, rounded once to the nearest float64 (so 0.1 + 0.2 is 0.3, and
+// the order does not matter), when each has at most MaxDecimals places and
+// the sum fits; otherwise their float64 sum in order.
+func SumValues(vals []float64) float64 {
+	d, abs := 0, 0.0
+	exact := true
+	for _, v := range vals {
+		p, ok := DecimalPlaces(v)
+		if !ok {
+			exact = false
+			break
+		}
+		d = max(d, p)
+		abs += math.Abs(v)
+	}
+	if exact && abs*pow10[d] < maxExact/2 {
+		n := int64(0)
+		for _, v := range vals {
+			n += int64(math.Round(v * pow10[d]))
+		}
+		return float64(n) / pow10[d]
+	}
+	sum := 0.0
+	for _, v := range vals {
+		sum += v
+	}
+	return sum
 }
 
 // matches reports whether the entry's action has the index's type and the

@@ -42,9 +42,10 @@ const (
 	succeeded                   // counts for succeeded()
 )
 
-// maxExact bounds the integer values the sum tree adds exactly (2^53: every
-// integer below it is a float64), and the sum of their magnitudes.
-const maxExact = 1 << 53
+// maxExact bounds the sum of the magnitudes the sum tree adds, in units of
+// its scale: every whole number below 2^53 is a float64, and half of it
+// leaves room for rounding (as policy.SumValues).
+const maxExact = 1 << 52
 
 // series is the windowed aggregate of one index and one group (one scope
 // key and one set of match values): the allowed actions, in time order, with
@@ -52,10 +53,13 @@ const maxExact = 1 << 53
 // range sums over the window found by binary search; succeeded is a
 // counter. Points older than the retention leave from the front.
 //
-// Totals of integer values are exact and do not depend on when the series
-// was compacted or built; a series that ever holds a non-integer or a
-// non-number sums its window point by point, in time order, which is as
-// exact as it gets and also independent of its history.
+// Totals are exact decimal sums: the sum tree holds each value in units of
+// 10^-scale (scale: the most decimal places a value of the series has had,
+// up to policy.MaxDecimals), so cents and whole dollars alike are summed
+// exactly and the answer does not depend on when the series was compacted
+// or built; it is what policy.SumValues gives for the window. A series that
+// ever holds a value with more places, a huge one or a non-number sums its
+// window value by value with policy.SumValues.
 type series struct {
 	base  int64 // absolute position of times[0]
 	off   int   // times[:off] are older than the retention
@@ -64,9 +68,10 @@ type series struct {
 	cnt   fenwick
 	// For totals (spec.field != ""):
 	vals []float64
-	isum fenwick // nil once scan is set
-	abs  float64 // the sum of |vals| added to isum
-	scan bool
+	isum  fenwick // nil once scan is set
+	scale int     // isum's unit is 10^-scale
+	abs   float64 // the sum of |vals|
+	scan  bool
 	succ fenwick // 1 for each point with the succeeded flag
 }
 
@@ -95,12 +100,18 @@ func (s *series) appendPoint(t int64, v float64, isNum bool, total bool) int64 {
 			v = math.NaN()
 		}
 		s.vals = append(s.vals, v)
-		if !s.scan && (!isNum || v != math.Trunc(v) || math.Abs(v) >= maxExact || s.abs+math.Abs(v) >= maxExact) {
-			s.scan, s.isum = true, nil
-		}
+		s.abs += math.Abs(v)
 		if !s.scan {
-			s.abs += math.Abs(v)
-			s.isum.push(int64(v))
+			d, ok := policy.DecimalPlaces(v)
+			switch {
+			case !isNum || !ok || s.abs*policy.Pow10(max(d, s.scale)) >= maxExact:
+				s.scan, s.isum = true, nil
+			case d > s.scale:
+				s.scale = d
+				s.resum() // the new value included
+			default:
+				s.isum.push(s.units(v))
+			}
 		}
 	}
 	return s.base + int64(len(s.times)-1)
@@ -124,7 +135,18 @@ func (s *series) release(a int64, total bool) {
 	s.flags[p] |= released
 	s.cnt.add(p, -1)
 	if total && !s.scan {
-		s.isum.add(p, -int64(s.vals[p]))
+		s.isum.add(p, -s.units(s.vals[p]))
+	}
+}
+
+// units is v in the sum tree's unit.
+func (s *series) units(v float64) int64 { return int64(math.Round(v * policy.Pow10(s.scale))) }
+
+// resum rebuilds the sum tree from the values, at the series' scale.
+func (s *series) resum() {
+	s.isum = make(fenwick, 0, len(s.vals))
+	for i, v := range s.vals {
+		s.isum.push(s.units(v) * countOf(s.flags[i]))
 	}
 }
 
@@ -159,7 +181,7 @@ func (s *series) prune(cutoff int64, total bool) int {
 // compact rebuilds the arrays without the dropped points.
 func (s *series) compact(total bool) {
 	old := *s
-	*s = series{base: old.base + int64(old.off), scan: old.scan}
+	*s = series{base: old.base + int64(old.off), scan: old.scan, scale: old.scale}
 	live := len(old.times) - old.off
 	s.times = append(make([]int64, 0, live), old.times[old.off:]...)
 	s.flags = append(make([]uint8, 0, live), old.flags[old.off:]...)
@@ -171,12 +193,11 @@ func (s *series) compact(total bool) {
 	}
 	if total {
 		s.vals = append(make([]float64, 0, live), old.vals[old.off:]...)
+		for _, v := range s.vals {
+			s.abs += math.Abs(v)
+		}
 		if !s.scan {
-			s.isum = make(fenwick, 0, live)
-			for i, v := range s.vals {
-				s.abs += math.Abs(v)
-				s.isum.push(int64(v) * countOf(s.flags[i]))
-			}
+			s.resum()
 		}
 	}
 }
@@ -210,9 +231,10 @@ func (s *series) aggregate(q *policy.Query) (policy.Aggregate, error) {
 		return a, nil
 	}
 	if !s.scan {
-		a.Total = float64(s.isum.prefix(hi) - s.isum.prefix(lo))
+		a.Total = float64(s.isum.prefix(hi)-s.isum.prefix(lo)) / policy.Pow10(s.scale)
 		return a, nil
 	}
+	vals := make([]float64, 0, hi-lo)
 	for p := lo; p < hi; p++ {
 		if s.flags[p]&released != 0 {
 			continue
@@ -221,7 +243,8 @@ func (s *series) aggregate(q *policy.Query) (policy.Aggregate, error) {
 		if math.IsNaN(v) {
 			return policy.Aggregate{}, fmt.Errorf("field %q of an earlier %s action is not a number", q.Index.Field, q.Index.Type)
 		}
-		a.Total += v
+		vals = append(vals, v)
 	}
+	a.Total = policy.SumValues(vals)
 	return a, nil
 }
