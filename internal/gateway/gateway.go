@@ -36,8 +36,11 @@ import (
 	"github.com/rulelock/rulelock/policy"
 )
 
-// EngineVersion names the decision engine in every decision entry.
-const EngineVersion = "rulelock/0.1"
+// EngineVersion names the decision engine in every decision entry. 0.2 is
+// the ledger's: scoped helpers (session.* counts this session only, where
+// 0.1 counted the agent's whole history), no history cap, conservative
+// limits. A replay re-runs a decision with this engine's semantics.
+const EngineVersion = "rulelock/0.2"
 
 // Recorder is what the gateway needs of the audit log: durable appends.
 type Recorder interface {

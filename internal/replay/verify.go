@@ -201,7 +201,11 @@ func (c *checker) judge(i int64, e *audit.Entry, got *policy.Decision) (string, 
 		}
 	}
 	if string(got.Decision) != e.Decision || !sameRules(got.Rules, e.Rules) {
-		return fmt.Sprintf("recorded %s %v, replay %s %v", e.Decision, ruleNames(e.Rules), got.Decision, firedNames(got.Rules)), false
+		detail := fmt.Sprintf("recorded %s %v, replay %s %v", e.Decision, ruleNames(e.Rules), got.Decision, firedNames(got.Rules))
+		if e.EngineVersion != gateway.EngineVersion {
+			detail += fmt.Sprintf(" (decided by %s; this replay runs %s, whose stateful helpers may read other state)", e.EngineVersion, gateway.EngineVersion)
+		}
+		return detail, false
 	}
 	return "", true
 }
