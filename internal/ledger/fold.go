@@ -36,7 +36,7 @@ func (tx *Txn) Decided(id string, act *policy.Action, d Decision, reason string,
 		// A deep copy: the decoded action's strings share the memory of the
 		// whole request body (instruction and reasoning included).
 		ss.history = append(ss.history, policy.HistoryEntry{Action: cloneFields(act.Fields), Type: strings.Clone(act.Type), Decision: string(d), Time: t})
-		ss.ids = append(ss.ids, id)
+		ss.ids = append(ss.ids, strings.Clone(id))
 		ss.sizes = append(ss.sizes, historyEntryBytes(act))
 		l.bytes.Add(historyEntryBytes(act))
 		if d.Allowed() {
