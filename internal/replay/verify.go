@@ -154,7 +154,7 @@ func Verify(lr gateway.LogReader, opts Options) (*Summary, error) {
 	}
 	slices.SortStableFunc(replayed, func(a, b Finding) int { return cmp.Compare(a.Index, b.Index) })
 	sum.Decisions = decisions
-	sum.Findings = append(c.findings, replayed...)
+	sum.Findings = append(append([]Finding{}, c.findings...), replayed...) // [] in JSON when there are none
 	sum.Seconds = time.Since(start).Seconds()
 	return sum, nil
 }
