@@ -867,9 +867,9 @@ func (g *Gateway) install(p *policy.Policy) error {
 	for _, q := range append(g.installed, p) {
 		l.Install(q)
 	}
-	if err := EachEntry(lr, func(i int64, raw []byte, e *audit.Entry) error {
-		_, err := foldEntry(l, lr, i, e)
-		return err
+	if err := walkLog(lr, 0, false, func(it logItem) error {
+		l.Apply(it.e, it.d)
+		return nil
 	}); err != nil {
 		return fmt.Errorf("fold the log for the policy's new indexes: %w", err)
 	}
@@ -879,19 +879,6 @@ func (g *Gateway) install(p *policy.Policy) error {
 	return nil
 }
 
-// foldEntry folds entry i into l, decoding it first when it is a decision
-// (returned; nil otherwise): the one loop body of Rebuild and install.
-func foldEntry(l *ledger.Ledger, lr LogReader, i int64, e *audit.Entry) (*ledger.Decoded, error) {
-	var d *ledger.Decoded
-	if e.Kind == audit.KindDecision {
-		var err error
-		if d, err = ledger.Decode(e, lr); err != nil {
-			return nil, fmt.Errorf("entry %d: %w", i, err)
-		}
-	}
-	l.Apply(e, d)
-	return d, nil
-}
 
 // LastActivation returns the digest of the last policy activation Rebuild
 // found in the log and whether it was a development-mode policy.

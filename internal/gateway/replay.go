@@ -1,11 +1,8 @@
 package gateway
 
 import (
-	"errors"
-	"fmt"
 	"math"
 	"runtime"
-	"sync"
 	"time"
 
 	"github.com/rulelock/rulelock/audit"
@@ -65,142 +62,21 @@ func Replay(lr LogReader, opts ReplayOptions, fn func(*Replayed) error) error {
 	for _, p := range opts.Policies {
 		l.Install(p)
 	}
-	w := &walker{lr: lr, opts: opts, fn: fn, stop: make(chan struct{}), ledger: l}
-	return w.run()
+	r := &replayer{opts: opts, fn: fn, ledger: l}
+	return walkLog(lr, opts.Workers, false, r.replayOne)
 }
 
-// replayChunk is how many consecutive entries one decoder takes at a time.
-const replayChunk = 256
-
-// walker is one Replay: decoders read and decode chunks of entries in
-// parallel; one sequencer takes the chunks in log order, calls opts.Entry
-// and fn, and folds each entry.
-type walker struct {
-	lr     LogReader
+// replayer is one Replay's state: the ledger it folds into.
+type replayer struct {
 	opts   ReplayOptions
 	fn     func(*Replayed) error
 	ledger *ledger.Ledger
-
-	stop    chan struct{}
-	errOnce sync.Once
-	err     error
 }
-
-// chunk is a run of decoded entries.
-type chunk struct {
-	lo, hi int64
-	items  []replayItem
-	err    error
-	done   chan struct{}
-}
-
-// replayItem is one decoded entry; d is set for decisions.
-type replayItem struct {
-	index int64
-	e     *audit.Entry
-	d     *ledger.Decoded
-}
-
-func (w *walker) fail(err error) {
-	w.errOnce.Do(func() {
-		w.err = err
-		close(w.stop)
-	})
-}
-
-func (w *walker) run() error {
-	n := w.opts.Workers
-	order := make(chan *chunk, 2*n)
-	work := make(chan *chunk, 2*n)
-	var wg sync.WaitGroup
-	go func() {
-		defer close(order)
-		defer close(work)
-		size := w.lr.Size()
-		for lo := int64(0); lo < size; lo += replayChunk {
-			c := &chunk{lo: lo, hi: min(lo+replayChunk, size), done: make(chan struct{})}
-			select {
-			case order <- c:
-			case <-w.stop:
-				return
-			}
-			work <- c // never blocks longer than a decoder takes: work is as deep as order
-		}
-	}()
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for c := range work {
-				c.items, c.err = w.decode(c.lo, c.hi)
-				close(c.done)
-			}
-		}()
-	}
-	w.sequence(order)
-	// Unblock the producer and the decoders if the walk stopped early.
-	for c := range order {
-		<-c.done
-	}
-	wg.Wait()
-	return w.err
-}
-
-// sequence takes the chunks in log order, evaluates and folds.
-func (w *walker) sequence(order <-chan *chunk) {
-	for c := range order {
-		select {
-		case <-c.done:
-		case <-w.stop:
-			return
-		}
-		if c.err != nil {
-			w.fail(c.err)
-			return
-		}
-		for _, it := range c.items {
-			if err := w.replayOne(it); err != nil {
-				w.fail(err)
-				return
-			}
-		}
-	}
-}
-
-// decode reads and decodes entries [lo, hi).
-func (w *walker) decode(lo, hi int64) ([]replayItem, error) {
-	items := make([]replayItem, 0, hi-lo)
-	raws, err := w.lr.ReadEntries(lo, hi)
-	if err != nil {
-		return nil, fmt.Errorf("replay: %w", err)
-	}
-	for i := lo; i < hi; i++ {
-		select {
-		case <-w.stop:
-			return nil, errStopped
-		default:
-		}
-		e, err := audit.DecodeVerifiedEntry(raws[i-lo])
-		if err != nil {
-			return nil, fmt.Errorf("replay: entry %d: %w", i, err)
-		}
-		it := replayItem{index: i, e: e}
-		if e.Kind == audit.KindDecision {
-			if it.d, err = ledger.Decode(e, w.lr); err != nil {
-				return nil, fmt.Errorf("replay: entry %d: %w", i, err)
-			}
-		}
-		items = append(items, it)
-	}
-	return items, nil
-}
-
-var errStopped = errors.New("replay stopped")
 
 // allScopes: the replay is sequential, so it holds every scope.
 const allScopes = policy.ScopeSet(1<<policy.ScopeSession | 1<<policy.ScopeAgent | 1<<policy.ScopePrincipal | 1<<policy.ScopeGlobal)
 
-func (w *walker) replayOne(it replayItem) error {
+func (w *replayer) replayOne(it logItem) error {
 	e := it.e
 	if w.opts.Entry != nil {
 		if err := w.opts.Entry(it.index, e); err != nil {
