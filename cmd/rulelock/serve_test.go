@@ -174,6 +174,9 @@ func TestExampleConfig(t *testing.T) {
 	if len(c.tokens()) != 1 || len(c.Executors) != 2 {
 		t.Fatalf("tokens %d, executors %d", len(c.tokens()), len(c.Executors))
 	}
+	if a, ok := c.principals()("agent-42"); !ok || a.Principal != "treasury-ops" {
+		t.Errorf("agent-42: %+v %v, want principal treasury-ops", a, ok)
+	}
 	// Its credentials come from the environment and a file: missing, the
 	// gateway refuses to start rather than call upstream unauthenticated.
 	if _, err := c.executors(func(string) string { return "" }); err == nil {
