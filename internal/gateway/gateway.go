@@ -879,7 +879,6 @@ func (g *Gateway) install(p *policy.Policy) error {
 	return nil
 }
 
-
 // LastActivation returns the digest of the last policy activation Rebuild
 // found in the log and whether it was a development-mode policy.
 func (g *Gateway) LastActivation() (digest string, dev, ok bool) {

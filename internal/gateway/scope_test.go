@@ -42,17 +42,11 @@ rule "ReportCap" {
 // over the agents of one principal: in each of 50 trials at most one is
 // allowed, and the log and the executions agree.
 func TestLimitsAcrossAgents(t *testing.T) {
-	p, err := policy.FromSources([]policy.Source{{Name: "s.rules", Data: []byte(scopePolicy)}}, policy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := compile(t, scopePolicy)
 	agents := []policy.Agent{{ID: "a1", Principal: "treasury"}, {ID: "a2", Principal: "treasury"}, {ID: "a3", Principal: "treasury"}}
 	for _, payee := range []string{"payee-g", "payee-p"} {
 		for trial := range 50 {
-			l, err := audit.Open(t.TempDir(), audit.Options{SegmentSize: 1 << 20})
-			if err != nil {
-				t.Fatal(err)
-			}
+			l := openLog(t)
 			gw, err := gateway.New(gateway.Config{Policy: p, Log: l})
 			if err != nil {
 				t.Fatal(err)
@@ -90,15 +84,8 @@ func TestLimitsAcrossAgents(t *testing.T) {
 // against the limits whatever the agent reports of it: reporting an error
 // after each allowed action does not let the agent act again.
 func TestReportedFailureDoesNotReleaseLimit(t *testing.T) {
-	p, err := policy.FromSources([]policy.Source{{Name: "s.rules", Data: []byte(scopePolicy)}}, policy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := audit.Open(t.TempDir(), audit.Options{SegmentSize: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	p := compile(t, scopePolicy)
+	l := openLog(t)
 	gw, err := gateway.New(gateway.Config{Policy: p, Log: l})
 	if err != nil {
 		t.Fatal(err)
@@ -135,19 +122,9 @@ func TestReportedFailureDoesNotReleaseLimit(t *testing.T) {
 // (the gateway folds the log again), so a new limit holds from its first
 // decision.
 func TestActivationFillsNewIndexes(t *testing.T) {
-	allow, err := policy.FromSources([]policy.Source{{Name: "a.rules", Data: []byte("policy \"a\" {\n  default: allow\n}\n")}}, policy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	capped, err := policy.FromSources([]policy.Source{{Name: "s.rules", Data: []byte(scopePolicy)}}, policy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := audit.Open(t.TempDir(), audit.Options{SegmentSize: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	allow := compile(t, "policy \"a\" {\n  default: allow\n}\n")
+	capped := compile(t, scopePolicy)
+	l := openLog(t)
 	gw, err := gateway.New(gateway.Config{Policy: allow, Log: l})
 	if err != nil {
 		t.Fatal(err)
@@ -188,11 +165,7 @@ rule "FirstOnly" {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := audit.Open(t.TempDir(), audit.Options{SegmentSize: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := openLog(t)
 	ctx := context.Background()
 	agent := policy.Agent{ID: "a1"}
 	gw, err := gateway.New(gateway.Config{Policy: p, Log: l})
@@ -221,15 +194,8 @@ rule "FirstOnly" {
 // decisions are denied memory_budget (counted), and neither the denial nor
 // its request is kept, so an agent that keeps sending grows nothing.
 func TestMemoryBudget(t *testing.T) {
-	p, err := policy.FromSources([]policy.Source{{Name: "s.rules", Data: []byte(scopePolicy)}}, policy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := audit.Open(t.TempDir(), audit.Options{SegmentSize: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	p := compile(t, scopePolicy)
+	l := openLog(t)
 	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Budget: 2000})
 	if err != nil {
 		t.Fatal(err)
@@ -283,4 +249,26 @@ func TestRequestIDAliases(t *testing.T) {
 	if _, err := f.gw.Get(agent42.ID, alias); !errors.Is(err, gateway.ErrNotFound) {
 		t.Errorf("alias %s of %s: got %v, want ErrNotFound", alias, id, err)
 	}
+}
+
+// compile compiles a policy of one file.
+func compile(t testing.TB, src string) *policy.Policy {
+	t.Helper()
+	p, err := policy.FromSources([]policy.Source{{Name: "p.rules", Data: []byte(src)}}, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// openLog opens a real audit log in a directory of its own, closed when
+// the test ends.
+func openLog(t testing.TB) *audit.Log {
+	t.Helper()
+	l, err := audit.Open(t.TempDir(), audit.Options{SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
 }
