@@ -45,9 +45,9 @@ type naive struct {
 }
 
 type naiveEntry struct {
-	id                       string
-	agent, principal, sess   string
-	h                        policy.HistoryEntry
+	id                          string
+	agent, principal, sess      string
+	h                           policy.HistoryEntry
 	counts, succeeded, executes bool
 }
 

@@ -67,12 +67,12 @@ type series struct {
 	flags []uint8
 	cnt   fenwick
 	// For totals (spec.field != ""):
-	vals []float64
+	vals  []float64
 	isum  fenwick // nil once scan is set
 	scale int     // isum's unit is 10^-scale
 	abs   float64 // the sum of |vals|
 	scan  bool
-	succ fenwick // 1 for each point with the succeeded flag
+	succ  fenwick // 1 for each point with the succeeded flag
 }
 
 // pointBytes estimates the memory of one point.
