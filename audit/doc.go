@@ -18,8 +18,12 @@
 // goroutine takes everything queued, writes it to a preallocated segment
 // file as frames (length, CRC-32C, index, hash chain, entry), issues one
 // fdatasync and hands the batch to an acker goroutine, which acknowledges it
-// while the writer writes and syncs the next. Open truncates a torn last frame.
-// After a disk error the log refuses appends until reopened.
+// while the writer writes and syncs the next. Open zeroes a torn last frame
+// (the unacknowledged prefix of a write a crash cut short), keeps a copy and
+// reports it (Log.TornTail); any other damage refuses the log with a
+// *CorruptError naming the entry, segment and offset, and CheckDir reports
+// the same without changing anything. After a disk error the log refuses
+// appends until reopened.
 //
 // # Checkpoints, tiles and receipts
 //

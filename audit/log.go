@@ -27,7 +27,8 @@ var (
 	// ErrLocked is returned by Open when another process has the log open.
 	ErrLocked = fsx.ErrLocked
 	// ErrCorrupt is returned by Open when the log is damaged in a way that
-	// recovery must not repair (anything but a torn last frame).
+	// recovery must not repair (anything but a torn last frame); the error
+	// is a *CorruptError that says where.
 	ErrCorrupt = errors.New("audit log corrupt")
 )
 
@@ -127,8 +128,9 @@ type Log struct {
 	chain tlog.Hash
 	buf   []byte
 
-	spare *spare // next segment, being preallocated (writer only)
-	side  file   // the sensitive side file, opened lazily
+	spare *spare    // next segment, being preallocated (writer only)
+	torn  *TornTail // the torn tail Open repaired, if any
+	side  file      // the sensitive side file, opened lazily
 	sideN int64
 }
 
@@ -177,9 +179,11 @@ const (
 func segName(first int64) string { return fmt.Sprintf("%020d.seg", first) }
 
 // Open opens the log in dir, creating it if needed. It recovers from a crash:
-// it verifies every frame and the hash chain, and truncates a torn last frame
-// (never an acknowledged one: those were synced). A directory another process
-// has open gives ErrLocked.
+// it verifies every frame and the hash chain, and zeroes a torn last frame
+// (never an acknowledged one: those were synced), keeping a copy and
+// reporting it (TornTail). Any other damage refuses the log with a
+// *CorruptError (ErrCorrupt): nothing acknowledged is ever discarded. A
+// directory another process has open gives ErrLocked.
 func Open(dir string, opts Options) (*Log, error) {
 	opts.setDefaults()
 	for _, d := range []string{dir, filepath.Join(dir, segDir), filepath.Join(dir, checkpointDir), filepath.Join(dir, blobDir)} {

@@ -1,8 +1,11 @@
 package audit
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -14,38 +17,23 @@ import (
 	"github.com/rulelock/rulelock/internal/fsx"
 )
 
-// recover loads the segments, truncates a torn tail and rebuilds the hashes
-// the last checkpoint does not cover.
+// recover loads the segments, repairs a torn tail and rebuilds the hashes
+// the last checkpoint does not cover. Any other damage refuses the log with
+// a *CorruptError: acknowledged entries are never discarded.
 func (l *Log) recover() error {
-	names, err := listSegments(filepath.Join(l.dir, segDir))
+	open := func(name string) (file, error) { return l.opts.openFile(name, os.O_RDWR, 0) }
+	sc, err := scanLog(l.dir, open)
 	if err != nil {
+		sc.close()
 		return err
 	}
-	cp, err := latestCheckpoint(filepath.Join(l.dir, checkpointDir))
-	if err != nil {
-		return err
-	}
-	var leaves []tlog.Hash // leaf hashes from cp.Size on
-	check := &rootCheck{cp: cp}
-	for i, first := range names {
-		last := i == len(names)-1
-		if first != l.size {
-			return fmt.Errorf("%w: segment %s starts at %d, want %d", ErrCorrupt, segName(first), first, l.size)
-		}
-		seg, err := l.loadSegment(first, last, func(h tlog.Hash) {
-			if l.size >= cp.Size {
-				leaves = append(leaves, h)
-			} else {
-				check.add(h)
-			}
-		})
+	l.segs, l.locs, l.size, l.chain = sc.segs, sc.locs, sc.size, sc.chain
+	if sc.torn != nil {
+		t, err := l.repairTornTail(sc.torn)
 		if err != nil {
 			return err
 		}
-		l.segs = append(l.segs, seg)
-	}
-	if err := check.check(); err != nil {
-		return err
+		l.torn = &t
 	}
 	if len(l.segs) == 0 {
 		if err := l.newSegment(0); err != nil {
@@ -54,144 +42,391 @@ func (l *Log) recover() error {
 	} else {
 		l.prepareSpare()
 	}
-	if l.size < cp.Size {
-		return fmt.Errorf("%w: %d entries, but checkpoint %d covers %d", ErrCorrupt, l.size, cp.Seq, cp.Size)
-	}
-	return l.rebuildHashes(cp, leaves)
+	return l.rebuildHashes(sc.cp, sc.leaves)
 }
 
-// rootCheck recomputes the root of the tree a checkpoint covers from the
-// entries themselves, so that an entry changed on disk, with its frame's CRC
-// and the hash chain redone, cannot pass Open: the stored hashes, which
-// rebuildHashes trusts up to the checkpoint, are checked only against the
-// root's few top nodes. One hash per entry, and log2(size) hashes of state.
-type rootCheck struct {
-	cp    checkpointFile
-	n     int64
-	stack []subtree
+// CorruptError is damage to a log that recovery must not repair: anything
+// but a torn tail (see TornTail). It wraps ErrCorrupt. Open refuses such a
+// log; CheckDir reports it.
+type CorruptError struct {
+	Segment string // the segment file, relative to the log directory ("" if none)
+	Offset  int64  // the offset in Segment (-1 if none)
+	Index   int64  // the first entry that cannot be read intact (-1 if none)
+	Reason  string
 }
 
-type subtree struct {
-	h    tlog.Hash
-	size int64
+func (e *CorruptError) Error() string {
+	var b strings.Builder
+	b.WriteString(ErrCorrupt.Error())
+	if e.Index >= 0 {
+		fmt.Fprintf(&b, " at entry %d", e.Index)
+	}
+	if e.Segment != "" {
+		fmt.Fprintf(&b, " (%s", e.Segment)
+		if e.Offset >= 0 {
+			fmt.Fprintf(&b, " offset %d", e.Offset)
+		}
+		b.WriteString(")")
+	}
+	fmt.Fprintf(&b, ": %s", e.Reason)
+	return b.String()
 }
 
-// add takes the leaf hash of the next entry below the checkpoint.
-func (c *rootCheck) add(h tlog.Hash) {
-	c.n++
-	c.stack = append(c.stack, subtree{h, 1})
-	for k := len(c.stack); k >= 2 && c.stack[k-2].size == c.stack[k-1].size; k-- {
-		c.stack[k-2] = subtree{tlog.NodeHash(c.stack[k-2].h, c.stack[k-1].h), 2 * c.stack[k-1].size}
-		c.stack = c.stack[:k-1]
+func (e *CorruptError) Unwrap() error { return ErrCorrupt }
+
+func corrupt(seg string, off, index int64, format string, args ...any) *CorruptError {
+	return &CorruptError{Segment: seg, Offset: off, Index: index, Reason: fmt.Sprintf(format, args...)}
+}
+
+// TornTail is an incomplete last frame that Open zeroed: the prefix of a
+// write that a crash cut short, in the last segment, followed only by
+// zeros. It was never acknowledged (every acknowledged frame was synced
+// whole before its Append returned).
+type TornTail struct {
+	Segment string // the segment file, relative to the log directory
+	Offset  int64  // where the incomplete frame starts
+	Bytes   int64  // how many bytes were written of it (then zeroed)
+	Index   int64  // the entry it would have been
+	Saved   string // where Open kept a copy of the bytes, relative to the log directory
+}
+
+// TornTail reports the torn tail Open repaired, if any: the caller should
+// say so (serve prints it).
+func (l *Log) TornTail() (TornTail, bool) {
+	if l.torn == nil {
+		return TornTail{}, false
+	}
+	return *l.torn, true
+}
+
+// tornDir keeps a copy of every torn tail recovery zeroed.
+const tornDir = "torn"
+
+// repairTornTail keeps a copy of the torn bytes, then zeroes them.
+func (l *Log) repairTornTail(t *TornTail) (TornTail, error) {
+	seg := l.segs[len(l.segs)-1]
+	b := make([]byte, t.Bytes)
+	if _, err := seg.f.ReadAt(b, t.Offset); err != nil {
+		return TornTail{}, fmt.Errorf("repair torn tail: %w", err)
+	}
+	out := *t
+	out.Saved = filepath.Join(tornDir, fmt.Sprintf("%s.%d", filepath.Base(t.Segment), t.Offset))
+	if err := os.MkdirAll(filepath.Join(l.dir, tornDir), 0o700); err != nil {
+		return TornTail{}, fmt.Errorf("repair torn tail: %w", err)
+	}
+	if err := fsx.WriteFileAtomic(filepath.Join(l.dir, out.Saved), b, 0o600); err != nil {
+		return TornTail{}, fmt.Errorf("repair torn tail: %w", err)
+	}
+	if err := zeroTail(seg.f, t.Offset, t.Offset+t.Bytes); err != nil {
+		return TornTail{}, err
+	}
+	return out, nil
+}
+
+// logScan is what scanLog read of a log directory.
+type logScan struct {
+	segs   []*segment
+	locs   []loc
+	size   int64 // intact entries
+	chain  tlog.Hash
+	cp     checkpointFile // the last checkpoint issued
+	leaves []tlog.Hash    // leaf hashes from cp.Size on
+	torn   *TornTail      // an incomplete last frame, not yet repaired
+}
+
+func (s *logScan) close() {
+	for _, seg := range s.segs {
+		seg.f.Close()
 	}
 }
 
-// check compares the root of the entries added with the checkpoint's.
-func (c *rootCheck) check() error {
-	if c.cp.Size == 0 || c.n != c.cp.Size {
-		return nil // no checkpoint, or too few entries: recover says so
-	}
-	root := c.stack[len(c.stack)-1].h
-	for k := len(c.stack) - 2; k >= 0; k-- {
-		root = tlog.NodeHash(c.stack[k].h, root)
-	}
-	if root != c.cp.Root {
-		return fmt.Errorf("%w: the first %d entries do not match checkpoint %d", ErrCorrupt, c.cp.Size, c.cp.Seq)
-	}
-	return nil
-}
-
-// loadSegment scans one segment, appending its frames to l. In the last
-// segment a bad frame is a torn write: it and everything after are zeroed.
-func (l *Log) loadSegment(first int64, last bool, leaf func(tlog.Hash)) (*segment, error) {
-	name := filepath.Join(l.dir, segDir, segName(first))
-	f, err := l.opts.openFile(name, os.O_RDWR, 0)
+// scanLog reads every segment of the log in dir, in order, checking each
+// frame's CRC, the index sequence and the hash chain, and tells a torn
+// tail from corruption. It changes nothing. Damage is a *CorruptError; sc
+// then holds what was read before it. The caller closes sc's files.
+//
+// A torn tail is the only damage a crash can leave: the writer appends
+// frames at the end of the last segment, whose preallocated space is zeros,
+// and syncs before it acknowledges, so a crash cuts short at most the
+// unacknowledged write at the end. Its prefix may hold whole frames (they
+// are kept) and at most one incomplete frame: a plausible header whose
+// frame fits in the segment, its bytes written without a gap, its last byte
+// (always '}' in a complete frame) and everything after it still zero.
+// Anything else is corruption: a bad frame followed by any non-zero byte, a
+// gap of zeros followed by data, a bad frame in an earlier segment, a frame
+// cut by the end of its file, a segment missing or out of sequence, fewer
+// entries than the last checkpoint or the stored hashes vouch for, entries
+// below the checkpoint that do not hash to its root.
+func scanLog(dir string, open func(name string) (file, error)) (*logScan, error) {
+	// What vouches for acknowledged entries is read before the segments,
+	// so that on a live log (CheckDir) it never runs ahead of them.
+	sc := &logScan{}
+	cp, err := latestCheckpoint(filepath.Join(dir, checkpointDir))
 	if err != nil {
-		return nil, err
+		return sc, err
 	}
-	st, err := os.Stat(name)
+	sc.cp = cp
+	hashed, err := hashedEntries(filepath.Join(dir, hashesFile))
 	if err != nil {
-		f.Close()
-		return nil, err
+		return sc, err
 	}
-	size := st.Size()
-	seg := &segment{first: first, f: f, size: size}
-	r := &windowReader{r: f, size: size, lend: true} // payloads are hashed, not kept
+	firsts, err := listSegments(filepath.Join(dir, segDir))
+	if err != nil {
+		return sc, err
+	}
+	check := &rootCheck{cp: cp}
+	for i, first := range firsts {
+		name := filepath.Join(segDir, segName(first))
+		if first != sc.size {
+			return sc, corrupt(name, -1, sc.size, "segment starts at entry %d, want %d (a segment is missing or out of sequence)", first, sc.size)
+		}
+		f, err := open(filepath.Join(dir, name))
+		if err != nil {
+			return sc, err
+		}
+		seg := &segment{first: first, f: f}
+		sc.segs = append(sc.segs, seg)
+		if err := sc.segment(seg, name, i == len(firsts)-1, check); err != nil {
+			return sc, err
+		}
+	}
+	if err := check.check(); err != nil {
+		return sc, err
+	}
+	where := func() (string, int64) {
+		if len(sc.segs) == 0 {
+			return "", -1
+		}
+		return filepath.Join(segDir, segName(sc.segs[len(sc.segs)-1].first)), sc.segs[len(sc.segs)-1].end
+	}
+	if sc.size < cp.Size {
+		seg, off := where()
+		if sc.torn != nil {
+			seg, off = sc.torn.Segment, sc.torn.Offset
+		}
+		return sc, corrupt(seg, off, sc.size, "checkpoint %d covers %d entries, the log has %d intact: acknowledged entries are missing or damaged", cp.Seq, cp.Size, sc.size)
+	}
+	if sc.size < hashed {
+		seg, off := where()
+		if sc.torn != nil {
+			seg, off = sc.torn.Segment, sc.torn.Offset
+		}
+		return sc, corrupt(seg, off, sc.size, "the stored hashes cover %d entries, the log has %d intact: acknowledged entries are missing or damaged", hashed, sc.size)
+	}
+	return sc, nil
+}
+
+// hashedEntries returns how many entries the stored hashes file covers: the
+// writer stores an entry's hashes only once the entry is durable, so the
+// log must hold at least that many.
+func hashedEntries(path string) (int64, error) {
+	st, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	have := st.Size() / tlog.HashSize
+	// The largest n with StoredHashCount(n) <= have (StoredHashCount(n) >= n).
+	lo, hi := int64(0), have
+	for lo < hi {
+		mid := lo + (hi-lo+1)/2
+		if tlog.StoredHashCount(mid) <= have {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	return lo, nil
+}
+
+// segment scans one segment, appending its frames to sc.
+func (sc *logScan) segment(seg *segment, name string, last bool, check *rootCheck) error {
+	size, err := fileSize(seg.f)
+	if err != nil {
+		return err
+	}
+	seg.size = size
+	r := &windowReader{r: seg.f, size: size, lend: true} // payloads are hashed, not kept
 	for off := int64(0); ; {
 		fr, err := readFrame(r, off, size)
-		if err == errEnd && last {
-			// After a power loss a later frame of an unsynced batch may
-			// have reached the disk while this one did not: zero it, so
-			// that it can never reappear after new frames.
-			dirty, err := nonZero(f, off, size)
-			if err == nil && dirty {
-				err = zeroTail(f, off, size)
-			}
-			if err != nil {
-				f.Close()
-				return nil, err
-			}
-		}
-		if err == errEnd {
-			seg.end = off
-			return seg, nil
-		}
 		var bad *badFrameError
-		if errors.As(err, &bad) && last {
-			if err := zeroTail(f, off, size); err != nil {
-				f.Close()
-				return nil, err
-			}
+		switch {
+		case err == errEnd:
 			seg.end = off
-			return seg, nil
-		}
-		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, name, err)
+			if at, err := firstNonZero(seg.f, off, size); err != nil {
+				return err
+			} else if at >= 0 {
+				return corrupt(name, off, sc.size, "zeros at offset %d followed by data at offset %d", off, at)
+			}
+			return nil
+		case errors.As(err, &bad):
+			seg.end = off
+			t, err := tornFrame(seg.f, name, off, size, sc.size, bad.reason)
+			if err != nil {
+				return err
+			}
+			if !last {
+				return corrupt(name, off, sc.size, "bad frame (%s) in a segment that is not the last", bad.reason)
+			}
+			sc.torn = t
+			return nil
+		case err != nil:
+			return err
 		}
 		h := tlog.RecordHash(fr.payload)
-		if fr.index != l.size || nextChain(l.chain, h) != fr.chain {
-			f.Close()
-			return nil, fmt.Errorf("%w: %s: frame at offset %d: index %d or chain does not follow entry %d", ErrCorrupt, name, off, fr.index, l.size-1)
+		if fr.index != sc.size || nextChain(sc.chain, h) != fr.chain {
+			seg.end = off
 		}
-		leaf(h)
-		l.chain = fr.chain
-		l.locs = append(l.locs, loc{seg: int32(len(l.segs)), off: off})
-		l.size++
+		if fr.index != sc.size {
+			return corrupt(name, off, sc.size, "frame holds entry %d, want %d", fr.index, sc.size)
+		}
+		if nextChain(sc.chain, h) != fr.chain {
+			return corrupt(name, off, sc.size, "hash chain broken")
+		}
+		if sc.size >= check.cp.Size {
+			sc.leaves = append(sc.leaves, h)
+		} else {
+			check.add(h)
+		}
+		sc.chain = fr.chain
+		sc.locs = append(sc.locs, loc{seg: int32(len(sc.segs) - 1), off: off})
+		sc.size++
 		off += frameHeader + int64(len(fr.payload))
 	}
 }
 
-// nonZero reports whether any byte in [off, size) of f is not zero.
-func nonZero(f file, off, size int64) (bool, error) {
-	buf := make([]byte, 1<<20)
-	for o := off; o < size; {
-		n := min(int64(len(buf)), size-o)
-		if _, err := f.ReadAt(buf[:n], o); err != nil {
-			return false, fmt.Errorf("scan segment tail: %w", err)
+// tornFrame tells whether the bad frame at off is a torn write (see
+// scanLog) and returns it, or the *CorruptError it is.
+func tornFrame(f io.ReaderAt, name string, off, size, index int64, reason string) (*TornTail, error) {
+	bad := func(why string) error {
+		return corrupt(name, off, index, "%s: %s", reason, why)
+	}
+	if off+frameHeader > size {
+		return nil, bad("the segment file ends inside a frame header (it was truncated)")
+	}
+	var h [frameHeader]byte
+	if _, err := f.ReadAt(h[:], off); err != nil {
+		return nil, fmt.Errorf("read %s at %d: %w", name, off, err)
+	}
+	n := int64(binary.BigEndian.Uint32(h[0:]))
+	end := off + frameHeader + n
+	switch {
+	case n == 0 || n > MaxEntrySize:
+		return nil, bad("not a frame header")
+	case end > size:
+		return nil, bad("the frame runs past the end of the segment file (it was truncated)")
+	}
+	at, err := lastNonZero(f, off, size)
+	if err != nil {
+		return nil, err
+	}
+	if at >= end-1 {
+		// The frame's last byte, or a byte after the frame, was written:
+		// not a write cut short, but a complete frame that changed, or
+		// one followed by more.
+		if at >= end {
+			return nil, bad(fmt.Sprintf("data follows at offset %d", at))
 		}
-		for _, c := range buf[:n] {
-			if c != 0 {
-				return true, nil
-			}
+		return nil, bad("the frame is complete but does not check: changed after it was written")
+	}
+	if at >= off+16 {
+		if i := int64(binary.BigEndian.Uint64(h[8:])); i != index {
+			return nil, bad(fmt.Sprintf("the frame holds entry %d, want %d", i, index))
+		}
+	}
+	if gap, err := firstZero(f, off+frameHeader, at+1); err != nil {
+		return nil, err
+	} else if gap >= 0 {
+		return nil, bad(fmt.Sprintf("zeros at offset %d inside the frame, data after them", gap))
+	}
+	return &TornTail{Segment: name, Offset: off, Bytes: at + 1 - off, Index: index}, nil
+}
+
+func fileSize(f file) (int64, error) {
+	st, err := os.Stat(f.Name())
+	if err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
+}
+
+// scanChunks calls fn on successive chunks of [off, end) of f until it
+// returns true.
+func scanChunks(f io.ReaderAt, off, end int64, fn func(b []byte, at int64) bool) error {
+	buf := make([]byte, min(1<<20, max(end-off, 0)))
+	for o := off; o < end; {
+		n := min(int64(len(buf)), end-o)
+		if _, err := f.ReadAt(buf[:n], o); err != nil {
+			return fmt.Errorf("scan segment: %w", err)
+		}
+		if fn(buf[:n], o) {
+			return nil
 		}
 		o += n
 	}
-	return false, nil
+	return nil
 }
 
-// zeroTail overwrites a torn tail with zeros and syncs.
-func zeroTail(f file, off, size int64) error {
+// firstNonZero returns the offset of the first non-zero byte in [off,
+// end) of f, or -1.
+func firstNonZero(f io.ReaderAt, off, end int64) (int64, error) {
+	at := int64(-1)
+	err := scanChunks(f, off, end, func(b []byte, o int64) bool {
+		for i, c := range b {
+			if c != 0 {
+				at = o + int64(i)
+				return true
+			}
+		}
+		return false
+	})
+	return at, err
+}
+
+// firstZero returns the offset of the first zero byte in [off, end) of f,
+// or -1.
+func firstZero(f io.ReaderAt, off, end int64) (int64, error) {
+	at := int64(-1)
+	err := scanChunks(f, off, end, func(b []byte, o int64) bool {
+		if i := bytes.IndexByte(b, 0); i >= 0 {
+			at = o + int64(i)
+			return true
+		}
+		return false
+	})
+	return at, err
+}
+
+// lastNonZero returns the offset of the last non-zero byte in [off, end)
+// of f, or -1.
+func lastNonZero(f io.ReaderAt, off, end int64) (int64, error) {
+	at := int64(-1)
+	err := scanChunks(f, off, end, func(b []byte, o int64) bool {
+		for i := len(b) - 1; i >= 0; i-- {
+			if b[i] != 0 {
+				at = o + int64(i)
+				break
+			}
+		}
+		return false
+	})
+	return at, err
+}
+
+// zeroTail overwrites [off, end) of f with zeros and syncs.
+func zeroTail(f file, off, end int64) error {
 	zeros := make([]byte, 64<<10)
-	for o := off; o < size; {
-		n := min(int64(len(zeros)), size-o)
+	for o := off; o < end; {
+		n := min(int64(len(zeros)), end-o)
 		if _, err := f.WriteAt(zeros[:n], o); err != nil {
-			return fmt.Errorf("truncate torn tail: %w", err)
+			return fmt.Errorf("zero torn tail: %w", err)
 		}
 		o += n
 	}
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("truncate torn tail: %w", err)
+		return fmt.Errorf("zero torn tail: %w", err)
 	}
 	return nil
 }
@@ -346,4 +581,45 @@ func (l *Log) leafHashes(lo, hi int64, rest []tlog.Hash) ([]tlog.Hash, error) {
 		out = append(out, tlog.RecordHash(b))
 	}
 	return append(out, rest...), nil
+}
+
+// rootCheck recomputes the root of the tree a checkpoint covers from the
+// entries themselves, so that an entry changed on disk, with its frame's CRC
+// and the hash chain redone, cannot pass Open: the stored hashes, which
+// rebuildHashes trusts up to the checkpoint, are checked only against the
+// root's few top nodes. One hash per entry, and log2(size) hashes of state.
+type rootCheck struct {
+	cp    checkpointFile
+	n     int64
+	stack []subtree
+}
+
+type subtree struct {
+	h    tlog.Hash
+	size int64
+}
+
+// add takes the leaf hash of the next entry below the checkpoint.
+func (c *rootCheck) add(h tlog.Hash) {
+	c.n++
+	c.stack = append(c.stack, subtree{h, 1})
+	for k := len(c.stack); k >= 2 && c.stack[k-2].size == c.stack[k-1].size; k-- {
+		c.stack[k-2] = subtree{tlog.NodeHash(c.stack[k-2].h, c.stack[k-1].h), 2 * c.stack[k-1].size}
+		c.stack = c.stack[:k-1]
+	}
+}
+
+// check compares the root of the entries added with the checkpoint's.
+func (c *rootCheck) check() error {
+	if c.cp.Size == 0 || c.n != c.cp.Size {
+		return nil // no checkpoint, or too few entries: recover says so
+	}
+	root := c.stack[len(c.stack)-1].h
+	for k := len(c.stack) - 2; k >= 0; k-- {
+		root = tlog.NodeHash(c.stack[k].h, root)
+	}
+	if root != c.cp.Root {
+		return corrupt("", -1, -1, "the first %d entries do not hash to the root of checkpoint %d", c.cp.Size, c.cp.Seq)
+	}
+	return nil
 }
