@@ -16,14 +16,20 @@ import (
 
 const logUsage = `usage: rulelock log show DIR INDEX
        rulelock log proof DIR INDEX [--key VKEY]
+       rulelock log check [--data DIR | LOGDIR] [--json]
        rulelock log append DIR            (one note entry per line of standard input)
        rulelock log checkpoint DIR --key KEYFILE [--tiles DIR]
 
 show prints the encoded entry at INDEX. proof prints a self-contained
 receipt for it (entry, inclusion proof, signed checkpoint) that
 rulelock verify --receipt checks alone; with --key the log is verified first.
-append and checkpoint are for operators and tests: they open the log
-(exclusively) to add note entries or sign a checkpoint with a key file.
+check reads the log of a gateway's data directory (or the log directory
+LOGDIR) as the gateway's recovery would, read-only and without its lock (it
+works while a gateway runs), and reports its segments, entries, last
+checkpoint, a torn tail the next start repairs, and any damage that stops the
+gateway from starting, with the entry, segment file and offset; exit status
+1 on damage. append and checkpoint are for operators and tests: they open the
+log (exclusively) to add note entries or sign a checkpoint with a key file.
 
 `
 
@@ -38,6 +44,8 @@ func runLog(ctx context.Context, e *env, args []string) error {
 		return runLogShow(e, args[1:])
 	case "proof":
 		return runLogProof(e, args[1:])
+	case "check":
+		return runLogCheck(e, args[1:])
 	case "append":
 		return runLogAppend(ctx, e, args[1:])
 	case "checkpoint":

@@ -154,7 +154,7 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	if err != nil {
 		return nil, err
 	}
-	l, err := audit.Open(filepath.Join(cfg.DataDir, "log"), audit.Options{})
+	l, err := openLog(e, cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
