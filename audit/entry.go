@@ -175,6 +175,18 @@ func (f *Field) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// byDigest returns f as Entry.Raw is encoded: its digest and size, computed
+// from its text when it has one.
+func (f Field) byDigest() (Field, error) {
+	switch {
+	case f.Text != "" && (!f.Digest.IsZero() || !f.Commitment.IsZero()), !f.Commitment.IsZero():
+		return Field{}, errors.New("encode entry: raw is its bytes (Text) or their digest and size, nothing else")
+	case f.Text != "":
+		return Field{Digest: sha256.Sum256(unsafe.Slice(unsafe.StringData(f.Text), len(f.Text))), Size: int64(len(f.Text))}, nil
+	}
+	return Field{Digest: f.Digest, Size: f.Size}, nil
+}
+
 // Rule is one rule that matched a request.
 // Members are declared in the order of their JSON names (sorted keys).
 type Rule struct {
@@ -221,6 +233,13 @@ type Entry struct {
 	Status         string // ok, error, unknown (after a crash)
 	Postconditions []Verdict
 
+	// Refusals (a request refused before it could be decoded or decided).
+	// Raw is the request body exactly as received, always encoded by its
+	// SHA-256 digest and size: set its Text to the bytes (any bytes, not
+	// only UTF-8); Append also keeps them in the blob store when they are
+	// no longer than Options.MaxRaw.
+	Raw Field
+
 	// Approvals.
 	Approver  string
 	Signature []byte // the approver's signature over the request digest
@@ -245,6 +264,7 @@ type wireEntry struct {
 	Kind           Kind      `json:"kind"`
 	Message        string    `json:"message,omitempty"`
 	Postconditions []Verdict `json:"postconditions,omitempty"`
+	Raw            *Field    `json:"raw,omitempty"`
 	Reasoning      *Field    `json:"reasoning,omitempty"`
 	RequestID      string    `json:"request_id,omitempty"`
 	Result         *Field    `json:"result,omitempty"`
@@ -302,6 +322,10 @@ func (e *Entry) appendEncoding(b []byte) ([]byte, error) {
 			return nil, fmt.Errorf("encode entry: action_sha256 %v does not match the action (%v)", e.ActionSHA256, sum)
 		}
 	}
+	raw, rerr := e.Raw.byDigest()
+	if rerr != nil {
+		return nil, rerr
+	}
 	if e.Closes != 0 && e.Kind != KindOutcome {
 		return nil, fmt.Errorf("encode entry: closes set on a %s entry", e.Kind)
 	}
@@ -319,6 +343,7 @@ func (e *Entry) appendEncoding(b []byte) ([]byte, error) {
 		Kind:           e.Kind,
 		Message:        e.Message,
 		Postconditions: e.Postconditions,
+		Raw:            optField(raw),
 		Reasoning:      optField(e.Reasoning),
 		RequestID:      e.RequestID,
 		Result:         optField(e.Result),
@@ -417,6 +442,12 @@ func decodeInto(p *wireParser, w *wireEntry, e *Entry) error {
 	if w.ActionSHA256 != nil {
 		e.ActionSHA256 = *w.ActionSHA256
 	}
+	if w.Raw != nil {
+		if w.Raw.Digest.IsZero() {
+			return errors.New("decode entry: raw must be {sha256, size}")
+		}
+		e.Raw = *w.Raw
+	}
 	if w.Closes != nil {
 		e.Closes = *w.Closes
 	}
@@ -436,7 +467,7 @@ type entryChecker struct {
 	p      wireParser
 	w      wireEntry
 	e      Entry
-	fields [5]Field
+	fields [6]Field
 	buf    []byte
 }
 

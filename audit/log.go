@@ -40,6 +40,10 @@ type Options struct {
 	// MaxInline is the longest field stored inline; longer fields are stored
 	// by digest in the blob store (default 4096 bytes).
 	MaxInline int
+	// MaxRaw is the longest raw request body (Entry.Raw) whose bytes are
+	// kept in the blob store; a longer one is recorded by digest and size
+	// only (default 1 MiB).
+	MaxRaw int64
 	// MaxBatch caps the entries written by one group commit (default 1024).
 	MaxBatch int
 	// Rand is the source of commitment salts (default crypto/rand).
@@ -80,6 +84,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxInline <= 0 {
 		o.MaxInline = 4096
+	}
+	if o.MaxRaw <= 0 {
+		o.MaxRaw = 1 << 20
 	}
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 1024
@@ -296,6 +303,13 @@ func (l *Log) prepare(e *Entry) (*request, error) {
 			}
 			*f = Field{Digest: d, Size: int64(len(f.Text))}
 		}
+	}
+	if c.Raw.Text != "" && int64(len(c.Raw.Text)) <= l.opts.MaxRaw {
+		d, err := l.putBlob([]byte(c.Raw.Text))
+		if err != nil {
+			return nil, err
+		}
+		c.Raw = Field{Digest: d, Size: int64(len(c.Raw.Text))}
 	}
 	b, err := c.Encode()
 	if err != nil {

@@ -84,6 +84,7 @@ func (w *wireEntry) appendJSON(b []byte) ([]byte, error) {
 		}
 		b = append(b, ']')
 	}
+	field("raw", w.Raw)
 	field("reasoning", w.Reasoning)
 	str("request_id", w.RequestID, true)
 	field("result", w.Result)

@@ -20,11 +20,11 @@ func FuzzWireMatchesEncodingJSON(f *testing.F) {
 			Action: &Field{Text: s3}, ActionSHA256: &d, Agent: s1, Approver: s2, BundleDigest: s1,
 			Closes: &n, Decision: s2, EngineVersion: s1, Instruction: &Field{Digest: d, Size: n},
 			Kind: Kind(s2), Message: s3, Postconditions: []Verdict{{Holds: flag, Message: s1, Rule: s2}, {Rule: s3}},
-			Reasoning: &Field{Commitment: d}, RequestID: s2, Rules: []Rule{{Message: s3, Name: s1, Outcome: s2, Shadow: flag}, {Name: s2}},
+			Raw: &Field{Digest: d, Size: n}, Reasoning: &Field{Commitment: d}, RequestID: s2, Rules: []Rule{{Message: s3, Name: s1, Outcome: s2, Shadow: flag}, {Name: s2}},
 			Session: s1, Signature: sig, Signers: []string{s1, s2, s3}, Status: s3, Time: s1, V: 1,
 		}
 		if flag {
-			w.Closes, w.ActionSHA256, w.Action, w.Rules = nil, nil, nil, nil
+			w.Closes, w.ActionSHA256, w.Action, w.Rules, w.Raw = nil, nil, nil, nil, nil
 		}
 		want, err := marshal(w)
 		if err != nil {

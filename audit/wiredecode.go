@@ -109,6 +109,8 @@ func (p *wireParser) member(k string, w *wireEntry) error {
 			w.Postconditions = append(w.Postconditions, v)
 			return err
 		})
+	case "raw":
+		w.Raw, err = p.field()
 	case "reasoning":
 		w.Reasoning, err = p.field()
 	case "request_id":

@@ -746,9 +746,11 @@ func newID() (string, error) {
 
 // Refuse records a request the gateway refused before it could be decided
 // (malformed, oversized, of an unknown shape) from an authenticated agent:
-// the log keeps every authenticated request. raw is what the agent sent, as
-// far as it was read; it is kept when it is valid UTF-8. The decision is
-// deny with code as its reason.
+// the log keeps every authenticated request. raw is what the agent sent,
+// exactly as received, as far as it was read: the entry records its SHA-256
+// and size (audit.Entry.Raw; the bytes go to the blob store within its cap),
+// and its text too when it is valid UTF-8. The decision is deny with code
+// as its reason.
 func (g *Gateway) Refuse(ctx context.Context, agent policy.Agent, code, msg string, raw []byte) (*Result, error) {
 	id, err := newID()
 	if err != nil {
@@ -761,6 +763,9 @@ func (g *Gateway) Refuse(ctx context.Context, agent policy.Agent, code, msg stri
 		Kind: audit.KindDecision, Time: now, Agent: agent.ID, RequestID: id,
 		Decision: string(d.Decision), BundleDigest: d.Policy, EngineVersion: EngineVersion,
 		Message: code + ": " + msg,
+	}
+	if len(raw) > 0 {
+		e.Raw = audit.Field{Text: string(raw)}
 	}
 	if len(raw) > 0 && utf8.Valid(raw) {
 		e.Action = audit.Text(string(raw))

@@ -126,9 +126,17 @@ func (p *Proxy) call(ctx context.Context, agent policy.Agent, req *mcp.CallToolR
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "rulelock is not ready: nothing was done"}
 	}
 	params := req.Params
-	raw, _ := json.Marshal(params)
+	// A refusal records the call's arguments exactly as the agent sent them
+	// (the SDK hands them over undecoded: their SHA-256 goes into the
+	// entry), and names the tool in its message.
+	var raw []byte
+	var name string
+	if params != nil {
+		raw, name = params.Arguments, params.Name
+	}
+	logged := func(msg string) string { return fmt.Sprintf("tools/call %q: %s", name, msg) }
 	refuse := func(code, msg string) error {
-		if _, err := p.gw.Refuse(ctx, agent, code, msg, raw); err != nil {
+		if _, err := p.gw.Refuse(ctx, agent, code, logged(msg), raw); err != nil {
 			return &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "the audit log is unavailable: nothing was done"}
 		}
 		return invalidParams("%s", msg)
@@ -141,7 +149,7 @@ func (p *Proxy) call(ctx context.Context, agent policy.Agent, req *mcp.CallToolR
 		return nil, refuse("unknown_tool", fmt.Sprintf("unknown tool %q", params.Name))
 	}
 	if !ok {
-		res, err := p.gw.Refuse(ctx, agent, "tool_definition_changed", why, raw)
+		res, err := p.gw.Refuse(ctx, agent, "tool_definition_changed", logged(why), raw)
 		if err != nil {
 			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "the audit log is unavailable: nothing was done"}
 		}
@@ -177,7 +185,7 @@ func (p *Proxy) call(ctx context.Context, agent policy.Agent, req *mcp.CallToolR
 	if errors.Is(err, gateway.ErrNoPolicy) {
 		// Logged like the HTTP API's no_policy refusal; the agent is told
 		// the server cannot act, not that its call was malformed.
-		if _, err := p.gw.Refuse(ctx, agent, "no_policy", gateway.NoPolicyMessage, raw); err != nil {
+		if _, err := p.gw.Refuse(ctx, agent, "no_policy", logged(gateway.NoPolicyMessage), raw); err != nil {
 			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "the audit log is unavailable: nothing was done"}
 		}
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "rulelock: " + gateway.NoPolicyMessage}
