@@ -135,10 +135,11 @@ type Log struct {
 	chain tlog.Hash
 	buf   []byte
 
-	spare *spare    // next segment, being preallocated (writer only)
-	torn  *TornTail // the torn tail Open repaired, if any
-	side  file      // the sensitive side file, opened lazily
+	spare *spare // next segment, being preallocated (writer only)
+	side  file   // the sensitive side file, opened lazily
 	sideN int64
+
+	torn *TornTail // the torn tail Open repaired, if any
 }
 
 type segment struct {
