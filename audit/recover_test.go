@@ -172,6 +172,12 @@ func TestRecoverRefusesCorruption(t *testing.T) {
 		{"last byte of the last entry zeroed (looks torn; the stored hashes vouch for it)", func(t *testing.T, dir string, fs []frameAt) {
 			patch(t, fs[n-1].path, fs[n-1].off+fs[n-1].len-1, []byte{0})
 		}, n - 1, n - 1},
+		{"length field of the last entry enlarged (stored hashes lost too)", func(t *testing.T, dir string, fs []frameAt) {
+			os.Remove(filepath.Join(dir, hashesFile))
+			var b [4]byte
+			binary.BigEndian.PutUint32(b[:], uint32(fs[n-1].len-frameHeader+100))
+			patch(t, fs[n-1].path, fs[n-1].off, b[:])
+		}, n - 1, n - 1},
 		{"flipped byte before the last checkpoint", func(t *testing.T, dir string, fs []frameAt) {
 			flip(t, fs[150].path, fs[150].off+frameHeader+20)
 		}, 150, 150},

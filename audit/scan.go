@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -86,7 +87,8 @@ func (s *logScan) close() {
 // unacknowledged write at the end. Its prefix may hold whole frames (they
 // are kept) and at most one incomplete frame: a plausible header whose
 // frame fits in the segment, its bytes written without a gap, its last byte
-// (always '}' in a complete frame) and everything after it still zero.
+// (always '}' in a complete frame) and everything after it still zero, and
+// what is there not a complete frame whose length field grew.
 // Anything else is corruption: a bad frame followed by any non-zero byte, a
 // gap of zeros followed by data, a bad frame in an earlier segment, a frame
 // cut by the end of its file, a segment missing or out of sequence, fewer
@@ -275,6 +277,17 @@ func tornFrame(f io.ReaderAt, name string, off, size, index int64, reason string
 		return nil, err
 	} else if gap >= 0 {
 		return nil, bad(fmt.Sprintf("zeros at offset %d inside the frame, data after them", gap))
+	}
+	if at >= off+frameHeader {
+		// The CRC does not cover the length: a complete frame whose length
+		// grew would otherwise pass for a prefix of a longer one.
+		b := make([]byte, at+1-off-8)
+		if _, err := f.ReadAt(b, off+8); err != nil {
+			return nil, fmt.Errorf("read %s at %d: %w", name, off, err)
+		}
+		if crc32.Checksum(b, castagnoli) == binary.BigEndian.Uint32(h[4:]) {
+			return nil, bad(fmt.Sprintf("a complete frame of %d bytes whose length field says %d", len(b)-40, n))
+		}
 	}
 	return &TornTail{Segment: name, Offset: off, Bytes: at + 1 - off, Index: index}, nil
 }
