@@ -69,6 +69,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -277,6 +279,36 @@ func runTests(p *policy.Policy, v *bundle.Verified) error {
 		return fmt.Errorf("bundle %s: %d of %d of its policy tests fail", v.Digest, res.Failed, res.Failed+res.Passed)
 	}
 	return nil
+}
+
+// IsBundle reports whether dir looks like a bundle: it holds a MANIFEST.
+func IsBundle(dir string) bool {
+	fi, err := os.Lstat(filepath.Join(dir, bundle.ManifestFile))
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// Candidate reads the bundle in dir for a what-if (`rulelock replay`),
+// without activating it: its files are checked against its manifest and
+// its policy compiled, exactly as the archive will hold it. With trust, it
+// is judged first as the gateway would judge it (Accept), so the report
+// is about a bundle that could be activated.
+func Candidate(dir string, trust *bundle.Trust, now time.Time) (*policy.Policy, string, error) {
+	if trust != nil {
+		a, _, err := Accept(dir, trust, now)
+		if err != nil {
+			return nil, "", err
+		}
+		return a.Policy, a.Digest, nil
+	}
+	b, err := bundle.ReadDir(dir)
+	if err != nil {
+		return nil, "", err
+	}
+	p, err := compileBundle(b)
+	if err != nil {
+		return nil, "", fmt.Errorf("bundle %s: the policy does not compile: %v", b.Digest(), err)
+	}
+	return p, b.Digest(), nil
 }
 
 // Development reports whether e activates a development-mode policy: a

@@ -15,6 +15,9 @@
 //	bundle_hash_mismatch     the archive is altered or does not compile
 //	unmediated_outcome       an outcome without a decision that allowed it
 //	approval_quorum_invalid  an approved execution without a valid quorum
+//	development_policy       a development-mode activation: a policy loaded from a
+//	                         directory, which no quorum signed (Options.AllowDevelopment
+//	                         accepts it, for development logs)
 //
 // WhatIf re-evaluates the same decisions under a candidate policy and
 // reports what would change.
@@ -36,6 +39,7 @@ import (
 	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/gateway"
 	"github.com/rulelock/rulelock/internal/ledger"
+	"github.com/rulelock/rulelock/internal/lifecycle"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -46,6 +50,7 @@ const (
 	BundleHashMismatch    = "bundle_hash_mismatch"
 	UnmediatedOutcome     = "unmediated_outcome"
 	ApprovalQuorumInvalid = "approval_quorum_invalid"
+	DevelopmentPolicy     = "development_policy"
 )
 
 // Finding is one thing Verify found wrong.
@@ -83,6 +88,10 @@ type Options struct {
 	Retention time.Duration
 	// Workers: see gateway.ReplayOptions (default GOMAXPROCS).
 	Workers int
+	// AllowDevelopment accepts development-mode activations (policies no
+	// quorum signed) instead of reporting each as development_policy: for
+	// logs of development gateways. Their decisions are replayed either way.
+	AllowDevelopment bool
 }
 
 // VerifyDir opens the log in dir and verifies it. The log must not be open
@@ -113,7 +122,7 @@ func VerifyDir(dir string, opts Options) (*Summary, error) {
 func Verify(lr gateway.LogReader, opts Options) (*Summary, error) {
 	start := time.Now()
 	sum := &Summary{Entries: lr.Size()}
-	c := &checker{reg: opts.Approvers, decisions: map[int64]decided{}, byRequest: map[reqKey]effect{}, parked: map[reqKey]*audit.Entry{},
+	c := &checker{reg: opts.Approvers, allowDev: opts.AllowDevelopment, decisions: map[int64]decided{}, byRequest: map[reqKey]effect{}, parked: map[reqKey]*audit.Entry{},
 		activated: map[string]bool{}, closed: map[int64]bool{}, approvals: map[string][][]byte{}}
 	ar := newArchive(opts.Bundles, opts.Policies)
 
@@ -217,6 +226,7 @@ func (c *checker) judge(i int64, e *audit.Entry, got *policy.Decision) (string, 
 // scan it.
 type checker struct {
 	reg       *approval.Registry
+	allowDev  bool
 	decisions map[int64]decided
 	byRequest map[reqKey]effect       // the first decision of each request
 	parked    map[reqKey]*audit.Entry // those that were require_approval
@@ -286,6 +296,9 @@ func (c *checker) entry(i int64, e *audit.Entry) error {
 	switch e.Kind {
 	case audit.KindPolicyActivation:
 		c.activated[e.BundleDigest] = true
+		if lifecycle.Development(e) && !c.allowDev {
+			c.add(i, DevelopmentPolicy, "%s was activated in development mode (loaded from a directory, signed by no quorum): not a production log (--allow-development accepts it)", e.BundleDigest)
+		}
 	case audit.KindDecision:
 		key, dec := keyOf(e.RequestID), c.effects.code(e.Decision)
 		c.decisions[i] = decided{key, dec}
@@ -419,4 +432,11 @@ func firedNames(rs []policy.FiredRule) []string {
 		out = append(out, r.Name)
 	}
 	return out
+}
+
+func errOr(err error, s string) string {
+	if err != nil {
+		return err.Error()
+	}
+	return s
 }
