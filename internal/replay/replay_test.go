@@ -241,3 +241,23 @@ func TestWhatIfWorkers(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyDevelopmentPolicy: a development-mode activation (no signers)
+// is a development_policy finding at its index unless AllowDevelopment;
+// its decisions are replayed either way.
+func TestVerifyDevelopmentPolicy(t *testing.T) {
+	r := record(t, 1, 5)
+	opts := replay.Options{Bundles: filepath.Join(r.data, "bundles"), Workers: 1}
+	sum, err := replay.Verify(r.log, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []replay.Finding{{Index: 0, Class: replay.DevelopmentPolicy}}
+	if diff := cmp.Diff(want, sum.Findings, cmpopts.IgnoreFields(replay.Finding{}, "Detail")); diff != "" || sum.Decisions != 5 {
+		t.Errorf("without AllowDevelopment: %d decisions, findings (-want +got):\n%s", sum.Decisions, diff)
+	}
+	opts.AllowDevelopment = true
+	if sum, err = replay.Verify(r.log, opts); err != nil || len(sum.Findings) != 0 || sum.Decisions != 5 {
+		t.Errorf("with AllowDevelopment: %d decisions, findings %v (%v); want 5, none", sum.Decisions, sum.Findings, err)
+	}
+}
