@@ -89,10 +89,10 @@ func (a Archive) Digests() ([]string, error) {
 func (a Archive) Load(digest string) (*Archived, error) {
 	dir, err := a.path(digest)
 	if err != nil {
-		return nil, fmt.Errorf("load %s: %w: %v", digest, ErrNotArchived, err)
+		return nil, fmt.Errorf("%w: %v", ErrNotArchived, err)
 	}
 	if _, err := os.Lstat(dir); err != nil {
-		return nil, fmt.Errorf("no archive of %s in %s: %w", digest, a.Dir, ErrNotArchived)
+		return nil, fmt.Errorf("%s is %w (%s)", digest, ErrNotArchived, a.Dir)
 	}
 	if _, err := os.Lstat(filepath.Join(dir, bundle.ManifestFile)); err != nil {
 		return a.loadDev(dir, digest)

@@ -154,23 +154,30 @@ func (a *Activator) Reload(ctx context.Context, dir string) error {
 func (a *Activator) activate(ctx context.Context, dir, prefix string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	cand, b, err := Accept(dir, a.opts.Trust, a.opts.Now())
-	if err == nil {
-		err = a.checkRollback(cand)
-	}
-	if err == nil {
-		if err = a.opts.Archive.Store(b); err != nil {
-			err = fmt.Errorf("archive bundle: %w", err)
-		}
-	}
-	if err == nil {
-		err = a.gw.Activate(ctx, cand)
-	}
+	cand, err := a.admit(ctx, dir)
 	if err != nil {
 		return a.reject(ctx, prefix, err)
 	}
 	a.floor = &floor{digest: cand.Digest, version: cand.Version}
 	return nil
+}
+
+// admit judges the bundle in dir, archives it and activates it.
+func (a *Activator) admit(ctx context.Context, dir string) (*gateway.Active, error) {
+	cand, b, err := Accept(dir, a.opts.Trust, a.opts.Now())
+	if err != nil {
+		return nil, err
+	}
+	if err := a.checkRollback(cand); err != nil {
+		return nil, err
+	}
+	if err := a.opts.Archive.Store(b); err != nil {
+		return nil, fmt.Errorf("archive bundle: %w", err)
+	}
+	if err := a.gw.Activate(ctx, cand); err != nil {
+		return nil, err
+	}
+	return cand, nil
 }
 
 // ActivateDev activates a development-mode policy p, compiled from srcs
