@@ -207,6 +207,12 @@ func writeDir(final string, files []file) (err error) {
 	if err := mkdirDurable(parent); err != nil {
 		return err
 	}
+	// A crash before the rename leaves a temporary directory: never read,
+	// removed here (one gateway holds the data directory).
+	stale, _ := filepath.Glob(filepath.Join(parent, ".tmp-"+filepath.Base(final)+"-*"))
+	for _, d := range stale {
+		os.RemoveAll(d)
+	}
 	tmp, err := os.MkdirTemp(parent, ".tmp-"+filepath.Base(final)+"-")
 	if err != nil {
 		return fmt.Errorf("archive: %w", err)

@@ -312,6 +312,15 @@ func TestArchive(t *testing.T) {
 		t.Fatal(err)
 	}
 	ar := lifecycle.Archive{Dir: filepath.Join(dir, "data", "bundles")}
+	// What a crash before the rename leaves: a partial temporary directory.
+	crashed := filepath.Join(ar.Dir, ".tmp-"+strings.TrimPrefix(b.Digest(), "sha256:")+"-123")
+	if err := os.MkdirAll(crashed, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(crashed, bundle.ManifestFile), b.Text[:10])
+	if _, err := ar.Load(b.Digest()); !errors.Is(err, lifecycle.ErrNotArchived) {
+		t.Fatalf("Load after a crash before the rename: %v, want ErrNotArchived", err)
+	}
 	if err := ar.Store(b); err != nil {
 		t.Fatal(err)
 	}
