@@ -111,6 +111,28 @@ func (a Archive) Load(digest string) (*Archived, error) {
 	return &Archived{Digest: digest, Policy: p, Version: b.Manifest.Version}, nil
 }
 
+// Manifest returns the manifest of the bundle archived under digest,
+// its files checked against it and it against the digest, without
+// compiling the policy. The error wraps ErrNotArchived or ErrAltered (a
+// development-mode policy has no manifest: ErrAltered).
+func (a Archive) Manifest(digest string) (*bundle.Manifest, error) {
+	dir, err := a.path(digest)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotArchived, err)
+	}
+	if _, err := os.Lstat(dir); err != nil {
+		return nil, fmt.Errorf("%s is %w (%s)", digest, ErrNotArchived, a.Dir)
+	}
+	b, err := bundle.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("archive of %s: %w: %v", digest, ErrAltered, err)
+	}
+	if b.Digest() != digest {
+		return nil, fmt.Errorf("archive of %s: %w: its manifest hashes to %s", digest, ErrAltered, b.Digest())
+	}
+	return b.Manifest, nil
+}
+
 // loadDev reads a development-mode policy: its files, named by the policy's
 // own digest.
 func (a Archive) loadDev(dir, digest string) (*Archived, error) {

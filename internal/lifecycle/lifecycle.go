@@ -209,11 +209,11 @@ func (a *Activator) checkRollback(cand *gateway.Active) error {
 			cand.Source += " (active before the restart)"
 			return nil
 		}
-		prev, err := a.opts.Archive.Load(a.opts.Logged)
-		if err != nil || prev.Dev {
-			return fmt.Errorf("the archive of the active bundle %s is missing or altered (%v): refusing to activate anything", a.opts.Logged, errOr(err, "it holds a development policy"))
+		m, err := a.opts.Archive.Manifest(a.opts.Logged)
+		if err != nil {
+			return fmt.Errorf("the archive of the active bundle %s is missing or altered (%v): refusing to activate anything", a.opts.Logged, err)
 		}
-		a.floor = &floor{digest: prev.Digest, version: prev.Version, logged: true}
+		a.floor = &floor{digest: a.opts.Logged, version: m.Version, logged: true}
 	}
 	if a.floor == nil {
 		return nil

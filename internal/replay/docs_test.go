@@ -16,7 +16,7 @@ func TestDocsListFindingClasses(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, class := range []string{replay.ReplayMismatch, replay.BundleMissing, replay.BundleHashMismatch,
-		replay.UnmediatedOutcome, replay.ApprovalQuorumInvalid, replay.DevelopmentPolicy} {
+		replay.UnmediatedOutcome, replay.ApprovalQuorumInvalid, replay.DevelopmentPolicy, replay.BundleRollback} {
 		if !strings.Contains(string(doc), "| `"+class+"` |") {
 			t.Errorf("docs/audit-log.md does not list the finding class %s", class)
 		}

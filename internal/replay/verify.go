@@ -15,6 +15,7 @@
 //	bundle_hash_mismatch     the archive is altered or does not compile
 //	unmediated_outcome       an outcome without a decision that allowed it
 //	approval_quorum_invalid  an approved execution without a valid quorum
+//	bundle_rollback          a signed bundle activated after one with a version as high or higher
 //	development_policy       a development-mode activation: a policy loaded from a
 //	                         directory, which no quorum signed (Options.AllowDevelopment
 //	                         accepts it, for development logs)
@@ -51,6 +52,7 @@ const (
 	UnmediatedOutcome     = "unmediated_outcome"
 	ApprovalQuorumInvalid = "approval_quorum_invalid"
 	DevelopmentPolicy     = "development_policy"
+	BundleRollback        = "bundle_rollback"
 )
 
 // Finding is one thing Verify found wrong.
@@ -122,7 +124,7 @@ func VerifyDir(dir string, opts Options) (*Summary, error) {
 func Verify(lr gateway.LogReader, opts Options) (*Summary, error) {
 	start := time.Now()
 	sum := &Summary{Entries: lr.Size()}
-	c := &checker{reg: opts.Approvers, allowDev: opts.AllowDevelopment, decisions: map[int64]decided{}, byRequest: map[reqKey]effect{}, parked: map[reqKey]*audit.Entry{},
+	c := &checker{reg: opts.Approvers, allowDev: opts.AllowDevelopment, archive: lifecycle.Archive{Dir: opts.Bundles}, decisions: map[int64]decided{}, byRequest: map[reqKey]effect{}, parked: map[reqKey]*audit.Entry{},
 		activated: map[string]bool{}, closed: map[int64]bool{}, approvals: map[string][][]byte{}}
 	ar := newArchive(opts.Bundles, opts.Policies)
 
@@ -227,6 +229,8 @@ func (c *checker) judge(i int64, e *audit.Entry, got *policy.Decision) (string, 
 type checker struct {
 	reg       *approval.Registry
 	allowDev  bool
+	archive   lifecycle.Archive
+	floor     *activation // the highest signed bundle activated so far
 	decisions map[int64]decided
 	byRequest map[reqKey]effect       // the first decision of each request
 	parked    map[reqKey]*audit.Entry // those that were require_approval
@@ -296,7 +300,10 @@ func (c *checker) entry(i int64, e *audit.Entry) error {
 	switch e.Kind {
 	case audit.KindPolicyActivation:
 		c.activated[e.BundleDigest] = true
-		if lifecycle.Development(e) && !c.allowDev {
+		switch {
+		case !lifecycle.Development(e):
+			c.checkVersion(i, e)
+		case !c.allowDev:
 			c.add(i, DevelopmentPolicy, "%s was activated in development mode (loaded from a directory, signed by no quorum): not a production log (--allow-development accepts it)", e.BundleDigest)
 		}
 	case audit.KindDecision:
@@ -343,6 +350,30 @@ func (c *checker) entry(i int64, e *audit.Entry) error {
 		}
 	}
 	return nil
+}
+
+// activation is a signed bundle the log activated.
+type activation struct {
+	digest  string
+	version uint64
+}
+
+// checkVersion checks the anti-rollback rule on the signed activation e at
+// index i: its version, read from the archive, is higher than that of
+// every bundle activated before, unless it is the same bundle again (a
+// restart). An activation whose archive does not read is skipped here:
+// every decision under it reports the archive.
+func (c *checker) checkVersion(i int64, e *audit.Entry) {
+	m, err := c.archive.Manifest(e.BundleDigest)
+	if err != nil {
+		return
+	}
+	if f := c.floor; f != nil && e.BundleDigest != f.digest && m.Version <= f.version {
+		c.add(i, BundleRollback, "bundle %s version %d activated after %s version %d", e.BundleDigest, m.Version, f.digest, f.version)
+	}
+	if c.floor == nil || m.Version > c.floor.version {
+		c.floor = &activation{e.BundleDigest, m.Version}
+	}
 }
 
 // refusedWithoutPolicy reports whether e records a request the gateway
