@@ -4,7 +4,8 @@
 // The gateway activates a bundle only when Verify accepts it: the files are
 // exactly those listed, a quorum of trusted keys signed the manifest, and it
 // has not expired. (Anti-rollback, compiling and running the bundle's own
-// tests are the gateway's checks, on the Verified result.)
+// tests are the gateway's checks, on the Verified result: its internal
+// lifecycle package.)
 //
 // # Layout
 //

@@ -379,7 +379,7 @@ func (w *mcpWorld) checkLog(t *testing.T) {
 	if pins != 14 {
 		t.Errorf("log: %d tool pins, want the filesystem server's 14 tools", pins)
 	}
-	verify := exec.Command(w.bin, "verify", logDir, "--key", filepath.Join(w.data, "log.pub"), "--replay", "--config", w.config)
+	verify := exec.Command(w.bin, "verify", logDir, "--key", filepath.Join(w.data, "log.pub"), "--replay", "--allow-development", "--config", w.config)
 	if out, err := verify.CombinedOutput(); err != nil {
 		t.Errorf("rulelock verify --replay: %v\n%s", err, out)
 	}

@@ -7,9 +7,13 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/bundle"
+	"github.com/rulelock/rulelock/internal/lifecycle"
 	"github.com/rulelock/rulelock/internal/replay"
+	"github.com/rulelock/rulelock/policy"
 )
 
 func replayCommands() []command {
@@ -21,9 +25,10 @@ func replayCommands() []command {
 // runReplay re-evaluates every recorded decision, with its recorded inputs
 // and the history derived from the log, under a candidate policy.
 func runReplay(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "replay", "--log DIR --policy DIR [--config FILE] [--json]")
+	fs := newFlags(e, "replay", "--log DIR --policy DIR [--trust FILE] [--config FILE] [--json]")
 	logDir := fs.String("log", "", "the log directory (e.g. rulelock-data/log)")
-	polDir := fs.String("policy", "", "the candidate policy (directory or .rules file)")
+	polDir := fs.String("policy", "", "the candidate policy (a bundle, a policy directory or a .rules file)")
+	trustPath := fs.String("trust", "", "with a bundle: judge it first as the gateway would (quorum of this trust file, compile, its tests)")
 	config := fs.String("config", "", "the gateway config, for its limits (default: the default limits)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := parseFlags(fs, args); err != nil {
@@ -33,9 +38,9 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 		fs.Usage()
 		return &exitError{code: 2}
 	}
-	p, err := loadPolicy(*polDir)
+	p, err := replayCandidate(*polDir, *trustPath)
 	if err != nil {
-		return &exitError{code: 2, err: fmt.Errorf("load policy:\n%v", err)}
+		return &exitError{code: 2, err: err}
 	}
 	var opts replay.Options
 	if *config != "" {
@@ -76,6 +81,35 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "entry %d agent %s: %s -> %s (%s; rules: %s) %s\n", c.Index, c.Agent, c.From, c.To, c.Reason, strings.Join(c.Rules, ", "), c.Action)
 	}
 	return nil
+}
+
+// replayCandidate loads the candidate policy: a bundle through the
+// lifecycle (checked against its manifest, and judged when a trust file is
+// given), any other directory or file as a development policy.
+func replayCandidate(path, trustPath string) (*policy.Policy, error) {
+	if !lifecycle.IsBundle(path) {
+		if trustPath != "" {
+			return nil, fmt.Errorf("--trust: %s is not a bundle (no %s)", path, bundle.ManifestFile)
+		}
+		p, err := loadPolicy(path)
+		if err != nil {
+			return nil, fmt.Errorf("load policy:\n%v", err)
+		}
+		return p, nil
+	}
+	var trust *bundle.Trust
+	if trustPath != "" {
+		t, err := loadTrust(trustPath)
+		if err != nil {
+			return nil, err
+		}
+		trust = t
+	}
+	p, _, err := lifecycle.Candidate(path, trust, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("candidate bundle %s: %w", path, err)
+	}
+	return p, nil
 }
 
 func sortedMapKeys[V any](m map[string]V) []string {

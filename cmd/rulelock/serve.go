@@ -22,6 +22,7 @@ import (
 	"github.com/rulelock/rulelock/bundle"
 	"github.com/rulelock/rulelock/internal/gateway"
 	"github.com/rulelock/rulelock/internal/httpapi"
+	"github.com/rulelock/rulelock/internal/lifecycle"
 	"github.com/rulelock/rulelock/internal/mcpproxy"
 	"github.com/rulelock/rulelock/policy"
 )
@@ -108,6 +109,7 @@ type running struct {
 	cfg   *serveConfig
 	log   *audit.Log
 	trust *bundle.Trust
+	act   *lifecycle.Activator // every activation and rejection (activate.go)
 	gw    *gateway.Gateway
 	cp    *audit.Checkpointer
 	srv   *http.Server
@@ -230,17 +232,8 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 		Message: fmt.Sprintf("startup: %d allowed actions without an outcome recorded as unknown", closed)}); err != nil {
 		return nil, err
 	}
-	if cfg.Bundle != "" {
-		if err := g.activateAtStart(ctx); err != nil {
-			return nil, err
-		}
-	} else {
-		if err := g.archiveDev(p); err != nil {
-			return nil, fmt.Errorf("archive the development policy: %w", err)
-		}
-		if err := gw.Activate(ctx, &gateway.Active{Policy: p, Digest: p.Digest(), Dev: true, Source: cfg.Policy}); err != nil {
-			return nil, err
-		}
+	if err := g.startPolicy(ctx, p); err != nil {
+		return nil, err
 	}
 	tokens := cfg.tokens()
 	if len(cfg.Agents) == 0 {

@@ -246,8 +246,10 @@ func TestVerifyReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	logDir := filepath.Join(data, "log")
+	// A development gateway's log: --allow-development accepts its
+	// development-mode activation (TestVerifyReplayDevelopmentPolicy).
 	verify := func() string {
-		out, code, stderr := cliCode(t, data, "verify", logDir, "--key", filepath.Join(data, "log.pub"), "--replay")
+		out, code, stderr := cliCode(t, data, "verify", logDir, "--key", filepath.Join(data, "log.pub"), "--replay", "--allow-development")
 		if code > 1 {
 			t.Fatalf("verify: exit %d: %s", code, stderr)
 		}
@@ -256,7 +258,7 @@ func TestVerifyReplay(t *testing.T) {
 	// verifyJSON is verify --replay --json: one document whose "replay"
 	// holds the replay's summary, and its exit code.
 	verifyJSON := func() (map[string]any, int) {
-		out, code, stderr := cliCode(t, data, "verify", logDir, "--key", filepath.Join(data, "log.pub"), "--replay", "--json")
+		out, code, stderr := cliCode(t, data, "verify", logDir, "--key", filepath.Join(data, "log.pub"), "--replay", "--allow-development", "--json")
 		var doc map[string]any
 		if err := json.Unmarshal([]byte(out), &doc); err != nil {
 			t.Fatalf("verify --json: %v: %s %s", err, out, stderr)
@@ -320,7 +322,10 @@ func TestVerifyReplay(t *testing.T) {
 	if len(archives) != 1 {
 		t.Fatalf("archives: %v", archives)
 	}
-	os.WriteFile(archives[0], []byte("rule \"x\" {\n  precondition: true\n  allow\n}\n"), 0o644)
+	os.Chmod(archives[0], 0o644) // archived files are read-only
+	if err := os.WriteFile(archives[0], []byte("rule \"x\" {\n  precondition: true\n  allow\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if out := verify(); !strings.Contains(out, "FAIL bundle_hash_mismatch") {
 		t.Errorf("altered archive:\n%s", out)
 	}

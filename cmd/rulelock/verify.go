@@ -49,6 +49,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	replay := fs.Bool("replay", false, "also re-run every decision under the archived policy it names and check completeness (a stopped gateway's data directory, or a copy)")
 	bundles := fs.String("bundles", "", "with --replay: the archive of activated policies (default: DIR/../bundles)")
 	config := fs.String("config", "", "with --replay: the gateway config, for the approvers' keys and the limits (default: DIR/../approvers/*.pub and the default limits)")
+	allowDev := fs.Bool("allow-development", false, "with --replay: accept development-mode activations (policies no quorum signed) in a development log instead of reporting them")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -92,7 +93,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		}
 		// One JSON document: the log's verification with the replay's
 		// summary under "replay", and ok false when it found anything.
-		sum, err := replaySummary(pos[0], *bundles, *config)
+		sum, err := replaySummary(pos[0], *bundles, *config, *allowDev)
 		if err != nil {
 			return err
 		}
@@ -111,13 +112,13 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "note: %d entries after the latest checkpoint are not yet signed\n", rep.Uncovered)
 	}
 	if *replay {
-		return runReplayVerify(e, pos[0], *bundles, *config, *asJSON)
+		return runReplayVerify(e, pos[0], *bundles, *config, *allowDev, *asJSON)
 	}
 	return nil
 }
 
 // replaySummary runs verify --replay's re-evaluation of the log in logDir.
-func replaySummary(logDir, bundles, config string) (*replay.Summary, error) {
+func replaySummary(logDir, bundles, config string, allowDev bool) (*replay.Summary, error) {
 	dataDir := filepath.Dir(filepath.Clean(logDir))
 	if bundles == "" {
 		bundles = filepath.Join(dataDir, "bundles")
@@ -126,11 +127,12 @@ func replaySummary(logDir, bundles, config string) (*replay.Summary, error) {
 	if err != nil {
 		return nil, err
 	}
+	opts.AllowDevelopment = allowDev
 	return verifyReplay(logDir, bundles, opts)
 }
 
-func runReplayVerify(e *env, logDir, bundles, config string, asJSON bool) error {
-	sum, err := replaySummary(logDir, bundles, config)
+func runReplayVerify(e *env, logDir, bundles, config string, allowDev, asJSON bool) error {
+	sum, err := replaySummary(logDir, bundles, config, allowDev)
 	if err != nil {
 		return err
 	}

@@ -151,9 +151,8 @@ type Gateway struct {
 	approvals *approvals
 	active    atomic.Pointer[Active]
 
-	// The last activation Rebuild found in the log.
-	lastActivation string
-	lastDev        bool
+	// The last signed bundle whose activation Rebuild found in the log.
+	lastBundle string
 
 	// ledger is the state folded from the log. Decisions hold stateMu for
 	// reading; an activation that needs indexes the ledger lacks holds it
@@ -807,18 +806,11 @@ func (g *Gateway) Ledger() LedgerStats {
 // Active returns the policy in force.
 func (g *Gateway) Active() *Active { return g.active.Load() }
 
-// ErrRollback refuses a bundle that is not newer than the active one.
-var ErrRollback = errors.New("bundle version is not higher than the active one")
-
 // Activate makes a the policy in force, atomically, once its activation is
-// durably logged. A signed bundle must have a higher version than the
-// active one; decisions in flight finish under the policy they started
-// with.
+// durably logged; decisions in flight finish under the policy they started
+// with. It judges nothing: whether a bundle may be activated (quorum,
+// tests, anti-rollback) is internal/lifecycle's decision, made before.
 func (g *Gateway) Activate(ctx context.Context, a *Active) error {
-	cur := g.Active()
-	if !a.Dev && !cur.Dev && a.Version <= cur.Version {
-		return fmt.Errorf("activate %s version %d (active: version %d): %w", a.Digest, a.Version, cur.Version, ErrRollback)
-	}
 	if err := g.ledger.CheckRetention(a.Policy); err != nil {
 		return fmt.Errorf("activate %s: %w", a.Digest, err)
 	}
@@ -884,8 +876,9 @@ func (g *Gateway) install(p *policy.Policy) error {
 	return nil
 }
 
-// LastActivation returns the digest of the last policy activation Rebuild
-// found in the log and whether it was a development-mode policy.
-func (g *Gateway) LastActivation() (digest string, dev, ok bool) {
-	return g.lastActivation, g.lastDev, g.lastActivation != ""
+// LastBundle returns the digest of the last signed bundle whose activation
+// Rebuild found in the log (development-mode activations are not bundles):
+// the floor of anti-rollback across restarts.
+func (g *Gateway) LastBundle() (digest string, ok bool) {
+	return g.lastBundle, g.lastBundle != ""
 }

@@ -88,8 +88,9 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 		case audit.KindApproval:
 			events = append(events, approvalEvent(e))
 		case audit.KindPolicyActivation:
-			g.lastActivation = e.BundleDigest
-			g.lastDev = len(e.Signers) == 0
+			if len(e.Signers) > 0 { // a signed bundle, not development mode
+				g.lastBundle = e.BundleDigest
+			}
 		case audit.KindOutcome:
 			if rec, ok := open[e.RequestID]; ok {
 				delete(open, e.RequestID)

@@ -2,7 +2,6 @@ package replay_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/gateway"
+	"github.com/rulelock/rulelock/internal/lifecycle"
 	"github.com/rulelock/rulelock/internal/replay"
 	"github.com/rulelock/rulelock/policy"
 )
@@ -108,7 +108,7 @@ func TestVerifyGatewayDenials(t *testing.T) {
 	if out := approve(revoked, "bob"); out.Result.Decision.Reason != "principal_revoked" {
 		t.Fatalf("after a2 was removed: %+v, want principal_revoked", out.Result.Decision)
 	}
-	sum, err := replay.Verify(l, replay.Options{Bundles: filepath.Join(data, "bundles"), Approvers: reg})
+	sum, err := replay.Verify(l, replay.Options{Bundles: filepath.Join(data, "bundles"), Approvers: reg, AllowDevelopment: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestVerifyGatewayDenials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum, err = replay.Verify(fl, replay.Options{Bundles: filepath.Join(data, "bundles"), Approvers: reg})
+	sum, err = replay.Verify(fl, replay.Options{Bundles: filepath.Join(data, "bundles"), Approvers: reg, AllowDevelopment: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,18 +149,15 @@ func TestVerifyGatewayDenials(t *testing.T) {
 }
 
 // archived compiles a development policy and archives it as the gateway
-// does (<data>/bundles/<digest>/).
+// does (lifecycle.Archive, <data>/bundles/<digest>/).
 func archived(t *testing.T, data, src string) *policy.Policy {
 	t.Helper()
-	p, err := policy.FromSources([]policy.Source{{Name: "p.rules", Data: []byte(src)}}, policy.Options{})
+	srcs := []policy.Source{{Name: "p.rules", Data: []byte(src)}}
+	p, err := policy.FromSources(srcs, policy.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(data, "bundles", strings.TrimPrefix(p.Digest(), "sha256:"))
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "p.rules"), []byte(src), 0o644); err != nil {
+	if err := (lifecycle.Archive{Dir: filepath.Join(data, "bundles")}).StoreDev(p, srcs); err != nil {
 		t.Fatal(err)
 	}
 	return p

@@ -1,20 +1,19 @@
 package replay
 
 import (
-	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
+	"errors"
 	"sync"
 
-	"github.com/rulelock/rulelock/bundle"
+	"github.com/rulelock/rulelock/internal/lifecycle"
 	"github.com/rulelock/rulelock/policy"
 )
 
-// archive loads archived policies by the digest decisions name, once each.
-// It is safe for concurrent use.
+// archive loads archived policies by the digest decisions name, once each,
+// through the lifecycle's Archive (the one reader of the archive: the
+// gateway's anti-rollback reads it the same way). It is safe for concurrent
+// use.
 type archive struct {
-	dir string
+	ar lifecycle.Archive
 
 	mu    sync.Mutex
 	cache map[string]*policy.Policy
@@ -22,7 +21,7 @@ type archive struct {
 }
 
 func newArchive(dir string, known []*policy.Policy) *archive {
-	a := &archive{dir: dir, cache: map[string]*policy.Policy{}, errs: map[string]Finding{}}
+	a := &archive{ar: lifecycle.Archive{Dir: dir}, cache: map[string]*policy.Policy{}, errs: map[string]Finding{}}
 	for _, p := range known {
 		a.cache[p.Digest()] = p
 	}
@@ -30,7 +29,9 @@ func newArchive(dir string, known []*policy.Policy) *archive {
 }
 
 // get returns the policy archived under digest, or the finding that says
-// why there is none.
+// why there is none: bundle_missing when nothing is archived under it,
+// bundle_hash_mismatch when what is archived is not the policy the digest
+// names (a byte changed, a file added or removed) or does not compile.
 func (a *archive) get(digest string) (*policy.Policy, *Finding) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -40,13 +41,17 @@ func (a *archive) get(digest string) (*policy.Policy, *Finding) {
 	if f, ok := a.errs[digest]; ok {
 		return nil, &f
 	}
-	p, f := a.load(digest)
-	if f != nil {
-		a.errs[digest] = *f
-		return nil, f
+	got, err := a.ar.Load(digest)
+	if err != nil {
+		f := Finding{Class: BundleHashMismatch, Detail: err.Error()}
+		if errors.Is(err, lifecycle.ErrNotArchived) {
+			f.Class = BundleMissing
+		}
+		a.errs[digest] = f
+		return nil, &f
 	}
-	a.cache[digest] = p
-	return p, nil
+	a.cache[digest] = got.Policy
+	return got.Policy, nil
 }
 
 // all returns every policy in the archive that loads (what does not is
@@ -56,68 +61,14 @@ func (a *archive) all() []*policy.Policy {
 	for _, p := range a.cache {
 		out = append(out, p)
 	}
-	ents, err := os.ReadDir(a.dir)
-	if err != nil {
-		return out
-	}
-	for _, e := range ents {
-		if _, known := a.cache["sha256:"+e.Name()]; known || !e.IsDir() {
+	digests, _ := a.ar.Digests() // an unreadable archive: each decision reports it
+	for _, d := range digests {
+		if _, known := a.cache[d]; known {
 			continue
 		}
-		if p, f := a.get("sha256:" + e.Name()); f == nil {
+		if p, f := a.get(d); f == nil {
 			out = append(out, p)
 		}
 	}
 	return out
-}
-
-func (a *archive) load(digest string) (*policy.Policy, *Finding) {
-	dir := filepath.Join(a.dir, strings.TrimPrefix(digest, "sha256:"))
-	if _, err := os.Stat(dir); err != nil {
-		return nil, &Finding{Class: BundleMissing, Detail: fmt.Sprintf("no archive of %s in %s", digest, a.dir)}
-	}
-	if _, err := os.Stat(filepath.Join(dir, bundle.ManifestFile)); err == nil {
-		b, err := bundle.ReadDir(dir)
-		if err != nil || b.Digest() != digest {
-			return nil, &Finding{Class: BundleHashMismatch, Detail: fmt.Sprintf("archive of %s: %v", digest, errOr(err, "digest "+safeDigest(b)))}
-		}
-		var srcs []policy.Source
-		for _, f := range b.Files {
-			if !policy.IsTestFile(f.Name) {
-				srcs = append(srcs, f)
-			}
-		}
-		p, err := policy.FromSources(srcs, policy.Options{})
-		if err != nil {
-			return nil, &Finding{Class: BundleHashMismatch, Detail: fmt.Sprintf("archive of %s does not compile: %v", digest, err)}
-		}
-		return p, nil
-	}
-	// A development-mode policy: its files, named by the policy's own digest.
-	p, err := policy.Load(os.DirFS(dir), policy.Options{})
-	if err != nil || p.Digest() != digest {
-		return nil, &Finding{Class: BundleHashMismatch, Detail: fmt.Sprintf("archive of %s: %v", digest, errOr(err, "it hashes to "+policyDigest(p)))}
-	}
-	return p, nil
-}
-
-func errOr(err error, s string) string {
-	if err != nil {
-		return err.Error()
-	}
-	return s
-}
-
-func safeDigest(b *bundle.Bundle) string {
-	if b == nil {
-		return ""
-	}
-	return b.Digest()
-}
-
-func policyDigest(p *policy.Policy) string {
-	if p == nil {
-		return ""
-	}
-	return p.Digest()
 }

@@ -217,7 +217,7 @@ func propRun(seed uint64, pa, pb *policy.Policy, signers map[string]note.Signer,
 			}
 		}
 	}
-	sum, err := replay.Verify(e.log, replay.Options{Bundles: bundles, Policies: []*policy.Policy{e.pa, e.pb}, Approvers: e.reg, Retention: propRetention, Workers: 1})
+	sum, err := replay.Verify(e.log, replay.Options{Bundles: bundles, Policies: []*policy.Policy{e.pa, e.pb}, Approvers: e.reg, Retention: propRetention, Workers: 1, AllowDevelopment: true})
 	if err != nil {
 		return err
 	}

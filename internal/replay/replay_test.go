@@ -17,6 +17,7 @@ import (
 
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/gateway"
+	"github.com/rulelock/rulelock/internal/lifecycle"
 	"github.com/rulelock/rulelock/internal/replay"
 	"github.com/rulelock/rulelock/internal/strictjson"
 	"github.com/rulelock/rulelock/policy"
@@ -38,13 +39,12 @@ func record(t *testing.T, agents, perAgent int) *recorded {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := policy.FromSources([]policy.Source{{Name: "payments.rules", Data: src}}, policy.Options{})
+	srcs := []policy.Source{{Name: "payments.rules", Data: src}}
+	p, err := policy.FromSources(srcs, policy.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	arch := filepath.Join(data, "bundles", strings.TrimPrefix(p.Digest(), "sha256:"))
-	os.MkdirAll(arch, 0o700)
-	if err := os.WriteFile(filepath.Join(arch, "payments.rules"), src, 0o644); err != nil {
+	if err := (lifecycle.Archive{Dir: filepath.Join(data, "bundles")}).StoreDev(p, srcs); err != nil {
 		t.Fatal(err)
 	}
 	l, err := audit.Open(filepath.Join(data, "log"), audit.Options{})
@@ -113,7 +113,7 @@ func TestVerifyWorkers(t *testing.T) {
 	r := record(t, 8, 300)
 	var sums []*replay.Summary
 	for _, w := range []int{1, 2, 7} {
-		sum, err := replay.Verify(r.log, replay.Options{Bundles: filepath.Join(r.data, "bundles"), Workers: w})
+		sum, err := replay.Verify(r.log, replay.Options{Bundles: filepath.Join(r.data, "bundles"), Workers: w, AllowDevelopment: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,7 +169,7 @@ func TestVerifyFindsStatefulMismatch(t *testing.T) {
 	overCap := forge(10000, "acct-0", "allow", allow)
 	wrongDeny := forge(1, "acct-9", "deny", []audit.Rule{{Name: "PayeeDailyLimit", Outcome: "deny"}})
 	for _, w := range []int{1, 3} {
-		sum, err := replay.Verify(r.log, replay.Options{Bundles: filepath.Join(r.data, "bundles"), Workers: w})
+		sum, err := replay.Verify(r.log, replay.Options{Bundles: filepath.Join(r.data, "bundles"), Workers: w, AllowDevelopment: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -239,5 +239,25 @@ func TestWhatIfWorkers(t *testing.T) {
 		if diff := cmp.Diff(reps[0], rep); diff != "" {
 			t.Errorf("reports differ (-sequential +concurrent):\n%s", diff)
 		}
+	}
+}
+
+// TestVerifyDevelopmentPolicy: a development-mode activation (no signers)
+// is a development_policy finding at its index unless AllowDevelopment;
+// its decisions are replayed either way.
+func TestVerifyDevelopmentPolicy(t *testing.T) {
+	r := record(t, 1, 5)
+	opts := replay.Options{Bundles: filepath.Join(r.data, "bundles"), Workers: 1}
+	sum, err := replay.Verify(r.log, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []replay.Finding{{Index: 0, Class: replay.DevelopmentPolicy}}
+	if diff := cmp.Diff(want, sum.Findings, cmpopts.IgnoreFields(replay.Finding{}, "Detail")); diff != "" || sum.Decisions != 5 {
+		t.Errorf("without AllowDevelopment: %d decisions, findings (-want +got):\n%s", sum.Decisions, diff)
+	}
+	opts.AllowDevelopment = true
+	if sum, err = replay.Verify(r.log, opts); err != nil || len(sum.Findings) != 0 || sum.Decisions != 5 {
+		t.Errorf("with AllowDevelopment: %d decisions, findings %v (%v); want 5, none", sum.Decisions, sum.Findings, err)
 	}
 }

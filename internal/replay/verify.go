@@ -15,6 +15,10 @@
 //	bundle_hash_mismatch     the archive is altered or does not compile
 //	unmediated_outcome       an outcome without a decision that allowed it
 //	approval_quorum_invalid  an approved execution without a valid quorum
+//	bundle_rollback          a signed bundle activated after one with a version as high or higher
+//	development_policy       a development-mode activation: a policy loaded from a
+//	                         directory, which no quorum signed (Options.AllowDevelopment
+//	                         accepts it, for development logs)
 //
 // WhatIf re-evaluates the same decisions under a candidate policy and
 // reports what would change.
@@ -36,6 +40,7 @@ import (
 	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/gateway"
 	"github.com/rulelock/rulelock/internal/ledger"
+	"github.com/rulelock/rulelock/internal/lifecycle"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -46,6 +51,8 @@ const (
 	BundleHashMismatch    = "bundle_hash_mismatch"
 	UnmediatedOutcome     = "unmediated_outcome"
 	ApprovalQuorumInvalid = "approval_quorum_invalid"
+	DevelopmentPolicy     = "development_policy"
+	BundleRollback        = "bundle_rollback"
 )
 
 // Finding is one thing Verify found wrong.
@@ -83,6 +90,10 @@ type Options struct {
 	Retention time.Duration
 	// Workers: see gateway.ReplayOptions (default GOMAXPROCS).
 	Workers int
+	// AllowDevelopment accepts development-mode activations (policies no
+	// quorum signed) instead of reporting each as development_policy: for
+	// logs of development gateways. Their decisions are replayed either way.
+	AllowDevelopment bool
 }
 
 // VerifyDir opens the log in dir and verifies it. The log must not be open
@@ -113,7 +124,7 @@ func VerifyDir(dir string, opts Options) (*Summary, error) {
 func Verify(lr gateway.LogReader, opts Options) (*Summary, error) {
 	start := time.Now()
 	sum := &Summary{Entries: lr.Size()}
-	c := &checker{reg: opts.Approvers, decisions: map[int64]decided{}, byRequest: map[reqKey]effect{}, parked: map[reqKey]*audit.Entry{},
+	c := &checker{reg: opts.Approvers, allowDev: opts.AllowDevelopment, archive: lifecycle.Archive{Dir: opts.Bundles}, decisions: map[int64]decided{}, byRequest: map[reqKey]effect{}, parked: map[reqKey]*audit.Entry{},
 		activated: map[string]bool{}, closed: map[int64]bool{}, approvals: map[string][][]byte{}}
 	ar := newArchive(opts.Bundles, opts.Policies)
 
@@ -217,6 +228,9 @@ func (c *checker) judge(i int64, e *audit.Entry, got *policy.Decision) (string, 
 // scan it.
 type checker struct {
 	reg       *approval.Registry
+	allowDev  bool
+	archive   lifecycle.Archive
+	floor     *activation // the highest signed bundle activated so far
 	decisions map[int64]decided
 	byRequest map[reqKey]effect       // the first decision of each request
 	parked    map[reqKey]*audit.Entry // those that were require_approval
@@ -286,6 +300,12 @@ func (c *checker) entry(i int64, e *audit.Entry) error {
 	switch e.Kind {
 	case audit.KindPolicyActivation:
 		c.activated[e.BundleDigest] = true
+		switch {
+		case !lifecycle.Development(e):
+			c.checkVersion(i, e)
+		case !c.allowDev:
+			c.add(i, DevelopmentPolicy, "%s was activated in development mode (loaded from a directory, signed by no quorum): not a production log (--allow-development accepts it)", e.BundleDigest)
+		}
 	case audit.KindDecision:
 		key, dec := keyOf(e.RequestID), c.effects.code(e.Decision)
 		c.decisions[i] = decided{key, dec}
@@ -330,6 +350,30 @@ func (c *checker) entry(i int64, e *audit.Entry) error {
 		}
 	}
 	return nil
+}
+
+// activation is a signed bundle the log activated.
+type activation struct {
+	digest  string
+	version uint64
+}
+
+// checkVersion checks the anti-rollback rule on the signed activation e at
+// index i: its version, read from the archive, is higher than that of
+// every bundle activated before, unless it is the same bundle again (a
+// restart). An activation whose archive does not read is skipped here:
+// every decision under it reports the archive.
+func (c *checker) checkVersion(i int64, e *audit.Entry) {
+	m, err := c.archive.Manifest(e.BundleDigest)
+	if err != nil {
+		return
+	}
+	if f := c.floor; f != nil && e.BundleDigest != f.digest && m.Version <= f.version {
+		c.add(i, BundleRollback, "bundle %s version %d activated after %s version %d", e.BundleDigest, m.Version, f.digest, f.version)
+	}
+	if c.floor == nil || m.Version > c.floor.version {
+		c.floor = &activation{e.BundleDigest, m.Version}
+	}
 }
 
 // refusedWithoutPolicy reports whether e records a request the gateway
@@ -419,4 +463,11 @@ func firedNames(rs []policy.FiredRule) []string {
 		out = append(out, r.Name)
 	}
 	return out
+}
+
+func errOr(err error, s string) string {
+	if err != nil {
+		return err.Error()
+	}
+	return s
 }
