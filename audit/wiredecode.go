@@ -109,6 +109,10 @@ func (p *wireParser) member(k string, w *wireEntry) error {
 			w.Postconditions = append(w.Postconditions, v)
 			return err
 		})
+	case "new_key":
+		w.NewKey, err = p.str()
+	case "old_key":
+		w.OldKey, err = p.str()
 	case "reasoning":
 		w.Reasoning, err = p.field()
 	case "request_id":
