@@ -401,3 +401,13 @@ func (c *keyChain) check(checkpoints int) *VerifyError {
 	}
 	return &VerifyError{Class: UnknownKey, Index: -1, Err: fmt.Errorf("no checkpoint is signed by the trusted key %s (the log's keys, in order: %v)", keyID(c.trusted.Name(), c.trusted.KeyHash()), ids)}
 }
+
+// LatestCheckpoint returns the last checkpoint l issued, a signed note, or
+// nil if there is none. It is not verified: it is the log's own.
+func (l *Log) LatestCheckpoint() ([]byte, error) {
+	last, err := latestCheckpoint(filepath.Join(l.dir, checkpointDir))
+	if err != nil {
+		return nil, fmt.Errorf("latest checkpoint: %w", err)
+	}
+	return last.Note, nil
+}
