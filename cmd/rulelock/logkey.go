@@ -175,3 +175,110 @@ func checkLogPub(dataDir string, s note.Signer) error {
 	}
 	return nil
 }
+
+// runLogRotateKey implements `rulelock log rotate-key`.
+func runLogRotateKey(e *env, args []string) error {
+	fs := logFlags(e, "rotate-key")
+	newArg := fs.String("new", "", "the new key's verifier `key` (NAME+HASH+KEY, as keygen prints it) or a file holding it (required)")
+	keyFile := fs.String("key", "", "the current key `file` (default DATA/log.key)")
+	module := fs.String("pkcs11-module", "", "the current key is on a token of this PKCS#11 module (`path`)")
+	token := fs.String("token", "", "PKCS#11 token `label`")
+	pinFile := fs.String("pin-file", "", "`file` holding the token's user PIN")
+	label := fs.String("label", "", "PKCS#11 key `label`")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(pos) != 1 || *newArg == "":
+		return usageError("want DATA and --new VKEY")
+	case *module != "" && (*keyFile != "" || *token == "" || *pinFile == "" || *label == ""):
+		return usageError("--pkcs11-module needs --token, --pin-file and --label, and no --key")
+	case *module == "" && (*token != "" || *pinFile != "" || *label != ""):
+		return usageError("--token, --pin-file and --label need --pkcs11-module")
+	}
+	data := pos[0]
+	newKey, err := loadVerifierKey(*newArg)
+	if err != nil {
+		return usageError("--new: %v", err)
+	}
+	var old note.Signer
+	if *module != "" {
+		pin, err := readPIN(*pinFile)
+		if err != nil {
+			return err
+		}
+		nv, _ := note.NewVerifier(newKey) // checked by loadVerifierKey
+		s, err := hsm.Open(hsm.Config{Module: *module, Token: *token, Label: *label, PIN: pin, Name: nv.Name()})
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		old = s
+	} else {
+		if *keyFile == "" {
+			*keyFile = filepath.Join(data, "log.key")
+		}
+		if old, err = audit.LoadKeyFile(*keyFile); err != nil {
+			return err
+		}
+	}
+	return rotateKey(e, data, old, newKey)
+}
+
+// rotateKey rotates the log in data from old to newKey and publishes the
+// new key in data/log.pub. Run again after an interruption, it finishes
+// the same rotation.
+func rotateKey(e *env, data string, old note.Signer, newKey string) error {
+	pubPath := filepath.Join(data, "log.pub")
+	pub := ""
+	if b, err := os.ReadFile(pubPath); err == nil {
+		pub = strings.TrimSpace(string(b))
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	oldKey := old.(verifierKeyer).VerifierKey()
+	if pub != "" && pub != oldKey && pub != newKey {
+		return fmt.Errorf("%s names %s, neither the current key %s nor the new key %s", pubPath, vkeyName(pub), vkeyName(oldKey), vkeyName(newKey))
+	}
+	l, err := audit.Open(filepath.Join(data, "log"), cliLogOptions)
+	if err != nil {
+		return err
+	}
+	msg, err := audit.RotateKey(l, old, newKey, audit.CheckpointOptions{TilesDir: filepath.Join(data, "tiles")})
+	var ke *audit.KeyError
+	if errors.As(err, &ke) && ke.Want == vkeyName(newKey) {
+		err = nil // rotated already; log.pub may not say so yet
+		fmt.Fprintf(e.stderr, "rulelock log rotate-key: the log's key is %s already\n", ke.Want)
+	}
+	if cerr := l.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := fsx.WriteFileAtomic(pubPath, []byte(newKey+"\n"), 0o644); err != nil {
+		return err
+	}
+	e.stdout.Write(msg)
+	fmt.Fprintf(e.stderr, "rulelock log rotate-key: the log's key is now %s (in %s); %s signed its last checkpoint, shown above.\n"+
+		"Install the new key before starting the gateway: replace %s with the new key file, or set log.signer.pkcs11 to the new key.\n",
+		vkeyName(newKey), pubPath, vkeyName(oldKey), filepath.Join(data, "log.key"))
+	return nil
+}
+
+// loadVerifierKey takes a verifier key or the name of a file holding one.
+func loadVerifierKey(arg string) (string, error) {
+	if _, err := note.NewVerifier(arg); err == nil {
+		return arg, nil
+	}
+	b, err := os.ReadFile(arg)
+	if err != nil {
+		return "", fmt.Errorf("neither a verifier key nor a readable file: %w", err)
+	}
+	vkey := strings.TrimSpace(string(b))
+	if _, err := note.NewVerifier(vkey); err != nil {
+		return "", fmt.Errorf("%s: %w", arg, err)
+	}
+	return vkey, nil
+}

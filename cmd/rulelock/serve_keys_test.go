@@ -307,3 +307,72 @@ func TestServePKCS11TokenGone(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// rulelockCLI runs the CLI in-process and fails t unless it exits 0.
+func rulelockCLI(t *testing.T, args ...string) string {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	e := &env{stdin: strings.NewReader(""), stdout: &out, stderr: &errOut, getenv: noEnv}
+	if code := run(context.Background(), e, args); code != 0 {
+		t.Fatalf("rulelock %s: exit %d\n%s%s", strings.Join(args, " "), code, out.String(), errOut.String())
+	}
+	return out.String()
+}
+
+// TestServeRotateKey rotates a served log's key with rulelock log
+// rotate-key: the gateway then refuses the old key, serves with the new
+// one, and the log verifies with the old key and with the new one.
+func TestServeRotateKey(t *testing.T) {
+	data := t.TempDir()
+	servedLog(t, data)
+	oldPub := readFile(t, filepath.Join(data, "log.pub"))
+	newKeyFile := filepath.Join(t.TempDir(), "new.key")
+	newPub := rulelockCLI(t, "keygen", "--name", "test.rulelock/log", "--out", newKeyFile)
+	rulelockCLI(t, "log", "rotate-key", data, "--new", strings.TrimSpace(newPub))
+	if got := readFile(t, filepath.Join(data, "log.pub")); got != newPub {
+		t.Fatalf("log.pub after the rotation %q, want %q", got, newPub)
+	}
+
+	msg := startErr(t, devConfig(data), noEnv)
+	if !strings.Contains(msg, "rotated the log's key") || !strings.Contains(msg, keyName(t, newPub)) {
+		t.Fatalf("the retired key: %q", msg)
+	}
+	if err := os.Rename(newKeyFile, filepath.Join(data, "log.key")); err != nil {
+		t.Fatal(err)
+	}
+	servedLog(t, data)
+	for _, pub := range []string{oldPub, newPub} {
+		out := rulelockCLI(t, "verify", filepath.Join(data, "log"), "--key", strings.TrimSpace(pub))
+		if !strings.HasPrefix(out, "ok: ") {
+			t.Fatalf("verify with %s: %s", keyName(t, pub), out)
+		}
+	}
+}
+
+// TestServeRotateToPKCS11 moves a log from its key file to a key on a
+// SoftHSM2 token: after the rotation the gateway signs with the token, and
+// the log verifies with the original key.
+func TestServeRotateToPKCS11(t *testing.T) {
+	p, vkey := hsmKey(t)
+	data := t.TempDir()
+	servedLog(t, data)
+	oldPub := readFile(t, filepath.Join(data, "log.pub"))
+	rulelockCLI(t, "log", "rotate-key", data, "--new", vkey)
+	e := &env{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: &syncBuffer{}, getenv: hsmEnv}
+	cfg := devConfig(data)
+	cfg.Log.Signer.PKCS11 = p
+	g, stop := runServing(t, e, cfg, true)
+	url := "http://" + g.ln.Addr().String()
+	waitReady(t, url)
+	post(t, url, readFile(t, filepath.Join(data, "agent.token")), `{"action": {"type": "transfer", "amount": 10, "to": "acct-7"}}`)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := note.Open(g.cp.Latest(), note.VerifierList(verifierOf(t, vkey))); err != nil {
+		t.Fatalf("the latest checkpoint is not the token's: %v", err)
+	}
+	out := rulelockCLI(t, "verify", filepath.Join(data, "log"), "--key", strings.TrimSpace(oldPub))
+	if !strings.HasPrefix(out, "ok: ") {
+		t.Fatalf("verify with the original key: %s", out)
+	}
+}
