@@ -342,7 +342,7 @@ func TestServeRotateKey(t *testing.T) {
 	}
 	servedLog(t, data)
 	for _, pub := range []string{oldPub, newPub} {
-		out := rulelockCLI(t, "verify", filepath.Join(data, "log"), "--key", strings.TrimSpace(pub))
+		out := rulelockCLI(t, "verify", filepath.Join(data, "log"), "--key", strings.TrimSpace(pub), "--replay")
 		if !strings.HasPrefix(out, "ok: ") {
 			t.Fatalf("verify with %s: %s", keyName(t, pub), out)
 		}
@@ -374,5 +374,33 @@ func TestServeRotateToPKCS11(t *testing.T) {
 	out := rulelockCLI(t, "verify", filepath.Join(data, "log"), "--key", strings.TrimSpace(oldPub))
 	if !strings.HasPrefix(out, "ok: ") {
 		t.Fatalf("verify with the original key: %s", out)
+	}
+}
+
+// TestConfigLogSigner reads the log.signer.pkcs11 section and refuses an
+// incomplete one.
+func TestConfigLogSigner(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ yaml, err string }{
+		{"log:\n  signer:\n    pkcs11:\n      module: /m.so\n      token: t\n      label: k\n      pin_env: PIN\n", ""},
+		{"log:\n  signer:\n    pkcs11:\n      module: /m.so\n      token: t\n      label: k\n      pin_file: /p\n", ""},
+		{"log:\n  signer:\n    pkcs11:\n      module: /m.so\n      token: t\n      pin_env: PIN\n", "module, token and label are required"},
+		{"log:\n  signer:\n    pkcs11:\n      module: /m.so\n      token: t\n      label: k\n", "exactly one of pin_file, pin_env"},
+		{"log:\n  signer:\n    pkcs11:\n      module: /m.so\n      token: t\n      label: k\n      pin_env: P\n      pin_file: /p\n", "exactly one of pin_file, pin_env"},
+		{"log:\n  signer:\n    keyfile: x\n", "field keyfile not found"},
+	} {
+		path := filepath.Join(dir, "c.yaml")
+		if err := os.WriteFile(path, []byte("policy: p\n"+c.yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := readConfig(path)
+		switch {
+		case c.err == "" && err != nil:
+			t.Errorf("%q: %v", c.yaml, err)
+		case c.err == "" && (cfg.Log.Signer.PKCS11 == nil || cfg.Log.Signer.PKCS11.Label != "k"):
+			t.Errorf("%q: read %+v", c.yaml, cfg.Log)
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("%q: got %v, want %q", c.yaml, err, c.err)
+		}
 	}
 }
