@@ -340,3 +340,31 @@ func TestRotationEntryEncoding(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkCustody measures NewCheckpointer's key custody on a log of b.N
+// entries and no checkpoint: the whole log is its uncovered tail, scanned
+// for rotation entries.
+func BenchmarkCustody(b *testing.B) {
+	l := openTest(b, b.TempDir(), Options{SegmentSize: 64 << 20})
+	var ps []Pending
+	for i := range 100_000 {
+		p, err := l.Enqueue(context.Background(), testEntry(i))
+		if err != nil {
+			b.Fatal(err)
+		}
+		ps = append(ps, p)
+	}
+	for _, p := range ps {
+		if _, err := p.Wait(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s, _ := testKey(b, testOrigin)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := NewCheckpointer(l, s, CheckpointOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/100_000, "ns/entry")
+}
