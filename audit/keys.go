@@ -254,7 +254,7 @@ func signedBy(msg []byte, s note.Signer, where string) error {
 	} else if slices.Contains(ids, signerID(s)) {
 		return nil
 	}
-	return &KeyError{Key: signerID(s), Want: fmt.Sprint(ids), Why: "the log's latest checkpoint (" + where + ") is signed by it"}
+	return &KeyError{Key: signerID(s), Want: strings.Join(ids, ", "), Why: "it signed the log's latest checkpoint, " + where}
 }
 
 // isKey reports whether s is the key vkey names.
