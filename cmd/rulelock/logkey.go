@@ -154,8 +154,11 @@ func vkeyName(vkey string) string {
 
 // checkLogPub checks that <data>/log.pub, the published verifier key, is
 // the signing key's, and writes it (durably) if it is missing. Run it after
-// audit.NewCheckpointer has accepted the key for the log.
-func checkLogPub(dataDir string, s note.Signer) error {
+// audit.NewCheckpointer has accepted the key for the log; vouched says that
+// the key was checked against a checkpoint of the log, which then also
+// repairs a log.pub that holds no key at all (emptied by a crash before
+// log.pub was written durably).
+func checkLogPub(e *env, dataDir string, s note.Signer, vouched bool) error {
 	vk, ok := s.(verifierKeyer)
 	if !ok {
 		return errors.New("log signing key: no verifier key")
@@ -168,7 +171,12 @@ func checkLogPub(dataDir string, s note.Signer) error {
 	if err != nil {
 		return err
 	}
-	if pub := strings.TrimSpace(string(b)); pub != vk.VerifierKey() {
+	pub := strings.TrimSpace(string(b))
+	if _, perr := note.NewVerifier(pub); perr != nil && vouched {
+		fmt.Fprintf(e.stderr, "rulelock: WARNING: %s holds no verifier key (%v); rewriting it with the key that signed the log's latest checkpoint, %s\n", path, perr, vkeyName(vk.VerifierKey()))
+		return fsx.WriteFileAtomic(path, []byte(vk.VerifierKey()+"\n"), 0o644)
+	}
+	if pub != vk.VerifierKey() {
 		return fmt.Errorf("refusing to start: the signing key %s is not the published key in %s, %s: "+
 			"restore the log's key, or change keys with rulelock log rotate-key (see docs/signing-keys.md)",
 			vkeyName(vk.VerifierKey()), path, vkeyName(pub))

@@ -373,7 +373,7 @@ func (g *running) openCheckpointer() (*audit.Checkpointer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkLogPub(g.cfg.DataDir, g.signer); err != nil {
+	if err := checkLogPub(g.e, g.cfg.DataDir, g.signer, cp.Latest() != nil); err != nil {
 		return nil, err
 	}
 	return cp, nil

@@ -404,3 +404,19 @@ func TestConfigLogSigner(t *testing.T) {
 		}
 	}
 }
+
+// TestServeRepairsEmptyLogPub: a log.pub emptied by a crash (as rulelock
+// 0.1's unsynced write could leave it) is rewritten from the key, which the
+// log's latest checkpoint vouches for; a log.pub naming another key is not.
+func TestServeRepairsEmptyLogPub(t *testing.T) {
+	data := t.TempDir()
+	servedLog(t, data)
+	pub := readFile(t, filepath.Join(data, "log.pub"))
+	if err := os.WriteFile(filepath.Join(data, "log.pub"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	servedLog(t, data)
+	if got := readFile(t, filepath.Join(data, "log.pub")); got != pub {
+		t.Fatalf("log.pub %q after the restart, want %q", got, pub)
+	}
+}
