@@ -309,6 +309,12 @@ func keyHash(name string, key []byte) uint32 {
 	return binary.BigEndian.Uint32(h.Sum(nil))
 }
 
+// String describes s without its PIN (which s keeps, to reconnect).
+func (s *Signer) String() string { return fmt.Sprintf("hsm.Signer{%v, key %s+%08x}", s.cfg, s.name, s.hash) }
+
+// GoString describes s without its PIN.
+func (s *Signer) GoString() string { return s.String() }
+
 // Name returns the note key name.
 func (s *Signer) Name() string { return s.name }
 

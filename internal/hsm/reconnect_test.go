@@ -1,6 +1,7 @@
 package hsm_test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -80,6 +81,20 @@ func TestSignerRefusesReplacedKey(t *testing.T) {
 		_, err = s.Sign([]byte("y"))
 		if err == nil || !strings.Contains(err.Error(), "now another key") {
 			t.Fatalf("sign with the key replaced: got %v, want a refusal", err)
+		}
+	}
+}
+
+// TestSignerRedactsPIN: the Signer keeps the PIN to reconnect, and never
+// prints it.
+func TestSignerRedactsPIN(t *testing.T) {
+	_, s := newKey(t, "checkpoint", "example.com/log")
+	for _, format := range []string{"%v", "%+v", "%#v", "%s"} {
+		got := fmt.Sprintf(format, s)
+		// The key hash is random hex and could hold the PIN's digits.
+		got = strings.ReplaceAll(got, fmt.Sprintf("%08x", s.KeyHash()), "")
+		if strings.Contains(got, hsmtest.PIN) {
+			t.Errorf("%s of a Signer shows the PIN: %s", format, got)
 		}
 	}
 }
