@@ -310,7 +310,9 @@ func keyHash(name string, key []byte) uint32 {
 }
 
 // String describes s without its PIN (which s keeps, to reconnect).
-func (s *Signer) String() string { return fmt.Sprintf("hsm.Signer{%v, key %s+%08x}", s.cfg, s.name, s.hash) }
+func (s *Signer) String() string {
+	return fmt.Sprintf("hsm.Signer{%v, key %s+%08x}", s.cfg, s.name, s.hash)
+}
 
 // GoString describes s without its PIN.
 func (s *Signer) GoString() string { return s.String() }
