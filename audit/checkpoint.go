@@ -161,16 +161,25 @@ type Checkpointer struct {
 	exported int64 // tree size the tiles directory covers
 }
 
-// NewCheckpointer returns a Checkpointer for l signing with s.
+// NewCheckpointer returns a Checkpointer for l signing with s. It refuses a
+// signer that is not the log's key (see RotateKey): the error wraps
+// ErrWrongKey, often as a *KeyError naming both keys.
 func NewCheckpointer(l *Log, s note.Signer, opts CheckpointOptions) (*Checkpointer, error) {
+	return newCheckpointer(l, s, opts, nil)
+}
+
+func newCheckpointer(l *Log, s note.Signer, opts CheckpointOptions, pending *rotation) (*Checkpointer, error) {
 	last, err := latestCheckpoint(filepath.Join(l.dir, checkpointDir))
 	if err != nil {
 		return nil, fmt.Errorf("new checkpointer: %w", err)
 	}
 	if last.Seq > 0 && last.Origin != s.Name() {
-		return nil, fmt.Errorf("new checkpointer: signer %q, but the log's origin is %q", s.Name(), last.Origin)
+		return nil, fmt.Errorf("new checkpointer: signer %q, but the log's origin is %q: %w", s.Name(), last.Origin, ErrWrongKey)
 	}
 	c := &Checkpointer{log: l, signer: s, opts: opts, last: last}
+	if err := c.custody(s, pending); err != nil {
+		return nil, fmt.Errorf("new checkpointer: %w", err)
+	}
 	if opts.TilesDir != "" {
 		if msg, err := os.ReadFile(filepath.Join(opts.TilesDir, "checkpoint")); err == nil {
 			if text, err := noteText(msg); err == nil {

@@ -33,6 +33,14 @@
 // keep a C2SP tlog-tiles directory up to date. A receipt is a C2SP
 // tlog-proof whose extra data is the entry: VerifyReceipt checks it alone.
 //
+// # Key custody
+//
+// A log has one signing key at a time. NewCheckpointer accepts only the key
+// that signed the latest checkpoint (ErrWrongKey otherwise); RotateKey
+// changes it with a key rotation entry that a checkpoint of the old key
+// covers, and VerifyDir follows that chain from any key of it that signed a
+// checkpoint.
+//
 // # Example
 //
 //	l, err := audit.Open(dir, audit.Options{})

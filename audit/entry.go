@@ -38,7 +38,7 @@ const (
 
 func (k Kind) valid() bool {
 	switch k {
-	case KindDecision, KindApproval, KindOutcome, KindPolicyActivation, KindNote:
+	case KindDecision, KindApproval, KindOutcome, KindPolicyActivation, KindNote, KindKeyRotation:
 		return true
 	}
 	return false
@@ -247,6 +247,10 @@ type Entry struct {
 	// Policy activations and notes.
 	Signers []string // the keys that signed the activated bundle
 	Message string
+
+	// Key rotations (see RotateKey): the log's verifier keys, name+hash+key.
+	OldKey string // the key that signs the checkpoint covering this entry
+	NewKey string // the key that signs every checkpoint after that one
 }
 
 // wireEntry is the encoded form. Its members are declared in the order of
@@ -263,6 +267,8 @@ type wireEntry struct {
 	Instruction    *Field    `json:"instruction,omitempty"`
 	Kind           Kind      `json:"kind"`
 	Message        string    `json:"message,omitempty"`
+	NewKey         string    `json:"new_key,omitempty"`
+	OldKey         string    `json:"old_key,omitempty"`
 	Postconditions []Verdict `json:"postconditions,omitempty"`
 	Raw            *Field    `json:"raw,omitempty"`
 	Reasoning      *Field    `json:"reasoning,omitempty"`
@@ -332,6 +338,9 @@ func (e *Entry) appendEncoding(b []byte) ([]byte, error) {
 	if e.Closes < 0 {
 		return nil, errors.New("encode entry: negative closes")
 	}
+	if err := checkRotationKeys(e.Kind, e.OldKey, e.NewKey); err != nil {
+		return nil, fmt.Errorf("encode entry: %w", err)
+	}
 	w := wireEntry{
 		Action:         optField(e.Action),
 		Agent:          e.Agent,
@@ -342,6 +351,8 @@ func (e *Entry) appendEncoding(b []byte) ([]byte, error) {
 		Instruction:    optField(e.Instruction),
 		Kind:           e.Kind,
 		Message:        e.Message,
+		NewKey:         e.NewKey,
+		OldKey:         e.OldKey,
 		Postconditions: e.Postconditions,
 		Raw:            optField(raw),
 		Reasoning:      optField(e.Reasoning),
@@ -430,6 +441,7 @@ func decodeInto(p *wireParser, w *wireEntry, e *Entry) error {
 		Rules: w.Rules, Decision: w.Decision, BundleDigest: w.BundleDigest,
 		EngineVersion: w.EngineVersion, Status: w.Status, Postconditions: w.Postconditions,
 		Approver: w.Approver, Signature: w.Signature, Signers: w.Signers, Message: w.Message,
+		OldKey: w.OldKey, NewKey: w.NewKey,
 	}
 	for _, p := range [...]struct {
 		dst *Field

@@ -10,7 +10,9 @@ import (
 
 // LoadKeyFile loads a signing key file: the string note.GenerateKey returns
 // (PRIVATE+KEY+<name>+<hash>+<key>), optionally followed by a newline. It
-// refuses a file that its group or others may read or write.
+// refuses a file that its group or others may read or write. The signer also
+// has a VerifierKey method returning its verifier key, which key custody
+// (NewCheckpointer) uses.
 func LoadKeyFile(path string) (note.Signer, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -32,7 +34,7 @@ func LoadKeyFile(path string) (note.Signer, error) {
 	if n == len(buf) {
 		return nil, fmt.Errorf("load key file %s: too large", path)
 	}
-	s, err := note.NewSigner(strings.TrimSuffix(string(buf[:n]), "\n"))
+	s, err := newFileSigner(strings.TrimSuffix(string(buf[:n]), "\n"))
 	if err != nil {
 		return nil, fmt.Errorf("load key file %s: %w", path, err)
 	}

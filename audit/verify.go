@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -88,6 +90,8 @@ type dirLog struct {
 	n      int64
 	kept   map[int64][]byte
 	hashes []tlog.Hash // stored hashes, tlog numbering
+	// rotations are the log's key rotation entries, in order.
+	rotations []rotation
 }
 
 func (d *dirLog) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
@@ -213,6 +217,8 @@ func readLogDir(dir string, keep int64) (*dirLog, error) {
 	if err := r.flush(); err != nil {
 		return nil, err
 	}
+	r.d.rotations = r.checks.rotations
+	slices.SortFunc(r.d.rotations, func(a, b rotation) int { return cmp.Compare(a.Index, b.Index) })
 	return r.d, nil
 }
 
@@ -308,6 +314,8 @@ type encodingChecks struct {
 	mu    sync.Mutex
 	first *VerifyError
 	upto  atomic.Int64 // first.Index, for the workers to stop early
+	// rotations are the key rotation entries checked, in no order.
+	rotations []rotation
 }
 
 func newEncodingChecks() *encodingChecks {
@@ -339,6 +347,11 @@ func (c *encodingChecks) check(chk *entryChecker, frames []scanned) {
 			}
 			c.mu.Unlock()
 			return
+		}
+		if chk.e.Kind == KindKeyRotation {
+			c.mu.Lock()
+			c.rotations = append(c.rotations, rotation{Index: f.index, Old: strings.Clone(chk.e.OldKey), New: strings.Clone(chk.e.NewKey)})
+			c.mu.Unlock()
 		}
 	}
 }
@@ -413,6 +426,16 @@ func verifyDir(dir string, key note.Verifier, opts VerifyOptions) (*Report, *dir
 	if err != nil {
 		return nil, nil, fmt.Errorf("verify: %w", err)
 	}
+	open := func(msg []byte, where string) (Checkpoint, *VerifyError) { return openCheckpoint(msg, key, where) }
+	openSince := open
+	var chain *keyChain
+	if key != nil {
+		var verr *VerifyError
+		if chain, verr = newKeyChain(key, d.rotations); verr != nil {
+			return nil, nil, verr
+		}
+		open, openSince = chain.open, chain.openAny
+	}
 	var prev Checkpoint
 	for _, seq := range seqs {
 		name := filepath.Join(checkpointDir, checkpointName(seq))
@@ -420,7 +443,7 @@ func verifyDir(dir string, key note.Verifier, opts VerifyOptions) (*Report, *dir
 		if err != nil {
 			return nil, nil, fmt.Errorf("verify: %w", err)
 		}
-		cp, verr := openCheckpoint(msg, key, name)
+		cp, verr := open(msg, name)
 		if verr != nil {
 			return nil, nil, verr
 		}
@@ -431,8 +454,13 @@ func verifyDir(dir string, key note.Verifier, opts VerifyOptions) (*Report, *dir
 		rep.Checkpoints++
 		rep.Size, rep.Root, rep.Latest = cp.Size, cp.Root, msg
 	}
+	if chain != nil {
+		if verr := chain.check(rep.Checkpoints); verr != nil {
+			return nil, nil, verr
+		}
+	}
 	if opts.Since != nil {
-		since, verr := openCheckpoint(opts.Since, key, "since")
+		since, verr := openSince(opts.Since, "since")
 		if verr != nil {
 			return nil, nil, verr
 		}

@@ -54,6 +54,8 @@ func (w *wireEntry) appendJSON(b []byte) ([]byte, error) {
 	field("instruction", w.Instruction)
 	str("kind", string(w.Kind), false)
 	str("message", w.Message, true)
+	str("new_key", w.NewKey, true)
+	str("old_key", w.OldKey, true)
 	if len(w.Postconditions) > 0 && err == nil {
 		key("postconditions")
 		b = append(b, '[')

@@ -111,6 +111,10 @@ func (p *wireParser) member(k string, w *wireEntry) error {
 		})
 	case "raw":
 		w.Raw, err = p.field()
+	case "new_key":
+		w.NewKey, err = p.str()
+	case "old_key":
+		w.OldKey, err = p.str()
 	case "reasoning":
 		w.Reasoning, err = p.field()
 	case "request_id":

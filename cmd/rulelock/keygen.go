@@ -7,13 +7,13 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/rulelock/rulelock/internal/fsx"
 	"github.com/rulelock/rulelock/internal/hsm"
 )
 
@@ -126,35 +126,14 @@ func readPIN(path string) (string, error) {
 	return pin, nil
 }
 
-// writeNewFile creates path with mode 0600 and writes data durably. It
-// refuses to replace an existing file and removes a partial one.
-func writeNewFile(path string, data []byte) (err error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+// writeNewFile creates path with mode 0600 holding data, durably (see
+// fsx.WriteNewFile). It refuses to replace an existing file.
+func writeNewFile(path string, data []byte) error {
+	if err := fsx.WriteNewFile(path, data, 0o600); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("write key file: %s exists; refusing to overwrite it", path)
 		}
 		return fmt.Errorf("write key file: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(path)
-			err = fmt.Errorf("write key file %s: %w", path, err)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if dir, err := os.Open(filepath.Dir(path)); err == nil {
-		dir.Sync() // best effort: make the new name durable too
-		dir.Close()
 	}
 	return nil
 }

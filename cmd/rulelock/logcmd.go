@@ -19,6 +19,7 @@ const logUsage = `usage: rulelock log show DIR INDEX
        rulelock log check [--data DIR | LOGDIR] [--json]
        rulelock log append DIR            (one note entry per line of standard input)
        rulelock log checkpoint DIR --key KEYFILE [--tiles DIR]
+       rulelock log rotate-key DATA --new VKEY [--key FILE | --pkcs11-module PATH --token LABEL --pin-file FILE --label LABEL]
 
 show prints the encoded entry at INDEX. proof prints a self-contained
 receipt for it (entry, inclusion proof, signed checkpoint) that
@@ -30,6 +31,12 @@ checkpoint, a torn tail the next start repairs, and any damage that stops the
 gateway from starting, with the entry, segment file and offset; exit status
 1 on damage. append and checkpoint are for operators and tests: they open the
 log (exclusively) to add note entries or sign a checkpoint with a key file.
+rotate-key changes the signing key of the gateway's log in the data
+directory DATA (the gateway stopped): it appends a key rotation entry naming
+the current key (DATA/log.key, or --key, or the PKCS#11 key) and the new
+one, signs a checkpoint covering it with the current key, and writes the new
+verifier key to DATA/log.pub. Every later checkpoint must be signed by the
+new key; see docs/signing-keys.md.
 
 `
 
@@ -50,6 +57,8 @@ func runLog(ctx context.Context, e *env, args []string) error {
 		return runLogAppend(ctx, e, args[1:])
 	case "checkpoint":
 		return runLogCheckpoint(e, args[1:])
+	case "rotate-key":
+		return runLogRotateKey(e, args[1:])
 	case "-h", "--help", "help":
 		fmt.Fprint(e.stderr, logUsage)
 		return nil

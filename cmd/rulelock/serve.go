@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/bundle"
+	"github.com/rulelock/rulelock/internal/fsx"
 	"github.com/rulelock/rulelock/internal/gateway"
 	"github.com/rulelock/rulelock/internal/httpapi"
 	"github.com/rulelock/rulelock/internal/lifecycle"
@@ -120,6 +122,7 @@ type running struct {
 	rejected atomic.Pointer[string]
 	demo     *http.Server
 	proxy    *mcpproxy.Proxy // nil without MCP upstreams
+	signer   note.Signer     // the log's key; closed with the gateway if an io.Closer (PKCS#11)
 	closed   bool
 }
 
@@ -152,10 +155,6 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
-	signer, err := logSigner(e, cfg)
-	if err != nil {
-		return nil, err
-	}
 	l, err := openLog(e, cfg.DataDir)
 	if err != nil {
 		return nil, err
@@ -167,8 +166,7 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 			started.close() // g is nil by now
 		}
 	}()
-	g.cp, err = audit.NewCheckpointer(l, signer, audit.CheckpointOptions{TilesDir: filepath.Join(cfg.DataDir, "tiles")})
-	if err != nil {
+	if g.cp, err = g.openCheckpointer(); err != nil {
 		return nil, err
 	}
 	var demoFor func(string) gateway.Executor
@@ -347,26 +345,31 @@ func (g *running) close() error {
 	if g.proxy != nil {
 		g.proxy.Close()
 	}
-	return g.log.Close()
+	err := g.log.Close()
+	if c, ok := g.signer.(io.Closer); ok {
+		c.Close()
+	}
+	return err
 }
 
-// logSigner loads the log's signing key, creating it on first start.
-func logSigner(e *env, cfg *serveConfig) (note.Signer, error) {
-	path := filepath.Join(cfg.DataDir, "log.key")
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		skey, vkey, err := note.GenerateKey(rand.Reader, cfg.Origin)
-		if err != nil {
-			return nil, err
-		}
-		if err := writeNewFile(path, []byte(skey+"\n")); err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(filepath.Join(cfg.DataDir, "log.pub"), []byte(vkey+"\n"), 0o644); err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(e.stderr, "rulelock: created the log signing key %s; its verifier key (also in log.pub):\n%s\n", path, vkey)
+// openCheckpointer opens the log's signing key and the checkpointer, which
+// refuses a key that is not the log's (key custody), then checks log.pub.
+func (g *running) openCheckpointer() (*audit.Checkpointer, error) {
+	var err error
+	if g.signer, err = logSigner(g.e, g.cfg, g.log); err != nil {
+		return nil, err
 	}
-	return audit.LoadKeyFile(path)
+	cp, err := audit.NewCheckpointer(g.log, g.signer, audit.CheckpointOptions{TilesDir: filepath.Join(g.cfg.DataDir, "tiles")})
+	if errors.Is(err, audit.ErrWrongKey) {
+		return nil, fmt.Errorf("refusing to start: %w; restore the log's key, or change keys with rulelock log rotate-key (see docs/signing-keys.md)", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := checkLogPub(g.e, g.cfg.DataDir, g.signer, cp.Latest() != nil); err != nil {
+		return nil, err
+	}
+	return cp, nil
 }
 
 // devAgent returns the development agent, creating its token on first
@@ -428,7 +431,7 @@ func devApprovers(e *env, cfg *serveConfig) error {
 			if err := writeNewFile(keyPath, []byte(skey+"\n")); err != nil {
 				return err
 			}
-			if err := os.WriteFile(pubPath, []byte(vkey+"\n"), 0o644); err != nil {
+			if err := fsx.WriteFileAtomic(pubPath, []byte(vkey+"\n"), 0o644); err != nil {
 				return err
 			}
 			var raw [24]byte

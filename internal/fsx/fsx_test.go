@@ -61,3 +61,26 @@ func TestWriteFileAtomic(t *testing.T) {
 		t.Fatalf("mode %v, want 0600", st.Mode().Perm())
 	}
 }
+
+func TestWriteNewFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "key")
+	if err := WriteNewFile(path, []byte("one"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteNewFile(path, []byte("two"), 0o600); !errors.Is(err, os.ErrExist) {
+		t.Fatalf("second WriteNewFile: got %v, want os.ErrExist", err)
+	}
+	b, _ := os.ReadFile(path)
+	if string(b) != "one" {
+		t.Fatalf("got %q, want %q", b, "one")
+	}
+	st, _ := os.Stat(path)
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, want 0600", st.Mode().Perm())
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 {
+		t.Fatalf("directory holds %d files, want only the key (no temporary file left)", len(ents))
+	}
+}

@@ -24,6 +24,11 @@
 // returns it: a token that answers with a wrong key or a corrupted signature
 // yields an error, never a note that does not verify.
 //
+// A token that goes away (removed, its session closed, the module reset)
+// makes Sign fail; the next Sign reconnects from scratch and signs only if
+// the token holds the same key again, so a Signer resumes when the token
+// comes back and never signs with another key.
+//
 // # Example
 //
 //	s, err := hsm.Open(hsm.Config{
@@ -143,17 +148,31 @@ func validName(name string) bool {
 
 // A Signer signs notes with an Ed25519 key on a PKCS#11 token.
 // It implements note.Signer and is safe for concurrent use.
+//
+// When signing fails (the token was removed, the session closed, the
+// module lost its state), the Signer reconnects on the next Sign: it closes
+// its session, releases the module (which finalises it when no other Signer
+// uses it), opens a new session, logs in and finds the key again. It signs
+// again only if the key it finds has the public key it had: a token that
+// comes back with another key under the label is refused, every time.
 type Signer struct {
+	cfg  Config // to reconnect
 	name string
 	hash uint32
 	pub  ed25519.PublicKey
 
-	mu      sync.Mutex // guards the session and closed
+	mu     sync.Mutex // guards conn and closed
+	conn   *conn      // nil while disconnected
+	closed bool
+}
+
+// conn is an open, logged-in session and the key found in it.
+type conn struct {
 	mod     *module
 	slot    uint
 	session pkcs11.SessionHandle
 	key     pkcs11.ObjectHandle
-	closed  bool
+	pub     ed25519.PublicKey
 }
 
 var _ note.Signer = (*Signer)(nil)
@@ -172,6 +191,22 @@ func Open(cfg Config) (*Signer, error) {
 }
 
 func open(cfg Config) (*Signer, error) {
+	c, err := connect(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Signer{cfg: cfg, name: cfg.name(), pub: c.pub, conn: c}
+	s.hash = keyHash(s.name, append([]byte{algEd25519}, c.pub...))
+	if _, err := s.Sign([]byte("rulelock hsm probe\n")); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// connect loads the module, opens a session logged in to the token and
+// finds the key.
+func connect(cfg Config) (*conn, error) {
 	mod, err := loadModule(cfg.Module)
 	if err != nil {
 		return nil, err
@@ -186,21 +221,24 @@ func open(cfg Config) (*Signer, error) {
 		mod.release()
 		return nil, err
 	}
-	s := &Signer{name: cfg.name(), mod: mod, slot: slot, session: sh}
-	if err := s.loadKey(cfg.Label); err != nil {
-		s.Close()
+	c := &conn{mod: mod, slot: slot, session: sh}
+	if err := c.loadKey(cfg.Label); err != nil {
+		c.close()
 		return nil, err
 	}
-	if _, err := s.Sign([]byte("rulelock hsm probe\n")); err != nil {
-		s.Close()
-		return nil, err
-	}
-	return s, nil
+	return c, nil
+}
+
+// close closes the session and releases the module.
+func (c *conn) close() error {
+	err := c.mod.closeSession(c.slot, c.session)
+	c.mod.release()
+	return err
 }
 
 // loadKey finds the key pair labelled label and reads its public key.
-func (s *Signer) loadKey(label string) error {
-	ctx, sh := s.mod.ctx, s.session
+func (c *conn) loadKey(label string) error {
+	ctx, sh := c.mod.ctx, c.session
 	pubObj, err := findOne(ctx, sh, keyTemplate(pkcs11.CKO_PUBLIC_KEY, label))
 	if err != nil {
 		return fmt.Errorf("public key %q: %w", label, err)
@@ -219,9 +257,7 @@ func (s *Signer) loadKey(label string) error {
 	if err != nil {
 		return fmt.Errorf("read public key %q: %w", label, err)
 	}
-	s.pub = pub
-	s.hash = keyHash(s.name, append([]byte{algEd25519}, pub...))
-	s.key = privObj
+	c.pub, c.key = pub, privObj
 	return nil
 }
 
@@ -273,6 +309,14 @@ func keyHash(name string, key []byte) uint32 {
 	return binary.BigEndian.Uint32(h.Sum(nil))
 }
 
+// String describes s without its PIN (which s keeps, to reconnect).
+func (s *Signer) String() string {
+	return fmt.Sprintf("hsm.Signer{%v, key %s+%08x}", s.cfg, s.name, s.hash)
+}
+
+// GoString describes s without its PIN.
+func (s *Signer) GoString() string { return s.String() }
+
 // Name returns the note key name.
 func (s *Signer) Name() string { return s.name }
 
@@ -311,11 +355,40 @@ func (s *Signer) sign(msg []byte) ([]byte, error) {
 	if s.closed {
 		return nil, ErrClosed
 	}
+	if s.conn == nil {
+		if err := s.reconnect(); err != nil {
+			return nil, err
+		}
+	}
+	ctx := s.conn.mod.ctx
 	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(ckmEdDSA, nil)}
-	if err := s.mod.ctx.SignInit(s.session, mech, s.key); err != nil {
+	err := ctx.SignInit(s.conn.session, mech, s.conn.key)
+	var sig []byte
+	if err == nil {
+		sig, err = ctx.Sign(s.conn.session, msg)
+	}
+	if err != nil {
+		// Whatever broke, the next Sign starts from a new session.
+		s.conn.close()
+		s.conn = nil
 		return nil, err
 	}
-	return s.mod.ctx.Sign(s.session, msg)
+	return sig, nil
+}
+
+// reconnect opens a new connection to the token, which must hold the key
+// the Signer had.
+func (s *Signer) reconnect() error {
+	c, err := connect(s.cfg)
+	if err != nil {
+		return fmt.Errorf("reconnect to %v: %w", s.cfg, err)
+	}
+	if !c.pub.Equal(s.pub) {
+		c.close()
+		return fmt.Errorf("reconnect to %v: the key under this label is now another key; refusing to sign with it", s.cfg)
+	}
+	s.conn = c
+	return nil
 }
 
 // Close closes the Signer's session and, with the last Signer of its
@@ -327,8 +400,11 @@ func (s *Signer) Close() error {
 		return nil
 	}
 	s.closed = true
-	err := s.mod.closeSession(s.slot, s.session)
-	s.mod.release()
+	if s.conn == nil {
+		return nil
+	}
+	err := s.conn.close()
+	s.conn = nil
 	if err != nil {
 		return fmt.Errorf("close pkcs11 session: %w", err)
 	}

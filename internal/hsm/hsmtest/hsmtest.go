@@ -73,3 +73,15 @@ func Module() string {
 	}
 	return ""
 }
+
+// TokenDir returns the token directory of the SoftHSM2 set up by SoftHSM
+// for the running test. Moving it away makes the token disappear under a
+// running signer (its sessions fail); moving it back restores it.
+func TokenDir(t testing.TB) string {
+	t.Helper()
+	conf := os.Getenv("SOFTHSM2_CONF")
+	if conf == "" {
+		t.Fatal("hsmtest.TokenDir: no SOFTHSM2_CONF: call SoftHSM first")
+	}
+	return filepath.Join(filepath.Dir(conf), "tokens")
+}
