@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -116,7 +115,7 @@ func (c *Checkpointer) cosign(cp Checkpoint, msg []byte) ([]byte, error) {
 	var out bytes.Buffer
 	out.Write(msg)
 	n := 0
-	var failed []string
+	var failed []error
 	for i, w := range ws {
 		if errors.Is(errs[i], ErrWitnessConflict) {
 			c.mu.Lock()
@@ -125,7 +124,7 @@ func (c *Checkpointer) cosign(cp Checkpoint, msg []byte) ([]byte, error) {
 			return nil, errs[i]
 		}
 		if errs[i] != nil {
-			failed = append(failed, errs[i].Error())
+			failed = append(failed, errs[i])
 			continue
 		}
 		c.wit.sizes[w.Key.Name()] = cp.Size
@@ -137,7 +136,7 @@ func (c *Checkpointer) cosign(cp Checkpoint, msg []byte) ([]byte, error) {
 		quorum = len(ws)
 	}
 	if n < quorum {
-		return nil, fmt.Errorf("%d of %d witnesses cosigned checkpoint %d, %d required: %s", n, len(ws), cp.Size, quorum, strings.Join(failed, "; "))
+		return nil, fmt.Errorf("%d of %d witnesses cosigned checkpoint %d, %d required: %w", n, len(ws), cp.Size, quorum, errors.Join(failed...))
 	}
 	return out.Bytes(), nil
 }
