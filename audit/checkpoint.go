@@ -157,6 +157,9 @@ type CheckpointOptions struct {
 	// WitnessTimeout bounds one round of requests to the witnesses
 	// (default 10s).
 	WitnessTimeout time.Duration
+	// OnWitnessConflict, if set, is called once when a witness conflict
+	// stops publication, to raise the alarm.
+	OnWitnessConflict func(error)
 }
 
 // Checkpointer signs checkpoints of a Log with a note.Signer whose name is

@@ -121,6 +121,9 @@ func (c *Checkpointer) cosign(cp Checkpoint, msg []byte) ([]byte, error) {
 			c.mu.Lock()
 			c.wit.conflict = errs[i]
 			c.mu.Unlock()
+			if c.opts.OnWitnessConflict != nil {
+				c.opts.OnWitnessConflict(errs[i])
+			}
 			return nil, errs[i]
 		}
 		if errs[i] != nil {

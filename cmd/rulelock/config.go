@@ -32,6 +32,7 @@ type serveConfig struct {
 	Executors          map[string]executorConfig `yaml:"executors"`
 	Limits             limitsConfig              `yaml:"limits"`
 	MCP                mcpConfig                 `yaml:"mcp"`
+	Log                logConfig                 `yaml:"log"` // witnesses (witness.go)
 }
 
 type agentConfig struct {
@@ -173,6 +174,9 @@ func (c *serveConfig) validate() error {
 		}
 	}
 	if err := c.TLS.validate(); err != nil {
+		return err
+	}
+	if err := c.Log.logWitnesses.validate(); err != nil {
 		return err
 	}
 	return c.MCP.validate()

@@ -119,6 +119,7 @@ type running struct {
 	demo     *http.Server
 	proxy    *mcpproxy.Proxy // nil without MCP upstreams
 	closed   bool
+	metrics  *httpapi.Metrics
 }
 
 func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *running, err error) {
@@ -165,7 +166,13 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 			started.close() // g is nil by now
 		}
 	}()
-	g.cp, err = audit.NewCheckpointer(l, signer, audit.CheckpointOptions{TilesDir: filepath.Join(cfg.DataDir, "tiles")})
+	witnesses, err := cfg.Log.checkpointWitnesses()
+	if err != nil {
+		return nil, &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
+	}
+	g.metrics = httpapi.NewMetrics()
+	g.cp, err = audit.NewCheckpointer(l, signer, audit.CheckpointOptions{TilesDir: filepath.Join(cfg.DataDir, "tiles"),
+		Witnesses: witnesses, WitnessQuorum: cfg.Log.WitnessQuorum, OnWitnessConflict: g.witnessConflict})
 	if err != nil {
 		return nil, err
 	}
@@ -242,6 +249,9 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 			return nil, err
 		}
 	}
+	if err := g.firstWitnessedCheckpoint(); err != nil {
+		return nil, err
+	}
 	tokens := cfg.tokens()
 	if len(cfg.Agents) == 0 {
 		t, err := devAgent(e, cfg.DataDir)
@@ -252,9 +262,10 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	}
 	api := httpapi.New(httpapi.Config{
 		Gateway: gw, Tokens: tokens, MaxBody: cfg.Limits.MaxBody,
-		Log:    &httpapi.AuditLog{Log: l, Checkpointer: g.cp, TilesDir: filepath.Join(cfg.DataDir, "tiles")},
-		Ready:  func() bool { return g.ready.Load() && !gw.Active().None },
-		Reason: g.notReadyReason,
+		Log:     &httpapi.AuditLog{Log: l, Checkpointer: g.cp, TilesDir: filepath.Join(cfg.DataDir, "tiles")},
+		Ready:   func() bool { return g.ready.Load() && !gw.Active().None && g.cp.WitnessConflict() == nil },
+		Metrics: g.metrics,
+		Reason:  g.notReadyReason,
 		Status: func() any {
 			a := gw.Active()
 			return map[string]any{"policy": a.Digest, "version": a.Version, "signers": a.Signers, "development_mode": a.Dev}
