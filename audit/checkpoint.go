@@ -189,6 +189,13 @@ func NewCheckpointer(l *Log, s note.Signer, opts CheckpointOptions) (*Checkpoint
 	if opts.WitnessQuorum < 0 || opts.WitnessQuorum > len(opts.Witnesses) {
 		return nil, fmt.Errorf("new checkpointer: witness quorum %d of %d witnesses", opts.WitnessQuorum, len(opts.Witnesses))
 	}
+	seen := map[string]bool{}
+	for _, w := range opts.Witnesses {
+		if seen[w.Key.Name()] {
+			return nil, fmt.Errorf("new checkpointer: witness %s listed twice", w.Key.Name())
+		}
+		seen[w.Key.Name()] = true
+	}
 	c := &Checkpointer{log: l, signer: s, opts: opts, last: last}
 	c.initWitnesses()
 	if opts.TilesDir != "" {

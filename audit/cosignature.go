@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -66,12 +65,12 @@ func ParseCosignerKey(vkey string) (note.Verifier, error) {
 	if key[0] != CosignatureV1Alg || len(key) != 1+ed25519.PublicKeySize {
 		return nil, fmt.Errorf("parse cosigner key %s: want an Ed25519 cosignature/v1 key (type 0x04)", name)
 	}
-	h, err := strconv.ParseUint(hash16, 16, 32)
 	pub := ed25519.PublicKey(key[1:])
-	if err != nil || uint32(h) != CosignatureV1KeyHash(name, pub) {
+	h := CosignatureV1KeyHash(name, pub)
+	if hash16 != fmt.Sprintf("%08x", h) {
 		return nil, fmt.Errorf("parse cosigner key %s: key hash does not match the key", name)
 	}
-	return &cosignerVerifier{name: name, hash: uint32(h), key: pub}, nil
+	return &cosignerVerifier{name: name, hash: h, key: pub}, nil
 }
 
 // FormatCosignerKey returns the vkey of an Ed25519 cosignature/v1 key.

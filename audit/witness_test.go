@@ -292,3 +292,42 @@ func TestVerifyDirEquivocation(t *testing.T) {
 		t.Fatalf("since a fork of size 7: got %v (notes %q), want equivocation with the fork and the latest", err, ve.Notes)
 	}
 }
+
+// FuzzParseWitnessPolicy: any input parses or fails with file:line, never
+// panics; a parsed policy checks any note without panicking.
+func FuzzParseWitnessPolicy(f *testing.F) {
+	_, w1 := newTestCosigner(f, "w.example/1")
+	_, w2 := newTestCosigner(f, "w.example/2")
+	f.Add([]byte("witness a " + w1 + "\nwitness b " + w2 + " https://b/\ngroup g 2 a b\nquorum g\n"))
+	f.Add([]byte("# none\nquorum none\n"))
+	f.Add([]byte("group g any a\n"))
+	s, _ := testKey(f, testOrigin)
+	msg := signCheckpoint(&testing.T{}, Checkpoint{Origin: testOrigin, Size: 1, Root: tlog.Hash{1}}, s)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := ParseWitnessPolicy("p", data)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "p:") {
+				t.Fatalf("error without the file name: %v", err)
+			}
+			return
+		}
+		p.Check(msg, "cp")
+	})
+}
+
+// FuzzParseCosignerKey: a key that parses formats back to itself.
+func FuzzParseCosignerKey(f *testing.F) {
+	_, w1 := newTestCosigner(f, "w.example/1")
+	f.Add(w1)
+	f.Add("w+00000000+BAAA")
+	f.Fuzz(func(t *testing.T, vkey string) {
+		v, err := ParseCosignerKey(vkey)
+		if err != nil {
+			return
+		}
+		cv := v.(*cosignerVerifier)
+		if got := FormatCosignerKey(cv.name, cv.key); got != strings.TrimSpace(vkey) {
+			t.Fatalf("parse→format: %q → %q", vkey, got)
+		}
+	})
+}

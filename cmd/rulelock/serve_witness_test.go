@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
@@ -256,4 +258,44 @@ func TestServeWitnessConflict(t *testing.T) {
 	if _, cp := getAuth(t, url+"/v1/log/checkpoint", token); !strings.Contains(cp, "— witness.test/a ") {
 		t.Errorf("the checkpoint served is not the last witnessed one:\n%s", cp)
 	}
+}
+
+// TestWitnessConfig: the log.witnesses section is checked at load.
+func TestWitnessConfig(t *testing.T) {
+	_, wkey, _ := witness.GenerateKey(rand.Reader, "witness.test/a")
+	_, logKey, _ := note.GenerateKey(rand.Reader, "witness.test/a")
+	// The same public key under another name (cosignature/v1 does not
+	// sign the name, so one signature would count for both).
+	renamed := audit.FormatCosignerKey("witness.test/renamed", mustCosignerPub(t, wkey))
+	for _, tc := range []struct{ yaml, want string }{
+		{"log:\n  witnesses:\n    - {name: a, url: 'https://w.example/', key: '" + wkey + "'}\n  witness_quorum: 1\n", ""},
+		{"log:\n  witnesses:\n    - {name: a, url: 'https://w.example/', key: '" + logKey + "'}\n", "log.witnesses[0] (a): key: parse cosigner key witness.test/a: want an Ed25519 cosignature/v1 key"},
+		{"log:\n  witnesses:\n    - {name: a, url: 'w.example', key: '" + wkey + "'}\n", `log.witnesses[0] (a): url "w.example" is not an http(s) URL`},
+		{"log:\n  witnesses:\n    - {url: 'https://w.example/', key: '" + wkey + "'}\n", "log.witnesses[0]: name is required"},
+		{"log:\n  witnesses:\n    - {name: a, url: 'https://w.example/', key: '" + wkey + "'}\n    - {name: a, url: 'https://w.example/', key: '" + wkey + "'}\n", "log.witnesses[1]: witness a listed twice"},
+		{"log:\n  witnesses:\n    - {name: a, url: 'https://w.example/', key: '" + wkey + "'}\n  witness_quorum: 2\n", "log.witness_quorum 2: want 0 (all) to 1"},
+		{"log:\n  witness: []\n", "field witness not found"},
+		{"log:\n  witnesses:\n    - {name: a, url: 'https://w.example/', key: '" + wkey + "'}\n    - {name: b, url: 'https://v.example/', key: '" + renamed + "'}\n", "log.witnesses[1] (b): the same witness key as a"},
+		{"log:\n  witnesses:\n    - {name: a, url: 'https://w.example/', key: '" + wkey + "'}\n    - {name: b, url: 'https://v.example/', key: '" + wkey + "'}\n", "log.witnesses[1] (b): the same witness key as a"},
+	} {
+		path := filepath.Join(t.TempDir(), "rulelock.yaml")
+		os.WriteFile(path, []byte("policy: ../../examples/payments\n"+tc.yaml), 0o644)
+		_, err := readConfig(path)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.yaml, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s:\ngot  %v\nwant …%s…", tc.yaml, err, tc.want)
+		}
+	}
+}
+
+// mustCosignerPub returns the public key of a cosignature/v1 vkey.
+func mustCosignerPub(t *testing.T, vkey string) ed25519.PublicKey {
+	t.Helper()
+	raw, err := base64.StdEncoding.DecodeString(strings.SplitN(vkey, "+", 3)[2])
+	if err != nil || len(raw) != 33 {
+		t.Fatalf("vkey %q", vkey)
+	}
+	return ed25519.PublicKey(raw[1:])
 }

@@ -43,7 +43,7 @@ type witnessConfig struct {
 }
 
 func (c *logWitnesses) validate() error {
-	names := map[string]bool{}
+	names, keys := map[string]bool{}, map[string]string{}
 	for i, w := range c.Witnesses {
 		where := fmt.Sprintf("log.witnesses[%d]", i)
 		if w.Name == "" {
@@ -56,8 +56,16 @@ func (c *logWitnesses) validate() error {
 		if u, err := url.Parse(w.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			return fmt.Errorf("%s (%s): url %q is not an http(s) URL", where, w.Name, w.URL)
 		}
-		if _, err := audit.ParseCosignerKey(w.Key); err != nil {
+		key, err := audit.ParseCosignerKey(w.Key)
+		if err != nil {
 			return fmt.Errorf("%s (%s): key: %v", where, w.Name, err)
+		}
+		parts := strings.SplitN(strings.TrimSpace(w.Key), "+", 3) // name, hash, public key
+		for _, k := range []string{"name " + key.Name(), "key " + parts[2]} {
+			if prev, ok := keys[k]; ok {
+				return fmt.Errorf("%s (%s): the same witness key as %s: one witness would count twice", where, w.Name, prev)
+			}
+			keys[k] = w.Name
 		}
 	}
 	if c.WitnessQuorum < 0 || c.WitnessQuorum > len(c.Witnesses) {

@@ -487,3 +487,26 @@ func TestTimeout(t *testing.T) {
 		t.Errorf("got %v, want a deadline error and no conflict", err)
 	}
 }
+
+// FuzzAddCheckpointBody: a request body the witness accepts is exactly
+// what the client would send for it.
+func FuzzAddCheckpointBody(f *testing.F) {
+	f.Add([]byte("old 5\nPlRNCrwHpqhGrupue0L7gxbjbMiKA9temvuZZDDpkaw=\n\nexample.com/log\n8\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n\n— example.com/log AAAA\n"))
+	f.Add([]byte("old 0\n\nx\n"))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, err := parseRequest(body)
+		if err != nil {
+			return
+		}
+		var b bytes.Buffer
+		fmt.Fprintf(&b, "old %s\n", formatSize(req.old))
+		for _, h := range req.proof {
+			b.WriteString(h.String() + "\n")
+		}
+		b.WriteString("\n")
+		b.Write(req.note)
+		if !bytes.Equal(b.Bytes(), body) {
+			t.Fatalf("parse→format: %q → %q", body, b.Bytes())
+		}
+	})
+}
