@@ -331,3 +331,19 @@ func FuzzParseCosignerKey(f *testing.F) {
 		}
 	})
 }
+
+// TestVerifyTilesEquivocation: a saved checkpoint that the tiles' own
+// checkpoint contradicts is an equivocation, with both notes.
+func TestVerifyTilesEquivocation(t *testing.T) {
+	honest, fork, tiles, v := forkedLogs(t)
+	if _, err := VerifyTiles(tiles, v, VerifyOptions{Since: honest[0]}); err != nil {
+		t.Fatalf("since the honest checkpoint of 5: %v", err)
+	}
+	for _, since := range fork {
+		_, err := VerifyTiles(tiles, v, VerifyOptions{Since: since})
+		var ve *VerifyError
+		if !errors.As(err, &ve) || ve.Class != Equivocation || !bytes.Equal(ve.Notes[0], since) || !bytes.Equal(ve.Notes[1], honest[1]) {
+			t.Errorf("since a fork's checkpoint: got %v, want equivocation with it and the tiles' checkpoint", err)
+		}
+	}
+}
