@@ -423,7 +423,7 @@ func verifyDir(dir string, key note.Verifier, opts VerifyOptions) (*Report, *dir
 		return nil, nil, fmt.Errorf("verify: %w", err)
 	}
 	var prev Checkpoint
-	seen := map[int64][]byte{} // a checkpoint note of each size
+	seen := map[int64]signedCheckpoint{} // a verified checkpoint of each size
 	for _, seq := range seqs {
 		name := filepath.Join(checkpointDir, checkpointName(seq))
 		msg, err := os.ReadFile(filepath.Join(dir, name))
@@ -434,13 +434,13 @@ func verifyDir(dir string, key note.Verifier, opts VerifyOptions) (*Report, *dir
 		if verr != nil {
 			return nil, nil, verr
 		}
-		if verr := equivocation(seen, cp, msg, key, name); verr != nil {
+		if verr := equivocation(seen, cp, msg, name); verr != nil {
 			return nil, nil, verr
 		}
 		if verr := d.checkTree(cp, prev, name); verr != nil {
 			return nil, nil, verr
 		}
-		seen[cp.Size] = msg
+		seen[cp.Size] = signedCheckpoint{cp, msg}
 		prev = cp
 		rep.Checkpoints++
 		rep.Size, rep.Root, rep.Latest = cp.Size, cp.Root, msg
@@ -453,7 +453,7 @@ func verifyDir(dir string, key note.Verifier, opts VerifyOptions) (*Report, *dir
 		if since.Size > rep.Size {
 			return nil, nil, &VerifyError{Class: Rollback, Index: rep.Size, File: "since", Err: fmt.Errorf("latest checkpoint has size %d, the saved one %d", rep.Size, since.Size)}
 		}
-		if verr := equivocation(seen, since, opts.Since, key, "since"); verr != nil {
+		if verr := equivocation(seen, since, opts.Since, "since"); verr != nil {
 			return nil, nil, verr
 		}
 		if verr := d.checkSince(since, opts.Since, rep.Latest); verr != nil {
@@ -472,19 +472,21 @@ func verifyDir(dir string, key note.Verifier, opts VerifyOptions) (*Report, *dir
 	return rep, d, nil
 }
 
+// signedCheckpoint is a checkpoint and its verified note.
+type signedCheckpoint struct {
+	Checkpoint
+	note []byte
+}
+
 // equivocation reports an Equivocation when the log signed another
 // checkpoint of cp's size with a different root.
-func equivocation(seen map[int64][]byte, cp Checkpoint, msg []byte, key note.Verifier, where string) *VerifyError {
+func equivocation(seen map[int64]signedCheckpoint, cp Checkpoint, msg []byte, where string) *VerifyError {
 	other, ok := seen[cp.Size]
-	if !ok {
+	if !ok || other.Root == cp.Root {
 		return nil
 	}
-	ocp, verr := openCheckpoint(other, key, where)
-	if verr != nil || ocp.Root == cp.Root {
-		return nil
-	}
-	return &VerifyError{Class: Equivocation, Index: cp.Size, File: where, Notes: [][]byte{other, msg},
-		Err: fmt.Errorf("two signed checkpoints of size %d with different roots %v and %v", cp.Size, ocp.Root, cp.Root)}
+	return &VerifyError{Class: Equivocation, Index: cp.Size, File: where, Notes: [][]byte{other.note, msg},
+		Err: fmt.Errorf("two signed checkpoints of size %d with different roots %v and %v", cp.Size, other.Root, cp.Root)}
 }
 
 // checkSince checks a checkpoint saved earlier against the log, whose
