@@ -146,6 +146,20 @@ type CheckpointOptions struct {
 	// TilesDir, if set, is kept up to date with a C2SP tlog-tiles view of
 	// the log: checkpoint, tile/<L>/<N>[.p/<W>], tile/entries/<N>[.p/<W>].
 	TilesDir string
+
+	// Witnesses, if any, cosign every checkpoint before it is published
+	// (C2SP tlog-witness): a checkpoint is kept, served and exported only
+	// with the cosignatures of WitnessQuorum of them (0: all), and a
+	// witness that has seen a larger or a different tree stops
+	// publication for good (WitnessConflict).
+	Witnesses     []CheckpointWitness
+	WitnessQuorum int
+	// WitnessTimeout bounds one round of requests to the witnesses
+	// (default 10s).
+	WitnessTimeout time.Duration
+	// OnWitnessConflict, if set, is called once when a witness conflict
+	// stops publication, to raise the alarm.
+	OnWitnessConflict func(error)
 }
 
 // Checkpointer signs checkpoints of a Log with a note.Signer whose name is
@@ -156,9 +170,11 @@ type Checkpointer struct {
 	signer note.Signer
 	opts   CheckpointOptions
 
-	mu       sync.Mutex
+	signing  sync.Mutex // held by Checkpoint, which may wait on witnesses
+	mu       sync.Mutex // guards last and wit.conflict
 	last     checkpointFile
 	exported int64 // tree size the tiles directory covers
+	wit      witnessState
 }
 
 // NewCheckpointer returns a Checkpointer for l signing with s. It refuses a
@@ -176,10 +192,21 @@ func newCheckpointer(l *Log, s note.Signer, opts CheckpointOptions, pending *rot
 	if last.Seq > 0 && last.Origin != s.Name() {
 		return nil, fmt.Errorf("new checkpointer: signer %q, but the log's origin is %q: %w", s.Name(), last.Origin, ErrWrongKey)
 	}
+	if opts.WitnessQuorum < 0 || opts.WitnessQuorum > len(opts.Witnesses) {
+		return nil, fmt.Errorf("new checkpointer: witness quorum %d of %d witnesses", opts.WitnessQuorum, len(opts.Witnesses))
+	}
+	seen := map[string]bool{}
+	for _, w := range opts.Witnesses {
+		if seen[w.Key.Name()] {
+			return nil, fmt.Errorf("new checkpointer: witness %s listed twice", w.Key.Name())
+		}
+		seen[w.Key.Name()] = true
+	}
 	c := &Checkpointer{log: l, signer: s, opts: opts, last: last}
 	if err := c.custody(s, pending); err != nil {
 		return nil, fmt.Errorf("new checkpointer: %w", err)
 	}
+	c.initWitnesses()
 	if opts.TilesDir != "" {
 		if msg, err := os.ReadFile(filepath.Join(opts.TilesDir, "checkpoint")); err == nil {
 			if text, err := noteText(msg); err == nil {
@@ -194,12 +221,21 @@ func newCheckpointer(l *Log, s note.Signer, opts CheckpointOptions, pending *rot
 
 // Checkpoint signs and stores a checkpoint over the current tree, unless the
 // tree has not grown since the last one, and returns the signed note.
+//
+// With witnesses, the checkpoint is published (stored, exported, served)
+// only once the quorum cosigned it, with their cosignatures appended.
 func (c *Checkpointer) Checkpoint() ([]byte, error) {
+	c.signing.Lock()
+	defer c.signing.Unlock()
+	if err := c.WitnessConflict(); err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
+	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	last := c.last
+	c.mu.Unlock()
 	size := c.log.Size()
-	if c.last.Seq > 0 && size == c.last.Size {
-		return c.last.Note, nil
+	if last.Seq > 0 && size == last.Size {
+		return last.Note, nil
 	}
 	// The stored hashes must be durable before a checkpoint vouches for
 	// them: Open trusts the hashes a checkpoint covers.
@@ -215,11 +251,18 @@ func (c *Checkpointer) Checkpoint() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: sign: %w", err)
 	}
-	seq := c.last.Seq + 1
+	if len(c.opts.Witnesses) > 0 {
+		if msg, err = c.cosign(cp, msg); err != nil {
+			return nil, fmt.Errorf("checkpoint: %w", err)
+		}
+	}
+	seq := last.Seq + 1
 	if err := fsx.WriteFileAtomic(filepath.Join(c.log.dir, checkpointDir, checkpointName(seq)), msg, 0o644); err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
+	c.mu.Lock()
 	c.last = checkpointFile{Checkpoint: cp, Seq: seq, Note: msg}
+	c.mu.Unlock()
 	if c.opts.TilesDir != "" {
 		if err := c.log.exportTiles(c.opts.TilesDir, c.exported, size, msg); err != nil {
 			return nil, fmt.Errorf("checkpoint: %w", err)

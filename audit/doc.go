@@ -41,6 +41,18 @@
 // covers, and VerifyDir follows that chain from any key of it that signed a
 // checkpoint.
 //
+// # Witnesses and equivocation
+//
+// With CheckpointOptions.Witnesses, a checkpoint is published only once a
+// quorum of witnesses (C2SP tlog-witness, through the small Witness
+// interface; internal/witness has the HTTP client) cosigned it: their
+// Ed25519 cosignature/v1 lines (C2SP tlog-cosignature) are appended to the
+// note. A witness that has cosigned a larger or a different tree stops
+// publication for good (ErrWitnessConflict). A WitnessPolicy (C2SP
+// tlog-policy) says which cosignatures a verifier requires; two signed
+// checkpoints that do not fit are an Equivocation, and the two notes are
+// the proof (VerifyError.Notes, CompareCheckpoints).
+//
 // # Example
 //
 //	l, err := audit.Open(dir, audit.Options{})

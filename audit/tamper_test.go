@@ -206,7 +206,7 @@ func TestTamper(t *testing.T) {
 			entries[3] = []byte(strings.Replace(string(entries[3]), `"decision":"deny"`, `"decision":"allow"`, 1))
 			rebuildLog(t, dir, s, entries)
 			return VerifyOptions{Since: cps[1]}
-		}, Inconsistent, 20},
+		}, Equivocation, 20}, // two signed checkpoints of size 20
 		{"checkpoint signed by another key", func(t *testing.T, dir string, _ note.Signer, cps [][]byte) VerifyOptions {
 			other, _ := testKey(t, testOrigin)
 			text, _ := noteText(cps[1])
@@ -231,7 +231,7 @@ func TestTamper(t *testing.T) {
 			c, _ := ParseCheckpoint(text)
 			c.Root[0] ^= 1
 			return VerifyOptions{Since: signCheckpoint(t, c, s)}
-		}, Inconsistent, 10},
+		}, Equivocation, 10},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

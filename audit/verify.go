@@ -33,6 +33,8 @@ const (
 	Reordered     Class = "reordered"      // entries are out of order
 	Truncated     Class = "truncated"      // a checkpoint covers entries the log no longer has
 	BadProof      Class = "bad_proof"      // an inclusion or consistency proof does not check
+	Equivocation  Class = "equivocation"   // the log signed two checkpoints that do not fit: VerifyError.Notes holds both
+	Unwitnessed   Class = "unwitnessed"    // a checkpoint lacks the cosignatures the witness policy requires
 )
 
 // VerifyError is the first failure a verification found.
@@ -42,6 +44,10 @@ type VerifyError struct {
 	File   string // the file the failure was found in, if any
 	Offset int64  // the offset in File, if meaningful
 	Err    error
+	// Notes, for an Equivocation, are the two signed checkpoint notes
+	// that prove it: each verifies under the log's key, and they cannot
+	// both describe one append-only log.
+	Notes [][]byte
 }
 
 func (e *VerifyError) Error() string {
@@ -69,6 +75,9 @@ type VerifyOptions struct {
 	// Since is a signed checkpoint the auditor saved earlier. The log must
 	// extend it: not be smaller (rollback) nor disagree with it (fork).
 	Since []byte
+	// Witnesses, if set, is the witness policy the latest checkpoint's
+	// cosignatures must meet.
+	Witnesses *WitnessPolicy
 
 	keep int64 // the entry whose payload to keep (for ProveDir)
 }
@@ -437,6 +446,7 @@ func verifyDir(dir string, key note.Verifier, opts VerifyOptions) (*Report, *dir
 		open, openSince = chain.open, chain.openAny
 	}
 	var prev Checkpoint
+	seen := map[int64]signedCheckpoint{} // a verified checkpoint of each size
 	for _, seq := range seqs {
 		name := filepath.Join(checkpointDir, checkpointName(seq))
 		msg, err := os.ReadFile(filepath.Join(dir, name))
@@ -447,9 +457,13 @@ func verifyDir(dir string, key note.Verifier, opts VerifyOptions) (*Report, *dir
 		if verr != nil {
 			return nil, nil, verr
 		}
+		if verr := equivocation(seen, cp, msg, name); verr != nil {
+			return nil, nil, verr
+		}
 		if verr := d.checkTree(cp, prev, name); verr != nil {
 			return nil, nil, verr
 		}
+		seen[cp.Size] = signedCheckpoint{cp, msg}
 		prev = cp
 		rep.Checkpoints++
 		rep.Size, rep.Root, rep.Latest = cp.Size, cp.Root, msg
@@ -467,12 +481,54 @@ func verifyDir(dir string, key note.Verifier, opts VerifyOptions) (*Report, *dir
 		if since.Size > rep.Size {
 			return nil, nil, &VerifyError{Class: Rollback, Index: rep.Size, File: "since", Err: fmt.Errorf("latest checkpoint has size %d, the saved one %d", rep.Size, since.Size)}
 		}
-		if verr := d.checkTree(since, Checkpoint{}, "since"); verr != nil {
+		if verr := equivocation(seen, since, opts.Since, "since"); verr != nil {
 			return nil, nil, verr
+		}
+		if verr := d.checkSince(since, opts.Since, rep.Latest); verr != nil {
+			return nil, nil, verr
+		}
+	}
+	if opts.Witnesses != nil {
+		if rep.Latest == nil {
+			return nil, nil, &VerifyError{Class: Unwitnessed, Index: -1, Err: errors.New("the log has no checkpoint to check the witness quorum on")}
+		}
+		if err := opts.Witnesses.Check(rep.Latest, filepath.Join(checkpointDir, checkpointName(seqs[len(seqs)-1]))); err != nil {
+			return nil, nil, err
 		}
 	}
 	rep.Uncovered = n - rep.Size
 	return rep, d, nil
+}
+
+// signedCheckpoint is a checkpoint and its verified note.
+type signedCheckpoint struct {
+	Checkpoint
+	note []byte
+}
+
+// equivocation reports an Equivocation when the log signed another
+// checkpoint of cp's size with a different root.
+func equivocation(seen map[int64]signedCheckpoint, cp Checkpoint, msg []byte, where string) *VerifyError {
+	other, ok := seen[cp.Size]
+	if !ok || other.Root == cp.Root {
+		return nil
+	}
+	return &VerifyError{Class: Equivocation, Index: cp.Size, File: where, Notes: [][]byte{other.note, msg},
+		Err: fmt.Errorf("two signed checkpoints of size %d with different roots %v and %v", cp.Size, other.Root, cp.Root)}
+}
+
+// checkSince checks a checkpoint saved earlier against the log, whose
+// latest checkpoint (latest, verified against the entries) covers it: a
+// tree that does not match is a checkpoint the log cannot have signed
+// honestly, and both notes prove it.
+func (d *dirLog) checkSince(since Checkpoint, msg, latest []byte) *VerifyError {
+	verr := d.checkTree(since, Checkpoint{}, "since")
+	if verr == nil || verr.Class != Inconsistent || latest == nil {
+		return verr
+	}
+	verr.Class, verr.Notes = Equivocation, [][]byte{msg, latest}
+	verr.Err = fmt.Errorf("the saved checkpoint does not fit the log's latest one: %w", verr.Err)
+	return verr
 }
 
 // checkTree checks that the log's tree matches cp and that cp extends prev.

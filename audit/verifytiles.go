@@ -81,8 +81,13 @@ func VerifyTiles(dir string, key note.Verifier, opts VerifyOptions) (*Report, er
 		if verr != nil {
 			return nil, verr
 		}
-		if verr := d.checkTree(since, Checkpoint{}, "since"); verr != nil {
+		if verr := d.checkSince(since, opts.Since, msg); verr != nil {
 			return nil, verr
+		}
+	}
+	if opts.Witnesses != nil {
+		if err := opts.Witnesses.Check(msg, "checkpoint"); err != nil {
+			return nil, err
 		}
 	}
 	return &Report{Entries: cp.Size, Checkpoints: 1, Size: cp.Size, Root: cp.Root, Latest: msg}, nil

@@ -32,7 +32,7 @@ type serveConfig struct {
 	Executors          map[string]executorConfig `yaml:"executors"`
 	Limits             limitsConfig              `yaml:"limits"`
 	MCP                mcpConfig                 `yaml:"mcp"`
-	Log                logConfig                 `yaml:"log"` // the log's signing key (logkey.go)
+	Log                logConfig                 `yaml:"log"` // signing key (logkey.go), witnesses (witness.go)
 }
 
 type agentConfig struct {

@@ -17,7 +17,8 @@ import (
 
 // logConfig is the config's log section.
 type logConfig struct {
-	Signer logSignerConfig `yaml:"signer"`
+	Signer       logSignerConfig  `yaml:"signer"`
+	logWitnesses `yaml:",inline"` // witness.go
 }
 
 // logSignerConfig says where the key that signs checkpoints is: the key
@@ -38,6 +39,9 @@ type pkcs11Config struct {
 }
 
 func (c *logConfig) validate() error {
+	if err := c.logWitnesses.validate(); err != nil {
+		return err
+	}
 	p := c.Signer.PKCS11
 	if p == nil {
 		return nil

@@ -124,6 +124,7 @@ type running struct {
 	proxy    *mcpproxy.Proxy // nil without MCP upstreams
 	signer   note.Signer     // the log's key; closed with the gateway if an io.Closer (PKCS#11)
 	closed   bool
+	metrics  *httpapi.Metrics
 }
 
 func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *running, err error) {
@@ -233,6 +234,9 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	if err := g.startPolicy(ctx, p); err != nil {
 		return nil, err
 	}
+	if err := g.firstWitnessedCheckpoint(); err != nil {
+		return nil, err
+	}
 	tokens := cfg.tokens()
 	if len(cfg.Agents) == 0 {
 		t, err := devAgent(e, cfg.DataDir)
@@ -243,9 +247,10 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	}
 	api := httpapi.New(httpapi.Config{
 		Gateway: gw, Tokens: tokens, MaxBody: cfg.Limits.MaxBody,
-		Log:    &httpapi.AuditLog{Log: l, Checkpointer: g.cp, TilesDir: filepath.Join(cfg.DataDir, "tiles")},
-		Ready:  func() bool { return g.ready.Load() && !gw.Active().None },
-		Reason: g.notReadyReason,
+		Log:     &httpapi.AuditLog{Log: l, Checkpointer: g.cp, TilesDir: filepath.Join(cfg.DataDir, "tiles")},
+		Ready:   func() bool { return g.ready.Load() && !gw.Active().None && g.cp.WitnessConflict() == nil },
+		Metrics: g.metrics,
+		Reason:  g.notReadyReason,
 		Status: func() any {
 			a := gw.Active()
 			return map[string]any{"policy": a.Digest, "version": a.Version, "signers": a.Signers, "development_mode": a.Dev}
@@ -359,7 +364,13 @@ func (g *running) openCheckpointer() (*audit.Checkpointer, error) {
 	if g.signer, err = logSigner(g.e, g.cfg, g.log); err != nil {
 		return nil, err
 	}
-	cp, err := audit.NewCheckpointer(g.log, g.signer, audit.CheckpointOptions{TilesDir: filepath.Join(g.cfg.DataDir, "tiles")})
+	witnesses, err := g.cfg.Log.checkpointWitnesses()
+	if err != nil {
+		return nil, &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
+	}
+	g.metrics = httpapi.NewMetrics()
+	cp, err := audit.NewCheckpointer(g.log, g.signer, audit.CheckpointOptions{TilesDir: filepath.Join(g.cfg.DataDir, "tiles"),
+		Witnesses: witnesses, WitnessQuorum: g.cfg.Log.WitnessQuorum, OnWitnessConflict: g.witnessConflict})
 	if errors.Is(err, audit.ErrWrongKey) {
 		return nil, fmt.Errorf("refusing to start: %w; restore the log's key, or change keys with rulelock log rotate-key (see docs/signing-keys.md)", err)
 	}

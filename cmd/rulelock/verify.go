@@ -17,8 +17,9 @@ import (
 	"github.com/rulelock/rulelock/internal/replay"
 )
 
-const verifyUsage = `usage: rulelock verify DIR --key VKEY [--since FILE] [--json]
-       rulelock verify --receipt FILE --key VKEY [--json]
+const verifyUsage = `usage: rulelock verify DIR --key VKEY [--since FILE] [--witnesses POLICY] [--json]
+       rulelock verify --receipt FILE --key VKEY [--witnesses POLICY] [--json]
+       rulelock verify --equivocation NOTE1 NOTE2 --key VKEY [--proof FILE | --tiles DIR] [--json]
 
 Verifies an audit log directory offline: every frame, the hash chain, every
 entry's encoding, every checkpoint's signature, the Merkle tree against every
@@ -27,6 +28,15 @@ tlog-tiles directory (checkpoint, tile/...): then the checkpoint, the hash
 tiles and every entry bundle are verified. With --since, also that the
 log extends a checkpoint saved earlier (no rollback, no fork). With
 --receipt, verifies one receipt (from rulelock log proof) on its own.
+With --witnesses, the latest checkpoint (or the receipt's) must carry the
+cosignatures the witness policy's quorum requires (C2SP tlog-policy: log,
+witness NAME VKEY [URL], group NAME k|any|all MEMBERS..., quorum NAME);
+--key may then be left out if the policy names one log.
+With --equivocation, checks two signed checkpoints against each other
+without the log: one size with two roots proves an equivocation (both
+notes are printed as the proof); for two sizes give the log's tiles
+(--tiles, authenticated by the larger checkpoint) or a consistency proof
+(--proof, one base64 hash a line; a bad one proves nothing).
 
 VKEY is the log's verifier key (NAME+HASH+KEY, as keygen prints it) or a file
 holding it. Exit status: 0 when everything verified, 1 on the first failure
@@ -48,6 +58,10 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	replay := fs.Bool("replay", false, "also re-run every decision under the archived policy it names and check completeness (a stopped gateway's data directory, or a copy)")
 	bundles := fs.String("bundles", "", "with --replay: the archive of activated policies (default: DIR/../bundles)")
+	witnesses := fs.String("witnesses", "", "witness `policy` file the checkpoint's cosignatures must meet")
+	equivocation := fs.Bool("equivocation", false, "check the two signed checkpoint files given against each other, without the log")
+	proofFile := fs.String("proof", "", "with --equivocation: a consistency proof `file` between the two checkpoints")
+	tilesDir := fs.String("tiles", "", "with --equivocation: the log's tiles `directory`")
 	config := fs.String("config", "", "with --replay: the gateway config, for the approvers' keys and the limits (default: DIR/../approvers/*.pub and the default limits)")
 	allowDev := fs.Bool("allow-development", false, "with --replay: accept development-mode activations (policies no quorum signed) in a development log instead of reporting them")
 	pos, err := parseInterspersed(fs, args)
@@ -55,21 +69,32 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	switch {
-	case *keyArg == "":
-		return usageError("--key is required")
+	case *equivocation && (len(pos) != 2 || *receipt != "" || *since != "" || *witnesses != "" || *replay):
+		return usageError("--equivocation takes two checkpoint files and no other mode")
+	case !*equivocation && (*proofFile != "" || *tilesDir != ""):
+		return usageError("--proof and --tiles go with --equivocation")
+	case *equivocation:
 	case *receipt == "" && len(pos) != 1:
 		return usageError("want one log directory (or --receipt FILE)")
 	case *receipt != "" && (len(pos) != 0 || *since != ""):
 		return usageError("--receipt takes no directory and no --since")
 	}
-	key, err := loadVerifier(*keyArg)
+	var opts audit.VerifyOptions
+	if *witnesses != "" {
+		if opts.Witnesses, err = loadWitnessPolicy(*witnesses); err != nil {
+			return usageError("%v", err)
+		}
+	}
+	key, err := policyLogKey(*keyArg, opts.Witnesses)
 	if err != nil {
 		return usageError("%v", err)
 	}
-	if *receipt != "" {
-		return verifyReceipt(e, key, *receipt, *asJSON)
+	if *equivocation {
+		return runVerifyEquivocation(e, key, pos[0], pos[1], *proofFile, *tilesDir, *asJSON)
 	}
-	var opts audit.VerifyOptions
+	if *receipt != "" {
+		return verifyReceipt(e, key, *receipt, opts.Witnesses, *asJSON)
+	}
 	if *since != "" {
 		if opts.Since, err = os.ReadFile(*since); err != nil {
 			return err
@@ -87,6 +112,9 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		out := map[string]any{
 			"ok": true, "entries": rep.Entries, "checkpoints": rep.Checkpoints,
 			"size": rep.Size, "root": rep.Root.String(), "uncovered": rep.Uncovered,
+		}
+		if opts.Witnesses != nil {
+			out["witnessed_by"], _ = opts.Witnesses.Witnessed(rep.Latest)
 		}
 		if !*replay {
 			return writeJSON(e.stdout, out)
@@ -108,6 +136,13 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "ok: %d entries, %d checkpoints; latest checkpoint covers %d entries, root %s\n",
 		rep.Entries, rep.Checkpoints, rep.Size, rep.Root)
+	if opts.Witnesses != nil {
+		names, _ := opts.Witnesses.Witnessed(rep.Latest)
+		if len(names) == 0 {
+			names = []string{"no witness"}
+		}
+		fmt.Fprintf(e.stdout, "witnessed: the latest checkpoint is cosigned by %s; the quorum is met\n", strings.Join(names, ", "))
+	}
 	if rep.Uncovered > 0 {
 		fmt.Fprintf(e.stdout, "note: %d entries after the latest checkpoint are not yet signed\n", rep.Uncovered)
 	}
@@ -153,12 +188,15 @@ func runReplayVerify(e *env, logDir, bundles, config string, allowDev, asJSON bo
 	return nil
 }
 
-func verifyReceipt(e *env, key note.Verifier, path string, asJSON bool) error {
+func verifyReceipt(e *env, key note.Verifier, path string, witnesses *audit.WitnessPolicy, asJSON bool) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
 	ent, r, err := audit.VerifyReceipt(b, key)
+	if err == nil && witnesses != nil {
+		err = witnesses.Check(r.Checkpoint, "receipt checkpoint")
+	}
 	if err != nil {
 		return verifyFailure(e, err, asJSON)
 	}
@@ -180,10 +218,20 @@ func verifyFailure(e *env, err error, asJSON bool) error {
 		if ve.File != "" {
 			out["file"], out["offset"] = ve.File, ve.Offset
 		}
+		if len(ve.Notes) > 0 {
+			notes := make([]string, len(ve.Notes))
+			for i, n := range ve.Notes {
+				notes[i] = string(n)
+			}
+			out["proof"] = notes // the signed notes that prove an equivocation
+		}
 		if err := writeJSON(e.stdout, out); err != nil {
 			return err
 		}
 		return &exitError{code: 1}
+	}
+	if len(ve.Notes) > 0 {
+		fmt.Fprintf(e.stdout, "proof: the signed checkpoints that do not fit:\n\n%s\n%s", ve.Notes[0], ve.Notes[1])
 	}
 	return &exitError{code: 1, err: fmt.Errorf("FAIL %w", ve)}
 }

@@ -25,6 +25,9 @@ type Metrics struct {
 	// at each scrape.
 	ledgerBytes, ledgerBudget prometheus.Gauge
 	overBudget                prometheus.Gauge
+	// WitnessConflict is 1 once a witness has seen a larger or different
+	// tree and checkpoints are no longer published; set by the caller.
+	WitnessConflict prometheus.Gauge
 
 	byDecision map[string]decisionMetrics // the usual decisions, resolved once
 }
@@ -62,6 +65,9 @@ func NewMetrics() *Metrics {
 			Help: "Decisions denied because the ledger was at its memory budget, since the start."}),
 	}
 	m.reg.MustRegister(m.decisions, m.latency, m.failures, m.postconditions, m.LogSize, m.Pending, m.ledgerBytes, m.ledgerBudget, m.overBudget)
+	m.WitnessConflict = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rulelock_witness_conflict",
+		Help: "1 when a witness refused a checkpoint because it cosigned a larger or a different tree (rollback or fork): publication stopped."})
+	m.reg.MustRegister(m.WitnessConflict)
 	m.byDecision = map[string]decisionMetrics{}
 	for _, d := range []string{"allow", "deny", "require_approval"} {
 		m.byDecision[d] = decisionMetrics{m.decisions.WithLabelValues(d), m.latency.WithLabelValues(d)}
