@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rulelock/rulelock/audit"
+	"golang.org/x/mod/sumdb/note"
 )
 
 // noteLog writes n acknowledged note entries to data/log and returns the
@@ -137,9 +139,20 @@ func TestServeReportsTornTail(t *testing.T) {
 		t.Fatalf("check of a torn tail: exit %d, want 0 and %q in\n%s", code, want, out)
 	}
 
+	// The log has entries, so the gateway needs the log's key (it makes
+	// one only for an empty log); these entries were never checkpointed,
+	// so any key of the configured origin is the log's.
+	cfg := devConfig(data)
+	skey, _, err := note.GenerateKey(rand.Reader, cfg.Origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "log.key"), []byte(skey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	var stderr bytes.Buffer
 	e := &env{stdout: &bytes.Buffer{}, stderr: &stderr, getenv: func(string) string { return "" }}
-	g, err := startGateway(context.Background(), e, devConfig(data), false)
+	g, err := startGateway(context.Background(), e, cfg, false)
 	if err != nil {
 		t.Fatalf("start on a torn tail: %v\n%s", err, stderr.String())
 	}
