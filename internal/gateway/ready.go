@@ -1,0 +1,63 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Checkpoints is what the gateway needs of the checkpointer: how long the
+// oldest log entry that no signed checkpoint covers has waited, 0 when
+// every entry is covered. *audit.Checkpointer implements it.
+type Checkpoints interface {
+	Unsigned() time.Duration
+}
+
+// DefaultMaxUnsigned is Config.MaxUnsigned's default.
+const DefaultMaxUnsigned = time.Minute
+
+// ErrUnsigned: log entries have waited longer than Config.MaxUnsigned for a
+// signed checkpoint (checkpoint signing is failing or stuck). Nothing new
+// is decided, approved into execution or executed until signing catches
+// up; then actions are accepted again, without a restart.
+var ErrUnsigned = errors.New("audit log entries unsigned for longer than max_unsigned")
+
+// UnsignedMessage tells an agent why its action was refused past
+// Config.MaxUnsigned.
+const UnsignedMessage = "checkpoint signing is behind: audit log entries have waited longer than log.max_unsigned for a signed checkpoint; nothing was decided or executed"
+
+// Ready returns nil when the gateway would decide, record and execute a new
+// action now, and otherwise why not: ErrNoPolicy (no policy is active),
+// ErrUnavailable (the audit log failed and refuses appends until it is
+// reopened) or ErrUnsigned (signing is behind by more than MaxUnsigned).
+// It is the one answer to "would an action fail?": /readyz reports it and
+// Submit refuses with it. A ledger at its memory budget is not in it: new
+// actions are then decided (denied memory_budget) and logged, and the
+// ledger only leaves its budget as decisions sweep it.
+func (g *Gateway) Ready() error {
+	if g.Active().None {
+		return ErrNoPolicy
+	}
+	return g.recording()
+}
+
+// recording returns nil when the log takes entries and signing is within
+// MaxUnsigned.
+func (g *Gateway) recording() error {
+	if f, ok := g.cfg.Log.(interface{ Err() error }); ok {
+		if err := f.Err(); err != nil {
+			return fmt.Errorf("%w: the audit log failed: %v", ErrUnavailable, err)
+		}
+	}
+	if g.cfg.Checkpoints == nil {
+		return nil
+	}
+	limit := g.cfg.MaxUnsigned
+	if limit <= 0 {
+		limit = DefaultMaxUnsigned
+	}
+	if u := g.cfg.Checkpoints.Unsigned(); u > limit {
+		return fmt.Errorf("%w: the oldest entry has waited %s for a signed checkpoint (max_unsigned %s)", ErrUnsigned, u.Round(time.Second), limit)
+	}
+	return nil
+}
