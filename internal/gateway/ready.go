@@ -61,3 +61,18 @@ func (g *Gateway) recording() error {
 	}
 	return nil
 }
+
+// Refusal returns the stable code (for the HTTP API's error and the log's
+// refusal entry) and the message of an error from Ready or Submit that
+// refuses every new action, logged as a refusal: "no_policy" for
+// ErrNoPolicy, "checkpoint_overdue" for ErrUnsigned. It returns "" for any
+// other error, a failed log included: its refusal could not be logged.
+func Refusal(err error) (code, msg string) {
+	switch {
+	case errors.Is(err, ErrNoPolicy):
+		return "no_policy", NoPolicyMessage
+	case errors.Is(err, ErrUnsigned):
+		return "checkpoint_overdue", UnsignedMessage
+	}
+	return "", ""
+}
