@@ -27,6 +27,7 @@ type serveConfig struct {
 	Trust              string                    `yaml:"trust"`  // the trust file: the signers' keys and the threshold
 	Origin             string                    `yaml:"origin"`
 	CheckpointInterval duration                  `yaml:"checkpoint_interval"`
+	Log                logConfig                 `yaml:"log"`
 	Agents             []agentConfig             `yaml:"agents"`
 	Approvers          []approverConfig          `yaml:"approvers"`
 	Executors          map[string]executorConfig `yaml:"executors"`
@@ -79,6 +80,14 @@ type limitsConfig struct {
 	MemoryBudget       int64    `yaml:"memory_budget"` // bytes the ledger may keep
 	Retention          duration `yaml:"retention"`
 	MaxPendingPerAgent int      `yaml:"max_pending_per_agent"`
+}
+
+// logConfig is the audit log's section.
+type logConfig struct {
+	// MaxUnsigned: when the oldest entry without a signed checkpoint has
+	// waited longer, new actions are refused (checkpoint_overdue) until
+	// signing resumes (default 60s; at least twice checkpoint_interval).
+	MaxUnsigned duration `yaml:"max_unsigned"`
 }
 
 type duration struct{ time.Duration }

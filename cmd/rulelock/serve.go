@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -78,6 +79,14 @@ func (cfg *serveConfig) defaults() error {
 	defaultTo(&cfg.Origin, "rulelock.local/log")
 	if cfg.CheckpointInterval.Duration == 0 {
 		cfg.CheckpointInterval.Duration = time.Second
+	}
+	if cfg.Log.MaxUnsigned.Duration == 0 {
+		cfg.Log.MaxUnsigned.Duration = gateway.DefaultMaxUnsigned
+	}
+	if cfg.Log.MaxUnsigned.Duration < 2*cfg.CheckpointInterval.Duration {
+		// Between two checkpoints entries wait up to an interval: a
+		// shorter limit would refuse actions while signing works.
+		return usageError("log.max_unsigned (%s) must be at least twice checkpoint_interval (%s)", cfg.Log.MaxUnsigned.Duration, cfg.CheckpointInterval.Duration)
 	}
 	switch {
 	case cfg.Policy == "" && cfg.Bundle == "":
@@ -165,7 +174,8 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 			started.close() // g is nil by now
 		}
 	}()
-	g.cp, err = audit.NewCheckpointer(l, signer, audit.CheckpointOptions{TilesDir: filepath.Join(cfg.DataDir, "tiles")})
+	g.cp, err = audit.NewCheckpointer(l, signer, audit.CheckpointOptions{TilesDir: filepath.Join(cfg.DataDir, "tiles"),
+		Logger: slog.New(slog.NewTextHandler(e.stderr, nil))})
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +221,7 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	}
 	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Executors: executors, Approvers: reg, ExecutorFor: executorFor,
 		Budget: cfg.Limits.MemoryBudget, Retention: cfg.Limits.Retention.Duration, MaxPendingPerAgent: cfg.Limits.MaxPendingPerAgent,
-		Principals: cfg.principals()})
+		Principals: cfg.principals(), Checkpoints: g.cp, MaxUnsigned: cfg.Log.MaxUnsigned.Duration})
 	if err != nil {
 		return nil, err
 	}
@@ -286,6 +296,9 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 func (g *running) serve(ctx context.Context) error {
 	cpCtx, stopCP := context.WithCancel(context.Background())
 	cpDone := make(chan error, 1)
+	// Run returns only when stopped: failures are retried and reported
+	// (stderr, /metrics, /readyz), and past log.max_unsigned the gateway
+	// refuses actions until signing resumes.
 	go func() { cpDone <- g.cp.Run(cpCtx, g.cfg.CheckpointInterval.Duration) }()
 	expDone := make(chan struct{})
 	go func() { g.gw.RunExpiry(cpCtx); close(expDone) }()
