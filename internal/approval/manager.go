@@ -74,18 +74,19 @@ func (f RecorderFunc) Record(ev Event) error { return f(ev) }
 
 // Options configure a Manager. The zero value works.
 type Options struct {
-	Now func() time.Time // the wall clock; time.Now when nil
+	Now                func() time.Time // the wall clock; time.Now when nil
+	Recorder           Recorder         // nil: events are not recorded
+	DefaultWithin      time.Duration    // time limit when no requirement sets one; 1h when zero
+	MaxPendingPerAgent int              // pending requests per agent; 16 when zero
+	MaxPending         int              // pending requests in all; 4096 when zero
+	KeepClosed         int              // finished requests kept for Get and Wait; 1024 when zero
+
 	// Elapsed is the monotonic clock: the time since some fixed instant,
 	// which never goes back whatever the wall clock does. Expiry is judged
 	// on both clocks, and a request has expired when either says so, so
 	// that a wall clock set back never revives one. Nil: Go's monotonic
 	// clock (time.Since a reading of time.Now taken by New).
-	Elapsed            func() time.Duration
-	Recorder           Recorder      // nil: events are not recorded
-	DefaultWithin      time.Duration // time limit when no requirement sets one; 1h when zero
-	MaxPendingPerAgent int           // pending requests per agent; 16 when zero
-	MaxPending         int           // pending requests in all; 4096 when zero
-	KeepClosed         int           // finished requests kept for Get and Wait; 1024 when zero
+	Elapsed func() time.Duration
 }
 
 // A Manager holds the parked requests and decides when each has its quorum.
