@@ -26,6 +26,9 @@ func (c *Checkpointer) Run(ctx context.Context, interval time.Duration) error {
 	}
 	maxBackoff = max(maxBackoff, interval)
 	c.run.start(c.Latest() != nil, c.signedSize(), time.Now())
+	stop := make(chan struct{})
+	defer close(stop)
+	go c.watch(stop)
 	wait := interval
 	t := time.NewTimer(wait)
 	defer t.Stop()
@@ -55,24 +58,58 @@ func (c *Checkpointer) signedSize() int64 {
 func (c *Checkpointer) attempt() error {
 	start := time.Now()
 	size := c.log.Size() // every entry appended before start is in it
+	c.run.busy(start)
 	_, err := c.Checkpoint()
+	c.run.busy(time.Time{})
 	ch, before := c.run.attempted(start, size, err)
 	c.report(ch, before, err)
 	return err
+}
+
+// watch reports an attempt that has not returned for ReportEvery, and
+// again every ReportEvery while it has not, until stop is closed: a signer
+// that hangs (an HSM whose token went away mid-operation) is as loud as
+// one that fails.
+func (c *Checkpointer) watch(stop <-chan struct{}) {
+	every := c.reportEvery()
+	t := time.NewTicker(every / 4)
+	defer t.Stop()
+	var reported time.Time
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		since := c.run.busySince()
+		if since.IsZero() || time.Since(since) < every || time.Since(reported) < every {
+			continue
+		}
+		reported = time.Now()
+		c.logger().Error("audit: checkpoint signing stuck: an attempt has not returned", slog.Duration("for", time.Since(since)),
+			slog.Int64("log_size", c.log.Size()), slog.Duration("oldest_unsigned", c.Unsigned()))
+	}
+}
+
+func (c *Checkpointer) logger() *slog.Logger {
+	if c.opts.Logger != nil {
+		return c.opts.Logger
+	}
+	return slog.Default()
+}
+
+func (c *Checkpointer) reportEvery() time.Duration {
+	if c.opts.ReportEvery > 0 {
+		return c.opts.ReportEvery
+	}
+	return time.Minute
 }
 
 // report logs a change of state, and a failure that has lasted another
 // ReportEvery since it was last logged; before is the status before the
 // attempt.
 func (c *Checkpointer) report(ch change, before CheckpointStatus, err error) {
-	lg := c.opts.Logger
-	if lg == nil {
-		lg = slog.Default()
-	}
-	every := c.opts.ReportEvery
-	if every <= 0 {
-		every = time.Minute
-	}
+	lg, every := c.logger(), c.reportEvery()
 	st := c.Status()
 	switch {
 	case ch == changeResumed:
@@ -138,6 +175,7 @@ type runState struct {
 	mu       sync.Mutex
 	st       CheckpointStatus
 	reportAt time.Time // when a failure was last logged
+	busyAt   time.Time // when the attempt in progress started, zero when none is
 }
 
 // change is what an attempt changed.
@@ -192,4 +230,16 @@ func (r *runState) lastReport() time.Time {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.reportAt
+}
+
+func (r *runState) busy(t time.Time) {
+	r.mu.Lock()
+	r.busyAt = t
+	r.mu.Unlock()
+}
+
+func (r *runState) busySince() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.busyAt
 }

@@ -167,3 +167,72 @@ func TestCheckpointerSurvivesFaults(t *testing.T) {
 		})
 	}
 }
+
+// blockingSigner is a real key whose Sign hangs while held, as a PKCS#11
+// call can when the token goes away mid-operation.
+type blockingSigner struct {
+	note.Signer
+	held    atomic.Bool
+	release chan struct{}
+}
+
+func (s *blockingSigner) Sign(msg []byte) ([]byte, error) {
+	if s.held.Load() {
+		<-s.release
+	}
+	return s.Signer.Sign(msg)
+}
+
+// TestCheckpointerReportsHang: a signer that never returns must not make
+// the checkpointer silent: Unsigned keeps growing (so the gateway refuses
+// actions past max_unsigned), Status does not block, and the stuck attempt
+// is logged every ReportEvery until it returns.
+func TestCheckpointerReportsHang(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := testKey(t, testOrigin)
+	var logs lockedBuffer
+	synctest.Test(t, func(t *testing.T) {
+		// Made in the bubble: a channel from outside is not durably blocking.
+		signer := &blockingSigner{Signer: s, release: make(chan struct{})}
+		l := openTest(t, dir, Options{})
+		defer l.Close()
+		cp, err := NewCheckpointer(l, signer, CheckpointOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- cp.Run(ctx, time.Second) }()
+		if _, err := l.Append(context.Background(), testEntry(0)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1500 * time.Millisecond)
+		synctest.Wait()
+		signer.held.Store(true)
+		if _, err := l.Append(context.Background(), testEntry(1)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3*time.Minute + time.Second)
+		synctest.Wait()
+		if st := cp.Status(); st.Size != 1 || st.Err != nil {
+			t.Fatalf("while the signer hangs: %+v", st)
+		}
+		if u := cp.Unsigned(); u < 3*time.Minute {
+			t.Errorf("Unsigned() = %v while the signer hangs, want over 3m", u)
+		}
+		if n := strings.Count(logs.String(), "checkpoint signing stuck"); n < 2 || n > 3 {
+			t.Errorf("logged 'stuck' %d times in 3 minutes, want about one a minute:\n%s", n, logs.String())
+		}
+		signer.held.Store(false)
+		close(signer.release)
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if st := cp.Status(); st.Size != 2 || cp.Unsigned() != 0 {
+			t.Fatalf("after the signer returned: %+v, unsigned %v; want 2 entries signed", st, cp.Unsigned())
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
+}
