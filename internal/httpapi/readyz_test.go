@@ -151,3 +151,56 @@ func TestReadyzTellsTheTruth(t *testing.T) {
 		cancel()
 	})
 }
+
+// TestReadyzLogFailed: once the audit log has failed (its segment directory
+// stopped taking files, so the next segment could not be created), every
+// action gets 503 unavailable until a restart, and /readyz must say so. On
+// main it answered 200.
+func TestReadyzLogFailed(t *testing.T) {
+	dir := t.TempDir()
+	l, err := audit.Open(dir, audit.Options{SegmentSize: 1}) // the smallest segments: 64 KiB
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	pol, err := policy.FromSources([]policy.Source{{Name: "p.rules", Data: []byte(rules)}}, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := gateway.New(gateway.Config{Policy: pol, Log: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := httpapi.New(httpapi.Config{
+		Gateway: gw, Ready: func() bool { return true }, MaxBody: 1 << 20,
+		Tokens: []httpapi.Token{{SHA256: httpapi.HashToken("token-a"), Agent: policy.Agent{ID: "agent-a"}}},
+	})
+	do := func(method, path, body string) reply {
+		req := httptest.NewRequest(method, path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer token-a")
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		api.ServeHTTP(rec, req)
+		r := reply{status: rec.Code, raw: rec.Body.String()}
+		json.Unmarshal(rec.Body.Bytes(), &r.body)
+		return r
+	}
+	if r := do("GET", "/readyz", ""); r.status != 200 {
+		t.Fatalf("/readyz on a fresh log: %d %s", r.status, r.raw)
+	}
+	mend, _ := testenv.BreakDir(t, filepath.Join(dir, "log"))
+	defer mend()
+	big := `{"action": {"type": "transfer", "amount": 5, "to": "x"}, "instruction": "` + strings.Repeat("x", 2000) + `"}`
+	for i := 0; i < 200 && l.Err() == nil; i++ {
+		do("POST", "/v1/decide", big)
+	}
+	if l.Err() == nil {
+		t.Fatal("no log failure after 400 KB of entries into 64 KiB segments")
+	}
+	if r := do("POST", "/v1/actions", small); r.status != 503 || errCode(r) != "unavailable" {
+		t.Fatalf("action after the log failed: %d %s, want 503 unavailable", r.status, r.raw)
+	}
+	if r := do("GET", "/readyz", ""); r.status != 503 || r.body["code"] != "log_failed" {
+		t.Fatalf("/readyz after the log failed: %d %s, want 503 log_failed", r.status, r.raw)
+	}
+}
