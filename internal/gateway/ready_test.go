@@ -153,3 +153,37 @@ func TestReadyAfterLogFailure(t *testing.T) {
 		t.Fatalf("submit after the log failed: %v, want ErrUnavailable", err)
 	}
 }
+
+// BenchmarkReady is what every Submit now pays to ask whether it may act:
+// the active policy, the log's error and the checkpointer's unsigned age.
+func BenchmarkReady(b *testing.B) {
+	l, err := audit.Open(b.TempDir(), audit.Options{SegmentSize: 1 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	skey, _, _ := note.GenerateKey(nil, "test.rulelock/log")
+	signer, _ := note.NewSigner(skey)
+	cp, err := audit.NewCheckpointer(l, signer, audit.CheckpointOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go cp.Run(ctx, time.Hour)
+	pol, err := policy.FromSources([]policy.Source{{Name: "t.rules", Data: []byte(testPolicy)}}, policy.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	gw, err := gateway.New(gateway.Config{Policy: pol, Log: l, Checkpoints: cp})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := gw.Ready(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
