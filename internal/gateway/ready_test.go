@@ -15,6 +15,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/gateway"
 	"github.com/rulelock/rulelock/internal/testenv"
 	"github.com/rulelock/rulelock/policy"
@@ -38,6 +39,8 @@ func TestMaxUnsignedFailsClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	signers, reg := newApprovers(t)
+	f := &fixture{signers: signers}
 	synctest.Test(t, func(t *testing.T) {
 		l, err := audit.Open(dir, audit.Options{SegmentSize: 1 << 20})
 		if err != nil {
@@ -54,7 +57,7 @@ func TestMaxUnsignedFailsClosed(t *testing.T) {
 			return gateway.Outcome{Status: gateway.StatusOK}
 		})
 		gw, err := gateway.New(gateway.Config{Policy: pol, Log: l, Executors: map[string]gateway.Executor{"transfer": pay},
-			Checkpoints: cp, MaxUnsigned: time.Minute})
+			Approvers: reg, Checkpoints: cp, MaxUnsigned: time.Minute})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,6 +78,11 @@ func TestMaxUnsignedFailsClosed(t *testing.T) {
 		}
 
 		accepted("signing works")
+		parked, err := gw.Submit(ctx, &gateway.Request{Agent: agent42, Action: action(t, `{"type": "trade", "amount": 500}`)}, true)
+		if err != nil || parked.Approval == nil {
+			t.Fatalf("trade: %+v %v, want parked", parked, err)
+		}
+		r := *parked.Approval
 		time.Sleep(2 * time.Second)
 		synctest.Wait()
 		mend, how := testenv.BreakDir(t, filepath.Join(dir, "checkpoints"))
@@ -96,6 +104,10 @@ func TestMaxUnsignedFailsClosed(t *testing.T) {
 				t.Fatalf("past max_unsigned: submit: %+v, %v; want ErrUnsigned", res, err)
 			}
 		}
+		// An approval may complete a quorum and execute: refused too.
+		if _, err := gw.Approve(ctx, r.ID, f.sign(t, "alice", r, approval.Approve)); !errors.Is(err, gateway.ErrUnsigned) {
+			t.Fatalf("past max_unsigned: approve: %v, want ErrUnsigned", err)
+		}
 		if executed.Load() != n || l.Size() != size {
 			t.Fatalf("past max_unsigned: %d executions and %d entries added, want none", executed.Load()-n, l.Size()-size)
 		}
@@ -107,6 +119,9 @@ func TestMaxUnsignedFailsClosed(t *testing.T) {
 			t.Fatalf("after the fault cleared: %+v, want every entry signed (log size %d)", st, l.Size())
 		}
 		accepted("signing resumed")
+		if _, err := gw.Approve(ctx, r.ID, f.sign(t, "alice", r, approval.Approve)); err != nil {
+			t.Fatalf("approve after signing resumed: %v", err)
+		}
 		cancel()
 	})
 }
