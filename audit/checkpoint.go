@@ -2,11 +2,11 @@ package audit
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -143,6 +143,13 @@ func readCheckpointFile(dir string, seq int64) (checkpointFile, error) {
 
 // CheckpointOptions configure a Checkpointer. The zero value works.
 type CheckpointOptions struct {
+	// Logger receives Run's reports: signing failing, still failing
+	// (every ReportEvery), resumed (default slog.Default()).
+	Logger *slog.Logger
+	// MaxBackoff caps the wait between Run's retries after a failure
+	// (default 10s); ReportEvery is how often Run repeats that signing is
+	// still failing (default 1m).
+	MaxBackoff, ReportEvery time.Duration
 	// TilesDir, if set, is kept up to date with a C2SP tlog-tiles view of
 	// the log: checkpoint, tile/<L>/<N>[.p/<W>], tile/entries/<N>[.p/<W>].
 	TilesDir string
@@ -169,6 +176,8 @@ type Checkpointer struct {
 	log    *Log
 	signer note.Signer
 	opts   CheckpointOptions
+
+	run runState // Run's progress and failures (checkpointrun.go)
 
 	signing  sync.Mutex // held by Checkpoint, which may wait on witnesses
 	mu       sync.Mutex // guards last and wit.conflict
@@ -277,22 +286,6 @@ func (c *Checkpointer) Latest() []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.last.Note
-}
-
-// Run signs a checkpoint every interval until ctx is done.
-func (c *Checkpointer) Run(ctx context.Context, interval time.Duration) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if _, err := c.Checkpoint(); err != nil {
-				return err
-			}
-		}
-	}
 }
 
 // Receipt returns a self-contained receipt for entry i against the last

@@ -51,9 +51,6 @@ func (g *running) activateAtStart(ctx context.Context) error {
 
 // notReadyReason says why /readyz answers 503.
 func (g *running) notReadyReason() string {
-	if err := g.cp.WitnessConflict(); err != nil {
-		return err.Error()
-	}
 	if r := g.rejected.Load(); r != nil && g.gw.Active().None {
 		return *r
 	}

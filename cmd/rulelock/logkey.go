@@ -19,6 +19,10 @@ import (
 type logConfig struct {
 	Signer       logSignerConfig  `yaml:"signer"`
 	logWitnesses `yaml:",inline"` // witness.go
+	// MaxUnsigned: when the oldest entry without a signed checkpoint has
+	// waited longer, new actions are refused (checkpoint_overdue) until
+	// signing resumes (default 60s; at least twice checkpoint_interval).
+	MaxUnsigned duration `yaml:"max_unsigned"`
 }
 
 // logSignerConfig says where the key that signs checkpoints is: the key

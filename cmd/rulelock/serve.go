@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -81,6 +82,14 @@ func (cfg *serveConfig) defaults() error {
 	defaultTo(&cfg.Origin, "rulelock.local/log")
 	if cfg.CheckpointInterval.Duration == 0 {
 		cfg.CheckpointInterval.Duration = time.Second
+	}
+	if cfg.Log.MaxUnsigned.Duration == 0 {
+		cfg.Log.MaxUnsigned.Duration = gateway.DefaultMaxUnsigned
+	}
+	if cfg.Log.MaxUnsigned.Duration < 2*cfg.CheckpointInterval.Duration {
+		// Between two checkpoints entries wait up to an interval: a
+		// shorter limit would refuse actions while signing works.
+		return usageError("log.max_unsigned (%s) must be at least twice checkpoint_interval (%s)", cfg.Log.MaxUnsigned.Duration, cfg.CheckpointInterval.Duration)
 	}
 	switch {
 	case cfg.Policy == "" && cfg.Bundle == "":
@@ -212,7 +221,7 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	}
 	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Executors: executors, Approvers: reg, ExecutorFor: executorFor,
 		Budget: cfg.Limits.MemoryBudget, Retention: cfg.Limits.Retention.Duration, MaxPendingPerAgent: cfg.Limits.MaxPendingPerAgent,
-		Principals: cfg.principals()})
+		Principals: cfg.principals(), Checkpoints: g.cp, MaxUnsigned: cfg.Log.MaxUnsigned.Duration})
 	if err != nil {
 		return nil, err
 	}
@@ -248,7 +257,7 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	api := httpapi.New(httpapi.Config{
 		Gateway: gw, Tokens: tokens, MaxBody: cfg.Limits.MaxBody,
 		Log:     &httpapi.AuditLog{Log: l, Checkpointer: g.cp, TilesDir: filepath.Join(cfg.DataDir, "tiles")},
-		Ready:   func() bool { return g.ready.Load() && !gw.Active().None && g.cp.WitnessConflict() == nil },
+		Ready:   func() bool { return g.ready.Load() && !gw.Active().None },
 		Metrics: g.metrics,
 		Reason:  g.notReadyReason,
 		Status: func() any {
@@ -282,6 +291,9 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 func (g *running) serve(ctx context.Context) error {
 	cpCtx, stopCP := context.WithCancel(context.Background())
 	cpDone := make(chan error, 1)
+	// Run returns only when stopped: failures are retried and reported
+	// (stderr, /metrics, /readyz), and past log.max_unsigned the gateway
+	// refuses actions until signing resumes.
 	go func() { cpDone <- g.cp.Run(cpCtx, g.cfg.CheckpointInterval.Duration) }()
 	expDone := make(chan struct{})
 	go func() { g.gw.RunExpiry(cpCtx); close(expDone) }()
@@ -370,7 +382,8 @@ func (g *running) openCheckpointer() (*audit.Checkpointer, error) {
 	}
 	g.metrics = httpapi.NewMetrics()
 	cp, err := audit.NewCheckpointer(g.log, g.signer, audit.CheckpointOptions{TilesDir: filepath.Join(g.cfg.DataDir, "tiles"),
-		Witnesses: witnesses, WitnessQuorum: g.cfg.Log.WitnessQuorum, OnWitnessConflict: g.witnessConflict})
+		Witnesses: witnesses, WitnessQuorum: g.cfg.Log.WitnessQuorum, OnWitnessConflict: g.witnessConflict,
+		Logger: slog.New(slog.NewTextHandler(g.e.stderr, nil))})
 	if errors.Is(err, audit.ErrWrongKey) {
 		return nil, fmt.Errorf("refusing to start: %w; restore the log's key, or change keys with rulelock log rotate-key (see docs/signing-keys.md)", err)
 	}

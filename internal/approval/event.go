@@ -75,12 +75,26 @@ func (m *Manager) Restore(events []Event) ([]Request, error) {
 	if len(m.reqs) != 0 {
 		return nil, fmt.Errorf("restore: manager is not empty")
 	}
+	var latest time.Time // the latest time the events prove
 	for i, ev := range events {
 		if err := m.replay(ev); err != nil {
 			m.reset()
 			return nil, fmt.Errorf("restore: event %d (%s %s): %w", i+1, ev.Kind, ev.Request, err)
 		}
+		if ev.Time.After(latest) {
+			latest = ev.Time
+		}
 	}
+	// A restored request has as much time left as the wall clock gives it,
+	// and never more than the events prove: a clock set back while the
+	// gateway was down does not give it back the time that passed.
+	now, elapsed := m.now(), m.opts.Elapsed()
+	for _, e := range m.reqs {
+		if e.r.State == Pending {
+			e.deadline = elapsed + e.r.Expires.Sub(now)
+		}
+	}
+	m.notBefore(latest)
 	var reconcile []Request
 	for _, e := range m.reqs {
 		if e.r.State == Approved {

@@ -74,12 +74,19 @@ func (f RecorderFunc) Record(ev Event) error { return f(ev) }
 
 // Options configure a Manager. The zero value works.
 type Options struct {
-	Now                func() time.Time // the clock; time.Now when nil
+	Now                func() time.Time // the wall clock; time.Now when nil
 	Recorder           Recorder         // nil: events are not recorded
 	DefaultWithin      time.Duration    // time limit when no requirement sets one; 1h when zero
 	MaxPendingPerAgent int              // pending requests per agent; 16 when zero
 	MaxPending         int              // pending requests in all; 4096 when zero
 	KeepClosed         int              // finished requests kept for Get and Wait; 1024 when zero
+
+	// Elapsed is the monotonic clock: the time since some fixed instant,
+	// which never goes back whatever the wall clock does. Expiry is judged
+	// on both clocks, and a request has expired when either says so, so
+	// that a wall clock set back never revives one. Nil: Go's monotonic
+	// clock (time.Since a reading of time.Now taken by New).
+	Elapsed func() time.Duration
 }
 
 // A Manager holds the parked requests and decides when each has its quorum.
@@ -99,12 +106,19 @@ type entry struct {
 	r    Request
 	by   map[string]bool // approvers who approved
 	done chan struct{}   // closed when r leaves Pending
+	// deadline is when r expires on the monotonic clock (Options.Elapsed):
+	// Expires less the time already passed when it was parked or restored.
+	deadline time.Duration
 }
 
 // New returns a Manager for the approvers in reg.
 func New(reg *Registry, opts Options) *Manager {
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Elapsed == nil {
+		start := time.Now()
+		opts.Elapsed = func() time.Duration { return time.Since(start) }
 	}
 	if opts.DefaultWithin <= 0 {
 		opts.DefaultWithin = time.Hour
@@ -142,7 +156,9 @@ func (m *Manager) Park(req Request) (Request, error) {
 	if err := m.record(ev); err != nil {
 		return Request{}, fmt.Errorf("park %s: %w", ev.Request, err)
 	}
-	return m.applyPark(ev).snapshot(), nil
+	e := m.applyPark(ev)
+	e.deadline = m.opts.Elapsed() + ev.Expires.Sub(ev.Time)
+	return e.snapshot(), nil
 }
 
 // A Result is the outcome of an accepted approval.
@@ -190,6 +206,10 @@ func (m *Manager) vote(v Verdict, id string, signed []byte) (Request, bool, erro
 	if err := m.checkVote(e, ev, st); err != nil {
 		return e.snapshot(), false, err
 	}
+	if m.overdue(e) {
+		return e.snapshot(), false, refuse(kind.op(), id, approver, ErrExpired,
+			"expired at %s by the monotonic clock (the wall clock reads %s: it was set back)", e.r.Expires.Format(time.RFC3339), ev.Time.Format(time.RFC3339))
+	}
 	if err := m.record(ev); err != nil {
 		return e.snapshot(), false, fmt.Errorf("%s %s: %w", kind.op(), id, err)
 	}
@@ -215,17 +235,19 @@ func (m *Manager) MarkExecuted(id string) error {
 	return nil
 }
 
-// Expire ends every pending request whose expiry is not after now and
-// returns them, earliest expiry first. The gateway calls it periodically
-// and logs a deny for each. On a Recorder failure it returns the requests
-// expired so far and the error.
+// Expire ends every pending request whose expiry is not after now, or
+// whose time ran out on the monotonic clock (the wall clock was set back),
+// and returns them, earliest expiry first. The gateway calls it
+// periodically and logs a deny for each. An expiry is recorded at now, or
+// at the request's expiry when now is earlier (a clock set back). On a
+// Recorder failure it returns the requests expired so far and the error.
 func (m *Manager) Expire(now time.Time) ([]Request, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now = now.UTC()
 	var due []*entry
 	for _, e := range m.reqs {
-		if e.r.State == Pending && !now.Before(e.r.Expires) {
+		if e.r.State == Pending && (!now.Before(e.r.Expires) || m.overdue(e)) {
 			due = append(due, e)
 		}
 	}
@@ -235,6 +257,9 @@ func (m *Manager) Expire(now time.Time) ([]Request, error) {
 	var ended []Request
 	for _, e := range due {
 		ev := Event{Kind: EventExpired, Time: now, Request: e.r.ID}
+		if now.Before(e.r.Expires) {
+			ev.Time = e.r.Expires // as Restore checks: never before the expiry
+		}
 		if err := m.record(ev); err != nil {
 			return ended, fmt.Errorf("expire %s: %w", e.r.ID, err)
 		}
@@ -244,18 +269,52 @@ func (m *Manager) Expire(now time.Time) ([]Request, error) {
 	return ended, nil
 }
 
-// NextExpiry returns the earliest expiry of a pending request, so that the
-// caller's sweeper can sleep until then; ok is false when none is pending.
+// NextExpiry returns the earliest expiry of a pending request on the wall
+// clock, earlier when the monotonic clock runs out first (the wall clock
+// was set back), so that the caller's sweeper can sleep until then; ok is
+// false when none is pending.
 func (m *Manager) NextExpiry() (t time.Time, ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	now, elapsed := m.now(), m.opts.Elapsed()
 	for _, e := range m.reqs {
-		if e.r.State == Pending && (!ok || e.r.Expires.Before(t)) {
-			t, ok = e.r.Expires, true
+		if e.r.State != Pending {
+			continue
+		}
+		next := e.r.Expires
+		if mono := now.Add(e.deadline - elapsed); mono.Before(next) {
+			next = mono
+		}
+		if !ok || next.Before(t) {
+			t, ok = next, true
 		}
 	}
 	return t, ok
 }
+
+// NotBefore tells the Manager that the time is at least t, whatever the
+// wall clock says: t is a time the log proves, such as its latest entry's.
+// From now on no pending request has more time left than its expiry less
+// t. Restore applies it with the latest time among the events; a gateway
+// that restarted applies it with its log's latest entry. A wall clock set
+// back across a restart thus never extends a window.
+func (m *Manager) NotBefore(t time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.notBefore(t)
+}
+
+func (m *Manager) notBefore(t time.Time) {
+	elapsed := m.opts.Elapsed()
+	for _, e := range m.reqs {
+		if e.r.State == Pending {
+			e.deadline = min(e.deadline, elapsed+e.r.Expires.Sub(t))
+		}
+	}
+}
+
+// overdue reports whether e's time ran out on the monotonic clock.
+func (m *Manager) overdue(e *entry) bool { return m.opts.Elapsed() >= e.deadline }
 
 // Get returns request id.
 func (m *Manager) Get(id string) (Request, error) {

@@ -118,6 +118,11 @@ func (g *Gateway) Approve(ctx context.Context, id string, signed []byte) (*Appro
 	if g.approvals == nil {
 		return nil, ErrNoApprovals
 	}
+	// An approval may complete the quorum and execute: refused, not
+	// recorded, while the log could not vouch for what follows.
+	if err := g.recording(); err != nil {
+		return nil, err
+	}
 	res, err := g.approvals.m.Approve(id, signed)
 	if err != nil {
 		return nil, err

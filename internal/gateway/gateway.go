@@ -123,6 +123,11 @@ type Config struct {
 	// met, and denied principal_revoked when the agent is gone or lost a
 	// role. Nil trusts the agent as it was when it asked.
 	Principals func(agentID string) (policy.Agent, bool)
+	// Checkpoints, when set, says how long entries have waited for a
+	// signed checkpoint; past MaxUnsigned (default DefaultMaxUnsigned)
+	// the gateway refuses new actions with ErrUnsigned (see Ready).
+	Checkpoints Checkpoints
+	MaxUnsigned time.Duration
 }
 
 // Errors callers branch on.
@@ -288,10 +293,11 @@ func receiptOf(r audit.Receipt) Receipt {
 // an executor, executes it. With execute false it only decides and records.
 //
 // Until a policy is active (Config.Policy nil and no Activate yet) it
-// decides nothing and returns ErrNoPolicy.
+// decides nothing and returns ErrNoPolicy; while Ready fails it decides
+// nothing and returns that error.
 func (g *Gateway) Submit(ctx context.Context, req *Request, execute bool) (*Result, error) {
-	if g.Active().None {
-		return nil, ErrNoPolicy
+	if err := g.Ready(); err != nil {
+		return nil, err
 	}
 	rec, err := g.decide(ctx, req, execute && g.executor(req.Action.Type) != nil)
 	if err != nil {

@@ -60,9 +60,13 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 	open := map[string]*record{}
 	var order []*record
 	var events []approval.Event
+	var latest time.Time // the latest entry time: the log proves the time is at least this
 	g.stateMu.Lock()
 	err := walkLog(lr, 0, true, func(it logItem) error {
 		i, e, d := it.index, it.e, it.d
+		if e.Time.After(latest) {
+			latest = e.Time
+		}
 		g.ledger.Apply(e, d)
 		g.folded = true
 		switch e.Kind {
@@ -111,6 +115,11 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 	closed := 0
 	if err := g.restoreApprovals(ctx, events); err != nil {
 		return 0, err
+	}
+	if g.approvals != nil {
+		// A clock set back while the gateway was down gives no parked
+		// request back the time the log proves has passed.
+		g.approvals.m.NotBefore(latest)
 	}
 	for _, rec := range order {
 		if open[rec.ID] != rec {

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/rulelock/rulelock/audit"
 )
@@ -32,3 +33,17 @@ func (a *AuditLog) Tiles() http.Handler {
 	}
 	return http.FileServer(http.Dir(a.TilesDir))
 }
+
+// CheckpointReporter is what /readyz and /metrics read of checkpoint
+// signing, when the LogAPI has it (AuditLog does).
+type CheckpointReporter interface {
+	CheckpointStatus() audit.CheckpointStatus
+	Unsigned() time.Duration // the age of the oldest unsigned entry
+}
+
+// CheckpointStatus returns what the checkpointer's Run has done.
+func (a *AuditLog) CheckpointStatus() audit.CheckpointStatus { return a.Checkpointer.Status() }
+
+// Unsigned returns how long the oldest entry without a signed checkpoint
+// has waited.
+func (a *AuditLog) Unsigned() time.Duration { return a.Checkpointer.Unsigned() }

@@ -326,32 +326,43 @@ func (s *Server) submit(execute bool) func(http.ResponseWriter, *http.Request, p
 	return func(w http.ResponseWriter, r *http.Request, agent policy.Agent) {
 		start := time.Now()
 		body, code, msg, status := s.readBody(w, r)
-		if code == "" && s.cfg.Gateway.Active().None {
-			code, msg, status = "no_policy", gateway.NoPolicyMessage, http.StatusServiceUnavailable
+		if code == "" {
+			code, msg = gateway.Refusal(s.cfg.Gateway.Ready())
+			status = http.StatusServiceUnavailable
 		}
 		if code == "" {
 			ab, err := decodeActionBody(body)
 			if err == nil {
-				s.decided(w, r, start, agent, ab, execute)
+				s.decided(w, r, start, agent, ab, execute, body)
 				return
 			}
 			code, msg, status = "bad_request", err.Error(), http.StatusBadRequest
 		}
-		// Refused before a decision: still logged, as a denial.
-		s.cfg.Metrics.failClosed(code)
-		res, err := s.cfg.Gateway.Refuse(r.Context(), agent, code, msg, body)
-		if err != nil {
-			writeError(w, http.StatusServiceUnavailable, "unavailable", "the audit log is unavailable: nothing was done")
-			return
-		}
-		writeJSON(w, status, map[string]any{"error": apiError{Code: code, Message: msg}, "request_id": res.RequestID, "receipt": res.Receipt})
+		s.refuse(w, r, agent, code, msg, status, body)
 	}
 }
 
-func (s *Server) decided(w http.ResponseWriter, r *http.Request, start time.Time, agent policy.Agent, ab *actionBody, execute bool) {
+// refuse answers a request refused before a decision, logged as a denial
+// when the log can still take it (every authenticated request is in the
+// log); when it cannot, nothing was done and the reply says so.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, agent policy.Agent, code, msg string, status int, body []byte) {
+	s.cfg.Metrics.failClosed(code)
+	res, err := s.cfg.Gateway.Refuse(r.Context(), agent, code, msg, body)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the audit log is unavailable: nothing was done")
+		return
+	}
+	writeJSON(w, status, map[string]any{"error": apiError{Code: code, Message: msg}, "request_id": res.RequestID, "receipt": res.Receipt})
+}
+
+func (s *Server) decided(w http.ResponseWriter, r *http.Request, start time.Time, agent policy.Agent, ab *actionBody, execute bool, body []byte) {
 	res, err := s.cfg.Gateway.Submit(r.Context(), &gateway.Request{
 		Agent: agent, Session: ab.Session, Action: ab.Action, Instruction: ab.Instruction, Reasoning: ab.Reasoning,
 	}, execute)
+	if code, msg := gateway.Refusal(err); code != "" { // became unready since the check
+		s.refuse(w, r, agent, code, msg, http.StatusServiceUnavailable, body)
+		return
+	}
 	if err != nil {
 		s.cfg.Metrics.failClosed("unavailable")
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "the gateway could not record the decision: nothing was done")
@@ -544,6 +555,9 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request, _ policy.Agent)
 	s.cfg.Metrics.ledgerBytes.Set(float64(st.Bytes))
 	s.cfg.Metrics.ledgerBudget.Set(float64(st.Budget))
 	s.cfg.Metrics.overBudget.Set(float64(st.OverBudget))
+	if cs, ok := s.cfg.Log.(CheckpointReporter); ok {
+		s.cfg.Metrics.checkpoints(cs.CheckpointStatus(), cs.Unsigned())
+	}
 	s.cfg.Metrics.handler().ServeHTTP(w, r)
 }
 
@@ -551,11 +565,29 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request, _ policy.Agent)
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// readyz is 200 exactly when an action would be decided, recorded and
+// executed now: the server is serving (Config.Ready) and the gateway is
+// ready (gateway.Ready: a policy is active, the log takes entries,
+// signing is within log.max_unsigned). Otherwise 503 with a code and the
+// reason. Checkpoint signing that fails but is still within max_unsigned
+// is reported in the 200 body.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ policy.Agent) {
-	if s.cfg.Ready == nil || !s.cfg.Ready() {
-		body := map[string]string{"status": "not ready"}
+	var gerr error
+	if s.cfg.Gateway != nil {
+		gerr = s.cfg.Gateway.Ready()
+	}
+	if s.cfg.Ready == nil || !s.cfg.Ready() || gerr != nil {
+		body := map[string]string{"status": "not ready", "code": "starting"}
 		if s.cfg.Reason != nil {
 			body["reason"] = s.cfg.Reason()
+		}
+		switch code, _ := gateway.Refusal(gerr); {
+		case code == "no_policy":
+			body["code"] = code // the server's Reason says why (a rejected bundle)
+		case code != "":
+			body["code"], body["reason"] = code, gerr.Error()
+		case gerr != nil:
+			body["code"], body["reason"] = "log_failed", gerr.Error()
 		}
 		writeJSON(w, http.StatusServiceUnavailable, body)
 		return
@@ -563,6 +595,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ policy.Agent) 
 	body := map[string]any{"status": "ready"}
 	if s.cfg.Status != nil {
 		body["active"] = s.cfg.Status()
+	}
+	if cs, ok := s.cfg.Log.(CheckpointReporter); ok {
+		if st := cs.CheckpointStatus(); st.Err != nil {
+			body["checkpoint_signing"] = map[string]any{"failing": true, "error": st.Err.Error(),
+				"failed_attempts": st.Failed, "oldest_unsigned_seconds": cs.Unsigned().Seconds()}
+		}
 	}
 	writeJSON(w, http.StatusOK, body)
 }
@@ -585,6 +623,8 @@ func writeGatewayError(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusConflict, "no_approvers", err.Error())
 	case errors.Is(err, gateway.ErrConflict):
 		writeError(w, http.StatusConflict, "conflict", err.Error())
+	case errors.Is(err, gateway.ErrUnsigned):
+		writeError(w, http.StatusServiceUnavailable, "checkpoint_overdue", gateway.UnsignedMessage)
 	default:
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "the gateway could not record this: nothing was done")
 	}

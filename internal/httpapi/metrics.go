@@ -2,11 +2,13 @@ package httpapi
 
 import (
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -30,6 +32,13 @@ type Metrics struct {
 	WitnessConflict prometheus.Gauge
 
 	byDecision map[string]decisionMetrics // the usual decisions, resolved once
+
+	// Checkpoint signing, from the checkpointer's status at each scrape.
+	cpMu                                    sync.Mutex
+	cpSeen                                  int64 // failures already counted
+	cpFailures                              prometheus.Counter
+	cpLastSuccess, cpUnsigned, cpSignedSize prometheus.Gauge
+	cpFailing                               prometheus.Gauge
 }
 
 // decisionMetrics are the series of one decision.
@@ -64,7 +73,18 @@ func NewMetrics() *Metrics {
 		overBudget: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rulelock_memory_budget_denials",
 			Help: "Decisions denied because the ledger was at its memory budget, since the start."}),
 	}
-	m.reg.MustRegister(m.decisions, m.latency, m.failures, m.postconditions, m.LogSize, m.Pending, m.ledgerBytes, m.ledgerBudget, m.overBudget)
+	m.cpFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "rulelock_checkpoint_failures_total",
+		Help: "Failed attempts to sign a checkpoint (each is retried with backoff)."})
+	m.cpLastSuccess = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rulelock_checkpoint_last_success_timestamp_seconds",
+		Help: "When the last successful signing attempt started (Unix time): every entry appended before it is covered by a signed checkpoint."})
+	m.cpUnsigned = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rulelock_checkpoint_unsigned_seconds",
+		Help: "How long the oldest entry without a signed checkpoint has waited (0 when all are signed); past log.max_unsigned, actions are refused."})
+	m.cpSignedSize = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rulelock_checkpoint_signed_entries",
+		Help: "Entries covered by the last signed checkpoint."})
+	m.cpFailing = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rulelock_checkpoint_failing_attempts",
+		Help: "Consecutive failed signing attempts, 0 when the last one succeeded."})
+	m.reg.MustRegister(m.decisions, m.latency, m.failures, m.postconditions, m.LogSize, m.Pending, m.ledgerBytes, m.ledgerBudget, m.overBudget,
+		m.cpFailures, m.cpLastSuccess, m.cpUnsigned, m.cpSignedSize, m.cpFailing)
 	m.WitnessConflict = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rulelock_witness_conflict",
 		Help: "1 when a witness refused a checkpoint because it cosigned a larger or a different tree (rollback or fork): publication stopped."})
 	m.reg.MustRegister(m.WitnessConflict)
@@ -99,4 +119,20 @@ func (m *Metrics) checked(verdicts []policy.Verdict) {
 
 func (m *Metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// checkpoints sets the checkpoint metrics from the checkpointer's status.
+func (m *Metrics) checkpoints(st audit.CheckpointStatus, unsigned time.Duration) {
+	m.cpMu.Lock()
+	if d := st.Failures - m.cpSeen; d > 0 {
+		m.cpFailures.Add(float64(d))
+		m.cpSeen = st.Failures
+	}
+	m.cpMu.Unlock()
+	if !st.Covered.IsZero() && st.Signed {
+		m.cpLastSuccess.Set(float64(st.Covered.UnixNano()) / 1e9)
+	}
+	m.cpUnsigned.Set(unsigned.Seconds())
+	m.cpSignedSize.Set(float64(st.Size))
+	m.cpFailing.Set(float64(st.Failed))
 }

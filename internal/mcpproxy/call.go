@@ -182,13 +182,14 @@ func (p *Proxy) call(ctx context.Context, agent policy.Agent, req *mcp.CallToolR
 		ctx = withProgress(ctx, tok)
 	}
 	res, err := p.gw.Submit(ctx, greq, true)
-	if errors.Is(err, gateway.ErrNoPolicy) {
-		// Logged like the HTTP API's no_policy refusal; the agent is told
-		// the server cannot act, not that its call was malformed.
-		if _, err := p.gw.Refuse(ctx, agent, "no_policy", logged(gateway.NoPolicyMessage), raw); err != nil {
+	if code, msg := gateway.Refusal(err); code != "" {
+		// Logged like the HTTP API's no_policy and checkpoint_overdue
+		// refusals; the agent is told the server cannot act, not that its
+		// call was malformed.
+		if _, err := p.gw.Refuse(ctx, agent, code, logged(msg), raw); err != nil {
 			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "the audit log is unavailable: nothing was done"}
 		}
-		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "rulelock: " + gateway.NoPolicyMessage}
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "rulelock: " + msg}
 	}
 	if err != nil {
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "rulelock could not decide or record the call: nothing was done (" + err.Error() + ")"}

@@ -1,0 +1,98 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Checkpoints is what the gateway needs of the checkpointer: how long the
+// oldest log entry that no signed checkpoint covers has waited, 0 when
+// every entry is covered. *audit.Checkpointer implements it.
+type Checkpoints interface {
+	Unsigned() time.Duration
+}
+
+// DefaultMaxUnsigned is Config.MaxUnsigned's default.
+const DefaultMaxUnsigned = time.Minute
+
+// ErrUnsigned: log entries have waited longer than Config.MaxUnsigned for a
+// signed checkpoint (checkpoint signing is failing or stuck). Nothing new
+// is decided, approved into execution or executed until signing catches
+// up; then actions are accepted again, without a restart.
+var ErrUnsigned = errors.New("audit log entries unsigned for longer than max_unsigned")
+
+// ErrWitnessConflict: a witness refused a checkpoint because it has
+// cosigned a larger or a different tree of this log (a rollback or a
+// fork). The checkpointer publishes nothing more, and nothing new is
+// decided or executed on a log whose history a witness contradicts, until
+// an operator has looked (a restart).
+var ErrWitnessConflict = errors.New("a witness has cosigned a larger or a different tree of this log")
+
+// WitnessConflictMessage tells an agent why its action was refused after
+// a witness conflict.
+const WitnessConflictMessage = "a witness contradicts this audit log (rollback or fork): nothing was decided or executed"
+
+// UnsignedMessage tells an agent why its action was refused past
+// Config.MaxUnsigned.
+const UnsignedMessage = "checkpoint signing is behind: audit log entries have waited longer than log.max_unsigned for a signed checkpoint; nothing was decided or executed"
+
+// Ready returns nil when the gateway would decide, record and execute a new
+// action now, and otherwise why not: ErrNoPolicy (no policy is active),
+// ErrUnavailable (the audit log failed and refuses appends until it is
+// reopened), ErrWitnessConflict (a witness contradicts the log) or
+// ErrUnsigned (signing is behind by more than MaxUnsigned).
+// It is the one answer to "would an action fail?": /readyz reports it and
+// Submit refuses with it. A ledger at its memory budget is not in it: new
+// actions are then decided (denied memory_budget) and logged, and the
+// ledger only leaves its budget as decisions sweep it.
+func (g *Gateway) Ready() error {
+	if g.Active().None {
+		return ErrNoPolicy
+	}
+	return g.recording()
+}
+
+// recording returns nil when the log takes entries and signing is within
+// MaxUnsigned.
+func (g *Gateway) recording() error {
+	if f, ok := g.cfg.Log.(interface{ Err() error }); ok {
+		if err := f.Err(); err != nil {
+			return fmt.Errorf("%w: the audit log failed: %v", ErrUnavailable, err)
+		}
+	}
+	if g.cfg.Checkpoints == nil {
+		return nil
+	}
+	if w, ok := g.cfg.Checkpoints.(interface{ WitnessConflict() error }); ok {
+		if err := w.WitnessConflict(); err != nil {
+			return fmt.Errorf("%w: %v", ErrWitnessConflict, err)
+		}
+	}
+	limit := g.cfg.MaxUnsigned
+	if limit <= 0 {
+		limit = DefaultMaxUnsigned
+	}
+	if u := g.cfg.Checkpoints.Unsigned(); u > limit {
+		return fmt.Errorf("%w: the oldest entry has waited %s for a signed checkpoint (max_unsigned %s)", ErrUnsigned, u.Round(time.Second), limit)
+	}
+	return nil
+}
+
+// Refusal returns the stable code (for the HTTP API's error and the log's
+// refusal entry) and the message of an error from Ready or Submit that
+// refuses every new action, logged as a refusal: "no_policy" for
+// ErrNoPolicy, "checkpoint_overdue" for ErrUnsigned, "witness_conflict"
+// for ErrWitnessConflict. It returns "" for any
+// other error, a failed log included: its refusal could not be logged.
+func Refusal(err error) (code, msg string) {
+	switch {
+	case errors.Is(err, ErrNoPolicy):
+		return "no_policy", NoPolicyMessage
+	case errors.Is(err, ErrUnsigned):
+		return "checkpoint_overdue", UnsignedMessage
+	case errors.Is(err, ErrWitnessConflict):
+		return "witness_conflict", WitnessConflictMessage
+	}
+	return "", ""
+}
