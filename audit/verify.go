@@ -359,9 +359,13 @@ func (c *encodingChecks) wait() error {
 }
 
 // openCheckpoint verifies a signed checkpoint note and parses it. Its origin
-// must be the key's name.
+// must be the key's name; it carries one signature per key at most
+// (checkSignatureLines) and its size is at most MaxTreeSize.
 // A nil key skips the signature (for tools that only read the log).
 func openCheckpoint(msg []byte, key note.Verifier, where string) (Checkpoint, *VerifyError) {
+	if err := checkSignatureLines(msg); err != nil {
+		return Checkpoint{}, &VerifyError{Class: BadSignature, Index: -1, File: where, Err: err}
+	}
 	if key == nil {
 		text, err := noteText(msg)
 		if err == nil {
@@ -416,7 +420,10 @@ func verifyDir(dir string, key note.Verifier, opts VerifyOptions) (*Report, *dir
 	var prev Checkpoint
 	for _, seq := range seqs {
 		name := filepath.Join(checkpointDir, checkpointName(seq))
-		msg, err := os.ReadFile(filepath.Join(dir, name))
+		msg, err := readFileMax(filepath.Join(dir, name), MaxCheckpointSize)
+		if errors.Is(err, errTooLarge) {
+			return nil, nil, &VerifyError{Class: BadSignature, Index: -1, File: name, Err: err}
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("verify: %w", err)
 		}
