@@ -302,6 +302,9 @@ func (e *Entry) appendEncoding(b []byte) ([]byte, error) {
 			return nil, fmt.Errorf("encode entry: action_sha256 %v does not match the action (%v)", e.ActionSHA256, sum)
 		}
 	}
+	if err := e.checkDigests(); err != nil {
+		return nil, fmt.Errorf("encode entry: %w", err)
+	}
 	if e.Closes != 0 && e.Kind != KindOutcome {
 		return nil, fmt.Errorf("encode entry: closes set on a %s entry", e.Kind)
 	}
@@ -422,6 +425,9 @@ func decodeInto(p *wireParser, w *wireEntry, e *Entry) error {
 	}
 	if (w.Closes != nil) != (w.Kind == KindOutcome) {
 		return errors.New("decode entry: closes must be present exactly on outcome entries")
+	}
+	if err := e.checkDigests(); err != nil {
+		return fmt.Errorf("decode entry: %w", err)
 	}
 	return nil
 }

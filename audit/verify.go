@@ -184,6 +184,7 @@ func readLogDir(dir string, keep int64) (*dirLog, error) {
 		return nil, fmt.Errorf("read log: %w", err)
 	}
 	r := &logReader{d: &dirLog{dir: dir, kept: map[int64][]byte{}}, keep: keep, checks: newEncodingChecks()}
+	r.checks.blobs = dir // before the first submit: the workers read it after
 	defer r.checks.wait()
 	for _, first := range firsts {
 		name := filepath.Join(segDir, segName(first))
@@ -308,6 +309,7 @@ type encodingChecks struct {
 	mu    sync.Mutex
 	first *VerifyError
 	upto  atomic.Int64 // first.Index, for the workers to stop early
+	blobs string       // the log directory whose blobs to check (checkBlobs), if any
 }
 
 func newEncodingChecks() *encodingChecks {
@@ -331,10 +333,17 @@ func (c *encodingChecks) check(chk *entryChecker, frames []scanned) {
 		if f.index > c.upto.Load() {
 			return // a failure before it was found
 		}
-		if err := chk.check(f.payload); err != nil {
+		err := chk.check(f.payload)
+		file, off := f.file, f.off
+		if err == nil && c.blobs != "" {
+			if err = checkBlobs(c.blobs, &chk.e); err != nil {
+				file, off = err.(*blobError).path, 0
+			}
+		}
+		if err != nil {
 			c.mu.Lock()
 			if c.first == nil || f.index < c.first.Index {
-				c.first = &VerifyError{Class: ModifiedEntry, Index: f.index, File: f.file, Offset: f.off, Err: err}
+				c.first = &VerifyError{Class: ModifiedEntry, Index: f.index, File: file, Offset: off, Err: err}
 				c.upto.Store(f.index)
 			}
 			c.mu.Unlock()
