@@ -14,6 +14,12 @@ import (
 // at most this much of a blob.
 const MaxBlobSize = 1 << 30
 
+// ErrActionMismatch is an action that is not the one its entry's
+// action_sha256 names: stored by another digest, hashing to another value,
+// or (for readers that know which actions are canonical JSON) not in
+// canonical form.
+var ErrActionMismatch = errors.New("action does not match its action_sha256")
+
 // checkDigests checks the digests an entry's encoding holds against each
 // other: an action stored by digest has exactly its action_sha256 as that
 // digest (both are the SHA-256 of the canonical action), and a field stored
@@ -21,7 +27,7 @@ const MaxBlobSize = 1 << 30
 // inline action; checkBlobs a blob.)
 func (e *Entry) checkDigests() error {
 	if !e.Action.Digest.IsZero() && e.Action.Digest != e.ActionSHA256 {
-		return fmt.Errorf("action stored by digest %v, but action_sha256 is %v", e.Action.Digest, e.ActionSHA256)
+		return fmt.Errorf("%w: action stored by digest %v, action_sha256 is %v", ErrActionMismatch, e.Action.Digest, e.ActionSHA256)
 	}
 	for _, f := range e.fields() {
 		if !f.field.Digest.IsZero() && (f.field.Size < 1 || f.field.Size > MaxBlobSize) {

@@ -299,7 +299,7 @@ func (e *Entry) appendEncoding(b []byte) ([]byte, error) {
 	}
 	if e.Action.Text != "" {
 		if sum := Digest(sha256.Sum256(unsafe.Slice(unsafe.StringData(e.Action.Text), len(e.Action.Text)))); sum != e.ActionSHA256 {
-			return nil, fmt.Errorf("encode entry: action_sha256 %v does not match the action (%v)", e.ActionSHA256, sum)
+			return nil, fmt.Errorf("encode entry: %w: action_sha256 is %v, the action hashes to %v", ErrActionMismatch, e.ActionSHA256, sum)
 		}
 	}
 	if err := e.checkDigests(); err != nil {

@@ -63,9 +63,10 @@ type BlobReader interface {
 }
 
 // Decode reads a DECISION entry: its state and its action, decoded
-// strictly and canonicalised; a refusal's raw text decodes to a nil Action.
-// It does not compare the action with the entry's action_sha256 (the
-// verifier's job; not done yet).
+// strictly; a refusal's raw text decodes to a nil Action. The action (inline
+// or from the blob store) must be its own canonical form and hash to the
+// entry's action_sha256, or Decode fails with audit.ErrActionMismatch: what the
+// fold, a restart and a replay use is exactly what the log's hash names.
 func Decode(e *audit.Entry, blobs BlobReader) (*Decoded, error) {
 	st, err := DecodeDecisionState(e.State)
 	if err != nil {
@@ -95,6 +96,12 @@ func Decode(e *audit.Entry, blobs BlobReader) (*Decoded, error) {
 	act, err := policy.NewAction(v)
 	if err != nil {
 		return nil, err
+	}
+	switch {
+	case string(act.JSON) != text:
+		return nil, fmt.Errorf("action: %w: the text is not in canonical form", audit.ErrActionMismatch)
+	case act.Hash != e.ActionSHA256:
+		return nil, fmt.Errorf("action: %w: it hashes to %x, action_sha256 is %v", audit.ErrActionMismatch, act.Hash, e.ActionSHA256)
 	}
 	d.Action = &act
 	return d, nil

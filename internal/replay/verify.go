@@ -15,6 +15,7 @@
 //	bundle_hash_mismatch     the archive is altered or does not compile
 //	unmediated_outcome       an outcome without a decision that allowed it
 //	approval_quorum_invalid  an approved execution without a valid quorum
+//	action_mismatch          a decision's stored action is not the canonical action its action_sha256 names (the replay stops there)
 //
 // WhatIf re-evaluates the same decisions under a candidate policy and
 // reports what would change.
@@ -28,6 +29,7 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -46,6 +48,7 @@ const (
 	BundleHashMismatch    = "bundle_hash_mismatch"
 	UnmediatedOutcome     = "unmediated_outcome"
 	ApprovalQuorumInvalid = "approval_quorum_invalid"
+	ActionMismatch        = "action_mismatch"
 )
 
 // Finding is one thing Verify found wrong.
@@ -144,6 +147,13 @@ func Verify(lr gateway.LogReader, opts Options) (*Summary, error) {
 		}
 		return nil
 	})
+	var bad *gateway.EntryError
+	if errors.As(err, &bad) && errors.Is(err, audit.ErrActionMismatch) {
+		// What the decision evaluated is not what the log's hash names:
+		// nothing after it can be folded faithfully.
+		c.add(bad.Index, ActionMismatch, "%v; the replay stops here", bad.Err)
+		err = nil
+	}
 	if err != nil {
 		return nil, err
 	}
