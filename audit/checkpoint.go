@@ -129,7 +129,7 @@ func latestCheckpoint(dir string) (checkpointFile, error) {
 }
 
 func readCheckpointFile(dir string, seq int64) (checkpointFile, error) {
-	msg, err := os.ReadFile(filepath.Join(dir, checkpointName(seq)))
+	msg, err := readFileMax(filepath.Join(dir, checkpointName(seq)), MaxCheckpointSize)
 	if err != nil {
 		return checkpointFile{}, err
 	}
