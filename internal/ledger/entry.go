@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -55,6 +56,9 @@ type Decoded struct {
 	Agent    policy.Agent
 	State    DecisionState
 	Decision Decision
+	// Instruction and Reasoning are the entry's, read from the blob store
+	// when they were stored by digest.
+	Instruction, Reasoning string
 }
 
 // BlobReader reads a large field stored by digest.
@@ -68,11 +72,22 @@ type BlobReader interface {
 // entry's action_sha256, or Decode fails with audit.ErrActionMismatch: what the
 // fold, a restart and a replay use is exactly what the log's hash names.
 func Decode(e *audit.Entry, blobs BlobReader) (*Decoded, error) {
-	st, err := DecodeDecisionState(e.State)
+	var texts [3]string
+	for i, f := range [...]struct {
+		name  string
+		field audit.Field
+	}{{"state", e.State}, {"instruction", e.Instruction}, {"reasoning", e.Reasoning}} {
+		t, err := FieldText(f.field, blobs)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.name, err)
+		}
+		texts[i] = t
+	}
+	st, err := DecodeDecisionState(audit.Text(texts[0]))
 	if err != nil {
 		return nil, fmt.Errorf("state: %w", err)
 	}
-	d := &Decoded{State: st, Decision: Decision(e.Decision),
+	d := &Decoded{State: st, Decision: Decision(e.Decision), Instruction: texts[1], Reasoning: texts[2],
 		Agent: policy.Agent{ID: e.Agent, Roles: st.AgentRoles, Principal: st.Principal}}
 	if e.State.IsZero() {
 		// Only a refusal (gateway.Refuse: malformed, oversized, of an
@@ -81,13 +96,9 @@ func Decode(e *audit.Entry, blobs BlobReader) (*Decoded, error) {
 		// happens to parse as an action.
 		return d, nil
 	}
-	text := e.Action.Text
-	if text == "" && !e.Action.Digest.IsZero() {
-		b, err := blobs.Blob(e.Action.Digest)
-		if err != nil {
-			return nil, fmt.Errorf("action: %w", err)
-		}
-		text = string(b)
+	text, err := FieldText(e.Action, blobs)
+	if err != nil {
+		return nil, fmt.Errorf("action: %w", err)
 	}
 	v, err := strictjson.Decode([]byte(text), strictjson.Limits{})
 	if err != nil {
@@ -105,6 +116,23 @@ func Decode(e *audit.Entry, blobs BlobReader) (*Decoded, error) {
 	}
 	d.Action = &act
 	return d, nil
+}
+
+// FieldText returns the text of a field: inline, or for one stored by
+// digest its blob, which must have the recorded size and SHA-256 (whatever
+// the BlobReader checks). A commitment, or an absent field, is "".
+func FieldText(f audit.Field, blobs BlobReader) (string, error) {
+	if f.Digest.IsZero() {
+		return f.Text, nil
+	}
+	b, err := blobs.Blob(f.Digest)
+	if err != nil {
+		return "", err
+	}
+	if int64(len(b)) != f.Size || audit.Digest(sha256.Sum256(b)) != f.Digest {
+		return "", fmt.Errorf("blob %v: %d bytes that do not match the recorded digest and size %d", f.Digest, len(b), f.Size)
+	}
+	return string(b), nil
 }
 
 // OutcomeOf reads an OUTCOME entry: its status and consequence. Entries

@@ -4,13 +4,16 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/internal/gateway"
 	"github.com/rulelock/rulelock/internal/replay"
+	"github.com/rulelock/rulelock/policy"
 )
 
 // substituted is the log with the bytes of one entry replaced: what a
@@ -95,5 +98,60 @@ func TestVerifyActionMismatch(t *testing.T) {
 				t.Fatalf("findings %v, want %s among them", got, want)
 			}
 		})
+	}
+}
+
+// TestVerifyLongReasoning: a reasoning longer than the log keeps inline is
+// stored by digest; the replay evaluates the recorded reasoning from the
+// blob store, not an empty string in its place.
+func TestVerifyLongReasoning(t *testing.T) {
+	src := []byte(`policy "p" {
+  default: allow
+}
+
+rule "NoUrgency" {
+  precondition: action.type == "transfer"
+  condition: !reasoning.contains("URGENT")
+  deny: "urgent reasoning"
+}
+`)
+	p, err := policy.FromSources([]policy.Source{{Name: "p.rules", Data: src}}, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := t.TempDir()
+	arch := filepath.Join(data, "bundles", strings.TrimPrefix(p.Digest(), "sha256:"))
+	if err := os.MkdirAll(arch, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(arch, "p.rules"), src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := audit.Open(filepath.Join(data, "log"), audit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	gw, err := gateway.New(gateway.Config{Policy: p, Log: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := gw.Activate(ctx, &gateway.Active{Policy: p, Digest: p.Digest(), Dev: true, Source: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, reasoning := range []string{"short and URGENT", strings.Repeat("long ", 2000) + "URGENT", strings.Repeat("calm ", 2000)} {
+		req := &gateway.Request{Agent: policy.Agent{ID: "a"}, Action: mustAction(t, `{"type":"transfer"}`), Reasoning: reasoning,
+			Instruction: strings.Repeat("Pay it. ", 1000)}
+		if _, err := gw.Submit(ctx, req, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum, err := replay.Verify(l, replay.Options{Bundles: filepath.Join(data, "bundles")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Decisions != 3 || len(sum.Findings) != 0 {
+		t.Fatalf("%d decisions, findings %+v; want 3, none", sum.Decisions, sum.Findings)
 	}
 }
