@@ -22,14 +22,17 @@ var ErrActionMismatch = errors.New("action does not match its action_sha256")
 
 // checkDigests checks the digests an entry's encoding holds against each
 // other: an action stored by digest has exactly its action_sha256 as that
-// digest (both are the SHA-256 of the canonical action), and a field stored
-// by digest has a size from 1 to MaxBlobSize. (appendEncoding hashes an
-// inline action; checkBlobs a blob.)
+// digest (both are the SHA-256 of the canonical action), and a field
+// stored by digest has a size from 1 to MaxBlobSize and no commitment
+// besides. (appendEncoding hashes an inline action; checkBlobs a blob.)
 func (e *Entry) checkDigests() error {
 	if !e.Action.Digest.IsZero() && e.Action.Digest != e.ActionSHA256 {
 		return fmt.Errorf("%w: action stored by digest %v, action_sha256 is %v", ErrActionMismatch, e.Action.Digest, e.ActionSHA256)
 	}
 	for _, f := range e.fields() {
+		if !f.field.Digest.IsZero() && !f.field.Commitment.IsZero() {
+			return fmt.Errorf("%s stored both by digest and as a commitment", f.name)
+		}
 		if !f.field.Digest.IsZero() && (f.field.Size < 1 || f.field.Size > MaxBlobSize) {
 			return fmt.Errorf("%s stored by digest with size %d, want 1 to %d", f.name, f.field.Size, MaxBlobSize)
 		}

@@ -130,3 +130,24 @@ func TestAppendRefusesActionDigestMismatch(t *testing.T) {
 		t.Fatalf("log has %d entries, want 0", l.Size())
 	}
 }
+
+// TestDecodeVerifiedEntryChecksDigests: the fast decoder that replay and a
+// restart use (it does not re-encode) still refuses what the encoding
+// forbids about digests.
+func TestDecodeVerifiedEntryChecksDigests(t *testing.T) {
+	d := strings.Repeat("ab", 32)
+	for _, b := range []string{
+		`{"action":{"sha256":"` + d + `","size":10},"action_sha256":"` + strings.Repeat("cd", 32) + `","kind":"decision","time":"2026-11-22T10:00:00Z","v":1}`,
+		`{"action":{"sha256":"` + d + `","size":0},"action_sha256":"` + d + `","kind":"decision","time":"2026-11-22T10:00:00Z","v":1}`,
+		`{"action":{"sha256":"` + d + `","size":-5},"action_sha256":"` + d + `","kind":"decision","time":"2026-11-22T10:00:00Z","v":1}`,
+		`{"kind":"decision","reasoning":{"sha256":"` + d + `","size":2147483648},"time":"2026-11-22T10:00:00Z","v":1}`,
+		`{"kind":"decision","reasoning":{"hmac":"` + d + `","sha256":"` + d + `","size":10},"time":"2026-11-22T10:00:00Z","v":1}`,
+	} {
+		if _, err := DecodeVerifiedEntry([]byte(b)); err == nil {
+			t.Errorf("DecodeVerifiedEntry accepted %s", b)
+		}
+		if _, err := DecodeEntry([]byte(b)); err == nil {
+			t.Errorf("DecodeEntry accepted %s", b)
+		}
+	}
+}
