@@ -108,14 +108,26 @@ func Decode(e *audit.Entry, blobs BlobReader) (*Decoded, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch {
-	case string(act.JSON) != text:
-		return nil, fmt.Errorf("action: %w: the text is not in canonical form", audit.ErrActionMismatch)
-	case act.Hash != e.ActionSHA256:
-		return nil, fmt.Errorf("action: %w: it hashes to %x, action_sha256 is %v", audit.ErrActionMismatch, act.Hash, e.ActionSHA256)
+	if err := checkLogged(text, act, e.ActionSHA256); err != nil {
+		return nil, fmt.Errorf("action: %w", err)
 	}
 	d.Action = &act
 	return d, nil
+}
+
+// checkLogged checks the action text as the log holds it against act, its
+// strict decoding: the text is act's canonical (RFC 8785) form, so it is
+// what act.Hash hashes, and that is the entry's action_sha256; or the
+// error wraps audit.ErrActionMismatch. (NewAction canonicalises anyway:
+// comparing its bytes costs nothing more.)
+func checkLogged(text string, act policy.Action, sum audit.Digest) error {
+	switch {
+	case string(act.JSON) != text:
+		return fmt.Errorf("%w: the text is not in canonical form", audit.ErrActionMismatch)
+	case act.Hash != sum:
+		return fmt.Errorf("%w: it hashes to %x, action_sha256 is %v", audit.ErrActionMismatch, act.Hash, sum)
+	}
+	return nil
 }
 
 // FieldText returns the text of a field: inline, or for one stored by
