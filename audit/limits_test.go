@@ -92,12 +92,24 @@ func TestParseReceiptBounds(t *testing.T) {
 // over 2^62 is refused, instead of spinning in tlog.TileHashReader.
 func TestVerifyTilesHugeTree(t *testing.T) {
 	dir, s, v := signedTiles(t)
-	c := Checkpoint{Origin: testOrigin, Size: 1<<62 + 1, Root: tlog.Hash{1}}
-	if err := os.WriteFile(filepath.Join(dir, "checkpoint"), signCheckpoint(t, c, s), 0o644); err != nil {
-		t.Fatal(err)
+	for _, tt := range []struct {
+		size  int64
+		class Class
+		index int64
+	}{
+		{1<<62 + 1, BadSignature, -1},
+		{1 << 62, BadSignature, -1},
+		// The largest size accepted: tlog answers for it (here: the tiles
+		// the root needs are not there).
+		{MaxTreeSize, Inconsistent, 0},
+	} {
+		c := Checkpoint{Origin: testOrigin, Size: tt.size, Root: tlog.Hash{1}}
+		if err := os.WriteFile(filepath.Join(dir, "checkpoint"), signCheckpoint(t, c, s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		err := returns(t, func() error { _, err := VerifyTiles(dir, v, VerifyOptions{}); return err })
+		wantClass(t, err, tt.class, tt.index)
 	}
-	err := returns(t, func() error { _, err := VerifyTiles(dir, v, VerifyOptions{}); return err })
-	wantClass(t, err, BadSignature, -1)
 }
 
 // TestVerifyTilesEndlessFile: a tile, an entry bundle or the checkpoint
