@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/gateway"
 	"github.com/rulelock/rulelock/internal/replay"
 	"github.com/rulelock/rulelock/policy"
@@ -158,5 +159,81 @@ rule "NoUrgency" {
 		if f.Class == replay.ReplayMismatch || f.Class == replay.ActionMismatch {
 			t.Errorf("finding %+v: the replay did not evaluate the recorded reasoning", f)
 		}
+	}
+}
+
+// TestLongApprovalTerms: a parked decision whose state (its approval
+// terms, here with a long message) is longer than the log keeps inline is
+// stored by digest; the replay checks the quorum against those terms, and
+// a restarted gateway parks the request again, instead of taking the
+// state for empty.
+func TestLongApprovalTerms(t *testing.T) {
+	data := t.TempDir()
+	long := strings.Repeat("Trades need two approvers from treasury. ", 120)
+	p := archived(t, data, strings.Replace(tradePolicy, "approvers: 2\n", "approvers: 2\n    message: \""+long+"\"\n", 1))
+	logDir := filepath.Join(data, "log")
+	l, err := audit.Open(logDir, audit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signers, reg := approvers(t)
+	cfg := gateway.Config{Policy: p, Log: l, Approvers: reg, Now: func() time.Time { return time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC) }}
+	gw, err := gateway.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := gw.Activate(ctx, &gateway.Active{Policy: p, Digest: p.Digest(), Dev: true, Source: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	park := func() *gateway.Result {
+		t.Helper()
+		res, err := gw.Submit(ctx, &gateway.Request{Agent: policy.Agent{ID: "a1", Roles: []string{"trading"}}, Action: mustAction(t, `{"type": "trade", "amount": 5000}`)}, false)
+		if err != nil || res.Approval == nil {
+			t.Fatalf("park: %+v %v", res, err)
+		}
+		return res
+	}
+	approved, pending := park(), park()
+	for _, who := range []string{"alice", "bob"} {
+		signed, err := approval.Sign(approved.Approval.Statement(approval.Approve, ""), signers[who])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := gw.Approve(ctx, approved.RequestID, signed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw, _ := l.ReadEntry(pending.Receipt.Index)
+	if e, _ := audit.DecodeEntry(raw); e.State.Digest.IsZero() {
+		t.Fatalf("the parked decision's state is inline (%d bytes): make the message longer", len(e.State.Text))
+	}
+	sum, err := replay.Verify(l, replay.Options{Bundles: filepath.Join(data, "bundles"), Approvers: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range sum.Findings {
+		if f.Class == replay.ApprovalQuorumInvalid || f.Class == replay.ReplayMismatch {
+			t.Errorf("finding %+v: the replay did not read the recorded approval terms", f)
+		}
+	}
+	l.Close()
+
+	l, err = audit.Open(logDir, audit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	cfg.Log = l
+	gw2, err := gateway.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gw2.Rebuild(ctx, l); err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	got, err := gw2.Get("a1", pending.RequestID)
+	if err != nil || got.Approval == nil {
+		t.Fatalf("after a restart the parked request is %+v (%v), want it pending approval", got, err)
 	}
 }

@@ -118,6 +118,7 @@ func Verify(lr gateway.LogReader, opts Options) (*Summary, error) {
 	sum := &Summary{Entries: lr.Size()}
 	c := &checker{reg: opts.Approvers, decisions: map[int64]decided{}, byRequest: map[reqKey]effect{}, parked: map[reqKey]*audit.Entry{},
 		activated: map[string]bool{}, closed: map[int64]bool{}, approvals: map[string][][]byte{}}
+	c.blobs = lr
 	ar := newArchive(opts.Bundles, opts.Policies)
 
 	// The replay calls back from one goroutine, after c.entry has seen the
@@ -227,6 +228,7 @@ func (c *checker) judge(i int64, e *audit.Entry, got *policy.Decision) (string, 
 // scan it.
 type checker struct {
 	reg       *approval.Registry
+	blobs     ledger.BlobReader // for a parked decision's state stored by digest
 	decisions map[int64]decided
 	byRequest map[reqKey]effect       // the first decision of each request
 	parked    map[reqKey]*audit.Entry // those that were require_approval
@@ -366,7 +368,12 @@ func (c *checker) checkQuorum(i int64, approved, parked *audit.Entry, notes [][]
 			} `json:"requirements"`
 		} `json:"approval"`
 	}
-	if parked == nil || json.Unmarshal([]byte(parked.State.Text), &st) != nil || st.Approval == nil {
+	if parked == nil {
+		c.add(i, ApprovalQuorumInvalid, "approved request %s has no parked decision with approval terms", approved.RequestID)
+		return
+	}
+	state, err := ledger.FieldText(parked.State, c.blobs)
+	if err != nil || json.Unmarshal([]byte(state), &st) != nil || st.Approval == nil {
 		c.add(i, ApprovalQuorumInvalid, "approved request %s has no parked decision with approval terms", approved.RequestID)
 		return
 	}
