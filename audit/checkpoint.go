@@ -41,7 +41,7 @@ func (c Checkpoint) Text() []byte {
 
 // ParseCheckpoint parses the text of a checkpoint note. Extension lines after
 // the root hash are allowed and ignored; anything else non-canonical is an
-// error.
+// error, and so is a size over MaxTreeSize.
 func ParseCheckpoint(text []byte) (Checkpoint, error) {
 	s := string(text)
 	if !strings.HasSuffix(s, "\n") {
@@ -63,6 +63,9 @@ func ParseCheckpoint(text []byte) (Checkpoint, error) {
 	n, err := strconv.ParseInt(lines[1], 10, 64)
 	if err != nil || n < 0 || strconv.FormatInt(n, 10) != lines[1] {
 		return Checkpoint{}, fmt.Errorf("parse checkpoint: bad size %q", lines[1])
+	}
+	if n > MaxTreeSize {
+		return Checkpoint{}, fmt.Errorf("parse checkpoint: size %d over the limit %d", n, int64(MaxTreeSize))
 	}
 	c.Size = n
 	h, err := base64.StdEncoding.Strict().DecodeString(lines[2])
@@ -126,7 +129,7 @@ func latestCheckpoint(dir string) (checkpointFile, error) {
 }
 
 func readCheckpointFile(dir string, seq int64) (checkpointFile, error) {
-	msg, err := os.ReadFile(filepath.Join(dir, checkpointName(seq)))
+	msg, err := readFileMax(filepath.Join(dir, checkpointName(seq)), MaxCheckpointSize)
 	if err != nil {
 		return checkpointFile{}, err
 	}

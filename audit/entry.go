@@ -325,12 +325,15 @@ func (e *Entry) appendEncoding(b []byte) ([]byte, error) {
 	}
 	if e.Action.Text != "" {
 		if sum := Digest(sha256.Sum256(unsafe.Slice(unsafe.StringData(e.Action.Text), len(e.Action.Text)))); sum != e.ActionSHA256 {
-			return nil, fmt.Errorf("encode entry: action_sha256 %v does not match the action (%v)", e.ActionSHA256, sum)
+			return nil, fmt.Errorf("encode entry: %w: action_sha256 is %v, the action hashes to %v", ErrActionMismatch, e.ActionSHA256, sum)
 		}
 	}
 	raw, rerr := e.Raw.byDigest()
 	if rerr != nil {
 		return nil, rerr
+	}
+	if err := e.checkDigests(); err != nil {
+		return nil, fmt.Errorf("encode entry: %w", err)
 	}
 	if e.Closes != 0 && e.Kind != KindOutcome {
 		return nil, fmt.Errorf("encode entry: closes set on a %s entry", e.Kind)
@@ -465,6 +468,9 @@ func decodeInto(p *wireParser, w *wireEntry, e *Entry) error {
 	}
 	if (w.Closes != nil) != (w.Kind == KindOutcome) {
 		return errors.New("decode entry: closes must be present exactly on outcome entries")
+	}
+	if err := e.checkDigests(); err != nil {
+		return fmt.Errorf("decode entry: %w", err)
 	}
 	return nil
 }

@@ -336,7 +336,7 @@ func (l *Log) putBlob(b []byte) (Digest, error) {
 
 // Blob returns the content of a field stored by digest.
 func (l *Log) Blob(d Digest) ([]byte, error) {
-	b, err := os.ReadFile(filepath.Join(l.dir, blobDir, d.String()))
+	b, err := readFileMax(filepath.Join(l.dir, blobDir, d.String()), MaxBlobSize)
 	if err != nil {
 		return nil, fmt.Errorf("read blob: %w", err)
 	}

@@ -24,9 +24,6 @@ import (
 //	<signed checkpoint note>
 const receiptHeader = "c2sp.org/tlog-proof@v1"
 
-// maxReceiptSize bounds the receipts ParseReceipt accepts.
-const maxReceiptSize = 1 << 20
-
 // FormatReceipt returns the receipt for entry (at index) with an inclusion
 // proof against the signed checkpoint note.
 func FormatReceipt(entry []byte, index int64, proof tlog.RecordProof, checkpoint []byte) []byte {
@@ -48,10 +45,12 @@ type ParsedReceipt struct {
 	Checkpoint []byte // the signed note
 }
 
-// ParseReceipt parses a receipt without verifying it.
+// ParseReceipt parses a receipt without verifying it. It refuses a receipt
+// over MaxReceiptSize, an entry over MaxEntrySize, an index at or beyond
+// MaxTreeSize and a proof longer than any tree of that size needs.
 func ParseReceipt(b []byte) (*ParsedReceipt, error) {
-	if len(b) > maxReceiptSize {
-		return nil, errors.New("parse receipt: too large")
+	if len(b) > MaxReceiptSize {
+		return nil, fmt.Errorf("parse receipt: %d bytes, over the %d-byte limit", len(b), MaxReceiptSize)
 	}
 	head, cp, ok := strings.Cut(string(b), "\n\n")
 	if !ok {
@@ -67,16 +66,19 @@ func ParseReceipt(b []byte) (*ParsedReceipt, error) {
 		return nil, errors.New("parse receipt: missing extra line with the entry")
 	}
 	e, err := base64.StdEncoding.Strict().DecodeString(extra)
-	if err != nil || len(e) == 0 {
+	if err != nil || len(e) == 0 || len(e) > MaxEntrySize {
 		return nil, errors.New("parse receipt: bad entry encoding")
 	}
 	r.Entry = e
 	idx, ok := strings.CutPrefix(lines[2], "index ")
 	n, err := strconv.ParseInt(idx, 10, 64)
-	if !ok || err != nil || n < 0 || strconv.FormatInt(n, 10) != idx {
+	if !ok || err != nil || n < 0 || n >= MaxTreeSize || strconv.FormatInt(n, 10) != idx {
 		return nil, fmt.Errorf("parse receipt: bad index line %q", lines[2])
 	}
 	r.Index = n
+	if len(lines)-3 > maxProofHashes {
+		return nil, fmt.Errorf("parse receipt: %d proof hashes, a tree of at most %d entries needs at most %d", len(lines)-3, int64(MaxTreeSize), maxProofHashes)
+	}
 	for _, l := range lines[3:] {
 		h, err := base64.StdEncoding.Strict().DecodeString(l)
 		if err != nil || len(h) != tlog.HashSize {
@@ -99,6 +101,8 @@ func VerifyReceipt(b []byte, key note.Verifier) (*Entry, *ParsedReceipt, error) 
 	if verr != nil {
 		return nil, nil, verr
 	}
+	// openCheckpoint bounded cp.Size (ParseCheckpoint) and ParseReceipt
+	// the index and the proof: tlog.CheckRecord returns.
 	if r.Index >= cp.Size {
 		return nil, nil, &VerifyError{Class: BadProof, Index: r.Index, Err: fmt.Errorf("index %d outside tree of size %d", r.Index, cp.Size)}
 	}

@@ -197,6 +197,7 @@ func readLogDir(dir string, keep int64) (*dirLog, error) {
 		return nil, fmt.Errorf("read log: %w", err)
 	}
 	r := &logReader{d: &dirLog{dir: dir, kept: map[int64][]byte{}}, keep: keep, checks: newEncodingChecks()}
+	r.checks.blobs = dir // before the first submit: the workers read it after
 	defer r.checks.wait()
 	for _, first := range firsts {
 		name := filepath.Join(segDir, segName(first))
@@ -325,6 +326,7 @@ type encodingChecks struct {
 	upto  atomic.Int64 // first.Index, for the workers to stop early
 	// rotations are the key rotation entries checked, in no order.
 	rotations []rotation
+	blobs     string // the log directory whose blobs to check (checkBlobs), if any
 }
 
 func newEncodingChecks() *encodingChecks {
@@ -348,10 +350,17 @@ func (c *encodingChecks) check(chk *entryChecker, frames []scanned) {
 		if f.index > c.upto.Load() {
 			return // a failure before it was found
 		}
-		if err := chk.check(f.payload); err != nil {
+		err := chk.check(f.payload)
+		file, off := f.file, f.off
+		if err == nil && c.blobs != "" {
+			if err = checkBlobs(c.blobs, &chk.e); err != nil {
+				file, off = err.(*blobError).path, 0
+			}
+		}
+		if err != nil {
 			c.mu.Lock()
 			if c.first == nil || f.index < c.first.Index {
-				c.first = &VerifyError{Class: ModifiedEntry, Index: f.index, File: f.file, Offset: f.off, Err: err}
+				c.first = &VerifyError{Class: ModifiedEntry, Index: f.index, File: file, Offset: off, Err: err}
 				c.upto.Store(f.index)
 			}
 			c.mu.Unlock()
@@ -381,9 +390,13 @@ func (c *encodingChecks) wait() error {
 }
 
 // openCheckpoint verifies a signed checkpoint note and parses it. Its origin
-// must be the key's name.
+// must be the key's name; it carries one signature per key at most
+// (checkSignatureLines) and its size is at most MaxTreeSize.
 // A nil key skips the signature (for tools that only read the log).
 func openCheckpoint(msg []byte, key note.Verifier, where string) (Checkpoint, *VerifyError) {
+	if err := checkSignatureLines(msg); err != nil {
+		return Checkpoint{}, &VerifyError{Class: BadSignature, Index: -1, File: where, Err: err}
+	}
 	if key == nil {
 		text, err := noteText(msg)
 		if err == nil {
@@ -449,7 +462,10 @@ func verifyDir(dir string, key note.Verifier, opts VerifyOptions) (*Report, *dir
 	seen := map[int64]signedCheckpoint{} // a verified checkpoint of each size
 	for _, seq := range seqs {
 		name := filepath.Join(checkpointDir, checkpointName(seq))
-		msg, err := os.ReadFile(filepath.Join(dir, name))
+		msg, err := readFileMax(filepath.Join(dir, name), MaxCheckpointSize)
+		if errors.Is(err, errTooLarge) {
+			return nil, nil, &VerifyError{Class: BadSignature, Index: -1, File: name, Err: err}
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("verify: %w", err)
 		}

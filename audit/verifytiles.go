@@ -28,7 +28,10 @@ func IsTilesDir(dir string) bool {
 // checkpoint saved earlier. Report.Checkpoints is 1 (the directory holds the
 // latest checkpoint only).
 func VerifyTiles(dir string, key note.Verifier, opts VerifyOptions) (*Report, error) {
-	msg, err := os.ReadFile(filepath.Join(dir, "checkpoint"))
+	msg, err := readFileMax(filepath.Join(dir, "checkpoint"), MaxCheckpointSize)
+	if errors.Is(err, errTooLarge) {
+		return nil, &VerifyError{Class: BadSignature, Index: -1, File: "checkpoint", Err: err}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("verify tiles: %w", err)
 	}
@@ -98,11 +101,14 @@ func VerifyTiles(dir string, key note.Verifier, opts VerifyOptions) (*Report, er
 func readBundle(dir string, n int64, w int) ([][]byte, string, *VerifyError) {
 	t := tlog.Tile{H: tileHeight, L: -1, N: n, W: w}
 	path := TilePath(t)
-	data, err := os.ReadFile(filepath.Join(dir, path))
-	if err != nil && w < 1<<tileHeight {
+	data, err := readFileMax(filepath.Join(dir, path), maxBundleSize)
+	if errors.Is(err, fs.ErrNotExist) && w < 1<<tileHeight {
 		t.W = 1 << tileHeight
 		path = TilePath(t)
-		data, err = os.ReadFile(filepath.Join(dir, path))
+		data, err = readFileMax(filepath.Join(dir, path), maxBundleSize)
+	}
+	if errors.Is(err, errTooLarge) {
+		return nil, path, &VerifyError{Class: ModifiedEntry, Index: n << tileHeight, File: path, Err: err}
 	}
 	if err != nil {
 		return nil, path, &VerifyError{Class: MissingEntry, Index: n << tileHeight, File: path, Err: err}
@@ -136,11 +142,11 @@ func (r tileFiles) Height() int { return tileHeight }
 func (r tileFiles) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
 	out := make([][]byte, len(tiles))
 	for i, t := range tiles {
-		b, err := os.ReadFile(filepath.Join(r.dir, TilePath(t)))
+		b, err := readFileMax(filepath.Join(r.dir, TilePath(t)), maxTileSize)
 		if errors.Is(err, fs.ErrNotExist) && t.W < 1<<tileHeight {
 			full := t
 			full.W = 1 << tileHeight
-			if fb, ferr := os.ReadFile(filepath.Join(r.dir, TilePath(full))); ferr == nil && len(fb) >= t.W*tlog.HashSize {
+			if fb, ferr := readFileMax(filepath.Join(r.dir, TilePath(full)), maxTileSize); ferr == nil && len(fb) >= t.W*tlog.HashSize {
 				b, err = fb[:t.W*tlog.HashSize], nil
 			}
 		}

@@ -308,7 +308,10 @@ func (b *Bundle) Verify(trust *Trust, now time.Time) (*Verified, error) {
 	if trust == nil {
 		return nil, errorf(ErrBadTrust, "", "no trust")
 	}
-	signers := map[string]bool{}
+	// The quorum counts public keys, not names: one private key counts
+	// once, whatever it is called (ParseTrust also refuses one key under
+	// two names).
+	byKey := map[string]string{} // public key -> the name it signed under
 	unknown := map[string]bool{}
 	for _, s := range b.Signatures {
 		name, known, err := b.checkSignature(s, trust)
@@ -316,10 +319,14 @@ func (b *Bundle) Verify(trust *Trust, now time.Time) (*Verified, error) {
 			return nil, err
 		}
 		if known {
-			signers[name] = true
+			byKey[trust.names[name]] = name
 		} else {
 			unknown[name] = true
 		}
+	}
+	signers := map[string]bool{}
+	for _, name := range byKey {
+		signers[name] = true
 	}
 	v := &Verified{Manifest: b.Manifest, Digest: b.Digest(), Signers: sortedKeys(signers), Unknown: sortedKeys(unknown)}
 	if err := v.checkQuorum(trust, len(b.Signatures)); err != nil {

@@ -17,13 +17,13 @@ const (
 )
 
 // A Trust says whose signatures a bundle needs: N verifier keys and a
-// threshold M (1 ≤ M ≤ N). Key names are unique, so M distinct keys are M
-// distinct people (give each signer one key; a rotated key replaces the old
-// one). Build one with ParseTrust or NewTrust.
+// threshold M (1 ≤ M ≤ N). Key names are unique and so are the public keys,
+// so M distinct keys are M distinct private keys (give each signer one key;
+// a rotated key replaces the old one). Build one with ParseTrust or NewTrust.
 type Trust struct {
 	threshold int
-	keys      []string // verifier keys, sorted by name
-	names     map[string]bool
+	keys      []string          // verifier keys, sorted by name
+	names     map[string]string // key name -> its public key (algorithm and key bytes, base64)
 	verifiers note.Verifiers
 }
 
@@ -49,9 +49,11 @@ func keyName(vkey string) string {
 //
 //	rulelock trust v1
 //	threshold <M>
-//	key <name>+<hash>+<key>   (N lines, sorted by name, names unique)
+//	key <name>+<hash>+<key>   (N lines, sorted by name, names unique, keys unique)
 //
 // Nothing else is accepted: no comments, blank lines or extra white space.
+// One public key under two names is refused: its one private key would
+// count twice towards the threshold.
 func ParseTrust(text []byte) (*Trust, error) {
 	if len(text) > maxTrustSize {
 		return nil, errorf(ErrBadTrust, "", "%d bytes, over the %d-byte cap", len(text), maxTrustSize)
@@ -74,7 +76,8 @@ func ParseTrust(text []byte) (*Trust, error) {
 	if !ok || err != nil || m == 0 {
 		return nil, bad(2, "want threshold M, a decimal integer from 1")
 	}
-	t := &Trust{names: map[string]bool{}}
+	t := &Trust{names: map[string]string{}}
+	lineOf := map[string]int{} // public key -> its line
 	var list []note.Verifier
 	for i, line := range lines[2:] {
 		k, ok := strings.CutPrefix(line, "key ")
@@ -94,9 +97,14 @@ func ParseTrust(text []byte) (*Trust, error) {
 		if n := len(list); n > 0 && ver.Name() <= list[n-1].Name() {
 			return nil, bad(i+3, "key %s: keys must be sorted by name, and names unique", ver.Name())
 		}
+		pub := strings.SplitN(k, "+", 3)[2]
+		if first, ok := lineOf[pub]; ok {
+			return nil, bad(i+3, "key %s: the same public key as line %d: one private key must not count twice", ver.Name(), first)
+		}
+		lineOf[pub] = i + 3
 		list = append(list, ver)
 		t.keys = append(t.keys, k)
-		t.names[ver.Name()] = true
+		t.names[ver.Name()] = pub
 	}
 	if m > uint64(len(list)) {
 		return nil, bad(2, "threshold %d is more than the %d keys", m, len(list))

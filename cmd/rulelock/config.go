@@ -107,7 +107,54 @@ func readConfig(path string) (*serveConfig, error) {
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("%s: %v", path, err)
 	}
+	if err := c.checkApproverKeys(b); err != nil {
+		return nil, fmt.Errorf("%s:%v", path, err)
+	}
 	return c, nil
+}
+
+// checkApproverKeys refuses two approvers with one public key (under their
+// two names): its one private key would count twice towards a quorum. The
+// error opens with the line of the second approver's key, for path:line.
+func (c *serveConfig) checkApproverKeys(src []byte) error {
+	first := map[string]int{} // public key -> the approver that has it
+	for i, a := range c.Approvers {
+		pub := approval.PublicKey(a.Key)
+		if pub == "" {
+			continue // approval.NewRegistry says what is wrong with it
+		}
+		if j, ok := first[pub]; ok {
+			return fmt.Errorf("%d: approver %q has the same public key as approver %q (line %d): one private key must never count twice towards a quorum",
+				approverKeyLine(src, i), a.ID, c.Approvers[j].ID, approverKeyLine(src, j))
+		}
+		first[pub] = i
+	}
+	return nil
+}
+
+// approverKeyLine returns the line of approvers[i].key in the YAML src, 0
+// if it cannot tell.
+func approverKeyLine(src []byte, i int) int {
+	var doc yaml.Node
+	if yaml.Unmarshal(src, &doc) != nil || len(doc.Content) == 0 {
+		return 0
+	}
+	value := func(m *yaml.Node, key string) *yaml.Node {
+		for k := 0; m != nil && m.Kind == yaml.MappingNode && k+1 < len(m.Content); k += 2 {
+			if m.Content[k].Value == key {
+				return m.Content[k+1]
+			}
+		}
+		return nil
+	}
+	seq := value(doc.Content[0], "approvers")
+	if seq == nil || seq.Kind != yaml.SequenceNode || i >= len(seq.Content) {
+		return 0
+	}
+	if k := value(seq.Content[i], "key"); k != nil {
+		return k.Line
+	}
+	return seq.Content[i].Line
 }
 
 func (c *serveConfig) validate() error {

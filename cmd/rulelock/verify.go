@@ -96,7 +96,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		return verifyReceipt(e, key, *receipt, opts.Witnesses, *asJSON)
 	}
 	if *since != "" {
-		if opts.Since, err = os.ReadFile(*since); err != nil {
+		if opts.Since, err = readFileMax(*since, audit.MaxCheckpointSize); err != nil {
 			return err
 		}
 	}
@@ -189,7 +189,7 @@ func runReplayVerify(e *env, logDir, bundles, config string, allowDev, asJSON bo
 }
 
 func verifyReceipt(e *env, key note.Verifier, path string, witnesses *audit.WitnessPolicy, asJSON bool) error {
-	b, err := os.ReadFile(path)
+	b, err := readFileMax(path, audit.MaxReceiptSize)
 	if err != nil {
 		return err
 	}
@@ -247,7 +247,7 @@ func loadVerifier(arg string) (note.Verifier, error) {
 	if v, err := audit.ParseVerifierKey(arg); err == nil {
 		return v, nil
 	}
-	b, err := os.ReadFile(arg)
+	b, err := readFileMax(arg, 4096)
 	if err != nil {
 		return nil, fmt.Errorf("--key: neither a verifier key nor a readable file: %w", err)
 	}
@@ -256,6 +256,24 @@ func loadVerifier(arg string) (note.Verifier, error) {
 		return nil, fmt.Errorf("--key %s: %w", arg, err)
 	}
 	return v, nil
+}
+
+// readFileMax reads the file at path, refusing one over max bytes (or one
+// that never ends, such as /dev/zero) without reading it to its end.
+func readFileMax(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s: over %d bytes", path, max)
+	}
+	return b, nil
 }
 
 // parseInterspersed parses flags that may come before or after the

@@ -24,12 +24,15 @@ type Registry struct {
 }
 
 // NewRegistry checks the approvers and returns their registry. Each key must
-// parse, each id must equal its key's name, and ids must be distinct.
+// parse, each id must equal its key's name, and ids and public keys must be
+// distinct: one private key under two names would count as two approvers.
 func NewRegistry(approvers []Approver) (*Registry, error) {
 	r := &Registry{byID: make(map[string]*Approver, len(approvers))}
 	var vs []note.Verifier
+	owner := map[string]string{} // public key -> approver id
 	for i, a := range approvers {
 		v, err := note.NewVerifier(strings.TrimSpace(a.Key))
+		pub := PublicKey(a.Key)
 		switch {
 		case err != nil:
 			return nil, fmt.Errorf("approver %d (%q): key: %w", i+1, a.ID, err)
@@ -37,13 +40,31 @@ func NewRegistry(approvers []Approver) (*Registry, error) {
 			return nil, fmt.Errorf("approver %d (%q): key is named %q, want the approver id", i+1, a.ID, v.Name())
 		case r.byID[a.ID] != nil:
 			return nil, fmt.Errorf("approver %d (%q): duplicate id", i+1, a.ID)
+		case owner[pub] != "":
+			return nil, fmt.Errorf("approver %d (%q): the same public key as approver %q: one private key must not count as two approvers", i+1, a.ID, owner[pub])
 		}
+		owner[pub] = a.ID
 		a.Groups = slices.Clone(a.Groups)
 		r.byID[a.ID] = &a
 		vs = append(vs, v)
 	}
 	r.verifiers = note.VerifierList(vs...)
 	return r, nil
+}
+
+// PublicKey returns the public key of a verifier key (name+hash+key): the
+// algorithm and key bytes, whatever name they go under; "" if vkey does
+// not parse.
+func PublicKey(vkey string) string {
+	parts := strings.SplitN(strings.TrimSpace(vkey), "+", 3)
+	if len(parts) != 3 {
+		return ""
+	}
+	b, err := base64.StdEncoding.DecodeString(parts[2])
+	if err != nil {
+		return ""
+	}
+	return string(b)
 }
 
 // Approver returns the approver with the given id.

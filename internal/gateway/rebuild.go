@@ -153,7 +153,7 @@ func (g *Gateway) restoreDecision(at audit.Receipt, e *audit.Entry, dd *ledger.D
 		rec.Action = policy.Action{} // as Gateway.decideLocked: nothing reads a denied request's action
 	}
 	if d.Decision == policy.RequireApproval { // parked: see Gateway.decideLocked
-		rec.instruction, rec.reasoning = e.Instruction.Text, e.Reasoning.Text
+		rec.instruction, rec.reasoning = dd.Instruction, dd.Reasoning
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()

@@ -95,8 +95,8 @@ func (w *replayer) replayOne(it logItem) error {
 			Action:      *d.Action,
 			Agent:       d.Agent,
 			Session:     policy.Session{ID: e.Session, History: tx.History()},
-			Instruction: e.Instruction.Text,
-			Reasoning:   e.Reasoning.Text,
+			Instruction: d.Instruction,
+			Reasoning:   d.Reasoning,
 			Now:         e.Time,
 			State:       tx,
 		}}

@@ -144,7 +144,7 @@ func (w *walker) decode(lo, hi int64) ([]logItem, error) {
 		raw := raws[i-lo]
 		e, err := audit.DecodeVerifiedEntry(raw)
 		if err != nil {
-			return nil, fmt.Errorf("entry %d: %w", i, err)
+			return nil, &EntryError{Index: i, Err: err}
 		}
 		it := logItem{index: i, e: e}
 		if w.leaves {
@@ -152,7 +152,7 @@ func (w *walker) decode(lo, hi int64) ([]logItem, error) {
 		}
 		if e.Kind == audit.KindDecision {
 			if it.d, err = ledger.Decode(e, w.lr); err != nil {
-				return nil, fmt.Errorf("entry %d: %w", i, err)
+				return nil, &EntryError{Index: i, Err: err}
 			}
 		}
 		items = append(items, it)
@@ -161,3 +161,15 @@ func (w *walker) decode(lo, hi int64) ([]logItem, error) {
 }
 
 var errStopped = errors.New("walk stopped")
+
+// EntryError is an entry of the log that a walk (Rebuild, Replay) could not
+// decode: errors.Is(err, audit.ErrActionMismatch) for a decision whose
+// action is not the one its action_sha256 names.
+type EntryError struct {
+	Index int64
+	Err   error
+}
+
+func (e *EntryError) Error() string { return fmt.Sprintf("entry %d: %v", e.Index, e.Err) }
+
+func (e *EntryError) Unwrap() error { return e.Err }

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -55,6 +56,9 @@ type Decoded struct {
 	Agent    policy.Agent
 	State    DecisionState
 	Decision Decision
+	// Instruction and Reasoning are the entry's, read from the blob store
+	// when they were stored by digest.
+	Instruction, Reasoning string
 }
 
 // BlobReader reads a large field stored by digest.
@@ -63,15 +67,27 @@ type BlobReader interface {
 }
 
 // Decode reads a DECISION entry: its state and its action, decoded
-// strictly and canonicalised; a refusal's raw text decodes to a nil Action.
-// It does not compare the action with the entry's action_sha256 (the
-// verifier's job; not done yet).
+// strictly; a refusal's raw text decodes to a nil Action. The action (inline
+// or from the blob store) must be its own canonical form and hash to the
+// entry's action_sha256, or Decode fails with audit.ErrActionMismatch: what the
+// fold, a restart and a replay use is exactly what the log's hash names.
 func Decode(e *audit.Entry, blobs BlobReader) (*Decoded, error) {
-	st, err := DecodeDecisionState(e.State)
+	var texts [3]string
+	for i, f := range [...]struct {
+		name  string
+		field audit.Field
+	}{{"state", e.State}, {"instruction", e.Instruction}, {"reasoning", e.Reasoning}} {
+		t, err := FieldText(f.field, blobs)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.name, err)
+		}
+		texts[i] = t
+	}
+	st, err := DecodeDecisionState(audit.Text(texts[0]))
 	if err != nil {
 		return nil, fmt.Errorf("state: %w", err)
 	}
-	d := &Decoded{State: st, Decision: Decision(e.Decision),
+	d := &Decoded{State: st, Decision: Decision(e.Decision), Instruction: texts[1], Reasoning: texts[2],
 		Agent: policy.Agent{ID: e.Agent, Roles: st.AgentRoles, Principal: st.Principal}}
 	if e.State.IsZero() {
 		// Only a refusal (gateway.Refuse: malformed, oversized, of an
@@ -80,13 +96,9 @@ func Decode(e *audit.Entry, blobs BlobReader) (*Decoded, error) {
 		// happens to parse as an action.
 		return d, nil
 	}
-	text := e.Action.Text
-	if text == "" && !e.Action.Digest.IsZero() {
-		b, err := blobs.Blob(e.Action.Digest)
-		if err != nil {
-			return nil, fmt.Errorf("action: %w", err)
-		}
-		text = string(b)
+	text, err := FieldText(e.Action, blobs)
+	if err != nil {
+		return nil, fmt.Errorf("action: %w", err)
 	}
 	v, err := strictjson.Decode([]byte(text), strictjson.Limits{})
 	if err != nil {
@@ -96,8 +108,43 @@ func Decode(e *audit.Entry, blobs BlobReader) (*Decoded, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkLogged(text, act, e.ActionSHA256); err != nil {
+		return nil, fmt.Errorf("action: %w", err)
+	}
 	d.Action = &act
 	return d, nil
+}
+
+// checkLogged checks the action text as the log holds it against act, its
+// strict decoding: the text is act's canonical (RFC 8785) form, so it is
+// what act.Hash hashes, and that is the entry's action_sha256; or the
+// error wraps audit.ErrActionMismatch. (NewAction canonicalises anyway:
+// comparing its bytes costs nothing more.)
+func checkLogged(text string, act policy.Action, sum audit.Digest) error {
+	switch {
+	case string(act.JSON) != text:
+		return fmt.Errorf("%w: the text is not in canonical form", audit.ErrActionMismatch)
+	case act.Hash != sum:
+		return fmt.Errorf("%w: it hashes to %x, action_sha256 is %v", audit.ErrActionMismatch, act.Hash, sum)
+	}
+	return nil
+}
+
+// FieldText returns the text of a field: inline, or for one stored by
+// digest its blob, which must have the recorded size and SHA-256 (whatever
+// the BlobReader checks). A commitment, or an absent field, is "".
+func FieldText(f audit.Field, blobs BlobReader) (string, error) {
+	if f.Digest.IsZero() {
+		return f.Text, nil
+	}
+	b, err := blobs.Blob(f.Digest)
+	if err != nil {
+		return "", err
+	}
+	if int64(len(b)) != f.Size || audit.Digest(sha256.Sum256(b)) != f.Digest {
+		return "", fmt.Errorf("blob %v: %d bytes that do not match the recorded digest and size %d", f.Digest, len(b), f.Size)
+	}
+	return string(b), nil
 }
 
 // OutcomeOf reads an OUTCOME entry: its status and consequence. Entries

@@ -19,6 +19,7 @@
 //	development_policy       a development-mode activation: a policy loaded from a
 //	                         directory, which no quorum signed (Options.AllowDevelopment
 //	                         accepts it, for development logs)
+//	action_mismatch          a decision's stored action is not the canonical action its action_sha256 names (the replay stops there)
 //
 // WhatIf re-evaluates the same decisions under a candidate policy and
 // reports what would change.
@@ -32,6 +33,7 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -53,6 +55,7 @@ const (
 	ApprovalQuorumInvalid = "approval_quorum_invalid"
 	DevelopmentPolicy     = "development_policy"
 	BundleRollback        = "bundle_rollback"
+	ActionMismatch        = "action_mismatch"
 )
 
 // Finding is one thing Verify found wrong.
@@ -126,6 +129,7 @@ func Verify(lr gateway.LogReader, opts Options) (*Summary, error) {
 	sum := &Summary{Entries: lr.Size()}
 	c := &checker{reg: opts.Approvers, allowDev: opts.AllowDevelopment, archive: lifecycle.Archive{Dir: opts.Bundles}, decisions: map[int64]decided{}, byRequest: map[reqKey]effect{}, parked: map[reqKey]*audit.Entry{},
 		activated: map[string]bool{}, closed: map[int64]bool{}, approvals: map[string][][]byte{}}
+	c.blobs = lr
 	ar := newArchive(opts.Bundles, opts.Policies)
 
 	// The replay calls back from one goroutine, after c.entry has seen the
@@ -155,6 +159,13 @@ func Verify(lr gateway.LogReader, opts Options) (*Summary, error) {
 		}
 		return nil
 	})
+	var bad *gateway.EntryError
+	if errors.As(err, &bad) && errors.Is(err, audit.ErrActionMismatch) {
+		// What the decision evaluated is not what the log's hash names:
+		// nothing after it can be folded faithfully.
+		c.add(bad.Index, ActionMismatch, "%v; the replay stops here", bad.Err)
+		err = nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +241,8 @@ type checker struct {
 	reg       *approval.Registry
 	allowDev  bool
 	archive   lifecycle.Archive
-	floor     *activation // the highest signed bundle activated so far
+	floor     *activation       // the highest signed bundle activated so far
+	blobs     ledger.BlobReader // for a parked decision's state stored by digest
 	decisions map[int64]decided
 	byRequest map[reqKey]effect       // the first decision of each request
 	parked    map[reqKey]*audit.Entry // those that were require_approval
@@ -400,7 +412,12 @@ func (c *checker) checkQuorum(i int64, approved, parked *audit.Entry, notes [][]
 			} `json:"requirements"`
 		} `json:"approval"`
 	}
-	if parked == nil || json.Unmarshal([]byte(parked.State.Text), &st) != nil || st.Approval == nil {
+	if parked == nil {
+		c.add(i, ApprovalQuorumInvalid, "approved request %s has no parked decision with approval terms", approved.RequestID)
+		return
+	}
+	state, err := ledger.FieldText(parked.State, c.blobs)
+	if err != nil || json.Unmarshal([]byte(state), &st) != nil || st.Approval == nil {
 		c.add(i, ApprovalQuorumInvalid, "approved request %s has no parked decision with approval terms", approved.RequestID)
 		return
 	}
