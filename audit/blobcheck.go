@@ -73,6 +73,17 @@ func checkBlobs(dir string, e *Entry) error {
 			return &blobError{rel, fmt.Errorf("%s blob %s: %w", f.name, rel, err)}
 		}
 	}
+	// A refusal's raw bytes are kept only up to Options.MaxRaw and may be
+	// deleted (they may hold what an agent should not have sent): absent
+	// is fine, present must be exactly the bytes the entry names.
+	if d := e.Raw.Digest; !d.IsZero() {
+		rel := filepath.Join(blobDir, d.String())
+		if _, err := os.Lstat(filepath.Join(dir, rel)); err == nil {
+			if err := checkBlob(filepath.Join(dir, rel), d, e.Raw.Size); err != nil {
+				return &blobError{rel, fmt.Errorf("raw blob %s: %w", rel, err)}
+			}
+		}
+	}
 	return nil
 }
 

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -59,5 +61,44 @@ func TestRawField(t *testing.T) {
 	}
 	if _, err := (&Entry{Kind: KindNote, Time: testEntry(0).Time, Raw: Field{Commitment: Digest{1}}}).Encode(); err == nil {
 		t.Error("Encode accepted a raw commitment")
+	}
+}
+
+// TestVerifyRawBlob: a refusal's raw bytes may be deleted (they are kept
+// only up to MaxRaw, and may hold what an agent should not have sent), but
+// raw bytes that are present must be the ones the entry names.
+func TestVerifyRawBlob(t *testing.T) {
+	body := "{\"to\": \"\xff\"}"
+	sum := Digest(sha256.Sum256([]byte(body)))
+	for _, tt := range []struct {
+		name    string
+		tamper  func(path string)
+		wantErr bool
+	}{
+		{"kept", func(string) {}, false},
+		{"deleted", func(p string) { os.Remove(p) }, false},
+		{"rewritten", func(p string) { os.Chmod(p, 0o600); os.WriteFile(p, []byte("{\"to\": \"\xfe\"}"), 0o600) }, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l := openTest(t, dir, Options{})
+			s, v := testKey(t, testOrigin)
+			e := &Entry{Kind: KindDecision, Time: testEntry(0).Time, Agent: "agent-42", Decision: "deny", Message: "bad_request: invalid UTF-8", Raw: Field{Text: body}}
+			if _, err := l.Append(context.Background(), e); err != nil {
+				t.Fatal(err)
+			}
+			cp, _ := NewCheckpointer(l, s, CheckpointOptions{})
+			if _, err := cp.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+			l.Close()
+			tt.tamper(filepath.Join(dir, blobDir, sum.String()))
+			_, err := VerifyDir(dir, v, VerifyOptions{})
+			if tt.wantErr {
+				wantClass(t, err, ModifiedEntry, 0)
+			} else if err != nil {
+				t.Fatalf("verify: %v", err)
+			}
+		})
 	}
 }
