@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+
+	"github.com/rulelock/rulelock/internal/fsx"
 )
 
 // run is the writer, with eager group commit and no timer: it takes what
@@ -173,45 +175,73 @@ func (l *Log) publish(w durable) error {
 	return herr
 }
 
-// writeSide appends the batch's sensitive-field salts to the side file and
-// syncs it, before the entries that commit to them are written.
+// writeSide appends the batch's salts to the salts file and the sealed
+// whole fields to the side file, and syncs them, before the entries that
+// commit to them are written: an acknowledged entry's values can be
+// revealed (until the salts are deleted).
 func (l *Log) writeSide(batch []*request) error {
-	var buf bytes.Buffer
+	var side, salts bytes.Buffer
 	idx := l.next
 	for _, req := range batch {
 		for _, s := range req.side {
 			s.Index = idx
-			b, err := json.Marshal(s)
-			if err != nil {
+			if err := appendLine(&side, s); err != nil {
 				return fmt.Errorf("side record: %w", err)
 			}
-			buf.Write(b)
-			buf.WriteByte('\n')
+		}
+		for _, s := range req.salts {
+			if err := appendLine(&salts, saltRecord{HMAC: s.HMAC, Index: idx, Salt: s.Salt}); err != nil {
+				return fmt.Errorf("salt record: %w", err)
+			}
 		}
 		idx++
 	}
-	if buf.Len() == 0 {
+	if err := l.appendSide(&l.saltsF, &l.saltsN, saltsFile, salts.Bytes()); err != nil {
+		return err
+	}
+	return l.appendSide(&l.side, &l.sideN, sideFile, side.Bytes())
+}
+
+func appendLine(buf *bytes.Buffer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	buf.Write(b)
+	buf.WriteByte('\n')
+	return nil
+}
+
+// appendSide appends b to the side file name (*f, opened on first use, of
+// which *n bytes are written) and syncs it.
+func (l *Log) appendSide(f *file, n *int64, name string, b []byte) error {
+	if len(b) == 0 {
 		return nil
 	}
-	if l.side == nil {
-		f, err := l.opts.openFile(filepath.Join(l.dir, sideFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if *f == nil {
+		sf, err := l.opts.openFile(filepath.Join(l.dir, name), os.O_RDWR|os.O_CREATE, 0o600)
 		if err != nil {
-			return fmt.Errorf("open side file: %w", err)
+			return fmt.Errorf("open %s: %w", name, err)
 		}
-		n, err := sideEnd(f)
+		end, err := sideEnd(sf)
 		if err != nil {
-			f.Close()
-			return fmt.Errorf("open side file: %w", err)
+			sf.Close()
+			return fmt.Errorf("open %s: %w", name, err)
 		}
-		l.side, l.sideN = f, n
+		// The file may be new: its name must be durable with the entries.
+		if err := fsx.SyncDir(l.dir); err != nil {
+			sf.Close()
+			return fmt.Errorf("open %s: %w", name, err)
+		}
+		*f, *n = sf, end
 	}
-	if _, err := l.side.WriteAt(buf.Bytes(), l.sideN); err != nil {
-		return fmt.Errorf("write side file: %w", err)
+	if _, err := (*f).WriteAt(b, *n); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
 	}
-	if err := l.side.Sync(); err != nil {
-		return fmt.Errorf("sync side file: %w", err)
+	if err := (*f).Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", name, err)
 	}
-	l.sideN += int64(buf.Len())
+	*n += int64(len(b))
 	return nil
 }
 
