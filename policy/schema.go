@@ -66,6 +66,18 @@ type schema struct {
 	decl   *Schema
 	cel    *types.Type // the object type rules pinned to this action type see
 	fields map[string]*Field
+	// sensitive names the fields declared sensitive, sorted.
+	sensitive []string
+}
+
+// Sensitive returns the names of the fields of actionType's schema that are
+// declared sensitive, sorted; nil when there are none or no schema. The
+// caller must not modify the slice.
+func (p *Policy) Sensitive(actionType string) []string {
+	if s, ok := p.schemas[actionType]; ok {
+		return s.sensitive
+	}
+	return nil
 }
 
 func schemaTypeName(actionType string) string {
