@@ -39,6 +39,10 @@ type Replayed struct {
 	Index   int64
 	Entry   *audit.Entry
 	Request *policy.Request
+	// Sealed names the action's sensitive members whose salts are gone:
+	// their commitments stand in the request in place of the values the
+	// policy evaluated.
+	Sealed []string
 }
 
 // Replay walks the log and calls fn for every decision that was evaluated
@@ -99,7 +103,7 @@ func (w *replayer) replayOne(it logItem) error {
 			Reasoning:   e.Reasoning.Text,
 			Now:         e.Time,
 			State:       tx,
-		}}
+		}, Sealed: d.Sealed}
 		if err := w.fn(r); err != nil {
 			return err
 		}

@@ -2,7 +2,10 @@ package ledger
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/rulelock/rulelock/audit"
@@ -55,11 +58,25 @@ type Decoded struct {
 	Agent    policy.Agent
 	State    DecisionState
 	Decision Decision
+	// Logged is the action as the log holds it when it has sensitive
+	// members (audit.Commitment objects in their place); Action has them
+	// opened, except those named in Sealed, whose salts are gone: there
+	// the commitment object stands in Action too.
+	Logged []byte
+	Sealed []string
 }
 
 // BlobReader reads a large field stored by digest.
 type BlobReader interface {
 	Blob(d audit.Digest) ([]byte, error)
+}
+
+// Unsealer opens a sensitive value of the log (audit.Log.Unseal): a
+// BlobReader that is one too lets Decode give the action as it was
+// evaluated. It returns an error wrapping audit.ErrShredded when the value's
+// salt is gone.
+type Unsealer interface {
+	Unseal(c audit.Commitment) ([]byte, error)
 }
 
 // Decode reads a DECISION entry: its state and its action, decoded
@@ -92,12 +109,51 @@ func Decode(e *audit.Entry, blobs BlobReader) (*Decoded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("action: %w", err)
 	}
+	u, _ := blobs.(Unsealer)
+	if v, err = d.unseal(v, text, u); err != nil {
+		return nil, fmt.Errorf("action: %w", err)
+	}
 	act, err := policy.NewAction(v)
 	if err != nil {
 		return nil, err
 	}
 	d.Action = &act
 	return d, nil
+}
+
+// unseal opens the commitments among the action's members with u,
+// recording the text as logged and the members it could not open.
+func (d *Decoded) unseal(v any, text string, u Unsealer) (any, error) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return v, nil
+	}
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		c, ok, err := audit.ParseCommitment(m[name])
+		if err != nil {
+			return nil, fmt.Errorf("member %q: %w", name, err)
+		}
+		if !ok {
+			continue
+		}
+		d.Logged = []byte(text)
+		if u == nil {
+			d.Sealed = append(d.Sealed, name)
+			continue
+		}
+		b, err := u.Unseal(c)
+		if errors.Is(err, audit.ErrShredded) {
+			d.Sealed = append(d.Sealed, name)
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("member %q: %w", name, err)
+		}
+		if m[name], err = strictjson.Decode(b, strictjson.Limits{}); err != nil {
+			return nil, fmt.Errorf("member %q: sealed value: %w", name, err)
+		}
+	}
+	return m, nil
 }
 
 // OutcomeOf reads an OUTCOME entry: its status and consequence. Entries

@@ -15,6 +15,7 @@
 //	bundle_hash_mismatch     the archive is altered or does not compile
 //	unmediated_outcome       an outcome without a decision that allowed it
 //	approval_quorum_invalid  an approved execution without a valid quorum
+//	sensitive_shredded       a decision whose sensitive inputs cannot be opened (their salts are gone): not re-evaluated
 //
 // WhatIf re-evaluates the same decisions under a candidate policy and
 // reports what would change.
@@ -46,6 +47,7 @@ const (
 	BundleHashMismatch    = "bundle_hash_mismatch"
 	UnmediatedOutcome     = "unmediated_outcome"
 	ApprovalQuorumInvalid = "approval_quorum_invalid"
+	SensitiveShredded     = "sensitive_shredded"
 )
 
 // Finding is one thing Verify found wrong.
@@ -136,6 +138,12 @@ func Verify(lr gateway.LogReader, opts Options) (*Summary, error) {
 		if f != nil {
 			f.Index = r.Index
 			replayed = append(replayed, *f)
+			return nil
+		}
+		if len(r.Sealed) > 0 {
+			// Evaluating the commitments would give another decision, not
+			// a wrong one: say what cannot be checked.
+			add(r.Index, SensitiveShredded, "the salts of the sensitive members %v are gone: the decision (%s) cannot be re-evaluated", r.Sealed, r.Entry.Decision)
 			return nil
 		}
 		got := p.Evaluate(r.Request)
