@@ -231,70 +231,79 @@ func (l *Log) Unseal(c Commitment) ([]byte, error) {
 // Reveal returns the sensitive value at path in entry i: "action.NAME" for
 // a member of the action (its canonical JSON text), or a whole field
 // ("instruction", "reasoning", "result", "state") stored as a commitment.
-// It fails with ErrShredded when the salt is gone.
+// It fails with ErrShredded when the salt is gone and ErrNotSensitive when
+// the path holds no commitment.
 func (l *Log) Reveal(i int64, path string) (string, error) {
 	b, err := l.ReadEntry(i)
 	if err != nil {
 		return "", fmt.Errorf("reveal entry %d %s: %w", i, path, err)
 	}
-	e, err := DecodeEntry(b)
-	if err != nil {
-		return "", fmt.Errorf("reveal entry %d %s: %w", i, path, err)
-	}
-	salts, err := ReadSalts(l.dir)
-	if err != nil {
-		return "", fmt.Errorf("reveal entry %d %s: %w", i, path, err)
-	}
-	v, err := l.reveal(i, e, path, salts)
-	if err != nil {
-		return "", fmt.Errorf("reveal entry %d %s: %w", i, path, err)
-	}
-	return v, nil
+	return revealEntry(l.dir, i, b, path)
 }
 
-// RevealDir is Reveal on a log directory that no process has open.
+// RevealDir is Reveal on the log in dir, read without opening it: it works
+// on a running gateway's log, a stopped one or a copy.
 func RevealDir(dir string, i int64, path string) (string, error) {
-	l, err := Open(dir, Options{})
+	b, err := ReadDirEntry(dir, i)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("reveal entry %d %s: %w", i, path, err)
 	}
-	defer l.Close()
-	return l.Reveal(i, path)
+	return revealEntry(dir, i, b, path)
 }
 
 // ErrNotSensitive is returned by Reveal for a path that holds no commitment.
 var ErrNotSensitive = errors.New("not a sensitive value")
 
-func (l *Log) reveal(i int64, e *Entry, path string, salts *Salts) (string, error) {
+func revealEntry(dir string, i int64, b []byte, path string) (string, error) {
+	e, err := DecodeEntry(b)
+	if err != nil {
+		return "", fmt.Errorf("reveal entry %d %s: %w", i, path, err)
+	}
+	salts, err := ReadSalts(dir)
+	if err != nil {
+		return "", fmt.Errorf("reveal entry %d %s: %w", i, path, err)
+	}
+	c, err := commitmentAt(dir, i, e, path)
+	if err == nil {
+		var v []byte
+		if v, err = salts.Open(c); err == nil {
+			return string(v), nil
+		}
+	}
+	return "", fmt.Errorf("reveal entry %d %s: %w", i, path, err)
+}
+
+// commitmentAt finds the commitment at path in entry e (index i) of the
+// log in dir.
+func commitmentAt(dir string, i int64, e *Entry, path string) (Commitment, error) {
 	if name, ok := strings.CutPrefix(path, "action."); ok {
 		text := []byte(e.Action.Text)
 		if !e.Action.Digest.IsZero() {
 			var err error
-			if text, err = l.Blob(e.Action.Digest); err != nil {
-				return "", err
+			if text, err = readBlob(dir, e.Action.Digest); err != nil {
+				return Commitment{}, err
 			}
 		}
 		var members map[string]json.RawMessage
 		if err := json.Unmarshal(text, &members); err != nil {
-			return "", fmt.Errorf("action: %w", err)
+			return Commitment{}, fmt.Errorf("action: %w", err)
 		}
 		raw, ok := members[name]
 		if !ok {
-			return "", fmt.Errorf("the action has no member %q", name)
+			return Commitment{}, fmt.Errorf("the action has no member %q", name)
 		}
 		var v any
 		if err := json.Unmarshal(raw, &v); err != nil {
-			return "", err
+			return Commitment{}, err
 		}
 		c, ok, err := ParseCommitment(v)
-		if err != nil {
-			return "", err
+		switch {
+		case err != nil:
+			return Commitment{}, err
+		case !ok:
+			return Commitment{}, ErrNotSensitive
 		}
-		if !ok {
-			return "", ErrNotSensitive
-		}
-		val, err := salts.Open(c)
-		return string(val), err
+		return c, nil
 	}
 	var f *Field
 	for _, p := range [...]struct {
@@ -306,23 +315,34 @@ func (l *Log) reveal(i int64, e *Entry, path string, salts *Salts) (string, erro
 		}
 	}
 	if f == nil {
-		return "", fmt.Errorf("unknown path %q (want action.NAME, action, instruction, reasoning, result or state)", path)
+		return Commitment{}, fmt.Errorf("unknown path %q (want action.NAME, action, instruction, reasoning, result or state)", path)
 	}
 	if f.Commitment.IsZero() {
-		return "", ErrNotSensitive
+		return Commitment{}, ErrNotSensitive
 	}
-	sealed, err := l.sealedField(i, path, f.Commitment)
+	sealed, err := sealedField(dir, i, path, f.Commitment)
 	if err != nil {
-		return "", err
+		return Commitment{}, err
 	}
-	val, err := salts.Open(Commitment{HMAC: f.Commitment, Sealed: sealed})
-	return string(val), err
+	return Commitment{HMAC: f.Commitment, Sealed: sealed}, nil
+}
+
+// readBlob reads a field stored by digest in the log in dir.
+func readBlob(dir string, d Digest) ([]byte, error) {
+	b, err := os.ReadFile(filepath.Join(dir, blobDir, d.String()))
+	if err != nil {
+		return nil, fmt.Errorf("read blob: %w", err)
+	}
+	if sha256.Sum256(b) != d {
+		return nil, fmt.Errorf("read blob %v: content does not match digest", d)
+	}
+	return b, nil
 }
 
 // sealedField finds the ciphertext of whole field name of entry i in the
 // side file.
-func (l *Log) sealedField(i int64, name string, c Digest) ([]byte, error) {
-	f, err := os.Open(filepath.Join(l.dir, sideFile))
+func sealedField(dir string, i int64, name string, c Digest) ([]byte, error) {
+	f, err := os.Open(filepath.Join(dir, sideFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, ErrShredded
 	}

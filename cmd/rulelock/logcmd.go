@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -18,12 +19,18 @@ const logUsage = `usage: rulelock log show DIR INDEX
        rulelock log proof DIR INDEX [--key VKEY]
        rulelock log append DIR            (one note entry per line of standard input)
        rulelock log checkpoint DIR --key KEYFILE [--tiles DIR]
+       rulelock log reveal --data DATADIR INDEX PATH
 
 show prints the encoded entry at INDEX. proof prints a self-contained
 receipt for it (entry, inclusion proof, signed checkpoint) that
 rulelock verify --receipt checks alone; with --key the log is verified first.
 append and checkpoint are for operators and tests: they open the log
 (exclusively) to add note entries or sign a checkpoint with a key file.
+reveal prints the sensitive value at PATH (action.NAME for a member of the
+action, or instruction, reasoning, result, state) of entry INDEX of the log
+in the gateway's data directory, opened with its salt (DATADIR/log/salts.jsonl)
+and checked against the commitment in the log; it fails once the salts are
+deleted (crypto-shredded).
 
 `
 
@@ -42,6 +49,8 @@ func runLog(ctx context.Context, e *env, args []string) error {
 		return runLogAppend(ctx, e, args[1:])
 	case "checkpoint":
 		return runLogCheckpoint(e, args[1:])
+	case "reveal":
+		return runLogReveal(e, args[1:])
 	case "-h", "--help", "help":
 		fmt.Fprint(e.stderr, logUsage)
 		return nil
@@ -180,4 +189,29 @@ func runLogCheckpoint(e *env, args []string) error {
 		return err
 	}
 	return l.Close()
+}
+
+func runLogReveal(e *env, args []string) error {
+	fs := logFlags(e, "reveal")
+	data := fs.String("data", "", "the gateway's data `directory` (its log is DATADIR/log; required)")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 || *data == "" {
+		return usageError("want --data DATADIR INDEX PATH")
+	}
+	i, err := strconv.ParseInt(pos[0], 10, 64)
+	if err != nil || i < 0 {
+		return usageError("bad index %q", pos[0])
+	}
+	v, err := audit.RevealDir(filepath.Join(*data, "log"), i, pos[1])
+	if errors.Is(err, audit.ErrShredded) {
+		return fmt.Errorf("%w (crypto-shredded: the log still verifies, the value cannot be recovered)", err)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s\n", v)
+	return nil
 }

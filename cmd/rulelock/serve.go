@@ -203,15 +203,16 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 		return nil, err
 	}
 	var executorFor func(string) gateway.Executor
+	var sensitive func(string) []string
 	if g.proxy != nil {
-		executorFor = g.proxy.Executor
+		executorFor, sensitive = g.proxy.Executor, g.proxy.Sensitive
 	}
 	if demoFor != nil {
 		executorFor = orExecutor(executorFor, demoFor)
 	}
 	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Executors: executors, Approvers: reg, ExecutorFor: executorFor,
 		Budget: cfg.Limits.MemoryBudget, Retention: cfg.Limits.Retention.Duration, MaxPendingPerAgent: cfg.Limits.MaxPendingPerAgent,
-		Principals: cfg.principals()})
+		Principals: cfg.principals(), Sensitive: sensitive})
 	if err != nil {
 		return nil, err
 	}

@@ -124,10 +124,11 @@ type Config struct {
 	// met, and denied principal_revoked when the agent is gone or lost a
 	// role. Nil trusts the agent as it was when it asked.
 	Principals func(agentID string) (policy.Agent, bool)
-	// Sensitive names, by action type, members kept out of the log besides
-	// those the policy's schema declares sensitive (sensitive.go): an MCP
-	// tool's arguments the configuration marks.
-	Sensitive map[string][]string
+	// Sensitive, when set, names the members of an action type kept out
+	// of the log besides those the policy's schema declares sensitive
+	// (sensitive.go): an MCP tool's arguments the configuration marks
+	// (mcpproxy.Proxy.Sensitive). Nil adds none.
+	Sensitive func(actionType string) []string
 }
 
 // Errors callers branch on.

@@ -40,7 +40,10 @@ func (l *logged) hashString() string { return "sha256:" + hex.EncodeToString(l.H
 // adds, sorted.
 func (g *Gateway) sensitive(p *policy.Policy, actionType string) []string {
 	names := p.Sensitive(actionType)
-	extra := g.cfg.Sensitive[actionType]
+	var extra []string
+	if g.cfg.Sensitive != nil {
+		extra = g.cfg.Sensitive(actionType)
+	}
 	if len(extra) == 0 {
 		return names
 	}

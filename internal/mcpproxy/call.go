@@ -126,7 +126,7 @@ func (p *Proxy) call(ctx context.Context, agent policy.Agent, req *mcp.CallToolR
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "rulelock is not ready: nothing was done"}
 	}
 	params := req.Params
-	raw, _ := json.Marshal(params)
+	raw := p.loggable(params)
 	refuse := func(code, msg string) error {
 		if _, err := p.gw.Refuse(ctx, agent, code, msg, raw); err != nil {
 			return &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "the audit log is unavailable: nothing was done"}
