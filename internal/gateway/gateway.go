@@ -200,7 +200,7 @@ type record struct {
 
 	agent                  policy.Agent
 	instruction, reasoning string
-	logged                 *logged // the action as logged, when it has sensitive members
+	logged                 *logged       // the action as logged, when it has sensitive members
 	done                   chan struct{} // closed when a parked request is final
 }
 
