@@ -196,7 +196,7 @@ func TestSensitiveAndLargeFields(t *testing.T) {
 	}
 	var rec saltRecord
 	b, _ := os.ReadFile(filepath.Join(dir, saltsFile))
-	if err := json.Unmarshal(bytes.TrimSpace(b), &rec); err != nil {
+	if err := json.Unmarshal(bytes.TrimSpace(bytes.TrimRight(b, "\x00")), &rec); err != nil {
 		t.Fatal(err)
 	}
 	mac := hmac.New(sha256.New, rec.Salt)
@@ -238,6 +238,9 @@ func TestSideFileTornTail(t *testing.T) {
 	}
 	l.Close()
 	side, _ := os.ReadFile(filepath.Join(dir, sideFile))
+	if i := bytes.IndexByte(side, 0); i >= 0 {
+		side = side[:i] // the zeros the file is extended with ahead of its end
+	}
 	lines := strings.Split(strings.TrimSuffix(string(side), "\n"), "\n")
 	var rec sideRecord
 	if len(lines) != 2 || json.Unmarshal([]byte(lines[1]), &rec) != nil || rec.Field != "instruction" {

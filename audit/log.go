@@ -127,10 +127,8 @@ type Log struct {
 	buf   []byte
 
 	spare  *spare // next segment, being preallocated (writer only)
-	side   file   // the sensitive side file, opened lazily
-	sideN  int64
-	saltsF file // the salts file, opened lazily
-	saltsN int64
+	side   lineFile // the side file (sealed whole fields), opened lazily
+	saltsF lineFile // the salts file, opened lazily
 
 	salts saltCache // for Unseal
 }
@@ -452,11 +450,10 @@ func (l *Log) closeFiles() error {
 	if l.hashes != nil {
 		errs = append(errs, l.hashes.sync(), l.hashes.f.Close())
 	}
-	if l.side != nil {
-		errs = append(errs, l.side.Close())
-	}
-	if l.saltsF != nil {
-		errs = append(errs, l.saltsF.Close())
+	for _, lf := range []*lineFile{&l.side, &l.saltsF} {
+		if lf.f != nil {
+			errs = append(errs, lf.f.Close())
+		}
 	}
 	errs = append(errs, l.lock.Close())
 	if err := errors.Join(errs...); err != nil {

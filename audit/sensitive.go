@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
@@ -178,16 +179,14 @@ func ReadSalts(dir string) (*Salts, error) {
 		return nil, fmt.Errorf("read salts: %w", err)
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
+	err = eachLine(f, func(line []byte) {
 		var r saltRecord
 		// A line torn by a crash belongs to an unacknowledged entry.
-		if json.Unmarshal(sc.Bytes(), &r) == nil {
+		if json.Unmarshal(line, &r) == nil {
 			s.m[r.HMAC] = r.Salt
 		}
-	}
-	if err := sc.Err(); err != nil {
+	})
+	if err != nil {
 		return nil, fmt.Errorf("read salts: %w", err)
 	}
 	return s, nil
@@ -350,20 +349,44 @@ func sealedField(dir string, i int64, name string, c Digest) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 4<<20)
-	for sc.Scan() {
+	var sealed []byte
+	err = eachLine(f, func(line []byte) {
 		var r sideRecord
-		if json.Unmarshal(sc.Bytes(), &r) == nil && r.Index == i && r.Field == name && r.HMAC == c {
-			return r.Sealed, nil
+		if sealed == nil && json.Unmarshal(line, &r) == nil && r.Index == i && r.Field == name && r.HMAC == c {
+			sealed = r.Sealed
 		}
-	}
-	if err := sc.Err(); err != nil {
+	})
+	if err != nil {
 		return nil, err
 	}
-	return nil, ErrShredded
+	if sealed == nil {
+		return nil, ErrShredded
+	}
+	return sealed, nil
 }
 
 // ErrShredded is returned by Reveal and Unseal when the salt of a
 // commitment is gone (deleted, or never recorded).
 var ErrShredded = errors.New("sensitive value not available: its salt is gone")
+
+// eachLine calls fn with each line of a line file (lineFile), up to the
+// zeros that follow the last one.
+func eachLine(r io.Reader, fn func(line []byte)) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		line, err := br.ReadBytes('\n')
+		if i := bytes.IndexByte(line, 0); i >= 0 {
+			line = line[:i]
+			err = io.EOF
+		}
+		if len(line) > 0 {
+			fn(line)
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}

@@ -196,10 +196,10 @@ func (l *Log) writeSide(batch []*request) error {
 		}
 		idx++
 	}
-	if err := l.appendSide(&l.saltsF, &l.saltsN, saltsFile, salts.Bytes()); err != nil {
+	if err := l.appendSide(&l.saltsF, saltsFile, salts.Bytes()); err != nil {
 		return err
 	}
-	return l.appendSide(&l.side, &l.sideN, sideFile, side.Bytes())
+	return l.appendSide(&l.side, sideFile, side.Bytes())
 }
 
 func appendLine(buf *bytes.Buffer, v any) error {
@@ -212,36 +212,58 @@ func appendLine(buf *bytes.Buffer, v any) error {
 	return nil
 }
 
-// appendSide appends b to the side file name (*f, opened on first use, of
-// which *n bytes are written) and syncs it.
-func (l *Log) appendSide(f *file, n *int64, name string, b []byte) error {
+// lineFile is a file of JSON lines the writer appends to (the side and
+// salts files). Like a segment, it is zero-filled ahead of its end, a
+// step at a time, so that the fdatasync after most appends has no size
+// change, no metadata, to flush: on a file that grew with every append
+// that flush made an append with sensitive values cost three plain ones.
+// Readers stop at the first zero byte.
+type lineFile struct {
+	f    file
+	end  int64 // where the next line goes
+	size int64 // the file's size, zeros from end on
+}
+
+// lineFileStep is how far ahead a line file is zero-filled.
+const lineFileStep = 256 << 10
+
+// appendSide appends b to the line file name (lf, opened on first use)
+// and syncs it.
+func (l *Log) appendSide(lf *lineFile, name string, b []byte) error {
 	if len(b) == 0 {
 		return nil
 	}
-	if *f == nil {
-		sf, err := l.opts.openFile(filepath.Join(l.dir, name), os.O_RDWR|os.O_CREATE, 0o600)
+	if lf.f == nil {
+		f, err := l.opts.openFile(filepath.Join(l.dir, name), os.O_RDWR|os.O_CREATE, 0o600)
 		if err != nil {
 			return fmt.Errorf("open %s: %w", name, err)
 		}
-		end, err := sideEnd(sf)
+		end, err := sideEnd(f)
 		if err != nil {
-			sf.Close()
+			f.Close()
 			return fmt.Errorf("open %s: %w", name, err)
 		}
 		// The file may be new: its name must be durable with the entries.
 		if err := fsx.SyncDir(l.dir); err != nil {
-			sf.Close()
+			f.Close()
 			return fmt.Errorf("open %s: %w", name, err)
 		}
-		*f, *n = sf, end
+		*lf = lineFile{f: f, end: end, size: end}
 	}
-	if _, err := (*f).WriteAt(b, *n); err != nil {
+	if need := lf.end + int64(len(b)); need > lf.size {
+		size := need + lineFileStep
+		if _, err := lf.f.WriteAt(make([]byte, size-lf.size), lf.size); err != nil {
+			return fmt.Errorf("extend %s: %w", name, err)
+		}
+		lf.size = size
+	}
+	if _, err := lf.f.WriteAt(b, lf.end); err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
-	if err := (*f).Sync(); err != nil {
+	if err := lf.f.Sync(); err != nil {
 		return fmt.Errorf("sync %s: %w", name, err)
 	}
-	*n += int64(len(b))
+	lf.end += int64(len(b))
 	return nil
 }
 
