@@ -126,7 +126,7 @@ type Log struct {
 	chain tlog.Hash
 	buf   []byte
 
-	spare  *spare // next segment, being preallocated (writer only)
+	spare  *spare   // next segment, being preallocated (writer only)
 	side   lineFile // the side file (sealed whole fields), opened lazily
 	saltsF lineFile // the salts file, opened lazily
 
