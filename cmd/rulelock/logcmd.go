@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -28,7 +29,8 @@ append and checkpoint are for operators and tests: they open the log
 (exclusively) to add note entries or sign a checkpoint with a key file.
 reveal prints the sensitive value at PATH (action.NAME for a member of the
 action, or instruction, reasoning, result, state) of entry INDEX of the log
-in the gateway's data directory, opened with its salt (DATADIR/log/salts.jsonl)
+in the gateway's data directory (or of the log directory DATADIR), opened
+with its salt (DATADIR/log/salts.jsonl)
 and checked against the commitment in the log; it fails once the salts are
 deleted (crypto-shredded).
 
@@ -205,7 +207,11 @@ func runLogReveal(e *env, args []string) error {
 	if err != nil || i < 0 {
 		return usageError("bad index %q", pos[0])
 	}
-	v, err := audit.RevealDir(filepath.Join(*data, "log"), i, pos[1])
+	dir := filepath.Join(*data, "log")
+	if _, err := os.Stat(filepath.Join(*data, "hashes")); err == nil {
+		dir = *data // the log directory itself, as log show takes it
+	}
+	v, err := audit.RevealDir(dir, i, pos[1])
 	if errors.Is(err, audit.ErrShredded) {
 		return fmt.Errorf("%w (crypto-shredded: the log still verifies, the value cannot be recovered)", err)
 	}

@@ -43,6 +43,9 @@ type Replayed struct {
 	// their commitments stand in the request in place of the values the
 	// policy evaluated.
 	Sealed []string
+	// Logged is the action as the log holds it when it has sensitive
+	// members (nil: Request.Action.JSON): what a report may show.
+	Logged []byte
 }
 
 // Replay walks the log and calls fn for every decision that was evaluated
@@ -103,7 +106,7 @@ func (w *replayer) replayOne(it logItem) error {
 			Reasoning:   e.Reasoning.Text,
 			Now:         e.Time,
 			State:       tx,
-		}, Sealed: d.Sealed}
+		}, Sealed: d.Sealed, Logged: d.Logged}
 		if err := w.fn(r); err != nil {
 			return err
 		}
