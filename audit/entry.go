@@ -215,6 +215,11 @@ type Entry struct {
 	BundleDigest  string
 	EngineVersion string
 
+	// Salts open the commitments (Commit) that the entry's fields hold,
+	// such as sensitive members of the action: Append writes them to the
+	// log's salts file, durably, before the entry. Never encoded.
+	Salts []Salt
+
 	// Outcomes.
 	Closes         int64  // index of the decision entry this outcome closes
 	Result         Field  // the upstream's result
@@ -229,11 +234,6 @@ type Entry struct {
 	// Policy activations and notes.
 	Signers []string // the keys that signed the activated bundle
 	Message string
-
-	// Salts open the commitments (Commit) that the entry's fields hold,
-	// such as sensitive members of the action: Append writes them to the
-	// log's salts file, durably, before the entry. Never encoded.
-	Salts []Salt
 }
 
 // wireEntry is the encoded form. Its members are declared in the order of

@@ -122,15 +122,16 @@ type Log struct {
 	hashes *hashStore
 	// Owned by the writer (run): the next index, chain and frame buffer of
 	// what is durable, which is ahead of size until acker publishes it.
-	next  int64
-	chain tlog.Hash
-	buf   []byte
+	next     int64
+	chain    tlog.Hash
+	buf      []byte
+	sideSize int64     // the side file's size: zeros from sideN on (lineFile)
+	saltsF   lineFile  // the salts file, opened lazily
+	salts    saltCache // for Unseal
 
-	spare  *spare   // next segment, being preallocated (writer only)
-	side   lineFile // the side file (sealed whole fields), opened lazily
-	saltsF lineFile // the salts file, opened lazily
-
-	salts saltCache // for Unseal
+	spare *spare // next segment, being preallocated (writer only)
+	side  file   // the sensitive side file, opened lazily
+	sideN int64
 }
 
 type segment struct {
@@ -450,10 +451,11 @@ func (l *Log) closeFiles() error {
 	if l.hashes != nil {
 		errs = append(errs, l.hashes.sync(), l.hashes.f.Close())
 	}
-	for _, lf := range []*lineFile{&l.side, &l.saltsF} {
-		if lf.f != nil {
-			errs = append(errs, lf.f.Close())
-		}
+	if l.side != nil {
+		errs = append(errs, l.side.Close())
+	}
+	if l.saltsF.f != nil {
+		errs = append(errs, l.saltsF.f.Close())
 	}
 	errs = append(errs, l.lock.Close())
 	if err := errors.Join(errs...); err != nil {

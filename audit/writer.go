@@ -196,10 +196,10 @@ func (l *Log) writeSide(batch []*request) error {
 		}
 		idx++
 	}
-	if err := l.appendSide(&l.saltsF, saltsFile, salts.Bytes()); err != nil {
+	if err := l.appendSide(&l.saltsF.f, &l.saltsF.end, &l.saltsF.size, saltsFile, salts.Bytes()); err != nil {
 		return err
 	}
-	return l.appendSide(&l.side, sideFile, side.Bytes())
+	return l.appendSide(&l.side, &l.sideN, &l.sideSize, sideFile, side.Bytes())
 }
 
 func appendLine(buf *bytes.Buffer, v any) error {
@@ -227,28 +227,29 @@ type lineFile struct {
 // lineFileStep is how far ahead a line file is zero-filled.
 const lineFileStep = 256 << 10
 
-// appendSide appends b to the line file name (lf, opened on first use)
-// and syncs it.
-func (l *Log) appendSide(lf *lineFile, name string, b []byte) error {
+// appendSide appends b to the line file name (f, opened on first use,
+// its end and size as in lineFile) and syncs it.
+func (l *Log) appendSide(f *file, end, size *int64, name string, b []byte) error {
 	if len(b) == 0 {
 		return nil
 	}
+	lf := lineFile{f: *f, end: *end, size: *size}
+	defer func() { *f, *end, *size = lf.f, lf.end, lf.size }()
 	if lf.f == nil {
-		f, err := l.opts.openFile(filepath.Join(l.dir, name), os.O_RDWR|os.O_CREATE, 0o600)
+		opened, err := l.opts.openFile(filepath.Join(l.dir, name), os.O_RDWR|os.O_CREATE, 0o600)
 		if err != nil {
 			return fmt.Errorf("open %s: %w", name, err)
 		}
-		end, err := sideEnd(f)
+		last, err := sideEnd(opened)
+		if err == nil {
+			// The file may be new: its name must be durable with the entries.
+			err = fsx.SyncDir(l.dir)
+		}
 		if err != nil {
-			f.Close()
+			opened.Close()
 			return fmt.Errorf("open %s: %w", name, err)
 		}
-		// The file may be new: its name must be durable with the entries.
-		if err := fsx.SyncDir(l.dir); err != nil {
-			f.Close()
-			return fmt.Errorf("open %s: %w", name, err)
-		}
-		*lf = lineFile{f: f, end: end, size: end}
+		lf = lineFile{f: opened, end: last, size: last}
 	}
 	if need := lf.end + int64(len(b)); need > lf.size {
 		size := need + lineFileStep

@@ -17,22 +17,21 @@ import (
 )
 
 const logUsage = `usage: rulelock log show DIR INDEX
+       rulelock log reveal --data DATADIR INDEX PATH
        rulelock log proof DIR INDEX [--key VKEY]
        rulelock log append DIR            (one note entry per line of standard input)
        rulelock log checkpoint DIR --key KEYFILE [--tiles DIR]
-       rulelock log reveal --data DATADIR INDEX PATH
 
-show prints the encoded entry at INDEX. proof prints a self-contained
+show prints the encoded entry at INDEX. reveal prints the sensitive value at
+PATH (action.NAME for a member of the action, or instruction, reasoning,
+result, state) of entry INDEX of the log in the gateway's data directory (or
+of the log directory DATADIR), opened with its salt (DATADIR/log/salts.jsonl)
+and checked against the commitment in the log; it fails once the salts are
+deleted (crypto-shredded). proof prints a self-contained
 receipt for it (entry, inclusion proof, signed checkpoint) that
 rulelock verify --receipt checks alone; with --key the log is verified first.
 append and checkpoint are for operators and tests: they open the log
 (exclusively) to add note entries or sign a checkpoint with a key file.
-reveal prints the sensitive value at PATH (action.NAME for a member of the
-action, or instruction, reasoning, result, state) of entry INDEX of the log
-in the gateway's data directory (or of the log directory DATADIR), opened
-with its salt (DATADIR/log/salts.jsonl)
-and checked against the commitment in the log; it fails once the salts are
-deleted (crypto-shredded).
 
 `
 
@@ -43,6 +42,8 @@ func runLog(ctx context.Context, e *env, args []string) error {
 		return &exitError{code: 2}
 	}
 	switch args[0] {
+	case "reveal":
+		return runLogReveal(e, args[1:])
 	case "show":
 		return runLogShow(e, args[1:])
 	case "proof":
@@ -51,8 +52,6 @@ func runLog(ctx context.Context, e *env, args []string) error {
 		return runLogAppend(ctx, e, args[1:])
 	case "checkpoint":
 		return runLogCheckpoint(e, args[1:])
-	case "reveal":
-		return runLogReveal(e, args[1:])
 	case "-h", "--help", "help":
 		fmt.Fprint(e.stderr, logUsage)
 		return nil

@@ -210,9 +210,9 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	if demoFor != nil {
 		executorFor = orExecutor(executorFor, demoFor)
 	}
-	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Executors: executors, Approvers: reg, ExecutorFor: executorFor,
+	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Executors: executors, Approvers: reg, ExecutorFor: executorFor, Sensitive: sensitive,
 		Budget: cfg.Limits.MemoryBudget, Retention: cfg.Limits.Retention.Duration, MaxPendingPerAgent: cfg.Limits.MaxPendingPerAgent,
-		Principals: cfg.principals(), Sensitive: sensitive})
+		Principals: cfg.principals()})
 	if err != nil {
 		return nil, err
 	}

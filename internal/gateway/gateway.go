@@ -101,6 +101,11 @@ type Config struct {
 	Policy    *policy.Policy
 	Log       Recorder
 	Executors map[string]Executor // by action type; a type without one is decide-only
+	// Sensitive, when set, names the members of an action type kept out
+	// of the log besides those the policy's schema declares sensitive
+	// (sensitive.go): an MCP tool's arguments the configuration marks
+	// (mcpproxy.Proxy.Sensitive). Nil adds none.
+	Sensitive func(actionType string) []string
 	// ExecutorFor, when set, is asked for an action type Executors lacks
 	// (the MCP proxy's tools, which appear at run time); nil means none.
 	ExecutorFor func(actionType string) Executor
@@ -124,11 +129,6 @@ type Config struct {
 	// met, and denied principal_revoked when the agent is gone or lost a
 	// role. Nil trusts the agent as it was when it asked.
 	Principals func(agentID string) (policy.Agent, bool)
-	// Sensitive, when set, names the members of an action type kept out
-	// of the log besides those the policy's schema declares sensitive
-	// (sensitive.go): an MCP tool's arguments the configuration marks
-	// (mcpproxy.Proxy.Sensitive). Nil adds none.
-	Sensitive func(actionType string) []string
 }
 
 // Errors callers branch on.

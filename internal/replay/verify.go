@@ -11,11 +11,11 @@
 // entry's index and one of these classes:
 //
 //	replay_mismatch          the policy decides otherwise than recorded
+//	sensitive_shredded       a decision whose sensitive inputs cannot be opened (their salts are gone): not re-evaluated
 //	bundle_missing           no archive of the named policy, or no activation before the decision
 //	bundle_hash_mismatch     the archive is altered or does not compile
 //	unmediated_outcome       an outcome without a decision that allowed it
 //	approval_quorum_invalid  an approved execution without a valid quorum
-//	sensitive_shredded       a decision whose sensitive inputs cannot be opened (their salts are gone): not re-evaluated
 //
 // WhatIf re-evaluates the same decisions under a candidate policy and
 // reports what would change.
@@ -43,11 +43,11 @@ import (
 // Finding classes.
 const (
 	ReplayMismatch        = "replay_mismatch"
+	SensitiveShredded     = "sensitive_shredded"
 	BundleMissing         = "bundle_missing"
 	BundleHashMismatch    = "bundle_hash_mismatch"
 	UnmediatedOutcome     = "unmediated_outcome"
 	ApprovalQuorumInvalid = "approval_quorum_invalid"
-	SensitiveShredded     = "sensitive_shredded"
 )
 
 // Finding is one thing Verify found wrong.
