@@ -35,33 +35,38 @@ func (p *Proxy) upstreamOf(name string) *upstream {
 }
 
 // loggable is what a refusal of a call logs of its parameters: all of
-// them, except the values of the upstream's sensitive arguments, replaced
-// by the string "(sensitive)"; nil when the arguments cannot be read to
-// take them out.
+// them, with the arguments as loggableArguments gives them.
 func (p *Proxy) loggable(params *mcp.CallToolParamsRaw) []byte {
 	if params == nil {
 		return nil
 	}
-	u := p.upstreamOf(params.Name)
-	if u == nil || len(u.cfg.SensitiveArguments) == 0 {
-		raw, _ := json.Marshal(params)
-		return raw
-	}
-	args, err := decodeArguments(params.Arguments)
-	if err != nil {
-		return nil
-	}
-	for _, name := range u.cfg.SensitiveArguments {
-		if _, ok := args[name]; ok {
-			args[name] = "(sensitive)"
-		}
-	}
-	b, err := strictjson.Canonical(args)
-	if err != nil {
-		return nil
-	}
 	c := *params
-	c.Arguments = b
+	c.Arguments = p.loggableArguments(params.Name, params.Arguments)
 	raw, _ := json.Marshal(&c)
 	return raw
+}
+
+// loggableArguments is what a refusal of a call to tool name logs of its
+// arguments: args, except that the values of the upstream's sensitive
+// arguments are replaced by the string "(sensitive)"; null when they cannot
+// be read to take them out.
+func (p *Proxy) loggableArguments(name string, args json.RawMessage) json.RawMessage {
+	u := p.upstreamOf(name)
+	if u == nil || len(u.cfg.SensitiveArguments) == 0 {
+		return args
+	}
+	m, err := decodeArguments(args)
+	if err != nil {
+		return nil
+	}
+	for _, a := range u.cfg.SensitiveArguments {
+		if _, ok := m[a]; ok {
+			m[a] = "(sensitive)"
+		}
+	}
+	b, err := strictjson.Canonical(m)
+	if err != nil {
+		return nil
+	}
+	return b
 }
