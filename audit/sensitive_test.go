@@ -170,3 +170,32 @@ func BenchmarkCommit(b *testing.B) {
 		}
 	}
 }
+
+// FuzzParseCommitment: ParseCommitment never panics on a decoded JSON
+// value, and a commitment it accepts re-encodes to the same value.
+func FuzzParseCommitment(f *testing.F) {
+	c, _, _ := Commit(rand.Reader, []byte(`"x"`))
+	good, _ := json.Marshal(c.Value())
+	f.Add(good)
+	f.Add([]byte(`{"$commitment":{"hmac":"00","sealed":""}}`))
+	f.Add([]byte(`{"$commitment":"x","y":1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var v any
+		if json.Unmarshal(b, &v) != nil {
+			return
+		}
+		c, ok, err := ParseCommitment(v)
+		if !ok || err != nil {
+			return
+		}
+		again, ok, err := ParseCommitment(c.Value())
+		if !ok || err != nil || again.HMAC != c.HMAC || !bytes.Equal(again.Sealed, c.Sealed) {
+			t.Fatalf("%s: re-parsed as %+v, %v, %v", b, again, ok, err)
+		}
+		want, _ := json.Marshal(v)
+		got, _ := json.Marshal(c.Value())
+		if !bytes.Equal(got, want) {
+			t.Fatalf("accepted %s, re-encodes as %s", want, got)
+		}
+	})
+}
