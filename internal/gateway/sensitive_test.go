@@ -3,9 +3,12 @@ package gateway_test
 import (
 	"context"
 	"crypto/sha256"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/gateway"
@@ -103,5 +106,52 @@ func TestSensitiveLoggedForm(t *testing.T) {
 	got, err := g2.Get("a1", res.RequestID)
 	if err != nil || got.Decision.ActionHash != res.Decision.ActionHash {
 		t.Fatalf("after a rebuild: %+v, %v; want action hash %s", got, err, res.Decision.ActionHash)
+	}
+}
+
+// TestRebuildWithShreddedSalts: a gateway does not start on a log whose
+// decisions inside the retention window have sensitive values it cannot
+// open (a per-value limit would restart from zero); outside it, it does.
+func TestRebuildWithShreddedSalts(t *testing.T) {
+	dir := t.TempDir()
+	l, err := audit.Open(dir, audit.Options{SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	cfg := gateway.Config{Policy: compile(t, sensitiveSrc), Log: l, Retention: time.Hour, Now: func() time.Time { return start }}
+	g, err := gateway.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	act := action(t, `{"type": "login", "user": "alice", "password": "hunter2-long"}`)
+	if _, err := g.Submit(context.Background(), &gateway.Request{Agent: policy.Agent{ID: "a1"}, Action: act}, false); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if err := os.Remove(filepath.Join(dir, "salts.jsonl")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		now     time.Time
+		refused bool
+	}{
+		{start.Add(time.Minute), true},
+		{start.Add(2 * time.Hour), false},
+	} {
+		l, err := audit.Open(dir, audit.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Log, cfg.Now = l, func() time.Time { return tt.now }
+		g, err := gateway.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = g.Rebuild(context.Background(), l)
+		if refused := err != nil && strings.Contains(err.Error(), "salts"); refused != tt.refused {
+			t.Errorf("rebuild at %v: %v; want refused %v", tt.now.Sub(start), err, tt.refused)
+		}
+		l.Close()
 	}
 }
