@@ -176,7 +176,7 @@ func (g *Gateway) executeApproved(ctx context.Context, id string) (*Result, erro
 	}
 	final := approvedDecision(d, rec.Decision.Policy, revoked)
 	req := &Request{Agent: agent, Session: rec.Session, Action: rec.Action, Instruction: rec.instruction, Reasoning: rec.reasoning, logged: rec.logged}
-	entry := decisionEntry(id, req, final, now, g.stateJSON(agent))
+	entry := decisionEntry(id, req, final, now, g.decisionState(req))
 	entry.Salts = nil // the parked decision's entry wrote them
 	r, err := g.cfg.Log.Append(context.WithoutCancel(ctx), &entry)
 	if err == nil {

@@ -472,7 +472,7 @@ func (g *Gateway) decideLocked(ctx context.Context, tx *ledger.Txn, a *Active, i
 		}
 	}
 	if d.Decision != policy.RequireApproval {
-		e := decisionEntry(id, req, d, now, g.stateJSON(req.Agent))
+		e := decisionEntry(id, req, d, now, g.decisionState(req))
 		// Not cancellable: an entry abandoned by a departed client may
 		// still reach the log, and then the next decision must count it,
 		// as a replay of the log will.
@@ -560,7 +560,7 @@ func (g *Gateway) parkDecision(id string, req *Request, d *policy.Decision, now 
 	if g.approvals == nil {
 		return gatewayDeny(d, ledger.NoApprovers, "the policy requires approval and no approvers are configured"), audit.Receipt{}, nil
 	}
-	e := decisionEntry(id, req, d, now, g.stateJSON(req.Agent))
+	e := decisionEntry(id, req, d, now, g.decisionState(req))
 	_, err := g.park(id, req, d, &e)
 	switch {
 	case err == nil:

@@ -146,7 +146,7 @@ func (g *Gateway) restoreDecision(at audit.Receipt, e *audit.Entry, dd *ledger.D
 	}
 	rec := &record{ID: e.RequestID, Agent: e.Agent, Session: e.Session, Action: act, Decision: d, Entry: at, Time: e.Time, agent: dd.Agent}
 	if dd.Logged != nil {
-		rec.logged = &logged{JSON: dd.Logged, Hash: e.ActionSHA256}
+		rec.logged = &logged{JSON: dd.Logged, Hash: e.ActionSHA256, Names: dd.State.Sealed}
 	}
 	if d.Decision == policy.Deny {
 		rec.Action, rec.logged = policy.Action{}, nil // as Gateway.decideLocked: nothing reads a denied request's action

@@ -4,11 +4,13 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
 
 	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/internal/ledger"
 	"github.com/rulelock/rulelock/internal/strictjson"
 	"github.com/rulelock/rulelock/policy"
 )
@@ -30,6 +32,7 @@ import (
 type logged struct {
 	JSON  []byte
 	Hash  [32]byte
+	Names []string     // the members that are commitments, sorted (ledger.DecisionState.Sealed)
 	Salts []audit.Salt // written with the first entry that holds the commitments
 }
 
@@ -55,6 +58,7 @@ func (g *Gateway) sensitive(p *policy.Policy, actionType string) []string {
 func seal(act *policy.Action, names []string) (*logged, error) {
 	var fields map[string]any
 	var salts []audit.Salt
+	var sealed []string
 	for _, name := range names {
 		v, ok := act.Fields[name]
 		if !ok || name == "type" {
@@ -73,6 +77,7 @@ func seal(act *policy.Action, names []string) (*logged, error) {
 		}
 		fields[name] = c.Value()
 		salts = append(salts, salt)
+		sealed = append(sealed, name)
 	}
 	if fields == nil {
 		return nil, nil
@@ -81,7 +86,24 @@ func seal(act *policy.Action, names []string) (*logged, error) {
 	if err != nil {
 		return nil, fmt.Errorf("seal: %w", err)
 	}
-	return &logged{JSON: b, Hash: sha256.Sum256(b), Salts: salts}, nil
+	return &logged{JSON: b, Hash: sha256.Sum256(b), Names: sealed, Salts: salts}, nil
+}
+
+// decisionState is the encoded ledger.DecisionState of req's decision:
+// the agent's (Gateway.stateJSON) and, when the action has sensitive
+// members, their names, so that the entry says which members are
+// commitments and a value an agent sent that looks like one is never taken
+// for one.
+func (g *Gateway) decisionState(req *Request) string {
+	if req.logged == nil {
+		return g.stateJSON(req.Agent)
+	}
+	roles := req.Agent.Roles
+	if roles == nil {
+		roles = []string{}
+	}
+	b, _ := json.Marshal(ledger.DecisionState{AgentRoles: roles, Principal: req.Agent.Principal, Sealed: req.logged.Names})
+	return string(b)
 }
 
 // loggedAction is what the log and the API show of req's action: its

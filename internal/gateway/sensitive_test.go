@@ -2,7 +2,9 @@ package gateway_test
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -153,5 +155,50 @@ func TestRebuildWithShreddedSalts(t *testing.T) {
 			t.Errorf("rebuild at %v: %v; want refused %v", tt.now.Sub(start), err, tt.refused)
 		}
 		l.Close()
+	}
+}
+
+// TestForgedCommitmentIsData: an agent that sends a value shaped like a
+// commitment, well-formed or not, in a member that is not sensitive gets
+// it treated as data: the log's fold does not try to open it, so it can
+// neither make a restart fail nor pass for a sealed value.
+func TestForgedCommitmentIsData(t *testing.T) {
+	l := openLog(t)
+	p := compile(t, sensitiveSrc)
+	g, err := gateway.New(gateway.Config{Policy: p, Log: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	real, _, err := audit.Commit(rand.Reader, []byte(`"x"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, _ := json.Marshal(real.Value())
+	for _, note := range []string{string(forged), `{"$commitment": "not one"}`} {
+		act := action(t, `{"type": "login", "user": "alice", "password": "hunter2-long", "note": `+note+`}`)
+		if _, err := g.Submit(context.Background(), &gateway.Request{Agent: policy.Agent{ID: "a1"}, Action: act}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g2, err := gateway.New(gateway.Config{Policy: p, Log: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g2.Rebuild(context.Background(), l); err != nil {
+		t.Fatalf("rebuild of a log with forged commitments: %v", err)
+	}
+	for i := range l.Size() {
+		raw, _ := l.ReadEntry(i)
+		e, _ := audit.DecodeEntry(raw)
+		if e.Kind != audit.KindDecision {
+			continue
+		}
+		d, err := ledger.Decode(e, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(d.State.Sealed, []string{"password"}) || len(d.Sealed) != 0 || d.Action.Fields["note"] == nil {
+			t.Fatalf("entry %d: sealed %v, unopened %v, note %v", i, d.State.Sealed, d.Sealed, d.Action.Fields["note"])
+		}
 	}
 }

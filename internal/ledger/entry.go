@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"time"
 
 	"github.com/rulelock/rulelock/audit"
@@ -21,6 +19,11 @@ type DecisionState struct {
 	AgentRoles []string     `json:"agent_roles"`
 	Principal  string       `json:"principal,omitempty"`
 	Approval   *ParkedState `json:"approval,omitempty"`
+	// Sealed names the members of the logged action that hold an
+	// audit.Commitment in place of a sensitive value, sorted. Only these
+	// are opened: a value an agent sent that looks like a commitment is
+	// data like any other.
+	Sealed []string `json:"sealed,omitempty"`
 }
 
 // DecodeDecisionState reads a DECISION entry's State.
@@ -109,9 +112,11 @@ func Decode(e *audit.Entry, blobs BlobReader) (*Decoded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("action: %w", err)
 	}
-	u, _ := blobs.(Unsealer)
-	if v, err = d.unseal(v, text, u); err != nil {
-		return nil, fmt.Errorf("action: %w", err)
+	if len(st.Sealed) > 0 {
+		u, _ := blobs.(Unsealer)
+		if v, err = d.unseal(v, text, u); err != nil {
+			return nil, fmt.Errorf("action: %w", err)
+		}
 	}
 	act, err := policy.NewAction(v)
 	if err != nil {
@@ -121,22 +126,22 @@ func Decode(e *audit.Entry, blobs BlobReader) (*Decoded, error) {
 	return d, nil
 }
 
-// unseal opens the commitments among the action's members with u,
-// recording the text as logged and the members it could not open.
+// unseal opens the commitments of the members d.State.Sealed names with
+// u, recording the text as logged and the members it could not open.
 func (d *Decoded) unseal(v any, text string, u Unsealer) (any, error) {
 	m, ok := v.(map[string]any)
 	if !ok {
-		return v, nil
+		return nil, fmt.Errorf("sealed members %v in an action that is not an object", d.State.Sealed)
 	}
-	for _, name := range slices.Sorted(maps.Keys(m)) {
+	d.Logged = []byte(text)
+	for _, name := range d.State.Sealed {
 		c, ok, err := audit.ParseCommitment(m[name])
+		if err == nil && !ok {
+			err = errors.New("not a commitment")
+		}
 		if err != nil {
-			return nil, fmt.Errorf("member %q: %w", name, err)
+			return nil, fmt.Errorf("sealed member %q: %w", name, err)
 		}
-		if !ok {
-			continue
-		}
-		d.Logged = []byte(text)
 		if u == nil {
 			d.Sealed = append(d.Sealed, name)
 			continue
