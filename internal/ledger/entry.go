@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/rulelock/rulelock/audit"
@@ -112,27 +113,27 @@ func Decode(e *audit.Entry, blobs BlobReader) (*Decoded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("action: %w", err)
 	}
-	if len(st.Sealed) > 0 {
-		u, _ := blobs.(Unsealer)
-		if v, err = d.unseal(v, text, u); err != nil {
-			return nil, fmt.Errorf("action: %w", err)
-		}
-	}
 	act, err := policy.NewAction(v)
 	if err != nil {
 		return nil, err
 	}
 	d.Action = &act
+	if len(st.Sealed) > 0 {
+		// act is the action as logged, whose hash is the entry's; the
+		// policy evaluated it opened.
+		u, _ := blobs.(Unsealer)
+		if err := d.unseal(text, u); err != nil {
+			return nil, fmt.Errorf("action: %w", err)
+		}
+	}
 	return d, nil
 }
 
-// unseal opens the commitments of the members d.State.Sealed names with
-// u, recording the text as logged and the members it could not open.
-func (d *Decoded) unseal(v any, text string, u Unsealer) (any, error) {
-	m, ok := v.(map[string]any)
-	if !ok {
-		return nil, fmt.Errorf("sealed members %v in an action that is not an object", d.State.Sealed)
-	}
+// unseal replaces d.Action, the action as logged, by the action with the
+// commitments of the members d.State.Sealed names opened with u, keeping
+// the text as logged and the names of the members it could not open.
+func (d *Decoded) unseal(text string, u Unsealer) error {
+	m := maps.Clone(d.Action.Fields)
 	d.Logged = []byte(text)
 	for _, name := range d.State.Sealed {
 		c, ok, err := audit.ParseCommitment(m[name])
@@ -140,7 +141,7 @@ func (d *Decoded) unseal(v any, text string, u Unsealer) (any, error) {
 			err = errors.New("not a commitment")
 		}
 		if err != nil {
-			return nil, fmt.Errorf("sealed member %q: %w", name, err)
+			return fmt.Errorf("sealed member %q: %w", name, err)
 		}
 		if u == nil {
 			d.Sealed = append(d.Sealed, name)
@@ -152,13 +153,18 @@ func (d *Decoded) unseal(v any, text string, u Unsealer) (any, error) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("member %q: %w", name, err)
+			return fmt.Errorf("member %q: %w", name, err)
 		}
 		if m[name], err = strictjson.Decode(b, strictjson.Limits{}); err != nil {
-			return nil, fmt.Errorf("member %q: sealed value: %w", name, err)
+			return fmt.Errorf("member %q: sealed value: %w", name, err)
 		}
 	}
-	return m, nil
+	act, err := policy.NewAction(m)
+	if err != nil {
+		return err
+	}
+	d.Action = &act
+	return nil
 }
 
 // OutcomeOf reads an OUTCOME entry: its status and consequence. Entries
