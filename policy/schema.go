@@ -158,6 +158,10 @@ func (s *schema) bind(fields map[string]any) (map[string]any, error) {
 			return nil, fmt.Errorf("action %q has no field %q", s.decl.Type, k)
 		}
 		bv, err := bindValue(f.Type, v)
+		if err != nil && f.Sensitive {
+			// The error must not carry the value into a reply.
+			err = fmt.Errorf("want %s, got a %s that is not one (the value is sensitive)", f.Type, jsonKind(v))
+		}
 		if err != nil {
 			return nil, fmt.Errorf("action %q field %q: %v", s.decl.Type, k, err)
 		}

@@ -57,3 +57,27 @@ func TestSchemaModifierErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestSensitiveValueNotInErrors: a sensitive value of the wrong shape is
+// denied schema_mismatch without the value in the error.
+func TestSensitiveValueNotInErrors(t *testing.T) {
+	p := mustPolicy(t, policy.Options{}, `action "enrol" {
+  born: timestamp sensitive
+  pin: int sensitive
+}
+`)
+	for _, req := range []string{
+		`{"action":{"type":"enrol","born":"19 March 1984","pin":1234},"now":"2026-11-22T10:00:00Z"}`,
+		`{"action":{"type":"enrol","born":"1984-03-19T00:00:00Z","pin":1234.5},"now":"2026-11-22T10:00:00Z"}`,
+	} {
+		d := p.Evaluate(mustRequest(t, req))
+		if d.Decision != policy.Deny || d.Reason != "schema_mismatch" {
+			t.Fatalf("%s: %s %s, want deny schema_mismatch", req, d.Decision, d.Reason)
+		}
+		for _, e := range d.Errors {
+			if strings.Contains(e.Message, "1984") || strings.Contains(e.Message, "1234") {
+				t.Errorf("the error shows the sensitive value: %s", e.Message)
+			}
+		}
+	}
+}
