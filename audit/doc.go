@@ -9,8 +9,21 @@
 // An Entry (a decision, approval, outcome, policy activation or note) is
 // encoded canonically as a JSON object with sorted keys, no insignificant
 // white space and "v":1; DecodeEntry accepts only that encoding. Long fields
-// are stored by SHA-256 digest in the log's blob store, sensitive fields as
-// HMAC-SHA-256 commitments whose salts live in a deletable side file.
+// are stored by SHA-256 digest in the log's blob store.
+//
+// # Sensitive values
+//
+// A sensitive value (a member of an action the policy marks sensitive, or a
+// whole field) is never written in plaintext: the log holds a Commitment,
+// HMAC-SHA-256(salt, value) and the value sealed with AES-256-GCM under a
+// key derived from the salt (HKDF-SHA-256), with a fresh 32-byte salt per
+// value. The salts go to their own file, salts.jsonl (mode 0600), synced
+// before the entry; whoever holds it can open a value (Log.Reveal,
+// RevealDir), and deleting it crypto-shreds the values while the log still
+// verifies. Inside an action a commitment replaces the member's value as
+// {"$commitment":{"hmac":"<hex>","sealed":"<base64>"}}, so that the entry's
+// action_sha256 covers the commitments and a verifier checks it as any
+// other.
 //
 // # Durability
 //

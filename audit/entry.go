@@ -73,11 +73,12 @@ func (d *Digest) UnmarshalText(b []byte) error {
 // Field is a possibly large or sensitive text field of an entry: the
 // canonical action, the instruction, the reasoning, the result, the state.
 //
-// Callers of Append set Text and, for fields the policy marks sensitive,
+// Callers of Append set Text and, for a whole field that is sensitive,
 // Sensitive. Append stores a sensitive field as a salted commitment
-// (HMAC-SHA-256 keyed by a random per-field salt kept in a deletable side
-// file) and a field longer than Options.MaxInline by its SHA-256 digest (the
-// content goes to the log's blob store). An entry read back from the log has
+// (HMAC-SHA-256 keyed by a random per-field salt kept in the deletable
+// salts file; the value only encrypted under a key derived from the salt,
+// in the side file: see Commit) and a field longer than Options.MaxInline
+// by its SHA-256 digest (the content goes to the log's blob store). An entry read back from the log has
 // exactly one of Text, Digest or Commitment set, or none for an absent field.
 type Field struct {
 	Text       string // the content, when stored inline (valid UTF-8)
@@ -225,6 +226,11 @@ type Entry struct {
 	Decision      string // allow, deny, require_approval, approved, rejected, ...
 	BundleDigest  string
 	EngineVersion string
+
+	// Salts open the commitments (Commit) that the entry's fields hold,
+	// such as sensitive members of the action: Append writes them to the
+	// log's salts file, durably, before the entry. Never encoded.
+	Salts []Salt
 
 	// Outcomes.
 	Closes         int64  // index of the decision entry this outcome closes

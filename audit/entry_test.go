@@ -183,20 +183,28 @@ func TestSensitiveAndLargeFields(t *testing.T) {
 	if err != nil || string(blob) != big {
 		t.Fatalf("blob: %v", err)
 	}
-	side, err := os.ReadFile(filepath.Join(dir, sideFile))
-	if err != nil {
-		t.Fatal(err)
+	// The value is nowhere in plaintext: the side file has it sealed, the
+	// salts file has the salt.
+	for _, name := range []string{sideFile, saltsFile} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte("Jane")) {
+			t.Fatalf("%s holds the plaintext: %s", name, b)
+		}
 	}
-	var rec sideRecord
-	if err := json.Unmarshal(bytes.TrimSpace(side), &rec); err != nil {
+	var rec saltRecord
+	b, _ := os.ReadFile(filepath.Join(dir, saltsFile))
+	if err := json.Unmarshal(bytes.TrimSpace(bytes.TrimRight(b, "\x00")), &rec); err != nil {
 		t.Fatal(err)
 	}
 	mac := hmac.New(sha256.New, rec.Salt)
 	mac.Write([]byte("the account holder is Jane Doe"))
-	if rec.Index != r.Index || rec.Field != "reasoning" || !hmac.Equal(mac.Sum(nil), got.Reasoning.Commitment[:]) || rec.HMAC != got.Reasoning.Commitment {
-		t.Fatalf("side record %+v does not open the commitment", rec)
+	if rec.Index != r.Index || !hmac.Equal(mac.Sum(nil), got.Reasoning.Commitment[:]) || rec.HMAC != got.Reasoning.Commitment {
+		t.Fatalf("salt record %+v does not open the commitment", rec)
 	}
-	if val, err := l.Reveal(r.Index, "reasoning", got.Reasoning.Commitment); err != nil || val != "the account holder is Jane Doe" {
+	if val, err := l.Reveal(r.Index, "reasoning"); err != nil || val != "the account holder is Jane Doe" {
 		t.Fatalf("Reveal = %q, %v", val, err)
 	}
 	s, v := testKey(t, testOrigin)
@@ -205,14 +213,14 @@ func TestSensitiveAndLargeFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.Close()
-	// Deleting the side file (crypto-shredding) leaves the log verifiable.
-	if err := os.Remove(filepath.Join(dir, sideFile)); err != nil {
+	// Deleting the salts (crypto-shredding) leaves the log verifiable.
+	if err := os.Remove(filepath.Join(dir, saltsFile)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := VerifyDir(dir, v, VerifyOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := RevealDir(dir, r.Index, "reasoning", got.Reasoning.Commitment); !errors.Is(err, ErrShredded) {
+	if _, err := RevealDir(dir, r.Index, "reasoning"); !errors.Is(err, ErrShredded) {
 		t.Fatalf("RevealDir after shredding: got %v, want ErrShredded", err)
 	}
 }
@@ -230,6 +238,9 @@ func TestSideFileTornTail(t *testing.T) {
 	}
 	l.Close()
 	side, _ := os.ReadFile(filepath.Join(dir, sideFile))
+	if i := bytes.IndexByte(side, 0); i >= 0 {
+		side = side[:i] // the zeros the file is extended with ahead of its end
+	}
 	lines := strings.Split(strings.TrimSuffix(string(side), "\n"), "\n")
 	var rec sideRecord
 	if len(lines) != 2 || json.Unmarshal([]byte(lines[1]), &rec) != nil || rec.Field != "instruction" {

@@ -2,7 +2,6 @@ package audit
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
@@ -131,9 +130,12 @@ type Log struct {
 	hashes *hashStore
 	// Owned by the writer (run): the next index, chain and frame buffer of
 	// what is durable, which is ahead of size until acker publishes it.
-	next  int64
-	chain tlog.Hash
-	buf   []byte
+	next     int64
+	chain    tlog.Hash
+	buf      []byte
+	sideSize int64     // the side file's size: zeros from sideN on (lineFile)
+	saltsF   lineFile  // the salts file, opened lazily
+	salts    saltCache // for Unseal
 
 	spare *spare // next segment, being preallocated (writer only)
 	side  file   // the sensitive side file, opened lazily
@@ -158,6 +160,7 @@ type request struct {
 	payload []byte
 	leaf    tlog.Hash
 	side    []sideRecord
+	salts   []Salt
 	done    chan result
 }
 
@@ -166,13 +169,13 @@ type result struct {
 	err error
 }
 
-// sideRecord is one line of the sensitive side file.
+// sideRecord is one line of the side file: the sealed value of a whole
+// field stored as a commitment (its salt is in the salts file).
 type sideRecord struct {
-	Index int64  `json:"index"`
-	Field string `json:"field"`
-	HMAC  Digest `json:"hmac"`
-	Salt  []byte `json:"salt"`
-	Value string `json:"value"`
+	Field  string `json:"field"`
+	HMAC   Digest `json:"hmac"`
+	Index  int64  `json:"index"`
+	Sealed []byte `json:"sealed"`
 }
 
 const (
@@ -181,6 +184,7 @@ const (
 	checkpointDir = "checkpoints"
 	blobDir       = "blobs"
 	sideFile      = "sensitive.jsonl"
+	saltsFile     = "salts.jsonl"
 	lockFile      = "LOCK"
 )
 
@@ -276,7 +280,8 @@ func (l *Log) prepare(e *Entry) (*request, error) {
 	if c.Action.Text != "" && c.ActionSHA256.IsZero() {
 		c.ActionSHA256 = sha256.Sum256([]byte(c.Action.Text))
 	}
-	req := &request{done: make(chan result, 1)}
+	req := &request{done: make(chan result, 1), salts: c.Salts}
+	c.Salts = nil
 	// Names and fields apart: a pair holding both would let the name's
 	// escape (into the side record) move the copy c to the heap with it.
 	names := [...]string{"action", "instruction", "reasoning", "result", "state"}
@@ -287,16 +292,13 @@ func (l *Log) prepare(e *Entry) (*request, error) {
 		}
 		switch {
 		case f.Sensitive:
-			salt := make([]byte, 32)
-			if _, err := io.ReadFull(l.opts.Rand, salt); err != nil {
-				return nil, fmt.Errorf("append: salt: %w", err)
+			cm, salt, err := Commit(l.opts.Rand, []byte(f.Text))
+			if err != nil {
+				return nil, fmt.Errorf("append: %w", err)
 			}
-			mac := hmac.New(sha256.New, salt)
-			mac.Write([]byte(f.Text))
-			var d Digest
-			copy(d[:], mac.Sum(nil))
-			req.side = append(req.side, sideRecord{Field: names[i], HMAC: d, Salt: salt, Value: f.Text})
-			*f = Field{Commitment: d}
+			req.side = append(req.side, sideRecord{Field: names[i], HMAC: cm.HMAC, Sealed: cm.Sealed})
+			req.salts = append(req.salts, salt)
+			*f = Field{Commitment: cm.HMAC}
 		case len(f.Text) > l.opts.MaxInline:
 			d, err := l.putBlob([]byte(f.Text))
 			if err != nil {
@@ -470,6 +472,9 @@ func (l *Log) closeFiles() error {
 	}
 	if l.side != nil {
 		errs = append(errs, l.side.Close())
+	}
+	if l.saltsF.f != nil {
+		errs = append(errs, l.saltsF.f.Close())
 	}
 	errs = append(errs, l.lock.Close())
 	if err := errors.Join(errs...); err != nil {

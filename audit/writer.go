@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+
+	"github.com/rulelock/rulelock/internal/fsx"
 )
 
 // run is the writer, with eager group commit and no timer: it takes what
@@ -173,45 +175,96 @@ func (l *Log) publish(w durable) error {
 	return herr
 }
 
-// writeSide appends the batch's sensitive-field salts to the side file and
-// syncs it, before the entries that commit to them are written.
+// writeSide appends the batch's salts to the salts file and the sealed
+// whole fields to the side file, and syncs them, before the entries that
+// commit to them are written: an acknowledged entry's values can be
+// revealed (until the salts are deleted).
 func (l *Log) writeSide(batch []*request) error {
-	var buf bytes.Buffer
+	var side, salts bytes.Buffer
 	idx := l.next
 	for _, req := range batch {
 		for _, s := range req.side {
 			s.Index = idx
-			b, err := json.Marshal(s)
-			if err != nil {
+			if err := appendLine(&side, s); err != nil {
 				return fmt.Errorf("side record: %w", err)
 			}
-			buf.Write(b)
-			buf.WriteByte('\n')
+		}
+		for _, s := range req.salts {
+			if err := appendLine(&salts, saltRecord{HMAC: s.HMAC, Index: idx, Salt: s.Salt}); err != nil {
+				return fmt.Errorf("salt record: %w", err)
+			}
 		}
 		idx++
 	}
-	if buf.Len() == 0 {
+	if err := l.appendSide(&l.saltsF.f, &l.saltsF.end, &l.saltsF.size, saltsFile, salts.Bytes()); err != nil {
+		return err
+	}
+	return l.appendSide(&l.side, &l.sideN, &l.sideSize, sideFile, side.Bytes())
+}
+
+func appendLine(buf *bytes.Buffer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	buf.Write(b)
+	buf.WriteByte('\n')
+	return nil
+}
+
+// lineFile is a file of JSON lines the writer appends to (the side and
+// salts files). Like a segment, it is zero-filled ahead of its end, a
+// step at a time, so that the fdatasync after most appends has no size
+// change, no metadata, to flush: on a file that grew with every append
+// that flush made an append with sensitive values cost three plain ones.
+// Readers stop at the first zero byte.
+type lineFile struct {
+	f    file
+	end  int64 // where the next line goes
+	size int64 // the file's size, zeros from end on
+}
+
+// lineFileStep is how far ahead a line file is zero-filled.
+const lineFileStep = 256 << 10
+
+// appendSide appends b to the line file name (f, opened on first use,
+// its end and size as in lineFile) and syncs it.
+func (l *Log) appendSide(f *file, end, size *int64, name string, b []byte) error {
+	if len(b) == 0 {
 		return nil
 	}
-	if l.side == nil {
-		f, err := l.opts.openFile(filepath.Join(l.dir, sideFile), os.O_RDWR|os.O_CREATE, 0o600)
+	lf := lineFile{f: *f, end: *end, size: *size}
+	defer func() { *f, *end, *size = lf.f, lf.end, lf.size }()
+	if lf.f == nil {
+		opened, err := l.opts.openFile(filepath.Join(l.dir, name), os.O_RDWR|os.O_CREATE, 0o600)
 		if err != nil {
-			return fmt.Errorf("open side file: %w", err)
+			return fmt.Errorf("open %s: %w", name, err)
 		}
-		n, err := sideEnd(f)
+		last, err := sideEnd(opened)
+		if err == nil {
+			// The file may be new: its name must be durable with the entries.
+			err = fsx.SyncDir(l.dir)
+		}
 		if err != nil {
-			f.Close()
-			return fmt.Errorf("open side file: %w", err)
+			opened.Close()
+			return fmt.Errorf("open %s: %w", name, err)
 		}
-		l.side, l.sideN = f, n
+		lf = lineFile{f: opened, end: last, size: last}
 	}
-	if _, err := l.side.WriteAt(buf.Bytes(), l.sideN); err != nil {
-		return fmt.Errorf("write side file: %w", err)
+	if need := lf.end + int64(len(b)); need > lf.size {
+		size := need + lineFileStep
+		if _, err := lf.f.WriteAt(make([]byte, size-lf.size), lf.size); err != nil {
+			return fmt.Errorf("extend %s: %w", name, err)
+		}
+		lf.size = size
 	}
-	if err := l.side.Sync(); err != nil {
-		return fmt.Errorf("sync side file: %w", err)
+	if _, err := lf.f.WriteAt(b, lf.end); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
 	}
-	l.sideN += int64(buf.Len())
+	if err := lf.f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", name, err)
+	}
+	lf.end += int64(len(b))
 	return nil
 }
 

@@ -52,13 +52,16 @@ type Schema struct {
 	Tail     []string // comments before the closing brace
 }
 
-// Field is one field of an action schema. Optional fields are written `name?: type`.
+// Field is one field of an action schema. Optional fields are written
+// `name?: type`; a sensitive one `name: type sensitive`: its value is kept
+// out of the audit log (the log holds a salted commitment in its place).
 type Field struct {
-	Pos      Pos
-	Comments []string
-	Name     string
-	Optional bool
-	Type     FieldType
+	Pos       Pos
+	Comments  []string
+	Name      string
+	Optional  bool
+	Type      FieldType
+	Sensitive bool
 }
 
 // FieldType is the type of an action field.

@@ -190,7 +190,11 @@ func (c *compiler) collect(files []*File) {
 						continue
 					}
 					s.fields[fl.Name] = fl
+					if fl.Sensitive {
+						s.sensitive = append(s.sensitive, fl.Name)
+					}
 				}
+				sort.Strings(s.sensitive)
 				c.p.schemas[d.Type] = s
 			case *Rule:
 				if prev, ok := names[d.Name]; ok {

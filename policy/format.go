@@ -62,7 +62,11 @@ func formatSchema(b *bytes.Buffer, s *Schema) {
 		if f.Optional {
 			b.WriteByte('?')
 		}
-		b.WriteString(": " + string(f.Type) + "\n")
+		b.WriteString(": " + string(f.Type))
+		if f.Sensitive {
+			b.WriteString(" sensitive")
+		}
+		b.WriteByte('\n')
 	}
 	writeComments(b, "  ", s.Tail)
 	b.WriteString("}\n")

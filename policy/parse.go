@@ -373,6 +373,13 @@ func (p *parser) parseSchema(pos Pos) (*Schema, error) {
 			return nil, p.errorf(tpos, "unknown field type %q (want string, number, int, bool, timestamp, list, map or any)", tname)
 		}
 		f.Type = t
+		if p.skipBlanks(); isIdentStart(p.peek()) {
+			mod, mpos, _ := p.ident()
+			if mod != "sensitive" {
+				return nil, p.errorf(mpos, "unknown field modifier %q (want sensitive)", mod)
+			}
+			f.Sensitive = true
+		}
 		if err := p.endOfItem(); err != nil {
 			return nil, err
 		}

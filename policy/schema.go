@@ -66,6 +66,18 @@ type schema struct {
 	decl   *Schema
 	cel    *types.Type // the object type rules pinned to this action type see
 	fields map[string]*Field
+	// sensitive names the fields declared sensitive, sorted.
+	sensitive []string
+}
+
+// Sensitive returns the names of the fields of actionType's schema that are
+// declared sensitive, sorted; nil when there are none or no schema. The
+// caller must not modify the slice.
+func (p *Policy) Sensitive(actionType string) []string {
+	if s, ok := p.schemas[actionType]; ok {
+		return s.sensitive
+	}
+	return nil
 }
 
 func schemaTypeName(actionType string) string {
@@ -146,6 +158,10 @@ func (s *schema) bind(fields map[string]any) (map[string]any, error) {
 			return nil, fmt.Errorf("action %q has no field %q", s.decl.Type, k)
 		}
 		bv, err := bindValue(f.Type, v)
+		if err != nil && f.Sensitive {
+			// The error must not carry the value into a reply.
+			err = fmt.Errorf("want %s, got a %s that is not one (the value is sensitive)", f.Type, jsonKind(v))
+		}
 		if err != nil {
 			return nil, fmt.Errorf("action %q field %q: %v", s.decl.Type, k, err)
 		}

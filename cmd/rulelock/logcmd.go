@@ -6,6 +6,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -15,13 +17,19 @@ import (
 )
 
 const logUsage = `usage: rulelock log show DIR INDEX
+       rulelock log reveal --data DATADIR INDEX PATH
        rulelock log proof DIR INDEX [--key VKEY]
        rulelock log check [--data DIR | LOGDIR] [--json]
        rulelock log append DIR            (one note entry per line of standard input)
        rulelock log checkpoint DIR --key KEYFILE [--tiles DIR]
        rulelock log rotate-key DATA --new VKEY [--key FILE | --pkcs11-module PATH --token LABEL --pin-file FILE --label LABEL]
 
-show prints the encoded entry at INDEX. proof prints a self-contained
+show prints the encoded entry at INDEX. reveal prints the sensitive value at
+PATH (action.NAME for a member of the action, or instruction, reasoning,
+result, state) of entry INDEX of the log in the gateway's data directory (or
+of the log directory DATADIR), opened with its salt (DATADIR/log/salts.jsonl)
+and checked against the commitment in the log; it fails once the salts are
+deleted (crypto-shredded). proof prints a self-contained
 receipt for it (entry, inclusion proof, signed checkpoint) that
 rulelock verify --receipt checks alone; with --key the log is verified first.
 check reads the log of a gateway's data directory (or the log directory
@@ -47,6 +55,8 @@ func runLog(ctx context.Context, e *env, args []string) error {
 		return &exitError{code: 2}
 	}
 	switch args[0] {
+	case "reveal":
+		return runLogReveal(e, args[1:])
 	case "show":
 		return runLogShow(e, args[1:])
 	case "proof":
@@ -197,4 +207,33 @@ func runLogCheckpoint(e *env, args []string) error {
 		return err
 	}
 	return l.Close()
+}
+
+func runLogReveal(e *env, args []string) error {
+	fs := logFlags(e, "reveal")
+	data := fs.String("data", "", "the gateway's data `directory` (its log is DATADIR/log; required)")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 || *data == "" {
+		return usageError("want --data DATADIR INDEX PATH")
+	}
+	i, err := strconv.ParseInt(pos[0], 10, 64)
+	if err != nil || i < 0 {
+		return usageError("bad index %q", pos[0])
+	}
+	dir := filepath.Join(*data, "log")
+	if _, err := os.Stat(filepath.Join(*data, "hashes")); err == nil {
+		dir = *data // the log directory itself, as log show takes it
+	}
+	v, err := audit.RevealDir(dir, i, pos[1])
+	if errors.Is(err, audit.ErrShredded) {
+		return fmt.Errorf("%w (crypto-shredded: the log still verifies, the value cannot be recovered)", err)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s\n", v)
+	return nil
 }

@@ -39,6 +39,9 @@ type mcpUpstreamConfig struct {
 	Timeout       duration `yaml:"timeout"`
 	Roots         []string `yaml:"roots"`          // announced to the upstream; none by default
 	PathArguments []string `yaml:"path_arguments"` // arguments resolved to real paths before the decision
+	// SensitiveArguments are kept out of the audit log (a salted
+	// commitment in their place), in every tool of the upstream.
+	SensitiveArguments []string `yaml:"sensitive_arguments"`
 }
 
 func (c *mcpConfig) validate() error {
@@ -58,6 +61,11 @@ func (c *mcpConfig) validate() error {
 		if err := checkSources(fmt.Sprintf("mcp upstream %q header", u.Name), u.Headers); err != nil {
 			return err
 		}
+		for _, a := range u.SensitiveArguments {
+			if a == "" || a == "type" {
+				return fmt.Errorf("mcp upstream %q: sensitive_arguments: %q is not an argument name", u.Name, a)
+			}
+		}
 		for _, r := range u.Roots {
 			if !filepath.IsAbs(r) {
 				return fmt.Errorf("mcp upstream %q: root %q is not an absolute path", u.Name, r)
@@ -72,7 +80,7 @@ func (c *mcpConfig) upstreams(getenv func(string) string) ([]mcpproxy.Upstream, 
 	var out []mcpproxy.Upstream
 	for _, u := range c.Upstreams {
 		up := mcpproxy.Upstream{Name: u.Name, Command: u.Command, Args: u.Args, Dir: u.Dir, URL: u.URL,
-			Timeout: u.Timeout.Duration, Roots: u.Roots, PathArguments: u.PathArguments}
+			Timeout: u.Timeout.Duration, Roots: u.Roots, PathArguments: u.PathArguments, SensitiveArguments: u.SensitiveArguments}
 		if u.Command != "" {
 			env := map[string]string{}
 			for k, src := range u.Env {

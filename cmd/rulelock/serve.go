@@ -213,13 +213,14 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 		return nil, err
 	}
 	var executorFor func(string) gateway.Executor
+	var sensitive func(string) []string
 	if g.proxy != nil {
-		executorFor = g.proxy.Executor
+		executorFor, sensitive = g.proxy.Executor, g.proxy.Sensitive
 	}
 	if demoFor != nil {
 		executorFor = orExecutor(executorFor, demoFor)
 	}
-	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Executors: executors, Approvers: reg, ExecutorFor: executorFor,
+	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Executors: executors, Approvers: reg, ExecutorFor: executorFor, Sensitive: sensitive,
 		Budget: cfg.Limits.MemoryBudget, Retention: cfg.Limits.Retention.Duration, MaxPendingPerAgent: cfg.Limits.MaxPendingPerAgent,
 		Principals: cfg.principals(), Checkpoints: g.cp, MaxUnsigned: cfg.Log.MaxUnsigned.Duration})
 	if err != nil {

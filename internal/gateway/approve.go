@@ -98,7 +98,8 @@ func (g *Gateway) park(id string, req *Request, d *policy.Decision, entry *audit
 		delete(a.parking, id)
 		a.mu.Unlock()
 	}()
-	return a.m.Park(approval.Request{ID: id, Agent: req.Agent.ID, Action: req.Action.Hash, Policy: d.Policy, Requirements: d.Approval.Requirements})
+	_, hash := req.loggedAction() // approvers sign the action as logged
+	return a.m.Park(approval.Request{ID: id, Agent: req.Agent.ID, Action: hash, Policy: d.Policy, Requirements: d.Approval.Requirements})
 }
 
 // ApprovalResult is the answer to an approval or rejection.
@@ -175,9 +176,13 @@ func (g *Gateway) executeApproved(ctx context.Context, id string) (*Result, erro
 		Instruction: rec.instruction, Reasoning: rec.reasoning, Now: now, State: tx,
 	})
 	d.Policy = a.Digest
+	if rec.logged != nil {
+		d.ActionHash = rec.logged.hashString()
+	}
 	final := approvedDecision(d, rec.Decision.Policy, revoked)
-	req := &Request{Agent: agent, Session: rec.Session, Action: rec.Action, Instruction: rec.instruction, Reasoning: rec.reasoning}
-	entry := decisionEntry(id, req, final, now, g.stateJSON(agent))
+	req := &Request{Agent: agent, Session: rec.Session, Action: rec.Action, Instruction: rec.instruction, Reasoning: rec.reasoning, logged: rec.logged}
+	entry := decisionEntry(id, req, final, now, g.decisionState(req))
+	entry.Salts = nil // the parked decision's entry wrote them
 	r, err := g.cfg.Log.Append(context.WithoutCancel(ctx), &entry)
 	if err == nil {
 		tx.Decided(id, &rec.Action, ledger.Decision(final.Decision), final.Reason, now, g.executor(rec.Action.Type) != nil)
@@ -266,7 +271,8 @@ func (g *Gateway) Pending() []PendingRequest {
 		pr := PendingRequest{Request: r, Approve: string(r.Statement(approval.Approve, "").Marshal())}
 		g.mu.Lock()
 		if rec, _, _ := g.reqs.get(r.ID); rec != nil {
-			pr.Action = json.RawMessage(rec.Action.JSON)
+			action, _ := (&Request{Action: rec.Action, logged: rec.logged}).loggedAction()
+			pr.Action = json.RawMessage(action)
 			pr.Instruction, pr.Reasoning = rec.instruction, rec.reasoning
 			pr.Rules = rec.Decision.Rules
 		}

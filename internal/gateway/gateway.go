@@ -20,6 +20,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base32"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -100,6 +101,11 @@ type Config struct {
 	Policy    *policy.Policy
 	Log       Recorder
 	Executors map[string]Executor // by action type; a type without one is decide-only
+	// Sensitive, when set, names the members of an action type kept out
+	// of the log besides those the policy's schema declares sensitive
+	// (sensitive.go): an MCP tool's arguments the configuration marks
+	// (mcpproxy.Proxy.Sensitive). Nil adds none.
+	Sensitive func(actionType string) []string
 	// ExecutorFor, when set, is asked for an action type Executors lacks
 	// (the MCP proxy's tools, which appear at run time); nil means none.
 	ExecutorFor func(actionType string) Executor
@@ -198,6 +204,7 @@ type record struct {
 
 	agent                  policy.Agent
 	instruction, reasoning string
+	logged                 *logged       // the action as logged, when it has sensitive members
 	done                   chan struct{} // closed when a parked request is final
 }
 
@@ -258,6 +265,8 @@ type Request struct {
 	Action      policy.Action
 	Instruction string
 	Reasoning   string
+
+	logged *logged // set by decide: the action as logged (sensitive.go)
 }
 
 // Result is the gateway's answer.
@@ -395,6 +404,15 @@ func (g *Gateway) decide(ctx context.Context, req *Request, executes bool) (*rec
 	}
 	g.stateMu.RLock()
 	a := g.Active()
+	sealed, err := seal(&req.Action, g.sensitive(a.Policy, req.Action.Type))
+	if err != nil {
+		g.stateMu.RUnlock()
+		return nil, fmt.Errorf("decide: %w: %v", ErrUnavailable, err)
+	}
+	if sealed != nil {
+		r := *req
+		r.logged, req = sealed, &r
+	}
 	reads, _ := a.Policy.ReadsFor(req.Action.Type)
 	tx := g.ledger.Begin(req.Agent, req.Session, req.Action.Type, reads)
 	rec, recorded, keep, err := g.decideLocked(ctx, tx, a, id, req, executes)
@@ -426,7 +444,8 @@ func (g *Gateway) decideLocked(ctx context.Context, tx *ledger.Txn, a *Active, i
 	overBudget := g.ledger.OverBudget()
 	if overBudget {
 		g.overBudget.Add(1)
-		d = gatewayDeny(&policy.Decision{ActionHash: req.Action.HashString(), Policy: a.Digest}, ledger.OverBudget,
+		_, hash := req.loggedAction()
+		d = gatewayDeny(&policy.Decision{ActionHash: "sha256:" + hex.EncodeToString(hash[:]), Policy: a.Digest}, ledger.OverBudget,
 			"the gateway's ledger is at its memory budget (limits.memory_budget): no new action until older ones leave the retention window")
 	} else {
 		d = a.Policy.Evaluate(&policy.Request{
@@ -440,8 +459,11 @@ func (g *Gateway) decideLocked(ctx context.Context, tx *ledger.Txn, a *Active, i
 		})
 		d.Policy = a.Digest
 	}
+	if req.logged != nil {
+		d.ActionHash = req.logged.hashString()
+	}
 	g.decided.Add(1)
-	rec = &record{ID: id, Agent: req.Agent.ID, Session: req.Session, Action: req.Action, Time: now, agent: req.Agent}
+	rec = &record{ID: id, Agent: req.Agent.ID, Session: req.Session, Action: req.Action, Time: now, agent: req.Agent, logged: req.logged}
 	if d.Decision == policy.RequireApproval {
 		if d, rec.Entry, err = g.parkDecision(id, req, d, now); err != nil {
 			return nil, nil, false, err
@@ -455,7 +477,7 @@ func (g *Gateway) decideLocked(ctx context.Context, tx *ledger.Txn, a *Active, i
 		}
 	}
 	if d.Decision != policy.RequireApproval {
-		e := decisionEntry(id, req, d, now, g.stateJSON(req.Agent))
+		e := decisionEntry(id, req, d, now, g.decisionState(req))
 		// Not cancellable: an entry abandoned by a departed client may
 		// still reach the log, and then the next decision must count it,
 		// as a replay of the log will.
@@ -468,7 +490,7 @@ func (g *Gateway) decideLocked(ctx context.Context, tx *ledger.Txn, a *Active, i
 		// Nothing executes, parks or checks a denied request later: its
 		// record does not keep the action (up to a request body, twice:
 		// the decoded fields and the canonical JSON).
-		rec.Action = policy.Action{}
+		rec.Action, rec.logged = policy.Action{}, nil
 	}
 	tx.Decided(id, &req.Action, ledger.Decision(d.Decision), d.Reason, now, executes)
 	// A denial for the memory budget is not remembered as a request either:
@@ -543,7 +565,7 @@ func (g *Gateway) parkDecision(id string, req *Request, d *policy.Decision, now 
 	if g.approvals == nil {
 		return gatewayDeny(d, ledger.NoApprovers, "the policy requires approval and no approvers are configured"), audit.Receipt{}, nil
 	}
-	e := decisionEntry(id, req, d, now, g.stateJSON(req.Agent))
+	e := decisionEntry(id, req, d, now, g.decisionState(req))
 	_, err := g.park(id, req, d, &e)
 	switch {
 	case err == nil:
@@ -563,6 +585,11 @@ func decisionEntry(id string, req *Request, d *policy.Decision, now time.Time, s
 	for i, r := range d.Rules {
 		rules[i] = audit.Rule{Name: r.Name, Outcome: string(r.Outcome), Message: r.Message, Shadow: r.Shadow}
 	}
+	action, hash := req.loggedAction()
+	var salts []audit.Salt
+	if req.logged != nil {
+		salts = req.logged.Salts
+	}
 	return audit.Entry{
 		State:         audit.Text(state),
 		Kind:          audit.KindDecision,
@@ -570,8 +597,8 @@ func decisionEntry(id string, req *Request, d *policy.Decision, now time.Time, s
 		Agent:         req.Agent.ID,
 		Session:       req.Session,
 		RequestID:     id,
-		Action:        audit.Text(string(req.Action.JSON)),
-		ActionSHA256:  req.Action.Hash,
+		Action:        audit.Text(string(action)),
+		ActionSHA256:  hash,
 		Instruction:   audit.Text(req.Instruction),
 		Reasoning:     audit.Text(req.Reasoning),
 		Rules:         rules,
@@ -579,6 +606,7 @@ func decisionEntry(id string, req *Request, d *policy.Decision, now time.Time, s
 		BundleDigest:  d.Policy,
 		EngineVersion: EngineVersion,
 		Message:       d.Reason,
+		Salts:         salts,
 	}
 }
 

@@ -74,6 +74,12 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 			if d.Action == nil {
 				return nil // a request refused before decoding (Refuse): nothing to restore
 			}
+			if len(d.Sealed) > 0 && !e.Time.Before(g.cfg.Now().Add(-g.cfg.Retention)) {
+				// Rules may read these values (limits over them, a parked
+				// request to execute): without them the state would be
+				// wrong, so the gateway does not start on it.
+				return fmt.Errorf("entry %d: the salts of its sensitive members %v are gone and it is inside the retention window (%v): the state rules read cannot be rebuilt; restore the salts file", i, d.Sealed, g.cfg.Retention)
+			}
 			rec := g.restoreDecision(audit.Receipt{Index: i, LeafHash: it.leaf}, e, d)
 			switch d.Decision {
 			case ledger.Deny:
@@ -144,13 +150,16 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 // restoreDecision restores a decision entry's request.
 func (g *Gateway) restoreDecision(at audit.Receipt, e *audit.Entry, dd *ledger.Decoded) *record {
 	act := *dd.Action
-	d := &policy.Decision{Decision: policy.Effect(e.Decision), Reason: e.Message, ActionHash: act.HashString(), Policy: e.BundleDigest}
+	d := &policy.Decision{Decision: policy.Effect(e.Decision), Reason: e.Message, ActionHash: "sha256:" + e.ActionSHA256.String(), Policy: e.BundleDigest}
 	for _, r := range e.Rules {
 		d.Rules = append(d.Rules, policy.FiredRule{Name: r.Name, Outcome: policy.Outcome(r.Outcome), Message: r.Message, Shadow: r.Shadow})
 	}
 	rec := &record{ID: e.RequestID, Agent: e.Agent, Session: e.Session, Action: act, Decision: d, Entry: at, Time: e.Time, agent: dd.Agent}
+	if dd.Logged != nil {
+		rec.logged = &logged{JSON: dd.Logged, Hash: e.ActionSHA256, Names: dd.State.Sealed}
+	}
 	if d.Decision == policy.Deny {
-		rec.Action = policy.Action{} // as Gateway.decideLocked: nothing reads a denied request's action
+		rec.Action, rec.logged = policy.Action{}, nil // as Gateway.decideLocked: nothing reads a denied request's action
 	}
 	if d.Decision == policy.RequireApproval { // parked: see Gateway.decideLocked
 		rec.instruction, rec.reasoning = dd.Instruction, dd.Reasoning

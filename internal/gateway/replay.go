@@ -39,6 +39,13 @@ type Replayed struct {
 	Index   int64
 	Entry   *audit.Entry
 	Request *policy.Request
+	// Sealed names the action's sensitive members whose salts are gone:
+	// their commitments stand in the request in place of the values the
+	// policy evaluated.
+	Sealed []string
+	// Logged is the action as the log holds it when it has sensitive
+	// members (nil: Request.Action.JSON): what a report may show.
+	Logged []byte
 }
 
 // Replay walks the log and calls fn for every decision that was evaluated
@@ -99,7 +106,7 @@ func (w *replayer) replayOne(it logItem) error {
 			Reasoning:   d.Reasoning,
 			Now:         e.Time,
 			State:       tx,
-		}}
+		}, Sealed: d.Sealed, Logged: d.Logged}
 		if err := w.fn(r); err != nil {
 			return err
 		}

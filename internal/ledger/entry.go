@@ -3,7 +3,9 @@ package ledger
 import (
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/rulelock/rulelock/audit"
@@ -19,6 +21,11 @@ type DecisionState struct {
 	AgentRoles []string     `json:"agent_roles"`
 	Principal  string       `json:"principal,omitempty"`
 	Approval   *ParkedState `json:"approval,omitempty"`
+	// Sealed names the members of the logged action that hold an
+	// audit.Commitment in place of a sensitive value, sorted. Only these
+	// are opened: a value an agent sent that looks like a commitment is
+	// data like any other.
+	Sealed []string `json:"sealed,omitempty"`
 }
 
 // DecodeDecisionState reads a DECISION entry's State.
@@ -59,11 +66,25 @@ type Decoded struct {
 	// Instruction and Reasoning are the entry's, read from the blob store
 	// when they were stored by digest.
 	Instruction, Reasoning string
+	// Logged is the action as the log holds it when it has sensitive
+	// members (audit.Commitment objects in their place); Action has them
+	// opened, except those named in Sealed, whose salts are gone: there
+	// the commitment object stands in Action too.
+	Logged []byte
+	Sealed []string
 }
 
 // BlobReader reads a large field stored by digest.
 type BlobReader interface {
 	Blob(d audit.Digest) ([]byte, error)
+}
+
+// Unsealer opens a sensitive value of the log (audit.Log.Unseal): a
+// BlobReader that is one too lets Decode give the action as it was
+// evaluated. It returns an error wrapping audit.ErrShredded when the value's
+// salt is gone.
+type Unsealer interface {
+	Unseal(c audit.Commitment) ([]byte, error)
 }
 
 // Decode reads a DECISION entry: its state and its action, decoded
@@ -112,6 +133,14 @@ func Decode(e *audit.Entry, blobs BlobReader) (*Decoded, error) {
 		return nil, fmt.Errorf("action: %w", err)
 	}
 	d.Action = &act
+	if len(st.Sealed) > 0 {
+		// act is the action as logged, whose hash is the entry's; the
+		// policy evaluated it opened.
+		u, _ := blobs.(Unsealer)
+		if err := d.unseal(text, u); err != nil {
+			return nil, fmt.Errorf("action: %w", err)
+		}
+	}
 	return d, nil
 }
 
@@ -145,6 +174,44 @@ func FieldText(f audit.Field, blobs BlobReader) (string, error) {
 		return "", fmt.Errorf("blob %v: %d bytes that do not match the recorded digest and size %d", f.Digest, len(b), f.Size)
 	}
 	return string(b), nil
+}
+
+// unseal replaces d.Action, the action as logged, by the action with the
+// commitments of the members d.State.Sealed names opened with u, keeping
+// the text as logged and the names of the members it could not open.
+func (d *Decoded) unseal(text string, u Unsealer) error {
+	m := maps.Clone(d.Action.Fields)
+	d.Logged = []byte(text)
+	for _, name := range d.State.Sealed {
+		c, ok, err := audit.ParseCommitment(m[name])
+		if err == nil && !ok {
+			err = errors.New("not a commitment")
+		}
+		if err != nil {
+			return fmt.Errorf("sealed member %q: %w", name, err)
+		}
+		if u == nil {
+			d.Sealed = append(d.Sealed, name)
+			continue
+		}
+		b, err := u.Unseal(c)
+		if errors.Is(err, audit.ErrShredded) {
+			d.Sealed = append(d.Sealed, name)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("member %q: %w", name, err)
+		}
+		if m[name], err = strictjson.Decode(b, strictjson.Limits{}); err != nil {
+			return fmt.Errorf("member %q: sealed value: %w", name, err)
+		}
+	}
+	act, err := policy.NewAction(m)
+	if err != nil {
+		return err
+	}
+	d.Action = &act
+	return nil
 }
 
 // OutcomeOf reads an OUTCOME entry: its status and consequence. Entries

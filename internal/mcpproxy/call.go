@@ -132,7 +132,7 @@ func (p *Proxy) call(ctx context.Context, agent policy.Agent, req *mcp.CallToolR
 	var raw []byte
 	var name string
 	if params != nil {
-		raw, name = params.Arguments, params.Name
+		raw, name = p.loggableArguments(params.Name, params.Arguments), params.Name
 	}
 	logged := func(msg string) string { return fmt.Sprintf("tools/call %q: %s", name, msg) }
 	refuse := func(code, msg string) error {

@@ -47,6 +47,13 @@ type Upstream struct {
 	// where the call really goes. rulelock must see the same file system as
 	// the upstream (a stdio server it starts).
 	PathArguments []string
+
+	// SensitiveArguments name the arguments, in any of the upstream's
+	// tools, whose values are kept out of the audit log: the gateway logs a
+	// salted commitment in their place (gateway.Config.Sensitive), and a
+	// refused call's arguments are logged without them. The policy and the
+	// upstream still see the values.
+	SensitiveArguments []string
 }
 
 // Validate checks the name and the transport.

@@ -11,6 +11,7 @@
 // entry's index and one of these classes:
 //
 //	replay_mismatch          the policy decides otherwise than recorded
+//	sensitive_shredded       a decision whose sensitive inputs cannot be opened (their salts are gone): not re-evaluated
 //	bundle_missing           no archive of the named policy, or no activation before the decision
 //	bundle_hash_mismatch     the archive is altered or does not compile
 //	unmediated_outcome       an outcome without a decision that allowed it
@@ -49,6 +50,7 @@ import (
 // Finding classes.
 const (
 	ReplayMismatch        = "replay_mismatch"
+	SensitiveShredded     = "sensitive_shredded"
 	BundleMissing         = "bundle_missing"
 	BundleHashMismatch    = "bundle_hash_mismatch"
 	UnmediatedOutcome     = "unmediated_outcome"
@@ -151,6 +153,12 @@ func Verify(lr gateway.LogReader, opts Options) (*Summary, error) {
 		if f != nil {
 			f.Index = r.Index
 			replayed = append(replayed, *f)
+			return nil
+		}
+		if len(r.Sealed) > 0 {
+			// Evaluating the commitments would give another decision, not
+			// a wrong one: say what cannot be checked.
+			add(r.Index, SensitiveShredded, "the salts of the sensitive members %v are gone: the decision (%s) cannot be re-evaluated", r.Sealed, r.Entry.Decision)
 			return nil
 		}
 		got := p.Evaluate(r.Request)

@@ -60,8 +60,12 @@ func WhatIf(lr gateway.LogReader, p *policy.Policy, opts Options) (*Report, erro
 			return nil
 		}
 		rep.Transitions[from+" -> "+to]++
+		action := r.Request.Action.JSON
+		if r.Logged != nil {
+			action = r.Logged // sensitive values as the log holds them, not opened
+		}
 		rep.Changed = append(rep.Changed, Change{Index: r.Index, Agent: r.Entry.Agent,
-			Action: json.RawMessage(r.Request.Action.JSON), From: from, To: to, Rules: names, Reason: d.Reason})
+			Action: json.RawMessage(action), From: from, To: to, Rules: names, Reason: d.Reason})
 		return nil
 	})
 	if err != nil {
