@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"strings"
 
-
 	"github.com/rulelock/rulelock/internal/strictjson"
 )
 
