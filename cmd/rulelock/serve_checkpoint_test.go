@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/internal/hsm/hsmtest"
 	"github.com/rulelock/rulelock/internal/testenv"
 )
 
@@ -24,14 +26,65 @@ import (
 // measures time.
 func TestServeCheckpointFault(t *testing.T) {
 	data := t.TempDir()
-	stderr := &syncBuffer{}
-	e := &env{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: stderr, getenv: func(string) string { return "" }}
 	cfg := devConfig(data)
 	cfg.Log.MaxUnsigned.Duration = 2 * time.Second
+	signingFault(t, cfg, func() (mend func()) {
+		mend, how := testenv.BreakDir(t, filepath.Join(data, "log", "checkpoints"))
+		t.Logf("checkpoints directory: %s", how)
+		return mend
+	})
+}
+
+// TestServePKCS11TokenGoneWhileServing: the same with the log's key on a
+// real SoftHSM2 token that goes away while the gateway serves (its token
+// directory moved away, then back): checkpoints are not signed, never with
+// another key; past max_unsigned /readyz and actions say
+// checkpoint_overdue; with the token back, signing resumes by itself.
+func TestServePKCS11TokenGoneWhileServing(t *testing.T) {
+	p, vkey := hsmKey(t)
+	data := t.TempDir()
+	cfg := devConfig(data)
+	cfg.Log.Signer.PKCS11 = p
+	cfg.Log.MaxUnsigned.Duration = 2 * time.Second
+	signingFault(t, cfg, func() (mend func()) {
+		tokens := hsmtest.TokenDir(t)
+		if err := os.Rename(tokens, tokens+".away"); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Mkdir(tokens, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		return func() {
+			if err := os.Remove(tokens); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(tokens+".away", tokens); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	if _, err := os.Stat(filepath.Join(data, "log.key")); err == nil {
+		t.Fatal("a key file appeared while the token was gone")
+	}
+	if _, err := audit.VerifyDir(filepath.Join(data, "log"), verifierOf(t, vkey), audit.VerifyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// signingFault serves cfg (with a short log.max_unsigned), makes checkpoint
+// signing fail with breakIt, and checks the gateway's answer: stderr
+// reports the failure, /readyz turns 503 checkpoint_overdue once entries
+// have waited past max_unsigned, actions are refused the same way; after
+// mend, signing resumes and so do actions, without a restart. The waits
+// are for conditions, with a generous deadline; nothing here measures time.
+func signingFault(t *testing.T, cfg *serveConfig, breakIt func() (mend func())) {
+	t.Helper()
+	stderr := &syncBuffer{}
+	e := &env{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: stderr, getenv: hsmEnv}
 	g, stop := runServing(t, e, cfg, true)
 	url := "http://" + g.ln.Addr().String()
 	waitReady(t, url)
-	tok, err := os.ReadFile(filepath.Join(data, "agent.token"))
+	tok, err := os.ReadFile(filepath.Join(cfg.DataDir, "agent.token"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,9 +92,8 @@ func TestServeCheckpointFault(t *testing.T) {
 	const transfer = `{"action": {"type": "transfer", "amount": 10, "to": "acct-7"}}`
 	post(t, url, token, transfer)
 
-	mend, how := testenv.BreakDir(t, filepath.Join(data, "log", "checkpoints"))
-	t.Logf("checkpoints directory: %s", how)
-	post(t, url, token, transfer) // recorded; its checkpoint cannot be written
+	mend := breakIt()
+	post(t, url, token, transfer) // recorded; its checkpoint cannot be made
 
 	readyz := func() (int, map[string]any) {
 		resp, err := http.Get(url + "/readyz")
