@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/internal/mcpproxy"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -319,4 +320,42 @@ func TestForeignSessionLogged(t *testing.T) {
 	if _, body := h.do(t, "POST", "token-a", sid, callA); !strings.Contains(body, "echo: A") {
 		t.Fatalf("agent A's call on its session: %s", body)
 	}
+}
+
+// TestOversizedMessage: a message over the size limit — a stdio line over
+// MaxMessage, a body over /mcp's limit — is refused and logged with the
+// part that was read; on stdio the rest of the line is dropped and the
+// session goes on.
+func TestOversizedMessage(t *testing.T) {
+	big := func(n int) string {
+		return `{"jsonrpc":"2.0","id":31,"method":"tools/call","params":{"name":"up.echo","arguments":{"text":"` + strings.Repeat("A", n) + `"}}}`
+	}
+	c := hostileMessage{name: "oversized", rpc: -32600}
+	t.Run("stdio", func(t *testing.T) {
+		f := newFixture(t, testPolicy)
+		s := startRawStdio(t, f, policy.Agent{ID: "agent-a", Roles: []string{"bot"}})
+		s.initialize(t, "2025-06-18")
+		s.send(t, big(mcpproxy.MaxMessage)+"\n")
+		checkRefused(t, f, c, "too_large", "agent-a", s.next(t))
+		s.send(t, callA+"\n")
+		if l := s.next(t); !strings.Contains(l, "echo: A") {
+			t.Fatalf("a call after the oversized line: %s", l)
+		}
+		if got := f.up.received(); len(got) != 1 {
+			t.Fatalf("upstream received %d calls, want the one after the oversized line", len(got))
+		}
+	})
+	t.Run("http", func(t *testing.T) {
+		f := newFixture(t, testPolicy)
+		h := rawHTTP{f, "2025-06-18"}
+		sid := h.initialize(t, "token-a")
+		resp, body := h.do(t, "POST", "token-a", sid, big(1<<20))
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Errorf("status %d, want 413", resp.StatusCode)
+		}
+		checkRefused(t, f, c, "too_large", "agent-a", body)
+		if got := f.up.received(); len(got) != 0 {
+			t.Fatalf("upstream received %d calls", len(got))
+		}
+	})
 }
