@@ -141,16 +141,18 @@ func replyID(b []byte) any {
 }
 
 // refuse records a refused message as a refusal of the agent, with raw, the
-// bytes it sent, and returns the JSON-RPC error that answers it.
-func (p *Proxy) refuse(ctx context.Context, agent policy.Agent, r *refusal, raw []byte) []byte {
+// bytes it sent, and returns the JSON-RPC error that answers it; logged is
+// false when the refusal could not be recorded (the reply then says that
+// nothing was done).
+func (p *Proxy) refuse(ctx context.Context, agent policy.Agent, r *refusal, raw []byte) (reply []byte, logged bool) {
 	if p.gw == nil {
-		return errorReply(r.id, jsonrpc.CodeInternalError, "rulelock is not ready: nothing was done", "")
+		return errorReply(r.id, jsonrpc.CodeInternalError, "rulelock is not ready: nothing was done", ""), false
 	}
 	res, err := p.gw.Refuse(ctx, agent, r.code, "MCP message refused: "+r.msg, raw)
 	if err != nil {
-		return errorReply(r.id, jsonrpc.CodeInternalError, "the audit log is unavailable: nothing was done", "")
+		return errorReply(r.id, jsonrpc.CodeInternalError, "the audit log is unavailable: nothing was done", ""), false
 	}
-	return errorReply(r.id, r.rpc, r.code+": "+r.msg, res.RequestID)
+	return errorReply(r.id, r.rpc, r.code+": "+r.msg, res.RequestID), true
 }
 
 // errorReply is a JSON-RPC error response; its data names the refusal's

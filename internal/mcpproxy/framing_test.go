@@ -359,3 +359,28 @@ func TestOversizedMessage(t *testing.T) {
 		}
 	})
 }
+
+// TestRefusalWithoutLog: when the log cannot take a refusal, the agent is
+// told that nothing was done (-32603, and 503 over HTTP), not that the
+// message was merely malformed.
+func TestRefusalWithoutLog(t *testing.T) {
+	f := newFixture(t, testPolicy)
+	h := rawHTTP{f, "2025-06-18"}
+	sid := h.initialize(t, "token-a")
+	s := startRawStdio(t, f, policy.Agent{ID: "agent-a", Roles: []string{"bot"}})
+	s.initialize(t, "2025-06-18")
+	if err := f.log.Close(); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := h.do(t, "POST", "token-a", sid, "["+callA+"]")
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "-32603") || !strings.Contains(body, "nothing was done") {
+		t.Errorf("/mcp: %d %s, want 503 and -32603", resp.StatusCode, body)
+	}
+	s.send(t, "["+callA+"]\n")
+	if l := s.next(t); !strings.Contains(l, "-32603") || !strings.Contains(l, "nothing was done") {
+		t.Errorf("stdio: %s, want -32603", l)
+	}
+	if got := f.up.received(); len(got) != 0 {
+		t.Fatalf("upstream received %q", got)
+	}
+}

@@ -49,7 +49,8 @@ func (p *Proxy) frameStdio(ctx context.Context, agent policy.Agent, in io.Reader
 			r = checkMessage(line)
 		}
 		if r != nil {
-			if _, werr := w.Write(append(p.refuse(ctx, agent, r, line), '\n')); werr != nil {
+			reply, _ := p.refuse(ctx, agent, r, line)
+			if _, werr := w.Write(append(reply, '\n')); werr != nil {
 				return werr
 			}
 		} else if _, werr := sdk.Write(append(line, '\n')); werr != nil {
@@ -163,26 +164,32 @@ func (p *Proxy) guardHTTP(w http.ResponseWriter, r *http.Request, agent policy.A
 		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 		if err != nil {
 			rf := &refusal{code: refusedTooLarge, rpc: jsonrpc.CodeInvalidRequest, msg: fmt.Sprintf("the body is unreadable or larger than %d bytes", maxBody)}
-			writeRefusal(w, http.StatusRequestEntityTooLarge, p.refuse(r.Context(), agent, rf, body))
+			p.writeRefusal(w, r, agent, http.StatusRequestEntityTooLarge, rf, body)
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 	}
 	if sid := r.Header.Get("Mcp-Session-Id"); sid != "" && !strings.HasPrefix(sid, sessionPrefix(agent.ID)) {
 		rf := &refusal{code: refusedSession, rpc: jsonrpc.CodeInvalidRequest, msg: "the Mcp-Session-Id header names a session that was not opened by this agent"}
-		writeRefusal(w, http.StatusForbidden, p.refuse(r.Context(), agent, rf, body))
+		p.writeRefusal(w, r, agent, http.StatusForbidden, rf, body)
 		return
 	}
 	if r.Method == http.MethodPost {
 		if rf := checkMessage(body); rf != nil {
-			writeRefusal(w, http.StatusBadRequest, p.refuse(r.Context(), agent, rf, body))
+			p.writeRefusal(w, r, agent, http.StatusBadRequest, rf, body)
 			return
 		}
 	}
 	next.ServeHTTP(w, r)
 }
 
-func writeRefusal(w http.ResponseWriter, status int, reply []byte) {
+// writeRefusal logs a refused request and answers it with status, or 503
+// when the refusal could not be logged.
+func (p *Proxy) writeRefusal(w http.ResponseWriter, r *http.Request, agent policy.Agent, status int, rf *refusal, body []byte) {
+	reply, logged := p.refuse(r.Context(), agent, rf, body)
+	if !logged {
+		status = http.StatusServiceUnavailable
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(reply)
