@@ -3,6 +3,7 @@ package mcpproxy_test
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -97,8 +98,9 @@ type rpcReply struct {
 }
 
 // checkRefused checks the reply to a hostile message and that its refusal
-// is in the log, attributed to agent, with the request id the reply names.
-func checkRefused(t *testing.T, f *fixture, c hostileMessage, code, agent, reply string) {
+// is in the log, attributed to agent, with the request id the reply names
+// and, unless raw is "", the SHA-256 and size of raw, the bytes sent.
+func checkRefused(t *testing.T, f *fixture, c hostileMessage, code, agent, raw, reply string) {
 	t.Helper()
 	var r rpcReply
 	if err := json.Unmarshal([]byte(reply), &r); err != nil || r.Error == nil {
@@ -118,6 +120,8 @@ func checkRefused(t *testing.T, f *fixture, c hostileMessage, code, agent, reply
 		t.Errorf("%s: no refusal %q in the log", c.name, r.Error.Data.RequestID)
 	case e.Agent != agent || e.Decision != "deny" || !strings.HasPrefix(e.Message, code+": "):
 		t.Errorf("%s: logged agent %q decision %q message %q, want %s, deny, %s", c.name, e.Agent, e.Decision, e.Message, agent, code)
+	case raw != "" && (e.Raw.Digest != audit.Digest(sha256.Sum256([]byte(raw))) || e.Raw.Size != int64(len(raw))):
+		t.Errorf("%s: logged raw %v (%d bytes), want the %d bytes sent", c.name, e.Raw.Digest, e.Raw.Size, len(raw))
 	}
 }
 
@@ -188,7 +192,7 @@ func TestStdioFraming(t *testing.T) {
 			s.initialize(t, version)
 			for _, c := range hostileMessages {
 				s.send(t, c.stdio)
-				checkRefused(t, f, c, c.code, "agent-a", s.next(t))
+				checkRefused(t, f, c, c.code, "agent-a", strings.TrimSuffix(c.stdio, "\n"), s.next(t))
 			}
 			if got := f.up.received(); len(got) != 0 {
 				t.Fatalf("upstream received %q", got)
@@ -216,10 +220,11 @@ func TestStdioUnterminatedLine(t *testing.T) {
 	<-s.done
 	var found bool
 	for _, e := range f.entries(t) {
-		found = found || e.Kind == audit.KindDecision && e.Agent == "agent-a" && strings.HasPrefix(e.Message, "bad_framing: ")
+		found = found || e.Kind == audit.KindDecision && e.Agent == "agent-a" && strings.HasPrefix(e.Message, "bad_framing: ") &&
+			e.Raw.Digest == audit.Digest(sha256.Sum256([]byte(callA)))
 	}
 	if !found {
-		t.Error("no bad_framing refusal in the log")
+		t.Error("no bad_framing refusal of agent-a with the bytes sent in the log")
 	}
 	if got := f.up.received(); len(got) != 0 {
 		t.Fatalf("upstream received %q", got)
@@ -279,7 +284,7 @@ func TestHTTPFraming(t *testing.T) {
 				if resp.StatusCode != http.StatusBadRequest {
 					t.Errorf("%s: status %d, want 400", c.name, resp.StatusCode)
 				}
-				checkRefused(t, f, c, c.httpCode, "agent-a", body)
+				checkRefused(t, f, c, c.httpCode, "agent-a", c.http, body)
 			}
 			if got := f.up.received(); len(got) != 0 {
 				t.Fatalf("upstream received %q", got)
@@ -312,7 +317,7 @@ func TestForeignSessionLogged(t *testing.T) {
 		if resp.StatusCode != http.StatusForbidden {
 			t.Errorf("%s: status %d, want 403", method, resp.StatusCode)
 		}
-		checkRefused(t, f, c, "foreign_session", "agent-b", reply)
+		checkRefused(t, f, c, "foreign_session", "agent-b", body, reply)
 	}
 	if got := f.up.received(); len(got) != 0 {
 		t.Fatalf("upstream received %q", got)
@@ -336,7 +341,7 @@ func TestOversizedMessage(t *testing.T) {
 		s := startRawStdio(t, f, policy.Agent{ID: "agent-a", Roles: []string{"bot"}})
 		s.initialize(t, "2025-06-18")
 		s.send(t, big(mcpproxy.MaxMessage)+"\n")
-		checkRefused(t, f, c, "too_large", "agent-a", s.next(t))
+		checkRefused(t, f, c, "too_large", "agent-a", "", s.next(t))
 		s.send(t, callA+"\n")
 		if l := s.next(t); !strings.Contains(l, "echo: A") {
 			t.Fatalf("a call after the oversized line: %s", l)
@@ -353,7 +358,7 @@ func TestOversizedMessage(t *testing.T) {
 		if resp.StatusCode != http.StatusRequestEntityTooLarge {
 			t.Errorf("status %d, want 413", resp.StatusCode)
 		}
-		checkRefused(t, f, c, "too_large", "agent-a", body)
+		checkRefused(t, f, c, "too_large", "agent-a", "", body)
 		if got := f.up.received(); len(got) != 0 {
 			t.Fatalf("upstream received %d calls", len(got))
 		}
