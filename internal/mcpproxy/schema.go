@@ -3,6 +3,7 @@ package mcpproxy
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/google/jsonschema-go/jsonschema"
 )
@@ -47,20 +48,51 @@ func compileInputSchema(schema map[string]any) (*jsonschema.Resolved, error) {
 	return s.Resolve(nil)
 }
 
-// maxSchemaError caps the validator's message, which quotes the value.
-const maxSchemaError = 300
-
 // validate checks args against the tool's compiled input schema.
 func (t *tool) validate(args map[string]any) error {
 	if t.schemaErr != nil {
 		return fmt.Errorf("the input schema of %s cannot be used to check arguments (%v): the tool cannot be called", t.Qualified, t.schemaErr)
 	}
 	if err := t.schema.Validate(args); err != nil {
-		msg := err.Error()
-		if len(msg) > maxSchemaError {
-			msg = msg[:maxSchemaError] + "…"
-		}
-		return fmt.Errorf("arguments do not match the input schema of %s: %s", t.Qualified, msg)
+		return fmt.Errorf("arguments do not match the input schema of %s: %s", t.Qualified, schemaFailure(err))
 	}
 	return nil
+}
+
+// schemaKeywords are the keywords a validation failure is reported by.
+var schemaKeywords = map[string]bool{
+	"type": true, "enum": true, "const": true, "multipleOf": true,
+	"minimum": true, "maximum": true, "exclusiveMinimum": true, "exclusiveMaximum": true,
+	"minLength": true, "maxLength": true, "pattern": true,
+	"anyOf": true, "oneOf": true, "allOf": true, "not": true,
+	"contains": true, "minContains": true, "maxContains": true,
+	"minItems": true, "maxItems": true, "uniqueItems": true,
+	"minProperties": true, "maxProperties": true, "required": true,
+}
+
+// schemaFailure says where the arguments fail the schema — the schema
+// location and the keyword, "/properties/subject: maxLength" — and nothing
+// of the value: the validator's own message quotes it, and a value may be
+// sensitive (or 5 kB long), while the refusal's message is logged and
+// sent. The arguments are in the refusal's raw bytes, where the log keeps
+// what the agent sent.
+func schemaFailure(err error) string {
+	msg, where := err.Error(), "the arguments"
+	// The message is "validating <location>: " repeated, innermost last,
+	// then "<keyword>: <detail quoting the value>". Only the prefixes are
+	// read, front to back, so nothing after the keyword is.
+	for strings.HasPrefix(msg, "validating ") {
+		loc, rest, ok := strings.Cut(msg[len("validating "):], ": ")
+		if !ok {
+			break
+		}
+		where, msg = loc, rest
+	}
+	if strings.HasPrefix(msg, "unexpected additional properties") {
+		return where + ": additionalProperties"
+	}
+	if kw, _, ok := strings.Cut(msg, ":"); ok && schemaKeywords[kw] {
+		return where + ": " + kw
+	}
+	return where + ": a constraint of the schema"
 }
