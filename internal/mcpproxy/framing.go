@@ -148,12 +148,18 @@ func (p *Proxy) refuse(ctx context.Context, agent policy.Agent, r *refusal, raw 
 	if p.gw == nil {
 		return errorReply(r.id, jsonrpc.CodeInternalError, "rulelock is not ready: nothing was done", ""), false
 	}
-	res, err := p.gw.Refuse(ctx, agent, r.code, "MCP message refused: "+r.msg, raw)
+	res, err := p.gw.Refuse(ctx, agent, r.code, "MCP message refused: "+r.msg, p.loggableMessage(raw))
 	if err != nil {
 		return errorReply(r.id, jsonrpc.CodeInternalError, "the audit log is unavailable: nothing was done", ""), false
 	}
 	return errorReply(r.id, r.rpc, r.code+": "+r.msg, res.RequestID), true
 }
+
+// loggableMessage is what the refusal of a message logs of it: the bytes
+// the agent sent. It is the one place to take out what must not be logged
+// (arguments an upstream marks sensitive: a message that cannot be read
+// cannot have them taken out, and then nothing of it may be logged).
+func (p *Proxy) loggableMessage(raw []byte) []byte { return raw }
 
 // errorReply is a JSON-RPC error response; its data names the refusal's
 // request id in the log when there is one.
