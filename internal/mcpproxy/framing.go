@@ -38,14 +38,13 @@ import (
 
 // Refusal codes: the reason of the deny decision a refusal is logged as.
 const (
-	refusedBatch     = "batch"           // a JSON array: a JSON-RPC batch
-	refusedFraming   = "bad_framing"     // stdio: "\r" in a line, an unterminated or oversized line
-	refusedMessage   = "bad_message"     // not one strict JSON value
-	refusedRequest   = "bad_request"     // JSON, but not a JSON-RPC 2.0 message
-	refusedParams    = "bad_params"      // params that are not an object
-	refusedSession   = "foreign_session" // an Mcp-Session-Id not issued to this agent
-	refusedTooLarge  = "too_large"       // a body over the size limit
-	refusedArguments = "bad_arguments"   // tools/call arguments the pinned input schema refuses
+	refusedBatch    = "batch"           // a JSON array: a JSON-RPC batch
+	refusedFraming  = "bad_framing"     // stdio: "\r" in a line, an unterminated or oversized line
+	refusedMessage  = "bad_message"     // not one strict JSON value
+	refusedRequest  = "bad_request"     // JSON, but not a JSON-RPC 2.0 message
+	refusedParams   = "bad_params"      // params that are not an object
+	refusedSession  = "foreign_session" // an Mcp-Session-Id not issued to this agent
+	refusedTooLarge = "too_large"       // a body over the size limit
 )
 
 // MaxMessage caps one message on stdio, like the body of a request to /mcp.
