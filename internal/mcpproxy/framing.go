@@ -39,7 +39,7 @@ import (
 // Refusal codes: the reason of the deny decision a refusal is logged as.
 const (
 	refusedBatch    = "batch"           // a JSON array: a JSON-RPC batch
-	refusedFraming  = "bad_framing"     // stdio: "\r" in a line, an unterminated or oversized line
+	refusedFraming  = "bad_framing"     // stdio: "\r" in a line, input ending inside a line
 	refusedMessage  = "bad_message"     // not one strict JSON value
 	refusedRequest  = "bad_request"     // JSON, but not a JSON-RPC 2.0 message
 	refusedParams   = "bad_params"      // params that are not an object
