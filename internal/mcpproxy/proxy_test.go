@@ -434,7 +434,7 @@ func TestRejectedBeforeForwarding(t *testing.T) {
 	}
 	post("token-a", sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
 	_, body := post("token-a", sid, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up.echo","arguments":{"text":"a","Text":"b"}}}`)
-	if !strings.Contains(body, "-32602") {
+	if !strings.Contains(body, "-32700") || !strings.Contains(body, "differs only in case") {
 		t.Errorf("case-variant duplicate keys: %s", body)
 	}
 

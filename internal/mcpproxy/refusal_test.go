@@ -11,10 +11,13 @@ import (
 	"github.com/rulelock/rulelock/audit"
 )
 
-// TestRefusalRecordsRawArguments: a tools/call whose arguments cannot be
-// decoded (not UTF-8, a duplicate key, malformed inside) is refused, and
-// its refusal entry holds the SHA-256 and size of the arguments exactly as
-// the agent sent them, with the bytes in the blob store and the tool named.
+// TestRefusalRecordsRawArguments: a tools/call that cannot be read strictly
+// (arguments not UTF-8, with a duplicate key, with a lossy number) is
+// refused before the SDK sees it, and one the pinned schema refuses (an
+// extra argument) is refused by the proxy. Each refusal entry holds the
+// SHA-256 and size of what the agent sent exactly as it sent it — the whole
+// message when it could not be read, the arguments when the schema refused
+// them — with the bytes in the blob store.
 func TestRefusalRecordsRawArguments(t *testing.T) {
 	f := newFixture(t, testPolicy)
 	post := func(session, body string) (*http.Response, string) {
@@ -41,37 +44,43 @@ func TestRefusalRecordsRawArguments(t *testing.T) {
 	}
 	post(sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
 
-	sent := []string{
-		"{\"text\": \"caf\xe9\"}",             // not UTF-8 (Latin-1)
-		`{"text":"a", "text":"b"}`,            // duplicate key
-		`{"text": {"deep": [1, 2, 1e400]}}`,   // a lossy number
-		"{ \"text\" :\t\"x\" , \"n\": 0.10 }", // well-formed, but an extra argument
+	cases := []struct {
+		args, code, rpc string
+		whole           bool // the refusal records the whole message, not just the arguments
+	}{
+		{"{\"text\": \"caf\xe9\"}", "bad_message", "-32700", true},                // not UTF-8 (Latin-1)
+		{`{"text":"a", "text":"b"}`, "bad_message", "-32700", true},               // duplicate key
+		{`{"text": {"deep": [1, 2, 1e400]}}`, "bad_message", "-32700", true},      // a lossy number
+		{"{ \"text\" :\t\"x\" , \"n\": 0.10 }", "bad_arguments", "-32602", false}, // well-formed, but an extra argument
 	}
-	for i, args := range sent {
-		_, body := post(sid, `{"jsonrpc":"2.0","id":`+string(rune('2'+i))+`,"method":"tools/call","params":{"name":"up.echo","arguments":`+args+`}}`)
-		if !strings.Contains(body, "-32602") {
-			t.Errorf("%q: %s, want invalid params", args, body)
+	for i, c := range cases {
+		msg := `{"jsonrpc":"2.0","id":` + string(rune('2'+i)) + `,"method":"tools/call","params":{"name":"up.echo","arguments":` + c.args + `}}`
+		_, body := post(sid, msg)
+		if !strings.Contains(body, c.rpc) || !strings.Contains(body, `"id":`+string(rune('2'+i))) {
+			t.Errorf("%q: %s, want %s for id %c", c.args, body, c.rpc, '2'+i)
 		}
-	}
-	var refusals []*audit.Entry
-	for _, e := range f.entries(t) {
-		if e.Kind == audit.KindDecision && strings.HasPrefix(e.Message, "bad_arguments: ") {
-			refusals = append(refusals, e)
+		var e *audit.Entry
+		for _, x := range f.entries(t) {
+			if x.Kind == audit.KindDecision && strings.HasPrefix(x.Message, c.code+": ") && x.Agent == "agent-a" {
+				e = x
+			}
 		}
-	}
-	if len(refusals) != len(sent) {
-		t.Fatalf("%d bad_arguments refusals logged, want %d", len(refusals), len(sent))
-	}
-	for i, e := range refusals {
-		want := audit.Digest(sha256.Sum256([]byte(sent[i])))
-		if e.Raw.Digest != want || e.Raw.Size != int64(len(sent[i])) {
-			t.Errorf("%q: raw %v (%d bytes), want %v (%d bytes)", sent[i], e.Raw.Digest, e.Raw.Size, want, len(sent[i]))
+		if e == nil {
+			t.Fatalf("%q: no %s refusal of agent-a logged", c.args, c.code)
 		}
-		if got, err := f.log.Blob(e.Raw.Digest); err != nil || !bytes.Equal(got, []byte(sent[i])) {
-			t.Errorf("%q: blob %q, %v; want the bytes sent", sent[i], got, err)
+		sent := c.args
+		if c.whole {
+			sent = msg
 		}
-		if !strings.Contains(e.Message, `tools/call "up.echo"`) {
-			t.Errorf("%q: message %q does not name the tool", sent[i], e.Message)
+		want := audit.Digest(sha256.Sum256([]byte(sent)))
+		if e.Raw.Digest != want || e.Raw.Size != int64(len(sent)) {
+			t.Errorf("%q: raw %v (%d bytes), want %v (%d bytes)", sent, e.Raw.Digest, e.Raw.Size, want, len(sent))
+		}
+		if got, err := f.log.Blob(e.Raw.Digest); err != nil || !bytes.Equal(got, []byte(sent)) {
+			t.Errorf("%q: blob %q, %v; want the bytes sent", sent, got, err)
+		}
+		if !c.whole && !strings.Contains(e.Message, `tools/call "up.echo"`) {
+			t.Errorf("%q: message %q does not name the tool", sent, e.Message)
 		}
 	}
 	if got := f.up.received(); len(got) != 0 {

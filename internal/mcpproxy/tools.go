@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"sort"
 
+	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/rulelock/rulelock/internal/strictjson"
@@ -32,8 +33,10 @@ type tool struct {
 	Hash      string    // sha256:<hex> of the canonical definition
 	Canonical []byte    // the canonical definition (what Hash covers)
 
-	props    map[string]bool // the input schema's properties
-	required []string
+	props     map[string]bool // the input schema's properties
+	required  []string
+	schema    *jsonschema.Resolved // the input schema, compiled (schema.go)
+	schemaErr error                // why it could not be, when it could not
 }
 
 // definitionHash returns the canonical encoding of the parts of a tool's
@@ -96,6 +99,7 @@ func newTool(u *upstream, def *mcp.Tool) (*tool, error) {
 		}
 		sort.Strings(t.required)
 	}
+	t.schema, t.schemaErr = compileInputSchema(schema)
 	return t, nil
 }
 
@@ -127,8 +131,8 @@ func (t *tool) exposed() *mcp.Tool {
 	return &d
 }
 
-// checkArguments rejects arguments the pinned input schema does not name
-// and missing required ones. Types and values are the policy's to judge.
+// checkArguments rejects arguments the pinned input schema does not name,
+// missing required ones, and any the schema refuses (schema.go).
 func (t *tool) checkArguments(args map[string]any) error {
 	var extra []string
 	for k := range args {
@@ -145,5 +149,5 @@ func (t *tool) checkArguments(args map[string]any) error {
 			return fmt.Errorf("missing required argument %q of %s", r, t.Qualified)
 		}
 	}
-	return nil
+	return t.validate(args)
 }

@@ -4,49 +4,99 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/rulelock/rulelock/policy"
 )
 
-// batchError is the JSON-RPC reply to a batch: batches are not part of the
-// protocol since 2025-06-18, and rulelock never takes one apart.
-const batchError = `{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"JSON-RPC batches are not supported"}}`
-
 // ServeStdio serves one agent over newline-delimited JSON on in and out
-// until the agent closes in or ctx ends. Batches are answered with an
-// error and never reach the server.
+// until the agent closes in or ctx ends. Each line is one message, checked
+// as framing.go describes before the SDK reads it; a refused line is
+// answered with a JSON-RPC error, logged, and never reaches the server.
 func (p *Proxy) ServeStdio(ctx context.Context, agent policy.Agent, in io.ReadCloser, out io.WriteCloser) error {
 	w := &lockedWriter{w: out}
 	pr, pw := io.Pipe()
 	go func() {
-		sc := bufio.NewScanner(in)
-		sc.Buffer(make([]byte, 64<<10), mcp.DefaultMaxLineLength)
-		for sc.Scan() {
-			line := sc.Bytes()
-			if t := bytes.TrimLeft(line, " \t\r"); len(t) > 0 && t[0] == '[' {
-				_, _ = w.Write([]byte(batchError + "\n"))
-				continue
-			}
-			if _, err := pw.Write(append(append([]byte{}, line...), '\n')); err != nil {
-				return
-			}
-		}
-		pw.CloseWithError(sc.Err())
+		pw.CloseWithError(p.frameStdio(ctx, agent, in, pw, w))
 	}()
-	ss, err := p.serverFor(agent).Connect(ctx, &mcp.IOTransport{Reader: pr, Writer: w}, nil)
+	ss, err := p.serverFor(agent).Connect(ctx, &mcp.IOTransport{Reader: pr, Writer: w, MaxLineLength: MaxMessage + 1}, nil)
 	if err != nil {
 		return err
 	}
 	return ss.Wait()
 }
 
-// lockedWriter serialises the SDK's writes with the batch rejections.
+// frameStdio copies the messages of in that pass the strict reading to sdk,
+// one per line, and answers the others on w. It returns when in ends.
+func (p *Proxy) frameStdio(ctx context.Context, agent policy.Agent, in io.Reader, sdk io.Writer, w io.Writer) error {
+	br := bufio.NewReaderSize(in, 64<<10)
+	for {
+		line, r, err := readLine(br)
+		if err != nil && (err != io.EOF || len(line) == 0) {
+			return err
+		}
+		if r == nil {
+			r = checkMessage(line)
+		}
+		if r != nil {
+			reply, _ := p.refuse(ctx, agent, r, line)
+			if _, werr := w.Write(append(reply, '\n')); werr != nil {
+				return werr
+			}
+		} else if _, werr := sdk.Write(append(line, '\n')); werr != nil {
+			return werr
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// readLine reads one line of at most MaxMessage bytes and returns it
+// without its "\n", or why the line is refused as framing: a "\r" in it,
+// no "\n" before the end of input (err is then io.EOF), or too many bytes
+// (of which the line returned holds the first MaxMessage; the rest is
+// read and dropped).
+func readLine(br *bufio.Reader) ([]byte, *refusal, error) {
+	var line []byte
+	over := false
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if len(line)+len(chunk) > MaxMessage+1 {
+			over = true
+			chunk = chunk[:max(0, MaxMessage-len(line))]
+		}
+		line = append(line, chunk...)
+		switch {
+		case err == bufio.ErrBufferFull:
+			continue
+		case err == io.EOF && len(line) > 0:
+			return line, &refusal{code: refusedFraming, rpc: jsonrpc.CodeParseError, msg: `the input ended inside a message: each message ends with "\n"`}, err
+		case err != nil:
+			return line, nil, err
+		}
+		if over {
+			return line, &refusal{code: refusedTooLarge, rpc: jsonrpc.CodeInvalidRequest, msg: fmt.Sprintf("a message is at most %d bytes", MaxMessage)}, nil
+		}
+		line = line[:len(line)-1]
+		if bytes.IndexByte(line, '\r') >= 0 {
+			return line, &refusal{code: refusedFraming, rpc: jsonrpc.CodeParseError, msg: `a carriage return in a message: messages are separated by "\n" alone`}, nil
+		}
+		return line, nil, nil
+	}
+}
+
+// lockedWriter serialises the SDK's writes with the refusals.
 type lockedWriter struct {
 	mu sync.Mutex
 	w  io.WriteCloser
@@ -65,8 +115,9 @@ type Authenticator func(token string, r *http.Request) (policy.Agent, bool)
 
 // HTTPHandler serves MCP over streamable HTTP to many agents. Each request
 // carries the agent's bearer token; the MCP session is bound to the agent
-// that opened it (another agent's requests on it get 403), and the token
-// goes no further than this handler.
+// that opened it (another agent's requests on it get 403, logged), each
+// body is one message read strictly (framing.go), and the token goes no
+// further than this handler.
 func (p *Proxy) HTTPHandler(authn Authenticator, maxBody int64) http.Handler {
 	agents := sync.Map{} // agent id → policy.Agent, as authenticated
 	verify := func(_ context.Context, token string, r *http.Request) (*auth.TokenInfo, error) {
@@ -88,22 +139,66 @@ func (p *Proxy) HTTPHandler(authn Authenticator, maxBody int64) http.Handler {
 		}
 		return p.serverFor(a.(policy.Agent))
 	}, &mcp.StreamableHTTPOptions{Logger: p.logger, MaxRequestBodyBytes: maxBody})
-	authed := auth.RequireBearerToken(verify, &auth.RequireBearerTokenOptions{AllowMissingExpiration: true})(h)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost {
-			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-			if err != nil {
-				http.Error(w, "request body too large or unreadable", http.StatusRequestEntityTooLarge)
-				return
-			}
-			if t := bytes.TrimLeft(body, " \t\r\n"); len(t) > 0 && t[0] == '[' {
-				w.Header().Set("Content-Type", "application/json")
-				w.WriteHeader(http.StatusBadRequest)
-				_, _ = io.WriteString(w, batchError)
-				return
-			}
-			r.Body = io.NopCloser(bytes.NewReader(body))
+	guard := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var a any
+		if ti := auth.TokenInfoFromContext(r.Context()); ti != nil {
+			a, _ = agents.Load(ti.UserID)
 		}
-		authed.ServeHTTP(w, r)
+		if a == nil {
+			http.Error(w, "unauthenticated", http.StatusUnauthorized)
+			return
+		}
+		p.guardHTTP(w, r, a.(policy.Agent), maxBody, h)
 	})
+	return auth.RequireBearerToken(verify, &auth.RequireBearerTokenOptions{AllowMissingExpiration: true})(guard)
+}
+
+// guardHTTP passes an authenticated agent's request to the SDK's handler
+// next when it names no other agent's session and, for a POST, its body is
+// one message that passes the strict reading (framing.go). Otherwise the
+// refusal is logged and answered with a JSON-RPC error.
+func (p *Proxy) guardHTTP(w http.ResponseWriter, r *http.Request, agent policy.Agent, maxBody int64, next http.Handler) {
+	var body []byte
+	if r.Method == http.MethodPost {
+		var err error
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+		if err != nil {
+			rf := &refusal{code: refusedTooLarge, rpc: jsonrpc.CodeInvalidRequest, msg: fmt.Sprintf("the body is unreadable or larger than %d bytes", maxBody)}
+			p.writeRefusal(w, r, agent, http.StatusRequestEntityTooLarge, rf, body)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	if sid := r.Header.Get("Mcp-Session-Id"); sid != "" && !strings.HasPrefix(sid, sessionPrefix(agent.ID)) {
+		rf := &refusal{code: refusedSession, rpc: jsonrpc.CodeInvalidRequest, msg: "the Mcp-Session-Id header names a session that was not opened by this agent"}
+		p.writeRefusal(w, r, agent, http.StatusForbidden, rf, body)
+		return
+	}
+	if r.Method == http.MethodPost {
+		if rf := checkMessage(body); rf != nil {
+			p.writeRefusal(w, r, agent, http.StatusBadRequest, rf, body)
+			return
+		}
+	}
+	next.ServeHTTP(w, r)
+}
+
+// writeRefusal logs a refused request and answers it with status, or 503
+// when the refusal could not be logged.
+func (p *Proxy) writeRefusal(w http.ResponseWriter, r *http.Request, agent policy.Agent, status int, rf *refusal, body []byte) {
+	reply, logged := p.refuse(r.Context(), agent, rf, body)
+	if !logged {
+		status = http.StatusServiceUnavailable
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(reply)
+}
+
+// sessionPrefix starts every MCP session id issued to the agent, so that
+// a request naming another agent's session is recognised (and logged)
+// without a table of sessions: the rest of the id is random.
+func sessionPrefix(agentID string) string {
+	sum := sha256.Sum256([]byte("rulelock mcp session\x00" + agentID))
+	return hex.EncodeToString(sum[:8]) + "-"
 }

@@ -1,0 +1,36 @@
+// An MCP agent on the official TypeScript client that makes the calls it is
+// given and prints one JSON line per call: the result, or the JSON-RPC
+// error. For rulelock's argument-validation tests
+// (cmd/rulelock/mcp_args_e2e_test.go).
+//
+//   CALLS='[{"step":"s","name":"tool","arguments":{...}}]' node call_agent.mjs stdio <command> [args...]
+//   CALLS='[...]' node call_agent.mjs http <url> <bearer token>
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+
+const [mode, ...rest] = process.argv.slice(2);
+let transport;
+if (mode === "stdio") {
+  transport = new StdioClientTransport({ command: rest[0], args: rest.slice(1), stderr: "inherit", env: process.env });
+} else if (mode === "http") {
+  transport = new StreamableHTTPClientTransport(new URL(rest[0]), {
+    requestInit: { headers: { Authorization: `Bearer ${rest[1]}` } },
+  });
+} else {
+  console.error("usage: call_agent.mjs stdio CMD [ARGS...] | http URL TOKEN");
+  process.exit(2);
+}
+
+const client = new Client({ name: "call-agent", version: "1.0.0" });
+await client.connect(transport);
+for (const c of JSON.parse(process.env.CALLS)) {
+  try {
+    const r = await client.callTool({ name: c.name, arguments: c.arguments });
+    const text = (r.content || []).filter((x) => x.type === "text").map((x) => x.text).join("");
+    console.log(JSON.stringify({ step: c.step, isError: !!r.isError, text }));
+  } catch (e) {
+    console.log(JSON.stringify({ step: c.step, error: { code: e.code ?? null, message: String(e.message) } }));
+  }
+}
+await client.close();
