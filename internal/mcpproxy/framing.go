@@ -155,10 +155,56 @@ func (p *Proxy) refuse(ctx context.Context, agent policy.Agent, r *refusal, raw 
 }
 
 // loggableMessage is what the refusal of a message logs of it: the bytes
-// the agent sent. It is the one place to take out what must not be logged
-// (arguments an upstream marks sensitive: a message that cannot be read
-// cannot have them taken out, and then nothing of it may be logged).
-func (p *Proxy) loggableMessage(raw []byte) []byte { return raw }
+// the agent sent, unless an upstream marks arguments sensitive. Then a
+// tools/call message to that upstream's tool is logged with those
+// arguments' values replaced (loggableArguments) and re-serialised, and a
+// message that cannot be read well enough to take them out — unreadable,
+// a batch, duplicate members — is not logged at all (nil: the refusal
+// entry then records that nothing of it was kept).
+func (p *Proxy) loggableMessage(raw []byte) []byte {
+	if !p.anySensitive() {
+		return raw
+	}
+	v, err := strictjson.Decode(raw, strictjson.Limits{MaxBytes: len(raw) + 1})
+	if err != nil {
+		return nil
+	}
+	msg, ok := v.(map[string]any)
+	if !ok {
+		return nil
+	}
+	if params, ok := msg["params"].(map[string]any); ok && msg["method"] == "tools/call" {
+		name, _ := params["name"].(string)
+		if args, ok := params["arguments"]; ok {
+			b, err := strictjson.Canonical(args)
+			if err != nil {
+				return nil
+			}
+			la := p.loggableArguments(name, b)
+			if la == nil {
+				return nil
+			}
+			if params["arguments"], err = strictjson.Decode(la, strictjson.Limits{MaxBytes: len(la) + 1}); err != nil {
+				return nil
+			}
+		}
+	}
+	b, err := strictjson.Canonical(msg)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// anySensitive reports whether an upstream marks arguments sensitive.
+func (p *Proxy) anySensitive() bool {
+	for _, u := range p.ups {
+		if len(u.cfg.SensitiveArguments) > 0 {
+			return true
+		}
+	}
+	return false
+}
 
 // errorReply is a JSON-RPC error response; its data names the refusal's
 // request id in the log when there is one.

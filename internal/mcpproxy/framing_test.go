@@ -389,3 +389,57 @@ func TestRefusalWithoutLog(t *testing.T) {
 		t.Fatalf("upstream received %q", got)
 	}
 }
+
+// TestFramingRefusalKeepsSensitiveArgumentsOut: with an upstream marking
+// an argument sensitive, a refused message never brings its value into the
+// log: a readable tools/call is logged with the value replaced, and a
+// message too broken to take it out of (duplicate members, a batch) is
+// not kept at all.
+func TestFramingRefusalKeepsSensitiveArgumentsOut(t *testing.T) {
+	const secret = "hunter2-S3CRET-value"
+	f := newFixtureWith(t, testPolicy, func(u *mcpproxy.Upstream) { u.SensitiveArguments = []string{"text"} })
+	h := rawHTTP{f, "2025-06-18"}
+	sid := h.initialize(t, "token-a")
+	call := `{"jsonrpc":"2.0","id":31,"method":"tools/call","params":{"name":"up.echo","arguments":{"text":"` + secret + `"}}}`
+	for _, tt := range []struct {
+		name, body string
+		kept       bool // whether some of the message is logged
+	}{
+		{"jsonrpc 1.0", strings.Replace(call, `"2.0"`, `"1.0"`, 1), true},
+		{"name twice", strings.Replace(call, `"name":"up.echo"`, `"name":"up.echo","name":"up.echo"`, 1), false},
+		{"batch", "[" + call + "]", false},
+		{"trailing data", call + call, false},
+	} {
+		resp, reply := h.do(t, "POST", "token-a", sid, tt.body)
+		if resp.StatusCode/100 != 4 {
+			t.Fatalf("%s: status %d, want a refusal", tt.name, resp.StatusCode)
+		}
+		var r rpcReply
+		if err := json.Unmarshal([]byte(reply), &r); err != nil || r.Error == nil {
+			t.Fatalf("%s: reply %q is not a JSON-RPC error", tt.name, reply)
+		}
+		var e *audit.Entry
+		for _, x := range f.entries(t) {
+			if x.Kind == audit.KindDecision && x.RequestID == r.Error.Data.RequestID {
+				e = x
+			}
+		}
+		if e == nil {
+			t.Fatalf("%s: no refusal in the log", tt.name)
+		}
+		enc, _ := e.Encode()
+		blob, berr := f.log.Blob(e.Raw.Digest)
+		if strings.Contains(string(enc), secret) || strings.Contains(string(blob), secret) {
+			t.Errorf("%s: the sensitive value is in the log: %s / %s", tt.name, enc, blob)
+		}
+		if kept := berr == nil && e.Raw.Size > 0; kept != tt.kept {
+			t.Errorf("%s: raw kept %v (%d bytes, %v), want %v", tt.name, kept, e.Raw.Size, berr, tt.kept)
+		}
+		if tt.kept && !strings.Contains(string(blob), `"(sensitive)"`) {
+			t.Errorf("%s: logged %s, want the argument replaced", tt.name, blob)
+		}
+	}
+	if got := f.up.received(); len(got) != 0 {
+		t.Fatalf("upstream received %q", got)
+	}
+}

@@ -136,6 +136,13 @@ var agentTokens = map[string]policy.Agent{
 
 func newFixture(t *testing.T, src string) *fixture {
 	t.Helper()
+	return newFixtureWith(t, src, nil)
+}
+
+// newFixtureWith is newFixture with the upstream's configuration adjusted
+// by adjust (when not nil).
+func newFixtureWith(t *testing.T, src string, adjust func(*mcpproxy.Upstream)) *fixture {
+	t.Helper()
 	ctx := context.Background()
 	f := &fixture{up: newTestUpstream(t), signers: map[string]note.Signer{}}
 	l, err := audit.Open(t.TempDir(), audit.Options{SegmentSize: 1 << 20})
@@ -150,8 +157,12 @@ func newFixture(t *testing.T, src string) *fixture {
 			t.Fatal(err)
 		}
 	}
+	up := mcpproxy.Upstream{Name: "up", URL: f.up.http.URL, Headers: http.Header{"Authorization": {"Bearer upstream-credential"}}}
+	if adjust != nil {
+		adjust(&up)
+	}
 	f.proxy, err = mcpproxy.New(ctx, mcpproxy.Config{
-		Upstreams: []mcpproxy.Upstream{{Name: "up", URL: f.up.http.URL, Headers: http.Header{"Authorization": {"Bearer upstream-credential"}}}},
+		Upstreams: []mcpproxy.Upstream{up},
 		Log:       l, ApprovalWait: 5 * time.Second,
 	})
 	if err != nil {
