@@ -351,7 +351,7 @@ func TestExampleMCPConfig(t *testing.T) {
 	if got := strings.Join(ups[0].Env, " "); got != "HOME=/var/lib/rulelock PATH=/usr/bin" {
 		t.Errorf("the upstream's environment is %q: only what the config gives, and PATH", got)
 	}
-	if _, err := loadPolicy("../../" + c.Policy); err != nil {
+	if _, err := loadPolicy(c.Policy); err != nil {
 		t.Fatalf("policy %s: %v", c.Policy, err)
 	}
 }

@@ -104,6 +104,34 @@ func (p *Proxy) HTTPHandler(authn Authenticator, maxBody int64) http.Handler {
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
 		}
-		authed.ServeHTTP(w, r)
+		authed.ServeHTTP(&challenger{ResponseWriter: w, token: r.Header.Get("Authorization") != ""}, r)
 	})
 }
+
+// challenger adds the RFC 6750 challenge to a 401, so that a client knows
+// to send a bearer token (and the MCP inspector does not start an OAuth
+// flow rulelock does not offer): realm, and error="invalid_token" when a
+// token was sent.
+type challenger struct {
+	http.ResponseWriter
+	token bool
+}
+
+func (c *challenger) WriteHeader(code int) {
+	if code == http.StatusUnauthorized && c.Header().Get("WWW-Authenticate") == "" {
+		v := `Bearer realm="rulelock"`
+		if c.token {
+			v += `, error="invalid_token", error_description="the token is not an agent's"`
+		}
+		c.Header().Set("WWW-Authenticate", v)
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *challenger) Flush() {
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (c *challenger) Unwrap() http.ResponseWriter { return c.ResponseWriter }

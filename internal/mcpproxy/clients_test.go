@@ -1,0 +1,75 @@
+package mcpproxy_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/internal/mcpproxy"
+)
+
+// TestUnauthorizedChallenges: a 401 on /mcp says it wants a bearer token
+// (RFC 6750), so a client asks for one instead of starting OAuth.
+func TestUnauthorizedChallenges(t *testing.T) {
+	f := newFixture(t, testPolicy)
+	for _, tc := range []struct{ auth, want string }{
+		{"", `Bearer realm="rulelock"`},
+		{"Bearer not-an-agent", `Bearer realm="rulelock", error="invalid_token", error_description="the token is not an agent's"`},
+	} {
+		req, err := http.NewRequest("POST", f.mcp.URL, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("Authorization %q: status %d, want 401", tc.auth, resp.StatusCode)
+		}
+		if got := resp.Header.Get("WWW-Authenticate"); got != tc.want {
+			t.Errorf("Authorization %q: WWW-Authenticate %q, want %q", tc.auth, got, tc.want)
+		}
+	}
+}
+
+// TestNameCollisionRefused: two tools the agent would see under one name
+// stop the proxy at start, whatever the order of the upstreams.
+func TestNameCollisionRefused(t *testing.T) {
+	a, ab := newTestUpstream(t), newTestUpstream(t)
+	a.srv.AddTool(&mcp.Tool{Name: "b_echo", InputSchema: json.RawMessage(`{"type":"object"}`)},
+		func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return &mcp.CallToolResult{}, nil
+		})
+	l, err := audit.Open(t.TempDir(), audit.Options{SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ups := []mcpproxy.Upstream{{Name: "a", URL: a.http.URL}, {Name: "a_b", URL: ab.http.URL}}
+	// "a" + "_" + "b_echo" and "a_b" + "_" + "echo" are both a_b_echo.
+	_, err = mcpproxy.New(context.Background(), mcpproxy.Config{Upstreams: ups, Log: l, NameSeparator: "_"})
+	if err == nil || !strings.Contains(err.Error(), `tools a.b_echo and a_b.echo would both be called "a_b_echo"`) {
+		t.Fatalf("New: %v, want a collision refused", err)
+	}
+	// With "." the names are the action types, which cannot collide.
+	p, err := mcpproxy.New(context.Background(), mcpproxy.Config{Upstreams: ups, Log: l, NameSeparator: "."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if _, err := mcpproxy.New(context.Background(), mcpproxy.Config{Upstreams: ups, Log: l, NameSeparator: "/"}); err == nil {
+		t.Error(`separator "/" accepted`)
+	}
+}
