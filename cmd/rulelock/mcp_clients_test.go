@@ -34,6 +34,7 @@ var mcpClients = []struct{ name, stdio, http string }{
 	{"agents", "", ""},
 	{"ai-sdk", "", ""},
 	{"langchain", "", ""},
+	{"inspector", "", ""},
 }
 
 // TestMCPClients puts rulelock between each client in mcpClients and the
@@ -53,7 +54,7 @@ func TestMCPClients(t *testing.T) {
 	}
 	node := testenv.LookPath(t, "node", "apt-get install nodejs npm")
 	mods := filepath.Join(repo, "testdata", "mcp", "node_modules")
-	for _, pkg := range []string{"@modelcontextprotocol/client", "@modelcontextprotocol/sdk", "mcp-sdk-2025-06-18", "mcp-sdk-2025-03-26", "@openai/agents", "@ai-sdk/mcp", "@langchain/mcp-adapters"} {
+	for _, pkg := range []string{"@modelcontextprotocol/client", "@modelcontextprotocol/sdk", "mcp-sdk-2025-06-18", "mcp-sdk-2025-03-26", "@openai/agents", "@ai-sdk/mcp", "@langchain/mcp-adapters", "@modelcontextprotocol/inspector"} {
 		testenv.File(t, filepath.Join(mods, pkg, "package.json"), pkg+" (testdata/mcp)", "npm ci --prefix testdata/mcp")
 	}
 	fsServer := testenv.File(t, filepath.Join(mods, "@modelcontextprotocol", "server-filesystem", "dist", "index.js"), "@modelcontextprotocol/server-filesystem", "npm ci --prefix testdata/mcp")
@@ -176,7 +177,7 @@ approvers:
     groups: [ops]
     key: bob+3772fd20+Aa8WtO6TM0ES7sXzsXXQtXMXEWMgv+53vwDCf9noEMRz
 mcp:
-  approval_wait: 2s
+  approval_wait: 1s
   upstreams:
     - name: fs
       command: %q

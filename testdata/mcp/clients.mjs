@@ -12,7 +12,8 @@
 // generation), sdk-1 (@modelcontextprotocol/sdk 1.x), sdk-2025-06-18 and
 // sdk-2025-03-26 (the 1.x releases whose newest protocol was that version),
 // agents (@openai/agents), ai-sdk (@ai-sdk/mcp), langchain
-// (@langchain/mcp-adapters).
+// (@langchain/mcp-adapters), inspector (@modelcontextprotocol/inspector's
+// CLI mode).
 //
 // Environment: SANDBOX is the directory the scenario works in; PREFIX is
 // put before each tool name ("fs_" through rulelock, "" to call the
@@ -161,6 +162,38 @@ async function langchain() {
   };
 }
 
+// The MCP inspector's CLI mode, one process per step, as a person or a
+// script would run it (npx @modelcontextprotocol/inspector --cli ...).
+async function inspector() {
+  const { execFile } = await import("node:child_process");
+  const bin = new URL("./node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js", import.meta.url).pathname;
+  const run = (method) =>
+    new Promise((resolve, reject) => {
+      const args =
+        mode === "stdio"
+          ? ["--cli", ...method, "--", ...rest]
+          : ["--cli", rest[0], "--transport", "http", "--header", `Authorization: Bearer ${rest[1]}`, ...method];
+      execFile(process.execPath, [bin, ...args], { maxBuffer: 1 << 24 }, (err, stdout, stderr) => {
+        process.stderr.write(stderr);
+        try {
+          resolve(JSON.parse(stdout));
+        } catch {
+          reject(new Error(`inspector ${args.join(" ")}: ${err?.message ?? ""}\n${stdout}`));
+        }
+      });
+    });
+  return {
+    list: async () => (await run(["--method", "tools/list"])).tools.map((t) => t.name),
+    call: async (name, args) => {
+      const pairs = Object.entries(args).map(([k, v]) => `${k}=${v}`);
+      const r = await run(["--method", "tools/call", "--tool-name", name, "--tool-arg", ...pairs]);
+      if (r.error) throw Object.assign(new Error(r.error.message), { code: r.error.code });
+      return { isError: !!r.isError, text: textOf(r.content), meta: r._meta ?? null };
+    },
+    close: () => {},
+  };
+}
+
 const makers = {
   "sdk-2": () => official("@modelcontextprotocol/client"),
   "sdk-1": () => official("@modelcontextprotocol/sdk"),
@@ -169,6 +202,7 @@ const makers = {
   agents,
   "ai-sdk": aiSDK,
   langchain,
+  inspector,
 };
 if (!makers[client] || !["stdio", "http"].includes(mode)) {
   console.error("usage: clients.mjs CLIENT (stdio COMMAND [ARGS...] | http URL TOKEN)");
