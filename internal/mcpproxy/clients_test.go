@@ -1,8 +1,10 @@
 package mcpproxy_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/mcpproxy"
+	"github.com/rulelock/rulelock/policy"
 )
 
 // TestUnauthorizedChallenges: a 401 on /mcp says it wants a bearer token
@@ -71,5 +74,73 @@ func TestNameCollisionRefused(t *testing.T) {
 	p.Close()
 	if _, err := mcpproxy.New(context.Background(), mcpproxy.Config{Upstreams: ups, Log: l, NameSeparator: "/"}); err == nil {
 		t.Error(`separator "/" accepted`)
+	}
+}
+
+// TestResultTypeForVersion: under 2026-07-28 every tools/call result
+// rulelock builds carries resultType "complete" (clients that speak it
+// reject a result without one, after the call ran); under 2025-11-25 none
+// does. The newest clients are tested for real in cmd/rulelock
+// (TestMCPClients); this pins the wire form without node.
+func TestResultTypeForVersion(t *testing.T) {
+	f := newFixture(t, testPolicy)
+	modern := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"raw","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}`
+	for _, tc := range []struct {
+		name     string
+		setup    []string // lines sent before the calls, each answered or not
+		meta     string
+		wantType bool
+	}{
+		{name: "2026-07-28", meta: "," + modern, wantType: true},
+		{name: "2025-11-25", setup: []string{
+			`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`,
+			`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			agentOut, proxyIn := io.Pipe()
+			proxyOut, agentIn := io.Pipe()
+			go f.proxy.ServeStdio(ctx, policy.Agent{ID: "agent-a", Roles: []string{"bot"}}, agentOut, agentIn)
+			replies := bufio.NewReader(proxyOut)
+			send := func(line string) {
+				t.Helper()
+				if _, err := io.WriteString(proxyIn, line+"\n"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, line := range tc.setup {
+				send(line)
+				if strings.Contains(line, `"id"`) {
+					if _, err := replies.ReadString('\n'); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			for _, call := range []struct{ what, args string }{
+				{"allowed", `{"text":"hello"}`},
+				{"denied", `{"text":"a secret"}`},
+			} {
+				send(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"up.echo","arguments":` + call.args + tc.meta + `}}`)
+				line, err := replies.ReadString('\n')
+				if err != nil {
+					t.Fatal(err)
+				}
+				var reply struct {
+					Result map[string]json.RawMessage `json:"result"`
+				}
+				if err := json.Unmarshal([]byte(line), &reply); err != nil || reply.Result == nil {
+					t.Fatalf("%s call: reply %s (%v)", call.what, line, err)
+				}
+				rt, has := reply.Result["resultType"]
+				switch {
+				case tc.wantType && string(rt) != `"complete"`:
+					t.Errorf("%s call: resultType %s, want \"complete\": %s", call.what, rt, line)
+				case !tc.wantType && has:
+					t.Errorf("%s call: resultType %s under %s: %s", call.what, rt, tc.name, line)
+				}
+			}
+		})
 	}
 }
