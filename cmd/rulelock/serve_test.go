@@ -354,6 +354,10 @@ func TestExampleMCPConfig(t *testing.T) {
 	if _, err := loadPolicy(c.Policy); err != nil {
 		t.Fatalf("policy %s: %v", c.Policy, err)
 	}
+	// A pending call must answer before the MCP SDKs' 60s request timeout.
+	if w := c.MCP.ApprovalWait.Duration; w <= 0 || w >= 60*time.Second {
+		t.Errorf("approval_wait %v: keep it below the clients' 60s timeout", w)
+	}
 }
 
 // TestMCPConfigRefused: an invalid mcp section stops rulelock before it starts.
