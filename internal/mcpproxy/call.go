@@ -39,7 +39,7 @@ func (p *Proxy) serverFor(agent policy.Agent) *mcp.Server {
 		as.server = mcp.NewServer(&mcp.Implementation{Name: "rulelock", Version: gateway.EngineVersion}, &mcp.ServerOptions{
 			Capabilities:              &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{ListChanged: true}},
 			Logger:                    p.logger,
-			SupportedProtocolVersions: ProtocolVersions,
+			SupportedProtocolVersions: protocolVersions,
 		})
 		as.server.AddReceivingMiddleware(p.middleware(as))
 		p.servers[agent.ID] = as

@@ -8,7 +8,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
-// ProtocolVersions are the MCP protocol versions rulelock offers to agents,
+// protocolVersions are the MCP protocol versions rulelock offers to agents,
 // newest first. Each is offered only because an end-to-end test drives it
 // with a real client that speaks it (cmd/rulelock/mcp_clients_test.go):
 // 2026-07-28 with the TypeScript SDK 2.x, the OpenAI Agents SDK and the
@@ -16,7 +16,7 @@ import (
 // 2025-06-18 and 2025-03-26 with the TypeScript SDK releases that made them
 // their newest. A client asking for anything else (2024-11-05) is answered
 // with a version it cannot speak, and disconnects.
-var ProtocolVersions = []string{"2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"}
+var protocolVersions = []string{"2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"}
 
 // resultTypeSince is the first protocol version whose results carry
 // resultType ("complete", or "input_required" for a multi round-trip
@@ -49,7 +49,7 @@ func requestVersion(req *mcp.CallToolRequest) string {
 			return ip.ProtocolVersion
 		}
 	}
-	return ProtocolVersions[0]
+	return protocolVersions[0]
 }
 
 // completeResult is a final tools/call result under a protocol version that
