@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,7 +86,7 @@ func TestMCPClients(t *testing.T) {
 	t.Run("http", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		var gwOut bytes.Buffer
+		var gwOut syncBuffer
 		serve := exec.CommandContext(ctx, bin, "serve", "--config", w.config("http"))
 		serve.Stdout, serve.Stderr = &gwOut, &gwOut
 		serve.Dir = t.TempDir() // relative paths resolve from the config file
@@ -96,7 +97,7 @@ func TestMCPClients(t *testing.T) {
 			serve.Process.Signal(syscall.SIGTERM)
 			serve.Wait()
 		}()
-		(&mcpWorld{addr: w.addr}).waitReady(t, &gwOut)
+		waitReadyz(t, w.addr, &gwOut)
 		for _, c := range mcpClients {
 			t.Run(c.name, func(t *testing.T) {
 				steps, stderr := w.runClient(t, script, c.name, "fs_", "", "http", "http://"+w.addr+"/mcp", w.token)
@@ -104,6 +105,21 @@ func TestMCPClients(t *testing.T) {
 			})
 		}
 	})
+}
+
+// waitReadyz waits for the gateway at addr to answer /readyz with 200.
+func waitReadyz(t *testing.T, addr string, out fmt.Stringer) {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+	}
+	t.Fatalf("rulelock serve did not become ready:\n%s", out.String())
 }
 
 type clientWorld struct {
