@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -142,5 +143,47 @@ func TestResultTypeForVersion(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLateNameCollisionRefused: a tool an upstream adds later under a name
+// the agent already sees for another upstream's tool is refused, and the
+// first tool keeps its name.
+func TestLateNameCollisionRefused(t *testing.T) {
+	a, ab := newTestUpstream(t), newTestUpstream(t)
+	l, err := audit.Open(t.TempDir(), audit.Options{SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	p, err := mcpproxy.New(context.Background(), mcpproxy.Config{Log: l, NameSeparator: "_",
+		Upstreams: []mcpproxy.Upstream{{Name: "a", URL: a.http.URL}, {Name: "a_b", URL: ab.http.URL}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	empty := func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return &mcp.CallToolResult{}, nil
+	}
+	a.srv.AddTool(&mcp.Tool{Name: "b_echo", InputSchema: json.RawMessage(`{"type":"object"}`)}, empty) // a_b_echo, taken
+	a.srv.AddTool(&mcp.Tool{Name: "later", InputSchema: json.RawMessage(`{"type":"object"}`)}, empty)  // a_later, free
+	has := func(name string) bool {
+		for _, ti := range p.Tools() {
+			if ti.Name == name {
+				return true
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(10 * time.Second); !has("a.later"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the upstream's new tool never appeared")
+		}
+	}
+	if has("a.b_echo") {
+		t.Error("a.b_echo was accepted although the agent sees a_b.echo as a_b_echo")
+	}
+	if !has("a_b.echo") {
+		t.Error("a_b.echo lost its place")
 	}
 }
