@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -110,6 +111,11 @@ func readConfig(path string) (*serveConfig, error) {
 	if err := c.checkApproverKeys(b); err != nil {
 		return nil, fmt.Errorf("%s:%v", path, err)
 	}
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	c.resolvePaths(dir)
 	return c, nil
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,9 +19,15 @@ import (
 // stands in front of.
 type mcpConfig struct {
 	// ApprovalWait is how long a tools/call that needs approval waits for
-	// the quorum before it returns the pending request id (default 30s).
-	ApprovalWait duration            `yaml:"approval_wait"`
-	Upstreams    []mcpUpstreamConfig `yaml:"upstreams"`
+	// the quorum before it returns the pending request id (default 30s:
+	// below the 60s request timeout of the MCP SDKs, which progress
+	// notifications do not reset unless the client asks).
+	ApprovalWait duration `yaml:"approval_wait"`
+	// NameSeparator joins an upstream's name and its tool's in the names
+	// agents see: "_" by default (fs_read_text_file), which every model
+	// API accepts in a function name; "." keeps the action type's form.
+	NameSeparator *string             `yaml:"name_separator"`
+	Upstreams     []mcpUpstreamConfig `yaml:"upstreams"`
 }
 
 type mcpUpstreamConfig struct {
@@ -45,6 +52,9 @@ type mcpUpstreamConfig struct {
 }
 
 func (c *mcpConfig) validate() error {
+	if c.NameSeparator != nil && *c.NameSeparator == "" {
+		return errors.New(`mcp.name_separator: give one to three of _ - . (or leave it out for "_")`)
+	}
 	seen := map[string]bool{}
 	for i, u := range c.Upstreams {
 		if seen[u.Name] {
@@ -126,8 +136,12 @@ func startProxy(ctx context.Context, e *env, cfg *serveConfig, r *running) (*mcp
 	if err != nil {
 		return nil, &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
 	}
+	sep := "_"
+	if cfg.MCP.NameSeparator != nil {
+		sep = *cfg.MCP.NameSeparator
+	}
 	p, err := mcpproxy.New(ctx, mcpproxy.Config{Upstreams: ups, Log: r.log, History: r.log,
-		ApprovalWait: cfg.MCP.ApprovalWait.Duration, Stderr: e.stderr,
+		ApprovalWait: cfg.MCP.ApprovalWait.Duration, NameSeparator: sep, Stderr: e.stderr,
 		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		return nil, fmt.Errorf("mcp: %w", err)

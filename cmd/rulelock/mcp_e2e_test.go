@@ -130,6 +130,7 @@ agents:
 approvers:
 %smcp:
   approval_wait: 90s
+  name_separator: "." # the action types' own names (mcp_clients_test.go runs the default "_")
   upstreams:
     - name: fs
       command: %q

@@ -351,8 +351,12 @@ func TestExampleMCPConfig(t *testing.T) {
 	if got := strings.Join(ups[0].Env, " "); got != "HOME=/var/lib/rulelock PATH=/usr/bin" {
 		t.Errorf("the upstream's environment is %q: only what the config gives, and PATH", got)
 	}
-	if _, err := loadPolicy("../../" + c.Policy); err != nil {
+	if _, err := loadPolicy(c.Policy); err != nil {
 		t.Fatalf("policy %s: %v", c.Policy, err)
+	}
+	// A pending call must answer before the MCP SDKs' 60s request timeout.
+	if w := c.MCP.ApprovalWait.Duration; w <= 0 || w >= 60*time.Second {
+		t.Errorf("approval_wait %v: keep it below the clients' 60s timeout", w)
 	}
 }
 

@@ -37,9 +37,10 @@ func (p *Proxy) serverFor(agent policy.Agent) *mcp.Server {
 	if as == nil {
 		as = &agentServer{agent: agent, listed: map[string]string{}}
 		as.server = mcp.NewServer(&mcp.Implementation{Name: "rulelock", Version: gateway.EngineVersion}, &mcp.ServerOptions{
-			Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{ListChanged: true}},
-			Logger:       p.logger,
-			GetSessionID: func() string { return sessionPrefix(agent.ID) + rand.Text() },
+			Capabilities:              &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{ListChanged: true}},
+			Logger:                    p.logger,
+			GetSessionID:              func() string { return sessionPrefix(agent.ID) + rand.Text() },
+			SupportedProtocolVersions: protocolVersions,
 		})
 		as.server.AddReceivingMiddleware(p.middleware(as))
 		p.servers[agent.ID] = as
@@ -63,6 +64,9 @@ func (p *Proxy) refresh(as *agentServer) {
 		}
 	}
 	if len(gone) > 0 {
+		for i, q := range gone {
+			gone[i] = p.exposedName(q)
+		}
 		as.server.RemoveTools(gone...)
 	}
 	for _, q := range sortedKeys(vis) {
@@ -71,7 +75,7 @@ func (p *Proxy) refresh(as *agentServer) {
 			continue
 		}
 		// Calls never reach this handler: the middleware answers them.
-		as.server.AddTool(t.exposed(), func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		as.server.AddTool(t.exposed(p.exposedName(q)), func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 			return nil, errors.New("unreachable")
 		})
 		as.listed[q] = t.Hash
@@ -110,7 +114,11 @@ func (p *Proxy) middleware(as *agentServer) mcp.Middleware {
 				if !ok {
 					return nil, invalidParams("malformed tools/call")
 				}
-				return p.call(ctx, as.agent, cr)
+				res, err := p.call(ctx, as.agent, cr)
+				if err != nil {
+					return nil, err
+				}
+				return forVersion(cr, res), nil
 			}
 			return next(ctx, method, req)
 		}
@@ -145,7 +153,7 @@ func (p *Proxy) call(ctx context.Context, agent policy.Agent, req *mcp.CallToolR
 	if params == nil || params.Name == "" {
 		return nil, refuse("bad_request", "tools/call needs a tool name")
 	}
-	t, ok, why := p.lookup(params.Name)
+	t, ok, why := p.lookupExposed(params.Name)
 	if t == nil {
 		return nil, refuse("unknown_tool", fmt.Sprintf("unknown tool %q", params.Name))
 	}

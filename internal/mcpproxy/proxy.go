@@ -61,6 +61,9 @@ type Config struct {
 	// ApprovalWait is how long a call that needs approval waits for the
 	// quorum before returning the pending request id (default 30s).
 	ApprovalWait time.Duration
+	// NameSeparator joins an upstream's name and a tool's in the names the
+	// agent sees (default "."; see names.go). Action types always use ".".
+	NameSeparator string
 	// Logger receives diagnostics (stderr in stdio mode; default discard).
 	Logger *slog.Logger
 	// Stderr receives the stdio upstreams' stderr (default os.Stderr).
@@ -90,6 +93,9 @@ type Proxy struct {
 func New(ctx context.Context, cfg Config) (*Proxy, error) {
 	if cfg.Log == nil {
 		return nil, errors.New("mcp proxy: a log is required")
+	}
+	if err := checkSeparator(cfg.NameSeparator); err != nil {
+		return nil, err
 	}
 	if cfg.ApprovalWait <= 0 {
 		cfg.ApprovalWait = 30 * time.Second
@@ -146,6 +152,10 @@ func New(ctx context.Context, cfg Config) (*Proxy, error) {
 			}
 			p.tools[t.Qualified] = t
 		}
+	}
+	if err := p.checkNames(); err != nil {
+		p.Close()
+		return nil, err
 	}
 	for _, q := range sortedKeys(p.tools) {
 		if err := p.pin(ctx, p.tools[q]); err != nil {
@@ -296,6 +306,10 @@ func (p *Proxy) resync(u *upstream) {
 	}
 	var changed []*tool
 	for q, t := range now {
+		if other := p.collision(p.tools, q); other != "" && p.tools[other].Upstream != u {
+			p.logger.Error("resync: tool refused: the agent would see it under the name of another", "tool", q, "other", other, "name", p.exposedName(q))
+			continue
+		}
 		if old := p.tools[q]; old == nil || old.Hash != t.Hash {
 			changed = append(changed, t)
 		}

@@ -120,10 +120,10 @@ func asObject(v any) (map[string]any, bool) {
 }
 
 // exposed is the definition the agent sees: the upstream's, under the
-// qualified name.
-func (t *tool) exposed() *mcp.Tool {
+// name the agent calls it by.
+func (t *tool) exposed(name string) *mcp.Tool {
 	d := *t.Def
-	d.Name = t.Qualified
+	d.Name = name
 	d.Meta = nil // upstream protocol metadata stays upstream
 	if d.Title == "" && (d.Annotations == nil || d.Annotations.Title == "") {
 		d.Title = t.Def.Name

@@ -150,7 +150,10 @@ func (p *Proxy) HTTPHandler(authn Authenticator, maxBody int64) http.Handler {
 		}
 		p.guardHTTP(w, r, a.(policy.Agent), maxBody, h)
 	})
-	return auth.RequireBearerToken(verify, &auth.RequireBearerTokenOptions{AllowMissingExpiration: true})(guard)
+	authed := auth.RequireBearerToken(verify, &auth.RequireBearerTokenOptions{AllowMissingExpiration: true})(guard)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		authed.ServeHTTP(&challenger{ResponseWriter: w, token: r.Header.Get("Authorization") != ""}, r)
+	})
 }
 
 // guardHTTP passes an authenticated agent's request to the SDK's handler
@@ -202,3 +205,31 @@ func sessionPrefix(agentID string) string {
 	sum := sha256.Sum256([]byte("rulelock mcp session\x00" + agentID))
 	return hex.EncodeToString(sum[:8]) + "-"
 }
+
+// challenger adds the RFC 6750 challenge to a 401, so that a client knows
+// to send a bearer token (and the MCP inspector does not start an OAuth
+// flow rulelock does not offer): realm, and error="invalid_token" when a
+// token was sent.
+type challenger struct {
+	http.ResponseWriter
+	token bool
+}
+
+func (c *challenger) WriteHeader(code int) {
+	if code == http.StatusUnauthorized && c.Header().Get("WWW-Authenticate") == "" {
+		v := `Bearer realm="rulelock"`
+		if c.token {
+			v += `, error="invalid_token", error_description="the token is not an agent's"`
+		}
+		c.Header().Set("WWW-Authenticate", v)
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *challenger) Flush() {
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (c *challenger) Unwrap() http.ResponseWriter { return c.ResponseWriter }
