@@ -80,11 +80,11 @@ func TestMCPArgumentsEndToEnd(t *testing.T) {
 	}
 	var calls []call
 	for _, c := range badSendCalls {
-		calls = append(calls, call{c.step, "mail.send", c.args})
+		calls = append(calls, call{c.step, "mail_send", c.args})
 	}
 	calls = append(calls,
-		call{"valid", "mail.send", map[string]any{"to": "a@example.com", "subject": "hi", "priority": "low", "count": 3}},
-		call{"denied", "mail.send", map[string]any{"to": "b@example.com", "subject": "hi", "count": 7}})
+		call{"valid", "mail_send", map[string]any{"to": "a@example.com", "subject": "hi", "priority": "low", "count": 3}},
+		call{"denied", "mail_send", map[string]any{"to": "b@example.com", "subject": "hi", "count": 7}})
 	callsJSON, err := json.Marshal(calls)
 	if err != nil {
 		t.Fatal(err)
@@ -184,7 +184,7 @@ mcp:
 			}
 			refusals := 0
 			for _, e := range readLog(t, filepath.Join(dir, "data", "log")) {
-				if e.Kind == audit.KindDecision && e.Agent == "agent-1" && e.Decision == "deny" && strings.HasPrefix(e.Message, `bad_arguments: tools/call "mail.send"`) {
+				if e.Kind == audit.KindDecision && e.Agent == "agent-1" && e.Decision == "deny" && strings.HasPrefix(e.Message, `bad_arguments: tools/call "mail_send"`) {
 					refusals++
 				}
 			}

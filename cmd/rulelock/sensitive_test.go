@@ -442,13 +442,13 @@ func sensitiveMCPCalls(t *testing.T, url, token string) string {
 	}
 	defer cs.Close()
 	var answers []string
-	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "up.login", Arguments: map[string]any{"user": "alice", "password": secretMCP}})
+	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "up_login", Arguments: map[string]any{"user": "alice", "password": secretMCP}})
 	if err != nil || res.IsError {
-		t.Fatalf("up.login: %v %+v", err, res)
+		t.Fatalf("up_login: %v %+v", err, res)
 	}
 	b, _ := json.Marshal(res)
 	answers = append(answers, string(b))
-	res, err = cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "up.login", Arguments: map[string]any{"user": "alice", "password": secretMCP, "otp": "1"}})
+	res, err = cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "up_login", Arguments: map[string]any{"user": "alice", "password": secretMCP, "otp": "1"}})
 	if err == nil {
 		t.Fatalf("up.login with an undeclared argument: %+v, want a refusal", res)
 	}
