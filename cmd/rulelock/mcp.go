@@ -37,8 +37,9 @@ type mcpUpstreamConfig struct {
 	Headers map[string]headerSource `yaml:"headers"`
 
 	Timeout       duration `yaml:"timeout"`
-	Roots         []string `yaml:"roots"`          // announced to the upstream; none by default
+	Roots         []string `yaml:"roots"`          // announced to the upstream, and the only directories path arguments may name
 	PathArguments []string `yaml:"path_arguments"` // arguments resolved to real paths before the decision
+	PathMode      string   `yaml:"path_mode"`      // strict (default): no symbolic links, the path watched during the call; or resolve
 }
 
 func (c *mcpConfig) validate() error {
@@ -48,7 +49,8 @@ func (c *mcpConfig) validate() error {
 			return fmt.Errorf("mcp.upstreams[%d]: upstream %q is declared twice: its tools' names would collide", i, u.Name)
 		}
 		seen[u.Name] = true
-		up := mcpproxy.Upstream{Name: u.Name, Command: u.Command, URL: u.URL}
+		up := mcpproxy.Upstream{Name: u.Name, Command: u.Command, URL: u.URL, Roots: u.Roots,
+			PathArguments: u.PathArguments, PathMode: mcpproxy.PathMode(u.PathMode)}
 		if err := up.Validate(); err != nil {
 			return fmt.Errorf("mcp.upstreams[%d]: %v", i, err)
 		}
@@ -72,7 +74,7 @@ func (c *mcpConfig) upstreams(getenv func(string) string) ([]mcpproxy.Upstream, 
 	var out []mcpproxy.Upstream
 	for _, u := range c.Upstreams {
 		up := mcpproxy.Upstream{Name: u.Name, Command: u.Command, Args: u.Args, Dir: u.Dir, URL: u.URL,
-			Timeout: u.Timeout.Duration, Roots: u.Roots, PathArguments: u.PathArguments}
+			Timeout: u.Timeout.Duration, Roots: u.Roots, PathArguments: u.PathArguments, PathMode: mcpproxy.PathMode(u.PathMode)}
 		if u.Command != "" {
 			env := map[string]string{}
 			for k, src := range u.Env {
