@@ -63,8 +63,9 @@ var errPathChanged = errors.New("a path of the call changed")
 
 // pathResolver resolves the path arguments of one upstream.
 type pathResolver struct {
-	mode  PathMode
-	roots []string // real paths of the directories the upstream serves, in its order
+	mode    PathMode
+	roots   []string     // real paths of the directories the upstream serves, in its order
+	watcher *pathWatcher // strict mode's inotify instance
 }
 
 // newPathResolver resolves the configured roots as the server does: each
@@ -74,7 +75,7 @@ func newPathResolver(mode PathMode, roots []string) *pathResolver {
 	if mode == "" {
 		mode = PathStrict
 	}
-	r := &pathResolver{mode: mode}
+	r := &pathResolver{mode: mode, watcher: newPathWatcher()}
 	for _, root := range roots {
 		real, err := filepath.EvalSymlinks(filepath.Clean(root))
 		if err != nil {

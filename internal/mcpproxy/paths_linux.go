@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -41,33 +42,84 @@ const guardSupported = true
 // watched only for tools whose definition says they are read-only: a tool
 // that writes replaces that name itself, and its events cannot be told
 // from a racer's.
+//
+// One inotify instance serves all of an upstream's calls (closing an
+// instance that holds watches waits for the kernel's SRCU grace period, ~10
+// ms): watches stay cached on the directories calls walked, up to
+// maxCachedWatches, and a call registers interest in the names on its
+// paths.
 type pathGuard struct {
-	fd    int
-	names map[int32]map[string]bool // watch descriptor → the names on the paths
+	w     *pathWatcher
+	lost  uint64 // w.lost when the guard started
+	marks []guardMark
+	done  bool
 }
+
+type guardMark struct {
+	wd      int32
+	name    string // "" when only the directory itself is watched
+	gone    uint64
+	changes uint64
+}
+
+// pathWatcher is the inotify instance of one upstream.
+type pathWatcher struct {
+	mu   sync.Mutex
+	fd   int // -1 until the first guard
+	dirs map[int32]*watchedDir
+	lost uint64 // bumped when the kernel's queue overflowed
+	buf  []byte
+}
+
+type watchedDir struct {
+	gone  uint64                // bumped when the directory is moved, removed or unmounted
+	names map[string]*nameState // the names calls in flight watch
+}
+
+type nameState struct {
+	refs    int
+	changes uint64
+}
+
+// maxCachedWatches bounds the directories watched by no call in flight.
+const maxCachedWatches = 1024
 
 const guardMask = unix.IN_CREATE | unix.IN_DELETE | unix.IN_MOVED_FROM | unix.IN_MOVED_TO |
 	unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_ONLYDIR
 
+func newPathWatcher() *pathWatcher {
+	return &pathWatcher{fd: -1, dirs: map[int32]*watchedDir{}}
+}
+
 // guard walks each resolved path again without following links and
-// starts watching it; watchLast says whether the last name (or the first
-// missing one) is watched too.
+// watches it; watchLast says whether the last name (or the first missing
+// one) is watched too.
 func (r *pathResolver) guard(paths []string, watchLast bool) (*pathGuard, error) {
-	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
-	if err != nil {
-		return nil, fmt.Errorf("path guard: inotify: %w", err)
+	w := r.watcher
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fd < 0 {
+		fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+		if err != nil {
+			return nil, fmt.Errorf("path guard: inotify: %w", err)
+		}
+		w.fd = fd
 	}
-	g := &pathGuard{fd: fd, names: map[int32]map[string]bool{}}
+	w.drain()
+	w.evict()
+	g := &pathGuard{w: w, lost: w.lost}
 	for _, p := range paths {
-		if err := g.watch(r.rootOf(p), p, watchLast); err != nil {
-			g.close()
+		if err := g.walk(r.rootOf(p), p, watchLast); err != nil {
+			g.release()
 			return nil, err
 		}
 	}
 	return g, nil
 }
 
-func (g *pathGuard) watch(root, p string, watchLast bool) error {
+// walk opens each directory of p from its parent with O_NOFOLLOW,
+// watching it through its own descriptor before looking up the next name.
+func (g *pathGuard) walk(root, p string, watchLast bool) error {
 	if root == "" {
 		return fmt.Errorf("%w: %q is outside the roots", errPathChanged, p)
 	}
@@ -78,40 +130,59 @@ func (g *pathGuard) watch(root, p string, watchLast bool) error {
 	defer func() { unix.Close(dir) }()
 	rest := strings.TrimPrefix(strings.TrimPrefix(p, root), "/")
 	if rest == "" {
-		return nil
+		return g.mark(dir, "", root)
 	}
 	names := strings.Split(rest, "/")
 	cur := root
 	for i, name := range names {
 		last := i == len(names)-1
-		wd, err := unix.InotifyAddWatch(g.fd, "/proc/self/fd/"+strconv.Itoa(dir), guardMask)
-		if err != nil {
-			return fmt.Errorf("path guard: watch %q: %w", cur, err)
-		}
+		// Look the name up, then watch the directory and look again: from
+		// the watch on, any change to the name is an event, and the second
+		// look says the name still leads where the first one went.
 		next, err := unix.Openat(dir, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if errors.Is(err, unix.ENOENT) {
 			// Nothing below exists: the upstream will create it, or fail.
+			// A read-only tool's missing name is watched: a link created
+			// there would be followed.
+			markName := ""
 			if watchLast {
-				g.add(wd, name)
+				markName = name
+			}
+			if err := g.mark(dir, markName, cur); err != nil {
+				return err
+			}
+			var st unix.Stat_t
+			if err := unix.Fstatat(dir, name, &st, unix.AT_SYMLINK_NOFOLLOW); !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("%w: %q appeared", errPathChanged, filepath.Join(cur, name))
 			}
 			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("path guard: open %q: %w", filepath.Join(cur, name), err)
 		}
-		if !last || watchLast {
-			g.add(wd, name)
+		markName := name
+		if last && !watchLast {
+			markName = ""
 		}
-		var st unix.Stat_t
+		if err := g.mark(dir, markName, cur); err != nil {
+			unix.Close(next)
+			return err
+		}
+		var st, again unix.Stat_t
 		err = unix.Fstat(next, &st)
+		if err == nil {
+			err = unix.Fstatat(dir, name, &again, unix.AT_SYMLINK_NOFOLLOW)
+		}
 		unix.Close(dir)
 		dir = next
 		cur = filepath.Join(cur, name)
 		switch {
 		case err != nil:
-			return fmt.Errorf("path guard: stat %q: %w", cur, err)
+			return fmt.Errorf("%w: %q: %v", errPathChanged, cur, err)
 		case st.Mode&unix.S_IFMT == unix.S_IFLNK:
 			return fmt.Errorf("%w: %q is now a symbolic link", errPathChanged, cur)
+		case st.Dev != again.Dev || st.Ino != again.Ino:
+			return fmt.Errorf("%w: %q was replaced", errPathChanged, cur)
 		case !last && st.Mode&unix.S_IFMT != unix.S_IFDIR:
 			return fmt.Errorf("%w: %q is no longer a directory", errPathChanged, cur)
 		}
@@ -119,49 +190,144 @@ func (g *pathGuard) watch(root, p string, watchLast bool) error {
 	return nil
 }
 
-func (g *pathGuard) add(wd int, name string) {
-	w := int32(wd)
-	if g.names[w] == nil {
-		g.names[w] = map[string]bool{}
+// mark watches the directory open as dir and registers interest in name.
+func (g *pathGuard) mark(dir int, name, path string) error {
+	w := g.w
+	wd, err := unix.InotifyAddWatch(w.fd, "/proc/self/fd/"+strconv.Itoa(dir), guardMask)
+	if err != nil {
+		return fmt.Errorf("path guard: watch %q: %w", path, err)
 	}
-	g.names[w][name] = true
+	d := w.dirs[int32(wd)]
+	if d == nil {
+		d = &watchedDir{names: map[string]*nameState{}}
+		w.dirs[int32(wd)] = d
+	}
+	m := guardMark{wd: int32(wd), name: name, gone: d.gone}
+	if name != "" {
+		n := d.names[name]
+		if n == nil {
+			n = &nameState{}
+			d.names[name] = n
+		}
+		n.refs++
+		m.changes = n.changes
+	}
+	g.marks = append(g.marks, m)
+	return nil
 }
 
 // changed reads the events queued so far and reports whether any of them
-// touches a watched name. An error reading the queue counts as a change.
+// touches the guarded paths. An error reading the queue counts as a change.
 func (g *pathGuard) changed() (bool, string) {
-	buf := make([]byte, 16<<10)
-	const gone = unix.IN_Q_OVERFLOW | unix.IN_IGNORED | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_UNMOUNT
-	for {
-		n, err := unix.Read(g.fd, buf)
+	w := g.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.drain(); err != nil {
+		return true, err.Error()
+	}
+	if w.lost != g.lost {
+		return true, "the kernel's event queue overflowed"
+	}
+	for _, m := range g.marks {
+		d := w.dirs[m.wd]
 		switch {
-		case errors.Is(err, unix.EAGAIN):
-			return false, ""
-		case errors.Is(err, unix.EINTR):
-			continue
-		case err != nil:
-			return true, "reading the path guard: " + err.Error()
-		case n < unix.SizeofInotifyEvent:
-			return true, "the path guard read a short event"
+		case d == nil || d.gone != m.gone:
+			return true, "a directory on the path was moved or removed"
+		case m.name != "" && (d.names[m.name] == nil || d.names[m.name].changes != m.changes):
+			return true, fmt.Sprintf("%q was renamed, created or removed on the path", m.name)
 		}
-		for off := 0; off+unix.SizeofInotifyEvent <= n; {
-			wd := int32(binary.NativeEndian.Uint32(buf[off:]))
-			mask := binary.NativeEndian.Uint32(buf[off+4:])
-			size := int(binary.NativeEndian.Uint32(buf[off+12:]))
-			end := off + unix.SizeofInotifyEvent + size
-			if end > n {
-				return true, "the path guard read a torn event"
-			}
-			name := strings.TrimRight(string(buf[off+unix.SizeofInotifyEvent:end]), "\x00")
-			off = end
-			if mask&gone != 0 {
-				return true, "a directory on the path was moved or removed, or events were lost"
-			}
-			if g.names[wd][name] {
-				return true, fmt.Sprintf("%q was renamed, created or removed on the path", name)
+	}
+	return false, ""
+}
+
+// close ends the guard's interest in its names.
+func (g *pathGuard) close() {
+	g.w.mu.Lock()
+	defer g.w.mu.Unlock()
+	g.release()
+}
+
+func (g *pathGuard) release() {
+	if g.done {
+		return
+	}
+	g.done = true
+	for _, m := range g.marks {
+		d := g.w.dirs[m.wd]
+		if d == nil || m.name == "" {
+			continue
+		}
+		if n := d.names[m.name]; n != nil {
+			if n.refs--; n.refs == 0 {
+				delete(d.names, m.name)
 			}
 		}
 	}
 }
 
-func (g *pathGuard) close() { unix.Close(g.fd) }
+// drain reads every queued event; the caller holds w.mu.
+func (w *pathWatcher) drain() error {
+	if w.buf == nil {
+		w.buf = make([]byte, 64<<10)
+	}
+	const gone = unix.IN_IGNORED | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_UNMOUNT
+	for {
+		n, err := unix.Read(w.fd, w.buf)
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			return nil
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			w.lost++
+			return fmt.Errorf("reading the path guard: %w", err)
+		}
+		buf := w.buf[:n]
+		for len(buf) >= unix.SizeofInotifyEvent {
+			wd := int32(binary.NativeEndian.Uint32(buf))
+			mask := binary.NativeEndian.Uint32(buf[4:])
+			end := unix.SizeofInotifyEvent + int(binary.NativeEndian.Uint32(buf[12:]))
+			if end > len(buf) {
+				w.lost++
+				return errors.New("the path guard read a torn event")
+			}
+			name := strings.TrimRight(string(buf[unix.SizeofInotifyEvent:end]), "\x00")
+			buf = buf[end:]
+			switch d := w.dirs[wd]; {
+			case mask&unix.IN_Q_OVERFLOW != 0:
+				w.lost++
+			case d == nil:
+			case mask&gone != 0:
+				d.gone++
+				if mask&unix.IN_IGNORED != 0 {
+					delete(w.dirs, wd) // the kernel dropped the watch
+				}
+			case d.names[name] != nil:
+				d.names[name].changes++
+			}
+		}
+	}
+}
+
+// evict removes the watches no call needs once there are too many; the
+// caller holds w.mu.
+func (w *pathWatcher) evict() {
+	if len(w.dirs) <= maxCachedWatches {
+		return
+	}
+	for wd, d := range w.dirs {
+		if len(d.names) == 0 {
+			unix.InotifyRmWatch(w.fd, uint32(wd))
+			delete(w.dirs, wd)
+		}
+	}
+}
+
+func (w *pathWatcher) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fd >= 0 {
+		unix.Close(w.fd)
+		w.fd = -1
+	}
+}

@@ -10,6 +10,12 @@ const guardSupported = false
 
 type pathGuard struct{}
 
+type pathWatcher struct{}
+
+func newPathWatcher() *pathWatcher { return &pathWatcher{} }
+
+func (w *pathWatcher) close() {}
+
 func (r *pathResolver) guard([]string, bool) (*pathGuard, error) {
 	return nil, errors.New("path_mode strict needs Linux (inotify)")
 }

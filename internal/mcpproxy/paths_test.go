@@ -183,3 +183,49 @@ func TestPathGuard(t *testing.T) {
 		t.Errorf("guard over a link: %v, want errPathChanged", err)
 	}
 }
+
+// BenchmarkResolve is what path identity adds to a call before the
+// decision: one path, three names deep.
+func BenchmarkResolve(b *testing.B) {
+	root := b.TempDir()
+	if err := os.MkdirAll(root+"/a/b", 0o755); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(root+"/a/b/c.txt", nil, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	r := newPathResolver("", []string{root})
+	p := r.roots[0] + "/a/b/c.txt"
+	for b.Loop() {
+		if _, err := r.resolve(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkGuard is what strict mode adds around the forwarded call: the
+// walk without links, the watches, and reading the queue afterwards.
+func BenchmarkGuard(b *testing.B) {
+	if !guardSupported {
+		b.Skip("the path guard needs Linux")
+	}
+	root := b.TempDir()
+	if err := os.MkdirAll(root+"/a/b", 0o755); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(root+"/a/b/c.txt", nil, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	r := newPathResolver("", []string{root})
+	p := r.roots[0] + "/a/b/c.txt"
+	for b.Loop() {
+		g, err := r.guard([]string{p}, true)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if changed, why := g.changed(); changed {
+			b.Fatal(why)
+		}
+		g.close()
+	}
+}

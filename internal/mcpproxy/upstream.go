@@ -146,6 +146,9 @@ func (u *upstream) list(ctx context.Context) ([]*mcp.Tool, error) {
 }
 
 func (u *upstream) close() error {
+	if u.paths != nil {
+		u.paths.watcher.close()
+	}
 	select {
 	case <-u.ready:
 		return u.session.Close()
