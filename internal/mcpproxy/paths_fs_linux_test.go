@@ -290,67 +290,92 @@ func TestStrictModeWrites(t *testing.T) {
 	}
 }
 
-// TestSymlinkSwapRace reads sandbox/sw/f.txt over and over while a racer
-// swaps the directory sw and a link to ../outside (renameat2 with
-// RENAME_EXCHANGE, so sw always exists). It counts what came back. In
-// strict mode nothing from outside the root may reach the agent; the
-// resolve mode's count is logged (docs/mcp.md quotes it).
+// TestSymlinkSwapRace reads a file over and over while a racer swaps, with
+// renameat2(RENAME_EXCHANGE), a name on its path and a symbolic link out
+// of the root: the directory sandbox/sw with a link to ../outside (the
+// issue's case), and the file sandbox/g.txt itself with a link to
+// ../outside/f.txt. It counts what came back. In strict mode nothing from
+// outside the root may reach the agent; the resolve mode's count is logged
+// (docs/mcp.md quotes it).
 func TestSymlinkSwapRace(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs node")
 	}
 	const reads = 300
 	for _, mode := range []mcpproxy.PathMode{mcpproxy.PathStrict, mcpproxy.PathResolve} {
-		t.Run(string(mode), func(t *testing.T) {
-			w := newFSWorld(t, mode)
-			if _, err := w.read(w.root + "/sw/f.txt"); err != nil {
-				t.Fatal(err)
-			}
-			var stop atomic.Bool
-			var swaps atomic.Int64
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				sw, link := w.root+"/sw", w.root+"/swlink"
-				for !stop.Load() {
-					if err := unix.Renameat2(unix.AT_FDCWD, sw, unix.AT_FDCWD, link, unix.RENAME_EXCHANGE); err != nil {
-						t.Errorf("swap: %v", err)
-						return
+		for _, race := range []struct{ name, read, swap, link, target string }{
+			{"directory", "sw/f.txt", "sw", "swlink", ""},
+			{"file", "g.txt", "g.txt", "glink", "../outside/f.txt"},
+		} {
+			t.Run(string(mode)+"/"+race.name, func(t *testing.T) {
+				w := newFSWorld(t, mode)
+				if race.target != "" {
+					if err := os.WriteFile(w.root+"/"+race.swap, []byte(insideText), 0o644); err != nil {
+						t.Fatal(err)
 					}
-					swaps.Add(1)
+					if err := os.Symlink(race.target, w.root+"/"+race.link); err != nil {
+						t.Fatal(err)
+					}
 				}
-			}()
-			counts := map[string]int{}
-			for range reads {
-				res, err := w.read(w.root + "/sw/f.txt")
-				switch txt := resultText(res); {
-				case isInvalidParams(err):
-					counts["refused before the decision"]++
-				case err != nil:
-					t.Fatalf("read: %v", err)
-				case strings.Contains(txt, outsideText):
-					counts["OUTSIDE content"]++
-				case txt == insideText && !res.IsError:
-					counts["inside content"]++
-				case strings.Contains(txt, "withheld"):
-					counts["withheld by the guard"]++
-				case strings.Contains(txt, "a path of the call changed"), strings.Contains(txt, "crosses the symbolic link"):
-					counts["changed before forwarding"]++
-				case strings.Contains(txt, "Access denied"):
-					counts["refused by the server"]++
-				default:
-					counts["other error: "+txt]++
+				path := w.root + "/" + race.read
+				if res, err := w.read(path); err != nil || resultText(res) != insideText {
+					t.Fatalf("read before the race: %v %q", err, resultText(res))
 				}
-			}
-			stop.Store(true)
-			wg.Wait()
-			t.Logf("path_mode %s: %d reads during %d swaps: %v", mode, reads, swaps.Load(), counts)
-			if mode == mcpproxy.PathStrict && counts["OUTSIDE content"] != 0 {
-				t.Errorf("strict mode: %d of %d reads returned content from outside the root", counts["OUTSIDE content"], reads)
-			}
-		})
+				counts, swaps := w.race(t, path, w.root+"/"+race.swap, w.root+"/"+race.link, reads)
+				t.Logf("path_mode %s, %s swapped: %d reads during %d swaps: %v", mode, race.name, reads, swaps, counts)
+				if mode == mcpproxy.PathStrict && counts["OUTSIDE content"] != 0 {
+					t.Errorf("strict mode: %d of %d reads returned content from outside the root", counts["OUTSIDE content"], reads)
+				}
+			})
+		}
 	}
+}
+
+// race reads path n times while a goroutine exchanges a and b, and counts
+// the outcomes.
+func (w *fsWorld) race(t *testing.T, path, a, b string, n int) (map[string]int, int64) {
+	var stop atomic.Bool
+	var swaps atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for !stop.Load() {
+			if err := unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE); err != nil {
+				t.Errorf("swap: %v", err)
+				return
+			}
+			swaps.Add(1)
+		}
+	}()
+	defer func() {
+		stop.Store(true)
+		wg.Wait()
+	}()
+	counts := map[string]int{}
+	for range n {
+		res, err := w.read(path)
+		switch txt := resultText(res); {
+		case isInvalidParams(err):
+			counts["refused before the decision"]++
+		case err != nil:
+			t.Fatalf("read: %v", err)
+		case strings.Contains(txt, outsideText):
+			counts["OUTSIDE content"]++
+		case txt == insideText && !res.IsError:
+			counts["inside content"]++
+		case strings.Contains(txt, "withheld"):
+			counts["withheld by the guard"]++
+		case strings.Contains(txt, "a path of the call changed"), strings.Contains(txt, "symbolic link"),
+			strings.Contains(txt, "outside the roots"), strings.Contains(txt, "is not resolved"):
+			counts["changed between the decision and forwarding"]++
+		case strings.Contains(txt, "Access denied"):
+			counts["refused by the server"]++
+		default:
+			counts["other error: "+txt]++
+		}
+	}
+	return counts, swaps.Load()
 }
 
 func resultText(r *mcp.CallToolResult) string {
