@@ -229,3 +229,24 @@ func BenchmarkGuard(b *testing.B) {
 		g.close()
 	}
 }
+
+func TestPathConfig(t *testing.T) {
+	base := Upstream{Name: "fs", Command: "server", PathArguments: []string{"path"}}
+	for _, c := range []struct {
+		mod  func(u *Upstream)
+		fail string
+	}{
+		{func(u *Upstream) {}, "need roots"},
+		{func(u *Upstream) { u.Roots = []string{"/srv"}; u.PathMode = "loose" }, "want strict or resolve"},
+		{func(u *Upstream) { u.Roots = []string{"/srv"} }, ""},
+		{func(u *Upstream) { u.Roots = []string{"/srv"}; u.PathMode = PathResolve }, ""},
+		{func(u *Upstream) { u.PathArguments = nil }, ""},
+	} {
+		u := base
+		c.mod(&u)
+		err := u.Validate()
+		if c.fail == "" && err != nil || c.fail != "" && (err == nil || !strings.Contains(err.Error(), c.fail)) {
+			t.Errorf("Validate(%+v) = %v, want %q", u, err, c.fail)
+		}
+	}
+}
