@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -138,7 +139,8 @@ func eachPath(args map[string]any, names []string, f func(name, path string) (st
 }
 
 // resolve returns the path p names on the upstream's file system, or why
-// it is refused: a NUL or control character, invalid UTF-8, leading or
+// it is refused: a NUL, control or invisible format character (bidi,
+// zero-width, tag), invalid UTF-8, leading or
 // trailing white space (the server trims it for its own check, not for the
 // open), a name ending in a dot or a space (Windows and SMB drop them, so
 // they alias another name there), a path over 4096 bytes or a name over
@@ -173,15 +175,19 @@ func checkPathText(p string) error {
 		return fmt.Errorf("path longer than %d bytes", maxPathBytes)
 	case !utf8.ValidString(p):
 		return errors.New("path is not valid UTF-8")
-	case strings.TrimSpace(p) != p:
+	case strings.TrimFunc(p, isJSSpace) != p:
 		return fmt.Errorf("path %q has leading or trailing white space", p)
 	}
 	for _, c := range p {
-		if c < 0x20 || c == 0x7f || (c >= 0x80 && c < 0xa0) {
-			if c == 0 {
-				return errors.New("path contains a NUL byte")
-			}
+		switch {
+		case c == 0:
+			return errors.New("path contains a NUL byte")
+		case c < 0x20 || c == 0x7f || (c >= 0x80 && c < 0xa0):
 			return fmt.Errorf("path %q contains control character %U", p, c)
+		case unicode.Is(unicode.Cf, c):
+			// Bidi controls, zero-width characters, tags: a name that
+			// shows as another to the human reading the log or approving.
+			return fmt.Errorf("path %q contains invisible format character %U", p, c)
 		}
 	}
 	for _, name := range strings.Split(p, "/") {
@@ -197,6 +203,10 @@ func checkPathText(p string) error {
 	}
 	return nil
 }
+
+// isJSSpace is the white space JavaScript's String.prototype.trim removes,
+// which the filesystem server applies before its containment check.
+func isJSSpace(c rune) bool { return unicode.IsSpace(c) || c == '\uFEFF' }
 
 // absolute makes p absolute as the server does: a relative path joins the
 // first root under which it stays, else the first root.
