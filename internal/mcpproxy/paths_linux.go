@@ -52,7 +52,15 @@ type pathGuard struct {
 	w     *pathWatcher
 	lost  uint64 // w.lost when the guard started
 	marks []guardMark
+	looks []guardLook
 	done  bool
+}
+
+// guardLook is what a watched name led to when the guard started.
+type guardLook struct {
+	path     string
+	absent   bool
+	dev, ino uint64
 }
 
 type guardMark struct {
@@ -155,6 +163,9 @@ func (g *pathGuard) walk(root, p string, watchLast bool) error {
 			if err := unix.Fstatat(dir, name, &st, unix.AT_SYMLINK_NOFOLLOW); !errors.Is(err, unix.ENOENT) {
 				return fmt.Errorf("%w: %q appeared", errPathChanged, filepath.Join(cur, name))
 			}
+			if markName != "" {
+				g.looks = append(g.looks, guardLook{path: filepath.Join(cur, name), absent: true})
+			}
 			return nil
 		}
 		if err != nil {
@@ -186,6 +197,9 @@ func (g *pathGuard) walk(root, p string, watchLast bool) error {
 		case !last && st.Mode&unix.S_IFMT != unix.S_IFDIR:
 			return fmt.Errorf("%w: %q is no longer a directory", errPathChanged, cur)
 		}
+		if markName != "" {
+			g.looks = append(g.looks, guardLook{path: cur, dev: uint64(st.Dev), ino: uint64(st.Ino)})
+		}
 	}
 	return nil
 }
@@ -216,12 +230,42 @@ func (g *pathGuard) mark(dir int, name, path string) error {
 	return nil
 }
 
-// changed reads the events queued so far and reports whether any of them
-// touches the guarded paths. An error reading the queue counts as a change.
+// changed reports whether a name on the guarded paths may have changed
+// since the guard started: an event queued for it, a watched directory
+// moved or removed, lost events, or an error reading them.
+//
+// The kernel queues a rename's event just after the rename takes effect,
+// while it still holds the lock of the directory: so a rename can be
+// visible to the server with its event not queued yet, but no second
+// change in that directory can happen until it is. changed therefore reads
+// the queue, looks at every watched name again (a rename still in flight
+// shows there), and reads the queue once more (a rename that finished
+// meanwhile has queued its event).
 func (g *pathGuard) changed() (bool, string) {
 	w := g.w
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if changed, why := g.events(); changed {
+		return true, why
+	}
+	for _, l := range g.looks {
+		var st unix.Stat_t
+		err := unix.Lstat(l.path, &st)
+		switch {
+		case l.absent && errors.Is(err, unix.ENOENT):
+		case l.absent || err != nil:
+			return true, fmt.Sprintf("%q changed", l.path)
+		case uint64(st.Dev) != l.dev || uint64(st.Ino) != l.ino:
+			return true, fmt.Sprintf("%q was replaced", l.path)
+		}
+	}
+	return g.events()
+}
+
+// events reads the queue and compares the guard's names with it; the
+// caller holds w.mu.
+func (g *pathGuard) events() (bool, string) {
+	w := g.w
 	if err := w.drain(); err != nil {
 		return true, err.Error()
 	}
