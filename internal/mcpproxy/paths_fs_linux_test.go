@@ -21,6 +21,7 @@ import (
 
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/gateway"
+	"github.com/rulelock/rulelock/internal/ledger"
 	"github.com/rulelock/rulelock/internal/mcpproxy"
 	"github.com/rulelock/rulelock/internal/testenv"
 	"github.com/rulelock/rulelock/policy"
@@ -172,6 +173,26 @@ func (w *fsWorld) loggedPaths(t *testing.T) map[string]string {
 		out[a.Path] = e.Decision
 	}
 	return out
+}
+
+// outcomes counts the outcome entries with the given status.
+func (w *fsWorld) outcomes(t *testing.T, status ledger.Status) int {
+	t.Helper()
+	n := 0
+	for i := int64(0); i < w.log.Size(); i++ {
+		raw, err := w.log.ReadEntry(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := audit.DecodeEntry(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Kind == audit.KindOutcome && e.Status == string(status) {
+			n++
+		}
+	}
+	return n
 }
 
 func isInvalidParams(err error) bool {
@@ -337,6 +358,9 @@ func TestSymlinkSwapRace(t *testing.T) {
 				t.Logf("path_mode %s, %s swapped: %d reads during %d swaps: %v", mode, race.name, reads, swaps, counts)
 				if mode == mcpproxy.PathStrict && counts["OUTSIDE content"] != 0 {
 					t.Errorf("strict mode: %d of %d reads returned content from outside the root", counts["OUTSIDE content"], reads)
+				}
+				if n := w.outcomes(t, gateway.StatusUnknown); n != counts["withheld by the guard"] {
+					t.Errorf("%d outcomes logged as unknown, want one per withheld result (%d)", n, counts["withheld by the guard"])
 				}
 			})
 		}
