@@ -323,6 +323,42 @@ func TestStrictModeWrites(t *testing.T) {
 	}
 }
 
+// TestStrictModeConcurrent: calls in flight together share the upstream's
+// watches without mistaking one another for a racer, while one of them
+// writes next to what the others read.
+func TestStrictModeConcurrent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs node")
+	}
+	w := newFSWorld(t, "")
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 10 {
+				var res *mcp.CallToolResult
+				var err error
+				if i == 0 {
+					res, err = w.cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "fs.write_file",
+						Arguments: map[string]any{"path": w.root + "/inner/w.txt", "content": strings.Repeat("w", j)}})
+				} else {
+					res, err = w.read(w.root + "/inner/b.txt")
+				}
+				if err != nil || res.IsError {
+					failed.Add(1)
+					t.Errorf("call %d/%d: %v %q", i, j, err, resultText(res))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Errorf("%d of 60 concurrent calls failed", n)
+	}
+}
+
 // TestSymlinkSwapRace reads a file over and over while a racer swaps, with
 // renameat2(RENAME_EXCHANGE), a name on its path and a symbolic link out
 // of the root: the directory sandbox/sw with a link to ../outside (the
