@@ -37,9 +37,9 @@ type mcpUpstreamConfig struct {
 	Headers map[string]headerSource `yaml:"headers"`
 
 	Timeout       duration `yaml:"timeout"`
+	PathMode      string   `yaml:"path_mode"`      // strict (default): no symbolic links, the path watched during the call; or resolve
 	Roots         []string `yaml:"roots"`          // announced to the upstream, and the only directories path arguments may name
 	PathArguments []string `yaml:"path_arguments"` // arguments resolved to real paths before the decision
-	PathMode      string   `yaml:"path_mode"`      // strict (default): no symbolic links, the path watched during the call; or resolve
 }
 
 func (c *mcpConfig) validate() error {
@@ -74,7 +74,7 @@ func (c *mcpConfig) upstreams(getenv func(string) string) ([]mcpproxy.Upstream, 
 	var out []mcpproxy.Upstream
 	for _, u := range c.Upstreams {
 		up := mcpproxy.Upstream{Name: u.Name, Command: u.Command, Args: u.Args, Dir: u.Dir, URL: u.URL,
-			Timeout: u.Timeout.Duration, Roots: u.Roots, PathArguments: u.PathArguments, PathMode: mcpproxy.PathMode(u.PathMode)}
+			Timeout: u.Timeout.Duration, Roots: u.Roots, PathArguments: u.PathArguments}
 		if u.Command != "" {
 			env := map[string]string{}
 			for k, src := range u.Env {
@@ -106,6 +106,7 @@ func (c *mcpConfig) upstreams(getenv func(string) string) ([]mcpproxy.Upstream, 
 				up.Headers.Set(name, v)
 			}
 		}
+		up.PathMode = mcpproxy.PathMode(u.PathMode)
 		out = append(out, up)
 	}
 	return out, nil

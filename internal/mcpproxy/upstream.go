@@ -40,6 +40,9 @@ type Upstream struct {
 	// directories with the roots a client sends.
 	Roots []string
 
+	// PathMode is PathStrict (the zero value) or PathResolve: see them.
+	PathMode PathMode
+
 	// PathArguments name the arguments that hold file system paths (a
 	// string or a list of strings). Rulelock resolves each one as the
 	// filesystem server does — relative to the roots, "." and "..",
@@ -49,9 +52,6 @@ type Upstream struct {
 	// the file the server opens. rulelock must see the same file system as
 	// the upstream (a stdio server it starts). PathArguments need Roots.
 	PathArguments []string
-
-	// PathMode is PathStrict (the zero value) or PathResolve: see them.
-	PathMode PathMode
 }
 
 // Validate checks the name and the transport.
