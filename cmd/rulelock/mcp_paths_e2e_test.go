@@ -166,7 +166,11 @@ mcp:
 			break
 		}
 		if i == 20 {
-			t.Fatalf("the filesystem server never served its root: %+v", results["warmup"])
+			s := results["warmup"]
+			if s.Error != nil {
+				t.Fatalf("the filesystem server never served its root: %s", s.Error.Message)
+			}
+			t.Fatalf("the filesystem server never served its root: %q", s.Text)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

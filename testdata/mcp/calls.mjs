@@ -24,9 +24,13 @@ if (mode === "stdio") {
 
 const client = new Client({ name: "calls", version: "1.0.0" });
 await client.connect(transport);
+// A call names the tool as its action type ("fs.read_text_file"); the agent
+// may see it joined by another separator ("fs_read_text_file").
+const listed = new Set((await client.listTools()).tools.map((t) => t.name));
+const toolName = (n) => (listed.has(n) ? n : n.replace(".", "_"));
 for (const c of JSON.parse(process.env.CALLS)) {
   try {
-    const r = await client.callTool({ name: c.name, arguments: c.arguments });
+    const r = await client.callTool({ name: toolName(c.name), arguments: c.arguments });
     const text = (r.content || []).filter((x) => x.type === "text").map((x) => x.text).join("");
     console.log(JSON.stringify({ step: c.step, isError: !!r.isError, text }));
   } catch (e) {
