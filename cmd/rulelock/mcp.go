@@ -44,7 +44,8 @@ type mcpUpstreamConfig struct {
 	Headers map[string]headerSource `yaml:"headers"`
 
 	Timeout       duration `yaml:"timeout"`
-	Roots         []string `yaml:"roots"`          // announced to the upstream; none by default
+	PathMode      string   `yaml:"path_mode"`      // strict (default): no symbolic links, the path watched during the call; or resolve
+	Roots         []string `yaml:"roots"`          // announced to the upstream, and the only directories path arguments may name
 	PathArguments []string `yaml:"path_arguments"` // arguments resolved to real paths before the decision
 	// SensitiveArguments are kept out of the audit log (a salted
 	// commitment in their place), in every tool of the upstream.
@@ -61,7 +62,8 @@ func (c *mcpConfig) validate() error {
 			return fmt.Errorf("mcp.upstreams[%d]: upstream %q is declared twice: its tools' names would collide", i, u.Name)
 		}
 		seen[u.Name] = true
-		up := mcpproxy.Upstream{Name: u.Name, Command: u.Command, URL: u.URL}
+		up := mcpproxy.Upstream{Name: u.Name, Command: u.Command, URL: u.URL, Roots: u.Roots,
+			PathArguments: u.PathArguments, PathMode: mcpproxy.PathMode(u.PathMode)}
 		if err := up.Validate(); err != nil {
 			return fmt.Errorf("mcp.upstreams[%d]: %v", i, err)
 		}
@@ -122,6 +124,7 @@ func (c *mcpConfig) upstreams(getenv func(string) string) ([]mcpproxy.Upstream, 
 				up.Headers.Set(name, v)
 			}
 		}
+		up.PathMode = mcpproxy.PathMode(u.PathMode)
 		out = append(out, up)
 	}
 	return out, nil

@@ -136,7 +136,8 @@ approvers:
       command: %q
       args: [%q, %q]
       path_arguments: [path, paths, source, destination]
-`, w.addr, w.data, filepath.Join(root, "policy"), sha(w.agentToken), approvers.String(), node, fsServer, w.sandbox)
+      roots: [%q]
+`, w.addr, w.data, filepath.Join(root, "policy"), sha(w.agentToken), approvers.String(), node, fsServer, w.sandbox, w.sandbox)
 	w.config = filepath.Join(w.dir, "rulelock.yaml")
 	if err := os.WriteFile(w.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -233,11 +234,8 @@ func (w *mcpWorld) run(t *testing.T, mode string) {
 		t.Errorf("allowed read: %+v", s)
 	}
 	for step, rule := range map[string]string{
-		"write":     "NoWrites",
-		"traversal": "", // default deny: no allow rule holds for a path outside the sandbox
-		"sibling":   "",
-		"symlink":   "",
-		"secret":    "NoSecrets",
+		"write":  "NoWrites",
+		"secret": "NoSecrets",
 	} {
 		s := steps[step]
 		if !s.IsError || !strings.Contains(s.Text, "rulelock denied the call") || s.Structured != nil {
@@ -251,7 +249,9 @@ func (w *mcpWorld) run(t *testing.T, mode string) {
 			t.Errorf("%s: no decision in _meta: %v", step, s.Meta)
 		}
 	}
-	for _, step := range []string{"extra", "unknown"} {
+	// A path outside the roots (by "..", a sibling prefix or a symbolic
+	// link) is refused before the decision, like a malformed argument.
+	for _, step := range []string{"extra", "unknown", "traversal", "sibling", "symlink"} {
 		if s := steps[step]; s.Error == nil || s.Error.Code == nil || *s.Error.Code != -32602 {
 			t.Errorf("%s: want JSON-RPC -32602, got %+v", step, s)
 		}
@@ -368,8 +368,8 @@ func (w *mcpWorld) checkLog(t *testing.T) {
 		}
 	}
 	l.Close()
-	// Nine calls: read (allow), write, traversal, sibling, symlink, secret
-	// (deny), extra and unknown (refused, logged as deny), move (parked,
+	// Nine calls: read (allow), write, secret (deny), traversal, sibling,
+	// symlink, extra and unknown (refused, logged as deny), move (parked,
 	// then approved: a second decision). Outcomes: the read and the move.
 	wantCounts := map[string]int{"decision:allow": 1, "decision:deny": 7, "decision:require_approval": 1, "decision:approved": 1, "outcome:ok": 2}
 	for k, n := range wantCounts {

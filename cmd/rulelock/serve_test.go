@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/internal/mcpproxy"
 )
 
 // testServe starts the gateway as `rulelock serve --policy examples/payments
@@ -345,7 +346,7 @@ func TestExampleMCPConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ups) != 1 || ups[0].Name != "fs" || len(ups[0].PathArguments) != 4 || len(ups[0].Roots) != 0 {
+	if len(ups) != 1 || ups[0].Name != "fs" || len(ups[0].PathArguments) != 4 || len(ups[0].Roots) != 1 || ups[0].PathMode != mcpproxy.PathStrict {
 		t.Fatalf("upstreams: %+v", ups)
 	}
 	if got := strings.Join(ups[0].Env, " "); got != "HOME=/var/lib/rulelock PATH=/usr/bin" {

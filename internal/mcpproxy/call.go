@@ -171,7 +171,7 @@ func (p *Proxy) call(ctx context.Context, agent policy.Agent, req *mcp.CallToolR
 	if err := t.checkArguments(args); err != nil {
 		return nil, refuse("bad_arguments", err.Error())
 	}
-	if err := resolvePaths(args, t.Upstream.cfg.PathArguments); err != nil {
+	if err := t.Upstream.paths.resolvePaths(args, t.Upstream.cfg.PathArguments); err != nil {
 		return nil, refuse("bad_arguments", err.Error())
 	}
 	args["type"] = t.Qualified
@@ -385,8 +385,12 @@ func (p *Proxy) execute(ctx context.Context, x gateway.Execution) gateway.Outcom
 	if err := t.checkArguments(args); err != nil {
 		return gateway.Outcome{Status: gateway.StatusError, Error: err.Error()}
 	}
-	if err := checkResolved(args, t.Upstream.cfg.PathArguments); err != nil {
+	guard, err := t.Upstream.guardPaths(t.Def, args)
+	if err != nil {
 		return gateway.Outcome{Status: gateway.StatusError, Error: err.Error()}
+	}
+	if guard != nil {
+		defer guard.close()
 	}
 	ctx, cancel := context.WithTimeout(ctx, t.Upstream.cfg.Timeout)
 	defer cancel()
@@ -399,6 +403,14 @@ func (p *Proxy) execute(ctx context.Context, x gateway.Execution) gateway.Outcom
 		defer time.AfterFunc(2*time.Second, func() { p.progress.unregister(pt) })
 	}
 	res, err := t.Upstream.session.CallTool(ctx, params)
+	if guard != nil {
+		if changed, why := guard.changed(); changed {
+			// The upstream may have opened something else: what it
+			// returned never reaches the agent.
+			return gateway.Outcome{Status: gateway.StatusUnknown,
+				Error: fmt.Sprintf("%v while the upstream ran the call (%s): its result is withheld, and what it touched is unknown", errPathChanged, why)}
+		}
+	}
 	if err != nil {
 		// The request was written (or may have been): whether it happened is
 		// unknown unless the upstream answered with a protocol error.

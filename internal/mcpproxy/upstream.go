@@ -40,12 +40,17 @@ type Upstream struct {
 	// directories with the roots a client sends.
 	Roots []string
 
+	// PathMode is PathStrict (the zero value) or PathResolve: see them.
+	PathMode PathMode
+
 	// PathArguments name the arguments that hold file system paths (a
-	// string or a list of strings). Rulelock resolves each absolute path —
-	// "." and "..", repeated slashes and symbolic links — before the
-	// decision, and forwards exactly the resolved path, so the policy judges
-	// where the call really goes. rulelock must see the same file system as
-	// the upstream (a stdio server it starts).
+	// string or a list of strings). Rulelock resolves each one as the
+	// filesystem server does — relative to the roots, "." and "..",
+	// repeated slashes, Unicode NFC equivalents of missing names, symbolic
+	// links — before the decision, refuses any that ends outside Roots, and
+	// forwards exactly the resolved path, so the policy and the log name
+	// the file the server opens. rulelock must see the same file system as
+	// the upstream (a stdio server it starts). PathArguments need Roots.
 	PathArguments []string
 
 	// SensitiveArguments name the arguments, in any of the upstream's
@@ -65,6 +70,12 @@ func (u *Upstream) Validate() error {
 		return fmt.Errorf("upstream %q: the name is reserved", u.Name)
 	case (u.Command == "") == (u.URL == ""):
 		return fmt.Errorf("upstream %q: give command (stdio) or url (streamable HTTP), not both", u.Name)
+	case len(u.PathArguments) > 0 && len(u.Roots) == 0:
+		return fmt.Errorf("upstream %q: path_arguments need roots: the directories the server may use", u.Name)
+	case u.PathMode != "" && u.PathMode != PathStrict && u.PathMode != PathResolve:
+		return fmt.Errorf("upstream %q: path_mode %q: want strict or resolve", u.Name, u.PathMode)
+	case len(u.PathArguments) > 0 && u.PathMode != PathResolve && !guardSupported:
+		return fmt.Errorf("upstream %q: path_mode strict needs Linux (inotify); set path_mode: resolve to accept the window docs/mcp.md describes", u.Name)
 	}
 	return nil
 }
@@ -73,6 +84,7 @@ func (u *Upstream) Validate() error {
 type upstream struct {
 	cfg   Upstream
 	proxy *Proxy
+	paths *pathResolver // the roots, resolved when connecting
 
 	ready   chan struct{} // closed once Connect returned
 	session *mcp.ClientSession
@@ -97,6 +109,7 @@ func (u *upstream) connect(ctx context.Context) error {
 		},
 		Logger: u.proxy.logger,
 	})
+	u.paths = newPathResolver(u.cfg.PathMode, u.cfg.Roots)
 	for _, r := range u.cfg.Roots {
 		client.AddRoots(&mcp.Root{URI: "file://" + r})
 	}
@@ -140,6 +153,9 @@ func (u *upstream) list(ctx context.Context) ([]*mcp.Tool, error) {
 }
 
 func (u *upstream) close() error {
+	if u.paths != nil {
+		u.paths.watcher.close()
+	}
 	select {
 	case <-u.ready:
 		return u.session.Close()
