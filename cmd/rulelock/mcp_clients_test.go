@@ -199,7 +199,8 @@ mcp:
       command: %q
       args: [%q, %q]
       path_arguments: [path, paths, source, destination]
-`, w.addr, mode, w.policy, sha(w.token), w.node, w.fsServer, w.sandbox)
+      roots: [%q]
+`, w.addr, mode, w.policy, sha(w.token), w.node, w.fsServer, w.sandbox, w.sandbox)
 	p := filepath.Join(w.dir, "rulelock-"+mode+".yaml")
 	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
 		panic(err)
