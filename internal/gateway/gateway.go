@@ -258,6 +258,9 @@ type Request struct {
 	Action      policy.Action
 	Instruction string
 	Reasoning   string
+	// Tool, for a call through the MCP proxy, names the tool definition
+	// the call was decided against; the decision entry records it.
+	Tool *ledger.ToolRef
 }
 
 // Result is the gateway's answer.
@@ -507,6 +510,17 @@ func (g *Gateway) stateJSON(agent policy.Agent) string {
 	return string(b)
 }
 
+// toolState is the encoded ledger.DecisionState of a call through the MCP
+// proxy: stateJSON's, with the tool (not cached: it differs per tool).
+func toolState(req *Request) string {
+	roles := req.Agent.Roles
+	if roles == nil {
+		roles = []string{}
+	}
+	b, _ := json.Marshal(ledger.DecisionState{AgentRoles: roles, Principal: req.Agent.Principal, Tool: req.Tool})
+	return string(b)
+}
+
 // queue records e. With a QueueRecorder (the audit log) it only queues e and
 // returns how to wait until e is durable. That is enough for the agent's
 // next decision to count e in its history: the log records entries in the
@@ -559,6 +573,9 @@ func (g *Gateway) parkDecision(id string, req *Request, d *policy.Decision, now 
 // decisionEntry is the decision entry of request id; state is its encoded
 // ledger.DecisionState (Gateway.stateJSON).
 func decisionEntry(id string, req *Request, d *policy.Decision, now time.Time, state string) audit.Entry {
+	if req.Tool != nil {
+		state = toolState(req)
+	}
 	rules := make([]audit.Rule, len(d.Rules))
 	for i, r := range d.Rules {
 		rules[i] = audit.Rule{Name: r.Name, Outcome: string(r.Outcome), Message: r.Message, Shadow: r.Shadow}

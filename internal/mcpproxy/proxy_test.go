@@ -151,7 +151,8 @@ func newFixture(t *testing.T, src string) *fixture {
 		}
 	}
 	f.proxy, err = mcpproxy.New(ctx, mcpproxy.Config{
-		Upstreams: []mcpproxy.Upstream{{Name: "up", URL: f.up.http.URL, Headers: http.Header{"Authorization": {"Bearer upstream-credential"}}}},
+		Upstreams: []mcpproxy.Upstream{{Name: "up", URL: f.up.http.URL, Headers: http.Header{"Authorization": {"Bearer upstream-credential"}},
+			FirstSeen: mcpproxy.FirstSeenExpose}},
 		Log:       l, ApprovalWait: 5 * time.Second,
 	})
 	if err != nil {
@@ -610,7 +611,7 @@ func TestPinsSurviveRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	cfg := mcpproxy.Config{Upstreams: []mcpproxy.Upstream{{Name: "up", URL: up.http.URL}}, Log: l, History: l}
+	cfg := mcpproxy.Config{Upstreams: []mcpproxy.Upstream{{Name: "up", URL: up.http.URL, FirstSeen: mcpproxy.FirstSeenExpose}}, Log: l, History: l}
 	first, err := mcpproxy.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
