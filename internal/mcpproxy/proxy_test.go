@@ -153,7 +153,7 @@ func newFixture(t *testing.T, src string) *fixture {
 	f.proxy, err = mcpproxy.New(ctx, mcpproxy.Config{
 		Upstreams: []mcpproxy.Upstream{{Name: "up", URL: f.up.http.URL, Headers: http.Header{"Authorization": {"Bearer upstream-credential"}},
 			FirstSeen: mcpproxy.FirstSeenExpose}},
-		Log:       l, ApprovalWait: 5 * time.Second,
+		Log: l, ApprovalWait: 5 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
