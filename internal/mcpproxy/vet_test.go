@@ -42,11 +42,11 @@ var places = map[string]string{
 
 // data are places where a string is matched on, not read: not repairable.
 var data = map[string]string{
-	"property name": `{"name":"t","inputSchema":{"type":"object","properties":{%s:{"type":"string"}}}}`,
-	"enum value":    `{"name":"t","inputSchema":{"type":"object","properties":{"a":{"type":"string","enum":["x",%s]}}}}`,
-	"default":       `{"name":"t","inputSchema":{"type":"object","properties":{"a":{"type":"string","default":%s}}}}`,
-	"examples":      `{"name":"t","inputSchema":{"type":"object","properties":{"a":{"type":"string","examples":[%s]}}}}`,
-	"required":      `{"name":"t","inputSchema":{"type":"object","required":[%s]}}`,
+	"property name":            `{"name":"t","inputSchema":{"type":"object","properties":{%s:{"type":"string"}}}}`,
+	"enum value":               `{"name":"t","inputSchema":{"type":"object","properties":{"a":{"type":"string","enum":["x",%s]}}}}`,
+	"default":                  `{"name":"t","inputSchema":{"type":"object","properties":{"a":{"type":"string","default":%s}}}}`,
+	"examples":                 `{"name":"t","inputSchema":{"type":"object","properties":{"a":{"type":"string","examples":[%s]}}}}`,
+	"required":                 `{"name":"t","inputSchema":{"type":"object","required":[%s]}}`,
 	"description in a default": `{"name":"t","inputSchema":{"type":"object","properties":{"a":{"type":"object","default":{"description":%s}}}}}`,
 	"_meta":                    `{"name":"t","inputSchema":{"type":"object"},"_meta":{"k":%s}}`,
 	"icon":                     `{"name":"t","inputSchema":{"type":"object"},"icons":[{"src":%s}]}`,
