@@ -28,6 +28,7 @@ import (
 
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/gateway"
+	"github.com/rulelock/rulelock/internal/strictjson"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -554,4 +555,57 @@ func (p *Proxy) visible(agent policy.Agent) map[string]*tool {
 		out[q] = t
 	}
 	return out
+}
+
+// Definition is an upstream tool's definition as the proxy judged it, for
+// an administrator to review before pinning it (rulelock mcp pin).
+type Definition struct {
+	ToolInfo
+	Upstream string
+	// Raw is the upstream's definition, decoded (strictjson values; nil
+	// when it is not strict JSON): what the hash covers. Print it with
+	// Render, never as is.
+	Raw any
+	// Exposed is what an agent sees once the tool is accepted (nil for a
+	// refused tool).
+	Exposed *mcp.Tool
+}
+
+// Definitions lists the upstreams' tools with their definitions.
+func (p *Proxy) Definitions() []Definition {
+	infos := p.Tools()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]Definition, 0, len(infos))
+	for _, ti := range infos {
+		t := p.tools[ti.Name]
+		d := Definition{ToolInfo: ti, Upstream: t.Upstream.cfg.Name}
+		if !t.Refused {
+			d.Exposed = t.exposed()
+		}
+		if v, err := strictjson.Decode(t.Canonical, strictjson.Limits{MaxBytes: 4 << 20, MaxDepth: 256}); err == nil {
+			d.Raw = v
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// Inspect connects to the upstreams, lists and vets their tools and
+// disconnects, recording nothing: what rulelock mcp pin shows. Pins and
+// ActionTypes of cfg apply; its Log is not used.
+func Inspect(ctx context.Context, cfg Config) ([]Definition, error) {
+	cfg.Log, cfg.History, cfg.Recheck = discard{}, nil, -1
+	p, err := New(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	return p.Definitions(), nil
+}
+
+type discard struct{}
+
+func (discard) Append(context.Context, *audit.Entry) (audit.Receipt, error) {
+	return audit.Receipt{}, nil
 }
