@@ -90,6 +90,7 @@ func runMCPPin(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	pc.Logger = nil // the findings are shown below
 	defs, err := mcpproxy.Inspect(ctx, pc)
 	if err != nil {
 		return fmt.Errorf("mcp pin: %w", err)

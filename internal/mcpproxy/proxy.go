@@ -52,6 +52,7 @@ const (
 	noteQuarantined = "mcp_tool_quarantined" // … <code>: not pinned, changed, refused
 	noteRefused     = "mcp_tool_refused"     // … : the vetting findings that refuse it
 	noteSanitised   = "mcp_tool_sanitised"   // … : what was removed from what the agent sees
+	noteFlagged     = "mcp_tool_flagged"     // … : text for the reviewer's attention, unchanged
 	noteUnannounced = "mcp_tool_changed_unannounced"
 	noteRemoved     = "mcp_tool_removed"
 )
@@ -298,7 +299,12 @@ func (p *Proxy) sighted(ctx context.Context, t *tool, prev *tool, announced bool
 		notes = append(notes, fmt.Sprintf("%s %s %s was %s", noteUnannounced, t.Qualified, t.Hash, prev.Hash))
 	}
 	if len(t.Findings) > 0 {
-		kind := noteSanitised
+		kind := noteFlagged
+		for _, f := range t.Findings {
+			if f.Severity == Sanitised {
+				kind = noteSanitised
+			}
+		}
 		if t.Refused {
 			kind = noteRefused
 		}

@@ -262,12 +262,25 @@ func isIdent(s string) bool {
 }
 
 // renderString quotes s for a terminal: JSON-like, with every character
-// invisibleClass names written as \u{XXXX}, so that what an administrator
-// reads is all there is.
+// invisibleClass names written as \u{XXXX}, and a run of more than 16 of
+// one character as \u{XXXX}{×N}, so that what an administrator reads is
+// all there is.
 func renderString(s string) string {
 	var b strings.Builder
 	b.WriteByte('"')
-	for _, r := range s {
+	rs := []rune(s)
+	for i := 0; i < len(rs); i++ {
+		r := rs[i]
+		n := 1
+		for i+n < len(rs) && rs[i+n] == r {
+			n++
+		}
+		if n > 16 {
+			// Padding that pushes text out of sight: shown as a count.
+			fmt.Fprintf(&b, `\u{%X}{×%d}`, r, n)
+			i += n - 1
+			continue
+		}
 		switch {
 		case r == '"' || r == '\\':
 			b.WriteByte('\\')

@@ -207,3 +207,10 @@ func TestRenderEscapesInvisibles(t *testing.T) {
 		}
 	}
 }
+
+func TestRenderCountsPadding(t *testing.T) {
+	got := renderString("a" + strings.Repeat(" ", 10240) + "<IMPORTANT>")
+	if want := `"a\u{20}{×10240}<IMPORTANT>"`; got != want {
+		t.Errorf("renderString = %s, want %s", got, want)
+	}
+}
