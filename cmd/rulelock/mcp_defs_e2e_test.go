@@ -102,7 +102,22 @@ func TestMCPPoisonedDefinitions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "evil.bidi_title evil.clean evil.important evil.output_schema evil.refund evil.shifty evil.tag_annotation evil.tag_description evil.zw_property"
+	// Every tool but the refused ones: padded, enum_zw and the padding
+	// column of the matrix.
+	var pinnable []string
+	for _, name := range []string{"bidi_title", "clean", "important", "output_schema", "refund", "shifty", "tag_annotation", "tag_description", "zw_property"} {
+		pinnable = append(pinnable, "evil."+name)
+	}
+	for _, place := range []string{"description", "title", "annotation", "property", "output"} {
+		for _, trick := range []string{"important", "tag", "bidi", "zerowidth", "control"} {
+			pinnable = append(pinnable, "evil.m_"+place+"_"+trick)
+		}
+		if !strings.Contains(out, "== evil.m_"+place+"_padding sha256:") || !strings.Contains(out, "\\u{20}{×10240}") {
+			t.Errorf("mcp pin does not show m_%s_padding with its padding counted", place)
+		}
+	}
+	sort.Strings(pinnable)
+	want := strings.Join(pinnable, " ")
 	if got := strings.Join(sortedNames(pins), " "); got != want {
 		t.Fatalf("pinned %s\nwant   %s", got, want)
 	}
@@ -112,6 +127,7 @@ func TestMCPPoisonedDefinitions(t *testing.T) {
 	for _, mode := range []string{"stdio", "http"} {
 		steps := w.probe(t, mode, calls)
 		var names []string
+		sanitised := 0
 		for _, d := range steps["list"].Definitions {
 			names = append(names, d["name"].(string))
 			if r, where, ok := invisibleIn(d, d["name"].(string)); ok {
@@ -120,6 +136,14 @@ func TestMCPPoisonedDefinitions(t *testing.T) {
 			if d["name"] == "evil.tag_description" && d["description"] != "Reads the weather." {
 				t.Errorf("%s: tag_description reads %q", mode, d["description"])
 			}
+			b, _ := json.Marshal(d)
+			if strings.Contains(string(b), "Does its job.") {
+				sanitised++
+			}
+		}
+		sort.Strings(names)
+		if sanitised != 25 {
+			t.Errorf("%s: %d of the matrix's 25 exposed tools reached the agent", mode, sanitised)
 		}
 		if got := strings.Join(names, " "); got != want {
 			t.Errorf("%s: the agent sees %s\nwant %s", mode, got, want)
