@@ -458,7 +458,7 @@ func (g *Gateway) decideLocked(ctx context.Context, tx *ledger.Txn, a *Active, i
 		}
 	}
 	if d.Decision != policy.RequireApproval {
-		e := decisionEntry(id, req, d, now, g.stateJSON(req.Agent))
+		e := decisionEntry(id, req, d, now, g.decisionState(req))
 		// Not cancellable: an entry abandoned by a departed client may
 		// still reach the log, and then the next decision must count it,
 		// as a replay of the log will.
@@ -510,9 +510,13 @@ func (g *Gateway) stateJSON(agent policy.Agent) string {
 	return string(b)
 }
 
-// toolState is the encoded ledger.DecisionState of a call through the MCP
-// proxy: stateJSON's, with the tool (not cached: it differs per tool).
-func toolState(req *Request) string {
+// decisionState is the encoded ledger.DecisionState of req's decision:
+// the agent's (stateJSON) and, for a call through the MCP proxy, the tool
+// definition it was decided against (not cached: it differs per tool).
+func (g *Gateway) decisionState(req *Request) string {
+	if req.Tool == nil {
+		return g.stateJSON(req.Agent)
+	}
 	roles := req.Agent.Roles
 	if roles == nil {
 		roles = []string{}
@@ -557,7 +561,7 @@ func (g *Gateway) parkDecision(id string, req *Request, d *policy.Decision, now 
 	if g.approvals == nil {
 		return gatewayDeny(d, ledger.NoApprovers, "the policy requires approval and no approvers are configured"), audit.Receipt{}, nil
 	}
-	e := decisionEntry(id, req, d, now, g.stateJSON(req.Agent))
+	e := decisionEntry(id, req, d, now, g.decisionState(req))
 	_, err := g.park(id, req, d, &e)
 	switch {
 	case err == nil:
@@ -573,9 +577,6 @@ func (g *Gateway) parkDecision(id string, req *Request, d *policy.Decision, now 
 // decisionEntry is the decision entry of request id; state is its encoded
 // ledger.DecisionState (Gateway.stateJSON).
 func decisionEntry(id string, req *Request, d *policy.Decision, now time.Time, state string) audit.Entry {
-	if req.Tool != nil {
-		state = toolState(req)
-	}
 	rules := make([]audit.Rule, len(d.Rules))
 	for i, r := range d.Rules {
 		rules[i] = audit.Rule{Name: r.Name, Outcome: string(r.Outcome), Message: r.Message, Shadow: r.Shadow}

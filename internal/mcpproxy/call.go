@@ -70,7 +70,7 @@ func (p *Proxy) refresh(as *agentServer) {
 			continue
 		}
 		// Calls never reach this handler: the middleware answers them.
-		as.server.AddTool(t.exposed(), func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		as.server.AddTool(t.exposed(q), func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 			return nil, errors.New("unreachable")
 		})
 		as.listed[q] = t.Hash
@@ -144,15 +144,17 @@ func (p *Proxy) call(ctx context.Context, agent policy.Agent, req *mcp.CallToolR
 	if params == nil || params.Name == "" {
 		return nil, refuse("bad_request", "tools/call needs a tool name")
 	}
-	if err := p.recheckFirst(req.Session, params.Name); err != nil {
-		if _, rerr := p.gw.Refuse(ctx, agent, "tool_recheck_failed", logged(err.Error()), raw); rerr != nil {
-			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "the audit log is unavailable: nothing was done"}
-		}
-		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: err.Error()}
-	}
 	t, q := p.lookup(params.Name)
 	if t == nil {
 		return nil, refuse("unknown_tool", fmt.Sprintf("unknown tool %q", params.Name))
+	}
+	// A session's first call lists the tool's upstream again (recheck.go).
+	t, q, rerr := p.recheckFirst(req.Session, t, q)
+	if rerr != nil {
+		if _, err := p.gw.Refuse(ctx, agent, "tool_recheck_failed", logged(rerr.Error()), raw); err != nil {
+			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "the audit log is unavailable: nothing was done"}
+		}
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: rerr.Error()}
 	}
 	if q != nil {
 		res, err := p.gw.Refuse(ctx, agent, q.code, logged(q.why), raw)

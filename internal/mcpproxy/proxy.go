@@ -62,6 +62,7 @@ const (
 	codeChanged   = "tool_definition_changed" // differs from its pin
 	codeNotPinned = "tool_not_pinned"         // first seen, from an upstream not trusted on first use
 	codeRefused   = "tool_refused"            // vetting refused the definition
+	codeRemoved   = "tool_removed"            // gone from the upstream's list at a re-check
 )
 
 // FirstSeen says what the proxy does with a tool whose definition no pin
@@ -131,7 +132,7 @@ type Proxy struct {
 	tools    map[string]*tool  // by qualified name: what the upstreams list now
 	pinned   map[string]string // qualified name → hash first seen (FirstSeenExpose)
 	servers  map[string]*agentServer
-	sessions map[*mcp.ServerSession]bool // sessions whose first call re-checked the definitions
+	sessions map[*mcp.ServerSession]*recheck // sessions whose first call re-checks the definitions
 }
 
 // New checks the configuration, connects every upstream, lists and vets
@@ -152,7 +153,7 @@ func New(ctx context.Context, cfg Config) (*Proxy, error) {
 	}
 	p := &Proxy{cfg: cfg, logger: cfg.Logger, stderr: cfg.Stderr, progress: newProgressRouter(), results: newResultStash(),
 		reserved: map[string]bool{}, stop: make(chan struct{}),
-		tools: map[string]*tool{}, pinned: map[string]string{}, servers: map[string]*agentServer{}, sessions: map[*mcp.ServerSession]bool{}}
+		tools: map[string]*tool{}, pinned: map[string]string{}, servers: map[string]*agentServer{}, sessions: map[*mcp.ServerSession]*recheck{}}
 	if p.logger == nil {
 		p.logger = slog.New(slog.DiscardHandler)
 	}
@@ -460,58 +461,6 @@ func (p *Proxy) resync(u *upstream, announced bool) error {
 	return nil
 }
 
-// recheckLoop lists every upstream's tools every Config.Recheck until Close.
-func (p *Proxy) recheckLoop() {
-	defer p.loop.Done()
-	tick := time.NewTicker(p.cfg.Recheck)
-	defer tick.Stop()
-	for {
-		select {
-		case <-p.stop:
-			return
-		case <-tick.C:
-			for _, u := range p.ups {
-				_ = p.resync(u, false) // logged; the tools keep their last definitions
-			}
-		}
-	}
-}
-
-// recheckFirst lists the tools of name's upstream again when this is the
-// session's first call, so that a definition changed without notice since
-// the last list is quarantined before the call is forwarded. An upstream
-// that cannot be listed fails the call.
-func (p *Proxy) recheckFirst(ss *mcp.ServerSession, name string) error {
-	p.mu.Lock()
-	t := p.tools[name]
-	first := ss != nil && !p.sessions[ss]
-	if first {
-		p.sessions[ss] = true
-	}
-	p.mu.Unlock()
-	if t == nil || !first {
-		return nil
-	}
-	go func() {
-		_ = ss.Wait()
-		p.sessionClosed(ss)
-	}()
-	if err := p.resync(t.Upstream, false); err != nil {
-		p.mu.Lock()
-		delete(p.sessions, ss) // try again on its next call
-		p.mu.Unlock()
-		return fmt.Errorf("rulelock could not re-check the definition of %s: nothing was done (%v)", name, err)
-	}
-	return nil
-}
-
-// sessionClosed forgets a closed session (recheckFirst).
-func (p *Proxy) sessionClosed(ss *mcp.ServerSession) {
-	p.mu.Lock()
-	delete(p.sessions, ss)
-	p.mu.Unlock()
-}
-
 // lookup returns the tool and, when it may not be called, why.
 func (p *Proxy) lookup(name string) (*tool, *quarantine) {
 	p.mu.Lock()
@@ -587,7 +536,7 @@ func (p *Proxy) Definitions() []Definition {
 		t := p.tools[ti.Name]
 		d := Definition{ToolInfo: ti, Upstream: t.Upstream.cfg.Name}
 		if !t.Refused {
-			d.Exposed = t.exposed()
+			d.Exposed = t.exposed(t.Qualified)
 		}
 		if v, err := strictjson.Decode(t.Canonical, strictjson.Limits{MaxBytes: 4 << 20, MaxDepth: 256}); err == nil {
 			d.Raw = v

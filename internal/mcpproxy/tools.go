@@ -162,9 +162,11 @@ func (t *tool) expose(decoded map[string]any, size int) {
 	t.Exposed = d
 }
 
-// exposed is the definition the agent sees: the vetted one.
-func (t *tool) exposed() *mcp.Tool {
+// exposed is the definition the agent sees: the vetted one, under the
+// name the agent calls it by.
+func (t *tool) exposed(name string) *mcp.Tool {
 	d := *t.Exposed
+	d.Name = name
 	return &d
 }
 
