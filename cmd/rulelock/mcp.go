@@ -181,7 +181,7 @@ func startProxy(ctx context.Context, e *env, cfg *serveConfig, r *running) (*mcp
 
 func mcpCommands() []command {
 	return []command{
-		{"mcp", "serve one agent over MCP on stdio, mediating its tool calls (the gateway's HTTP API stays up for approvers)", runMCP},
+		{"mcp", "serve one agent over MCP on stdio, mediating its tool calls (the gateway's HTTP API stays up for approvers); mcp pin: review and pin the upstreams' tool definitions", runMCP},
 	}
 }
 
@@ -191,7 +191,7 @@ func runMCP(ctx context.Context, e *env, args []string) error {
 	if len(args) > 0 && args[0] == "pin" {
 		return runMCPPin(ctx, e, args[1:])
 	}
-	fs := newFlags(e, "mcp", "--config FILE [--agent ID] [--bundle DIR --trust FILE | --policy DIR] [--data DIR] [--listen ADDR] [--list-tools]")
+	fs := newFlags(e, "mcp", "--config FILE [--agent ID] [--bundle DIR --trust FILE | --policy DIR] [--data DIR] [--listen ADDR] [--list-tools]\n       rulelock mcp pin --config FILE [--write [TOOL[=HASH] ...]]")
 	cfgPath := fs.String("config", "", "configuration file with an mcp section (YAML; see docs/mcp.md)")
 	agentID := fs.String("agent", "", "the agent on stdio: an id from the config's agents (default: the only one)")
 	policyPath := fs.String("policy", "", "policy directory (development mode: not a signed bundle)")
