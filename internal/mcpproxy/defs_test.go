@@ -245,7 +245,10 @@ func TestPoisonedDefinitionVetted(t *testing.T) {
 		InputSchema:  json.RawMessage(`{"type":"object","properties":{"text":{"type":"string","description":"the text\u2066 to echo"}}}`),
 		OutputSchema: json.RawMessage(`{"type":"object","properties":{"r":{"type":"string","description":"result\u00AD"}}}`)}
 	refused := &mcp.Tool{Name: "sneaky", InputSchema: json.RawMessage(`{"type":"object","properties":{"pa\u200Bth":{"type":"string"}}}`)}
-	up := newShifty(poisoned, refused)
+	// Two arguments whose names differ only in case: an upstream that binds
+	// names case-insensitively would read the one the policy did not judge.
+	casey := &mcp.Tool{Name: "casey", InputSchema: json.RawMessage(`{"type":"object","properties":{"path":{"type":"string"},"Path":{"type":"string"}}}`)}
+	up := newShifty(poisoned, refused, casey)
 	w := newDefsWorld(t, up, mcpproxy.Config{}, mcpproxy.Upstream{FirstSeen: mcpproxy.FirstSeenExpose})
 	w.proxy.Close()
 	sneaky := hashOf(t, w.proxy, "up.sneaky")
@@ -273,6 +276,9 @@ func TestPoisonedDefinitionVetted(t *testing.T) {
 	}
 	if !anyHas(n, "mcp_tool_refused up.sneaky") || !anyHas(n, "mcp_tool_quarantined up.sneaky "+sneaky+" tool_refused") {
 		t.Errorf("notes %q, want sneaky refused", n)
+	}
+	if !anyHas(n, "mcp_tool_refused up.casey") || !anyHas(n, "not strict JSON") {
+		t.Errorf("notes %q, want casey refused", n)
 	}
 	r, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "up.sneaky", Arguments: map[string]any{}})
 	if err != nil || !r.IsError || !strings.Contains(text(r), "tool_refused") {
