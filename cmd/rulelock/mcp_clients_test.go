@@ -199,6 +199,7 @@ mcp:
       command: %q
       args: [%q, %q]
       path_arguments: [path, paths, source, destination]
+      first_seen: expose
 `, w.addr, mode, w.policy, sha(w.token), w.node, w.fsServer, w.sandbox)
 	p := filepath.Join(w.dir, "rulelock-"+mode+".yaml")
 	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
