@@ -165,7 +165,7 @@ func mcpProxied(tb testing.TB, ctx context.Context, logDir string) *mcp.ClientSe
 	}
 	cmd := echoCommand()
 	proxy, err := mcpproxy.New(ctx, mcpproxy.Config{
-		Upstreams: []mcpproxy.Upstream{{Name: "up", Command: cmd.Path, Env: cmd.Env}},
+		Upstreams: []mcpproxy.Upstream{{Name: "up", Command: cmd.Path, Env: cmd.Env, FirstSeen: mcpproxy.FirstSeenExpose}},
 		Log:       rec,
 	})
 	if err != nil {

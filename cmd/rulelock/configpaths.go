@@ -31,7 +31,7 @@ func (c *serveConfig) resolvePaths(dir string) {
 			m[k] = src
 		}
 	}
-	for _, p := range []*string{&c.DataDir, &c.Policy, &c.Bundle, &c.Trust,
+	for _, p := range []*string{&c.DataDir, &c.Policy, &c.Bundle, &c.Trust, &c.MCP.Pins,
 		&c.TLS.CertFile, &c.TLS.KeyFile, &c.TLS.ClientCAFile} {
 		abs(p)
 	}

@@ -28,6 +28,13 @@ type mcpConfig struct {
 	// API accepts in a function name; "." keeps the action type's form.
 	NameSeparator *string             `yaml:"name_separator"`
 	Upstreams     []mcpUpstreamConfig `yaml:"upstreams"`
+	// Pins is the pin file: the tool definitions an administrator accepted,
+	// {"fs.read_text_file": "sha256:…"}, written by rulelock mcp pin
+	// (default DATA_DIR/mcp-pins.json). Read at start.
+	Pins string `yaml:"pins"`
+	// Recheck is how often the upstreams' tools are listed again, to catch
+	// a definition changed without list_changed (default 30s).
+	Recheck duration `yaml:"recheck"`
 }
 
 type mcpUpstreamConfig struct {
@@ -50,6 +57,19 @@ type mcpUpstreamConfig struct {
 	// SensitiveArguments are kept out of the audit log (a salted
 	// commitment in their place), in every tool of the upstream.
 	SensitiveArguments []string `yaml:"sensitive_arguments"`
+
+	// FirstSeen: a tool no pin names is quarantined until pinned
+	// ("quarantine", the default) or exposed and pinned at first sight
+	// ("expose": trust on first use).
+	FirstSeen string          `yaml:"first_seen"`
+	Limits    mcpLimitsConfig `yaml:"definition_limits"`
+}
+
+// mcpLimitsConfig caps an upstream's tool definitions (0: the defaults).
+type mcpLimitsConfig struct {
+	Text       int `yaml:"text"`       // bytes of any one string (default 4096)
+	Definition int `yaml:"definition"` // bytes of a whole definition (default 65536)
+	Depth      int `yaml:"depth"`      // JSON nesting depth (default 24)
 }
 
 func (c *mcpConfig) validate() error {
@@ -63,7 +83,7 @@ func (c *mcpConfig) validate() error {
 		}
 		seen[u.Name] = true
 		up := mcpproxy.Upstream{Name: u.Name, Command: u.Command, URL: u.URL, Roots: u.Roots,
-			PathArguments: u.PathArguments, PathMode: mcpproxy.PathMode(u.PathMode)}
+			PathArguments: u.PathArguments, PathMode: mcpproxy.PathMode(u.PathMode), FirstSeen: mcpproxy.FirstSeen(u.FirstSeen)}
 		if err := up.Validate(); err != nil {
 			return fmt.Errorf("mcp.upstreams[%d]: %v", i, err)
 		}
@@ -92,7 +112,9 @@ func (c *mcpConfig) upstreams(getenv func(string) string) ([]mcpproxy.Upstream, 
 	var out []mcpproxy.Upstream
 	for _, u := range c.Upstreams {
 		up := mcpproxy.Upstream{Name: u.Name, Command: u.Command, Args: u.Args, Dir: u.Dir, URL: u.URL,
-			Timeout: u.Timeout.Duration, Roots: u.Roots, PathArguments: u.PathArguments, SensitiveArguments: u.SensitiveArguments}
+			Timeout: u.Timeout.Duration, Roots: u.Roots, PathArguments: u.PathArguments, SensitiveArguments: u.SensitiveArguments,
+			FirstSeen: mcpproxy.FirstSeen(u.FirstSeen),
+			Limits:    mcpproxy.DefinitionLimits{Text: u.Limits.Text, Definition: u.Limits.Definition, Depth: u.Limits.Depth}}
 		if u.Command != "" {
 			env := map[string]string{}
 			for k, src := range u.Env {
@@ -130,25 +152,46 @@ func (c *mcpConfig) upstreams(getenv func(string) string) ([]mcpproxy.Upstream, 
 	return out, nil
 }
 
+// proxyConfig is the proxy's configuration from the config file: the
+// upstreams with their credentials, the pin file's pins, and the action
+// types the config's executors serve (an upstream tool may not take one).
+func (cfg *serveConfig) proxyConfig(e *env) (mcpproxy.Config, error) {
+	ups, err := cfg.MCP.upstreams(e.getenv)
+	if err != nil {
+		return mcpproxy.Config{}, &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
+	}
+	pins, err := readPins(cfg.pinsPath())
+	if err != nil {
+		return mcpproxy.Config{}, &exitError{code: 2, err: fmt.Errorf("invalid config: mcp pins: %v", err)}
+	}
+	var types []string
+	for t := range cfg.Executors {
+		types = append(types, t)
+	}
+	sort.Strings(types)
+	sep := "_"
+	if cfg.MCP.NameSeparator != nil {
+		sep = *cfg.MCP.NameSeparator
+	}
+	return mcpproxy.Config{Upstreams: ups, Pins: pins, ActionTypes: types, Recheck: cfg.MCP.Recheck.Duration, NameSeparator: sep, Stderr: e.stderr,
+		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}, nil
+}
+
 // startProxy connects the configured MCP upstreams (nil without any).
 func startProxy(ctx context.Context, e *env, cfg *serveConfig, r *running) (*mcpproxy.Proxy, error) {
 	if len(cfg.MCP.Upstreams) == 0 {
 		return nil, nil
 	}
-	ups, err := cfg.MCP.upstreams(e.getenv)
+	pc, err := cfg.proxyConfig(e)
 	if err != nil {
-		return nil, &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
+		return nil, err
 	}
-	sep := "_"
-	if cfg.MCP.NameSeparator != nil {
-		sep = *cfg.MCP.NameSeparator
-	}
-	p, err := mcpproxy.New(ctx, mcpproxy.Config{Upstreams: ups, Log: r.log, History: r.log,
-		ApprovalWait: cfg.MCP.ApprovalWait.Duration, NameSeparator: sep, Stderr: e.stderr,
-		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	pc.Log, pc.History, pc.ApprovalWait = r.log, r.log, cfg.MCP.ApprovalWait.Duration
+	p, err := mcpproxy.New(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("mcp: %w", err)
 	}
+	ups := pc.Upstreams
 	n := 0
 	for _, t := range p.Tools() {
 		if t.Accepted {
@@ -156,19 +199,25 @@ func startProxy(ctx context.Context, e *env, cfg *serveConfig, r *running) (*mcp
 		}
 	}
 	fmt.Fprintf(e.stderr, "rulelock: mcp: %d upstream(s), %d tools (%d accepted)\n", len(ups), len(p.Tools()), n)
+	if q := len(p.Tools()) - n; q > 0 {
+		fmt.Fprintf(e.stderr, "rulelock: mcp: %d tools quarantined (not pinned, changed or refused): review and pin them with rulelock mcp pin --config FILE\n", q)
+	}
 	return p, nil
 }
 
 func mcpCommands() []command {
 	return []command{
-		{"mcp", "serve one agent over MCP on stdio, mediating its tool calls (the gateway's HTTP API stays up for approvers)", runMCP},
+		{"mcp", "serve one agent over MCP on stdio, mediating its tool calls (the gateway's HTTP API stays up for approvers); mcp pin: review and pin the upstreams' tool definitions", runMCP},
 	}
 }
 
 // runMCP runs the gateway with the config's MCP upstreams and serves one
 // agent on stdin/stdout. Everything rulelock says goes to stderr.
 func runMCP(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "mcp", "--config FILE [--agent ID] [--bundle DIR --trust FILE | --policy DIR] [--data DIR] [--listen ADDR] [--list-tools]")
+	if len(args) > 0 && args[0] == "pin" {
+		return runMCPPin(ctx, e, args[1:])
+	}
+	fs := newFlags(e, "mcp", "--config FILE [--agent ID] [--bundle DIR --trust FILE | --policy DIR] [--data DIR] [--listen ADDR] [--list-tools]\n       rulelock mcp pin --config FILE [--write [TOOL[=HASH] ...]]")
 	cfgPath := fs.String("config", "", "configuration file with an mcp section (YAML; see docs/mcp.md)")
 	agentID := fs.String("agent", "", "the agent on stdio: an id from the config's agents (default: the only one)")
 	policyPath := fs.String("policy", "", "policy directory (development mode: not a signed bundle)")

@@ -116,6 +116,7 @@ mcp:
     - name: mail
       command: %q
       args: [%q]
+      first_seen: expose
       env:
         RECORD:
           value: %q

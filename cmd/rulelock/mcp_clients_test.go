@@ -200,6 +200,7 @@ mcp:
       args: [%q, %q]
       path_arguments: [path, paths, source, destination]
       roots: [%q]
+      first_seen: expose
 `, w.addr, mode, w.policy, sha(w.token), w.node, w.fsServer, w.sandbox, w.sandbox)
 	p := filepath.Join(w.dir, "rulelock-"+mode+".yaml")
 	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {

@@ -137,6 +137,7 @@ approvers:
       args: [%q, %q]
       path_arguments: [path, paths, source, destination]
       roots: [%q]
+      first_seen: expose # trust on first use: pins are TestMCPPoisonedDefinitions' subject
 `, w.addr, w.data, filepath.Join(root, "policy"), sha(w.agentToken), approvers.String(), node, fsServer, w.sandbox, w.sandbox)
 	w.config = filepath.Join(w.dir, "rulelock.yaml")
 	if err := os.WriteFile(w.config, []byte(cfg), 0o644); err != nil {

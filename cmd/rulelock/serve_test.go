@@ -371,6 +371,7 @@ func TestMCPConfigRefused(t *testing.T) {
 		"duplicate header": "    - name: fs\n      url: http://127.0.0.1:1/mcp\n      headers:\n        Authorization:\n          value: a\n          env: B\n",
 		"relative root":    "    - name: fs\n      command: x\n      roots: [sandbox]\n",
 		"unknown key":      "    - name: fs\n      command: x\n      forward_agent_token: true\n",
+		"first_seen":       "    - name: fs\n      command: x\n      first_seen: trust\n",
 	} {
 		path := filepath.Join(t.TempDir(), "c.yaml")
 		if err := os.WriteFile(path, []byte("mcp:\n  upstreams:\n"+section), 0o644); err != nil {

@@ -265,6 +265,9 @@ type Request struct {
 	Action      policy.Action
 	Instruction string
 	Reasoning   string
+	// Tool, for a call through the MCP proxy, names the tool definition
+	// the call was decided against; the decision entry records it.
+	Tool *ledger.ToolRef
 
 	logged *logged // set by decide: the action as logged (sensitive.go)
 }

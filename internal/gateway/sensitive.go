@@ -90,19 +90,24 @@ func seal(act *policy.Action, names []string) (*logged, error) {
 }
 
 // decisionState is the encoded ledger.DecisionState of req's decision:
-// the agent's (Gateway.stateJSON) and, when the action has sensitive
-// members, their names, so that the entry says which members are
+// the agent's (Gateway.stateJSON), for a call through the MCP proxy the
+// tool definition it was decided against, and, when the action has
+// sensitive members, their names, so that the entry says which members are
 // commitments and a value an agent sent that looks like one is never taken
 // for one.
 func (g *Gateway) decisionState(req *Request) string {
-	if req.logged == nil {
+	if req.logged == nil && req.Tool == nil {
 		return g.stateJSON(req.Agent)
 	}
 	roles := req.Agent.Roles
 	if roles == nil {
 		roles = []string{}
 	}
-	b, _ := json.Marshal(ledger.DecisionState{AgentRoles: roles, Principal: req.Agent.Principal, Sealed: req.logged.Names})
+	ds := ledger.DecisionState{AgentRoles: roles, Principal: req.Agent.Principal, Tool: req.Tool}
+	if req.logged != nil {
+		ds.Sealed = req.logged.Names
+	}
+	b, _ := json.Marshal(ds)
 	return string(b)
 }
 

@@ -16,7 +16,8 @@ import (
 // DecisionState is what a DECISION entry keeps in its State field besides
 // the entry's own fields: the inputs a replay or a restarted gateway needs
 // (the agent's roles and principal, which come from authentication and the
-// configuration) and, for a parked request, its approval terms.
+// configuration), for a parked request its approval terms, and for a call
+// through the MCP proxy the tool definition it was decided against.
 type DecisionState struct {
 	AgentRoles []string     `json:"agent_roles"`
 	Principal  string       `json:"principal,omitempty"`
@@ -26,6 +27,16 @@ type DecisionState struct {
 	// are opened: a value an agent sent that looks like a commitment is
 	// data like any other.
 	Sealed []string `json:"sealed,omitempty"`
+	Tool   *ToolRef `json:"tool,omitempty"`
+}
+
+// ToolRef names an MCP tool definition: the upstream server, the tool's
+// name there, and the SHA-256 of its canonical definition (the hash that
+// pins accept). It is a record, not a policy input.
+type ToolRef struct {
+	Server           string `json:"server"`
+	Name             string `json:"name"`
+	DefinitionSHA256 string `json:"definition_sha256"`
 }
 
 // DecodeDecisionState reads a DECISION entry's State.

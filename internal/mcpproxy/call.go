@@ -153,16 +153,24 @@ func (p *Proxy) call(ctx context.Context, agent policy.Agent, req *mcp.CallToolR
 	if params == nil || params.Name == "" {
 		return nil, refuse("bad_request", "tools/call needs a tool name")
 	}
-	t, ok, why := p.lookupExposed(params.Name)
+	t, q := p.lookupExposed(params.Name)
 	if t == nil {
 		return nil, refuse("unknown_tool", fmt.Sprintf("unknown tool %q", params.Name))
 	}
-	if !ok {
-		res, err := p.gw.Refuse(ctx, agent, "tool_definition_changed", logged(why), raw)
+	// A session's first call lists the tool's upstream again (recheck.go).
+	t, q, rerr := p.recheckFirst(req.Session, t, q)
+	if rerr != nil {
+		if _, err := p.gw.Refuse(ctx, agent, "tool_recheck_failed", logged(rerr.Error()), raw); err != nil {
+			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "the audit log is unavailable: nothing was done"}
+		}
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: rerr.Error()}
+	}
+	if q != nil {
+		res, err := p.gw.Refuse(ctx, agent, q.code, logged(q.why), raw)
 		if err != nil {
 			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "the audit log is unavailable: nothing was done"}
 		}
-		return denial(res, "tool_definition_changed: "+why), nil
+		return denial(res, q.code+": "+q.why), nil
 	}
 	args, err := decodeArguments(params.Arguments)
 	if err != nil {
@@ -180,7 +188,7 @@ func (p *Proxy) call(ctx context.Context, agent policy.Agent, req *mcp.CallToolR
 		return nil, refuse("bad_arguments", err.Error())
 	}
 	greq := &gateway.Request{Agent: agent, Action: action, Session: metaString(params.Meta, MetaSession),
-		Instruction: metaString(params.Meta, MetaInstruction), Reasoning: metaString(params.Meta, MetaReasoning)}
+		Instruction: metaString(params.Meta, MetaInstruction), Reasoning: metaString(params.Meta, MetaReasoning), Tool: t.Ref()}
 	if greq.Session == "" && req.Session != nil {
 		greq.Session = req.Session.ID()
 	}
@@ -369,12 +377,12 @@ func metaString(m mcp.Meta, key string) string {
 // the call path checked, so an action submitted another way (the HTTP API)
 // cannot reach an upstream with arguments the proxy would not send.
 func (p *Proxy) execute(ctx context.Context, x gateway.Execution) gateway.Outcome {
-	t, ok, why := p.lookup(x.Action.Type)
+	t, q := p.lookup(x.Action.Type)
 	switch {
 	case t == nil:
 		return gateway.Outcome{Status: gateway.StatusError, Error: errUpstreamGone.Error()}
-	case !ok:
-		return gateway.Outcome{Status: gateway.StatusError, Error: "tool_definition_changed: " + why}
+	case q != nil:
+		return gateway.Outcome{Status: gateway.StatusError, Error: q.code + ": " + q.why}
 	}
 	args := make(map[string]any, len(x.Action.Fields))
 	for k, v := range x.Action.Fields {

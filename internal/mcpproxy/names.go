@@ -42,7 +42,7 @@ func (p *Proxy) exposedName(q string) string {
 }
 
 // lookupExposed is lookup by the name the agent sees.
-func (p *Proxy) lookupExposed(name string) (*tool, bool, string) {
+func (p *Proxy) lookupExposed(name string) (*tool, *quarantine) {
 	p.mu.Lock()
 	q := ""
 	for cand := range p.tools {
@@ -53,7 +53,7 @@ func (p *Proxy) lookupExposed(name string) (*tool, bool, string) {
 	}
 	p.mu.Unlock()
 	if q == "" {
-		return nil, false, ""
+		return nil, nil
 	}
 	return p.lookup(q)
 }

@@ -20,18 +20,21 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/gateway"
+	"github.com/rulelock/rulelock/internal/strictjson"
 	"github.com/rulelock/rulelock/policy"
 )
 
 // PinsDocument is the data document of a policy bundle that pins tool
 // definitions: {"fs.read_text_file": "sha256:…"}. A tool it names is
-// accepted only with exactly that hash; a tool it does not name is pinned
-// at first sight (recorded in the log) and quarantined if it changes.
+// accepted only with exactly that hash, whatever else pins it.
 const PinsDocument = "mcp_tools"
 
 // Meta keys: what the agent may put in a tools/call's _meta, and where the
@@ -43,12 +46,41 @@ const (
 	MetaDecision    = "io.rulelock/decision"
 )
 
-// Log messages of the proxy's note entries.
+// Log messages of the proxy's note entries: "<note> <tool> <hash> …".
 const (
-	notePinned      = "mcp_tool_pinned"
-	noteQuarantined = "mcp_tool_quarantined"
+	notePinned      = "mcp_tool_pinned"      // first seen, trusted on first use (FirstSeenExpose)
+	noteQuarantined = "mcp_tool_quarantined" // … <code>: not pinned, changed, refused
+	noteRefused     = "mcp_tool_refused"     // … : the vetting findings that refuse it
+	noteSanitised   = "mcp_tool_sanitised"   // … : what was removed from what the agent sees
+	noteFlagged     = "mcp_tool_flagged"     // … : text for the reviewer's attention, unchanged
+	noteUnannounced = "mcp_tool_changed_unannounced"
 	noteRemoved     = "mcp_tool_removed"
 )
+
+// Codes of a call to a tool that may not be called (the refusal's code).
+const (
+	codeChanged   = "tool_definition_changed" // differs from its pin
+	codeNotPinned = "tool_not_pinned"         // first seen, from an upstream not trusted on first use
+	codeRefused   = "tool_refused"            // vetting refused the definition
+	codeRemoved   = "tool_removed"            // gone from the upstream's list at a re-check
+)
+
+// FirstSeen says what the proxy does with a tool whose definition no pin
+// names (neither Config.Pins nor the policy bundle's mcp_tools).
+type FirstSeen string
+
+const (
+	// FirstSeenQuarantine (also the zero value): the tool is hidden and its
+	// calls refused until an administrator pins its definition.
+	FirstSeenQuarantine FirstSeen = "quarantine"
+	// FirstSeenExpose: trust on first use. The tool is exposed, vetted, and
+	// its hash pinned in the log; a later change is quarantined.
+	FirstSeenExpose FirstSeen = "expose"
+)
+
+// DefaultRecheck is how often the proxy lists the upstreams' tools again
+// when Config.Recheck is zero.
+const DefaultRecheck = 30 * time.Second
 
 // Config configures a Proxy.
 type Config struct {
@@ -58,6 +90,20 @@ type Config struct {
 	Log gateway.Recorder
 	// History, when set, is read for the pins recorded by earlier runs.
 	History gateway.LogReader
+	// Pins are the tool definitions an administrator accepted (rulelock
+	// mcp pin writes them): qualified tool name → "sha256:…". A tool they
+	// name is accepted with exactly that hash; the policy bundle's
+	// mcp_tools take precedence.
+	Pins map[string]string
+	// ActionTypes are action types that other executors serve: an
+	// upstream tool whose qualified name is one of them is refused — an
+	// error from New, a refused tool if it appears later.
+	ActionTypes []string
+	// Recheck is how often every upstream's tools are listed again, so that
+	// a definition changed without notifications/tools/list_changed is
+	// quarantined (default DefaultRecheck; negative: only before the first
+	// call of each session).
+	Recheck time.Duration
 	// ApprovalWait is how long a call that needs approval waits for the
 	// quorum before returning the pending request id (default 30s).
 	ApprovalWait time.Duration
@@ -81,15 +127,20 @@ type Proxy struct {
 	ups      []*upstream
 	progress *progressRouter
 	results  *resultStash
+	reserved map[string]bool // Config.ActionTypes
+	stop     chan struct{}   // closed by Close: ends the recheck loop
+	loop     sync.WaitGroup
 
-	mu      sync.Mutex
-	tools   map[string]*tool  // by qualified name: what the upstreams list now
-	pinned  map[string]string // qualified name → hash first seen
-	servers map[string]*agentServer
+	mu       sync.Mutex
+	tools    map[string]*tool  // by qualified name: what the upstreams list now
+	pinned   map[string]string // qualified name → hash first seen (FirstSeenExpose)
+	servers  map[string]*agentServer
+	sessions map[*mcp.ServerSession]*recheck // sessions whose first call re-checks the definitions
 }
 
-// New checks the configuration, connects every upstream, lists and pins
-// their tools. Collisions and reserved or invalid names are errors.
+// New checks the configuration, connects every upstream, lists and vets
+// their tools. Collisions (with each other or with Config.ActionTypes) and
+// reserved or invalid names are errors.
 func New(ctx context.Context, cfg Config) (*Proxy, error) {
 	if cfg.Log == nil {
 		return nil, errors.New("mcp proxy: a log is required")
@@ -100,16 +151,23 @@ func New(ctx context.Context, cfg Config) (*Proxy, error) {
 	if cfg.ApprovalWait <= 0 {
 		cfg.ApprovalWait = 30 * time.Second
 	}
+	if cfg.Recheck == 0 {
+		cfg.Recheck = DefaultRecheck
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	p := &Proxy{cfg: cfg, logger: cfg.Logger, stderr: cfg.Stderr, progress: newProgressRouter(), results: newResultStash(),
-		tools: map[string]*tool{}, pinned: map[string]string{}, servers: map[string]*agentServer{}}
+		reserved: map[string]bool{}, stop: make(chan struct{}),
+		tools: map[string]*tool{}, pinned: map[string]string{}, servers: map[string]*agentServer{}, sessions: map[*mcp.ServerSession]*recheck{}}
 	if p.logger == nil {
 		p.logger = slog.New(slog.DiscardHandler)
 	}
 	if p.stderr == nil {
 		p.stderr = os.Stderr
+	}
+	for _, at := range cfg.ActionTypes {
+		p.reserved[at] = true
 	}
 	seen := map[string]bool{}
 	for _, uc := range cfg.Upstreams {
@@ -150,6 +208,10 @@ func New(ctx context.Context, cfg Config) (*Proxy, error) {
 				p.Close()
 				return nil, fmt.Errorf("upstream %q lists tool %q twice", u.cfg.Name, d.Name)
 			}
+			if p.reserved[t.Qualified] {
+				p.Close()
+				return nil, fmt.Errorf("upstream %q lists tool %q, whose qualified name %q is an action type the gateway already executes (executors): rename the upstream or the executor", u.cfg.Name, d.Name, t.Qualified)
+			}
 			p.tools[t.Qualified] = t
 		}
 	}
@@ -158,10 +220,14 @@ func New(ctx context.Context, cfg Config) (*Proxy, error) {
 		return nil, err
 	}
 	for _, q := range sortedKeys(p.tools) {
-		if err := p.pin(ctx, p.tools[q]); err != nil {
+		if err := p.sighted(ctx, p.tools[q], nil, true); err != nil {
 			p.Close()
 			return nil, err
 		}
+	}
+	if cfg.Recheck > 0 {
+		p.loop.Add(1)
+		go p.recheckLoop()
 	}
 	return p, nil
 }
@@ -171,6 +237,12 @@ func (p *Proxy) Attach(gw *gateway.Gateway) { p.gw = gw }
 
 // Close disconnects the upstreams (stopping the stdio ones).
 func (p *Proxy) Close() error {
+	select {
+	case <-p.stop:
+	default:
+		close(p.stop)
+	}
+	p.loop.Wait()
 	var errs []error
 	for _, u := range p.ups {
 		errs = append(errs, u.close())
@@ -186,18 +258,24 @@ func (p *Proxy) Tools() []ToolInfo {
 	var out []ToolInfo
 	for _, q := range sortedKeys(p.tools) {
 		t := p.tools[q]
-		ok, _ := p.acceptedLocked(t)
-		out = append(out, ToolInfo{Name: q, SHA256: t.Hash, Pinned: p.pinned[q], Accepted: ok})
+		qr := p.statusLocked(t)
+		ti := ToolInfo{Name: q, SHA256: t.Hash, Pinned: p.pinFor(t), Accepted: qr == nil, Findings: t.Findings}
+		if qr != nil {
+			ti.Quarantined = qr.code
+		}
+		out = append(out, ti)
 	}
 	return out
 }
 
 // ToolInfo describes one upstream tool.
 type ToolInfo struct {
-	Name     string `json:"name"`
-	SHA256   string `json:"sha256"`
-	Pinned   string `json:"pinned"`
-	Accepted bool   `json:"accepted"`
+	Name        string    `json:"name"`
+	SHA256      string    `json:"sha256"`
+	Pinned      string    `json:"pinned"`
+	Accepted    bool      `json:"accepted"`
+	Quarantined string    `json:"quarantined,omitempty"` // why not: tool_not_pinned, tool_definition_changed, tool_refused
+	Findings    []Finding `json:"findings,omitempty"`
 }
 
 // loadPins reads the pins of earlier runs from the log.
@@ -220,21 +298,49 @@ func (p *Proxy) loadPins(lr gateway.LogReader) error {
 	return nil
 }
 
-// pin records a tool's first-seen hash, or its quarantine when it differs
-// from the pin.
-func (p *Proxy) pin(ctx context.Context, t *tool) error {
-	p.mu.Lock()
-	prev, ok := p.pinned[t.Qualified]
-	if !ok {
-		p.pinned[t.Qualified] = t.Hash
+// sighted records what a new definition of a tool means, once per
+// definition seen: the vetting's findings, an unannounced change (prev is
+// the definition it replaces; announced says whether the upstream sent
+// list_changed), a first-seen pin when its upstream trusts on first use,
+// and its quarantine.
+func (p *Proxy) sighted(ctx context.Context, t *tool, prev *tool, announced bool) error {
+	var notes []string
+	if prev != nil && prev.Hash != t.Hash && !announced {
+		p.logger.Warn("tool definition changed without notifications/tools/list_changed", "tool", t.Qualified, "was", prev.Hash, "now", t.Hash)
+		notes = append(notes, fmt.Sprintf("%s %s %s was %s", noteUnannounced, t.Qualified, t.Hash, prev.Hash))
 	}
+	if len(t.Findings) > 0 {
+		kind := noteFlagged
+		for _, f := range t.Findings {
+			if f.Severity == Sanitised {
+				kind = noteSanitised
+			}
+		}
+		if t.Refused {
+			kind = noteRefused
+		}
+		var fs []string
+		for _, f := range t.Findings {
+			fs = append(fs, f.String())
+		}
+		p.logger.Warn("tool definition "+strings.TrimPrefix(kind, "mcp_tool_"), "tool", t.Qualified, "hash", t.Hash, "findings", fs)
+		notes = append(notes, fmt.Sprintf("%s %s %s: %s", kind, t.Qualified, t.Hash, strings.Join(fs, "; ")))
+	}
+	p.mu.Lock()
+	if _, ok := p.pinned[t.Qualified]; !ok && !t.Refused && t.Upstream.cfg.FirstSeen == FirstSeenExpose && p.pinFor(t) == "" {
+		p.pinned[t.Qualified] = t.Hash
+		notes = append(notes, fmt.Sprintf("%s %s %s", notePinned, t.Qualified, t.Hash))
+	}
+	qr := p.statusLocked(t)
 	p.mu.Unlock()
-	switch {
-	case !ok:
-		return p.note(ctx, fmt.Sprintf("%s %s %s", notePinned, t.Qualified, t.Hash), t.Canonical)
-	case prev != t.Hash:
-		p.logger.Warn("tool definition changed: quarantined", "tool", t.Qualified, "pinned", prev, "now", t.Hash)
-		return p.note(ctx, fmt.Sprintf("%s %s %s pinned %s", noteQuarantined, t.Qualified, t.Hash, prev), t.Canonical)
+	if qr != nil {
+		p.logger.Warn("tool quarantined", "tool", t.Qualified, "hash", t.Hash, "code", qr.code, "why", qr.why)
+		notes = append(notes, fmt.Sprintf("%s %s %s %s", noteQuarantined, t.Qualified, t.Hash, qr.code))
+	}
+	for _, n := range notes {
+		if err := p.note(ctx, n, t.Canonical); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -248,36 +354,69 @@ func (p *Proxy) note(ctx context.Context, msg string, def []byte) error {
 	return nil
 }
 
-// accepted reports whether a tool may be called under the active policy:
-// the bundle's pin if it has one for the tool, else the first-seen pin.
-func (p *Proxy) accepted(t *tool) (bool, string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.acceptedLocked(t)
+// quarantine says why a tool may not be called.
+type quarantine struct{ code, why string }
+
+// bundlePin is the active policy bundle's pin of tool q, if it has one.
+func (p *Proxy) bundlePin(q string) (string, bool) {
+	if p.gw == nil {
+		return "", false
+	}
+	doc, ok := p.gw.Active().Policy.Data(PinsDocument)
+	if !ok {
+		return "", false
+	}
+	m, _ := doc.(map[string]any)
+	want, ok := m[q].(string)
+	return want, ok
 }
 
-func (p *Proxy) acceptedLocked(t *tool) (bool, string) {
-	if p.gw != nil {
-		if doc, ok := p.gw.Active().Policy.Data(PinsDocument); ok {
-			if m, ok := doc.(map[string]any); ok {
-				if want, ok := m[t.Qualified].(string); ok {
-					if want == t.Hash {
-						return true, ""
-					}
-					return false, fmt.Sprintf("the definition of %s (%s) is not the one the policy bundle pins (%s)", t.Qualified, t.Hash, want)
-				}
+// pinFor is the hash that pins t: the bundle's, else Config.Pins', else
+// the first-seen one of an upstream that trusts on first use ("" for
+// none). p.mu is held.
+func (p *Proxy) pinFor(t *tool) string {
+	if want, ok := p.bundlePin(t.Qualified); ok {
+		return want
+	}
+	if want, ok := p.cfg.Pins[t.Qualified]; ok {
+		return want
+	}
+	if t.Upstream.cfg.FirstSeen == FirstSeenExpose {
+		return p.pinned[t.Qualified]
+	}
+	return ""
+}
+
+// statusLocked returns nil when t may be called under the active policy,
+// else why not. p.mu is held.
+func (p *Proxy) statusLocked(t *tool) *quarantine {
+	switch {
+	case t.Refused:
+		var fs []string
+		for _, f := range t.Findings {
+			if f.Severity == Refused {
+				fs = append(fs, f.String())
 			}
 		}
+		return &quarantine{codeRefused, fmt.Sprintf("the definition of %s (%s) is refused: %s", t.Qualified, t.Hash, strings.Join(fs, "; "))}
+	case p.reserved[t.Qualified]:
+		return &quarantine{codeRefused, fmt.Sprintf("%s is an action type the gateway executes otherwise", t.Qualified)}
 	}
-	if pin := p.pinned[t.Qualified]; pin != t.Hash {
-		return false, fmt.Sprintf("the definition of %s changed since it was pinned (%s, now %s); a policy bundle must accept the new hash", t.Qualified, pin, t.Hash)
+	pin := p.pinFor(t)
+	switch {
+	case pin == t.Hash:
+		return nil
+	case pin == "":
+		return &quarantine{codeNotPinned, fmt.Sprintf("%s (%s) is quarantined until an administrator pins it (rulelock mcp pin): upstream %q is not trusted on first use", t.Qualified, t.Hash, t.Upstream.cfg.Name)}
 	}
-	return true, ""
+	return &quarantine{codeChanged, fmt.Sprintf("the definition of %s (%s) is not the one pinned (%s); after review, pin it (rulelock mcp pin) or accept it in a policy bundle", t.Qualified, t.Hash, pin)}
 }
 
-// resync lists an upstream's tools again after list_changed: new tools are
-// pinned, changed ones quarantined, removed ones dropped.
-func (p *Proxy) resync(u *upstream) {
+// resync lists an upstream's tools again — after list_changed (announced),
+// on the recheck interval or before a session's first call: new tools are
+// vetted and pinned or quarantined, changed ones quarantined, removed ones
+// dropped.
+func (p *Proxy) resync(u *upstream, announced bool) error {
 	u.resyncMu.Lock()
 	defer u.resyncMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), u.cfg.Timeout)
@@ -285,7 +424,7 @@ func (p *Proxy) resync(u *upstream) {
 	defs, err := u.list(ctx)
 	if err != nil {
 		p.logger.Error("resync failed: the upstream's tools keep their last definitions", "upstream", u.cfg.Name, "err", err)
-		return
+		return err
 	}
 	now := map[string]*tool{}
 	for _, d := range defs {
@@ -304,49 +443,53 @@ func (p *Proxy) resync(u *upstream) {
 			removed = append(removed, q)
 		}
 	}
-	var changed []*tool
+	type change struct{ t, prev *tool }
+	var changed []change
 	for q, t := range now {
 		if other := p.collision(p.tools, q); other != "" && p.tools[other].Upstream != u {
 			p.logger.Error("resync: tool refused: the agent would see it under the name of another", "tool", q, "other", other, "name", p.exposedName(q))
 			continue
 		}
-		if old := p.tools[q]; old == nil || old.Hash != t.Hash {
-			changed = append(changed, t)
+		old := p.tools[q]
+		if old != nil && old.Hash == t.Hash {
+			continue // keep the definition the agents were given
 		}
+		changed = append(changed, change{t, old})
 		p.tools[q] = t
 	}
 	p.mu.Unlock()
 	sort.Strings(removed)
+	var errs []error
 	for _, q := range removed {
-		if err := p.note(ctx, fmt.Sprintf("%s %s", noteRemoved, q), nil); err != nil {
-			p.logger.Error("resync", "err", err)
-		}
+		errs = append(errs, p.note(ctx, fmt.Sprintf("%s %s", noteRemoved, q), nil))
 	}
-	sort.Slice(changed, func(i, j int) bool { return changed[i].Qualified < changed[j].Qualified })
-	for _, t := range changed {
-		if err := p.pin(ctx, t); err != nil {
-			p.logger.Error("resync", "err", err)
-		}
+	sort.Slice(changed, func(i, j int) bool { return changed[i].t.Qualified < changed[j].t.Qualified })
+	for _, c := range changed {
+		errs = append(errs, p.sighted(ctx, c.t, c.prev, announced))
 	}
 	p.refreshServers()
+	if err := errors.Join(errs...); err != nil {
+		p.logger.Error("resync", "err", err)
+		return err
+	}
+	return nil
 }
 
 // lookup returns the tool and, when it may not be called, why.
-func (p *Proxy) lookup(name string) (*tool, bool, string) {
+func (p *Proxy) lookup(name string) (*tool, *quarantine) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	t := p.tools[name]
 	if t == nil {
-		return nil, false, ""
+		return nil, nil
 	}
-	ok, why := p.acceptedLocked(t)
-	return t, ok, why
+	return t, p.statusLocked(t)
 }
 
 // Executor returns the executor for an action type that names a tool, or
 // nil; give it to the gateway as Config.ExecutorFor.
 func (p *Proxy) Executor(actionType string) gateway.Executor {
-	if t, _, _ := p.lookup(actionType); t == nil {
+	if t, _ := p.lookup(actionType); t == nil {
 		return nil
 	}
 	return gateway.ExecutorFunc(p.execute)
@@ -372,7 +515,7 @@ func (p *Proxy) visible(agent policy.Agent) map[string]*tool {
 		pol = p.gw.Active().Policy
 	}
 	for q, t := range p.tools {
-		if ok, _ := p.acceptedLocked(t); !ok {
+		if p.statusLocked(t) != nil {
 			continue
 		}
 		if pol == nil || !pol.MayAllow(q, agent) {
@@ -381,4 +524,57 @@ func (p *Proxy) visible(agent policy.Agent) map[string]*tool {
 		out[q] = t
 	}
 	return out
+}
+
+// Definition is an upstream tool's definition as the proxy judged it, for
+// an administrator to review before pinning it (rulelock mcp pin).
+type Definition struct {
+	ToolInfo
+	Upstream string
+	// Raw is the upstream's definition, decoded (strictjson values; nil
+	// when it is not strict JSON): what the hash covers. Print it with
+	// Render, never as is.
+	Raw any
+	// Exposed is what an agent sees once the tool is accepted (nil for a
+	// refused tool).
+	Exposed *mcp.Tool
+}
+
+// Definitions lists the upstreams' tools with their definitions.
+func (p *Proxy) Definitions() []Definition {
+	infos := p.Tools()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]Definition, 0, len(infos))
+	for _, ti := range infos {
+		t := p.tools[ti.Name]
+		d := Definition{ToolInfo: ti, Upstream: t.Upstream.cfg.Name}
+		if !t.Refused {
+			d.Exposed = t.exposed(t.Qualified)
+		}
+		if v, err := strictjson.Decode(t.Canonical, strictjson.Limits{MaxBytes: 4 << 20, MaxDepth: 256}); err == nil {
+			d.Raw = v
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// Inspect connects to the upstreams, lists and vets their tools and
+// disconnects, recording nothing: what rulelock mcp pin shows. Pins and
+// ActionTypes of cfg apply; its Log is not used.
+func Inspect(ctx context.Context, cfg Config) ([]Definition, error) {
+	cfg.Log, cfg.History, cfg.Recheck = discard{}, nil, -1
+	p, err := New(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	return p.Definitions(), nil
+}
+
+type discard struct{}
+
+func (discard) Append(context.Context, *audit.Entry) (audit.Receipt, error) {
+	return audit.Receipt{}, nil
 }

@@ -157,7 +157,8 @@ func newFixtureWith(t *testing.T, src string, adjust func(*mcpproxy.Upstream)) *
 			t.Fatal(err)
 		}
 	}
-	up := mcpproxy.Upstream{Name: "up", URL: f.up.http.URL, Headers: http.Header{"Authorization": {"Bearer upstream-credential"}}}
+	up := mcpproxy.Upstream{Name: "up", URL: f.up.http.URL, Headers: http.Header{"Authorization": {"Bearer upstream-credential"}},
+		FirstSeen: mcpproxy.FirstSeenExpose}
 	if adjust != nil {
 		adjust(&up)
 	}
@@ -621,7 +622,7 @@ func TestPinsSurviveRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	cfg := mcpproxy.Config{Upstreams: []mcpproxy.Upstream{{Name: "up", URL: up.http.URL}}, Log: l, History: l}
+	cfg := mcpproxy.Config{Upstreams: []mcpproxy.Upstream{{Name: "up", URL: up.http.URL, FirstSeen: mcpproxy.FirstSeenExpose}}, Log: l, History: l}
 	first, err := mcpproxy.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)

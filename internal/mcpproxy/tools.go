@@ -11,6 +11,7 @@ import (
 	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/rulelock/rulelock/internal/ledger"
 	"github.com/rulelock/rulelock/internal/strictjson"
 )
 
@@ -33,30 +34,45 @@ type tool struct {
 	Hash      string    // sha256:<hex> of the canonical definition
 	Canonical []byte    // the canonical definition (what Hash covers)
 
+	// Vetting (vet.go): what the agent sees, and what was found.
+	Exposed  *mcp.Tool
+	Findings []Finding
+	Refused  bool // a finding refuses the tool: no pin exposes it
+
 	props     map[string]bool // the input schema's properties
 	required  []string
 	schema    *jsonschema.Resolved // the input schema, compiled (schema.go)
 	schemaErr error                // why it could not be, when it could not
 }
 
+// Ref names the definition a call used, for its decision entry.
+func (t *tool) Ref() *ledger.ToolRef {
+	return &ledger.ToolRef{Server: t.Upstream.cfg.Name, Name: t.Def.Name, DefinitionSHA256: t.Hash}
+}
+
 // definitionHash returns the canonical encoding of the parts of a tool's
 // definition that pinning covers — name, title, description, input and
-// output schemas, annotations, and its _meta — and its SHA-256.
-func definitionHash(t *mcp.Tool) ([]byte, string, error) {
+// output schemas, annotations, icons and its _meta — its SHA-256, and the
+// decoded definition. A definition that is not strict JSON (keys that
+// differ only in case, say) or is too large to decode is hashed as the SDK
+// encodes it, and the error says why it cannot be exposed.
+func definitionHash(t *mcp.Tool) ([]byte, string, map[string]any, error) {
 	raw, err := json.Marshal(t)
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
-	v, err := strictjson.Decode(raw, strictjson.Limits{})
+	v, err := strictjson.Decode(raw, strictjson.Limits{MaxBytes: 4 << 20, MaxDepth: 256})
 	if err != nil {
-		return nil, "", err
+		sum := sha256.Sum256(raw)
+		return raw, "sha256:" + hex.EncodeToString(sum[:]), nil, err
 	}
 	canon, err := strictjson.Canonical(v)
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	sum := sha256.Sum256(canon)
-	return canon, "sha256:" + hex.EncodeToString(sum[:]), nil
+	m, _ := v.(map[string]any)
+	return canon, "sha256:" + hex.EncodeToString(sum[:]), m, nil
 }
 
 // newTool checks an upstream definition and returns the tool rulelock
@@ -69,11 +85,19 @@ func newTool(u *upstream, def *mcp.Tool) (*tool, error) {
 	if !toolNameRE.MatchString(q) {
 		return nil, fmt.Errorf("upstream %q: qualified tool name %q is longer than 128 characters", u.cfg.Name, q)
 	}
-	canon, hash, err := definitionHash(def)
-	if err != nil {
+	canon, hash, decoded, err := definitionHash(def)
+	if canon == nil {
 		return nil, fmt.Errorf("tool %q: definition: %v", q, err)
 	}
 	t := &tool{Qualified: q, Upstream: u, Def: def, Hash: hash, Canonical: canon, props: map[string]bool{}}
+	if err != nil {
+		t.Findings = []Finding{{Severity: Refused, Problem: "not strict JSON: " + err.Error()}}
+	} else {
+		t.expose(decoded, len(canon))
+	}
+	for _, f := range t.Findings {
+		t.Refused = t.Refused || f.Severity == Refused
+	}
 	schema, ok := asObject(def.InputSchema)
 	if !ok || schema["type"] != "object" {
 		return nil, fmt.Errorf("tool %q: the input schema is not of type object", q)
@@ -119,15 +143,34 @@ func asObject(v any) (map[string]any, bool) {
 	return m, m != nil
 }
 
-// exposed is the definition the agent sees: the upstream's, under the
-// name the agent calls it by.
-func (t *tool) exposed(name string) *mcp.Tool {
-	d := *t.Def
-	d.Name = name
-	d.Meta = nil // upstream protocol metadata stays upstream
+// expose vets the decoded definition and keeps what the agent will see:
+// the repaired definition under the qualified name, without the upstream's
+// _meta (its protocol metadata stays upstream).
+func (t *tool) expose(decoded map[string]any, size int) {
+	clean, findings := vet(decoded, size, t.Upstream.cfg.Limits)
+	t.Findings = findings
+	delete(clean, "_meta")
+	raw, err := json.Marshal(clean)
+	d := &mcp.Tool{}
+	if err == nil {
+		err = json.Unmarshal(raw, d)
+	}
+	if err != nil {
+		t.Findings = append(t.Findings, Finding{Severity: Refused, Problem: "cannot re-encode the definition: " + err.Error()})
+		return
+	}
+	d.Name = t.Qualified
 	if d.Title == "" && (d.Annotations == nil || d.Annotations.Title == "") {
 		d.Title = t.Def.Name
 	}
+	t.Exposed = d
+}
+
+// exposed is the definition the agent sees: the vetted one, under the
+// name the agent calls it by.
+func (t *tool) exposed(name string) *mcp.Tool {
+	d := *t.Exposed
+	d.Name = name
 	return &d
 }
 

@@ -53,6 +53,15 @@ type Upstream struct {
 	// the upstream (a stdio server it starts). PathArguments need Roots.
 	PathArguments []string
 
+	// FirstSeen says what happens to a tool no pin names: quarantined
+	// until pinned (the zero value) or exposed and pinned at first sight.
+	FirstSeen FirstSeen
+	// Limits cap its tool definitions (zero: the defaults).
+	Limits DefinitionLimits
+
+	// Transport, for tests and programs that embed the proxy, connects to
+	// the upstream in place of Command or URL.
+	Transport mcp.Transport
 	// SensitiveArguments name the arguments, in any of the upstream's
 	// tools, whose values are kept out of the audit log: the gateway logs a
 	// salted commitment in their place (gateway.Config.Sensitive), and a
@@ -68,7 +77,7 @@ func (u *Upstream) Validate() error {
 		return fmt.Errorf("upstream %q: name must be lower-case letters, digits, _ and - (at most 32)", u.Name)
 	case reservedUpstreams[u.Name]:
 		return fmt.Errorf("upstream %q: the name is reserved", u.Name)
-	case (u.Command == "") == (u.URL == ""):
+	case (u.Command != "") == (u.URL != "") && u.Transport == nil:
 		return fmt.Errorf("upstream %q: give command (stdio) or url (streamable HTTP), not both", u.Name)
 	case len(u.PathArguments) > 0 && len(u.Roots) == 0:
 		return fmt.Errorf("upstream %q: path_arguments need roots: the directories the server may use", u.Name)
@@ -76,6 +85,8 @@ func (u *Upstream) Validate() error {
 		return fmt.Errorf("upstream %q: path_mode %q: want strict or resolve", u.Name, u.PathMode)
 	case len(u.PathArguments) > 0 && u.PathMode != PathResolve && !guardSupported:
 		return fmt.Errorf("upstream %q: path_mode strict needs Linux (inotify); set path_mode: resolve to accept the window docs/mcp.md describes", u.Name)
+	case u.FirstSeen != "" && u.FirstSeen != FirstSeenQuarantine && u.FirstSeen != FirstSeenExpose:
+		return fmt.Errorf("upstream %q: first_seen must be %q or %q, not %q", u.Name, FirstSeenQuarantine, FirstSeenExpose, u.FirstSeen)
 	}
 	return nil
 }
@@ -102,7 +113,7 @@ func (u *upstream) connect(ctx context.Context) error {
 		Capabilities: caps,
 		ToolListChangedHandler: func(ctx context.Context, _ *mcp.ToolListChangedRequest) {
 			// It may arrive before Connect returns: resync waits for ready.
-			go u.proxy.resync(u)
+			go u.proxy.resync(u, true)
 		},
 		ProgressNotificationHandler: func(ctx context.Context, req *mcp.ProgressNotificationClientRequest) {
 			u.proxy.progress.forward(ctx, req.Params)
@@ -114,7 +125,10 @@ func (u *upstream) connect(ctx context.Context) error {
 		client.AddRoots(&mcp.Root{URI: "file://" + r})
 	}
 	var t mcp.Transport
-	if u.cfg.Command != "" {
+	switch {
+	case u.cfg.Transport != nil:
+		t = u.cfg.Transport
+	case u.cfg.Command != "":
 		cmd := exec.Command(u.cfg.Command, u.cfg.Args...)
 		cmd.Env = u.cfg.Env
 		if cmd.Env == nil {
@@ -123,7 +137,7 @@ func (u *upstream) connect(ctx context.Context) error {
 		cmd.Dir = u.cfg.Dir
 		cmd.Stderr = u.proxy.stderr
 		t = &mcp.CommandTransport{Command: cmd}
-	} else {
+	default:
 		hc := &http.Client{
 			Transport:     &headerTransport{base: http.DefaultTransport, headers: u.cfg.Headers},
 			CheckRedirect: gateway.NoRedirects,
