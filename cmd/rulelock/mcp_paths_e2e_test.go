@@ -109,6 +109,7 @@ mcp:
       args: [%q]
       roots: [%q]
       path_arguments: [path, paths, source, destination]
+      first_seen: expose # the reference server, trusted on first use
 `, addr, data, filepath.Join(base, "policy"), sha(token), node, fsServer, sandbox)
 	if err := os.WriteFile(config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

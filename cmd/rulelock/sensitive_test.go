@@ -135,7 +135,7 @@ func TestSensitiveFieldsNeverWritten(t *testing.T) {
 	cfg := &serveConfig{Policy: policyDir, DataDir: data, Listen: "127.0.0.1:0", Origin: "test.rulelock/log",
 		Executors: map[string]executorConfig{"pay_card": {Method: "POST", URL: exec.URL}, "login": {Method: "POST", URL: exec.URL},
 			"call_api": {Method: "POST", URL: exec.URL}, "set_iban": {Method: "POST", URL: exec.URL}},
-		MCP: mcpConfig{Upstreams: []mcpUpstreamConfig{{Name: "up", URL: up.URL, SensitiveArguments: []string{"password"}}}}}
+		MCP: mcpConfig{Upstreams: []mcpUpstreamConfig{{Name: "up", URL: up.URL, SensitiveArguments: []string{"password"}, FirstSeen: "expose"}}}}
 	cfg.CheckpointInterval.Duration = 50 * time.Millisecond
 	start := func() (string, func() error) {
 		e := &env{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: &syncBuffer{}, getenv: func(string) string { return "" }}

@@ -108,7 +108,8 @@ func newFSWorld(t *testing.T, mode mcpproxy.PathMode) *fsWorld {
 	}
 	proxy, err := mcpproxy.New(ctx, mcpproxy.Config{
 		Upstreams: []mcpproxy.Upstream{{Name: "fs", Command: node, Args: []string{server}, Env: []string{"PATH=" + os.Getenv("PATH")},
-			Roots: []string{w.root}, PathArguments: []string{"path", "paths", "source", "destination"}, PathMode: mode}},
+			Roots: []string{w.root}, PathArguments: []string{"path", "paths", "source", "destination"}, PathMode: mode,
+			FirstSeen: mcpproxy.FirstSeenExpose}}, // the reference server, trusted on first use: pins are defs_test's subject
 		Log: w.log, ApprovalWait: 5 * time.Second, Stderr: io.Discard,
 	})
 	if err != nil {
