@@ -10,7 +10,13 @@ package bench
 //     writes for such a call (its decision before the call, its outcome
 //     after), and nothing else: what invariant 8 costs any mediator;
 //   - proxy: the same call through rulelock (mcpproxy in this process, log
-//     on the same disk, upstream the echo server in a subprocess over stdio).
+//     on the same disk, upstream the echo server in a subprocess over stdio);
+//   - relay: the least any MCP proxy built on the SDK costs: an SDK server
+//     on the proxy's transport whose tool handler calls the upstream
+//     through an SDK client, in this process; no policy, no log, no checks.
+//     relay − direct is the second JSON-RPC hop every such proxy adds;
+//   - memlog: the proxy with its log replaced by an in-memory recorder:
+//     memlog − relay is rulelock's own work apart from the two appends.
 //
 // proxy − floor is the proxy's own overhead: its JSON-RPC hop (the agent's
 // transport into rulelock and rulelock's stdio hop to the upstream), the
@@ -22,6 +28,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -154,6 +161,34 @@ func mcpDirectHTTP(tb testing.TB, ctx context.Context) *mcp.ClientSession {
 	return cs
 }
 
+// mcpRelay connects the agent to a bare SDK relay (see the top of the
+// file) in front of the echo server in a subprocess.
+func mcpRelay(tb testing.TB, ctx context.Context, serveHTTP func(http.Handler) string) *mcp.ClientSession {
+	tb.Helper()
+	up := mcpDirect(tb, ctx)
+	srv := mcp.NewServer(&mcp.Implementation{Name: "bench-relay", Version: "1"}, nil)
+	srv.AddTool(&mcp.Tool{Name: "up.echo", InputSchema: json.RawMessage(`{"type":"object"}`)},
+		func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return up.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: req.Params.Arguments})
+		})
+	var t mcp.Transport
+	if serveHTTP != nil {
+		url := serveHTTP(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
+		t = &mcp.StreamableClientTransport{Endpoint: url + "/mcp"}
+	} else {
+		cIn, sOut := pipe(tb)
+		sIn, cOut := pipe(tb)
+		go srv.Run(ctx, &mcp.IOTransport{Reader: sIn, Writer: sOut})
+		t = &mcp.IOTransport{Reader: cIn, Writer: cOut}
+	}
+	cs, err := newMCPClient().Connect(ctx, t, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { cs.Close() })
+	return cs
+}
+
 // openBenchLog opens an audit log in a fresh directory of the disk the
 // test's temporary files are on.
 func openBenchLog(tb testing.TB) *audit.Log {
@@ -194,13 +229,17 @@ func benchMCPFloor(b *testing.B, transport string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
 	dec, out := proxyEntries(b, ctx)
-	var direct, floorCS, proxy *mcp.ClientSession
+	var direct, floorCS, proxy, memlog, relay *mcp.ClientSession
 	if transport == "http" {
 		direct, floorCS = mcpDirectHTTP(b, ctx), mcpDirectHTTP(b, ctx)
 		proxy = mcpProxiedWith(b, ctx, openBenchLog(b), serveLoopback(b))
+		memlog = mcpProxiedWith(b, ctx, &memRecorder{}, serveLoopback(b))
+		relay = mcpRelay(b, ctx, serveLoopback(b))
 	} else {
 		direct, floorCS = mcpDirect(b, ctx), mcpDirect(b, ctx)
 		proxy = mcpProxiedWith(b, ctx, openBenchLog(b), nil)
+		memlog = mcpProxiedWith(b, ctx, &memRecorder{}, nil)
+		relay = mcpRelay(b, ctx, nil)
 	}
 	floorLog := openBenchLog(b)
 	directParams := &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "hello"}}
@@ -211,8 +250,10 @@ func benchMCPFloor(b *testing.B, transport string) {
 			return floorCall(ctx, floorLog, floorCS, directParams, dec, out)
 		},
 		func() (*mcp.CallToolResult, error) { return proxy.CallTool(ctx, proxyParams) },
+		func() (*mcp.CallToolResult, error) { return memlog.CallTool(ctx, proxyParams) },
+		func() (*mcp.CallToolResult, error) { return relay.CallTool(ctx, proxyParams) },
 	}
-	names := []string{"direct", "floor", "proxy"}
+	names := []string{"direct", "floor", "proxy", "memlog", "relay"}
 	lat := make([][]time.Duration, len(calls))
 	for b.Loop() {
 		for i, call := range calls {
@@ -234,6 +275,8 @@ func benchMCPFloor(b *testing.B, transport string) {
 	b.ReportMetric(µs(p50[1]-p50[0]), "floor-direct-p50-µs")
 	b.ReportMetric(µs(p50[2]-p50[1]), "proxy-floor-p50-µs")
 	b.ReportMetric(µs(p99[2]-p99[1]), "proxy-floor-p99-µs")
+	b.ReportMetric(µs(p50[4]-p50[0]), "relay-direct-p50-µs")
+	b.ReportMetric(µs(p50[3]-p50[4]), "memlog-relay-p50-µs")
 }
 
 func µs(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
