@@ -137,7 +137,7 @@ func (p *Proxy) HTTPHandler(authn Authenticator, maxBody int64) http.Handler {
 		if !ok {
 			return nil
 		}
-		return p.serverFor(a.(policy.Agent))
+		return p.httpServerFor(a.(policy.Agent))
 	}, &mcp.StreamableHTTPOptions{Logger: p.logger, MaxRequestBodyBytes: maxBody})
 	guard := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var a any
@@ -154,6 +154,24 @@ func (p *Proxy) HTTPHandler(authn Authenticator, maxBody int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		authed.ServeHTTP(&challenger{ResponseWriter: w, token: r.Header.Get("Authorization") != ""}, r)
 	})
+}
+
+// httpServerFor is serverFor for the streamable HTTP handler, which asks
+// for the agent's server on every request, not only when a session opens:
+// an agent's server that exists is returned as it is. Refreshing its tools
+// there would evaluate, on every request, whether the policy may allow
+// each tool (Policy.MayAllow: 15 µs per request with one tool and a
+// two-rule policy, docs/benchmarks.md), while what it keeps current is
+// refreshed anyway where it can change: tools/list, PolicyChanged and an
+// upstream's resync.
+func (p *Proxy) httpServerFor(agent policy.Agent) *mcp.Server {
+	p.mu.Lock()
+	as := p.servers[agent.ID]
+	p.mu.Unlock()
+	if as != nil {
+		return as.server
+	}
+	return p.serverFor(agent)
 }
 
 // guardHTTP passes an authenticated agent's request to the SDK's handler
