@@ -90,7 +90,7 @@ func mcpProxiedWith(tb testing.TB, ctx context.Context, rec gateway.Recorder, se
 	}
 	cmd := echoCommand()
 	proxy, err := mcpproxy.New(ctx, mcpproxy.Config{
-		Upstreams: []mcpproxy.Upstream{{Name: "up", Command: cmd.Path, Env: cmd.Env}},
+		Upstreams: []mcpproxy.Upstream{{Name: "up", Command: cmd.Path, Env: cmd.Env, FirstSeen: mcpproxy.FirstSeenExpose}},
 		Log:       rec,
 	})
 	if err != nil {
