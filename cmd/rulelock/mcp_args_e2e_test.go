@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/rulelock/rulelock/audit"
-	"github.com/rulelock/rulelock/internal/testenv"
 )
 
 // sendRules allow the send tool and check its count: a count of the wrong
@@ -58,21 +57,8 @@ var badSendCalls = []struct {
 // none reaches the server; a valid call does, and one the policy denies is
 // a denial.
 func TestMCPArgumentsEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds rulelock and runs node")
-	}
-	repo, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	node := testenv.LookPath(t, "node", "apt-get install nodejs npm")
-	testenv.File(t, filepath.Join(repo, "testdata", "mcp", "node_modules", "@modelcontextprotocol", "sdk", "package.json"), "the npm packages of testdata/mcp", "npm ci --prefix testdata/mcp")
-	bin := filepath.Join(t.TempDir(), "rulelock")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/rulelock")
-	build.Dir = repo
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	parts := needMCPParts(t)
+	repo, node, bin := parts.repo, parts.node, parts.bin
 	type call struct {
 		Step      string         `json:"step"`
 		Name      string         `json:"name"`

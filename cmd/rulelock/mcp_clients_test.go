@@ -46,24 +46,11 @@ var mcpClients = []struct{ name, stdio, http string }{
 // request id — never an exception, a timeout or a retry of an action that
 // ran.
 func TestMCPClients(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds rulelock and runs node")
-	}
-	repo, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	node := testenv.LookPath(t, "node", "apt-get install nodejs npm")
+	parts := needMCPParts(t)
+	repo, node, fsServer, bin := parts.repo, parts.node, parts.fsServer, parts.bin
 	mods := filepath.Join(repo, "testdata", "mcp", "node_modules")
 	for _, pkg := range []string{"@modelcontextprotocol/client", "@modelcontextprotocol/sdk", "mcp-sdk-2025-06-18", "mcp-sdk-2025-03-26", "@openai/agents", "@ai-sdk/mcp", "@langchain/mcp-adapters", "@modelcontextprotocol/inspector"} {
 		testenv.File(t, filepath.Join(mods, pkg, "package.json"), pkg+" (testdata/mcp)", "npm ci --prefix testdata/mcp")
-	}
-	fsServer := testenv.File(t, filepath.Join(mods, "@modelcontextprotocol", "server-filesystem", "dist", "index.js"), "@modelcontextprotocol/server-filesystem", "npm ci --prefix testdata/mcp")
-	bin := filepath.Join(t.TempDir(), "rulelock")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/rulelock")
-	build.Dir = repo
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	w := newClientWorld(t, repo, node, fsServer)
 	script := filepath.Join(repo, "testdata", "mcp", "clients.mjs")

@@ -19,7 +19,6 @@ import (
 
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/ledger"
-	"github.com/rulelock/rulelock/internal/testenv"
 )
 
 // TestMCPPoisonedDefinitions puts rulelock between the official TypeScript
@@ -33,21 +32,8 @@ import (
 // before its call is forwarded; a tool named like an executor's action
 // type stops rulelock at start; the decision entry names the definition.
 func TestMCPPoisonedDefinitions(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds rulelock and runs node")
-	}
-	repo, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	node := testenv.LookPath(t, "node", "apt-get install nodejs npm")
-	testenv.File(t, filepath.Join(repo, "testdata", "mcp", "node_modules", "@modelcontextprotocol", "sdk", "package.json"), "the npm packages of testdata/mcp", "npm ci --prefix testdata/mcp")
-	bin := filepath.Join(t.TempDir(), "rulelock")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/rulelock")
-	build.Dir = repo
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	parts := needMCPParts(t)
+	repo, node, bin := parts.repo, parts.node, parts.bin
 	w := newHostileWorld(t, repo, node, bin)
 
 	// 1. Nothing is pinned: the agent sees no tool, and a call goes nowhere.

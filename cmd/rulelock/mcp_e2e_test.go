@@ -22,31 +22,14 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/rulelock/rulelock/audit"
-	"github.com/rulelock/rulelock/internal/testenv"
 )
 
 // TestMCPEndToEnd puts rulelock between the official TypeScript MCP client
 // and the reference filesystem server (both from npm, pinned in
 // testdata/mcp/package-lock.json), over stdio and over streamable HTTP.
 func TestMCPEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds rulelock and runs node")
-	}
-	repo, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	node := testenv.LookPath(t, "node", "apt-get install nodejs npm")
-	mods := filepath.Join(repo, "testdata", "mcp", "node_modules")
-	testenv.File(t, filepath.Join(mods, "@modelcontextprotocol", "sdk", "package.json"), "the npm packages of testdata/mcp", "npm ci --prefix testdata/mcp")
-	fsServer := testenv.File(t, filepath.Join(mods, "@modelcontextprotocol", "server-filesystem", "dist", "index.js"), "@modelcontextprotocol/server-filesystem", "npm ci --prefix testdata/mcp")
-
-	bin := filepath.Join(t.TempDir(), "rulelock")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/rulelock")
-	build.Dir = repo
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	parts := needMCPParts(t)
+	repo, node, fsServer, bin := parts.repo, parts.node, parts.fsServer, parts.bin
 	for _, mode := range []string{"stdio", "http"} {
 		t.Run(mode, func(t *testing.T) {
 			e := newMCPWorld(t, repo, node, fsServer, bin)

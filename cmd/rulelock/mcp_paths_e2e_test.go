@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/rulelock/rulelock/audit"
-	"github.com/rulelock/rulelock/internal/testenv"
 )
 
 // TestMCPPathIdentity drives the path cases with the official TypeScript
@@ -24,23 +23,8 @@ import (
 // streamable HTTP, to the reference filesystem server: the name the policy
 // judges and the log records is the name the server opens.
 func TestMCPPathIdentity(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds rulelock and runs node")
-	}
-	repo, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	node := testenv.LookPath(t, "node", "apt-get install nodejs npm")
-	mods := filepath.Join(repo, "testdata", "mcp", "node_modules")
-	testenv.File(t, filepath.Join(mods, "@modelcontextprotocol", "sdk", "package.json"), "the npm packages of testdata/mcp", "npm ci --prefix testdata/mcp")
-	fsServer := testenv.File(t, filepath.Join(mods, "@modelcontextprotocol", "server-filesystem", "dist", "index.js"), "@modelcontextprotocol/server-filesystem", "npm ci --prefix testdata/mcp")
-	bin := filepath.Join(t.TempDir(), "rulelock")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/rulelock")
-	build.Dir = repo
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	parts := needMCPParts(t)
+	repo, node, fsServer, bin := parts.repo, parts.node, parts.fsServer, parts.bin
 	for _, mode := range []string{"stdio", "http"} {
 		t.Run(mode, func(t *testing.T) { runPathCalls(t, repo, node, fsServer, bin, mode) })
 	}
