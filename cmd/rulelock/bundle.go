@@ -17,6 +17,7 @@ import (
 
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/bundle"
+	"github.com/rulelock/rulelock/internal/fsx"
 	"github.com/rulelock/rulelock/internal/hsm"
 	"github.com/rulelock/rulelock/policy"
 	"github.com/rulelock/rulelock/policy/policytest"
@@ -212,11 +213,14 @@ func writeBundle(out string, m *bundle.Manifest, files []policy.Source) (err err
 		return err
 	}
 	for _, f := range files {
-		if err := writeSynced(filepath.Join(tmp, f.Name), f.Data); err != nil {
+		if err := fsx.CreateSynced(filepath.Join(tmp, f.Name), f.Data, 0o644); err != nil {
 			return err
 		}
 	}
-	if err := writeSynced(filepath.Join(tmp, bundle.ManifestFile), m.Marshal()); err != nil {
+	if err := fsx.CreateSynced(filepath.Join(tmp, bundle.ManifestFile), m.Marshal(), 0o644); err != nil {
+		return err
+	}
+	if err := fsx.SyncDir(tmp); err != nil {
 		return err
 	}
 	if _, err := os.Lstat(out); err == nil {
@@ -225,33 +229,7 @@ func writeBundle(out string, m *bundle.Manifest, files []policy.Source) (err err
 	if err := os.Rename(tmp, out); err != nil {
 		return err
 	}
-	syncDir(filepath.Dir(out))
-	return nil
-}
-
-// writeSynced creates path (it must not exist) with mode 0644 and writes
-// data durably.
-func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync() // best effort: make the new name durable
-		d.Close()
-	}
+	return fsx.SyncDir(filepath.Dir(out))
 }
 
 func runBundleSign(ctx context.Context, e *env, args []string) error {
@@ -304,10 +282,9 @@ func runBundleSign(ctx context.Context, e *env, args []string) error {
 	if err := os.Mkdir(filepath.Dir(full), 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return &exitError{code: 1, err: err}
 	}
-	if err := writeSynced(full, data); err != nil {
+	if err := fsx.WriteNewFile(full, data, 0o644); err != nil {
 		return &exitError{code: 1, err: err}
 	}
-	syncDir(filepath.Dir(full))
 	fmt.Fprintf(e.stdout, "signed bundle %s version %d, digest %s, as %s+%08x: %s\n",
 		b.Manifest.Name, b.Manifest.Version, b.Digest(), signer.Name(), signer.KeyHash(), path)
 	return nil

@@ -79,6 +79,17 @@ func WriteNewFile(path string, data []byte, perm os.FileMode) error {
 	return SyncDir(filepath.Dir(path))
 }
 
+// CreateSynced creates path, which must not exist, with mode perm, writes
+// data and fsyncs it. The caller makes the new name durable (SyncDir of
+// its directory, or of the directory it is renamed into).
+func CreateSynced(path string, data []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	return writeSync(f, data, perm)
+}
+
 // writeTemp writes data to a synced temporary file next to path, with mode
 // perm, and returns its name.
 func writeTemp(path string, data []byte, perm os.FileMode) (string, error) {

@@ -84,3 +84,20 @@ func TestWriteNewFile(t *testing.T) {
 		t.Fatalf("directory holds %d files, want only the key (no temporary file left)", len(ents))
 	}
 }
+
+// TestCreateSynced: the file holds the data with the mode asked for, and an
+// existing file is never replaced.
+func TestCreateSynced(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	if err := CreateSynced(path, []byte("one"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if err := CreateSynced(path, []byte("two"), 0o444); !errors.Is(err, os.ErrExist) {
+		t.Fatalf("second create: %v, want os.ErrExist", err)
+	}
+	got, err := os.ReadFile(path)
+	fi, _ := os.Stat(path)
+	if err != nil || string(got) != "one" || fi.Mode().Perm() != 0o444 {
+		t.Fatalf("file holds %q (%v), mode %v; want \"one\", 0444", got, err, fi.Mode().Perm())
+	}
+}

@@ -256,7 +256,7 @@ func writeDir(final string, files []file) (err error) {
 			}
 			dirs[d] = true
 		}
-		if err := writeSynced(path, f.data); err != nil {
+		if err := fsx.CreateSynced(path, f.data, 0o444); err != nil {
 			return fmt.Errorf("archive: %w", err)
 		}
 	}
@@ -295,21 +295,4 @@ func mkdirDurable(dir string) error {
 		return fmt.Errorf("archive: %w", err)
 	}
 	return nil
-}
-
-// writeSynced creates path with data, read-only, and syncs it.
-func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
