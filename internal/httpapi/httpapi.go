@@ -489,7 +489,7 @@ type voteBody struct {
 }
 
 func (s *Server) vote(approve bool) func(http.ResponseWriter, *http.Request, policy.Agent) {
-	return func(w http.ResponseWriter, r *http.Request, _ policy.Agent) {
+	return func(w http.ResponseWriter, r *http.Request, caller policy.Agent) {
 		body, code, msg, status := s.readBody(w, r)
 		if code != "" {
 			writeError(w, status, code, msg)
@@ -504,9 +504,9 @@ func (s *Server) vote(approve bool) func(http.ResponseWriter, *http.Request, pol
 		}
 		var res *gateway.ApprovalResult
 		if approve {
-			res, err = s.cfg.Gateway.Approve(r.Context(), r.PathValue("id"), []byte(note))
+			res, err = s.cfg.Gateway.Approve(r.Context(), caller.ID, r.PathValue("id"), []byte(note))
 		} else {
-			res, err = s.cfg.Gateway.Reject(r.Context(), r.PathValue("id"), []byte(note))
+			res, err = s.cfg.Gateway.Reject(r.Context(), caller.ID, r.PathValue("id"), []byte(note))
 		}
 		if err != nil {
 			writeApprovalError(w, err)
