@@ -1,8 +1,12 @@
 // Package httpapi is rulelock's JSON API over HTTP, versioned under /v1/.
 //
-// Every route but /healthz and /readyz authenticates the agent with a bearer
-// token; the agent's identity and roles come from the token, never from the
-// body. Requests are read strictly: only application/json, a body limit
+// Every route but /healthz and /readyz authenticates the caller with a bearer
+// token; the caller's identity and roles come from the token, never from the
+// body. A token is an agent's (actions, its own requests, its own log
+// entries), an approver's (approvals, the whole log) or an auditor's (the
+// whole log, read-only); the checkpoint and the hash tiles are for every
+// caller, and /readyz without a token says only ready or not, and why by
+// code. Requests are read strictly: only application/json, a body limit
 // enforced before anything is evaluated (413), canonical paths only (no
 // "//", "/./", percent-escapes), and one strict JSON decoder. Errors are JSON
 // with a stable code:
