@@ -366,7 +366,7 @@ func (a *replayAgent) next(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		_, err = a.gw.Approve(ctx, res.RequestID, signed)
+		_, err = a.gw.Approve(ctx, "caller", res.RequestID, signed)
 		if approval.Code(err) == "expired" {
 			return nil // too late on the simulated clock: it stays parked
 		}

@@ -30,6 +30,7 @@ type serveConfig struct {
 	CheckpointInterval duration                  `yaml:"checkpoint_interval"`
 	Agents             []agentConfig             `yaml:"agents"`
 	Approvers          []approverConfig          `yaml:"approvers"`
+	Auditors           []auditorConfig           `yaml:"auditors"`
 	Executors          map[string]executorConfig `yaml:"executors"`
 	Limits             limitsConfig              `yaml:"limits"`
 	MCP                mcpConfig                 `yaml:"mcp"`
@@ -55,6 +56,14 @@ type approverConfig struct {
 	Key              string   `yaml:"key"`                // note verifier key: name+hash+key
 	TokenSHA256      string   `yaml:"token_sha256"`       // optional: lets the approver use the API (list, approve, reject)
 	ClientCertSHA256 string   `yaml:"client_cert_sha256"` // optional: binds that token to the approver's client certificate
+}
+
+// auditorConfig is a read-only caller: the whole log (entries, proofs,
+// entry bundles) and the full /readyz; no actions, no approvals.
+type auditorConfig struct {
+	ID               string `yaml:"id"`
+	TokenSHA256      string `yaml:"token_sha256"`
+	ClientCertSHA256 string `yaml:"client_cert_sha256"` // optional: binds the token to the auditor's client certificate
 }
 
 type executorConfig struct {
@@ -207,6 +216,21 @@ func (c *serveConfig) validate() error {
 			return err
 		}
 	}
+	for i, a := range c.Auditors {
+		if a.ID == "" {
+			return fmt.Errorf("auditors[%d]: id is required", i)
+		}
+		if seen[a.ID] {
+			return fmt.Errorf("auditor %q has the id of an agent, an approver or another auditor", a.ID)
+		}
+		seen[a.ID] = true
+		if b, err := hex.DecodeString(a.TokenSHA256); err != nil || len(b) != 32 {
+			return fmt.Errorf("auditor %q: token_sha256 must be 64 hex digits (rulelock token prints it)", a.ID)
+		}
+		if err := c.checkCertBinding("auditor", a.ID, a.ClientCertSHA256); err != nil {
+			return err
+		}
+	}
 	for typ, e := range c.Executors {
 		switch {
 		case e.URL == "" || !(strings.HasPrefix(e.URL, "http://") || strings.HasPrefix(e.URL, "https://")):
@@ -250,7 +274,8 @@ func (c *serveConfig) checkCertBinding(who, id, fp string) error {
 	return nil
 }
 
-// tokens returns the agents' token hashes.
+// tokens returns the token hashes of the agents, the approvers and the
+// auditors.
 func (c *serveConfig) tokens() []httpapi.Token {
 	var out []httpapi.Token
 	for _, a := range c.Agents {
@@ -265,6 +290,12 @@ func (c *serveConfig) tokens() []httpapi.Token {
 			continue
 		}
 		t := httpapi.Token{Agent: policy.Agent{ID: a.ID}, Approver: true}
+		hex.Decode(t.SHA256[:], []byte(a.TokenSHA256))
+		hex.Decode(t.CertSHA256[:], []byte(a.ClientCertSHA256))
+		out = append(out, t)
+	}
+	for _, a := range c.Auditors {
+		t := httpapi.Token{Agent: policy.Agent{ID: a.ID}, Auditor: true}
 		hex.Decode(t.SHA256[:], []byte(a.TokenSHA256))
 		hex.Decode(t.CertSHA256[:], []byte(a.ClientCertSHA256))
 		out = append(out, t)

@@ -252,7 +252,9 @@ executors:
 	}()
 
 	get := func(path string) (int, map[string]any) {
-		resp, err := http.Get(url + path)
+		req, _ := http.NewRequest("GET", url+path, nil)
+		req.Header.Set("Authorization", "Bearer "+token) // /readyz gives the reason to an authenticated caller
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return 0, nil
 		}

@@ -243,14 +243,9 @@ func TestServeWitnessConflict(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond) // the checkpointer's next tick
 	}
-	resp, err := http.Get(url + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 503 || !strings.Contains(string(body), "witness conflict") {
-		t.Errorf("/readyz: %d %s", resp.StatusCode, body)
+	// The reason is for an authenticated caller.
+	if status, body := getAuth(t, url+"/readyz", token); status != 503 || !strings.Contains(body, "witness conflict") {
+		t.Errorf("/readyz: %d %s", status, body)
 	}
 	if _, m := getAuth(t, url+"/metrics", token); !strings.Contains(m, "rulelock_witness_conflict 1") {
 		t.Errorf("/metrics lacks rulelock_witness_conflict 1")

@@ -64,7 +64,7 @@ func TestVerifyReplayPolicyChangedBetweenApprovals(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := g.gw.Approve(ctx, parked.RequestID, signed)
+		res, err := g.gw.Approve(ctx, "caller", parked.RequestID, signed)
 		if err != nil {
 			t.Fatalf("approve as %s: %v", who, err)
 		}

@@ -179,6 +179,10 @@ func SanitizeReason(s string) string {
 	return b.String()
 }
 
+// ValidID reports whether s is a well-formed request or approver id: 1 to
+// MaxIDSize bytes of letters, digits and . _ : -
+func ValidID(s string) bool { return validID(s) }
+
 func validID(s string) bool {
 	if len(s) == 0 || len(s) > MaxIDSize {
 		return false

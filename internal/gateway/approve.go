@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -113,9 +114,12 @@ type ApprovalResult struct {
 // ErrNoApprovals is returned when the gateway has no approvers configured.
 var ErrNoApprovals = errors.New("no approvers are configured")
 
-// Approve submits a signed approval. The approval that completes the quorum
+// Approve submits a signed approval on behalf of caller, the authenticated
+// approver who sent it. The approval that completes the quorum
 // re-evaluates the request under the current policy and executes it, once.
-func (g *Gateway) Approve(ctx context.Context, id string, signed []byte) (*ApprovalResult, error) {
+// A refused approval (an approval.Error) is logged (see RefusedVote) and
+// returned as it is.
+func (g *Gateway) Approve(ctx context.Context, caller, id string, signed []byte) (*ApprovalResult, error) {
 	if g.approvals == nil {
 		return nil, ErrNoApprovals
 	}
@@ -126,7 +130,7 @@ func (g *Gateway) Approve(ctx context.Context, id string, signed []byte) (*Appro
 	}
 	res, err := g.approvals.m.Approve(id, signed)
 	if err != nil {
-		return nil, err
+		return nil, g.refusedVote(ctx, ledger.Approve, caller, id, signed, err)
 	}
 	out := &ApprovalResult{Request: res.Request}
 	if !res.Ready {
@@ -140,17 +144,82 @@ func (g *Gateway) Approve(ctx context.Context, id string, signed []byte) (*Appro
 	return out, nil
 }
 
-// Reject submits a signed rejection, which ends the request.
-func (g *Gateway) Reject(ctx context.Context, id string, signed []byte) (*ApprovalResult, error) {
+// Reject submits a signed rejection on behalf of caller, which ends the
+// request. A refused rejection is logged as a refused approval is.
+func (g *Gateway) Reject(ctx context.Context, caller, id string, signed []byte) (*ApprovalResult, error) {
 	if g.approvals == nil {
 		return nil, ErrNoApprovals
 	}
 	r, err := g.approvals.m.Reject(id, signed)
 	if err != nil {
-		return nil, err
+		return nil, g.refusedVote(ctx, ledger.Reject, caller, id, signed, err)
 	}
 	g.finish(id)
 	return &ApprovalResult{Request: r}, nil
+}
+
+// NoteRefusedVote is the first word of the message of the note entry that
+// records a refused approval or rejection (RefusedVote).
+const NoteRefusedVote = "approval_refused"
+
+// RefusedVote is what the note entry of a refused approval or rejection
+// says, in its Message: "approval_refused <verb> <code>: <reason>", where
+// verb is approve or reject and code is the refusal's stable code (the
+// HTTP API's error code). The entry's Approver is the authenticated
+// caller (who sent it, which is not always who signed it: an unknown key,
+// another approver's statement), RequestID the request id as the caller
+// gave it (when it is a well-formed id), and Raw the submitted statement
+// (by its digest and size, the bytes in the blob store).
+//
+// A note, not an APPROVAL entry: a refused attempt changes no state (no
+// vote, no quorum, no parked request), so the fold, the rebuild and
+// verify --replay pass over it as over every note, and a verifier that
+// knows only the existing kinds still reads the log.
+type RefusedVote struct {
+	Verb   ledger.Verb
+	Code   string
+	Reason string
+}
+
+// ParseRefusedVote reads the note entry e as a refused vote; ok is false
+// when e is not one.
+func ParseRefusedVote(e *audit.Entry) (v RefusedVote, ok bool) {
+	if e.Kind != audit.KindNote {
+		return v, false
+	}
+	rest, ok := strings.CutPrefix(e.Message, NoteRefusedVote+" ")
+	if !ok {
+		return v, false
+	}
+	verb, rest, _ := strings.Cut(rest, " ")
+	code, reason, ok := strings.Cut(rest, ": ")
+	if !ok || (ledger.Verb(verb) != ledger.Approve && ledger.Verb(verb) != ledger.Reject) {
+		return RefusedVote{}, false
+	}
+	return RefusedVote{Verb: ledger.Verb(verb), Code: code, Reason: reason}, true
+}
+
+// refusedVote logs the refusal err of a vote (when it is one: an
+// approval.Error) and returns err, or, when the log did not take the
+// entry, an ErrUnavailable error: a refusal that is not logged is not
+// answered as a refusal.
+func (g *Gateway) refusedVote(ctx context.Context, verb ledger.Verb, caller, id string, signed []byte, err error) error {
+	code := approval.Code(err)
+	if code == "" {
+		return err
+	}
+	e := &audit.Entry{Kind: audit.KindNote, Time: g.cfg.Now().UTC(), Approver: caller, EngineVersion: EngineVersion,
+		Message: fmt.Sprintf("%s %s %s: %v", NoteRefusedVote, verb, code, err)}
+	if approval.ValidID(id) {
+		e.RequestID = id
+	}
+	if len(signed) > 0 {
+		e.Raw = audit.Field{Text: string(signed)}
+	}
+	if _, lerr := g.cfg.Log.Append(context.WithoutCancel(ctx), e); lerr != nil {
+		return fmt.Errorf("record refused %s: %w: %v", verb, ErrUnavailable, lerr)
+	}
+	return err
 }
 
 // executeApproved runs a request whose quorum was just reached: it is

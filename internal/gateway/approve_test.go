@@ -62,29 +62,29 @@ func TestTwoPersonApproval(t *testing.T) {
 	altered := r
 	altered.Action[0] ^= 1
 	for _, x := range refusals {
-		_, err := f.gw.Approve(ctx, r.ID, f.sign(t, x.approver, r, approval.Approve))
+		_, err := f.gw.Approve(ctx, "caller", r.ID, f.sign(t, x.approver, r, approval.Approve))
 		if approval.Code(err) != x.code {
 			t.Errorf("%s: got %v, want %s", x.name, err, x.code)
 		}
 	}
-	if _, err := f.gw.Approve(ctx, r.ID, f.sign(t, "alice", altered, approval.Approve)); approval.Code(err) != "action_mismatch" {
+	if _, err := f.gw.Approve(ctx, "caller", r.ID, f.sign(t, "alice", altered, approval.Approve)); approval.Code(err) != "action_mismatch" {
 		t.Errorf("approval of an altered action: got %v, want action_mismatch", err)
 	}
-	first, err := f.gw.Approve(ctx, r.ID, f.sign(t, "alice", r, approval.Approve))
+	first, err := f.gw.Approve(ctx, "caller", r.ID, f.sign(t, "alice", r, approval.Approve))
 	if err != nil || first.Result != nil {
 		t.Fatalf("first approval: %+v %v, want accepted and not yet executed", first, err)
 	}
-	if _, err := f.gw.Approve(ctx, r.ID, f.sign(t, "alice", r, approval.Approve)); approval.Code(err) != "duplicate_approver" {
+	if _, err := f.gw.Approve(ctx, "caller", r.ID, f.sign(t, "alice", r, approval.Approve)); approval.Code(err) != "duplicate_approver" {
 		t.Errorf("alice twice: got %v, want duplicate_approver", err)
 	}
 	if f.up.count() != 0 {
 		t.Fatal("executed before the quorum")
 	}
-	second, err := f.gw.Approve(ctx, r.ID, f.sign(t, "bob", r, approval.Approve))
+	second, err := f.gw.Approve(ctx, "caller", r.ID, f.sign(t, "bob", r, approval.Approve))
 	if err != nil || second.Result == nil || second.Result.Outcome == nil || second.Result.Decision.Decision != "approved" {
 		t.Fatalf("second approval: %+v %v, want the request approved and executed", second, err)
 	}
-	if _, err := f.gw.Approve(ctx, r.ID, f.sign(t, "carol", r, approval.Approve)); approval.Code(err) != "closed" {
+	if _, err := f.gw.Approve(ctx, "caller", r.ID, f.sign(t, "carol", r, approval.Approve)); approval.Code(err) != "closed" {
 		t.Errorf("approval after execution: got %v, want closed", err)
 	}
 	if f.up.count() != 1 {
@@ -116,13 +116,13 @@ func TestRejection(t *testing.T) {
 	f := newFixture(t, t.TempDir())
 	ctx := context.Background()
 	r := *f.park(t).Approval
-	if _, err := f.gw.Approve(ctx, r.ID, f.sign(t, "alice", r, approval.Approve)); err != nil {
+	if _, err := f.gw.Approve(ctx, "caller", r.ID, f.sign(t, "alice", r, approval.Approve)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.gw.Reject(ctx, r.ID, f.sign(t, "carol", r, approval.Reject)); err != nil {
+	if _, err := f.gw.Reject(ctx, "caller", r.ID, f.sign(t, "carol", r, approval.Reject)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.gw.Approve(ctx, r.ID, f.sign(t, "bob", r, approval.Approve)); approval.Code(err) != "closed" {
+	if _, err := f.gw.Approve(ctx, "caller", r.ID, f.sign(t, "bob", r, approval.Approve)); approval.Code(err) != "closed" {
 		t.Fatalf("approval after rejection: got %v, want closed", err)
 	}
 	if f.up.count() != 0 {
@@ -140,7 +140,7 @@ func TestConcurrentFinalApprovals(t *testing.T) {
 	const trials = 200
 	for i := 0; i < trials; i++ {
 		r := *f.parkAs(t, policy.Agent{ID: fmt.Sprintf("agent-%d", i), Roles: []string{"payments"}}).Approval
-		if _, err := f.gw.Approve(ctx, r.ID, f.sign(t, "alice", r, approval.Approve)); err != nil {
+		if _, err := f.gw.Approve(ctx, "caller", r.ID, f.sign(t, "alice", r, approval.Approve)); err != nil {
 			t.Fatal(err)
 		}
 		var wg sync.WaitGroup
@@ -151,7 +151,7 @@ func TestConcurrentFinalApprovals(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				res, err := f.gw.Approve(ctx, r.ID, signed)
+				res, err := f.gw.Approve(ctx, "caller", r.ID, signed)
 				if err == nil && res.Result != nil {
 					mu.Lock()
 					executed++
@@ -177,7 +177,7 @@ func TestApprovalsSurviveRestart(t *testing.T) {
 	f := newFixture(t, dir)
 	ctx := context.Background()
 	r := *f.park(t).Approval
-	if _, err := f.gw.Approve(ctx, r.ID, f.sign(t, "alice", r, approval.Approve)); err != nil {
+	if _, err := f.gw.Approve(ctx, "caller", r.ID, f.sign(t, "alice", r, approval.Approve)); err != nil {
 		t.Fatal(err)
 	}
 	f.log.Close()
@@ -190,10 +190,10 @@ func TestApprovalsSurviveRestart(t *testing.T) {
 	if len(pending) != 1 || pending[0].Request.ID != r.ID || len(pending[0].Request.Approvals) != 1 {
 		t.Fatalf("pending after restart: %+v, want %s with alice's approval", pending, r.ID)
 	}
-	if _, err := g.gw.Approve(ctx, r.ID, g.sign(t, "alice", r, approval.Approve)); approval.Code(err) != "duplicate_approver" {
+	if _, err := g.gw.Approve(ctx, "caller", r.ID, g.sign(t, "alice", r, approval.Approve)); approval.Code(err) != "duplicate_approver" {
 		t.Fatalf("alice again after restart: got %v, want duplicate_approver", err)
 	}
-	res, err := g.gw.Approve(ctx, r.ID, g.sign(t, "bob", r, approval.Approve))
+	res, err := g.gw.Approve(ctx, "caller", r.ID, g.sign(t, "bob", r, approval.Approve))
 	if err != nil || res.Result == nil || res.Result.Outcome == nil {
 		t.Fatalf("final approval after restart: %+v %v", res, err)
 	}
@@ -235,7 +235,7 @@ func TestExpiry(t *testing.T) {
 	if err != nil || got.Approval == nil || got.Approval.State != approval.Expired {
 		t.Fatalf("after the limit: %+v %v, want expired", got, err)
 	}
-	if _, err := f.gw.Approve(ctx, r.ID, f.sign(t, "alice", r, approval.Approve)); approval.Code(err) == "" {
+	if _, err := f.gw.Approve(ctx, "caller", r.ID, f.sign(t, "alice", r, approval.Approve)); approval.Code(err) == "" {
 		t.Fatal("a late approval was accepted")
 	}
 	expired := false

@@ -84,11 +84,11 @@ func TestApprovalExpiryWallClockSetBack(t *testing.T) {
 		time.Sleep(time.Second)
 		offset.Store(int64(-time.Hour))
 		time.Sleep(time.Second)
-		if _, err := gw.Approve(ctx, r.ID, f.sign(t, "alice", r, approval.Approve)); err != nil {
+		if _, err := gw.Approve(ctx, "caller", r.ID, f.sign(t, "alice", r, approval.Approve)); err != nil {
 			t.Fatalf("first approval 2 s in: %v", err)
 		}
 		time.Sleep(4 * time.Second) // 6 s after parking
-		if _, err := gw.Approve(ctx, r.ID, f.sign(t, "bob", r, approval.Approve)); approval.Code(err) != "expired" {
+		if _, err := gw.Approve(ctx, "caller", r.ID, f.sign(t, "bob", r, approval.Approve)); approval.Code(err) != "expired" {
 			t.Fatalf("approval 6 s in against a 4 s window, wall clock an hour back: %v, want expired", err)
 		}
 		go gw.RunExpiry(ctx)
@@ -133,7 +133,7 @@ func TestApprovalExpiryRestartClockSetBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, who := range []string{"alice", "bob"} {
-		if _, err := gw.Approve(ctx, r.ID, f.sign(t, who, r, approval.Approve)); approval.Code(err) != "expired" {
+		if _, err := gw.Approve(ctx, "caller", r.ID, f.sign(t, who, r, approval.Approve)); approval.Code(err) != "expired" {
 			t.Fatalf("%s's approval after a restart with the clock an hour back: %v, want expired", who, err)
 		}
 	}

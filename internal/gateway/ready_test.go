@@ -105,7 +105,7 @@ func TestMaxUnsignedFailsClosed(t *testing.T) {
 			}
 		}
 		// An approval may complete a quorum and execute: refused too.
-		if _, err := gw.Approve(ctx, r.ID, f.sign(t, "alice", r, approval.Approve)); !errors.Is(err, gateway.ErrUnsigned) {
+		if _, err := gw.Approve(ctx, "caller", r.ID, f.sign(t, "alice", r, approval.Approve)); !errors.Is(err, gateway.ErrUnsigned) {
 			t.Fatalf("past max_unsigned: approve: %v, want ErrUnsigned", err)
 		}
 		if executed.Load() != n || l.Size() != size {
@@ -119,7 +119,7 @@ func TestMaxUnsignedFailsClosed(t *testing.T) {
 			t.Fatalf("after the fault cleared: %+v, want every entry signed (log size %d)", st, l.Size())
 		}
 		accepted("signing resumed")
-		if _, err := gw.Approve(ctx, r.ID, f.sign(t, "alice", r, approval.Approve)); err != nil {
+		if _, err := gw.Approve(ctx, "caller", r.ID, f.sign(t, "alice", r, approval.Approve)); err != nil {
 			t.Fatalf("approve after signing resumed: %v", err)
 		}
 		cancel()

@@ -46,7 +46,7 @@ func TestRevokedPrincipalIsDenied(t *testing.T) {
 			}
 			var last *gateway.ApprovalResult
 			for _, who := range []string{"alice", "bob"} {
-				if last, err = gw.Approve(ctx, parked.RequestID, f.sign(t, who, *parked.Approval, approval.Approve)); err != nil {
+				if last, err = gw.Approve(ctx, "caller", parked.RequestID, f.sign(t, who, *parked.Approval, approval.Approve)); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -9,11 +9,11 @@ import (
 // AgentAuthenticator returns a lookup of agents by bearer token and
 // request, for other front ends (the MCP proxy): a token bound to a client
 // certificate authenticates only a request that presented it. Approver
-// tokens never act as agents.
+// and auditor tokens never act as agents.
 func AgentAuthenticator(tokens []Token) func(token string, r *http.Request) (policy.Agent, bool) {
 	byHash := make(map[[32]byte]Token, len(tokens))
 	for _, t := range tokens {
-		if !t.Approver {
+		if !t.Approver && !t.Auditor {
 			byHash[t.SHA256] = t
 		}
 	}

@@ -1,8 +1,12 @@
 // Package httpapi is rulelock's JSON API over HTTP, versioned under /v1/.
 //
-// Every route but /healthz and /readyz authenticates the agent with a bearer
-// token; the agent's identity and roles come from the token, never from the
-// body. Requests are read strictly: only application/json, a body limit
+// Every route but /healthz and /readyz authenticates the caller with a bearer
+// token; the caller's identity and roles come from the token, never from the
+// body. A token is an agent's (actions, its own requests, its own log
+// entries), an approver's (approvals, the whole log) or an auditor's (the
+// whole log, read-only); the checkpoint and the hash tiles are for every
+// caller, and /readyz without a token says only ready or not, and why by
+// code. Requests are read strictly: only application/json, a body limit
 // enforced before anything is evaluated (413), canonical paths only (no
 // "//", "/./", percent-escapes), and one strict JSON decoder. Errors are JSON
 // with a stable code:
@@ -27,6 +31,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/gateway"
 	"github.com/rulelock/rulelock/internal/ledger"
@@ -38,8 +43,13 @@ import (
 // the bearer token, never the token.
 type Token struct {
 	SHA256   [32]byte
-	Agent    policy.Agent // the agent, or the approver (ID only)
-	Approver bool         // an approver's token: approvals only, never actions
+	Agent    policy.Agent // the agent, the approver or the auditor (ID only for the last two)
+	Approver bool         // an approver's token: approvals and the whole log, never actions
+	// Auditor marks an auditor's token: read-only, the whole log (entries,
+	// proofs, entry bundles) and the gateway's status; never actions,
+	// never approvals. A token is an agent's, an approver's or an
+	// auditor's: Approver and Auditor are never both set.
+	Auditor bool
 	// CertSHA256, when not zero, binds the token to a client certificate:
 	// it is accepted only on a TLS connection whose client certificate
 	// (the leaf, DER) has this SHA-256, so that the token alone, stolen
@@ -56,6 +66,10 @@ func (t *Token) presentedBy(r *http.Request) bool {
 	}
 	return r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && sha256.Sum256(r.TLS.PeerCertificates[0].Raw) == t.CertSHA256
 }
+
+// readsAll reports whether t reads every entry of the log (approvers and
+// auditors); an agent reads only the entries that name it.
+func (t *Token) readsAll() bool { return t != nil && (t.Approver || t.Auditor) }
 
 // HashToken returns the SHA-256 of a bearer token.
 func HashToken(token string) [32]byte { return sha256.Sum256([]byte(token)) }
@@ -98,6 +112,10 @@ type route struct {
 	public  bool   // health only: no authentication
 	who     string // "agent", "approver", or "" for any authenticated caller
 	handler func(w http.ResponseWriter, r *http.Request, agent policy.Agent)
+	// reader, instead of handler, serves a route whose answer depends on
+	// who asks (the log's entries, /readyz): it gets the caller's token,
+	// nil on a public route called without a valid one.
+	reader func(w http.ResponseWriter, r *http.Request, caller *Token)
 }
 
 // New builds the server and its route table.
@@ -126,12 +144,12 @@ func New(cfg Config) *Server {
 		{pattern: "POST /v1/requests/{id}/approvals", who: "approver", handler: s.vote(true)},
 		{pattern: "POST /v1/requests/{id}/rejections", who: "approver", handler: s.vote(false)},
 		{pattern: "GET /v1/log/checkpoint", handler: s.checkpoint},
-		{pattern: "GET /v1/log/entries/{i}", handler: s.entry},
-		{pattern: "GET /v1/log/proof/{i}", handler: s.proof},
-		{pattern: "GET /v1/log/tile/", handler: s.tiles},
+		{pattern: "GET /v1/log/entries/{i}", reader: s.entry},
+		{pattern: "GET /v1/log/proof/{i}", reader: s.proof},
+		{pattern: "GET /v1/log/tile/", reader: s.tiles},
 		{pattern: "GET /metrics", handler: s.metrics},
-		{pattern: "GET /healthz", public: true, handler: s.healthz},
-		{pattern: "GET /readyz", public: true, handler: s.readyz},
+		{pattern: "GET /healthz", public: true, reader: s.healthz},
+		{pattern: "GET /readyz", public: true, reader: s.readyz},
 	}
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.pattern, s.wrap(rt))
@@ -184,23 +202,34 @@ func canonicalPath(r *http.Request) bool {
 // wrap authenticates (unless public) and recovers, failing closed.
 func (s *Server) wrap(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var agent policy.Agent
-		if !rt.public {
-			tok, ok := s.authenticate(r)
-			if !ok {
-				s.cfg.Metrics.failClosed("unauthenticated")
-				w.Header().Set("WWW-Authenticate", `Bearer realm="rulelock"`)
-				writeError(w, http.StatusUnauthorized, "unauthenticated", "a valid bearer token is required")
-				return
+		tok, ok := s.authenticate(r)
+		if rt.public {
+			// A public route answers everyone; a valid token may show
+			// more (/readyz), an invalid one is no token.
+			var caller *Token
+			if ok {
+				caller = &tok
 			}
-			if (rt.who == "agent" && tok.Approver) || (rt.who == "approver" && !tok.Approver) {
-				s.cfg.Metrics.failClosed("forbidden")
-				writeError(w, http.StatusForbidden, "forbidden", "this route is for "+rt.who+"s")
-				return
-			}
-			agent = tok.Agent
+			rt.reader(w, r, caller)
+			return
 		}
-		rt.handler(w, r, agent)
+		if !ok {
+			s.cfg.Metrics.failClosed("unauthenticated")
+			w.Header().Set("WWW-Authenticate", `Bearer realm="rulelock"`)
+			writeError(w, http.StatusUnauthorized, "unauthenticated", "a valid bearer token is required")
+			return
+		}
+		isAgent := !tok.Approver && !tok.Auditor
+		if (rt.who == "agent" && !isAgent) || (rt.who == "approver" && !tok.Approver) {
+			s.cfg.Metrics.failClosed("forbidden")
+			writeError(w, http.StatusForbidden, "forbidden", "this route is for "+rt.who+"s")
+			return
+		}
+		if rt.reader != nil {
+			rt.reader(w, r, &tok)
+			return
+		}
+		rt.handler(w, r, tok.Agent)
 	})
 }
 
@@ -464,7 +493,7 @@ type voteBody struct {
 }
 
 func (s *Server) vote(approve bool) func(http.ResponseWriter, *http.Request, policy.Agent) {
-	return func(w http.ResponseWriter, r *http.Request, _ policy.Agent) {
+	return func(w http.ResponseWriter, r *http.Request, caller policy.Agent) {
 		body, code, msg, status := s.readBody(w, r)
 		if code != "" {
 			writeError(w, status, code, msg)
@@ -479,9 +508,9 @@ func (s *Server) vote(approve bool) func(http.ResponseWriter, *http.Request, pol
 		}
 		var res *gateway.ApprovalResult
 		if approve {
-			res, err = s.cfg.Gateway.Approve(r.Context(), r.PathValue("id"), []byte(note))
+			res, err = s.cfg.Gateway.Approve(r.Context(), caller.ID, r.PathValue("id"), []byte(note))
 		} else {
-			res, err = s.cfg.Gateway.Reject(r.Context(), r.PathValue("id"), []byte(note))
+			res, err = s.cfg.Gateway.Reject(r.Context(), caller.ID, r.PathValue("id"), []byte(note))
 		}
 		if err != nil {
 			writeApprovalError(w, err)
@@ -519,30 +548,62 @@ func (s *Server) checkpoint(w http.ResponseWriter, r *http.Request, _ policy.Age
 	w.Write(cp)
 }
 
-func (s *Server) entry(w http.ResponseWriter, r *http.Request, _ policy.Agent) {
-	s.logItem(w, r, s.cfg.Log.Entry, "application/json")
+func (s *Server) entry(w http.ResponseWriter, r *http.Request, caller *Token) {
+	s.logItem(w, r, caller, nil, "application/json")
 }
 
-func (s *Server) proof(w http.ResponseWriter, r *http.Request, _ policy.Agent) {
-	s.logItem(w, r, s.cfg.Log.Receipt, "text/plain; charset=utf-8")
+func (s *Server) proof(w http.ResponseWriter, r *http.Request, caller *Token) {
+	s.logItem(w, r, caller, s.cfg.Log.Receipt, "text/plain; charset=utf-8")
 }
 
-func (s *Server) logItem(w http.ResponseWriter, r *http.Request, get func(int64) ([]byte, error), ctype string) {
+// logItem serves entry i (get nil) or what get returns for it (a receipt,
+// which holds the entry), if the caller may read entry i: approvers and
+// auditors read every entry, an agent only the entries that name it as
+// their agent. Any other entry is answered exactly as one that does not
+// exist, so that an agent learns nothing of other agents' entries, not
+// even which indexes are theirs (as GET /v1/requests/{id}).
+func (s *Server) logItem(w http.ResponseWriter, r *http.Request, caller *Token, get func(int64) ([]byte, error), ctype string) {
 	i, err := strconv.ParseInt(r.PathValue("i"), 10, 64)
 	if err != nil || i < 0 || strconv.FormatInt(i, 10) != r.PathValue("i") {
 		writeError(w, http.StatusBadRequest, "bad_request", "the index must be a non-negative decimal integer")
 		return
 	}
-	b, err := get(i)
+	b, err := s.cfg.Log.Entry(i)
+	if err == nil && !caller.readsAll() && !namesAgent(b, caller.Agent.ID) {
+		err = errNoEntry
+	}
+	if err == nil && get != nil {
+		b, err = get(i)
+	}
 	if err != nil {
-		writeError(w, http.StatusNotFound, "not_found", err.Error())
+		writeError(w, http.StatusNotFound, "not_found", "no such entry")
 		return
 	}
 	w.Header().Set("Content-Type", ctype)
 	w.Write(b)
 }
 
-func (s *Server) tiles(w http.ResponseWriter, r *http.Request, _ policy.Agent) {
+var errNoEntry = errors.New("no such entry")
+
+// namesAgent reports whether the encoded entry b is agent's: it decodes
+// and its agent is agent. Entries of no agent (notes, activations,
+// approvals) are no agent's.
+func namesAgent(b []byte, agent string) bool {
+	e, err := audit.DecodeEntry(b)
+	return err == nil && agent != "" && e.Agent == agent
+}
+
+// tiles serves the tlog-tiles directory. The hash tiles (tile/<L>/...)
+// hold only hashes and are for every authenticated caller, as the
+// checkpoint is: any verifier can check proofs and consistency. The entry
+// bundles (tile/entries/...) hold every entry in full, so they are for the
+// callers who read every entry: approvers and auditors.
+func (s *Server) tiles(w http.ResponseWriter, r *http.Request, caller *Token) {
+	if p := r.URL.Path; (p == "/v1/log/tile/entries" || strings.HasPrefix(p, "/v1/log/tile/entries/")) && !caller.readsAll() {
+		s.cfg.Metrics.failClosed("forbidden")
+		writeError(w, http.StatusForbidden, "forbidden", "entry bundles are for approvers and auditors")
+		return
+	}
 	http.StripPrefix("/v1/log", s.cfg.Log.Tiles()).ServeHTTP(w, r)
 }
 
@@ -561,7 +622,7 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request, _ policy.Agent)
 	s.cfg.Metrics.handler().ServeHTTP(w, r)
 }
 
-func (s *Server) healthz(w http.ResponseWriter, r *http.Request, _ policy.Agent) {
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request, _ *Token) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
@@ -571,13 +632,30 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request, _ policy.Agent)
 // signing is within log.max_unsigned). Otherwise 503 with a code and the
 // reason. Checkpoint signing that fails but is still within max_unsigned
 // is reported in the 200 body.
-func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ policy.Agent) {
+//
+// Without a valid token the body is only the status and, when not ready,
+// the code: the reason, the active policy (digest, version, signers) and
+// the checkpoint signing state are for authenticated callers, who send
+// their bearer token to /readyz.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request, caller *Token) {
+	status, body := s.readiness()
+	if caller == nil {
+		body = map[string]any{"status": body["status"], "code": body["code"]}
+		if body["code"] == nil {
+			delete(body, "code")
+		}
+	}
+	writeJSON(w, status, body)
+}
+
+// readiness is /readyz's status and full body.
+func (s *Server) readiness() (int, map[string]any) {
 	var gerr error
 	if s.cfg.Gateway != nil {
 		gerr = s.cfg.Gateway.Ready()
 	}
 	if s.cfg.Ready == nil || !s.cfg.Ready() || gerr != nil {
-		body := map[string]string{"status": "not ready", "code": "starting"}
+		body := map[string]any{"status": "not ready", "code": "starting"}
 		if s.cfg.Reason != nil {
 			body["reason"] = s.cfg.Reason()
 		}
@@ -589,8 +667,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ policy.Agent) 
 		case gerr != nil:
 			body["code"], body["reason"] = "log_failed", gerr.Error()
 		}
-		writeJSON(w, http.StatusServiceUnavailable, body)
-		return
+		return http.StatusServiceUnavailable, body
 	}
 	body := map[string]any{"status": "ready"}
 	if s.cfg.Status != nil {
@@ -602,7 +679,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ policy.Agent) 
 				"failed_attempts": st.Failed, "oldest_unsigned_seconds": cs.Unsigned().Seconds()}
 		}
 	}
-	writeJSON(w, http.StatusOK, body)
+	return http.StatusOK, body
 }
 
 type apiError struct {

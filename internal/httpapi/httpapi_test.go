@@ -29,6 +29,8 @@ const rules = `rule "AllowSmall" {
 type env struct {
 	url      string
 	log      *audit.Log
+	cp       *audit.Checkpointer
+	tiles    string // the tiles directory
 	upstream atomic.Int64
 }
 
@@ -60,7 +62,7 @@ func startWith(t *testing.T, src, reply string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{log: l}
+	e := &env{log: l, cp: cp, tiles: dir + "/tiles"}
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.upstream.Add(1)
 		if got := r.Header.Get("Authorization"); got != "Bearer upstream-credential" {
@@ -79,6 +81,8 @@ func startWith(t *testing.T, src, reply string) *env {
 		Tokens: []httpapi.Token{
 			{SHA256: httpapi.HashToken("token-a"), Agent: policy.Agent{ID: "agent-a"}},
 			{SHA256: httpapi.HashToken("token-b"), Agent: policy.Agent{ID: "agent-b"}},
+			{SHA256: httpapi.HashToken("token-approver"), Agent: policy.Agent{ID: "alice"}, Approver: true},
+			{SHA256: httpapi.HashToken("token-auditor"), Agent: policy.Agent{ID: "audrey"}, Auditor: true},
 		},
 		Log:     &httpapi.AuditLog{Log: l, Checkpointer: cp, TilesDir: dir + "/tiles"},
 		Ready:   func() bool { return true },
@@ -228,11 +232,11 @@ func TestRefusals(t *testing.T) {
 func TestLogRoutes(t *testing.T) {
 	e := start(t)
 	e.do(t, "POST", "/v1/actions", "token-a", "application/json", small)
-	r := e.do(t, "GET", "/v1/log/entries/0", "token-b", "", "")
+	r := e.do(t, "GET", "/v1/log/entries/0", "token-a", "", "")
 	if r.status != 200 || r.body["kind"] != "decision" {
 		t.Fatalf("entry 0: %d %s", r.status, r.raw)
 	}
-	if r := e.do(t, "GET", "/v1/log/entries/99", "token-b", "", ""); r.status != 404 {
+	if r := e.do(t, "GET", "/v1/log/entries/99", "token-a", "", ""); r.status != 404 {
 		t.Fatalf("entry 99: got %d", r.status)
 	}
 }

@@ -534,7 +534,7 @@ func TestApprovalOverMCP(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := f.gw.Approve(ctx, r.ID, signed); err != nil {
+		if _, err := f.gw.Approve(ctx, "caller", r.ID, signed); err != nil {
 			t.Fatalf("%s approves: %v", who, err)
 		}
 	}

@@ -200,7 +200,7 @@ func TestLongApprovalTerms(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := gw.Approve(ctx, approved.RequestID, signed); err != nil {
+		if _, err := gw.Approve(ctx, "caller", approved.RequestID, signed); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -83,7 +83,7 @@ func TestVerifyGatewayDenials(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out, err := gw.Approve(ctx, res.RequestID, signed)
+		out, err := gw.Approve(ctx, "caller", res.RequestID, signed)
 		if err != nil {
 			t.Fatal(err)
 		}

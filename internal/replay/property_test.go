@@ -191,7 +191,7 @@ func propRun(seed uint64, pa, pb *policy.Policy, signers map[string]note.Signer,
 			if err != nil {
 				return err
 			}
-			e.gw.Approve(ctx, e.parked[j].RequestID, signed) // refused ones (twice by one, expired) are fine
+			e.gw.Approve(ctx, "caller", e.parked[j].RequestID, signed) // refused ones (twice by one, expired) are fine
 		case k < 15 && len(e.waiting) > 0:
 			j := e.rng.IntN(len(e.waiting))
 			st := []ledger.Status{gateway.StatusOK, gateway.StatusError}[e.rng.IntN(2)]
