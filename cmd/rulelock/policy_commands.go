@@ -12,7 +12,9 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
+	"github.com/rulelock/rulelock/internal/strictjson"
 	"github.com/rulelock/rulelock/policy"
 	"github.com/rulelock/rulelock/policy/policytest"
 )
@@ -183,19 +185,34 @@ func fmtFile(e *env, name string, write, list bool) error {
 // evalOutput is what `rulelock eval` prints.
 type evalOutput struct {
 	*policy.Decision
+	Now   string             `json:"now"` // the time the request was decided at
 	Trace []policy.TraceStep `json:"trace,omitempty"`
 }
 
+// runEval decides one request. The body is the API's (POST /v1/decide):
+// without "now" it is decided at the current time, or at --now; the time
+// used is in the output. --fail-on makes a script fail (exit 1) on a deny,
+// or on anything but allow.
 func runEval(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "eval", "--policy PATH [--explain] [FILE|-]")
+	fs := newFlags(e, "eval", "--policy PATH [--explain] [--now RFC3339] [--fail-on deny|approval] [FILE|-]")
 	path := fs.String("policy", "", "policy directory or .rules file (required)")
 	explain := fs.Bool("explain", false, "add a trace of every expression evaluated")
+	nowFlag := fs.String("now", "", "decide at this time (RFC 3339) when the request has no \"now\"; default the current time")
+	failOn := fs.String("fail-on", "", "exit 1 when the decision is `deny`, or with approval when it is deny or require_approval")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *path == "" || fs.NArg() > 1 {
+	if *path == "" || fs.NArg() > 1 || (*failOn != "" && *failOn != "deny" && *failOn != "approval") {
 		fs.Usage()
 		return &exitError{code: 2}
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	if *nowFlag != "" {
+		t, err := time.Parse(time.RFC3339, *nowFlag)
+		if err != nil {
+			return usageError("--now %q: want RFC 3339, e.g. 2026-11-22T10:00:00Z", *nowFlag)
+		}
+		now = t
 	}
 	p, err := loadPolicy(*path)
 	if err != nil {
@@ -214,11 +231,14 @@ func runEval(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
+	if data, err = withNow(data, now, *nowFlag != ""); err != nil {
+		return &exitError{code: 2, err: fmt.Errorf("%s: %v", name, err)}
+	}
 	req, err := policy.DecodeRequest(data)
 	if err != nil {
 		return &exitError{code: 2, err: fmt.Errorf("%s: %v", name, err)}
 	}
-	out := evalOutput{}
+	out := evalOutput{Now: req.Now.UTC().Format(time.RFC3339Nano)}
 	if *explain {
 		out.Decision, out.Trace = p.Explain(req)
 	} else {
@@ -226,7 +246,38 @@ func runEval(ctx context.Context, e *env, args []string) error {
 	}
 	enc := json.NewEncoder(e.stdout)
 	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	if err := enc.Encode(out); err != nil {
+		return err
+	}
+	switch d := out.Decision.Decision; {
+	case d == policy.Deny && *failOn != "", d == policy.RequireApproval && *failOn == "approval":
+		return &exitError{code: 1}
+	}
+	return nil
+}
+
+// withNow returns the request body data with "now" set to now when it has
+// none, so that the API's body (which may not carry "now": the gateway's
+// clock decides) decides as it would there. A body with "now" and an
+// explicit --now is ambiguous: an error. Anything that is not a strict JSON
+// object is left for DecodeRequest to refuse with its own message.
+func withNow(data []byte, now time.Time, explicit bool) ([]byte, error) {
+	v, err := strictjson.Decode(data, strictjson.Limits{})
+	if err != nil {
+		return data, nil
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return data, nil
+	}
+	if _, has := m["now"]; has {
+		if explicit {
+			return nil, errors.New("the request has \"now\" and --now is given: use one")
+		}
+		return data, nil
+	}
+	m["now"] = now.UTC().Format(time.RFC3339Nano)
+	return strictjson.Canonical(m)
 }
 
 func runTest(ctx context.Context, e *env, args []string) error {
