@@ -39,7 +39,7 @@ func approverFlags(e *env, name, usage string) (*flagSetWithClient, error) {
 	if def == "" {
 		def = "http://127.0.0.1:8080"
 	}
-	fs.StringVar(&f.url, "gateway", def, "the gateway's URL (default $RULELOCK_GATEWAY or http://127.0.0.1:8080)")
+	fs.StringVar(&f.url, "gateway", def, "the gateway's URL ($RULELOCK_GATEWAY when set)")
 	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the approver's API token (default: $RULELOCK_TOKEN)")
 	fs.StringVar(&f.caFile, "tls-ca", "", "PEM file of the CA(s) that issued the gateway's TLS certificate (instead of the system's)")
 	fs.StringVar(&f.certFile, "tls-cert", "", "PEM client certificate, for a gateway that requires one (tls.client_ca_file)")

@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sort"
 	"syscall"
 )
@@ -42,6 +43,7 @@ func commands() []command {
 	cmds = append(cmds, approvalCommands()...)
 	cmds = append(cmds, replayCommands()...)
 	cmds = append(cmds, bundleCommands()...)
+	cmds = append(cmds, command{"version", "print rulelock's version and the revision it was built from", runVersion})
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
 	return cmds
 }
@@ -74,19 +76,26 @@ func main() {
 }
 
 // run dispatches args to a subcommand and turns its error into an exit code.
+// Help asked for (help, -h, --help, before any "--") goes to standard
+// output and exits 0; usage after a mistake goes to standard error.
 func run(ctx context.Context, e *env, args []string) int {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+	if len(args) == 0 {
 		printUsage(e.stderr)
-		if len(args) == 0 {
-			return 2
-		}
+		return 2
+	}
+	if args[0] == "help" || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
+		printUsage(e.stdout)
 		return 0
 	}
 	for _, c := range commands() {
 		if c.name != args[0] {
 			continue
 		}
-		err := c.run(ctx, e, args[1:])
+		ce := e
+		if asksHelp(args[1:]) {
+			ce = &env{stdin: e.stdin, stdout: e.stdout, stderr: e.stdout, getenv: e.getenv}
+		}
+		err := c.run(ctx, ce, args[1:])
 		if err == nil {
 			return 0
 		}
@@ -103,6 +112,44 @@ func run(ctx context.Context, e *env, args []string) int {
 	fmt.Fprintf(e.stderr, "rulelock: unknown command %q\n", args[0])
 	printUsage(e.stderr)
 	return 2
+}
+
+// asksHelp reports whether args ask for help (-h, -help, --help) before
+// any "--": the subcommand's usage then goes to standard output.
+func asksHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help":
+			return true
+		}
+	}
+	return false
+}
+
+// runVersion prints the module version and the VCS revision rulelock was
+// built from (go build records them), or "(devel)" and "unknown".
+func runVersion(ctx context.Context, e *env, args []string) error {
+	if len(args) != 0 {
+		return usageError("version takes no arguments")
+	}
+	version, revision, modified := "(devel)", "unknown", ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" {
+			version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			switch {
+			case s.Key == "vcs.revision":
+				revision = s.Value
+			case s.Key == "vcs.modified" && s.Value == "true":
+				modified = " (modified)"
+			}
+		}
+	}
+	fmt.Fprintf(e.stdout, "rulelock %s, revision %s%s\n", version, revision, modified)
+	return nil
 }
 
 func printUsage(w io.Writer) {
