@@ -160,6 +160,7 @@ func runPending(ctx context.Context, e *env, args []string) error {
 func printPending(e *env, p gateway.PendingRequest) (*review.Review, error) {
 	v := review.New(review.Request{
 		Parked: p.Request, Action: p.Action, Instruction: p.Instruction, Reasoning: p.Reasoning, Rules: p.Rules,
+		StillNeeded: p.StillNeeded,
 	}, time.Now())
 	return v, v.Write(e.stdout)
 }

@@ -44,8 +44,9 @@ func fakeApprovalGateway(t *testing.T, action string) (url string, posted *atomi
 	p := gateway.PendingRequest{
 		Request: r, Action: json.RawMessage(action),
 		Instruction: spoofInstruction, Reasoning: "trust me\r\x1b[2K",
-		Rules:   []policy.FiredRule{{Name: "NoHighValueTransfers", Outcome: policy.OutcomeRequireApproval, Message: "over $10,000\x1b[8m"}},
-		Approve: string(r.Statement(approval.Approve, "").Marshal()),
+		Rules:       []policy.FiredRule{{Name: "NoHighValueTransfers", Outcome: policy.OutcomeRequireApproval, Message: "over $10,000\x1b[8m"}},
+		StillNeeded: []int{2},
+		Approve:     string(r.Statement(approval.Approve, "").Marshal()),
 	}
 	posted = new(atomic.Int32)
 	mux := http.NewServeMux()
@@ -118,7 +119,7 @@ func TestApproverCLIOutputIsTerminalSafe(t *testing.T) {
 			`agent-\x1b[32m7`,
 			"agent's instruction (unverified, the agent's claim):\n    | Pay invoice 1234\\r\\x1b[1A\\x1b[2K  action:",
 			`over $10,000\x1b[8m`,
-			`from treasury\u{202E}`,
+			`needs 2 from treasury\u{202E} (rule NoHighValueTransfers): 2 more`,
 		} {
 			if !strings.Contains(out, want) {
 				t.Errorf("%s: output lacks %s:\n%s", args[0], want, out)

@@ -21,10 +21,12 @@ type Request struct {
 	Reasoning   string // the agent's reasoning: its claim, not a fact
 	Rules       []policy.FiredRule
 
-	// Groups, when set, returns an approver's groups, so that the review
-	// can say exactly how many approvers each requirement still needs.
-	// When nil, a requirement that names groups shows an upper bound.
-	Groups func(approver string) []string
+	// StillNeeded, when it has one number per requirement of Parked, is
+	// how many more approvers each still needs (approval.Registry.StillNeeded,
+	// which knows the approvers' groups). Otherwise a requirement that names
+	// groups shows an upper bound: its count less the approvals that count
+	// whatever their approver's groups.
+	StillNeeded []int
 }
 
 // A Review is a parked request made safe to show a human: every string
@@ -96,38 +98,30 @@ func New(r Request, now time.Time) *Review {
 	for _, a := range p.Approvals {
 		v.Approvals = append(v.Approvals, Vote{Escape(a.Approver), a.Time.UTC().Format(time.RFC3339)})
 	}
-	for _, q := range p.Requirements {
-		v.Needs = append(v.Needs, need(q, p.Approvals, r.Groups))
+	exact := len(r.StillNeeded) == len(p.Requirements)
+	for i, q := range p.Requirements {
+		n := need(q, len(p.Approvals))
+		if exact {
+			n.StillNeeded, n.Exact = max(0, r.StillNeeded[i]), true
+		}
+		v.Needs = append(v.Needs, n)
 	}
 	return v
 }
 
-func need(q policy.Requirement, votes []approval.Vote, groups func(string) []string) Need {
-	n := Need{Rule: Escape(q.Rule), Message: Escape(q.Message), Approvers: q.Approvers, Exact: len(q.Groups) == 0 || groups != nil}
+// need is q with an estimate of who it still needs from the number of
+// approvals so far: exact when q names no group, else an upper bound.
+func need(q policy.Requirement, approvals int) Need {
 	var gs []string
 	for _, g := range q.Groups {
 		gs = append(gs, Escape(g))
 	}
-	n.Groups = strings.Join(gs, ", ")
-	counted := 0
-	for _, a := range votes {
-		if len(q.Groups) == 0 || (groups != nil && intersects(groups(a.Approver), q.Groups)) {
-			counted++
-		}
+	n := Need{Rule: Escape(q.Rule), Groups: strings.Join(gs, ", "), Message: Escape(q.Message), Approvers: q.Approvers}
+	n.StillNeeded, n.Exact = q.Approvers, len(q.Groups) == 0
+	if n.Exact {
+		n.StillNeeded = max(0, q.Approvers-approvals)
 	}
-	n.StillNeeded = max(0, q.Approvers-counted)
 	return n
-}
-
-func intersects(a, b []string) bool {
-	for _, x := range a {
-		for _, y := range b {
-			if x == y {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 func claim(s string) Claim {

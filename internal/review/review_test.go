@@ -63,18 +63,13 @@ func TestGoldenHostile(t *testing.T) {
 	checkPrintable(t, b.String())
 }
 
-// TestGoldenGroups: with the approvers' groups known, the review says
-// exactly who is still needed.
+// TestGoldenGroups: given StillNeeded (from the approvers' groups), the
+// review says exactly who is still needed.
 func TestGoldenGroups(t *testing.T) {
 	r := hostileRequest(`{"amount":20000,"to":"acct-9","type":"transfer"}`)
 	r.Instruction, r.Reasoning = "Pay invoice 1234", ""
 	r.Parked.Agent = "agent-7"
-	r.Groups = func(id string) []string {
-		if id == "alice@example.com" {
-			return []string{"treasury"}
-		}
-		return nil
-	}
+	r.StillNeeded = []int{1, 0}
 	var b bytes.Buffer
 	New(r, t0.Add(5*time.Hour)).Write(&b)
 	golden(t, "testdata/groups.golden", "# With approvers' groups known, each requirement says exactly how many more approvers it needs;\n"+
