@@ -224,3 +224,26 @@ func FuzzFields(f *testing.F) {
 		}
 	})
 }
+
+// TestDocs keeps docs/approvals.md true: its sample rendering is the
+// Example's output.
+func TestDocs(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/approvals.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile("example_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, out, _ := strings.Cut(string(src), "// Output:\n")
+	out, _, _ = strings.Cut(out, "\n}\n")
+	out += "\n"
+	var want strings.Builder
+	for _, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		want.WriteString(strings.TrimPrefix(l, "\t// ") + "\n")
+	}
+	if !strings.Contains(string(doc), "```\n"+want.String()+"```\n") {
+		t.Errorf("docs/approvals.md does not show the Example's rendering:\n%s", want.String())
+	}
+}
