@@ -144,3 +144,25 @@ func TestApproveRefusesUnshowableAction(t *testing.T) {
 		t.Errorf("stdout:\n%s\nstderr:\n%s", out, errOut)
 	}
 }
+
+// TestApproverCLIEscapesGatewayErrors: an error the gateway (or whatever
+// answers at its address) returns is printed escaped too.
+func TestApproverCLIEscapesGatewayErrors(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusConflict)
+		w.Write([]byte(`{"error":{"code":"closed\u001b[2K","message":"no\r\u001b[1A\u202e such request"}}`))
+	}))
+	defer srv.Close()
+	code, out, errOut := runApprover(t, "pending", "--gateway", srv.URL)
+	if code == 0 {
+		t.Fatalf("exit 0\n%s", out)
+	}
+	for i, r := range out + errOut {
+		if r != '\n' && review.Hidden(r) {
+			t.Fatalf("output holds %U at byte %d:\n%s%s", r, i, out, errOut)
+		}
+	}
+	if want := `no\r\x1b[1A\u{202E} such request (closed\x1b[2K)`; !strings.Contains(errOut, want) {
+		t.Errorf("stderr %q lacks %s", errOut, want)
+	}
+}
