@@ -154,6 +154,9 @@ func (v *Review) Write(w io.Writer) error {
 		for _, f := range v.Fields {
 			p("    %s = %s\n", f.Path, f.Value)
 		}
+		if len(v.Fields) == 0 {
+			p("    (no fields: the action is {})\n")
+		}
 	}
 	if len(v.Rules) > 0 {
 		p("  rules that fired:\n")

@@ -3,8 +3,10 @@ package review
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/json"
 	"flag"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -246,4 +248,40 @@ func TestDocs(t *testing.T) {
 	if !strings.Contains(string(doc), "```\n"+want.String()+"```\n") {
 		t.Errorf("docs/approvals.md does not show the Example's rendering:\n%s", want.String())
 	}
+}
+
+// FuzzFieldsDistinct: two actions that differ (as JSON values, numbers
+// compared by their text) never render the same.
+func FuzzFieldsDistinct(f *testing.F) {
+	f.Add(`{"a.b":1}`, `{"a":{"b":1}}`)
+	f.Add(`{"a":"1"}`, `{"a":1}`)
+	f.Add(`{"a":[]}`, `{"a":{}}`)
+	f.Add(`{"to":"acct-\u202e1"}`, `{"to":"acct-1"}`)
+	f.Add(`{"a":[{}]}`, `{"a":[[]]}`)
+	f.Fuzz(func(t *testing.T, a, b string) {
+		fa, errA := Fields([]byte(a))
+		fb, errB := Fields([]byte(b))
+		if errA != nil || errB != nil || !slices.Equal(fa, fb) {
+			return
+		}
+		if na, nb := normal(t, a), normal(t, b); na != nb {
+			t.Fatalf("%s and %s differ but both render as %v", na, nb, fa)
+		}
+	})
+}
+
+// normal is the JSON value of s re-encoded with sorted keys and numbers
+// as written.
+func normal(t *testing.T, s string) string {
+	d := json.NewDecoder(strings.NewReader(s))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
