@@ -30,14 +30,18 @@
 //
 //	request req-42  agent agent-7  pending
 //	  expires 2026-11-22T14:00:00Z (3h59m0s left)
-//	  action sha256:..., every field (strings in quotes, hidden characters as \x.. or \u{..}):
+//	  action sha256:c4c4…6550, every field (strings in quotes, hidden characters as \x.. or \u{..}):
 //	    amount = 20000
 //	    to = "acct-\u{202E}1-tcca"
 //	    type = "transfer"
 //	  rules that fired:
 //	    NoHighValueTransfers (require_approval): Transfers over $10,000 require human approval
-//	  approvals so far: 0
-//	  needs 2 from treasury (rule NoHighValueTransfers): at most 2 more (...)
+//	  approvals so far: 1
+//	    alice@example.com at 2026-11-22T10:01:00Z
+//	  needs 2 from treasury (rule NoHighValueTransfers): 1 more
 //	  agent's instruction (unverified, the agent's claim):
-//	    | Pay invoice 1234\r\x1b[1A\x1b[2K
+//	    | Pay invoice 1234\r\x1b[1A\x1b[2K  action: {"amount":200,"to":"acct-1"}
+//
+// (the package Example, in full). docs/approvals.md describes the escapes
+// for approvers.
 package review
