@@ -16,6 +16,7 @@ import (
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/gateway"
+	"github.com/rulelock/rulelock/internal/review"
 )
 
 func approvalCommands() []command {
@@ -112,9 +113,9 @@ func (c *approverClient) do(ctx context.Context, method, path string, body any, 
 			Error struct{ Code, Message string } `json:"error"`
 		}
 		if json.Unmarshal(b, &e) == nil && e.Error.Code != "" {
-			return fmt.Errorf("%s: %s (%s)", resp.Status, e.Error.Message, e.Error.Code)
+			return fmt.Errorf("%s: %s (%s)", review.Escape(resp.Status), review.Escape(e.Error.Message), review.Escape(e.Error.Code))
 		}
-		return fmt.Errorf("%s", resp.Status)
+		return fmt.Errorf("%s", review.Escape(resp.Status))
 	}
 	return json.Unmarshal(b, out)
 }
@@ -145,25 +146,23 @@ func runPending(ctx context.Context, e *env, args []string) error {
 		return nil
 	}
 	for _, p := range list {
-		printPending(e, p)
+		if _, err := printPending(e, p); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-func printPending(e *env, p gateway.PendingRequest) {
-	r := p.Request
-	fmt.Fprintf(e.stdout, "%s  agent %s  expires %s  approvals %d\n", r.ID, r.Agent, r.Expires.Format(time.RFC3339), len(r.Approvals))
-	fmt.Fprintf(e.stdout, "  action: %s\n", p.Action)
-	if p.Instruction != "" {
-		fmt.Fprintf(e.stdout, "  instruction: %s\n", p.Instruction)
-	}
-	for _, q := range r.Requirements {
-		groups := "any approver"
-		if len(q.Groups) > 0 {
-			groups = "from " + strings.Join(q.Groups, ", ")
-		}
-		fmt.Fprintf(e.stdout, "  needs %d %s (rule %s)\n", q.Approvers, groups, q.Rule)
-	}
+// printPending shows a parked request as internal/review renders it: every
+// string escaped, the action whole, the agent's words marked as its claims.
+// It returns the review, so that approve can refuse to sign an action that
+// could not be shown.
+func printPending(e *env, p gateway.PendingRequest) (*review.Review, error) {
+	v := review.New(review.Request{
+		Parked: p.Request, Action: p.Action, Instruction: p.Instruction, Reasoning: p.Reasoning, Rules: p.Rules,
+		StillNeeded: p.StillNeeded,
+	}, time.Now())
+	return v, v.Write(e.stdout)
 }
 
 // runVote signs the statement for a parked request with the approver's key
@@ -216,7 +215,13 @@ func runVote(v approval.Verdict) func(context.Context, *env, []string) error {
 		if v == approval.Approve && string(st.Marshal()) != p.Approve {
 			return fmt.Errorf("request %s: the gateway's statement differs from the one built here: refusing to sign", id)
 		}
-		printPending(e, *p)
+		shown, err := printPending(e, *p)
+		if err != nil {
+			return err
+		}
+		if shown.ActionError != "" {
+			return fmt.Errorf("request %s: the action cannot be shown: refusing to sign", review.Escape(id))
+		}
 		signed, err := approval.Sign(st, signer)
 		if err != nil {
 			return err
@@ -231,11 +236,11 @@ func runVote(v approval.Verdict) func(context.Context, *env, []string) error {
 		}
 		switch {
 		case res.Result != nil && res.Result.Outcome != nil:
-			fmt.Fprintf(e.stdout, "%s: quorum reached; %s; executed: %s\n", id, res.Result.Decision.Decision, res.Result.Outcome.Status)
+			fmt.Fprintf(e.stdout, "%s: quorum reached; %s; executed: %s\n", review.Escape(id), review.Escape(string(res.Result.Decision.Decision)), review.Escape(string(res.Result.Outcome.Status)))
 		case res.Result != nil:
-			fmt.Fprintf(e.stdout, "%s: quorum reached; %s\n", id, res.Result.Decision.Decision)
+			fmt.Fprintf(e.stdout, "%s: quorum reached; %s\n", review.Escape(id), review.Escape(string(res.Result.Decision.Decision)))
 		default:
-			fmt.Fprintf(e.stdout, "%s: %s recorded; state %s, %d approvals\n", id, v, res.Request.State, len(res.Request.Approvals))
+			fmt.Fprintf(e.stdout, "%s: %s recorded; state %s, %d approvals\n", review.Escape(id), v, review.Escape(string(res.Request.State)), len(res.Request.Approvals))
 		}
 		return nil
 	}

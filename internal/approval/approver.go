@@ -126,6 +126,25 @@ func (e *openError) Error() string {
 
 func (e *openError) Unwrap() error { return e.err }
 
+// StillNeeded returns, for each of req's requirements in order, how many
+// more eligible approvers it needs: its count less the accepted approvals
+// whose approver is eligible for it, and never below zero. The request
+// has its quorum when every number is zero. An approver in several groups
+// counts toward every requirement they are eligible for.
+func (r *Registry) StillNeeded(req Request) []int {
+	out := make([]int, len(req.Requirements))
+	for i, q := range req.Requirements {
+		n := 0
+		for _, v := range req.Approvals {
+			if a := r.byID[v.Approver]; a != nil && a.eligible(q.Groups) {
+				n++
+			}
+		}
+		out[i] = max(0, q.Approvers-n)
+	}
+	return out
+}
+
 // eligible reports whether a may count toward req's quorum.
 func (a *Approver) eligible(groups []string) bool {
 	if len(groups) == 0 {

@@ -532,14 +532,8 @@ func (m *Manager) applyExecuted(e *entry, ev Event) {
 // quorum reports whether every requirement of e is met by its distinct
 // approvers. One approver may count toward several requirements.
 func (m *Manager) quorum(e *entry) bool {
-	for _, q := range e.r.Requirements {
-		n := 0
-		for _, v := range e.r.Approvals {
-			if a := m.reg.byID[v.Approver]; a != nil && a.eligible(q.Groups) {
-				n++
-			}
-		}
-		if n < q.Approvers {
+	for _, n := range m.reg.StillNeeded(e.r) {
+		if n > 0 {
 			return false
 		}
 	}

@@ -337,7 +337,7 @@ func (g *Gateway) Pending() []PendingRequest {
 	}
 	var out []PendingRequest
 	for _, r := range g.approvals.m.Pending("") {
-		pr := PendingRequest{Request: r, Approve: string(r.Statement(approval.Approve, "").Marshal())}
+		pr := PendingRequest{Request: r, StillNeeded: g.cfg.Approvers.StillNeeded(r), Approve: string(r.Statement(approval.Approve, "").Marshal())}
 		g.mu.Lock()
 		if rec, _, _ := g.reqs.get(r.ID); rec != nil {
 			action, _ := (&Request{Action: rec.Action, logged: rec.logged}).loggedAction()
@@ -360,7 +360,10 @@ type PendingRequest struct {
 	Instruction string             `json:"instruction,omitempty"`
 	Reasoning   string             `json:"reasoning,omitempty"`
 	Rules       []policy.FiredRule `json:"rules"`
-	Approve     string             `json:"approve_statement"`
+	// StillNeeded is, for each of Request.Requirements in order, how many
+	// more eligible approvers it needs (approval.Registry.StillNeeded).
+	StillNeeded []int  `json:"still_needed"`
+	Approve     string `json:"approve_statement"`
 }
 
 // RunExpiry ends parked requests at their expiry (logged) until ctx is done.

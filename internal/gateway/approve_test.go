@@ -190,6 +190,9 @@ func TestApprovalsSurviveRestart(t *testing.T) {
 	if len(pending) != 1 || pending[0].Request.ID != r.ID || len(pending[0].Request.Approvals) != 1 {
 		t.Fatalf("pending after restart: %+v, want %s with alice's approval", pending, r.ID)
 	}
+	if got := pending[0].StillNeeded; len(got) != 1 || got[0] != 1 {
+		t.Fatalf("still needed after alice's approval: %v, want [1]", got)
+	}
 	if _, err := g.gw.Approve(ctx, "caller", r.ID, g.sign(t, "alice", r, approval.Approve)); approval.Code(err) != "duplicate_approver" {
 		t.Fatalf("alice again after restart: got %v, want duplicate_approver", err)
 	}
