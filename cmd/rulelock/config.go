@@ -33,7 +33,7 @@ type serveConfig struct {
 	Executors          map[string]executorConfig `yaml:"executors"`
 	Limits             limitsConfig              `yaml:"limits"`
 	MCP                mcpConfig                 `yaml:"mcp"`
-	Log                logConfig                 `yaml:"log"` // signing key (logkey.go), witnesses (witness.go)
+	Log                logConfig                 `yaml:"log"`           // signing key (logkey.go), witnesses (witness.go)
 	Notifications      notificationsConfig       `yaml:"notifications"` // webhooks per approver group (notifyconfig.go)
 }
 
