@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // TestServeNotifies: rulelock serve with notifications posts a parked
@@ -111,5 +113,32 @@ func TestNotificationsConfigRefused(t *testing.T) {
 		if err := tc.c.validate(approvers); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: got %v, want an error about %s", tc.c, err, tc.want)
 		}
+	}
+}
+
+// TestNotificationsDocs: the configuration docs/approvals.md shows under
+// "Notifications" is one the gateway accepts.
+func TestNotificationsDocs(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/approvals.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(doc), "## Notifications\n")
+	if !ok {
+		t.Fatal("docs/approvals.md has no Notifications section")
+	}
+	_, block, _ := strings.Cut(sec, "```yaml\n")
+	block, _, _ = strings.Cut(block, "```")
+	var c struct {
+		Notifications notificationsConfig `yaml:"notifications"`
+	}
+	dec := yaml.NewDecoder(strings.NewReader(block))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		t.Fatalf("%v:\n%s", err, block)
+	}
+	approvers := []approverConfig{{ID: "alice", Groups: []string{"treasury", "payments-approvers"}}}
+	if err := c.Notifications.validate(approvers); err != nil || len(c.Notifications.Groups) != 2 {
+		t.Fatalf("got %+v, %v", c.Notifications, err)
 	}
 }
