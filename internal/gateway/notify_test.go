@@ -73,3 +73,25 @@ func (f *fixture) decisionLogged(id string) bool {
 	}
 	return false
 }
+
+// TestNotifyNotRepeatedAtRebuild: a request restored from the log at a
+// restart was notified when it parked, and is not notified again.
+func TestNotifyNotRepeatedAtRebuild(t *testing.T) {
+	dir := t.TempDir()
+	f := newFixture(t, dir)
+	f.park(t)
+	f.log.Close()
+	g := newFixtureFrom(t, dir, f)
+	var n int
+	gw, err := gateway.New(gateway.Config{Policy: g.pol, Log: g.log, Approvers: g.reg, Now: g.clock.now,
+		Notify: gateway.NotifierFunc(func(gateway.Parked) { n++ })})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gw.Rebuild(context.Background(), g.log); err != nil {
+		t.Fatal(err)
+	}
+	if len(gw.Pending()) != 1 || n != 0 {
+		t.Fatalf("got %d pending and %d notifications, want 1 and none", len(gw.Pending()), n)
+	}
+}
