@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/gateway"
@@ -16,13 +17,16 @@ import (
 type notificationsConfig struct {
 	// ConsoleURL is the base of the link to each request:
 	// <console_url>/console/requests/<id>.
-	ConsoleURL string                       `yaml:"console_url"`
-	Queue      int                          `yaml:"queue"`       // requests queued per group (default 256)
-	Attempts   int                          `yaml:"attempts"`    // per message (default 8)
-	Backoff    duration                     `yaml:"backoff"`     // first wait between attempts (default 1s)
-	MaxBackoff duration                     `yaml:"max_backoff"` // longest wait (default 1m)
-	Timeout    duration                     `yaml:"timeout"`     // one attempt (default 10s)
-	Groups     map[string]notifyGroupConfig `yaml:"groups"`
+	ConsoleURL string   `yaml:"console_url"`
+	Queue      int      `yaml:"queue"`       // requests queued per group (default 256)
+	Attempts   int      `yaml:"attempts"`    // per message (default 8)
+	Backoff    duration `yaml:"backoff"`     // first wait between attempts (default 1s)
+	MaxBackoff duration `yaml:"max_backoff"` // longest wait (default 1m)
+	Timeout    duration `yaml:"timeout"`     // one attempt (default 10s)
+	// BatchWait is how long a group waits after a park for more to send
+	// in the same message (default 1s; 0s sends at once).
+	BatchWait *duration                    `yaml:"batch_wait"`
+	Groups    map[string]notifyGroupConfig `yaml:"groups"`
 }
 
 type notifyGroupConfig struct {
@@ -88,7 +92,11 @@ func (c *notificationsConfig) notifier(getenv func(string) string, log notify.Re
 		}
 		targets[name] = notify.Target{URL: u, Format: f, Headers: h}
 	}
-	return notify.New(notify.Options{Targets: targets, ConsoleURL: c.ConsoleURL, Queue: c.Queue, Attempts: c.Attempts,
+	linger := time.Second
+	if c.BatchWait != nil {
+		linger = c.BatchWait.Duration
+	}
+	return notify.New(notify.Options{Targets: targets, Linger: linger, ConsoleURL: c.ConsoleURL, Queue: c.Queue, Attempts: c.Attempts,
 		Backoff: c.Backoff.Duration, MaxBackoff: c.MaxBackoff.Duration, Timeout: c.Timeout.Duration,
 		Log: log, Logger: logger, EngineVersion: gateway.EngineVersion})
 }

@@ -7,8 +7,9 @@
 // The gateway hands each parked request to [Notifier.Parked], which only
 // queues it: a bounded queue per group, drained by one sender goroutine per
 // group, so a slow or dead webhook never delays a decision nor another
-// group's notifications. The sender takes everything queued at once (up to
-// Options.MaxBatch) and posts one message per group: many parks at once are
+// group's notifications. The sender waits Options.Linger after the first
+// request, takes everything queued then (up to Options.MaxBatch) and posts
+// one message per group: many parks at once, or during a slow delivery, are
 // one message. A delivery that fails (a connection error, a timeout, a 408,
 // 429 or 5xx reply) is retried after Backoff, doubling up to MaxBackoff, for
 // Attempts attempts in all; another 4xx (or a redirect, which is never
@@ -127,10 +128,13 @@ type Options struct {
 	Backoff    time.Duration // the wait after the first failed attempt (default 1s)
 	MaxBackoff time.Duration // the longest wait between attempts (default 1m)
 	Timeout    time.Duration // one attempt (default 10s)
-	Client     *http.Client  // default: no redirects, Timeout per attempt
-	Log        Recorder      // where notes go; nil for none
-	Logger     *slog.Logger  // default slog.Default()
-	Now        func() time.Time
+	// Linger is how long a group's sender waits, after a request arrives
+	// in its empty queue, for more to send in the same message (0: none).
+	Linger time.Duration
+	Client *http.Client // default: no redirects, Timeout per attempt
+	Log    Recorder     // where notes go; nil for none
+	Logger *slog.Logger // default slog.Default()
+	Now    func() time.Time
 	// After waits between attempts (default time.After); tests inject it.
 	After func(time.Duration) <-chan time.Time
 	// EngineVersion is written in note entries.
@@ -321,6 +325,13 @@ func (n *Notifier) send(g *group) {
 		case <-n.ctx.Done():
 			return
 		case <-g.wake:
+		}
+		if n.opts.Linger > 0 {
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-n.opts.After(n.opts.Linger):
+			}
 		}
 		for {
 			batch, unlisted := n.take(g)

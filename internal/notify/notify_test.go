@@ -471,3 +471,27 @@ func TestNewRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchingBurst: requests parked while the sender lingers after the
+// first one go out in one message.
+func TestBatchingBurst(t *testing.T) {
+	rc := newReceiver(t)
+	lingering := make(chan time.Duration, 1)
+	fire := make(chan time.Time)
+	n := start(t, notify.Options{Targets: map[string]notify.Target{"treasury": target(rc, notify.FormatJSON)},
+		Linger: time.Second, After: func(d time.Duration) <-chan time.Time { lingering <- d; return fire }})
+	n.Parked(parked("r-1", "trade"))
+	if d := <-lingering; d != time.Second {
+		t.Fatalf("got a wait of %v, want the linger, 1s", d)
+	}
+	for _, id := range []string{"r-2", "r-3", "r-4", "r-5"} {
+		n.Parked(parked(id, "trade"))
+	}
+	fire <- time.Time{}
+	if got := decodeJSON(t, rc.next(t)).ids(); !slices.Equal(got, []string{"r-1", "r-2", "r-3", "r-4", "r-5"}) {
+		t.Errorf("got %v, want r-1 to r-5 in one message", got)
+	}
+	if s := n.Stats()[0]; s.Queued != 0 {
+		t.Errorf("got %+v, want nothing left", s)
+	}
+}
