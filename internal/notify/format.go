@@ -3,7 +3,6 @@ package notify
 import (
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -85,9 +84,12 @@ func slackCode(s string) string {
 }
 
 // slackEscape escapes s for Slack's mrkdwn: &, < and > as Slack's
-// entities, and control, format (bidi, zero-width, Tag), non-printing and
-// backtick characters as \u{…}; invalid UTF-8 bytes as \x…. Past maxField
-// bytes of s the rest is replaced by "…(N more bytes)".
+// entities, the backtick (which would end the code span) as \u{60}, and
+// what a reader could not see, in the vocabulary of the console and the
+// CLI: \\ for a backslash; \n, \t, \r; \xNN for other C0 controls,
+// DEL and bytes that are not UTF-8; \u{XXXX} for every other character that
+// is not plainly visible (hidden). Past maxField bytes of s the rest is
+// replaced by "…(N more bytes)".
 func slackEscape(s string) string {
 	var b strings.Builder
 	rest := ""
@@ -109,12 +111,18 @@ func slackEscape(s string) string {
 			b.WriteString("&lt;")
 		case r == '>':
 			b.WriteString("&gt;")
-		case r == '`' || r == '\\' || !unicode.IsPrint(r) || unicode.Is(unicode.Cf, r):
-			if r == '\\' {
-				b.WriteString(`\\`)
-			} else {
-				b.WriteString(`\u{` + strings.ToUpper(strconv.FormatInt(int64(r), 16)) + `}`)
-			}
+		case r == '\\':
+			b.WriteString(`\\`)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case r == '`' || hidden(r):
+			fmt.Fprintf(&b, `\u{%X}`, r)
 		default:
 			b.WriteRune(r)
 		}
@@ -124,6 +132,20 @@ func slackEscape(s string) string {
 		fmt.Fprintf(&b, "…(%d more bytes)", len(rest))
 	}
 	return b.String()
+}
+
+// hidden reports whether r (not ASCII) is not plainly visible as itself:
+// controls, format (bidi, zero-width, Tag), private use, spaces other than
+// U+0020, separators, variation selectors, default-ignorable, noncharacter
+// and unassigned code points.
+func hidden(r rune) bool {
+	if r < 0x7f {
+		return false
+	}
+	return unicode.In(r, unicode.Cc, unicode.Cf, unicode.Co, unicode.Cs, unicode.Zs, unicode.Zl, unicode.Zp,
+		unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point, unicode.Noncharacter_Code_Point,
+		unicode.Bidi_Control, unicode.Join_Control) ||
+		!unicode.In(r, unicode.L, unicode.M, unicode.N, unicode.P, unicode.S, unicode.Z, unicode.Cc, unicode.Cf, unicode.Co, unicode.Cs)
 }
 
 // slackURL escapes a link target for <url|text>: the URL is ours (the

@@ -47,9 +47,10 @@
 // invite approving what they did not read. The action type comes from the
 // agent, so every string is hostile to Slack's markup: in the Slack format
 // each one is escaped (&, <, > as Slack asks, so no <url|text> link and no
-// <!channel> mention), control, format (bidi, zero-width, Tag) and
-// backtick characters become visible \u{…} escapes, and the result is
-// shown as inline code, where *bold*, _italic_ and @mentions are not
+// <!channel> mention), control, format (bidi, zero-width, Tag) and other
+// characters that are not plainly visible become the visible escapes the
+// console and the CLI show (\r, \n, \x1b, \u{202E}), a backtick becomes
+// \u{60}, and the result is shown as inline code, where *bold*, _italic_ and @mentions are not
 // interpreted. Long strings are cut with a visible "…(N more bytes)".
 //
 // The webhook URL and headers are secrets (a Slack webhook URL is its own

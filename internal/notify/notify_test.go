@@ -224,7 +224,7 @@ func TestSlackNotification(t *testing.T) {
 	}
 	want := []string{
 		"<https://rulelock.example/console/requests/r-1|r-1>",
-		"`pay &lt;https://evil.example|Approve here&gt; &lt;!channel&gt; @channel *urgent* \\u{60}x\\u{60} \\u{202E}evil\\u{200B}\\u{D}\\u{A}\\u{1B}[2K\\u{E0041}`",
+		"`pay &lt;https://evil.example|Approve here&gt; &lt;!channel&gt; @channel *urgent* \\u{60}x\\u{60} \\u{202E}evil\\u{200B}\\r\\n\\x1b[2K\\u{E0041}`",
 		"by agent `agent-42`",
 		"2 approver(s) from `treasury`, rule `BigTrades`: `trades over 100 need two`",
 		"expires 2026-11-22T14:00:00Z",
