@@ -34,7 +34,8 @@ type serveConfig struct {
 	Executors          map[string]executorConfig `yaml:"executors"`
 	Limits             limitsConfig              `yaml:"limits"`
 	MCP                mcpConfig                 `yaml:"mcp"`
-	Log                logConfig                 `yaml:"log"` // signing key (logkey.go), witnesses (witness.go)
+	Log                logConfig                 `yaml:"log"`           // signing key (logkey.go), witnesses (witness.go)
+	Notifications      notificationsConfig       `yaml:"notifications"` // webhooks per approver group (notifyconfig.go)
 }
 
 type agentConfig struct {
@@ -181,6 +182,9 @@ func (c *serveConfig) validate() error {
 	}
 	if c.Limits.MemoryBudget < 0 {
 		return fmt.Errorf("limits.memory_budget must be a positive number of bytes")
+	}
+	if err := c.Notifications.validate(c.Approvers); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for i, a := range c.Agents {

@@ -27,6 +27,7 @@ import (
 	"github.com/rulelock/rulelock/internal/httpapi"
 	"github.com/rulelock/rulelock/internal/lifecycle"
 	"github.com/rulelock/rulelock/internal/mcpproxy"
+	"github.com/rulelock/rulelock/internal/notify"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -134,6 +135,7 @@ type running struct {
 	signer   note.Signer     // the log's key; closed with the gateway if an io.Closer (PKCS#11)
 	closed   bool
 	metrics  *httpapi.Metrics
+	notifier *notify.Notifier // nil without notifications.groups
 }
 
 func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *running, err error) {
@@ -220,9 +222,17 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	if demoFor != nil {
 		executorFor = orExecutor(executorFor, demoFor)
 	}
+	if g.notifier, err = cfg.Notifications.notifier(e.getenv, l, slog.New(slog.NewTextHandler(e.stderr, nil))); err != nil {
+		return nil, &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
+	}
+	var notifier gateway.Notifier
+	if g.notifier != nil {
+		notifier = notifyParked(g.notifier)
+		g.metrics.Notifications(g.notifier.Stats)
+	}
 	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Executors: executors, Approvers: reg, ExecutorFor: executorFor, Sensitive: sensitive,
 		Budget: cfg.Limits.MemoryBudget, Retention: cfg.Limits.Retention.Duration, MaxPendingPerAgent: cfg.Limits.MaxPendingPerAgent,
-		Principals: cfg.principals(), Checkpoints: g.cp, MaxUnsigned: cfg.Log.MaxUnsigned.Duration})
+		Principals: cfg.principals(), Checkpoints: g.cp, MaxUnsigned: cfg.Log.MaxUnsigned.Duration, Notify: notifier})
 	if err != nil {
 		return nil, err
 	}
@@ -362,6 +372,9 @@ func (g *running) close() error {
 	}
 	if g.proxy != nil {
 		g.proxy.Close()
+	}
+	if g.notifier != nil {
+		g.notifier.Close() // before the log: it appends notes
 	}
 	err := g.log.Close()
 	if c, ok := g.signer.(io.Closer); ok {

@@ -134,6 +134,35 @@ type Config struct {
 	// the gateway refuses new actions with ErrUnsigned (see Ready).
 	Checkpoints Checkpoints
 	MaxUnsigned time.Duration
+	// Notify, when set, is told of each request parked for approval, once
+	// its decision is durable. It is called on the decision's path, with
+	// the request's scopes held: it must return at once (queue, never
+	// send). Nothing it does changes or delays the decision. Requests
+	// restored at Rebuild are not notified again.
+	Notify Notifier
+}
+
+// Notifier is told of parked requests (Config.Notify).
+type Notifier interface {
+	Parked(Parked)
+}
+
+// NotifierFunc adapts a function to a Notifier.
+type NotifierFunc func(Parked)
+
+// Parked calls f(p).
+func (f NotifierFunc) Parked(p Parked) { f(p) }
+
+// Parked is what a Notifier learns of a parked request: who asked, for
+// which action type, and who must approve by when. It carries none of the
+// action's fields, the instruction or the reasoning (they may be sensitive,
+// and they are the agent's words: approvers read them in the console).
+type Parked struct {
+	ID           string
+	Agent        string
+	ActionType   string
+	Requirements []policy.Requirement
+	Expires      time.Time
 }
 
 // Errors callers branch on.
@@ -569,9 +598,13 @@ func (g *Gateway) parkDecision(id string, req *Request, d *policy.Decision, now 
 		return gatewayDeny(d, ledger.NoApprovers, "the policy requires approval and no approvers are configured"), audit.Receipt{}, nil
 	}
 	e := decisionEntry(id, req, d, now, g.decisionState(req))
-	_, err := g.park(id, req, d, &e)
+	p, err := g.park(id, req, d, &e)
 	switch {
 	case err == nil:
+		if g.cfg.Notify != nil { // the parked decision is durable now
+			g.cfg.Notify.Parked(Parked{ID: id, Agent: req.Agent.ID, ActionType: req.Action.Type,
+				Requirements: p.Requirements, Expires: p.Expires})
+		}
 		return d, g.approvals.receipt(id), nil
 	case errors.Is(err, approval.ErrQueueFull):
 		return gatewayDeny(d, ledger.ApprovalQueueFull, err.Error()), audit.Receipt{}, nil

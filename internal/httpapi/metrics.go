@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/internal/notify"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -135,4 +136,46 @@ func (m *Metrics) checkpoints(st audit.CheckpointStatus, unsigned time.Duration)
 	m.cpUnsigned.Set(unsigned.Seconds())
 	m.cpSignedSize.Set(float64(st.Size))
 	m.cpFailing.Set(float64(st.Failed))
+}
+
+// NotifyStats reports the approval notifications' counters by group
+// (notify.Notifier.Stats).
+type NotifyStats func() []notify.Stats
+
+// Notifications adds the notifications' metrics, read from stats at each
+// scrape. Call it once, before serving.
+func (m *Metrics) Notifications(stats NotifyStats) {
+	m.reg.MustRegister(notifyCollector{stats})
+}
+
+var (
+	notifyQueued = prometheus.NewDesc("rulelock_notify_queue_depth",
+		"Parked requests waiting to be sent to an approver group's webhook.", []string{"group"}, nil)
+	notifyDelivered = prometheus.NewDesc("rulelock_notify_delivered_total",
+		"Notification messages an approver group's webhook accepted.", []string{"group"}, nil)
+	notifyFailures = prometheus.NewDesc("rulelock_notify_failures_total",
+		"Failed notification attempts to an approver group's webhook (each retry counts).", []string{"group"}, nil)
+	notifyGaveUp = prometheus.NewDesc("rulelock_notify_gave_up_total",
+		"Notification messages that failed for good after their retries (each is a note in the audit log).", []string{"group"}, nil)
+	notifyDropped = prometheus.NewDesc("rulelock_notify_dropped_total",
+		"Parked requests not queued for an approver group because its queue was full (counted in its next message).", []string{"group"}, nil)
+)
+
+// notifyCollector turns notify.Stats into metrics at each scrape.
+type notifyCollector struct{ stats NotifyStats }
+
+func (c notifyCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{notifyQueued, notifyDelivered, notifyFailures, notifyGaveUp, notifyDropped} {
+		ch <- d
+	}
+}
+
+func (c notifyCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.stats() {
+		ch <- prometheus.MustNewConstMetric(notifyQueued, prometheus.GaugeValue, float64(s.Queued), s.Group)
+		ch <- prometheus.MustNewConstMetric(notifyDelivered, prometheus.CounterValue, float64(s.Delivered), s.Group)
+		ch <- prometheus.MustNewConstMetric(notifyFailures, prometheus.CounterValue, float64(s.Failures), s.Group)
+		ch <- prometheus.MustNewConstMetric(notifyGaveUp, prometheus.CounterValue, float64(s.GaveUp), s.Group)
+		ch <- prometheus.MustNewConstMetric(notifyDropped, prometheus.CounterValue, float64(s.Dropped), s.Group)
+	}
 }
