@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
+	"github.com/rulelock/rulelock/internal/review"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -83,15 +83,12 @@ func slackCode(s string) string {
 	return "`" + slackEscape(s) + "`"
 }
 
-// slackEscape escapes s for Slack's mrkdwn: &, < and > as Slack's
-// entities, the backtick (which would end the code span) as \u{60}, and
-// what a reader could not see, in the vocabulary of the console and the
-// CLI: \\ for a backslash; \n, \t, \r; \xNN for other C0 controls,
-// DEL and bytes that are not UTF-8; \u{XXXX} for every other character that
-// is not plainly visible (hidden). Past maxField bytes of s the rest is
-// replaced by "…(N more bytes)".
+// slackEscape escapes s for Slack's mrkdwn: what a reader could not see
+// as the console and the CLI show it (review.Escape: \\, \n, \t, \r,
+// \xNN, \u{XXXX}), then &, < and > as Slack's entities and the backtick
+// (which would end the code span) as \u{60}. Past maxField bytes of s the
+// rest is replaced by "…(N more bytes)".
 func slackEscape(s string) string {
-	var b strings.Builder
 	rest := ""
 	if len(s) > maxField {
 		cut := maxField
@@ -100,53 +97,16 @@ func slackEscape(s string) string {
 		}
 		s, rest = s[:cut], s[cut:]
 	}
-	for i := 0; i < len(s); {
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case r == '&':
-			b.WriteString("&amp;")
-		case r == '<':
-			b.WriteString("&lt;")
-		case r == '>':
-			b.WriteString("&gt;")
-		case r == '\\':
-			b.WriteString(`\\`)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r < 0x20 || r == 0x7f:
-			fmt.Fprintf(&b, `\x%02x`, r)
-		case r == '`' || hidden(r):
-			fmt.Fprintf(&b, `\u{%X}`, r)
-		default:
-			b.WriteRune(r)
-		}
-		i += size
-	}
+	e := slackEntities.Replace(review.Escape(s))
 	if rest != "" {
-		fmt.Fprintf(&b, "…(%d more bytes)", len(rest))
+		e += fmt.Sprintf("…(%d more bytes)", len(rest))
 	}
-	return b.String()
+	return e
 }
 
-// hidden reports whether r (not ASCII) is not plainly visible as itself:
-// controls, format (bidi, zero-width, Tag), private use, spaces other than
-// U+0020, separators, variation selectors, default-ignorable, noncharacter
-// and unassigned code points.
-func hidden(r rune) bool {
-	if r < 0x7f {
-		return false
-	}
-	return unicode.In(r, unicode.Cc, unicode.Cf, unicode.Co, unicode.Cs, unicode.Zs, unicode.Zl, unicode.Zp,
-		unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point, unicode.Noncharacter_Code_Point,
-		unicode.Bidi_Control, unicode.Join_Control) ||
-		!unicode.In(r, unicode.L, unicode.M, unicode.N, unicode.P, unicode.S, unicode.Z, unicode.Cc, unicode.Cf, unicode.Co, unicode.Cs)
-}
+// slackEntities: review.Escape's escapes hold none of these characters, so
+// replacing them afterwards cannot change an escape.
+var slackEntities = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", "`", `\u{60}`)
 
 // slackURL escapes a link target for <url|text>: the URL is ours (the
 // console's base and a path-escaped id), and &, <, > and | must not end
