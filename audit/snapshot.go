@@ -18,17 +18,19 @@ type Snapshot struct {
 
 // OpenSnapshot reads the log in dir as Open would recover it, checking
 // every frame and the hash chain, without locking it or changing
-// anything. Damage is a *CorruptError (ErrCorrupt), reported only when two
-// reads agree, so that a frame the writer is still writing is not taken
-// for it (as CheckDir).
+// anything. Damage is a *CorruptError (ErrCorrupt), reported when two
+// reads agree on it. When they do not, a writer is appending: the
+// snapshot then ends at the last intact frame of the last segment (a
+// frame being written is not damage), and still holds every entry the
+// checkpoint and the stored hashes vouch for.
 func OpenSnapshot(dir string) (*Snapshot, error) {
 	if _, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("open audit log %s: %w", dir, err)
 	}
 	open := func(name string) (file, error) { return openOSFile(name, os.O_RDONLY, 0) }
 	var prev *CorruptError
-	for range 5 {
-		sc, err := scanLog(dir, open)
+	for _, live := range []bool{false, false, true} {
+		sc, err := scanLogLive(dir, open, live)
 		var ce *CorruptError
 		switch {
 		case err == nil:
@@ -36,14 +38,14 @@ func OpenSnapshot(dir string) (*Snapshot, error) {
 		case !errors.As(err, &ce):
 			sc.close()
 			return nil, fmt.Errorf("open audit log %s: %w", dir, err)
-		case prev != nil && *prev == *ce:
+		case live || prev != nil && *prev == *ce:
 			sc.close()
 			return nil, fmt.Errorf("open audit log %s: %w", dir, err)
 		}
 		sc.close()
 		prev = ce
 	}
-	return nil, fmt.Errorf("open audit log %s: %w", dir, prev)
+	panic("unreachable")
 }
 
 // Size returns the number of entries the snapshot holds.
