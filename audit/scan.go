@@ -68,6 +68,10 @@ type logScan struct {
 	cp     checkpointFile // the last checkpoint issued
 	leaves []tlog.Hash    // leaf hashes from cp.Size on
 	torn   *TornTail      // an incomplete last frame, not yet repaired
+	// live: the log's writer may be writing at the end of the last
+	// segment (OpenSnapshot); what follows its intact frames there ends
+	// the scan instead of being damage.
+	live bool
 }
 
 func (s *logScan) close() {
@@ -95,9 +99,16 @@ func (s *logScan) close() {
 // entries than the last checkpoint or the stored hashes vouch for, entries
 // below the checkpoint that do not hash to its root.
 func scanLog(dir string, open func(name string) (file, error)) (*logScan, error) {
+	return scanLogLive(dir, open, false)
+}
+
+// scanLogLive is scanLog; with live, the end of the last segment after its
+// intact frames is taken for a write in progress, not for damage. What the
+// checkpoint and the stored hashes vouch for is still required.
+func scanLogLive(dir string, open func(name string) (file, error), live bool) (*logScan, error) {
 	// What vouches for acknowledged entries is read before the segments,
 	// so that on a live log (CheckDir) it never runs ahead of them.
-	sc := &logScan{}
+	sc := &logScan{live: live}
 	cp, err := latestCheckpoint(filepath.Join(dir, checkpointDir))
 	if err != nil {
 		return sc, err
@@ -192,6 +203,9 @@ func (sc *logScan) segment(seg *segment, name string, last bool, check *rootChec
 		switch {
 		case err == errEnd:
 			seg.end = off
+			if sc.live && last {
+				return nil
+			}
 			if at, err := firstNonZero(seg.f, off, size); err != nil {
 				return err
 			} else if at >= 0 {
@@ -200,6 +214,9 @@ func (sc *logScan) segment(seg *segment, name string, last bool, check *rootChec
 			return nil
 		case errors.As(err, &bad):
 			seg.end = off
+			if sc.live && last {
+				return nil
+			}
 			t, err := tornFrame(seg.f, name, off, size, sc.size, bad.reason)
 			if err != nil {
 				return err

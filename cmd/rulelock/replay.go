@@ -50,7 +50,8 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 		}
 		opts = c.replayLimits()
 	}
-	l, err := audit.Open(filepath.Clean(*logDir), audit.Options{})
+	// Read without the lock: a running gateway's log, as it is now.
+	l, err := audit.OpenSnapshot(filepath.Clean(*logDir))
 	if err != nil {
 		return err
 	}

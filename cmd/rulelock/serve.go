@@ -142,6 +142,17 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	if err := checkListen(cfg.Listen, cfg.TLS); err != nil {
 		return nil, err
 	}
+	// The address first: a busy port must fail before anything is
+	// created on disk (the log, its key, tokens, approvers).
+	ln, err := listen(cfg.Listen)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			ln.Close()
+		}
+	}()
 	tlsCfg, creds, err := serverTLS(cfg.TLS)
 	if err != nil {
 		return nil, &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
@@ -202,7 +213,14 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 			fmt.Fprintf(e.stderr, "rulelock: demo upstream on %s executes every action type without an executor\n", url)
 		}
 	}
-	if len(cfg.Agents) == 0 && len(cfg.Approvers) == 0 {
+	switch {
+	case len(cfg.Approvers) > 0:
+	case cfg.Bundle != "":
+		// Never invented beside a signed bundle: development approvers
+		// would be credentials nobody configured, named like the
+		// bundle's signers. Parked actions are denied instead.
+		fmt.Fprintf(e.stderr, "rulelock: no approvers configured: every action the policy requires approval for is denied (no_approvers); list approvers in the config (docs/approvals.md)\n")
+	case len(cfg.Agents) == 0:
 		if err := devApprovers(e, cfg); err != nil {
 			return nil, err
 		}
@@ -276,10 +294,7 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 			return map[string]any{"policy": a.Digest, "version": a.Version, "signers": a.Signers, "development_mode": a.Dev}
 		},
 	})
-	g.ln, err = net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, err
-	}
+	g.ln = ln
 	var h http.Handler = api
 	if g.proxy != nil {
 		// MCP over streamable HTTP, authenticated with the agents' tokens.
@@ -295,6 +310,19 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 		g.srv.Protocols.SetHTTP1(true) // no HTTP/2: see serverTLS
 	}
 	return g, nil
+}
+
+// listen takes the gateway's address; when it cannot, it says which
+// address and how to choose another.
+func listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, fmt.Errorf("listen %s: the address is already in use (another gateway?); choose another with --listen ADDR or the config's listen:", addr)
+	case err != nil:
+		return nil, fmt.Errorf("listen %s: %w; choose another address with --listen ADDR or the config's listen:", addr, err)
+	}
+	return ln, nil
 }
 
 // serve answers requests until ctx is done, then shuts down gracefully:

@@ -56,7 +56,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	since := fs.String("since", "", "signed checkpoint `file` saved earlier")
 	receipt := fs.String("receipt", "", "verify this receipt `file` alone")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
-	replay := fs.Bool("replay", false, "also re-run every decision under the archived policy it names and check completeness (a stopped gateway's data directory, or a copy)")
+	replay := fs.Bool("replay", false, "also re-run every decision under the archived policy it names and check completeness (a running gateway's log too: it is read without its lock)")
 	bundles := fs.String("bundles", "", "with --replay: the archive of activated policies (default: DIR/../bundles)")
 	witnesses := fs.String("witnesses", "", "witness `policy` file the checkpoint's cosignatures must meet")
 	equivocation := fs.Bool("equivocation", false, "check the two signed checkpoint files given against each other, without the log")

@@ -50,9 +50,8 @@ func dataDirApprovers(dataDir string) (*approval.Registry, error) {
 }
 
 // verifyReplay re-runs every recorded decision under the archived policy it
-// names and checks the log's completeness (see package replay). The log
-// must not be open in a running gateway: verify a stopped gateway's data
-// directory or a copy.
+// names and checks the log's completeness (see package replay). It reads
+// the log without its lock, so a running gateway's log can be verified.
 func verifyReplay(logDir, bundlesDir string, opts replay.Options) (*replay.Summary, error) {
 	opts.Bundles = bundlesDir
 	return replay.VerifyDir(logDir, opts)

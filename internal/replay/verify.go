@@ -101,15 +101,16 @@ type Options struct {
 	AllowDevelopment bool
 }
 
-// VerifyDir opens the log in dir and verifies it. The log must not be open
-// in a running gateway: verify a stopped gateway's data directory or a copy.
+// VerifyDir reads the log in dir, without its lock and changing nothing
+// (audit.OpenSnapshot), and verifies it: a running gateway's log is
+// verified as it was when read.
 // Seconds includes opening the log (which checks every frame and the hash
 // chain). It does not check signatures, the Merkle tree or that each
 // entry's encoding is canonical: that is audit.VerifyDir, which `rulelock
 // verify --replay` runs first.
 func VerifyDir(dir string, opts Options) (*Summary, error) {
 	start := time.Now()
-	l, err := audit.Open(dir, audit.Options{})
+	l, err := audit.OpenSnapshot(dir)
 	if err != nil {
 		return nil, err
 	}
