@@ -60,6 +60,10 @@ func (s *Snapshot) ReadEntries(lo, hi int64) ([][]byte, error) { return s.l.Read
 // Blob returns the content of a field stored by digest.
 func (s *Snapshot) Blob(d Digest) ([]byte, error) { return s.l.Blob(d) }
 
+// Unseal opens a sensitive value with the log's salts, as Log.Unseal:
+// replay re-evaluates sensitive members when the salts are there.
+func (s *Snapshot) Unseal(c Commitment) ([]byte, error) { return s.l.Unseal(c) }
+
 // Close closes the snapshot's files.
 func (s *Snapshot) Close() error {
 	var errs []error
