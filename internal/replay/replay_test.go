@@ -159,11 +159,12 @@ func TestVerifyFindsStatefulMismatch(t *testing.T) {
 		}
 		return rc.Index
 	}
-	// $10,000 (the most one transfer may be without approval) five times
-	// to acct-0 within minutes: the fifth goes over $50,000 with whatever
-	// agent-2 sent it before.
+	// $10,000 (the most one transfer may be without approval) six times
+	// to acct-0 within minutes: the sixth goes over $50,000 whatever was
+	// sent to acct-0 before (the recorded history decides only whether an
+	// earlier one does too: it depends on how the agents interleaved).
 	allow := []audit.Rule{{Name: "AllowTransfers", Outcome: "allow"}}
-	for range 4 {
+	for range 5 {
 		forge(10000, "acct-0", "allow", allow)
 	}
 	overCap := forge(10000, "acct-0", "allow", allow)
@@ -183,8 +184,8 @@ func TestVerifyFindsStatefulMismatch(t *testing.T) {
 		if !slicesHave(got, want) {
 			t.Errorf("workers=%d: findings %v, want %v among them", w, got, want)
 		}
-		if sum.Open < 5 {
-			t.Errorf("workers=%d: %d open decisions, want at least the 5 forged allows", w, sum.Open)
+		if sum.Open < 6 {
+			t.Errorf("workers=%d: %d open decisions, want at least the 6 forged allows", w, sum.Open)
 		}
 	}
 }
