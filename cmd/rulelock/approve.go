@@ -187,6 +187,9 @@ func runVote(v approval.Verdict) func(context.Context, *env, []string) error {
 			return &exitError{code: 2}
 		}
 		id := pos[0]
+		if !approval.ValidID(id) {
+			return usageError("%s is not a request id (rulelock pending lists them)", review.Quote(id))
+		}
 		signer, err := audit.LoadKeyFile(*keyFile)
 		if err != nil {
 			return err
