@@ -41,21 +41,27 @@ func (p *Proxy) exposedName(q string) string {
 	return up + p.separator() + name
 }
 
-// lookupExposed is lookup by the name the agent sees.
+// lookupExposed is lookup by the name the agent sees. The qualified name
+// is derived, not searched for: an upstream's name has no ".", so the
+// exposed name is the upstream's name, the separator and the tool's; at
+// most one candidate is listed (checkNames refuses two tools under one
+// exposed name). It runs on every tools/call: no scan of every tool.
 func (p *Proxy) lookupExposed(name string) (*tool, *quarantine) {
-	p.mu.Lock()
-	q := ""
-	for cand := range p.tools {
-		if p.exposedName(cand) == name {
-			q = cand
-			break
+	sep := p.separator()
+	for _, u := range p.ups {
+		rest, ok := strings.CutPrefix(name, u.cfg.Name+sep)
+		if !ok {
+			continue
+		}
+		q := u.cfg.Name + "." + rest
+		p.mu.Lock()
+		_, listed := p.tools[q]
+		p.mu.Unlock()
+		if listed {
+			return p.lookup(q)
 		}
 	}
-	p.mu.Unlock()
-	if q == "" {
-		return nil, nil
-	}
-	return p.lookup(q)
+	return nil, nil
 }
 
 func checkSeparator(sep string) error {
