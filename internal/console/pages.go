@@ -1,0 +1,8 @@
+package console
+
+import "net/http"
+
+// pageRoutes registers the pages.
+func (s *Server) pageRoutes(mux *http.ServeMux) error {
+	return nil
+}
