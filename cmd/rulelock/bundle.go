@@ -117,6 +117,10 @@ func runBundleBuild(ctx context.Context, e *env, args []string) error {
 // readBundleSources reads the policy, data and test files at the root of
 // dir, as policy.ReadSources does, and says which files it leaves out.
 func readBundleSources(e *env, dir string) ([]policy.Source, error) {
+	// os.DirFS names a missing directory ".": name it as given.
+	if _, err := os.Stat(dir); err != nil {
+		return nil, err
+	}
 	fsys := os.DirFS(dir)
 	srcs, err := policy.ReadSources(fsys)
 	if err != nil {
