@@ -276,7 +276,13 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 		return nil, err
 	}
 	tokens := cfg.tokens()
-	if len(cfg.Agents) == 0 {
+	switch {
+	case len(cfg.Agents) > 0:
+	case cfg.Bundle != "":
+		// Never invented beside a signed bundle, like the approvers: a
+		// development token would be a credential nobody configured.
+		fmt.Fprintf(e.stderr, "rulelock: no agents configured: no agent can act; list agents with the token_sha256 that `rulelock token` prints in the config (examples/rulelock.yaml)\n")
+	default:
 		t, err := devAgent(e, cfg.DataDir)
 		if err != nil {
 			return nil, err

@@ -6,7 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -482,5 +484,35 @@ func TestServeRejectsBundles(t *testing.T) {
 		if !strings.Contains(rejections[i], c.want) {
 			t.Errorf("%s: logged %q, want %s", c.name, rejections[i], c.want)
 		}
+	}
+}
+
+// TestServeBundleInventsNoAgent starts a gateway on a signed bundle with no
+// agents and no approvers configured: it runs, creates no development agent
+// token (nor approvers), and says how to add an agent.
+func TestServeBundleInventsNoAgent(t *testing.T) {
+	dir := t.TempDir()
+	signedBundles(t, dir)
+	data := filepath.Join(dir, "data")
+	var stderr bytes.Buffer
+	e := &env{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: &stderr, getenv: func(string) string { return "" }}
+	cfg := &serveConfig{Bundle: filepath.Join(dir, "b2"), Trust: filepath.Join(dir, "trust"), DataDir: data,
+		Listen: "127.0.0.1:0", Origin: "test.rulelock/log"}
+	cfg.CheckpointInterval.Duration = time.Second
+	g, err := startGateway(context.Background(), e, cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.close()
+	for _, name := range []string{"agent.token", "approvers"} {
+		if _, err := os.Stat(filepath.Join(data, name)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s in the data directory: %v, want none beside a bundle", name, err)
+		}
+	}
+	if got, want := stderr.String(), "no agents configured: no agent can act; list agents"; !strings.Contains(got, want) {
+		t.Errorf("stderr lacks %q:\n%s", want, got)
+	}
+	if strings.Contains(stderr.String(), "development agent") {
+		t.Errorf("stderr mentions a development agent:\n%s", stderr.String())
 	}
 }

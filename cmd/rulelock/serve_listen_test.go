@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -69,8 +71,18 @@ func TestServeBundleNoDevApprovers(t *testing.T) {
 	dir := t.TempDir()
 	signedBundles(t, dir)
 	data := filepath.Join(dir, "data")
+	// Beside a bundle no agent is invented either: configure one, whose
+	// token testServe reads from the usual file.
+	const agentToken = "bundle-agent-token"
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "agent.token"), []byte(agentToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	url, token, stop := testServe(t, data, func(c *serveConfig) {
 		c.Policy, c.Bundle, c.Trust = "", filepath.Join(dir, "b1"), filepath.Join(dir, "trust")
+		c.Agents = []agentConfig{{ID: "agent-42", Roles: []string{"payments"}, TokenSHA256: fmt.Sprintf("%x", sha256.Sum256([]byte(agentToken)))}}
 	})
 	defer stop()
 	if _, err := os.Stat(filepath.Join(data, "approvers")); !os.IsNotExist(err) {
