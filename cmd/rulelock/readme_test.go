@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"syscall"
@@ -103,6 +104,21 @@ func TestREADMEQuickstart(t *testing.T) {
 	}
 	if strings.Count(got, `"decision":"deny"`) != 1 {
 		t.Errorf("want exactly one denial in the walk-through:\n%s", got)
+	}
+	// The walk-through ends with every entry under a signed checkpoint.
+	m := regexp.MustCompile(`ok: (\d+) entries, \d+ checkpoints; latest checkpoint covers (\d+) entries`).FindStringSubmatch(got)
+	if m == nil || m[1] != m[2] || strings.Contains(got, "not yet signed") {
+		t.Errorf("verify at the end of the walk-through: %q, want every entry covered by the latest checkpoint", m)
+	}
+
+	// The blocks after the walk-through run as written too.
+	for i, block := range blocks[2:] {
+		script := strings.ReplaceAll(block, "go run ./cmd/rulelock", bin)
+		sh := exec.Command("bash", "-euo", "pipefail", "-c", script)
+		sh.Dir = work
+		if out, err := sh.CombinedOutput(); err != nil {
+			t.Errorf("README sh block %d: %v\n%s\n%s", i+3, err, block, out)
+		}
 	}
 }
 
