@@ -10,7 +10,7 @@ import (
 // in: an agent that launches `rulelock mcp --config /etc/rulelock.yaml`
 // does so from wherever it runs. Every key that names a file or directory
 // is resolved: data_dir, policy, bundle, trust, the tls files, every
-// credential's file, log.signer.pkcs11's module and pin_file, and an MCP
+// credential's file (executors', notifications', upstreams'), log.signer.pkcs11's module and pin_file, and an MCP
 // upstream's dir and command. A command or module without a "/" is a name
 // for PATH (or the dynamic loader) to find and is left alone; upstream args
 // are the upstream's to read, and roots must already be absolute.
@@ -38,6 +38,11 @@ func (c *serveConfig) resolvePaths(dir string) {
 	for name, x := range c.Executors {
 		sources(x.Headers)
 		c.Executors[name] = x
+	}
+	for name, g := range c.Notifications.Groups {
+		abs(&g.URL.File)
+		sources(g.Headers)
+		c.Notifications.Groups[name] = g
 	}
 	if k := c.Log.Signer.PKCS11; k != nil {
 		withSlash(&k.Module)

@@ -42,6 +42,17 @@ mcp:
         Authorization: {file: secrets/web.token}
     - name: onpath
       command: npx
+approvers:
+  - id: alice
+    groups: [ops]
+    key: alice+8e23fc69+AVhzIuN0xxr5ohEuzZIL/Kgd/MLhS/7pgsie/6aL2ymt
+notifications:
+  console_url: https://rulelock.example.com
+  groups:
+    ops:
+      url: {file: secrets/hook.url}
+      headers:
+        Authorization: {file: secrets/hook.token}
 `
 	path := filepath.Join(dir, "conf", "rulelock.yaml")
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -72,6 +83,8 @@ mcp:
 		"fs env file":    c.MCP.Upstreams[0].Env["TOKEN"].File,
 		"web header":     c.MCP.Upstreams[1].Headers["Authorization"].File,
 		"onpath command": c.MCP.Upstreams[2].Command,
+		"notify url":     c.Notifications.Groups["ops"].URL.File,
+		"notify header":  c.Notifications.Groups["ops"].Headers["Authorization"].File,
 	}
 	want := map[string]string{
 		"data_dir":       in("data"),
@@ -89,6 +102,8 @@ mcp:
 		"fs env file":    in("secrets/fs.token"),
 		"web header":     in("secrets/web.token"),
 		"onpath command": "npx", // found on PATH
+		"notify url":     in("secrets/hook.url"),
+		"notify header":  in("secrets/hook.token"),
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("resolved paths (-want +got):\n%s", diff)
