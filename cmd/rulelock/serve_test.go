@@ -349,7 +349,7 @@ func TestExampleMCPConfig(t *testing.T) {
 	if len(ups) != 1 || ups[0].Name != "fs" || len(ups[0].PathArguments) != 4 || len(ups[0].Roots) != 1 || ups[0].PathMode != mcpproxy.PathStrict {
 		t.Fatalf("upstreams: %+v", ups)
 	}
-	if got := strings.Join(ups[0].Env, " "); got != "HOME=/var/lib/rulelock PATH=/usr/bin" {
+	if got := strings.Join(ups[0].Env, " "); got != "HOME=/tmp/rulelock-sandbox-home PATH=/usr/bin" {
 		t.Errorf("the upstream's environment is %q: only what the config gives, and PATH", got)
 	}
 	if _, err := loadPolicy(c.Policy); err != nil {
