@@ -18,15 +18,16 @@ import (
 
 // TestDocs runs the documentation as written: every ```sh block of each
 // docs/*.md, in order, in a fresh working directory per document, with the
-// built rulelock first on PATH and the repository's examples/ beside it.
+// built rulelock first on PATH and a copy of the repository's examples/
+// beside it.
 //
 // A document steers the run with HTML comments (invisible when rendered),
 // each on a line of its own:
 //
 //	<!-- doctest: serve ARGS -->   start `rulelock serve ARGS` in the working
 //	                                directory before the next block, and stop
-//	                                it at the end (127.0.0.1:8080 in the blocks
-//	                                becomes the address it really listens on)
+//	                                it at the end (127.0.0.1:8080 and :8081 in
+//	                                the blocks become the address it listens on)
 //	<!-- doctest: stop -->         stop that gateway before the next block
 //	<!-- doctest: skip REASON -->  do not run the next sh block, because REASON
 //	<!-- doctest: skip-all REASON -->  run none of the document's blocks
@@ -177,7 +178,8 @@ func dedent(lines []string) string {
 // does) before the rest of the block runs.
 func runDoc(t *testing.T, bin, repo string, steps []docStep) {
 	work := t.TempDir()
-	if err := os.Symlink(filepath.Join(repo, "examples"), filepath.Join(work, "examples")); err != nil {
+	// A copy: an example config's data directory is beside it.
+	if err := os.CopyFS(filepath.Join(work, "examples"), os.DirFS(filepath.Join(repo, "examples"))); err != nil {
 		t.Fatal(err)
 	}
 	state := filepath.Join(t.TempDir(), "vars")
@@ -222,7 +224,8 @@ func runBlock(t *testing.T, work, path, state string, gw *docGateway, st docStep
 	}
 	env := append(os.Environ(), "PATH="+path, "HOME="+work)
 	if gw != nil {
-		script = strings.ReplaceAll(script, "127.0.0.1:8080", gw.addr)
+		// The documented addresses: the quickstart's and examples/mcp.yaml's.
+		script = strings.NewReplacer("127.0.0.1:8080", gw.addr, "127.0.0.1:8081", gw.addr).Replace(script)
 		env = append(env, "RULELOCK_GATEWAY=http://"+gw.addr)
 	}
 	script = "source " + state + "\nset -euo pipefail\n" + script + keepVars(script, state)
