@@ -554,7 +554,7 @@ func (e estimator) EstimateSize(n cost.AstNode) *cost.SizeEstimate {
 func (e estimator) EstimateCallCost(function, overloadID string, target *cost.AstNode, args []cost.AstNode) *cost.CallEstimate {
 	if isHelperOverload(overloadID) {
 		// A ledger answers from an index; a HistoryState scans the history.
-		return &cost.CallEstimate{CostEstimate: cost.CostEstimate{Min: 1, Max: 10 * e.maxHistory}}
+		return &cost.CallEstimate{CostEstimate: cost.Estimate{Min: 1, Max: 10 * e.maxHistory}}
 	}
 	return nil
 }

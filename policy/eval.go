@@ -290,7 +290,7 @@ func evalBool(prg cel.Program, act *activation) (bool, error) {
 	}
 	b, ok := out.(types.Bool)
 	if !ok {
-		return false, fmt.Errorf("expression gave %s, not a bool", out.Type().(ref.Type).TypeName())
+		return false, fmt.Errorf("expression gave %s, not a bool", out.Type().TypeName())
 	}
 	return bool(b), nil
 }

@@ -31,14 +31,6 @@ func (l ErrorList) Error() string {
 	return b.String()
 }
 
-// err returns l as an error, or nil when it is empty.
-func (l ErrorList) err() error {
-	if len(l) == 0 {
-		return nil
-	}
-	return l
-}
-
 // maxFileSize caps one policy file.
 const maxFileSize = 4 << 20
 

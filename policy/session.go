@@ -37,7 +37,6 @@ type scopeVal struct {
 	scope Scope
 	req   *Request
 	p     *Policy
-	agent any // agent.roles, converted once
 }
 
 func (v *scopeVal) ConvertToNative(typeDesc reflect.Type) (any, error) {
