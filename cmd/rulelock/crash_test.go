@@ -195,20 +195,19 @@ func (c *crashChild) tail() string {
 
 // crashChain is one data directory that goes through several crashes.
 type crashChain struct {
-	t        *testing.T
-	n        int
-	dir      string
-	data     string
-	cfg      string
-	url      string
-	token    string
-	up       *crashUpstream
-	acks     []ack
-	unknown  map[string]int // allowed decisions open at a kill -> run: recovery must close them as unknown
-	child    *crashChild
-	seq      atomic.Int64
-	payees   []string
-	maxDelay time.Duration
+	t       *testing.T
+	n       int
+	dir     string
+	data    string
+	cfg     string
+	url     string
+	token   string
+	up      *crashUpstream
+	acks    []ack
+	unknown map[string]int // allowed decisions open at a kill -> run: recovery must close them as unknown
+	child   *crashChild
+	seq     atomic.Int64
+	payees  []string
 }
 
 // TestServeCrash kills `rulelock serve` (a child process) with SIGKILL at

@@ -324,9 +324,9 @@ func listen(addr string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	switch {
 	case errors.Is(err, syscall.EADDRINUSE):
-		return nil, fmt.Errorf("listen %s: the address is already in use (another gateway?); choose another with --listen ADDR or the config's listen:", addr)
+		return nil, fmt.Errorf("listen %s: the address is already in use (another gateway?); choose another with --listen ADDR or listen in the config", addr)
 	case err != nil:
-		return nil, fmt.Errorf("listen %s: %w; choose another address with --listen ADDR or the config's listen:", addr, err)
+		return nil, fmt.Errorf("listen %s: %w; choose another address with --listen ADDR or listen in the config", addr, err)
 	}
 	return ln, nil
 }

@@ -27,7 +27,7 @@ func TestServeBusyPort(t *testing.T) {
 	if code == 0 {
 		t.Fatalf("serve on a busy port: exit 0")
 	}
-	for _, want := range []string{addr, "already in use", "--listen ADDR", "listen:"} {
+	for _, want := range []string{addr, "already in use", "--listen ADDR", "listen in the config"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
