@@ -66,7 +66,7 @@ func (p *Proxy) lookupExposed(name string) (*tool, *quarantine) {
 
 func checkSeparator(sep string) error {
 	if sep != "" && !separatorRE.MatchString(sep) {
-		return fmt.Errorf("mcp proxy: name separator %q: give one to three of _ - .", sep)
+		return fmt.Errorf("mcp proxy: name separator %q: give one to three of \"_\", \"-\" and \".\"", sep)
 	}
 	return nil
 }

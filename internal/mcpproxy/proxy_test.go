@@ -57,12 +57,11 @@ rule "Publish" {
 // testUpstream is a real MCP server (the Go SDK over streamable HTTP) that
 // records every request it receives.
 type testUpstream struct {
-	srv    *mcp.Server
-	http   *httptest.Server
-	mu     sync.Mutex
-	calls  []string      // "tool arguments-json _meta-json"
-	auths  []http.Header // the headers of every HTTP request
-	echoes int
+	srv   *mcp.Server
+	http  *httptest.Server
+	mu    sync.Mutex
+	calls []string      // "tool arguments-json _meta-json"
+	auths []http.Header // the headers of every HTTP request
 }
 
 func newTestUpstream(t *testing.T) *testUpstream {

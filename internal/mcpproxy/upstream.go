@@ -107,6 +107,9 @@ type upstream struct {
 func (u *upstream) connect(ctx context.Context) error {
 	caps := &mcp.ClientCapabilities{} // no roots unless configured
 	if len(u.cfg.Roots) > 0 {
+		// Roots are deprecated from protocol 2026-07-28 (SEP-2577) but still
+		// how the reference filesystem server learns its directories.
+		//lint:ignore SA1019 roots bound the filesystem server (see above)
 		caps.RootsV2 = &mcp.RootCapabilities{}
 	}
 	client := mcp.NewClient(&mcp.Implementation{Name: "rulelock", Version: gateway.EngineVersion}, &mcp.ClientOptions{
@@ -122,6 +125,7 @@ func (u *upstream) connect(ctx context.Context) error {
 	})
 	u.paths = newPathResolver(u.cfg.PathMode, u.cfg.Roots)
 	for _, r := range u.cfg.Roots {
+		//lint:ignore SA1019 roots bound the filesystem server (see connect)
 		client.AddRoots(&mcp.Root{URI: "file://" + r})
 	}
 	var t mcp.Transport
