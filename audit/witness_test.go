@@ -42,12 +42,12 @@ func (c *testCosigner) Sign(msg []byte) ([]byte, error) {
 // cosign appends the cosigners' signature lines to a signed note.
 func cosign(t testing.TB, msg []byte, cs ...note.Signer) []byte {
 	t.Helper()
-	n, err := note.Open(msg, note.VerifierList())
+	_, err := note.Open(msg, note.VerifierList())
 	var uv *note.UnverifiedNoteError
 	if !errors.As(err, &uv) {
 		t.Fatalf("open note: %v", err)
 	}
-	n = uv.Note
+	n := uv.Note
 	out := bytes.Clone(msg)
 	for _, c := range cs {
 		signed, err := note.Sign(&note.Note{Text: n.Text}, c)
