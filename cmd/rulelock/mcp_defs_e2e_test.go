@@ -186,7 +186,7 @@ func docPinCommands(t *testing.T, repo, config string) [][]string {
 		for _, c := range cmds {
 			args := strings.Fields(strings.TrimPrefix(c, "rulelock "))
 			for i, a := range args {
-				if a == "rulelock.yaml" {
+				if a == "rulelock.yaml" || a == "examples/mcp.yaml" {
 					args[i] = config
 				}
 			}

@@ -172,7 +172,8 @@ func TestExampleConfig(t *testing.T) {
 	if _, err := c.registry(); err != nil {
 		t.Fatalf("approvers: %v", err)
 	}
-	if len(c.tokens()) != 1 || len(c.Executors) != 2 {
+	// One agent's token and the two approvers'.
+	if len(c.tokens()) != 3 || len(c.Executors) != 2 {
 		t.Fatalf("tokens %d, executors %d", len(c.tokens()), len(c.Executors))
 	}
 	if a, ok := c.principals()("agent-42"); !ok || a.Principal != "treasury-ops" {
