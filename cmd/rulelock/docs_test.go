@@ -233,6 +233,10 @@ func runBlock(t *testing.T, work, path, state string, gw *docGateway, st docStep
 	defer cancel()
 	sh := exec.CommandContext(ctx, "bash", "-c", script)
 	sh.Dir, sh.Env = work, env
+	// A block that hangs is killed with everything it started.
+	sh.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	sh.Cancel = func() error { return syscall.Kill(-sh.Process.Pid, syscall.SIGKILL) }
+	sh.WaitDelay = time.Second
 	out, err := sh.CombinedOutput()
 	if err != nil {
 		t.Fatalf("the sh block at line %d: %v\n%s\noutput:\n%s", st.line, err, st.script, out)
