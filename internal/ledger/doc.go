@@ -1,7 +1,7 @@
 // Package ledger is the typed vocabulary of rulelock's log entries and the
 // one fold from those entries to the state the gateway decides with.
 //
-// State is a fold of the log (docs: DESIGN, "State, storage and scale"):
+// State is a fold of the log:
 // what stateful rules read (per-scope series for count, total and
 // succeeded, session histories) and the lifecycle of each request are
 // derived from audit entries by this package alone. A live decision runs
