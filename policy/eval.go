@@ -79,6 +79,28 @@ func (r Requirement) MarshalJSON() ([]byte, error) {
 	}{plain(r), w})
 }
 
+// UnmarshalJSON reads what MarshalJSON writes: Within as a duration string.
+func (r *Requirement) UnmarshalJSON(b []byte) error {
+	type plain Requirement
+	var w struct {
+		plain
+		Within string `json:"within,omitempty"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	q := Requirement(w.plain)
+	if w.Within != "" {
+		d, err := time.ParseDuration(w.Within)
+		if err != nil {
+			return fmt.Errorf("requirement %q: within: %w", q.Rule, err)
+		}
+		q.Within = d
+	}
+	*r = q
+	return nil
+}
+
 // RuleError records an evaluation that failed; the failure is fail-closed.
 type RuleError struct {
 	Rule    string `json:"rule,omitempty"`
