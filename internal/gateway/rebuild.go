@@ -154,6 +154,9 @@ func (g *Gateway) restoreDecision(at audit.Receipt, e *audit.Entry, dd *ledger.D
 	for _, r := range e.Rules {
 		d.Rules = append(d.Rules, policy.FiredRule{Name: r.Name, Outcome: policy.Outcome(r.Outcome), Message: r.Message, Shadow: r.Shadow})
 	}
+	if d.Decision == policy.RequireApproval && dd.State.Approval != nil {
+		_, d.Approval, _ = dd.State.Approval.Terms() // parkedEvent reports an error in them
+	}
 	rec := &record{ID: e.RequestID, Agent: e.Agent, Session: e.Session, Action: act, Decision: d, Entry: at, Time: e.Time, agent: dd.Agent}
 	if dd.Logged != nil {
 		rec.logged = &logged{JSON: dd.Logged, Hash: e.ActionSHA256, Names: dd.State.Sealed}
@@ -180,17 +183,12 @@ func parkedEvent(e *audit.Entry, ds ledger.DecisionState) (approval.Event, error
 	if ds.Approval == nil {
 		return approval.Event{}, fmt.Errorf("parked request %s: no approval terms in its state", e.RequestID)
 	}
-	st := *ds.Approval
-	ev := approval.Event{Kind: approval.EventParked, Time: e.Time, Request: e.RequestID, Agent: e.Agent,
-		Action: e.ActionSHA256, Policy: e.BundleDigest, Expires: st.Expires}
-	for _, r := range st.Requirements {
-		q := policy.Requirement{Rule: r.Rule, Approvers: r.Approvers, Groups: r.Groups, Message: r.Message}
-		if r.Within != "" {
-			q.Within, _ = time.ParseDuration(r.Within)
-		}
-		ev.Requirements = append(ev.Requirements, q)
+	reqs, _, err := ds.Approval.Terms()
+	if err != nil {
+		return approval.Event{}, fmt.Errorf("parked request %s: %w", e.RequestID, err)
 	}
-	return ev, nil
+	return approval.Event{Kind: approval.EventParked, Time: e.Time, Request: e.RequestID, Agent: e.Agent,
+		Action: e.ActionSHA256, Policy: e.BundleDigest, Requirements: reqs, Expires: ds.Approval.Expires}, nil
 }
 
 func approvalEvent(e *audit.Entry) approval.Event {
