@@ -90,10 +90,19 @@ type Config struct {
 	Log     LogAPI
 	Ready   func() bool
 	Reason  func() string // why not ready, for /readyz (optional)
-	Status  func() any    // what /readyz reports besides readiness (the active policy)
+	Status  func() Active // the active policy, which /readyz reports to authenticated callers (optional)
 	Metrics *Metrics
 	// MaxBody caps request bodies (default 64 KiB).
 	MaxBody int64
+}
+
+// Active is the active policy as /readyz reports it to an authenticated
+// caller (docs/openapi.yaml, Ready.active).
+type Active struct {
+	Policy          string   `json:"policy"`  // the bundle's digest
+	Version         uint64   `json:"version"` // 0 in development mode
+	Signers         []string `json:"signers"` // the keys that signed the bundle ([] in development mode)
+	DevelopmentMode bool     `json:"development_mode"`
 }
 
 // Server is the HTTP API.
@@ -671,7 +680,11 @@ func (s *Server) readiness() (int, map[string]any) {
 	}
 	body := map[string]any{"status": "ready"}
 	if s.cfg.Status != nil {
-		body["active"] = s.cfg.Status()
+		a := s.cfg.Status()
+		if a.Signers == nil {
+			a.Signers = []string{}
+		}
+		body["active"] = a
 	}
 	if cs, ok := s.cfg.Log.(CheckpointReporter); ok {
 		if st := cs.CheckpointStatus(); st.Err != nil {

@@ -268,11 +268,9 @@ func newConformance(t *testing.T) *conformance {
 			{SHA256: httpapi.HashToken("bob"), Agent: policy.Agent{ID: "bob"}, Approver: true},
 			{SHA256: httpapi.HashToken("auditor"), Agent: policy.Agent{ID: "audrey"}, Auditor: true},
 		},
-		Log:   &httpapi.AuditLog{Log: l, Checkpointer: cp, TilesDir: tiles},
-		Ready: func() bool { return true },
-		Status: func() any {
-			return map[string]any{"policy": p.Digest(), "version": 0, "signers": nil, "development_mode": true}
-		},
+		Log:     &httpapi.AuditLog{Log: l, Checkpointer: cp, TilesDir: tiles},
+		Ready:   func() bool { return true },
+		Status:  func() httpapi.Active { return httpapi.Active{Policy: p.Digest(), DevelopmentMode: true} },
 		MaxBody: 4096,
 	})
 	srv := httptest.NewServer(api)
