@@ -1,7 +1,9 @@
 package gateway_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"testing"
 
 	"github.com/rulelock/rulelock/internal/approval"
@@ -76,6 +78,13 @@ func TestParkedKeepsMessageAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("after a restart", res)
+	b, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(b, []byte("null")) {
+		t.Errorf("after a restart the reply has a null (docs/openapi.yaml: arrays are arrays): %s", b)
+	}
 	if p := g.gw.Pending(); len(p) != 1 || p[0].Request.Requirements[0].Message != parkMessage {
 		t.Errorf("pending after a restart: %+v", p)
 	}

@@ -150,7 +150,8 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 // restoreDecision restores a decision entry's request.
 func (g *Gateway) restoreDecision(at audit.Receipt, e *audit.Entry, dd *ledger.Decoded) *record {
 	act := *dd.Action
-	d := &policy.Decision{Decision: policy.Effect(e.Decision), Reason: e.Message, ActionHash: "sha256:" + e.ActionSHA256.String(), Policy: e.BundleDigest}
+	d := &policy.Decision{Decision: policy.Effect(e.Decision), Reason: e.Message, Rules: []policy.FiredRule{}, Errors: []policy.RuleError{},
+		ActionHash: "sha256:" + e.ActionSHA256.String(), Policy: e.BundleDigest}
 	for _, r := range e.Rules {
 		d.Rules = append(d.Rules, policy.FiredRule{Name: r.Name, Outcome: policy.Outcome(r.Outcome), Message: r.Message, Shadow: r.Shadow})
 	}
