@@ -613,7 +613,37 @@ func (s *Server) tiles(w http.ResponseWriter, r *http.Request, caller *Token) {
 		writeError(w, http.StatusForbidden, "forbidden", "entry bundles are for approvers and auditors")
 		return
 	}
-	http.StripPrefix("/v1/log", s.cfg.Log.Tiles()).ServeHTTP(w, r)
+	if strings.HasSuffix(r.URL.Path, "/") { // a directory: tiles are files
+		writeError(w, http.StatusNotFound, "not_found", "no such tile")
+		return
+	}
+	http.StripPrefix("/v1/log", s.cfg.Log.Tiles()).ServeHTTP(&tileWriter{ResponseWriter: w}, r)
+}
+
+// tileWriter answers what the tiles' file server answers, except that a
+// tile it does not have (404, or the redirect it makes for a directory) is
+// the API's JSON not_found, as every other error of the API.
+type tileWriter struct {
+	http.ResponseWriter
+	replaced bool // the file server's reply was replaced: discard its body
+}
+
+func (w *tileWriter) WriteHeader(status int) {
+	if status == http.StatusNotFound || status == http.StatusMovedPermanently {
+		w.replaced = true
+		h := w.Header()
+		h.Del("Location")
+		writeError(w.ResponseWriter, http.StatusNotFound, "not_found", "no such tile")
+		return
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *tileWriter) Write(b []byte) (int, error) {
+	if w.replaced {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
 }
 
 func (s *Server) metrics(w http.ResponseWriter, r *http.Request, _ policy.Agent) {

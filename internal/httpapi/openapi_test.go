@@ -471,6 +471,8 @@ func TestOpenAPIConformance(t *testing.T) {
 		t.Fatal("the checkpointer wrote no tiles")
 	}
 	c.call("GET", "/v1/log/tile/0/999", "agent", "", "", 404, validRequest)
+	c.call("GET", "/v1/log/tile/0/000.p", "agent", "", "", 404, validRequest) // a directory
+	c.call("GET", "/v1/log/tile/0/", "agent", "", "", 404, noRoute)
 
 	// Health and metrics.
 	c.call("GET", "/metrics", "agent", "", "", 200, validRequest)
