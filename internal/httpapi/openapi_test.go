@@ -161,6 +161,12 @@ func TestOpenAPIValidatorRejects(t *testing.T) {
 			t.Errorf("%s: the validator accepted %s", name, body)
 		}
 	}
+	// A reply of no route is checked against the Error schema alone.
+	for _, body := range []string{`{"error":{"code":"oops","message":"m"}}`, `{"error":{"code":"not_found"}}`, `{"code":"not_found","message":"m"}`} {
+		if ok, _ := schema_validation.NewSchemaValidator().ValidateSchemaBytesWithVersion(s.error, []byte(body), 3.1); ok {
+			t.Errorf("the Error schema accepted %s", body)
+		}
+	}
 }
 
 // conformance is a real server (gateway, audit log in a temp dir,
@@ -404,7 +410,7 @@ func TestOpenAPIConformance(t *testing.T) {
 	if r.Decision.Decision != "require_approval" || r.Approval["state"] != "pending" || r.Approval["action_hash"] != r.Decision.ActionHash {
 		t.Fatalf("parked action: %+v", r)
 	}
-	traded, approvalEntry := r.RequestID, strconvI(r.Receipt.Index+1) // alice's approval comes next
+	traded, approvalEntry := r.RequestID, itoa(r.Receipt.Index+1) // alice's approval comes next
 	p := c.pending(traded)
 	c.call("POST", "/v1/requests/"+traded+"/approvals", "alice", js, c.vote("alice", p.Request, approval.Approve), 200, validRequest)
 	c.call("POST", "/v1/requests/"+traded+"/approvals", "alice", js, c.vote("alice", p.Request, approval.Approve), 409, validRequest) // duplicate_approver
@@ -443,7 +449,7 @@ func TestOpenAPIConformance(t *testing.T) {
 	c.call("GET", "/v1/log/checkpoint", "agent", "", "", 200, validRequest)
 	c.call("GET", "/v1/log/entries/0", "auditor", "", "", 200, validRequest)
 	decode(c.call("GET", "/v1/requests/"+allowed, "agent", "", "", 200, validRequest), &r)
-	own := strconvI(r.Receipt.Index)
+	own := itoa(r.Receipt.Index)
 	c.call("GET", "/v1/log/entries/"+own, "agent", "", "", 200, validRequest)
 	c.call("GET", "/v1/log/proof/"+own, "agent", "", "", 200, validRequest)
 	c.call("GET", "/v1/log/proof/"+own, "alice", "", "", 200, validRequest)
@@ -544,4 +550,3 @@ func (c *conformance) vote(approver string, r approval.Request, v approval.Verdi
 	return string(b)
 }
 
-func strconvI(i int64) string { b, _ := json.Marshal(i); return string(b) }
