@@ -549,4 +549,3 @@ func (c *conformance) vote(approver string, r approval.Request, v approval.Verdi
 	b, _ := json.Marshal(map[string]string{"note": string(signed)})
 	return string(b)
 }
-
