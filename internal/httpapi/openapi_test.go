@@ -173,13 +173,20 @@ func TestOpenAPIValidatorRejects(t *testing.T) {
 // checkpointer, approvers, an httptest upstream) whose every reply is
 // validated against docs/openapi.yaml.
 type conformance struct {
-	t       *testing.T
-	s       *spec
-	url     string
-	cp      *audit.Checkpointer
-	tiles   string
-	signers map[string]note.Signer
-	calls   int
+	t         *testing.T
+	s         *spec
+	dir       string // the data directory: log and tiles
+	logSigner note.Signer
+	signers   map[string]note.Signer // the approvers'
+	reg       *approval.Registry
+	upstream  string
+	executed  atomic.Int64 // calls the upstream received
+
+	url   string
+	cp    *audit.Checkpointer
+	tiles string
+	stop  func()
+	calls int
 }
 
 // The policy: small transfers are allowed, large ones denied; trades
@@ -219,27 +226,12 @@ rule "AllowReports" {
 
 func newConformance(t *testing.T) *conformance {
 	t.Helper()
-	dir := t.TempDir()
-	l, err := audit.Open(filepath.Join(dir, "log"), audit.Options{SegmentSize: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
 	skey, _, err := note.GenerateKey(nil, "test.rulelock/log")
 	if err != nil {
 		t.Fatal(err)
 	}
 	logSigner, _ := note.NewSigner(skey)
-	tiles := filepath.Join(dir, "tiles")
-	cp, err := audit.NewCheckpointer(l, logSigner, audit.CheckpointOptions{TilesDir: tiles})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := policy.FromSources([]policy.Source{{Name: "api.rules", Data: []byte(conformancePolicy)}}, policy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &conformance{t: t, s: loadSpec(t), cp: cp, tiles: tiles, signers: map[string]note.Signer{}}
+	c := &conformance{t: t, s: loadSpec(t), dir: t.TempDir(), logSigner: logSigner, signers: map[string]note.Signer{}}
 	var as []approval.Approver
 	for _, id := range []string{"alice", "bob", "carol"} {
 		skey, vkey, err := note.GenerateKey(nil, id)
@@ -249,21 +241,45 @@ func newConformance(t *testing.T) *conformance {
 		c.signers[id], _ = note.NewSigner(skey)
 		as = append(as, approval.Approver{ID: id, Groups: []string{"treasury"}, Key: vkey})
 	}
-	reg, err := approval.NewRegistry(as)
-	if err != nil {
+	if c.reg, err = approval.NewRegistry(as); err != nil {
 		t.Fatal(err)
 	}
-	var executed atomic.Int64
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		executed.Add(1)
+		c.executed.Add(1)
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"done": true}`)
 	}))
 	t.Cleanup(up.Close)
-	ex := &gateway.HTTPExecutor{Method: "POST", URL: up.URL, Headers: http.Header{"Authorization": {"Bearer upstream-credential"}}}
-	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Approvers: reg,
+	c.upstream = up.URL
+	c.start()
+	return c
+}
+
+// start opens the log in c.dir, rebuilds the gateway's state from it (a
+// restart when it is not empty) and serves the API.
+func (c *conformance) start() {
+	t := c.t
+	t.Helper()
+	l, err := audit.Open(filepath.Join(c.dir, "log"), audit.Options{SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	c.tiles = filepath.Join(c.dir, "tiles")
+	if c.cp, err = audit.NewCheckpointer(l, c.logSigner, audit.CheckpointOptions{TilesDir: c.tiles}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := policy.FromSources([]policy.Source{{Name: "api.rules", Data: []byte(conformancePolicy)}}, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := &gateway.HTTPExecutor{Method: "POST", URL: c.upstream, Headers: http.Header{"Authorization": {"Bearer upstream-credential"}}}
+	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Approvers: c.reg,
 		Executors: map[string]gateway.Executor{"transfer": ex, "trade": ex}})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gw.Rebuild(t.Context(), l); err != nil {
 		t.Fatal(err)
 	}
 	api := httpapi.New(httpapi.Config{
@@ -274,15 +290,25 @@ func newConformance(t *testing.T) *conformance {
 			{SHA256: httpapi.HashToken("bob"), Agent: policy.Agent{ID: "bob"}, Approver: true},
 			{SHA256: httpapi.HashToken("auditor"), Agent: policy.Agent{ID: "audrey"}, Auditor: true},
 		},
-		Log:     &httpapi.AuditLog{Log: l, Checkpointer: cp, TilesDir: tiles},
+		Log:     &httpapi.AuditLog{Log: l, Checkpointer: c.cp, TilesDir: c.tiles},
 		Ready:   func() bool { return true },
 		Status:  func() httpapi.Active { return httpapi.Active{Policy: p.Digest(), DevelopmentMode: true} },
 		MaxBody: 4096,
 	})
 	srv := httptest.NewServer(api)
-	t.Cleanup(srv.Close)
 	c.url = srv.URL
-	return c
+	c.stop = func() {
+		srv.Close()
+		l.Close()
+	}
+}
+
+// restart stops the server and its log and starts them again on the same
+// data directory, as a restarted gateway does.
+func (c *conformance) restart() {
+	c.t.Helper()
+	c.stop()
+	c.start()
 }
 
 // call sends a request, checks its status, and validates the reply
@@ -441,6 +467,44 @@ func TestOpenAPIConformance(t *testing.T) {
 		t.Fatalf("rejection: %v, want the signed statement as text", r.Approval["rejection"])
 	}
 	c.call("GET", "/v1/approvals", "alice", "", "", 200, validRequest)
+
+	// A restart on the same data directory: a parked request comes back
+	// whole (its requirement's message included), and the finished ones
+	// read back from the log as they were answered.
+	decode(c.call("POST", "/v1/actions", "agent", js, `{"action": {"type": "trade", "amount": 20}}`, 200, validRequest), &r)
+	parked := r.RequestID
+	before := c.executed.Load()
+	c.restart()
+	var after struct {
+		Decision struct {
+			Approval struct {
+				Requirements []struct {
+					Message string `json:"message"`
+				} `json:"requirements"`
+			} `json:"approval"`
+		} `json:"decision"`
+		Approval struct {
+			State        string `json:"state"`
+			Requirements []struct {
+				Message string `json:"message"`
+			} `json:"requirements"`
+		} `json:"approval"`
+	}
+	decode(c.call("GET", "/v1/requests/"+parked, "agent", "", "", 200, validRequest), &after)
+	if a := after.Approval; a.State != "pending" || len(a.Requirements) != 1 || a.Requirements[0].Message != "two treasurers sign every trade" ||
+		len(after.Decision.Approval.Requirements) != 1 || after.Decision.Approval.Requirements[0].Message != a.Requirements[0].Message {
+		t.Errorf("parked request after a restart: %+v, want pending with its requirement's message", after)
+	}
+	c.pending(parked)
+	decode(c.call("GET", "/v1/requests/"+rejected, "agent", "", "", 200, validRequest), &r)
+	if r.Decision.Decision != "deny" || r.Decision.Reason != "approval_rejected" {
+		t.Errorf("rejected request after a restart: %+v", r)
+	}
+	c.call("GET", "/v1/requests/"+traded, "agent", "", "", 200, validRequest)
+	c.call("GET", "/v1/requests/"+report, "agent", "", "", 200, validRequest)
+	if c.executed.Load() != before {
+		t.Errorf("the restart executed %d actions", c.executed.Load()-before)
+	}
 
 	// The log.
 	if _, err := c.cp.Checkpoint(); err != nil {
