@@ -613,3 +613,51 @@ func (c *conformance) vote(approver string, r approval.Request, v approval.Verdi
 	b, _ := json.Marshal(map[string]string{"note": string(signed)})
 	return string(b)
 }
+
+// TestOpenAPINotReady validates the replies of a gateway that started
+// without a policy: actions and decisions are 503 no_policy (logged,
+// naming their entry), /readyz is 503 with its code, with and without a
+// token.
+func TestOpenAPINotReady(t *testing.T) {
+	s := loadSpec(t)
+	l, err := audit.Open(t.TempDir(), audit.Options{SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	gw, err := gateway.New(gateway.Config{Log: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := httpapi.New(httpapi.Config{
+		Gateway: gw,
+		Tokens:  []httpapi.Token{{SHA256: httpapi.HashToken("agent"), Agent: policy.Agent{ID: "agent-1"}}},
+		Log:     &httpapi.AuditLog{Log: l},
+		Ready:   func() bool { return true },
+		Reason:  func() string { return "no bundle is configured" },
+	})
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	c := &conformance{t: t, s: s, url: srv.URL}
+	var refusal struct {
+		Error     struct{ Code string } `json:"error"`
+		RequestID string                `json:"request_id"`
+	}
+	for _, path := range []string{"/v1/actions", "/v1/decide"} {
+		if err := json.Unmarshal(c.call("POST", path, "agent", "application/json", `{"action": {"type": "transfer", "amount": 5}}`, 503, validRequest), &refusal); err != nil {
+			t.Fatal(err)
+		}
+		if refusal.Error.Code != "no_policy" || refusal.RequestID == "" {
+			t.Errorf("POST %s without a policy: %+v, want no_policy naming its logged entry", path, refusal)
+		}
+	}
+	var ready map[string]any
+	for _, token := range []string{"", "agent"} {
+		if err := json.Unmarshal(c.call("GET", "/readyz", token, "", "", 503, validRequest), &ready); err != nil {
+			t.Fatal(err)
+		}
+		if ready["code"] != "no_policy" || (token == "") != (ready["reason"] == nil) {
+			t.Errorf("/readyz with token %q: %v", token, ready)
+		}
+	}
+}
