@@ -661,3 +661,32 @@ func TestOpenAPINotReady(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenAPIErrorCodes: every refusal code of the approval package is in
+// the spec's ErrorCode enum, as the API returns it as the error's code.
+func TestOpenAPIErrorCodes(t *testing.T) {
+	s := loadSpec(t)
+	sp, ok := s.model.Components.Schemas.Get("ErrorCode")
+	if !ok {
+		t.Fatal("no ErrorCode schema")
+	}
+	enum := map[string]bool{}
+	for _, n := range sp.Schema().Enum {
+		enum[n.Value] = true
+	}
+	for _, e := range []*approval.Error{
+		approval.ErrNotFound, approval.ErrClosed, approval.ErrExpired, approval.ErrQueueFull, approval.ErrInvalidRequest,
+		approval.ErrDuplicateID, approval.ErrBadStatement, approval.ErrUnknownApprover, approval.ErrBadSignature,
+		approval.ErrRequestMismatch, approval.ErrActionMismatch, approval.ErrPolicyMismatch, approval.ErrExpiryMismatch,
+		approval.ErrVerdictMismatch, approval.ErrSelfApproval, approval.ErrNotInGroup, approval.ErrDuplicate,
+	} {
+		if !enum[e.Code()] {
+			t.Errorf("docs/openapi.yaml's ErrorCode lacks %s", e.Code())
+		}
+	}
+	for _, err := range []error{gateway.ErrNoPolicy, gateway.ErrUnsigned, gateway.ErrWitnessConflict} {
+		if code, _ := gateway.Refusal(err); !enum[code] {
+			t.Errorf("docs/openapi.yaml's ErrorCode lacks %s", code)
+		}
+	}
+}
