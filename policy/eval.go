@@ -79,6 +79,28 @@ func (r Requirement) MarshalJSON() ([]byte, error) {
 	}{plain(r), w})
 }
 
+// UnmarshalJSON reads what MarshalJSON writes: Within as a duration string.
+func (r *Requirement) UnmarshalJSON(b []byte) error {
+	type plain Requirement
+	var w struct {
+		plain
+		Within string `json:"within,omitempty"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	q := Requirement(w.plain)
+	if w.Within != "" {
+		d, err := time.ParseDuration(w.Within)
+		if err != nil {
+			return fmt.Errorf("requirement %q: within: %w", q.Rule, err)
+		}
+		q.Within = d
+	}
+	*r = q
+	return nil
+}
+
 // RuleError records an evaluation that failed; the failure is fail-closed.
 type RuleError struct {
 	Rule    string `json:"rule,omitempty"`
@@ -217,25 +239,33 @@ func (d *Decision) addRequirement(r *Rule) {
 	if d.Approval == nil {
 		d.Approval = &Approval{}
 	}
-	d.Approval.Requirements = append(d.Approval.Requirements, Requirement{Rule: r.Name, Approvers: a.Approvers, Groups: a.Groups, Within: a.Within, Message: a.Message})
-	if a.Approvers > d.Approval.Approvers {
-		d.Approval.Approvers = a.Approvers
+	d.Approval.Add(Requirement{Rule: r.Name, Approvers: a.Approvers, Groups: a.Groups, Within: a.Within, Message: a.Message})
+}
+
+// Add adds requirement q to a and updates the summary (Approvers, Groups,
+// Within), as evaluation does for each require_approval rule that fires.
+// A gateway that restores a parked decision from its log entry rebuilds
+// the Approval with it.
+func (a *Approval) Add(q Requirement) {
+	a.Requirements = append(a.Requirements, q)
+	if q.Approvers > a.Approvers {
+		a.Approvers = q.Approvers
 	}
 	// The summary names groups only when every requirement restricts them;
 	// Requirements says exactly who may approve.
-	if len(a.Groups) == 0 || (len(d.Approval.Requirements) > 1 && len(d.Approval.Groups) == 0) {
-		d.Approval.Groups = nil
+	if len(q.Groups) == 0 || (len(a.Requirements) > 1 && len(a.Groups) == 0) {
+		a.Groups = nil
 	} else {
-		for _, g := range a.Groups {
-			if !contains(d.Approval.Groups, g) {
-				d.Approval.Groups = append(d.Approval.Groups, g)
+		for _, g := range q.Groups {
+			if !contains(a.Groups, g) {
+				a.Groups = append(a.Groups, g)
 			}
 		}
 	}
-	if a.Within > 0 {
-		cur, _ := time.ParseDuration(d.Approval.Within)
-		if cur == 0 || a.Within < cur {
-			d.Approval.Within = formatDuration(a.Within)
+	if q.Within > 0 {
+		cur, _ := time.ParseDuration(a.Within)
+		if cur == 0 || q.Within < cur {
+			a.Within = formatDuration(q.Within)
 		}
 	}
 }

@@ -295,9 +295,9 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 		Ready:   func() bool { return g.ready.Load() && !gw.Active().None },
 		Metrics: g.metrics,
 		Reason:  g.notReadyReason,
-		Status: func() any {
+		Status: func() httpapi.Active {
 			a := gw.Active()
-			return map[string]any{"policy": a.Digest, "version": a.Version, "signers": a.Signers, "development_mode": a.Dev}
+			return httpapi.Active{Policy: a.Digest, Version: a.Version, Signers: a.Signers, DevelopmentMode: a.Dev}
 		},
 	})
 	g.ln = ln

@@ -238,7 +238,7 @@ func (m *Manager) MarkExecuted(id string) error {
 // Expire ends every pending request whose expiry is not after now, or
 // whose time ran out on the monotonic clock (the wall clock was set back),
 // and returns them, earliest expiry first. The gateway calls it
-// periodically and logs a deny for each. An expiry is recorded at now, or
+// periodically and logs each expiry (an APPROVAL entry). An expiry is recorded at now, or
 // at the request's expiry when now is earlier (a clock set back). On a
 // Recorder failure it returns the requests expired so far and the error.
 func (m *Manager) Expire(now time.Time) ([]Request, error) {

@@ -141,6 +141,9 @@ func (g *Gateway) Approve(ctx context.Context, caller, id string, signed []byte)
 		return out, err
 	}
 	out.Result = r
+	if now, err := g.approvals.m.Get(id); err == nil {
+		out.Request = now // executed: the state the reply reports is the one after it
+	}
 	return out, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/gateway"
+	"github.com/rulelock/rulelock/internal/ledger"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -237,6 +238,9 @@ func TestExpiry(t *testing.T) {
 	got, err := f.gw.Wait(wctx, agent42.ID, r.ID)
 	if err != nil || got.Approval == nil || got.Approval.State != approval.Expired {
 		t.Fatalf("after the limit: %+v %v, want expired", got, err)
+	}
+	if got.Decision.Decision != policy.Deny || got.Decision.Reason != string(ledger.ApprovalExpired) {
+		t.Errorf("expired request's decision: %s (%s), want deny (approval_expired)", got.Decision.Decision, got.Decision.Reason)
 	}
 	if _, err := f.gw.Approve(ctx, "caller", r.ID, f.sign(t, "alice", r, approval.Approve)); approval.Code(err) == "" {
 		t.Fatal("a late approval was accepted")

@@ -751,9 +751,33 @@ func (g *Gateway) Get(agent, id string) (*Result, error) {
 	if g.approvals != nil { // a request that was parked
 		if ar, err := g.approvals.m.Get(id); err == nil {
 			res.Approval = &ar
+			res.Decision = endedDecision(res.Decision, ar.State)
 		}
 	}
 	return res, nil
+}
+
+// endedDecision is the final decision of a parked request whose approvers
+// rejected it or whose time ran out: deny, with the reason
+// approval_rejected or approval_expired, and the rules (and approval
+// terms) that parked it. Any other decision is d. No DECISION entry
+// records it: the APPROVAL entry of the rejection or expiry does.
+func endedDecision(d *policy.Decision, st approval.State) *policy.Decision {
+	if d == nil || d.Decision != policy.RequireApproval {
+		return d
+	}
+	var reason ledger.Reason
+	switch st {
+	case approval.Rejected:
+		reason = ledger.ApprovalRejected
+	case approval.Expired:
+		reason = ledger.ApprovalExpired
+	default:
+		return d
+	}
+	ended := *d
+	ended.Decision, ended.Reason = policy.Deny, string(reason)
+	return &ended
 }
 
 // ReportOutcome records the outcome an agent reports for an allowed action

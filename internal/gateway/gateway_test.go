@@ -41,6 +41,7 @@ rule "BigNeedsApproval" {
   require_approval {
     approvers: 2
     groups: ["treasury"]
+    message: "two treasurers sign trades over 100"
   }
 }
 rule "TradersOnly" {

@@ -150,9 +150,13 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 // restoreDecision restores a decision entry's request.
 func (g *Gateway) restoreDecision(at audit.Receipt, e *audit.Entry, dd *ledger.Decoded) *record {
 	act := *dd.Action
-	d := &policy.Decision{Decision: policy.Effect(e.Decision), Reason: e.Message, ActionHash: "sha256:" + e.ActionSHA256.String(), Policy: e.BundleDigest}
+	d := &policy.Decision{Decision: policy.Effect(e.Decision), Reason: e.Message, Rules: []policy.FiredRule{}, Errors: []policy.RuleError{},
+		ActionHash: "sha256:" + e.ActionSHA256.String(), Policy: e.BundleDigest}
 	for _, r := range e.Rules {
 		d.Rules = append(d.Rules, policy.FiredRule{Name: r.Name, Outcome: policy.Outcome(r.Outcome), Message: r.Message, Shadow: r.Shadow})
+	}
+	if d.Decision == policy.RequireApproval && dd.State.Approval != nil {
+		_, d.Approval, _ = dd.State.Approval.Terms() // parkedEvent reports an error in them
 	}
 	rec := &record{ID: e.RequestID, Agent: e.Agent, Session: e.Session, Action: act, Decision: d, Entry: at, Time: e.Time, agent: dd.Agent}
 	if dd.Logged != nil {
@@ -180,17 +184,12 @@ func parkedEvent(e *audit.Entry, ds ledger.DecisionState) (approval.Event, error
 	if ds.Approval == nil {
 		return approval.Event{}, fmt.Errorf("parked request %s: no approval terms in its state", e.RequestID)
 	}
-	st := *ds.Approval
-	ev := approval.Event{Kind: approval.EventParked, Time: e.Time, Request: e.RequestID, Agent: e.Agent,
-		Action: e.ActionSHA256, Policy: e.BundleDigest, Expires: st.Expires}
-	for _, r := range st.Requirements {
-		q := policy.Requirement{Rule: r.Rule, Approvers: r.Approvers, Groups: r.Groups, Message: r.Message}
-		if r.Within != "" {
-			q.Within, _ = time.ParseDuration(r.Within)
-		}
-		ev.Requirements = append(ev.Requirements, q)
+	reqs, _, err := ds.Approval.Terms()
+	if err != nil {
+		return approval.Event{}, fmt.Errorf("parked request %s: %w", e.RequestID, err)
 	}
-	return ev, nil
+	return approval.Event{Kind: approval.EventParked, Time: e.Time, Request: e.RequestID, Agent: e.Agent,
+		Action: e.ActionSHA256, Policy: e.BundleDigest, Requirements: reqs, Expires: ds.Approval.Expires}, nil
 }
 
 func approvalEvent(e *audit.Entry) approval.Event {

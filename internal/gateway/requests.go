@@ -10,6 +10,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/internal/ledger"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -180,6 +181,11 @@ func decisionOf(e *audit.Entry) *policy.Decision {
 		ActionHash: "sha256:" + hex.EncodeToString(e.ActionSHA256[:]), Policy: e.BundleDigest}
 	for _, r := range e.Rules {
 		d.Rules = append(d.Rules, policy.FiredRule{Name: r.Name, Outcome: policy.Outcome(r.Outcome), Message: r.Message, Shadow: r.Shadow})
+	}
+	if d.Decision == policy.RequireApproval {
+		if ds, err := ledger.DecodeDecisionState(e.State); err == nil && ds.Approval != nil {
+			_, d.Approval, _ = ds.Approval.Terms()
+		}
 	}
 	return d
 }

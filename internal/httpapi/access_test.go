@@ -131,8 +131,8 @@ func TestReadyzUnauthenticated(t *testing.T) {
 		Tokens: []httpapi.Token{{SHA256: httpapi.HashToken("token-a"), Agent: policy.Agent{ID: "agent-a"}}},
 		Ready:  func() bool { return ready },
 		Reason: func() string { return "bundle /etc/rulelock/b1 is signed by 1 of 2 keys" },
-		Status: func() any {
-			return map[string]any{"digest": "sha256:abc", "version": 7, "signers": []string{"ops+1234"}}
+		Status: func() httpapi.Active {
+			return httpapi.Active{Policy: "sha256:abc", Version: 7, Signers: []string{"ops+1234"}}
 		},
 	})
 	get := func(token string) reply {

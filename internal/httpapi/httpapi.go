@@ -90,10 +90,19 @@ type Config struct {
 	Log     LogAPI
 	Ready   func() bool
 	Reason  func() string // why not ready, for /readyz (optional)
-	Status  func() any    // what /readyz reports besides readiness (the active policy)
+	Status  func() Active // the active policy, which /readyz reports to authenticated callers (optional)
 	Metrics *Metrics
 	// MaxBody caps request bodies (default 64 KiB).
 	MaxBody int64
+}
+
+// Active is the active policy as /readyz reports it to an authenticated
+// caller (docs/openapi.yaml, Ready.active).
+type Active struct {
+	Policy          string   `json:"policy"`  // the bundle's digest
+	Version         uint64   `json:"version"` // 0 in development mode
+	Signers         []string `json:"signers"` // the keys that signed the bundle ([] in development mode)
+	DevelopmentMode bool     `json:"development_mode"`
 }
 
 // Server is the HTTP API.
@@ -604,7 +613,37 @@ func (s *Server) tiles(w http.ResponseWriter, r *http.Request, caller *Token) {
 		writeError(w, http.StatusForbidden, "forbidden", "entry bundles are for approvers and auditors")
 		return
 	}
-	http.StripPrefix("/v1/log", s.cfg.Log.Tiles()).ServeHTTP(w, r)
+	if strings.HasSuffix(r.URL.Path, "/") { // a directory: tiles are files
+		writeError(w, http.StatusNotFound, "not_found", "no such tile")
+		return
+	}
+	http.StripPrefix("/v1/log", s.cfg.Log.Tiles()).ServeHTTP(&tileWriter{ResponseWriter: w}, r)
+}
+
+// tileWriter answers what the tiles' file server answers, except that a
+// tile it does not have (404, or the redirect it makes for a directory) is
+// the API's JSON not_found, as every other error of the API.
+type tileWriter struct {
+	http.ResponseWriter
+	replaced bool // the file server's reply was replaced: discard its body
+}
+
+func (w *tileWriter) WriteHeader(status int) {
+	if status == http.StatusNotFound || status == http.StatusMovedPermanently {
+		w.replaced = true
+		h := w.Header()
+		h.Del("Location")
+		writeError(w.ResponseWriter, http.StatusNotFound, "not_found", "no such tile")
+		return
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *tileWriter) Write(b []byte) (int, error) {
+	if w.replaced {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
 }
 
 func (s *Server) metrics(w http.ResponseWriter, r *http.Request, _ policy.Agent) {
@@ -671,7 +710,11 @@ func (s *Server) readiness() (int, map[string]any) {
 	}
 	body := map[string]any{"status": "ready"}
 	if s.cfg.Status != nil {
-		body["active"] = s.cfg.Status()
+		a := s.cfg.Status()
+		if a.Signers == nil {
+			a.Signers = []string{}
+		}
+		body["active"] = a
 	}
 	if cs, ok := s.cfg.Log.(CheckpointReporter); ok {
 		if st := cs.CheckpointStatus(); st.Err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/rulelock/rulelock/audit"
@@ -54,6 +55,24 @@ func DecodeDecisionState(f audit.Field) (DecisionState, error) {
 type ParkedState struct {
 	Requirements []RequirementState `json:"requirements"`
 	Expires      time.Time          `json:"expires"`
+}
+
+// Terms returns the parked request's requirements as the policy stated
+// them, and the decision's approval terms (policy.Approval) they make.
+func (ps *ParkedState) Terms() ([]policy.Requirement, *policy.Approval, error) {
+	a := &policy.Approval{}
+	for _, r := range ps.Requirements {
+		q := policy.Requirement{Rule: r.Rule, Approvers: r.Approvers, Groups: r.Groups, Message: r.Message}
+		if r.Within != "" {
+			d, err := time.ParseDuration(r.Within)
+			if err != nil {
+				return nil, nil, fmt.Errorf("requirement %q: within: %w", r.Rule, err)
+			}
+			q.Within = d
+		}
+		a.Add(q)
+	}
+	return slices.Clone(a.Requirements), a, nil
 }
 
 // RequirementState is one requirement of ParkedState.

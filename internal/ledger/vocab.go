@@ -58,6 +58,16 @@ const (
 	HistoryLimit       Reason = "history_limit"       // logs of rulelock 0.1: the history count cap
 )
 
+// The reasons of a parked request's final decision when no DECISION entry
+// made it: its approvers rejected it, or its time ran out (an APPROVAL
+// entry records either). The API reports such a request as denied with
+// one of these. They are not gateway reasons: no deny decision entry
+// holds them.
+const (
+	ApprovalRejected Reason = "approval_rejected"
+	ApprovalExpired  Reason = "approval_expired"
+)
+
 // GatewayReason reports whether msg, a deny decision's message, is one of
 // the gateway's reasons.
 func GatewayReason(msg string) (Reason, bool) {

@@ -16,6 +16,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/gateway"
 	"github.com/rulelock/rulelock/internal/strictjson"
 	"github.com/rulelock/rulelock/policy"
@@ -260,6 +261,10 @@ func (p *Proxy) awaitApproval(ctx context.Context, agent policy.Agent, res *gate
 // reply turns the gateway's result into the agent's tool result.
 func (p *Proxy) reply(res *gateway.Result) *mcp.CallToolResult {
 	switch {
+	case res.Approval != nil && (res.Approval.State == approval.Rejected || res.Approval.State == approval.Expired):
+		// Denied by its approvers or its time limit, not by the rules
+		// that parked it.
+		return denial(res, fmt.Sprintf("request %s was %s", res.RequestID, res.Approval.State))
 	case res.Decision.Decision == policy.Deny:
 		return denial(res, denialText(res))
 	case res.Decision.Decision == policy.RequireApproval:
