@@ -1,0 +1,395 @@
+// Package export ships the audit log's entries, in log order, to a
+// receiver: an HTTP endpoint (a SIEM's collector) or a file. It reads the
+// log; it is never in the decision path, so a slow or absent receiver makes
+// it fall behind, never slows a decision, and never loses an entry.
+//
+// # Delivery
+//
+// The exporter keeps a cursor: the index of the next entry to send,
+// written durably (a temporary file, fsync, rename, directory fsync) after
+// each batch the receiver acknowledged. It reads the entries from the
+// cursor on, sends them in batches of at most Options.BatchSize entries
+// and Options.BatchBytes bytes, and moves the cursor only after the
+// receiver acknowledged the whole batch. A failed send is retried, the same
+// batch, forever, with exponential backoff and jitter. So delivery is
+// at-least-once and in order: after a crash of the exporter (or of the
+// receiver before it answered) the batch is sent again, and the receiver
+// sees indexes it already has. It tells duplicates by index.
+//
+// # Format
+//
+// A batch is JSON lines, one per entry:
+//
+//	{"index":41,"leaf_hash":"<base64>","entry":{...the entry as the log holds it...}}
+//
+// entry is the entry's canonical encoding, byte for byte as it is in the
+// log (sensitive members are commitments there, never unsealed here), and
+// leaf_hash is its RFC 6962 leaf hash, SHA-256(0x00 || entry), in base64 as
+// tlog-checkpoint notes write hashes: a receiver can check an entry against
+// a signed checkpoint with an inclusion proof (GET /v1/log/proof/{index}).
+//
+// To HTTP the batch is the body of one POST (Content-Type
+// application/x-ndjson, headers Rulelock-First-Index and
+// Rulelock-Entries); any 2xx acknowledges it, anything else (including a
+// timeout) is retried. A 413 halves the batch size. To a file the batch
+// is appended and the file fsynced before the cursor moves; a line left
+// incomplete by a crash is cut off when the exporter opens the file again
+// (it was never acknowledged: the cursor still points at it).
+package export
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/rulelock/rulelock/internal/fsx"
+)
+
+// Source is what the exporter reads of the log: an *audit.Log, or an
+// *audit.Snapshot of a log another process writes.
+type Source interface {
+	Size() int64
+	ReadEntries(lo, hi int64) ([][]byte, error)
+}
+
+// Sink receives batches. Send returns nil only once the receiver holds the
+// whole batch durably (a 2xx, an fsync): then the cursor moves past it.
+type Sink interface {
+	Send(ctx context.Context, b Batch) error
+}
+
+// Batch is a run of consecutive entries, encoded as JSON lines.
+type Batch struct {
+	First int64  // index of the first entry
+	N     int    // number of entries
+	Lines []byte // N JSON lines, each ending in '\n'
+}
+
+// Options configure an Exporter. Open, Sink and Cursor are required.
+type Options struct {
+	// Open returns a view of the log. The exporter calls it whenever it
+	// has sent all of the view it holds, to see new entries; a view that
+	// is an io.Closer is closed when replaced. For a log this process
+	// writes, use Live(log); for one another process writes, return a
+	// fresh *audit.Snapshot.
+	Open func() (Source, error)
+	Sink Sink
+	// Cursor is the path of the cursor file (created on first use).
+	Cursor string
+	// BatchSize caps the entries of a batch (default 500), BatchBytes its
+	// size (default 4 MiB; a single entry larger than that goes alone).
+	BatchSize  int
+	BatchBytes int
+	// Poll is how long to wait when there is nothing new (default 1s).
+	Poll time.Duration
+	// MinBackoff and MaxBackoff bound the wait between retries of a
+	// failed batch (defaults 100ms and 30s).
+	MinBackoff, MaxBackoff time.Duration
+	Logger             *slog.Logger // default: discard
+}
+
+func (o *Options) setDefaults() {
+	if o.BatchSize <= 0 {
+		o.BatchSize = 500
+	}
+	if o.BatchBytes <= 0 {
+		o.BatchBytes = 4 << 20
+	}
+	if o.Poll <= 0 {
+		o.Poll = time.Second
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 100 * time.Millisecond
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = max(30*time.Second, o.MinBackoff)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+}
+
+// Stats is the exporter's progress.
+type Stats struct {
+	Exported int64 // entries acknowledged: the cursor (never resets)
+	Size     int64 // entries in the log when last looked
+	Failures int64 // failed sends since the start (each is retried)
+}
+
+// Lag is how many entries of the log are not yet acknowledged.
+func (s Stats) Lag() int64 { return max(0, s.Size-s.Exported) }
+
+// Exporter sends the log's entries to a Sink. Run it once.
+type Exporter struct {
+	opts     Options
+	batch    int // current batch size (halved on 413)
+	exported atomic.Int64
+	size     atomic.Int64
+	failures atomic.Int64
+	mu       sync.Mutex
+	lastErr  error
+}
+
+// New returns an exporter. It reads the cursor, so that Stats is right
+// before Run starts.
+func New(opts Options) (*Exporter, error) {
+	if opts.Open == nil || opts.Sink == nil || opts.Cursor == "" {
+		return nil, errors.New("export: Open, Sink and Cursor are required")
+	}
+	opts.setDefaults()
+	x := &Exporter{opts: opts, batch: opts.BatchSize}
+	c, err := ReadCursor(opts.Cursor)
+	if err != nil {
+		return nil, err
+	}
+	x.exported.Store(c.Next)
+	x.size.Store(c.Next)
+	return x, nil
+}
+
+// Stats returns the exporter's progress.
+func (x *Exporter) Stats() Stats {
+	return Stats{Exported: x.exported.Load(), Size: x.size.Load(), Failures: x.failures.Load()}
+}
+
+// Err returns the error of the last failed send, or nil after a success.
+func (x *Exporter) Err() error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.lastErr
+}
+
+// Run exports until ctx is done (then it returns nil) or the log or the
+// cursor cannot be read (a damaged or different log: it stops rather than
+// send anything wrong). Failed sends never end it: they are retried.
+func (x *Exporter) Run(ctx context.Context) error {
+	c, err := ReadCursor(x.opts.Cursor)
+	if err != nil {
+		return err
+	}
+	var src Source
+	defer func() { closeSource(src) }()
+	for ctx.Err() == nil {
+		if src == nil || c.Next >= src.Size() {
+			closeSource(src)
+			src = nil
+			if src, err = x.opts.Open(); err != nil {
+				return fmt.Errorf("export: open log: %w", err)
+			}
+			x.size.Store(src.Size())
+			if c.Next > src.Size() {
+				return fmt.Errorf("export: the cursor is at entry %d, the log has %d: a different log or a rolled-back one", c.Next, src.Size())
+			}
+			if err := c.check(src); err != nil {
+				return err
+			}
+			if c.Next == src.Size() {
+				sleep(ctx, x.opts.Poll)
+				continue
+			}
+		}
+		b, last, err := x.read(src, c.Next)
+		if err != nil {
+			return err
+		}
+		if !x.send(ctx, b) {
+			continue // ctx is done, or a smaller batch is to be read
+		}
+		c = Cursor{Next: b.First + int64(b.N), LeafHash: last}
+		if err := c.write(x.opts.Cursor); err != nil {
+			return err
+		}
+		x.exported.Store(c.Next)
+	}
+	return nil
+}
+
+// read encodes the batch of entries from next on.
+func (x *Exporter) read(src Source, next int64) (Batch, tlog.Hash, error) {
+	size := src.Size()
+	x.size.Store(size)
+	hi := min(size, next+int64(x.batch))
+	entries, err := src.ReadEntries(next, hi)
+	if err != nil {
+		return Batch{}, tlog.Hash{}, fmt.Errorf("export: %w", err)
+	}
+	b := Batch{First: next}
+	var last tlog.Hash
+	for i, e := range entries {
+		if b.N > 0 && len(b.Lines)+len(e)+128 > x.opts.BatchBytes {
+			break
+		}
+		last = tlog.RecordHash(e)
+		b.Lines = AppendLine(b.Lines, next+int64(i), last, e)
+		b.N++
+	}
+	return b, last, nil
+}
+
+// AppendLine appends the JSON line of entry i (its encoding e, whose leaf
+// hash is h) to dst.
+func AppendLine(dst []byte, i int64, h tlog.Hash, e []byte) []byte {
+	dst = append(dst, `{"index":`...)
+	dst = strconv.AppendInt(dst, i, 10)
+	dst = append(dst, `,"leaf_hash":"`...)
+	dst = append(dst, h.String()...)
+	dst = append(dst, `","entry":`...)
+	dst = append(dst, e...)
+	return append(dst, "}\n"...)
+}
+
+// Line is one exported entry as a receiver decodes it.
+type Line struct {
+	Index    int64           `json:"index"`
+	LeafHash string          `json:"leaf_hash"`
+	Entry    json.RawMessage `json:"entry"`
+}
+
+// Check reports whether l's leaf hash is the hash of its entry bytes.
+func (l Line) Check() error {
+	h, err := tlog.ParseHash(l.LeafHash)
+	if err != nil {
+		return fmt.Errorf("entry %d: leaf_hash: %w", l.Index, err)
+	}
+	if tlog.RecordHash(l.Entry) != h {
+		return fmt.Errorf("entry %d: leaf_hash does not match the entry", l.Index)
+	}
+	return nil
+}
+
+// send sends b until the sink acknowledges it (true). It returns false,
+// b not acknowledged, when ctx ends, or when the receiver refused b as too
+// large: x.batch is then halved and the caller reads a smaller batch.
+func (x *Exporter) send(ctx context.Context, b Batch) bool {
+	wait := x.opts.MinBackoff
+	for {
+		err := x.opts.Sink.Send(ctx, b)
+		x.mu.Lock()
+		x.lastErr = err
+		x.mu.Unlock()
+		if err == nil {
+			x.batch = min(x.opts.BatchSize, x.batch*2)
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		x.failures.Add(1)
+		x.opts.Logger.Warn("export: send failed; retrying", "first", b.First, "entries", b.N, "retry_in", wait, "err", err)
+		// Jitter over the upper half of the wait: exporters that failed
+		// together do not retry together.
+		if !sleep(ctx, wait/2+rand.N(wait/2+1)) {
+			return false
+		}
+		if errors.Is(err, ErrTooLarge) && b.N > 1 {
+			x.batch = max(1, b.N/2)
+			return false
+		}
+		wait = min(2*wait, x.opts.MaxBackoff)
+	}
+}
+
+// ErrTooLarge is returned by a Sink whose receiver refused a batch as too
+// large: the exporter halves the batch size.
+var ErrTooLarge = errors.New("batch too large for the receiver")
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func closeSource(s Source) {
+	if c, ok := s.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+// Cursor is what the cursor file holds: the next entry to send and the
+// leaf hash of the entry before it, so that a cursor is never applied to
+// another log.
+type Cursor struct {
+	Next     int64     `json:"next"`
+	LeafHash tlog.Hash `json:"leaf_hash"`
+}
+
+// ReadCursor reads the cursor file at path; a missing file is the start.
+func ReadCursor(path string) (Cursor, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return Cursor{}, nil
+	}
+	if err != nil {
+		return Cursor{}, fmt.Errorf("export: read cursor: %w", err)
+	}
+	var c cursorFile
+	if err := json.Unmarshal(b, &c); err != nil || c.Next < 0 {
+		return Cursor{}, fmt.Errorf("export: cursor %s is damaged: %q", path, b)
+	}
+	h, err := tlog.ParseHash(c.LeafHash)
+	if c.Next > 0 && err != nil {
+		return Cursor{}, fmt.Errorf("export: cursor %s: leaf_hash: %v", path, err)
+	}
+	return Cursor{Next: c.Next, LeafHash: h}, nil
+}
+
+type cursorFile struct {
+	Next     int64  `json:"next"`
+	LeafHash string `json:"leaf_hash,omitempty"`
+}
+
+func (c Cursor) write(path string) error {
+	f := cursorFile{Next: c.Next}
+	if c.Next > 0 {
+		f.LeafHash = c.LeafHash.String()
+	}
+	b, _ := json.Marshal(f)
+	if err := fsx.WriteFileAtomic(path, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("export: write cursor: %w", err)
+	}
+	return nil
+}
+
+// check refuses a cursor whose previous entry is not the one it recorded.
+func (c Cursor) check(src Source) error {
+	if c.Next == 0 {
+		return nil
+	}
+	e, err := src.ReadEntries(c.Next-1, c.Next)
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	if tlog.RecordHash(e[0]) != c.LeafHash {
+		return fmt.Errorf("export: entry %d of the log is not the one the cursor recorded: the cursor belongs to another log", c.Next-1)
+	}
+	return nil
+}
+
+// Live returns an Options.Open for a log this process writes (an
+// *audit.Log): the log itself, which the exporter never closes.
+func Live(log Source) func() (Source, error) {
+	v := liveView{log}
+	return func() (Source, error) { return v, nil }
+}
+
+// liveView hides a Close method.
+type liveView struct{ s Source }
+
+func (v liveView) Size() int64                                { return v.s.Size() }
+func (v liveView) ReadEntries(lo, hi int64) ([][]byte, error) { return v.s.ReadEntries(lo, hi) }
