@@ -96,7 +96,7 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the wait between retries of a
 	// failed batch (defaults 100ms and 30s).
 	MinBackoff, MaxBackoff time.Duration
-	Logger             *slog.Logger // default: discard
+	Logger                 *slog.Logger // default: discard
 }
 
 func (o *Options) setDefaults() {
