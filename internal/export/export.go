@@ -97,6 +97,9 @@ type Options struct {
 	// failed batch (defaults 100ms and 30s).
 	MinBackoff, MaxBackoff time.Duration
 	Logger                 *slog.Logger // default: discard
+	// StopAtEnd makes Run return once it has sent every entry of the
+	// log as it last looked (an export run from cron, or a test).
+	StopAtEnd bool
 }
 
 func (o *Options) setDefaults() {
@@ -195,6 +198,9 @@ func (x *Exporter) Run(ctx context.Context) error {
 				return err
 			}
 			if c.Next == src.Size() {
+				if x.opts.StopAtEnd {
+					return nil
+				}
 				sleep(ctx, x.opts.Poll)
 				continue
 			}
