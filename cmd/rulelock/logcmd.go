@@ -70,7 +70,7 @@ func runLog(ctx context.Context, e *env, args []string) error {
 	case "check":
 		return runLogCheck(e, args[1:])
 	case "find":
-		return runLogFind(e, args[1:])
+		return runLogFind(ctx, e, args[1:])
 	case "append":
 		return runLogAppend(ctx, e, args[1:])
 	case "checkpoint":

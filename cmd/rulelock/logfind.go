@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -16,7 +17,7 @@ import (
 // runLogFind implements `rulelock log find`: it brings the search index
 // (DATA/index) up to date with the log, read-only and without its lock
 // (it works while a gateway runs), and prints the entries that match.
-func runLogFind(e *env, args []string) error {
+func runLogFind(ctx context.Context, e *env, args []string) error {
 	fs := logFlags(e, "find")
 	data := fs.String("data", "rulelock-data", "the gateway's data `directory` (log in DIR/log, index in DIR/index)")
 	var q search.Query
@@ -57,7 +58,7 @@ func runLogFind(e *env, args []string) error {
 	defer snap.Close()
 	ix := search.Open(filepath.Join(*data, "index"))
 	if !*noUpdate {
-		if _, err := ix.Update(snap); errors.Is(err, search.ErrBusy) {
+		if _, err := ix.Update(ctx, snap); errors.Is(err, search.ErrBusy) {
 			fmt.Fprintf(e.stderr, "rulelock: %v; searching without updating it\n", err)
 		} else if err != nil {
 			return err

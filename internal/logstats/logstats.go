@@ -8,6 +8,7 @@
 package logstats
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -46,8 +47,9 @@ func New() *Counter {
 	return &Counter{c: Counts{Kinds: map[audit.Kind]int64{}, Decisions: map[string]int64{}, Approvals: map[string]int64{}, Outcomes: map[string]int64{}}}
 }
 
-// Update counts the entries of src the counter has not counted yet.
-func (c *Counter) Update(src Source) error {
+// Update counts the entries of src the counter has not counted yet. It
+// stops early, counts kept, when ctx is done.
+func (c *Counter) Update(ctx context.Context, src Source) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	size := src.Size()
@@ -56,6 +58,9 @@ func (c *Counter) Update(src Source) error {
 	}
 	const step = 8192
 	for lo := c.c.Entries; lo < size; lo += step {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		raws, err := src.ReadEntries(lo, min(size, lo+step))
 		if err != nil {
 			return fmt.Errorf("log stats: %w", err)
@@ -138,7 +143,7 @@ func (col collector) Collect(ch chan<- prometheus.Metric) {
 	if !col.c.ready.Load() {
 		return // the count at start is still running: absent, not low
 	}
-	if err := col.c.Update(col.src); err != nil && col.onErr != nil {
+	if err := col.c.Update(context.Background(), col.src); err != nil && col.onErr != nil {
 		col.onErr(err)
 	}
 	counts, _ := col.c.Counts()

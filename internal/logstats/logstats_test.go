@@ -62,7 +62,7 @@ func TestCountsSurviveRestart(t *testing.T) {
 	if got := scrape(t, c, l); got != "" {
 		t.Errorf("before the count at start, a scrape shows %q, want nothing (absent, not low)", got)
 	}
-	if err := c.Update(l); err != nil {
+	if err := c.Update(context.Background(), l); err != nil {
 		t.Fatal(err)
 	}
 	before := scrape(t, c, l)
@@ -77,7 +77,7 @@ func TestCountsSurviveRestart(t *testing.T) {
 	}
 	defer l.Close()
 	c = logstats.New()
-	if err := c.Update(l); err != nil {
+	if err := c.Update(context.Background(), l); err != nil {
 		t.Fatal(err)
 	}
 	if after := scrape(t, c, l); after != before {
@@ -109,7 +109,7 @@ func TestReplacedLogIsAnError(t *testing.T) {
 	defer a.Close()
 	appendAll(t, a, []audit.Entry{decision("allow"), decision("deny")})
 	c := logstats.New()
-	if err := c.Update(a); err != nil {
+	if err := c.Update(context.Background(), a); err != nil {
 		t.Fatal(err)
 	}
 	b, err := audit.Open(t.TempDir(), audit.Options{SegmentSize: 1 << 20})
@@ -118,7 +118,7 @@ func TestReplacedLogIsAnError(t *testing.T) {
 	}
 	defer b.Close()
 	appendAll(t, b, []audit.Entry{decision("allow")})
-	if err := c.Update(b); err == nil || !strings.Contains(err.Error(), "replaced") {
+	if err := c.Update(context.Background(), b); err == nil || !strings.Contains(err.Error(), "replaced") {
 		t.Errorf("a shorter log: %v, want an error saying it was replaced", err)
 	}
 }

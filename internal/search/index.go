@@ -1,6 +1,7 @@
 package search
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -103,8 +104,9 @@ func bucketPath(dir string, b int) string {
 
 // Update brings the index up to date with src and returns how many
 // entries it covers. It rebuilds the index when src is not the log it was
-// built from. It returns ErrBusy when another process holds the lock.
-func (ix *Index) Update(src Source) (int64, error) {
+// built from. It returns ErrBusy when another process holds the lock, and
+// ctx's error when ctx ends first (what it indexed by then is kept).
+func (ix *Index) Update(ctx context.Context, src Source) (int64, error) {
 	dirs := []string{ix.dir, filepath.Join(ix.dir, reqDir)}
 	for _, f := range fields {
 		dirs = append(dirs, filepath.Join(ix.dir, termsDir, f))
@@ -137,7 +139,7 @@ func (ix *Index) Update(src Source) (int64, error) {
 	}
 	for end := src.Size(); size < end; {
 		next := min(end, size+ix.chunk())
-		last, err := ix.add(src, size, next)
+		last, err := ix.add(ctx, src, size, next)
 		if err != nil {
 			return 0, fmt.Errorf("search index: %w", err)
 		}
@@ -178,12 +180,15 @@ func (ix *Index) reset(dirs []string) error {
 
 // add indexes entries [lo, hi) and syncs every file it wrote; it returns
 // the leaf hash of entry hi-1.
-func (ix *Index) add(src Source, lo, hi int64) (tlog.Hash, error) {
+func (ix *Index) add(ctx context.Context, src Source, lo, hi int64) (tlog.Hash, error) {
 	times := make([]int64, 0, hi-lo)
 	post := map[string][]byte{}
 	reqs := map[int][]byte{}
 	var last tlog.Hash
 	for i := lo; i < hi; i += 8192 {
+		if err := ctx.Err(); err != nil {
+			return last, err
+		}
 		raws, err := src.ReadEntries(i, min(hi, i+8192))
 		if err != nil {
 			return last, err

@@ -218,7 +218,7 @@ func TestFindEqualsLinearScan(t *testing.T) {
 	clock := base
 	genLog(t, l, rnd, 12000, &clock)
 	ix := &Index{dir: t.TempDir(), step: 5000} // three steps, blocks across them
-	if n, err := ix.Update(l); err != nil || n != 12000 {
+	if n, err := ix.Update(context.Background(), l); err != nil || n != 12000 {
 		t.Fatalf("Update: %d, %v", n, err)
 	}
 	checkQueries(t, ix, l, rnd, clock, 300)
@@ -226,7 +226,7 @@ func TestFindEqualsLinearScan(t *testing.T) {
 	// Entries the index does not cover yet are scanned.
 	genLog(t, l, rnd, 3000, &clock)
 	checkQueries(t, ix, l, rnd, clock, 100)
-	if n, err := ix.Update(l); err != nil || n != 15000 {
+	if n, err := ix.Update(context.Background(), l); err != nil || n != 15000 {
 		t.Fatalf("Update: %d, %v", n, err)
 	}
 	checkQueries(t, ix, l, rnd, clock, 200)
@@ -244,7 +244,7 @@ func TestFindIgnoresInterruptedUpdate(t *testing.T) {
 	clock := base
 	genLog(t, l, rnd, 5000, &clock)
 	ix := &Index{dir: t.TempDir()}
-	if _, err := ix.Update(l); err != nil {
+	if _, err := ix.Update(context.Background(), l); err != nil {
 		t.Fatal(err)
 	}
 	genLog(t, l, rnd, 2000, &clock)
@@ -271,7 +271,7 @@ func TestFindIgnoresInterruptedUpdate(t *testing.T) {
 		return err
 	})
 	checkQueries(t, ix, l, rnd, clock, 150)
-	if n, err := ix.Update(l); err != nil || n != 7000 {
+	if n, err := ix.Update(context.Background(), l); err != nil || n != 7000 {
 		t.Fatalf("Update: %d, %v", n, err)
 	}
 	checkQueries(t, ix, l, rnd, clock, 150)
@@ -289,7 +289,7 @@ func TestIndexOfAnotherLog(t *testing.T) {
 	defer a.Close()
 	clock := base
 	genLog(t, a, rnd, 3000, &clock)
-	if _, err := ix.Update(a); err != nil {
+	if _, err := ix.Update(context.Background(), a); err != nil {
 		t.Fatal(err)
 	}
 	b, err := audit.Open(t.TempDir(), audit.Options{SegmentSize: 1 << 20})
@@ -300,7 +300,7 @@ func TestIndexOfAnotherLog(t *testing.T) {
 	clock = base
 	genLog(t, b, rnd, 4000, &clock)
 	checkQueries(t, ix, b, rnd, clock, 100)
-	if n, err := ix.Update(b); err != nil || n != 4000 {
+	if n, err := ix.Update(context.Background(), b); err != nil || n != 4000 {
 		t.Fatalf("Update: %d, %v", n, err)
 	}
 	checkQueries(t, ix, b, rnd, clock, 100)
@@ -313,7 +313,7 @@ func TestUpdateBusy(t *testing.T) {
 	}
 	defer l.Close()
 	ix := Open(t.TempDir())
-	if _, err := ix.Update(l); err != nil {
+	if _, err := ix.Update(context.Background(), l); err != nil {
 		t.Fatal(err)
 	}
 	// flock locks belong to an open file: a second open conflicts, even
@@ -323,7 +323,7 @@ func TestUpdateBusy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lock.Close()
-	if _, err := ix.Update(l); err != ErrBusy {
+	if _, err := ix.Update(context.Background(), l); err != ErrBusy {
 		t.Errorf("Update while locked: %v, want ErrBusy", err)
 	}
 	if !slices.Equal(fields, []string{"agent", "type", "decision", "rule", "kind"}) {
