@@ -30,7 +30,7 @@ func exportCommands() []command {
 type exportConfig struct {
 	To        string   `yaml:"to"`         // https://... or file:PATH
 	Cursor    string   `yaml:"cursor"`     // default DATA/export.cursor
-	BatchSize int      `yaml:"batch_size"` // default 500
+	BatchSize int      `yaml:"batch_size"` // default 2000
 	TokenEnv  string   `yaml:"token_env"`  // a variable holding a bearer token for the endpoint
 	Timeout   duration `yaml:"timeout"`    // per attempt (default 30s)
 
@@ -44,7 +44,7 @@ func runExport(ctx context.Context, e *env, args []string) error {
 	data := fs.String("data", "rulelock-data", "the gateway's data `directory` (its log is DIR/log)")
 	to := fs.String("to", "", "where to send: an http(s) `URL` (POST, JSON lines) or file:PATH (appended, fsynced)")
 	cursor := fs.String("cursor", "", "the cursor `file`: the next entry to send, written after each acknowledged batch (default DIR/export.cursor)")
-	batch := fs.Int("batch", 500, "at most `n` entries per batch")
+	batch := fs.Int("batch", 2000, "at most `n` entries per batch")
 	poll := fs.Duration("poll", time.Second, "how often to look for new entries")
 	metrics := fs.String("metrics", "", "serve the exporter's Prometheus metrics on this `address` (/metrics)")
 	once := fs.Bool("once", false, "exit once every entry the log holds now is acknowledged")

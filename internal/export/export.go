@@ -87,7 +87,7 @@ type Options struct {
 	Sink Sink
 	// Cursor is the path of the cursor file (created on first use).
 	Cursor string
-	// BatchSize caps the entries of a batch (default 500), BatchBytes its
+	// BatchSize caps the entries of a batch (default 2000), BatchBytes its
 	// size (default 4 MiB; a single entry larger than that goes alone).
 	BatchSize  int
 	BatchBytes int
@@ -104,7 +104,7 @@ type Options struct {
 
 func (o *Options) setDefaults() {
 	if o.BatchSize <= 0 {
-		o.BatchSize = 500
+		o.BatchSize = 2000
 	}
 	if o.BatchBytes <= 0 {
 		o.BatchBytes = 4 << 20
