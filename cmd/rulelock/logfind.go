@@ -58,10 +58,16 @@ func runLogFind(ctx context.Context, e *env, args []string) error {
 	defer snap.Close()
 	ix := search.Open(filepath.Join(*data, "index"))
 	if !*noUpdate {
+		// The index only makes the search fast: without it (another
+		// process updating it, a read-only data directory) the entries it
+		// does not cover are scanned, with the same results.
 		if _, err := ix.Update(ctx, snap); errors.Is(err, search.ErrBusy) {
 			fmt.Fprintf(e.stderr, "rulelock: %v; searching without updating it\n", err)
 		} else if err != nil {
-			return err
+			if ctx.Err() != nil {
+				return err
+			}
+			fmt.Fprintf(e.stderr, "rulelock: search index: %v; scanning what it does not cover\n", err)
 		}
 	}
 	rs, err := ix.Find(snap, q)

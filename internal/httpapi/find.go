@@ -25,10 +25,25 @@ func (a *AuditLog) Find(q search.Query) ([]search.Result, error) {
 	if a.Index == nil {
 		return nil, errNoIndex
 	}
+	covered, err := a.Index.Covers(a.Log)
+	if err != nil {
+		return nil, err
+	}
+	if a.Log.Size()-max(covered, q.From) > maxScan {
+		return nil, errIndexBehind
+	}
 	return a.Index.Find(a.Log, q)
 }
 
-var errNoIndex = errors.New("no search index")
+// maxScan is the most entries a search over HTTP scans past the index
+// (about a second's work): beyond it, while the gateway is still building
+// the index (a first start on a large log), it answers 503.
+const maxScan = 100_000
+
+var (
+	errNoIndex     = errors.New("no search index")
+	errIndexBehind = errors.New("the search index is being built")
+)
 
 // Register adds a collector to the metrics (an exporter's, the log's
 // counts). Call it before serving.
@@ -63,6 +78,11 @@ func (s *Server) find(w http.ResponseWriter, r *http.Request, caller *Token) {
 		return
 	}
 	rs, err := f.Find(q)
+	if errors.Is(err, errIndexBehind) {
+		w.Header().Set("Retry-After", "30")
+		writeError(w, http.StatusServiceUnavailable, "index_building", "the search index is being built from the log; retry later, or use rulelock log find")
+		return
+	}
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "internal", "the log search failed")
 		return

@@ -328,6 +328,16 @@ func (ix *Index) addTimes(lo int64, times []int64) error {
 	return fsx.Datasync(bf)
 }
 
+// Covers returns how many of src's entries the index covers: Find scans
+// the others.
+func (ix *Index) Covers(src Source) (int64, error) {
+	m, err := ix.readMeta()
+	if err != nil {
+		return 0, err
+	}
+	return m.covers(src)
+}
+
 // Find returns the entries of src that match q, in log order, from
 // q.From on, at most q.Limit of them. The index finds the candidates among
 // the entries it covers, a scan the others; each one is read from src and
