@@ -173,9 +173,11 @@ func (x *Exporter) Err() error {
 	return x.lastErr
 }
 
-// Run exports until ctx is done (then it returns nil) or the log or the
-// cursor cannot be read (a damaged or different log: it stops rather than
-// send anything wrong). Failed sends never end it: they are retried.
+// Run exports until ctx is done (then it returns nil), or until it finds
+// that the cursor is not this log's (another log, or one rolled back: it
+// stops rather than send anything wrong). Every other failure (a send,
+// reading the log, writing the cursor) is retried with backoff, forever:
+// nothing is skipped.
 func (x *Exporter) Run(ctx context.Context) error {
 	c, err := ReadCursor(x.opts.Cursor)
 	if err != nil {
@@ -183,19 +185,21 @@ func (x *Exporter) Run(ctx context.Context) error {
 	}
 	var src Source
 	defer func() { closeSource(src) }()
+	wait := x.opts.MinBackoff
 	for ctx.Err() == nil {
 		if src == nil || c.Next >= src.Size() {
 			closeSource(src)
 			src = nil
 			if src, err = x.opts.Open(); err != nil {
-				return fmt.Errorf("export: open log: %w", err)
+				x.failed(ctx, &wait, fmt.Errorf("open log: %w", err))
+				continue
 			}
 			x.size.Store(src.Size())
-			if c.Next > src.Size() {
-				return fmt.Errorf("export: the cursor is at entry %d, the log has %d: a different log or a rolled-back one", c.Next, src.Size())
-			}
-			if err := c.check(src); err != nil {
+			if err := c.check(src); errors.Is(err, ErrOtherLog) {
 				return err
+			} else if err != nil {
+				x.failed(ctx, &wait, err)
+				continue
 			}
 			if c.Next == src.Size() {
 				if x.opts.StopAtEnd {
@@ -207,18 +211,37 @@ func (x *Exporter) Run(ctx context.Context) error {
 		}
 		b, last, err := x.read(src, c.Next)
 		if err != nil {
-			return err
+			closeSource(src)
+			src = nil
+			x.failed(ctx, &wait, err)
+			continue
 		}
 		if !x.send(ctx, b) {
 			continue // ctx is done, or a smaller batch is to be read
 		}
-		c = Cursor{Next: b.First + int64(b.N), LeafHash: last}
-		if err := c.write(x.opts.Cursor); err != nil {
-			return err
+		next := Cursor{Next: b.First + int64(b.N), LeafHash: last}
+		for err := next.write(x.opts.Cursor); err != nil && ctx.Err() == nil; err = next.write(x.opts.Cursor) {
+			x.failed(ctx, &wait, err) // the batch is sent again if the process ends first
 		}
+		if ctx.Err() != nil {
+			break
+		}
+		c, wait = next, x.opts.MinBackoff
 		x.exported.Store(c.Next)
 	}
 	return nil
+}
+
+// failed counts and reports a failure other than a send, and waits before
+// the retry.
+func (x *Exporter) failed(ctx context.Context, wait *time.Duration, err error) {
+	x.failures.Add(1)
+	x.mu.Lock()
+	x.lastErr = err
+	x.mu.Unlock()
+	x.opts.Logger.Warn("export: retrying", "retry_in", *wait, "err", err)
+	sleep(ctx, *wait/2+rand.N(*wait/2+1))
+	*wait = min(2**wait, x.opts.MaxBackoff)
 }
 
 // read encodes the batch of entries from next on.
@@ -306,6 +329,10 @@ func (x *Exporter) send(ctx context.Context, b Batch) bool {
 	}
 }
 
+// ErrOtherLog stops Run: the cursor was written for another log, or for
+// this one before it was rolled back.
+var ErrOtherLog = errors.New("the cursor belongs to another log")
+
 // ErrTooLarge is returned by a Sink whose receiver refused a batch as too
 // large: the exporter halves the batch size.
 var ErrTooLarge = errors.New("batch too large for the receiver")
@@ -372,17 +399,21 @@ func (c Cursor) write(path string) error {
 	return nil
 }
 
-// check refuses a cursor whose previous entry is not the one it recorded.
+// check refuses a cursor past the log's end, or whose previous entry is
+// not the one it recorded.
 func (c Cursor) check(src Source) error {
+	if c.Next > src.Size() {
+		return fmt.Errorf("export: %w: the cursor is at entry %d, the log has %d (rolled back?)", ErrOtherLog, c.Next, src.Size())
+	}
 	if c.Next == 0 {
 		return nil
 	}
 	e, err := src.ReadEntries(c.Next-1, c.Next)
 	if err != nil {
-		return fmt.Errorf("export: %w", err)
+		return fmt.Errorf("export: check the cursor: %w", err)
 	}
 	if tlog.RecordHash(e[0]) != c.LeafHash {
-		return fmt.Errorf("export: entry %d of the log is not the one the cursor recorded: the cursor belongs to another log", c.Next-1)
+		return fmt.Errorf("export: %w: entry %d of the log is not the one the cursor recorded", ErrOtherLog, c.Next-1)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -233,13 +234,13 @@ func TestExportRefusesAnotherLogsCursor(t *testing.T) {
 	}
 	defer b.Close()
 	appendNotes(t, b, 8)
-	if err := export1(b, true); err == nil || !strings.Contains(err.Error(), "another log") {
+	if err := export1(b, true); !errors.Is(err, export.ErrOtherLog) {
 		t.Errorf("exporting another log from the cursor: got %v, want a refusal", err)
 	}
 	c, _ := audit.Open(t.TempDir(), audit.Options{SegmentSize: 1 << 20})
 	defer c.Close()
 	appendNotes(t, c, 2)
-	if err := export1(c, true); err == nil || !strings.Contains(err.Error(), "rolled-back") {
+	if err := export1(c, true); !errors.Is(err, export.ErrOtherLog) || !strings.Contains(err.Error(), "rolled back") {
 		t.Errorf("exporting a shorter log from the cursor: got %v, want a refusal", err)
 	}
 }
@@ -290,5 +291,38 @@ func waitFor(t testing.TB, cond func() bool) {
 	t.Helper()
 	for !cond() {
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// A log that cannot be opened for a while (a transient error) is retried,
+// not given up on.
+func TestExportRetriesOpen(t *testing.T) {
+	l, err := audit.Open(t.TempDir(), audit.Options{SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	appendNotes(t, l, 10)
+	opens := 0
+	open := func() (export.Source, error) {
+		if opens++; opens <= 3 {
+			return nil, errors.New("too many open files")
+		}
+		return export.Live(l)()
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	sink := &export.File{Path: out}
+	defer sink.Close()
+	x, err := export.New(export.Options{Open: open, Sink: sink, Cursor: filepath.Join(t.TempDir(), "c"), MinBackoff: time.Millisecond, StopAtEnd: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(out)
+	checkStream(t, data, 10, l)
+	if st := x.Stats(); st.Failures != 3 {
+		t.Errorf("%d failures, want 3", st.Failures)
 	}
 }
