@@ -91,7 +91,9 @@ type Options struct {
 	// size (default 4 MiB; a single entry larger than that goes alone).
 	BatchSize  int
 	BatchBytes int
-	// Poll is how long to wait when there is nothing new (default 1s).
+	// Poll is how long to wait when there is nothing new, or less than a
+	// full batch (default 1s): the delay of an entry when the exporter is
+	// caught up, and at most one cursor sync per Poll then.
 	Poll time.Duration
 	// MinBackoff and MaxBackoff bound the wait between retries of a
 	// failed batch (defaults 100ms and 30s).
@@ -228,6 +230,12 @@ func (x *Exporter) Run(ctx context.Context) error {
 		}
 		c, wait = next, x.opts.MinBackoff
 		x.exported.Store(c.Next)
+		if b.N < x.batch && !x.opts.StopAtEnd {
+			// Caught up: wait for more rather than send (and sync a
+			// cursor for) every few entries; behind, it sends full
+			// batches back to back.
+			sleep(ctx, x.opts.Poll)
+		}
 	}
 	return nil
 }
