@@ -197,7 +197,7 @@ func (sc *logScan) segment(seg *segment, name string, last bool, check *rootChec
 	}
 	seg.size = size
 	r := &windowReader{r: seg.f, size: size, lend: true} // payloads are hashed, not kept
-	for off := seg.end; ; { // 0, but after the first frame of a tail (OpenTail)
+	for off := seg.end; ; {                              // 0, but after the first frame of a tail (OpenTail)
 		fr, err := readFrame(r, off, size)
 		var bad *badFrameError
 		switch {
