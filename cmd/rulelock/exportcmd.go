@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/export"
 )
 
@@ -58,7 +57,7 @@ func runExport(ctx context.Context, e *env, args []string) error {
 	cfg := exportConfig{To: *to, Cursor: *cursor, BatchSize: *batch, TokenEnv: *tokenEnv, poll: *poll, once: *once}
 	logDir := filepath.Join(*data, "log")
 	logger := slog.New(slog.NewTextHandler(e.stderr, nil))
-	x, closeSink, err := cfg.exporter(e.getenv, *data, func() (export.Source, error) { return audit.OpenSnapshot(logDir) }, logger)
+	x, closeSink, err := cfg.exporter(e.getenv, *data, export.Follow(logDir), logger)
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
@@ -79,7 +78,7 @@ func runExport(ctx context.Context, e *env, args []string) error {
 }
 
 // exporter builds the exporter the config describes.
-func (c *exportConfig) exporter(getenv func(string) string, dataDir string, open func() (export.Source, error), logger *slog.Logger) (*export.Exporter, func(), error) {
+func (c *exportConfig) exporter(getenv func(string) string, dataDir string, open func(int64) (export.Source, error), logger *slog.Logger) (*export.Exporter, func(), error) {
 	sink, closeSink, err := c.sink(getenv)
 	if err != nil {
 		return nil, nil, err

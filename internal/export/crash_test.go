@@ -43,7 +43,7 @@ func TestMain(m *testing.M) {
 func childExporter() {
 	batch, _ := strconv.Atoi(os.Getenv("BATCH"))
 	x, err := export.New(export.Options{
-		Open: func() (export.Source, error) { return audit.OpenSnapshot(os.Getenv("LOGDIR")) },
+		Open: export.Follow(os.Getenv("LOGDIR")),
 		Sink: &export.HTTP{URL: os.Getenv("URL"), Timeout: time.Second}, Cursor: os.Getenv("CURSOR"),
 		BatchSize: batch, Poll: 2 * time.Millisecond, MinBackoff: 2 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
 	})

@@ -53,6 +53,7 @@ import (
 
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/fsx"
 )
 
@@ -78,12 +79,13 @@ type Batch struct {
 
 // Options configure an Exporter. Open, Sink and Cursor are required.
 type Options struct {
-	// Open returns a view of the log. The exporter calls it whenever it
-	// has sent all of the view it holds, to see new entries; a view that
-	// is an io.Closer is closed when replaced. For a log this process
-	// writes, use Live(log); for one another process writes, return a
-	// fresh *audit.Snapshot.
-	Open func() (Source, error)
+	// Open returns a view of the log that holds the entries from next-1
+	// on (the cursor's next entry, and the one before it, which the
+	// cursor names). The exporter calls it whenever it has sent all of the
+	// view it holds, to see new entries; a view that is an io.Closer is
+	// closed when replaced. For a log this process writes, use Live(log);
+	// for one another process writes, Follow(dir).
+	Open func(next int64) (Source, error)
 	Sink Sink
 	// Cursor is the path of the cursor file (created on first use).
 	Cursor string
@@ -192,7 +194,7 @@ func (x *Exporter) Run(ctx context.Context) error {
 		if src == nil || c.Next >= src.Size() {
 			closeSource(src)
 			src = nil
-			if src, err = x.opts.Open(); err != nil {
+			if src, err = x.opts.Open(c.Next); err != nil {
 				x.failed(ctx, &wait, fmt.Errorf("open log: %w", err))
 				continue
 			}
@@ -428,9 +430,40 @@ func (c Cursor) check(src Source) error {
 
 // Live returns an Options.Open for a log this process writes (an
 // *audit.Log): the log itself, which the exporter never closes.
-func Live(log Source) func() (Source, error) {
+func Live(log Source) func(int64) (Source, error) {
 	v := liveView{log}
-	return func() (Source, error) { return v, nil }
+	return func(int64) (Source, error) { return v, nil }
+}
+
+// Follow returns an Options.Open for the log in dir that another process
+// (a gateway) writes. The first view is a whole snapshot (every frame
+// checked, audit.OpenSnapshot); each later one is the tail from the last
+// entry of the one before (audit.OpenTail), so that looking again costs
+// what was appended since, not the whole log. A tail it cannot open, or
+// one that would not hold next-1, falls back to a whole snapshot.
+func Follow(dir string) func(next int64) (Source, error) {
+	var last *audit.Position
+	return func(next int64) (Source, error) {
+		var s *audit.Snapshot
+		var err error
+		if last != nil && last.Index <= max(next-1, 0) {
+			s, err = audit.OpenTail(dir, *last)
+		}
+		if s == nil {
+			if s, err = audit.OpenSnapshot(dir); err != nil {
+				return nil, err
+			}
+		}
+		if n := s.Size(); n > 0 {
+			p, err := s.Position(n - 1)
+			if err != nil {
+				s.Close()
+				return nil, err
+			}
+			last = &p
+		}
+		return s, nil
+	}
 }
 
 // liveView hides a Close method.

@@ -33,7 +33,7 @@ func appendNotes(t testing.TB, l *audit.Log, n int) {
 	}
 }
 
-func liveSource(l *audit.Log) func() (export.Source, error) { return export.Live(l) }
+func liveSource(l *audit.Log) func(int64) (export.Source, error) { return export.Live(l) }
 
 // checkStream checks lines as a receiver got them: each index at most one
 // past the largest seen so far (in order, no gap), every entry of
@@ -304,11 +304,11 @@ func TestExportRetriesOpen(t *testing.T) {
 	defer l.Close()
 	appendNotes(t, l, 10)
 	opens := 0
-	open := func() (export.Source, error) {
+	open := func(next int64) (export.Source, error) {
 		if opens++; opens <= 3 {
 			return nil, errors.New("too many open files")
 		}
-		return export.Live(l)()
+		return export.Live(l)(next)
 	}
 	out := filepath.Join(t.TempDir(), "out")
 	sink := &export.File{Path: out}
