@@ -102,3 +102,27 @@ func (sc *logScan) tail(dir string, firsts []int64, pos Position) (*Snapshot, er
 	}
 	return &Snapshot{l: &Log{dir: dir, segs: sc.segs, locs: sc.locs, size: sc.size, base: pos.Index}}, nil
 }
+
+// First returns the index of the first entry the snapshot holds: 0, or
+// the position a tail was opened at.
+func (s *Snapshot) First() int64 { return s.l.base }
+
+// ReadAt reads entry pos.Index of the log in dir from where pos says its
+// frame is, checking the frame (CRC, index), without opening the log: for
+// a reader that recorded the entry's Position (a search index).
+func ReadAt(dir string, pos Position) ([]byte, error) {
+	f, err := os.Open(filepath.Join(dir, segDir, segName(pos.Segment)))
+	if err != nil {
+		return nil, fmt.Errorf("read entry %d: %w", pos.Index, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read entry %d: %w", pos.Index, err)
+	}
+	fr, err := readFrame(f, pos.Offset, st.Size())
+	if err != nil || fr.index != pos.Index {
+		return nil, fmt.Errorf("read entry %d: %w: no frame of it at offset %d of segment %d", pos.Index, ErrPosition, pos.Offset, pos.Segment)
+	}
+	return fr.payload, nil
+}

@@ -139,3 +139,27 @@ func TestOpenTailRefuses(t *testing.T) {
 		t.Errorf("OpenTail over damage: %v, want ErrCorrupt", err)
 	}
 }
+
+func TestReadAt(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(dir, Options{SegmentSize: frameHeader + MaxEntrySize + 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	appendNotesN(t, l, 120)
+	for _, i := range []int64{0, 1, 64, 119} {
+		pos, err := l.Position(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := l.ReadEntry(i)
+		if got, err := ReadAt(dir, pos); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("ReadAt(%+v): %v", pos, err)
+		}
+		pos.Index++
+		if _, err := ReadAt(dir, pos); !errors.Is(err, ErrPosition) {
+			t.Errorf("ReadAt of another index: %v, want ErrPosition", err)
+		}
+	}
+}

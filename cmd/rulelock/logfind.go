@@ -51,12 +51,14 @@ func runLogFind(ctx context.Context, e *env, args []string) error {
 	if q.From < 0 || q.Limit < 0 {
 		return usageError("--from and --limit must not be negative")
 	}
-	snap, err := audit.OpenSnapshot(filepath.Join(*data, "log"))
+	// The log from where the index stops (every frame after it checked),
+	// the entries it covers where it recorded them.
+	ix := search.Open(filepath.Join(*data, "index"))
+	snap, err := ix.OpenLog(filepath.Join(*data, "log"))
 	if err != nil {
 		return err
 	}
 	defer snap.Close()
-	ix := search.Open(filepath.Join(*data, "index"))
 	if !*noUpdate {
 		// The index only makes the search fast: without it (another
 		// process updating it, a read-only data directory) the entries it

@@ -27,6 +27,7 @@ var ErrBusy = errors.New("search index busy: another process is updating it")
 const (
 	metaFile   = "meta"
 	timesFile  = "times"
+	locsFile   = "positions"
 	blocksFile = "blocks"
 	termsDir   = "terms"
 	reqDir     = "requests"
@@ -49,6 +50,10 @@ type Index struct {
 // Open returns the index in dir (created by the first Update).
 func Open(dir string) *Index { return &Index{dir: dir} }
 
+// version is the index layout's version: an index of another version is
+// rebuilt.
+const version = 2
+
 type meta struct {
 	V        int    `json:"v"`
 	Size     int64  `json:"size"`
@@ -58,13 +63,13 @@ type meta struct {
 func (ix *Index) readMeta() (meta, error) {
 	b, err := os.ReadFile(filepath.Join(ix.dir, metaFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return meta{V: 1}, nil
+		return meta{V: version}, nil
 	}
 	if err != nil {
 		return meta{}, fmt.Errorf("search index: %w", err)
 	}
 	var m meta
-	if err := json.Unmarshal(b, &m); err != nil || m.V != 1 || m.Size < 0 {
+	if err := json.Unmarshal(b, &m); err != nil || m.V < 1 || m.V > version || m.Size < 0 {
 		return meta{}, fmt.Errorf("search index: %s is damaged; delete the directory %s to rebuild it", metaFile, ix.dir)
 	}
 	return m, nil
@@ -74,7 +79,7 @@ func (ix *Index) readMeta() (meta, error) {
 // begins with the entries the index was built from, else 0 (another log:
 // the index is not used, and the next Update rebuilds it).
 func (m meta) covers(src Source) (int64, error) {
-	if m.Size == 0 || m.Size > src.Size() {
+	if m.V != version || m.Size == 0 || m.Size > src.Size() {
 		return 0, nil
 	}
 	e, err := src.ReadEntries(m.Size-1, m.Size)
@@ -148,7 +153,7 @@ func (ix *Index) Update(ctx context.Context, src Source) (int64, error) {
 				return 0, fmt.Errorf("search index: %w", err)
 			}
 		}
-		b, _ := json.Marshal(meta{V: 1, Size: next, LastLeaf: last.String()})
+		b, _ := json.Marshal(meta{V: version, Size: next, LastLeaf: last.String()})
 		if err := fsx.WriteFileAtomic(filepath.Join(ix.dir, metaFile), b, 0o600); err != nil {
 			return 0, fmt.Errorf("search index: %w", err)
 		}
@@ -170,7 +175,7 @@ func (ix *Index) reset(dirs []string) error {
 			return fmt.Errorf("search index: %w", err)
 		}
 	}
-	for _, f := range []string{timesFile, blocksFile} {
+	for _, f := range []string{timesFile, blocksFile, locsFile} {
 		if err := os.Remove(filepath.Join(ix.dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("search index: %w", err)
 		}
@@ -182,6 +187,7 @@ func (ix *Index) reset(dirs []string) error {
 // the leaf hash of entry hi-1.
 func (ix *Index) add(ctx context.Context, src Source, lo, hi int64) (tlog.Hash, error) {
 	times := make([]int64, 0, hi-lo)
+	locs := make([]byte, 0, (hi-lo)*16)
 	post := map[string][]byte{}
 	reqs := map[int][]byte{}
 	var last tlog.Hash
@@ -201,6 +207,11 @@ func (ix *Index) add(ctx context.Context, src Source, lo, hi int64) (tlog.Hash, 
 			}
 			last = tlog.RecordHash(raw)
 			times = append(times, nanos(e.Time))
+			pos, err := src.Position(n)
+			if err != nil {
+				return last, err
+			}
+			locs = binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(locs, uint64(pos.Segment)), uint64(pos.Offset))
 			add := func(field, value string) {
 				if value != "" {
 					p := termPath(ix.dir, field, value)
@@ -232,7 +243,27 @@ func (ix *Index) add(ctx context.Context, src Source, lo, hi int64) (tlog.Hash, 
 			return last, err
 		}
 	}
+	if err := writeAt(filepath.Join(ix.dir, locsFile), locs, lo*16); err != nil {
+		return last, err
+	}
 	return last, ix.addTimes(lo, times)
+}
+
+// writeAt writes b at off of the file at path, cuts what follows, and
+// syncs it.
+func writeAt(path string, b []byte, off int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
+		return err
+	}
+	if err := f.Truncate(off + int64(len(b))); err != nil {
+		return err
+	}
+	return fsx.Datasync(f)
 }
 
 func seenRule(rules []audit.Rule, name string) bool {

@@ -9,15 +9,18 @@
 //
 // The index lives in its own directory (a gateway's DATA/index):
 //
-//	meta               {"v":1,"size":N,"last_leaf":"<base64>"}: the index covers entries [0, N);
+//	meta               {"v":2,"size":N,"last_leaf":"<base64>"}: the index covers entries [0, N);
 //	                   last_leaf is entry N-1's leaf hash, so an index is never applied to another log
 //	times              entry i's time, Unix nanoseconds, int64 little-endian at offset 8i
+//	positions          where entry i's frame is (audit.Position): its segment's first index and
+//	                   the offset, two int64 little-endian at offset 16i; OpenLog reads the
+//	                   entries the index covers from there, and the rest from a tail of the log
 //	blocks             per block of 4096 entries, the least and the greatest time (two int64)
 //	terms/F/H          for a field F (agent, type, decision, rule, kind) and H, hex of the first
 //	                   16 bytes of SHA-256(value): the indexes of the entries with that value,
 //	                   ascending uint64 little-endian
-//	requests/B         for the 256 buckets B of SHA-256(request id): 16-byte records
-//	                   (first 8 bytes of the hash, index), ascending by index
+//	requests/B         for the 256 buckets B (first byte) of SHA-256(request id): 16-byte
+//	                   records (bytes 8 to 16 of the hash, index), ascending by index
 //
 // Every file is append-only. Update appends the entries from meta's size
 // on, syncs the files, then replaces meta (write, fsync, rename): records
@@ -47,6 +50,7 @@ type Source interface {
 	Size() int64
 	ReadEntries(lo, hi int64) ([][]byte, error)
 	Blob(d audit.Digest) ([]byte, error)
+	Position(i int64) (audit.Position, error)
 }
 
 // Query is an AND of criteria; the zero value of a criterion matches

@@ -187,11 +187,18 @@ func indexes(rs []Result) []int64 {
 
 func checkQueries(t *testing.T, ix *Index, l *audit.Log, rnd *rand.Rand, clock time.Time, n int) {
 	t.Helper()
+	checkQueriesOn(t, ix, l, l, rnd, clock, n)
+}
+
+// checkQueriesOn checks Find on src against a linear scan of l (the same
+// log, read another way).
+func checkQueriesOn(t *testing.T, ix *Index, src Source, l *audit.Log, rnd *rand.Rand, clock time.Time, n int) {
+	t.Helper()
 	nonEmpty := 0
 	d := decodeAll(t, l)
 	for k := 0; k < n; k++ {
 		q := randomQuery(rnd, l.Size(), clock)
-		got, err := ix.Find(l, q)
+		got, err := ix.Find(src, q)
 		if err != nil {
 			t.Fatalf("%+v: %v", q, err)
 		}
@@ -328,5 +335,65 @@ func TestUpdateBusy(t *testing.T) {
 	}
 	if !slices.Equal(fields, []string{"agent", "type", "decision", "rule", "kind"}) {
 		t.Errorf("fields changed: %v (the layout in the package doc names them)", fields)
+	}
+}
+
+// OpenLog reads what the index covers where the index recorded it and the
+// rest from a tail: the same results as the whole log.
+func TestOpenLogEqualsLinearScan(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(11, 12))
+	logDir := t.TempDir()
+	l, err := audit.Open(logDir, audit.Options{SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	clock := base
+	genLog(t, l, rnd, 8000, &clock)
+	ix := &Index{dir: t.TempDir(), step: 3000}
+	if _, err := ix.Update(context.Background(), l); err != nil {
+		t.Fatal(err)
+	}
+	genLog(t, l, rnd, 2000, &clock)
+	s, err := ix.OpenLog(logDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.tail.First() != 7999 || s.Size() != 10000 {
+		t.Fatalf("OpenLog: a tail from %d of %d entries, want from 7999 of 10000", s.tail.First(), s.Size())
+	}
+	checkQueriesOn(t, ix, s, l, rnd, clock, 150)
+	if n, err := ix.Update(context.Background(), s); err != nil || n != 10000 {
+		t.Fatalf("Update from the tail: %d, %v", n, err)
+	}
+	checkQueriesOn(t, ix, s, l, rnd, clock, 150)
+	// Positions recorded from the tail are the log's.
+	for _, i := range []int64{0, 7998, 7999, 9999} {
+		got, err := s.Position(i)
+		want, _ := l.Position(i)
+		if err != nil || got != want {
+			t.Errorf("position of %d: %+v, %v; want %+v", i, got, err, want)
+		}
+	}
+
+	// An index of another log: OpenLog opens the whole log.
+	other := Open(t.TempDir())
+	o, err := audit.Open(t.TempDir(), audit.Options{SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	genLog(t, o, rnd, 100, &clock)
+	if _, err := other.Update(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := other.OpenLog(logDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if s2.tail.First() != 0 || s2.Size() != 10000 {
+		t.Errorf("another log's index: a view from %d of %d entries, want the whole log", s2.tail.First(), s2.Size())
 	}
 }
