@@ -283,6 +283,24 @@ func BenchmarkLogFind(b *testing.B) {
 			return search.Query{Decision: "deny", From: n - 20000, Limit: 100}
 		}},
 	}
+	// What rulelock log find does besides starting: open the log from
+	// the index (a tail and recorded positions), update the index, search.
+	logDir := filepath.Join(filepath.Dir(ix.Dir()), "log")
+	b.Run("cli:open+update+request", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			s, err := ix.OpenLog(logDir)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := ix.Update(context.Background(), s); err != nil {
+				b.Fatal(err)
+			}
+			if rs, err := ix.Find(s, queries[0].q(i)); err != nil || len(rs) != 2 {
+				b.Fatalf("%d results, %v", len(rs), err)
+			}
+			s.Close()
+		}
+	})
 	for _, q := range queries {
 		b.Run(q.name, func(b *testing.B) {
 			found := 0

@@ -50,6 +50,9 @@ type Index struct {
 // Open returns the index in dir (created by the first Update).
 func Open(dir string) *Index { return &Index{dir: dir} }
 
+// Dir returns the index's directory.
+func (ix *Index) Dir() string { return ix.dir }
+
 // version is the index layout's version: an index of another version is
 // rebuilt.
 const version = 2
