@@ -14,6 +14,7 @@ type AuditLog struct {
 	Checkpointer *audit.Checkpointer
 	TilesDir     string
 	Index        *search.Index // the log search (GET /v1/log/find); nil: none
+	MaxScan      int64         // entries a search scans past the index before 503 (default 100,000)
 }
 
 // Size returns the number of entries in the log.

@@ -29,16 +29,21 @@ func (a *AuditLog) Find(q search.Query) ([]search.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a.Log.Size()-max(covered, q.From) > maxScan {
+	limit := a.MaxScan
+	if limit <= 0 {
+		limit = defaultMaxScan
+	}
+	if a.Log.Size()-max(covered, q.From) > limit {
 		return nil, errIndexBehind
 	}
 	return a.Index.Find(a.Log, q)
 }
 
-// maxScan is the most entries a search over HTTP scans past the index
-// (about a second's work): beyond it, while the gateway is still building
-// the index (a first start on a large log), it answers 503.
-const maxScan = 100_000
+// defaultMaxScan is the most entries a search over HTTP scans past the
+// index (about a second's work; AuditLog.MaxScan): beyond it, while the
+// gateway is still building the index (a first start on a large log), it
+// answers 503.
+const defaultMaxScan = 100_000
 
 var (
 	errNoIndex     = errors.New("no search index")
