@@ -12,6 +12,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sort"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -34,7 +35,7 @@ const (
 	lockFile   = "LOCK"
 	blockSize  = 4096    // entries per time block
 	buckets    = 256     // request id buckets
-	chunkSize  = 1 << 20 // entries per update step (one sync of every file it touched)
+	chunkSize  = 1 << 18 // entries per update step (one sync of every file it touched; ~25 MB of memory)
 )
 
 // fields are the indexed fields with one posting list per value.
@@ -291,17 +292,22 @@ func appendRecords(path string, b []byte, rec, at int, lo int64) error {
 	if err != nil {
 		return err
 	}
-	end := st.Size() / int64(rec) * int64(rec)
+	// The records are ascending: the first one at or past lo, by binary
+	// search, is where the interrupted update's begin.
+	n := st.Size() / int64(rec)
 	var buf [16]byte
-	for end > 0 {
-		if _, err := f.ReadAt(buf[:rec], end-int64(rec)); err != nil {
-			return err
+	var rerr error
+	k := sort.Search(int(n), func(i int) bool {
+		if _, err := f.ReadAt(buf[:rec], int64(i)*int64(rec)); err != nil {
+			rerr = err
+			return true
 		}
-		if int64(binary.LittleEndian.Uint64(buf[at:])) < lo {
-			break
-		}
-		end -= int64(rec)
+		return int64(binary.LittleEndian.Uint64(buf[at:])) >= lo
+	})
+	if rerr != nil {
+		return rerr
 	}
+	end := int64(k) * int64(rec)
 	if _, err := f.WriteAt(b, end); err != nil {
 		return err
 	}
