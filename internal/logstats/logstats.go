@@ -1,6 +1,6 @@
 // Package logstats counts the audit log's entries for /metrics: entries by
 // kind, decisions by decision, approval events by event, outcomes by
-// status. The counts are a fold of the log, not of what this process saw,
+// status, postcondition verdicts by rule and verdict. The counts are a fold of the log, not of what this process saw,
 // so they never reset: a restarted gateway counts its log again (Update,
 // at start) and then the entries appended since (at each scrape). A
 // Prometheus counter that goes down is read as a restart; these never go
@@ -32,6 +32,9 @@ type Counts struct {
 	Decisions map[string]int64 // decision entries by decision (allow, deny, require_approval, approved)
 	Approvals map[string]int64 // approval entries by event (approve, reject, expired, executed)
 	Outcomes  map[string]int64 // outcome entries by status (ok, error, unknown)
+	// Postconditions counts the verdicts outcome entries record, by rule
+	// and verdict (holds, violated).
+	Postconditions map[[2]string]int64
 }
 
 // Counter counts a log's entries incrementally. It is safe for concurrent
@@ -44,7 +47,12 @@ type Counter struct {
 
 // New returns a counter that has counted nothing.
 func New() *Counter {
-	return &Counter{c: Counts{Kinds: map[audit.Kind]int64{}, Decisions: map[string]int64{}, Approvals: map[string]int64{}, Outcomes: map[string]int64{}}}
+	return &Counter{c: newCounts()}
+}
+
+func newCounts() Counts {
+	return Counts{Kinds: map[audit.Kind]int64{}, Decisions: map[string]int64{}, Approvals: map[string]int64{}, Outcomes: map[string]int64{},
+		Postconditions: map[[2]string]int64{}}
 }
 
 // Update counts the entries of src the counter has not counted yet. It
@@ -87,6 +95,13 @@ func (c *Counter) add(e *audit.Entry) {
 		c.c.Approvals[e.Decision]++
 	case audit.KindOutcome:
 		c.c.Outcomes[e.Status]++
+		for _, v := range e.Postconditions {
+			verdict := "violated"
+			if v.Holds {
+				verdict = "holds"
+			}
+			c.c.Postconditions[[2]string{v.Rule, verdict}]++
+		}
 	}
 }
 
@@ -94,9 +109,13 @@ func (c *Counter) add(e *audit.Entry) {
 func (c *Counter) Counts() (Counts, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := Counts{Entries: c.c.Entries, Kinds: map[audit.Kind]int64{}, Decisions: map[string]int64{}, Approvals: map[string]int64{}, Outcomes: map[string]int64{}}
+	out := newCounts()
+	out.Entries = c.c.Entries
 	for k, v := range c.c.Kinds {
 		out.Kinds[k] = v
+	}
+	for k, v := range c.c.Postconditions {
+		out.Postconditions[k] = v
 	}
 	for _, p := range [][2]map[string]int64{{out.Decisions, c.c.Decisions}, {out.Approvals, c.c.Approvals}, {out.Outcomes, c.c.Outcomes}} {
 		for k, v := range p[1] {
@@ -115,6 +134,8 @@ var (
 		"Approval entries in the audit log by event (approve, reject, expired, executed), counted from the log (never resets).", []string{"event"}, nil)
 	outcomesDesc = prometheus.NewDesc("rulelock_log_outcomes_total",
 		"Outcome entries in the audit log by status, counted from the log (never resets).", []string{"status"}, nil)
+	postconditionsDesc = prometheus.NewDesc("rulelock_log_postconditions_total",
+		"Postcondition verdicts recorded in the audit log's outcomes, by rule and verdict (holds, violated), counted from the log (never resets).", []string{"rule", "verdict"}, nil)
 )
 
 // Collector returns the counts as metrics. Each scrape first counts the
@@ -137,6 +158,7 @@ func (col collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- decisionsDesc
 	ch <- approvalsDesc
 	ch <- outcomesDesc
+	ch <- postconditionsDesc
 }
 
 func (col collector) Collect(ch chan<- prometheus.Metric) {
@@ -157,5 +179,8 @@ func (col collector) Collect(ch chan<- prometheus.Metric) {
 		for k, v := range m.v {
 			ch <- prometheus.MustNewConstMetric(m.d, prometheus.CounterValue, float64(v), k)
 		}
+	}
+	for k, v := range counts.Postconditions {
+		ch <- prometheus.MustNewConstMetric(postconditionsDesc, prometheus.CounterValue, float64(v), k[0], k[1])
 	}
 }

@@ -40,7 +40,11 @@ func scrape(t *testing.T, c *logstats.Counter, src logstats.Source) string {
 	}
 	for _, mf := range mfs {
 		for _, m := range mf.GetMetric() {
-			fmt.Fprintf(&b, "%s{%s=%q} %v\n", mf.GetName(), m.GetLabel()[0].GetName(), m.GetLabel()[0].GetValue(), m.GetCounter().GetValue())
+			var labels []string
+			for _, lp := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", lp.GetName(), lp.GetValue()))
+			}
+			fmt.Fprintf(&b, "%s{%s} %v\n", mf.GetName(), strings.Join(labels, ","), m.GetCounter().GetValue())
 		}
 	}
 	return b.String()
@@ -83,7 +87,8 @@ func TestCountsSurviveRestart(t *testing.T) {
 	if after := scrape(t, c, l); after != before {
 		t.Errorf("after a restart:\n%s\nbefore it:\n%s", after, before)
 	}
-	appendAll(t, l, []audit.Entry{decision("deny"), {Kind: audit.KindOutcome, Status: "error", RequestID: "r"}})
+	appendAll(t, l, []audit.Entry{decision("deny"), {Kind: audit.KindOutcome, Status: "error", RequestID: "r",
+		Postconditions: []audit.Verdict{{Rule: "RefundMatches", Holds: true}, {Rule: "NoteFiled", Holds: false}}}})
 	got := scrape(t, c, l) // counts what was appended since
 	want := `rulelock_log_approval_events_total{event="approve"} 1
 rulelock_log_decisions_total{decision="allow"} 2
@@ -95,6 +100,8 @@ rulelock_log_entries_total{kind="note"} 1
 rulelock_log_entries_total{kind="outcome"} 2
 rulelock_log_outcomes_total{status="error"} 1
 rulelock_log_outcomes_total{status="ok"} 1
+rulelock_log_postconditions_total{rule="NoteFiled",verdict="violated"} 1
+rulelock_log_postconditions_total{rule="RefundMatches",verdict="holds"} 1
 `
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("counts (-want +got):\n%s", diff)
