@@ -123,7 +123,8 @@ type Log struct {
 
 	mu     sync.RWMutex // guards the fields below
 	segs   []*segment
-	locs   []loc
+	locs   []loc // of entries base, base+1, ...
+	base   int64 // 0; the first entry of a tail snapshot (OpenTail)
 	size   int64 // durable entries
 	failed error
 
@@ -373,11 +374,11 @@ func (l *Log) ReadEntry(i int64) ([]byte, error) {
 
 func (l *Log) readEntry(i int64) ([]byte, error) {
 	l.mu.RLock()
-	if i < 0 || i >= int64(len(l.locs)) {
+	if i < l.base || i-l.base >= int64(len(l.locs)) {
 		l.mu.RUnlock()
-		return nil, fmt.Errorf("index %d out of range [0, %d)", i, len(l.locs))
+		return nil, fmt.Errorf("index %d out of range [%d, %d)", i, l.base, l.base+int64(len(l.locs)))
 	}
-	lc := l.locs[i]
+	lc := l.locs[i-l.base]
 	seg := l.segs[lc.seg]
 	l.mu.RUnlock()
 	fr, err := readFrame(seg.f, lc.off, seg.size)
@@ -396,13 +397,13 @@ func (l *Log) readEntry(i int64) ([]byte, error) {
 // readers that walk the whole log (replay, rebuild).
 func (l *Log) ReadEntries(lo, hi int64) ([][]byte, error) {
 	l.mu.RLock()
-	if lo < 0 || hi > int64(len(l.locs)) || lo > hi {
-		n := len(l.locs)
+	if lo < l.base || hi > l.base+int64(len(l.locs)) || lo > hi {
+		n := l.base + int64(len(l.locs))
 		l.mu.RUnlock()
-		return nil, fmt.Errorf("read entries [%d, %d): out of range [0, %d)", lo, hi, n)
+		return nil, fmt.Errorf("read entries [%d, %d): out of range [%d, %d)", lo, hi, l.base, n)
 	}
 	// Both are only appended to: the elements seen now never change.
-	locs, segs := l.locs[lo:hi:hi], l.segs
+	locs, segs := l.locs[lo-l.base:hi-l.base:hi-l.base], l.segs
 	l.mu.RUnlock()
 
 	out := make([][]byte, 0, len(locs))

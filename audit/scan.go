@@ -197,7 +197,8 @@ func (sc *logScan) segment(seg *segment, name string, last bool, check *rootChec
 	}
 	seg.size = size
 	r := &windowReader{r: seg.f, size: size, lend: true} // payloads are hashed, not kept
-	for off := int64(0); ; {
+	// From 0; in a tail (OpenTail), from after its first frame.
+	for off := seg.end; ; {
 		fr, err := readFrame(r, off, size)
 		var bad *badFrameError
 		switch {

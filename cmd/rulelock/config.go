@@ -36,6 +36,7 @@ type serveConfig struct {
 	MCP                mcpConfig                 `yaml:"mcp"`
 	Log                logConfig                 `yaml:"log"`           // signing key (logkey.go), witnesses (witness.go)
 	Notifications      notificationsConfig       `yaml:"notifications"` // webhooks per approver group (notifyconfig.go)
+	Export             *exportConfig             `yaml:"export"`        // stream the log to a SIEM (exportcmd.go)
 }
 
 type agentConfig struct {

@@ -55,4 +55,11 @@ func (c *serveConfig) resolvePaths(dir string) {
 		sources(u.Env)
 		sources(u.Headers)
 	}
+	if x := c.Export; x != nil {
+		abs(&x.Cursor)
+		if p, ok := strings.CutPrefix(x.To, "file:"); ok {
+			abs(&p)
+			x.To = "file:" + p
+		}
+	}
 }

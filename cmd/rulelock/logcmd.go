@@ -20,6 +20,8 @@ const logUsage = `usage: rulelock log show DIR INDEX
        rulelock log reveal --data DATADIR INDEX PATH
        rulelock log proof DIR INDEX [--key VKEY]
        rulelock log check [--data DIR | LOGDIR] [--json]
+       rulelock log find [--data DIR] [--request ID] [--agent A] [--type T] [--decision D] [--rule R]
+                         [--kind K] [--since T] [--until T] [--from N] [--limit N] [--json] [--no-update]
        rulelock log append DIR            (one note entry per line of standard input)
        rulelock log checkpoint DIR --key KEYFILE [--tiles DIR]
        rulelock log rotate-key DATA --new VKEY [--key FILE | --pkcs11-module PATH --token LABEL --pin-file FILE --label LABEL]
@@ -37,7 +39,11 @@ LOGDIR) as the gateway's recovery would, read-only and without its lock (it
 works while a gateway runs), and reports its segments, entries, last
 checkpoint, a torn tail the next start repairs, and any damage that stops the
 gateway from starting, with the entry, segment file and offset; exit status
-1 on damage. append and checkpoint are for operators and tests: they open the
+1 on damage. find prints the entries of the gateway's log that meet every
+criterion given, in log order, using the search index in DIR/index (built
+from the log and updated first; never the source of truth: results are read
+back from the log), read-only on the log, beside a running gateway; --since
+and --until take an RFC 3339 time or a duration before now (24h). append and checkpoint are for operators and tests: they open the
 log (exclusively) to add note entries or sign a checkpoint with a key file.
 rotate-key changes the signing key of the gateway's log in the data
 directory DATA (the gateway stopped): it appends a key rotation entry naming
@@ -63,6 +69,8 @@ func runLog(ctx context.Context, e *env, args []string) error {
 		return runLogProof(e, args[1:])
 	case "check":
 		return runLogCheck(e, args[1:])
+	case "find":
+		return runLogFind(ctx, e, args[1:])
 	case "append":
 		return runLogAppend(ctx, e, args[1:])
 	case "checkpoint":

@@ -41,6 +41,7 @@ func commands() []command {
 	cmds = append(cmds, serveCommands()...)
 	cmds = append(cmds, mcpCommands()...)
 	cmds = append(cmds, approvalCommands()...)
+	cmds = append(cmds, exportCommands()...)
 	cmds = append(cmds, replayCommands()...)
 	cmds = append(cmds, bundleCommands()...)
 	cmds = append(cmds, command{"version", "print rulelock's version and the revision it was built from", runVersion})

@@ -136,6 +136,7 @@ type running struct {
 	closed   bool
 	metrics  *httpapi.Metrics
 	notifier *notify.Notifier // nil without notifications.groups
+	logsvc   *logServices     // counts, search index, exporter (servelog.go)
 }
 
 func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *running, err error) {
@@ -275,6 +276,9 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	if err := g.firstWitnessedCheckpoint(); err != nil {
 		return nil, err
 	}
+	if err := g.openLogServices(); err != nil {
+		return nil, err
+	}
 	tokens := cfg.tokens()
 	switch {
 	case len(cfg.Agents) > 0:
@@ -291,7 +295,7 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	}
 	api := httpapi.New(httpapi.Config{
 		Gateway: gw, Tokens: tokens, MaxBody: cfg.Limits.MaxBody,
-		Log:     &httpapi.AuditLog{Log: l, Checkpointer: g.cp, TilesDir: filepath.Join(cfg.DataDir, "tiles")},
+		Log:     &httpapi.AuditLog{Log: l, Checkpointer: g.cp, TilesDir: filepath.Join(cfg.DataDir, "tiles"), Index: g.logsvc.index},
 		Ready:   func() bool { return g.ready.Load() && !gw.Active().None },
 		Metrics: g.metrics,
 		Reason:  g.notReadyReason,
@@ -342,6 +346,7 @@ func (g *running) serve(ctx context.Context) error {
 	go func() { cpDone <- g.cp.Run(cpCtx, g.cfg.CheckpointInterval.Duration) }()
 	expDone := make(chan struct{})
 	go func() { g.gw.RunExpiry(cpCtx); close(expDone) }()
+	g.logsvc.run(g.e, g)
 	srvErr := make(chan error, 1)
 	scheme := "http"
 	if g.srv.TLSConfig != nil {
@@ -381,6 +386,7 @@ loop:
 	stopCP()
 	<-cpDone
 	<-expDone
+	g.logsvc.stop() // before the log closes: they read it
 	if _, cerr := g.cp.Checkpoint(); cerr != nil && err == nil {
 		err = fmt.Errorf("final checkpoint: %w", cerr)
 	}

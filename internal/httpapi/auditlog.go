@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/internal/search"
 )
 
 // AuditLog serves an audit log, its checkpointer and its tiles directory.
@@ -12,6 +13,8 @@ type AuditLog struct {
 	Log          *audit.Log
 	Checkpointer *audit.Checkpointer
 	TilesDir     string
+	Index        *search.Index // the log search (GET /v1/log/find); nil: none
+	MaxScan      int64         // entries a search scans past the index before 503 (default 100,000)
 }
 
 // Size returns the number of entries in the log.

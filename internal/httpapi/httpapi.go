@@ -156,6 +156,7 @@ func New(cfg Config) *Server {
 		{pattern: "GET /v1/log/entries/{i}", reader: s.entry},
 		{pattern: "GET /v1/log/proof/{i}", reader: s.proof},
 		{pattern: "GET /v1/log/tile/", reader: s.tiles},
+		{pattern: "GET /v1/log/find", reader: s.find}, // approvers and auditors (find.go)
 		{pattern: "GET /metrics", handler: s.metrics},
 		{pattern: "GET /healthz", public: true, reader: s.healthz},
 		{pattern: "GET /readyz", public: true, reader: s.readyz},
