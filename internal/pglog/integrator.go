@@ -130,7 +130,7 @@ func (in *Integrator) step(ctx context.Context, conn **pgx.Conn) (more bool, err
 		in.leading.Store(true)
 		in.opts.Logger.Info("postgres log: this replica is the integrator")
 	}
-	n, err := integrate(ctx, *conn, in.signer, in.opts.MaxBatch)
+	n, err := integrate(ctx, *conn, in.signer, in.opts.MaxBatch, nil)
 	if err != nil {
 		return false, err
 	}
@@ -142,8 +142,9 @@ func (in *Integrator) step(ctx context.Context, conn **pgx.Conn) (more bool, err
 // checkpoint and publishes it by compare-and-swap. It returns how many
 // entries it added. It is safe to run concurrently with other integrators
 // (the lock only keeps them from wasting work): all but one get
-// ErrConflict.
-func integrate(ctx context.Context, conn *pgx.Conn, s note.Signer, max int) (int, error) {
+// ErrConflict. beforeWrite, when not nil, is called after the reads and
+// before the first write (tests use it to make integrators race).
+func integrate(ctx context.Context, conn *pgx.Conn, s note.Signer, max int, beforeWrite func()) (int, error) {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("integrate: %w", err)
@@ -176,6 +177,9 @@ func integrate(ctx context.Context, conn *pgx.Conn, s note.Signer, max int) (int
 	root, err := tlog.TreeHash(hi, r)
 	if err != nil {
 		return 0, fmt.Errorf("integrate: %w", err)
+	}
+	if beforeWrite != nil {
+		beforeWrite()
 	}
 	var tiles pgx.Batch
 	for _, t := range tlog.NewTiles(tileHeight, size, hi) {
