@@ -41,7 +41,7 @@ type replica struct {
 	log  *Log
 }
 
-func newReplica(t *testing.T, dsn string) *replica {
+func newReplica(t testing.TB, dsn string) *replica {
 	t.Helper()
 	ctx := context.Background()
 	pool, err := Connect(ctx, dsn)
