@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -37,6 +38,8 @@ type IntegratorOptions struct {
 	MaxBatch int
 	// Logger receives takeovers and failures (default slog.Default()).
 	Logger *slog.Logger
+	// Now is the clock of Unsigned (default time.Now).
+	Now func() time.Time
 }
 
 // Integrator builds the Merkle tree over the sequenced entries and signs
@@ -48,7 +51,12 @@ type Integrator struct {
 	opts   IntegratorOptions
 
 	leading atomic.Bool
-	size    atomic.Int64 // the tree size it last published or saw
+
+	mu       sync.Mutex // guards the fields below (observe, Unsigned)
+	since    time.Time  // entries have waited for a checkpoint since then (zero: none waits)
+	target   int64      // the sequence's size seen at targetAt; since covers entries before it
+	targetAt time.Time
+	observed time.Time // the last observation
 }
 
 // NewIntegrator returns an integrator that connects with cfg (a dedicated
@@ -63,6 +71,9 @@ func NewIntegrator(cfg *pgx.ConnConfig, s note.Signer, opts IntegratorOptions) *
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	cfg = cfg.Copy()
 	cfg.RuntimeParams["synchronous_commit"] = "on"
@@ -119,6 +130,11 @@ func (in *Integrator) step(ctx context.Context, conn **pgx.Conn) (more bool, err
 		}
 		*conn = c
 	}
+	var size, next int64
+	if err := (*conn).QueryRow(ctx, "SELECT c.size, s.next FROM rulelock_checkpoint c, rulelock_sequence s").Scan(&size, &next); err != nil {
+		return false, fmt.Errorf("read log state: %w", err)
+	}
+	in.observe(size, next, in.opts.Now())
 	if !in.leading.Load() {
 		var got bool
 		if err := (*conn).QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", int64(integratorLock)).Scan(&got); err != nil {
@@ -135,6 +151,45 @@ func (in *Integrator) step(ctx context.Context, conn **pgx.Conn) (more bool, err
 		return false, err
 	}
 	return n == in.opts.MaxBatch, nil
+}
+
+// Unsigned returns how long the oldest acknowledged entry that no published
+// checkpoint covers has waited, as far as this replica has seen (0 when
+// every entry it saw is covered): gateway.Checkpoints. It errs long, by up
+// to two Intervals (see observe). While PostgreSQL cannot be read, it keeps
+// growing.
+func (in *Integrator) Unsigned() time.Duration {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.since.IsZero() {
+		return 0
+	}
+	return in.opts.Now().Sub(in.since)
+}
+
+// observe records the published size and the sequence's size at now. An
+// entry not seen sequenced at an observation arrived after it: the wait of
+// the oldest uncovered entry is counted from the observation before the
+// one that first saw it.
+func (in *Integrator) observe(size, next int64, now time.Time) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	prev := in.observed
+	if prev.IsZero() {
+		prev = now
+	}
+	in.observed = now
+	switch {
+	case in.since.IsZero() && next > size:
+		in.since, in.target, in.targetAt = prev, next, now
+	case in.since.IsZero() || size < in.target:
+		// Nothing waits, or the entries counted from since still wait.
+	case next > size:
+		// What waited is covered; what waits now was not sequenced at targetAt.
+		in.since, in.target, in.targetAt = in.targetAt, next, now
+	default:
+		in.since = time.Time{}
+	}
 }
 
 // integrate extends the published tree by up to max sequenced entries in
