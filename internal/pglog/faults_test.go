@@ -188,7 +188,7 @@ func TestKill(t *testing.T) { testOutage(t, (*pgtest.Cluster).Kill) }
 
 // testOutage: while writers append, PostgreSQL goes away. Appends fail with
 // an error and Ready reports it; once PostgreSQL is back, the same Log
-// (no restart of the Go side) appends again. Every acknowledged entry is
+// (no restart of the Go side) appends again, from the first append on. Every acknowledged entry is
 // in the log at the index its receipt named, the indexes have no gap, and
 // the integrator, which also survived, publishes a tree that verifies.
 func testOutage(t *testing.T, fault func(*pgtest.Cluster)) {
@@ -207,7 +207,7 @@ func testOutage(t *testing.T, fault func(*pgtest.Cluster)) {
 	var stop atomic.Bool
 	// An append that starts while PostgreSQL is down must fail (one that
 	// started before may be acknowledged late: it committed).
-	const up, down, back = 0, 1, 2
+	const up, down, back, restarted = 0, 1, 2, 3
 	var phase atomic.Int32
 	var wg sync.WaitGroup
 	for w := range 4 {
@@ -219,6 +219,9 @@ func testOutage(t *testing.T, fault func(*pgtest.Cluster)) {
 				r, err := rep.log.Append(ctx, entry(string(rune('a'+w)), i))
 				if err == nil && p == down && phase.Load() == down {
 					t.Errorf("entry %d acknowledged while PostgreSQL was down", r.Index)
+				}
+				if err != nil && p == restarted {
+					t.Errorf("append after PostgreSQL was back: %v", err)
 				}
 				if err != nil {
 					failed.Add(1)
@@ -250,6 +253,7 @@ func testOutage(t *testing.T, fault func(*pgtest.Cluster)) {
 	before := count()
 	phase.Store(back)
 	c.Start()
+	phase.Store(restarted)
 	for count() < before+200 {
 		time.Sleep(time.Millisecond)
 	}

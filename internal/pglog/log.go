@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/mod/sumdb/tlog"
 
@@ -200,27 +201,45 @@ func (l *Log) run() {
 }
 
 // commit sequences and inserts batch in one transaction and returns the
-// index of its first entry.
+// index of its first entry. A transaction that failed on its connection
+// before COMMIT was sent did not commit: it is tried again, on another
+// connection, as long as there may be broken ones in the pool (after
+// PostgreSQL restarted), so that the first appends after a recovery do not
+// fail for nothing. A failed COMMIT is never retried: it may have committed.
 func (l *Log) commit(batch []*request) (int64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.Timeout)
 	defer cancel()
+	tries := int(l.pool.Config().MaxConns) + 1
+	for {
+		first, committing, err := l.try(ctx, batch)
+		tries--
+		var pe *pgconn.PgError
+		if err == nil || committing || tries == 0 || ctx.Err() != nil || errors.As(err, &pe) {
+			return first, err
+		}
+	}
+}
+
+// try is one attempt of commit; committing reports that the error came
+// from COMMIT itself.
+func (l *Log) try(ctx context.Context, batch []*request) (first int64, committing bool, err error) {
 	tx, err := l.pool.Begin(ctx)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	defer tx.Rollback(ctx)
 	var next int64
 	// The row lock on the counter is held until COMMIT: the sequencer.
 	if err := tx.QueryRow(ctx, "UPDATE rulelock_sequence SET next = next + $1 WHERE id = 0 RETURNING next", len(batch)).Scan(&next); err != nil {
-		return 0, fmt.Errorf("sequence: %w", err)
+		return 0, false, fmt.Errorf("sequence: %w", err)
 	}
-	first := next - int64(len(batch))
+	first = next - int64(len(batch))
 	rows := make([][]any, len(batch))
 	for i, r := range batch {
 		rows[i] = []any{first + int64(i), r.leaf[:], r.payload}
 	}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"rulelock_entries"}, []string{"idx", "leaf", "payload"}, pgx.CopyFromRows(rows)); err != nil {
-		return 0, fmt.Errorf("insert entries: %w", err)
+		return 0, false, fmt.Errorf("insert entries: %w", err)
 	}
 	var extra pgx.Batch
 	for i, r := range batch {
@@ -237,13 +256,13 @@ func (l *Log) commit(batch []*request) (int64, error) {
 	}
 	if extra.Len() > 0 {
 		if err := tx.SendBatch(ctx, &extra).Close(); err != nil {
-			return 0, fmt.Errorf("insert blobs and sensitive values: %w", err)
+			return 0, false, fmt.Errorf("insert blobs and sensitive values: %w", err)
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return 0, fmt.Errorf("commit: %w", err)
+		return 0, true, fmt.Errorf("commit: %w", err)
 	}
-	return first, nil
+	return first, false, nil
 }
 
 // prepare turns e into the payload to write, as audit.Log does: sensitive
