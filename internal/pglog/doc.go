@@ -47,6 +47,19 @@
 // (Handler serves it over HTTP) and Export writes it to a directory that
 // `rulelock verify` checks (audit.VerifyTiles).
 //
+// # Example
+//
+//	pool, err := pglog.Connect(ctx, "postgres://rulelock@db/rulelock")
+//	...
+//	l, err := pglog.Open(ctx, pool, pglog.Options{})
+//	r, err := l.Append(ctx, &audit.Entry{Kind: audit.KindDecision, ...})
+//	// r.Index and r.LeafHash go into the reply, as with audit.Log.
+//	in := pglog.NewIntegrator(connConfig, signer, pglog.IntegratorOptions{})
+//	go in.Run(ctx) // every replica; one integrates at a time
+//	...
+//	n, err := pglog.NewReader(pool).Export(ctx, dir)
+//	rep, err := audit.VerifyTiles(dir, verifier, audit.VerifyOptions{})
+//
 // # Failure
 //
 // PostgreSQL unavailable means no append is acknowledged: Append returns

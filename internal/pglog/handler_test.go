@@ -71,7 +71,9 @@ func TestHandler(t *testing.T) {
 	if files < 5 {
 		t.Fatalf("export has %d files, want the checkpoint, 2 level-0 tiles, 2 bundles and more", files)
 	}
-	for _, p := range []string{"tile/0/002", "tile/entries/001.p/45", "tile/0/x", "checkpoint/"} {
+	// Entries sequenced but not yet integrated are not in any bundle.
+	appendN(t, rep.log, "y", 3)
+	for _, p := range []string{"tile/0/002", "tile/entries/001.p/45", "tile/0/001.p/45", "tile/0/x", "checkpoint/"} {
 		if code, _ := get(p); code != http.StatusNotFound {
 			t.Errorf("GET %s: %d, want 404", p, code)
 		}

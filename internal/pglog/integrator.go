@@ -216,8 +216,11 @@ func integrate(ctx context.Context, conn *pgx.Conn, s note.Signer, max int, befo
 	if err := tx.QueryRow(ctx, "SELECT next FROM rulelock_sequence WHERE id = 0").Scan(&next); err != nil {
 		return 0, fmt.Errorf("integrate: read sequence: %w", err)
 	}
+	if next < size {
+		return 0, fmt.Errorf("integrate: %w: %d entries sequenced, but checkpoint %d published", ErrCorrupt, next, size)
+	}
 	hi := min(next, size+int64(max))
-	if hi <= size {
+	if hi == size {
 		return 0, nil
 	}
 	r := newTileReader(ctx, tx)

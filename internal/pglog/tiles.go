@@ -130,6 +130,14 @@ func readTile(ctx context.Context, q querier, t tlog.Tile) ([]byte, error) {
 // length and the entry.
 func readBundle(ctx context.Context, q querier, t tlog.Tile) ([]byte, error) {
 	lo := t.N << tileHeight
+	// Only entries the published tree covers: a bundle is part of the tree.
+	var size int64
+	if err := q.QueryRow(ctx, "SELECT size FROM rulelock_checkpoint WHERE id = 0").Scan(&size); err != nil {
+		return nil, fmt.Errorf("read entry bundle %s: %w", audit.TilePath(t), err)
+	}
+	if lo+int64(t.W) > size {
+		return nil, fmt.Errorf("read entry bundle %s: %w", audit.TilePath(t), os.ErrNotExist)
+	}
 	rows, err := q.Query(ctx, "SELECT idx, payload FROM rulelock_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx", lo, lo+int64(t.W))
 	if err != nil {
 		return nil, fmt.Errorf("read entry bundle %s: %w", audit.TilePath(t), err)
