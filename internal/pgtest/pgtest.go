@@ -93,7 +93,8 @@ func (c *Cluster) command(name string, args ...string) *exec.Cmd {
 	cmd := exec.Command(name, args...)
 	cmd.Dir = c.dir
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
-	// Its own process group, so that Kill reaches every backend too.
+	// Its own process group: a signal to the test's group (^C) is not
+	// PostgreSQL's. (Its backends call setsid: Kill finds them by parent.)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: c.cred}
 	return cmd
 }
@@ -147,8 +148,9 @@ func (c *Cluster) Start() {
 // closed) and waits for it to exit.
 func (c *Cluster) Stop() { c.t.Helper(); c.stop(syscall.SIGINT) }
 
-// Kill kills the server and all its backends with SIGKILL, as a crash
-// would; Start recovers from the write-ahead log.
+// Kill kills the server and every one of its processes with SIGKILL, as a
+// crash of the machine would: no backend answers another query, and Start
+// recovers from the write-ahead log.
 func (c *Cluster) Kill() { c.t.Helper(); c.stop(syscall.SIGKILL) }
 
 func (c *Cluster) stop(sig syscall.Signal) {
@@ -158,21 +160,76 @@ func (c *Cluster) stop(sig syscall.Signal) {
 		return
 	}
 	pid := c.cmd.Process.Pid
-	if sig == syscall.SIGKILL {
-		syscall.Kill(-pid, sig) // the process group: postmaster and backends
-	} else {
+	if sig != syscall.SIGKILL {
 		syscall.Kill(pid, sig)
+		<-c.exited
+		c.closed()
+		return
 	}
+	// Killing the postmaster alone leaves its backends running (they
+	// notice its death only later, and meanwhile serve and commit on
+	// their connections): freeze it so that it forks no more, kill its
+	// children, then it.
+	syscall.Kill(pid, syscall.SIGSTOP)
+	kids := children(pid)
+	for _, k := range kids {
+		syscall.Kill(k, syscall.SIGKILL)
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
 	<-c.exited
-	if sig == syscall.SIGKILL {
-		// Backends may outlive the postmaster for a moment; Start needs
-		// them gone (their shared memory). Wait until the group is empty.
-		for syscall.Kill(-pid, 0) == nil {
-			time.Sleep(10 * time.Millisecond)
+	for _, k := range kids {
+		for alive(k) {
+			time.Sleep(5 * time.Millisecond)
 		}
 	}
+	c.closed()
+}
+
+func (c *Cluster) closed() {
 	c.out.Close()
 	c.cmd, c.exited, c.out = nil, nil, nil
+}
+
+// children returns the processes whose parent is pid (from /proc).
+func children(pid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var kids []int
+	for _, e := range ents {
+		k, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ppid, _, ok := stat(k); ok && ppid == pid {
+			kids = append(kids, k)
+		}
+	}
+	return kids
+}
+
+// alive reports whether process pid exists and is not a zombie (a killed
+// child of the dead postmaster that nobody reaps is one).
+func alive(pid int) bool {
+	_, state, ok := stat(pid)
+	return ok && state != "Z" && state != "X"
+}
+
+// stat returns the parent and state of process pid from /proc/<pid>/stat.
+func stat(pid int) (ppid int, state string, ok bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, "", false
+	}
+	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, "", false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0, "", false
+	}
+	ppid, err = strconv.Atoi(f[1])
+	return ppid, f[0], err == nil
 }
 
 func (c *Cluster) logTail() string {

@@ -21,8 +21,8 @@ func query(t *testing.T, dsn string) (int, error) {
 	return n, err
 }
 
-// TestCluster starts a cluster, writes a row, kills it with SIGKILL and
-// restarts it: the committed row is still there.
+// TestCluster starts a cluster, writes a row, kills it with SIGKILL (no
+// backend answers after) and restarts it: the committed row is still there.
 func TestCluster(t *testing.T) {
 	c := pgtest.New(t)
 	ctx := context.Background()
@@ -33,11 +33,15 @@ func TestCluster(t *testing.T) {
 	if _, err := conn.Exec(ctx, "CREATE TABLE t (x int); INSERT INTO t VALUES (1)"); err != nil {
 		t.Fatal(err)
 	}
-	conn.Close(ctx)
 	c.Kill()
+	// Neither a new connection nor an open one (its backend) answers.
 	if _, err := query(t, c.DSN()); err == nil {
 		t.Fatal("query after Kill: no error")
 	}
+	if _, err := conn.Exec(ctx, "INSERT INTO t VALUES (2)"); err == nil {
+		t.Fatal("insert on a connection opened before Kill: no error")
+	}
+	conn.Close(ctx)
 	c.Start()
 	if n, err := query(t, c.DSN()); err != nil || n != 1 {
 		t.Fatalf("after Kill and Start: got %d rows, %v; want 1", n, err)
