@@ -36,6 +36,9 @@ type IntegratorOptions struct {
 	Interval time.Duration
 	// MaxBatch caps the entries one checkpoint adds (default 4096).
 	MaxBatch int
+	// Timeout bounds one integration (default 30s): one that takes longer
+	// is abandoned, and its connection, with the lock, dropped.
+	Timeout time.Duration
 	// Logger receives takeovers and failures (default slog.Default()).
 	Logger *slog.Logger
 	// Now is the clock of Unsigned (default time.Now).
@@ -75,8 +78,21 @@ func NewIntegrator(cfg *pgx.ConnConfig, s note.Signer, opts IntegratorOptions) *
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 30 * time.Second
+	}
 	cfg = cfg.Copy()
 	cfg.RuntimeParams["synchronous_commit"] = "on"
+	// The lock is released when PostgreSQL sees the connection end. A
+	// replica that vanished (power, network) sends no FIN: over TCP, make
+	// the server probe the idle connection so that it notices within about
+	// 11s rather than the system default of two hours. (Ignored on Unix
+	// sockets.) A DSN that sets them wins.
+	for k, v := range map[string]string{"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2", "tcp_keepalives_count": "3"} {
+		if _, ok := cfg.RuntimeParams[k]; !ok {
+			cfg.RuntimeParams[k] = v
+		}
+	}
 	return &Integrator{cfg: cfg, signer: s, opts: opts}
 }
 
@@ -123,6 +139,8 @@ func (in *Integrator) Run(ctx context.Context) error {
 // step connects, tries the lock, and integrates once when it holds it. more
 // reports a full batch: there may be more to integrate now.
 func (in *Integrator) step(ctx context.Context, conn **pgx.Conn) (more bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, in.opts.Timeout)
+	defer cancel()
 	if *conn == nil {
 		c, err := pgx.ConnectConfig(ctx, in.cfg)
 		if err != nil {
