@@ -223,31 +223,21 @@ func integrate(ctx context.Context, conn *pgx.Conn, s note.Signer, max int, befo
 		return 0, fmt.Errorf("integrate: %w", err)
 	}
 	defer tx.Rollback(ctx)
-	var size, next int64
-	var rootb, notePrev []byte
-	if err := tx.QueryRow(ctx, "SELECT size, root, note FROM rulelock_checkpoint WHERE id = 0").Scan(&size, &rootb, &notePrev); err != nil {
-		return 0, fmt.Errorf("integrate: read checkpoint: %w", err)
-	}
-	if err := checkOrigin(notePrev, s); err != nil {
+	old, next, err := readState(ctx, tx, s)
+	if err != nil {
 		return 0, err
 	}
-	if err := tx.QueryRow(ctx, "SELECT next FROM rulelock_sequence WHERE id = 0").Scan(&next); err != nil {
-		return 0, fmt.Errorf("integrate: read sequence: %w", err)
-	}
-	if next < size {
-		return 0, fmt.Errorf("integrate: %w: %d entries sequenced, but checkpoint %d published", ErrCorrupt, next, size)
-	}
-	hi := min(next, size+int64(max))
-	if hi == size {
+	hi := min(next, old.Size+int64(max))
+	if hi == old.Size {
 		return 0, nil
 	}
 	r := newTileReader(ctx, tx)
 	// The tree we extend must be the published one: a tampered or lost
 	// tile stops integration here rather than spreading into new tiles.
-	if got, err := tlog.TreeHash(size, r); err != nil || !bytes.Equal(got[:], rootb) {
-		return 0, fmt.Errorf("integrate: %w: the stored tiles do not give the root of checkpoint %d (%v)", ErrCorrupt, size, err)
+	if got, err := tlog.TreeHash(old.Size, r); err != nil || got != old.Root {
+		return 0, fmt.Errorf("integrate: %w: the stored tiles do not give the root of checkpoint %d (%v)", ErrCorrupt, old.Size, err)
 	}
-	if err := addEntries(ctx, tx, r, size, hi); err != nil {
+	if err := addEntries(ctx, tx, r, old.Size, hi); err != nil {
 		return 0, err
 	}
 	root, err := tlog.TreeHash(hi, r)
@@ -257,38 +247,78 @@ func integrate(ctx context.Context, conn *pgx.Conn, s note.Signer, max int, befo
 	if beforeWrite != nil {
 		beforeWrite()
 	}
-	var tiles pgx.Batch
-	for _, t := range tlog.NewTiles(tileHeight, size, hi) {
-		data, err := tlog.ReadTileData(t, r)
-		if err != nil {
-			return 0, fmt.Errorf("integrate: tile %s: %w", audit.TilePath(t), err)
-		}
-		tiles.Queue(`INSERT INTO rulelock_tiles VALUES ($1, $2, $3)
-			ON CONFLICT (level, idx) DO UPDATE SET data = EXCLUDED.data`, t.L, t.N, data)
+	if err := storeTiles(ctx, tx, r, old.Size, hi); err != nil {
+		return 0, err
 	}
-	if err := tx.SendBatch(ctx, &tiles).Close(); err != nil {
-		return 0, fmt.Errorf("integrate: store tiles: %w", err)
-	}
-	cp := audit.Checkpoint{Origin: s.Name(), Size: hi, Root: root}
-	msg, err := note.Sign(&note.Note{Text: string(cp.Text())}, s)
-	if err != nil {
-		return 0, fmt.Errorf("integrate: sign: %w", err)
-	}
-	tag, err := tx.Exec(ctx, `UPDATE rulelock_checkpoint SET size = $1, root = $2, note = $3
-		WHERE id = 0 AND size = $4 AND root = $5`, hi, root[:], msg, size, rootb)
-	if err != nil {
-		return 0, conflict(fmt.Errorf("integrate: publish: %w", err))
-	}
-	if tag.RowsAffected() != 1 {
-		return 0, fmt.Errorf("integrate: publish checkpoint %d over %d: %w", hi, size, ErrConflict)
-	}
-	if _, err := tx.Exec(ctx, "INSERT INTO rulelock_checkpoints VALUES ($1, $2, $3)", hi, root[:], msg); err != nil {
-		return 0, conflict(fmt.Errorf("integrate: record checkpoint: %w", err))
+	if err := publish(ctx, tx, s, old, audit.Checkpoint{Origin: s.Name(), Size: hi, Root: root}); err != nil {
+		return 0, err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, conflict(fmt.Errorf("integrate: commit: %w", err))
 	}
-	return int(hi - size), nil
+	return int(hi - old.Size), nil
+}
+
+// readState returns the published tree and the sequence's size, checking
+// that s signs for this log and that the sequence is not behind the tree.
+func readState(ctx context.Context, tx pgx.Tx, s note.Signer) (old audit.Checkpoint, next int64, err error) {
+	var root, msg []byte
+	if err := tx.QueryRow(ctx, "SELECT size, root, note FROM rulelock_checkpoint WHERE id = 0").Scan(&old.Size, &root, &msg); err != nil {
+		return old, 0, fmt.Errorf("integrate: read checkpoint: %w", err)
+	}
+	if len(root) != tlog.HashSize {
+		return old, 0, fmt.Errorf("integrate: %w: published root of %d bytes", ErrCorrupt, len(root))
+	}
+	copy(old.Root[:], root)
+	if err := checkOrigin(msg, s); err != nil {
+		return old, 0, err
+	}
+	if err := tx.QueryRow(ctx, "SELECT next FROM rulelock_sequence WHERE id = 0").Scan(&next); err != nil {
+		return old, 0, fmt.Errorf("integrate: read sequence: %w", err)
+	}
+	if next < old.Size {
+		return old, 0, fmt.Errorf("integrate: %w: %d entries sequenced, but checkpoint %d published", ErrCorrupt, next, old.Size)
+	}
+	return old, next, nil
+}
+
+// storeTiles writes the tiles that change when the tree grows from old to
+// size entries; a partial tile's row is overwritten by its wider self.
+func storeTiles(ctx context.Context, tx pgx.Tx, r *tileReader, old, size int64) error {
+	var b pgx.Batch
+	for _, t := range tlog.NewTiles(tileHeight, old, size) {
+		data, err := tlog.ReadTileData(t, r)
+		if err != nil {
+			return fmt.Errorf("integrate: tile %s: %w", audit.TilePath(t), err)
+		}
+		b.Queue(`INSERT INTO rulelock_tiles VALUES ($1, $2, $3)
+			ON CONFLICT (level, idx) DO UPDATE SET data = EXCLUDED.data`, t.L, t.N, data)
+	}
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+		return fmt.Errorf("integrate: store tiles: %w", err)
+	}
+	return nil
+}
+
+// publish signs cp and swaps it for old, the checkpoint this integration
+// read: ErrConflict when another integrator published in between.
+func publish(ctx context.Context, tx pgx.Tx, s note.Signer, old, cp audit.Checkpoint) error {
+	msg, err := note.Sign(&note.Note{Text: string(cp.Text())}, s)
+	if err != nil {
+		return fmt.Errorf("integrate: sign: %w", err)
+	}
+	tag, err := tx.Exec(ctx, `UPDATE rulelock_checkpoint SET size = $1, root = $2, note = $3
+		WHERE id = 0 AND size = $4 AND root = $5`, cp.Size, cp.Root[:], msg, old.Size, old.Root[:])
+	if err != nil {
+		return conflict(fmt.Errorf("integrate: publish: %w", err))
+	}
+	if tag.RowsAffected() != 1 {
+		return fmt.Errorf("integrate: publish checkpoint %d over %d: %w", cp.Size, old.Size, ErrConflict)
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO rulelock_checkpoints VALUES ($1, $2, $3)", cp.Size, cp.Root[:], msg); err != nil {
+		return conflict(fmt.Errorf("integrate: record checkpoint: %w", err))
+	}
+	return nil
 }
 
 // addEntries reads entries [lo, hi) and adds their stored hashes to r's
