@@ -24,6 +24,7 @@ const logUsage = `usage: rulelock log show DIR INDEX
                          [--kind K] [--since T] [--until T] [--from N] [--limit N] [--json] [--no-update]
        rulelock log append DIR            (one note entry per line of standard input)
        rulelock log checkpoint DIR --key KEYFILE [--tiles DIR]
+       rulelock log export --store DSN --out DIR
        rulelock log rotate-key DATA --new VKEY [--key FILE | --pkcs11-module PATH --token LABEL --pin-file FILE --label LABEL]
 
 show prints the encoded entry at INDEX. reveal prints the sensitive value at
@@ -45,6 +46,9 @@ from the log and updated first; never the source of truth: results are read
 back from the log), read-only on the log, beside a running gateway; --since
 and --until take an RFC 3339 time or a duration before now (24h). append and checkpoint are for operators and tests: they open the
 log (exclusively) to add note entries or sign a checkpoint with a key file.
+export writes the log that gateway replicas keep in PostgreSQL (--store)
+to DIR as a C2SP tlog-tiles directory (checkpoint, hash tiles, entry
+bundles) as of its latest checkpoint, which rulelock verify checks.
 rotate-key changes the signing key of the gateway's log in the data
 directory DATA (the gateway stopped): it appends a key rotation entry naming
 the current key (DATA/log.key, or --key, or the PKCS#11 key) and the new
@@ -77,6 +81,8 @@ func runLog(ctx context.Context, e *env, args []string) error {
 		return runLogCheckpoint(e, args[1:])
 	case "rotate-key":
 		return runLogRotateKey(e, args[1:])
+	case "export":
+		return runLogExport(ctx, e, args[1:])
 	case "-h", "--help", "help":
 		fmt.Fprint(e.stderr, logUsage)
 		return nil

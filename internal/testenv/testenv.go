@@ -16,9 +16,9 @@ import (
 // inCI reports whether the tests run under CI (CI=true).
 func inCI() bool { return os.Getenv("CI") == "true" }
 
-// missing skips t locally and fails it under CI, saying which part is
+// Missing skips t locally and fails it under CI, saying which part is
 // missing and how to install it.
-func missing(t testing.TB, part, howToInstall string) {
+func Missing(t testing.TB, part, howToInstall string) {
 	t.Helper()
 	msg := fmt.Sprintf("MISSING EXTERNAL PART %s: %s (make test installs it)", part, howToInstall)
 	if inCI() {
@@ -33,7 +33,7 @@ func LookPath(t testing.TB, prog, howToInstall string) string {
 	t.Helper()
 	p, err := exec.LookPath(prog)
 	if err != nil {
-		missing(t, prog, howToInstall)
+		Missing(t, prog, howToInstall)
 	}
 	return p
 }
@@ -42,7 +42,7 @@ func LookPath(t testing.TB, prog, howToInstall string) string {
 func File(t testing.TB, path, part, howToInstall string) string {
 	t.Helper()
 	if _, err := os.Stat(path); err != nil {
-		missing(t, part, howToInstall)
+		Missing(t, part, howToInstall)
 	}
 	return path
 }

@@ -1,0 +1,308 @@
+package pglog
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/rulelock/rulelock/audit"
+)
+
+// ErrClosed is returned by Append after Close.
+var ErrClosed = errors.New("postgres log closed")
+
+// Options configure a Log. The zero value works.
+type Options struct {
+	// MaxBatch caps the entries committed by one transaction (default 256).
+	MaxBatch int
+	// MaxInline is the longest field stored inline; longer fields are
+	// stored by digest in rulelock_blobs (default 4096 bytes, as audit).
+	MaxInline int
+	// MaxRaw is the longest raw request body kept in rulelock_blobs; a
+	// longer one is recorded by digest and size only (default 1 MiB).
+	MaxRaw int64
+	// Timeout bounds one batch's transaction (default 10s): an append never
+	// waits longer than that on an unresponsive PostgreSQL.
+	Timeout time.Duration
+	// Rand is the source of commitment salts (default crypto/rand).
+	Rand io.Reader
+}
+
+func (o *Options) setDefaults() {
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 256
+	}
+	if o.MaxInline <= 0 {
+		o.MaxInline = 4096
+	}
+	if o.MaxRaw <= 0 {
+		o.MaxRaw = 1 << 20
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 10 * time.Second
+	}
+	if o.Rand == nil {
+		o.Rand = rand.Reader
+	}
+}
+
+// Log appends entries to the log in PostgreSQL. Several Logs, in one
+// process or in several replicas, may append to the same database: their
+// entries get contiguous indexes in one total order. It is safe for
+// concurrent use.
+type Log struct {
+	pool *pgxpool.Pool
+	opts Options
+
+	mu     sync.RWMutex // guards closed and sends on queue
+	closed bool
+	queue  chan *request
+	done   chan struct{}
+}
+
+type request struct {
+	payload []byte
+	leaf    tlog.Hash
+	blobs   [][]byte
+	side    []sideRecord
+	salts   []audit.Salt
+	done    chan result
+}
+
+type sideRecord struct {
+	field  string
+	hmac   audit.Digest
+	sealed []byte
+}
+
+type result struct {
+	r   audit.Receipt
+	err error
+}
+
+// Open returns a Log appending through pool, creating the schema if
+// needed. The pool's connections should have synchronous_commit on (the
+// server's default; Connect sets it).
+func Open(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Log, error) {
+	opts.setDefaults()
+	if err := migrate(ctx, pool); err != nil {
+		return nil, fmt.Errorf("open postgres log: %w", err)
+	}
+	l := &Log{pool: pool, opts: opts, queue: make(chan *request, opts.MaxBatch), done: make(chan struct{})}
+	go l.run()
+	return l, nil
+}
+
+// Connect returns a pool for dsn whose sessions commit synchronously, so
+// that a COMMIT that returned is on the server's disk.
+func Connect(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "on"
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	return pool, nil
+}
+
+// Append writes e to the log and returns once the transaction that holds
+// it committed. The entry is copied; sensitive fields become commitments
+// and long fields are stored by digest, as audit.Log.Append does. An
+// error means the entry was not acknowledged: it may or may not be in the
+// log, but the caller must act as if it were not.
+func (l *Log) Append(ctx context.Context, e *audit.Entry) (audit.Receipt, error) {
+	req, err := l.prepare(e)
+	if err != nil {
+		return audit.Receipt{}, err
+	}
+	l.mu.RLock()
+	if l.closed {
+		l.mu.RUnlock()
+		return audit.Receipt{}, fmt.Errorf("append: %w", ErrClosed)
+	}
+	select {
+	case l.queue <- req:
+		l.mu.RUnlock()
+	case <-ctx.Done():
+		l.mu.RUnlock()
+		return audit.Receipt{}, fmt.Errorf("append: %w", ctx.Err())
+	}
+	select {
+	case res := <-req.done:
+		return res.r, res.err
+	case <-ctx.Done():
+		return audit.Receipt{}, fmt.Errorf("append: %w", ctx.Err())
+	}
+}
+
+// Ready reports whether PostgreSQL answers: nil when appends can succeed.
+func (l *Log) Ready(ctx context.Context) error {
+	if err := l.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("postgres log: %w", err)
+	}
+	return nil
+}
+
+// Close waits for queued appends and stops the batcher. It does not close
+// the pool.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return fmt.Errorf("close postgres log: %w", ErrClosed)
+	}
+	l.closed = true
+	close(l.queue)
+	l.mu.Unlock()
+	<-l.done
+	return nil
+}
+
+// run is the batcher: it takes everything queued (up to MaxBatch) and
+// commits it in one transaction, with no timer.
+func (l *Log) run() {
+	defer close(l.done)
+	for req := range l.queue {
+		batch := []*request{req}
+	drain:
+		for len(batch) < l.opts.MaxBatch {
+			select {
+			case r, ok := <-l.queue:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		first, err := l.commit(batch)
+		for i, r := range batch {
+			if err != nil {
+				r.done <- result{err: fmt.Errorf("append: %w", err)}
+				continue
+			}
+			r.done <- result{r: audit.Receipt{Index: first + int64(i), LeafHash: r.leaf}}
+		}
+	}
+}
+
+// commit sequences and inserts batch in one transaction and returns the
+// index of its first entry. A transaction that failed on its connection
+// before COMMIT was sent did not commit: it is tried again, on another
+// connection, as long as there may be broken ones in the pool (after
+// PostgreSQL restarted), so that the first appends after a recovery do not
+// fail for nothing. A failed COMMIT is never retried: it may have committed.
+func (l *Log) commit(batch []*request) (int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), l.opts.Timeout)
+	defer cancel()
+	tries := int(l.pool.Config().MaxConns) + 1
+	for {
+		first, committing, err := l.try(ctx, batch)
+		tries--
+		var pe *pgconn.PgError
+		if err == nil || committing || tries == 0 || ctx.Err() != nil || errors.As(err, &pe) {
+			return first, err
+		}
+	}
+}
+
+// try is one attempt of commit; committing reports that the error came
+// from COMMIT itself.
+func (l *Log) try(ctx context.Context, batch []*request) (first int64, committing bool, err error) {
+	tx, err := l.pool.Begin(ctx)
+	if err != nil {
+		return 0, false, err
+	}
+	defer tx.Rollback(ctx)
+	var next int64
+	// The row lock on the counter is held until COMMIT: the sequencer.
+	if err := tx.QueryRow(ctx, "UPDATE rulelock_sequence SET next = next + $1 WHERE id = 0 RETURNING next", len(batch)).Scan(&next); err != nil {
+		return 0, false, fmt.Errorf("sequence: %w", err)
+	}
+	first = next - int64(len(batch))
+	rows := make([][]any, len(batch))
+	for i, r := range batch {
+		rows[i] = []any{first + int64(i), r.leaf[:], r.payload}
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"rulelock_entries"}, []string{"idx", "leaf", "payload"}, pgx.CopyFromRows(rows)); err != nil {
+		return 0, false, fmt.Errorf("insert entries: %w", err)
+	}
+	var extra pgx.Batch
+	for i, r := range batch {
+		for _, b := range r.blobs {
+			d := sha256.Sum256(b)
+			extra.Queue("INSERT INTO rulelock_blobs VALUES ($1, $2) ON CONFLICT DO NOTHING", d[:], b)
+		}
+		for _, s := range r.side {
+			extra.Queue("INSERT INTO rulelock_sensitive VALUES ($1, $2, $3, $4)", first+int64(i), s.field, s.hmac[:], s.sealed)
+		}
+		for _, s := range r.salts {
+			extra.Queue("INSERT INTO rulelock_salts VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", s.HMAC[:], first+int64(i), s.Salt)
+		}
+	}
+	if extra.Len() > 0 {
+		if err := tx.SendBatch(ctx, &extra).Close(); err != nil {
+			return 0, false, fmt.Errorf("insert blobs and sensitive values: %w", err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, true, fmt.Errorf("commit: %w", err)
+	}
+	return first, false, nil
+}
+
+// prepare turns e into the payload to write, as audit.Log does: sensitive
+// fields become commitments, long fields digests.
+func (l *Log) prepare(e *audit.Entry) (*request, error) {
+	c := *e
+	if c.Action.Text != "" && c.ActionSHA256.IsZero() {
+		c.ActionSHA256 = sha256.Sum256([]byte(c.Action.Text))
+	}
+	req := &request{done: make(chan result, 1), salts: c.Salts}
+	c.Salts = nil
+	names := [...]string{"action", "instruction", "reasoning", "result", "state"}
+	for i, f := range [...]*audit.Field{&c.Action, &c.Instruction, &c.Reasoning, &c.Result, &c.State} {
+		if f.Text == "" {
+			f.Sensitive = false
+			continue
+		}
+		switch {
+		case f.Sensitive:
+			cm, salt, err := audit.Commit(l.opts.Rand, []byte(f.Text))
+			if err != nil {
+				return nil, fmt.Errorf("append: %w", err)
+			}
+			req.side = append(req.side, sideRecord{field: names[i], hmac: cm.HMAC, sealed: cm.Sealed})
+			req.salts = append(req.salts, salt)
+			*f = audit.Field{Commitment: cm.HMAC}
+		case len(f.Text) > l.opts.MaxInline:
+			req.blobs = append(req.blobs, []byte(f.Text))
+			*f = audit.Field{Digest: sha256.Sum256([]byte(f.Text)), Size: int64(len(f.Text))}
+		}
+	}
+	if c.Raw.Text != "" && int64(len(c.Raw.Text)) <= l.opts.MaxRaw {
+		req.blobs = append(req.blobs, []byte(c.Raw.Text))
+		c.Raw = audit.Field{Digest: sha256.Sum256([]byte(c.Raw.Text)), Size: int64(len(c.Raw.Text))}
+	}
+	b, err := c.Encode()
+	if err != nil {
+		return nil, fmt.Errorf("append: %w", err)
+	}
+	req.payload = b
+	req.leaf = tlog.RecordHash(b)
+	return req, nil
+}
