@@ -214,8 +214,12 @@ func (s *Server) prePage(w http.ResponseWriter, r *http.Request, name string, en
 	}
 }
 
-func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) { s.prePage(w, r, "login.html", false) }
-func (s *Server) enrolPage(w http.ResponseWriter, r *http.Request) { s.prePage(w, r, "enrol.html", true) }
+func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
+	s.prePage(w, r, "login.html", false)
+}
+func (s *Server) enrolPage(w http.ResponseWriter, r *http.Request) {
+	s.prePage(w, r, "enrol.html", true)
+}
 
 // checkPre checks a signed-out ceremony's CSRF: the pre-session cookie,
 // echoed in X-CSRF-Token, from the console's origin. It returns the token.

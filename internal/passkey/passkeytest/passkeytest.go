@@ -82,3 +82,22 @@ func (a *Authenticator) AssertChallenge(challenge, nonce []byte) passkey.Asserti
 	}
 	return passkey.Assertion{Credential: a.Credential.ID, Nonce: nonce, AuthenticatorData: authData, ClientDataJSON: cd, Signature: sig}
 }
+
+// Register returns what navigator.credentials.create returns for this
+// passkey over challenge: a "none" attestation object (CBOR, with the
+// attested credential data) and the client data.
+func (a *Authenticator) Register(challenge []byte) (attestationObject, clientDataJSON []byte) {
+	cd, _ := json.Marshal(map[string]any{"type": "webauthn.create", "challenge": base64.RawURLEncoding.EncodeToString(challenge), "origin": a.Credential.Origin, "crossOrigin": false})
+	rpID, _ := passkey.RPID(a.Credential.Origin)
+	rp := sha256.Sum256([]byte(rpID))
+	authData := append(rp[:], a.Flags|0x40, 0, 0, 0, 0) // AT: attested credential data follows
+	authData = append(authData, make([]byte, 16)...)    // AAGUID
+	authData = append(authData, byte(len(a.Credential.ID)>>8), byte(len(a.Credential.ID)))
+	authData = append(authData, a.Credential.ID...)
+	authData = append(authData, a.Credential.PublicKey...)
+	att, err := webauthncbor.Marshal(map[string]any{"fmt": "none", "attStmt": map[string]any{}, "authData": authData})
+	if err != nil {
+		panic(err)
+	}
+	return att, cd
+}
