@@ -9,6 +9,7 @@ need_apt=()
 command -v softhsm2-util >/dev/null || need_apt+=(softhsm2) # internal/hsm: PKCS#11 signing
 command -v curl >/dev/null || need_apt+=(curl)                # cmd/rulelock: the README walk-through uses curl
 command -v npm >/dev/null || need_apt+=(nodejs npm)           # cmd/rulelock: the MCP end-to-end tests (testdata/mcp)
+command -v chromium >/dev/null || need_apt+=(chromium)        # cmd/rulelock: the web console's passkey tests in a real browser
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

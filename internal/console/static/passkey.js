@@ -9,6 +9,9 @@
 //   form.vote[data-request][data-verdict]  approve or reject a request; a
 //                                       reject form has an input name=reason.
 //                                       After a vote the page reloads.
+//   form.logout                         signs out (a fetch with the CSRF header:
+//                                       under Referrer-Policy no-referrer a plain
+//                                       form POST carries Origin: null)
 //   #passkey-status                     where progress and errors are shown
 //   meta[name=csrf-token]               sent as X-CSRF-Token on every POST
 "use strict";
@@ -144,13 +147,27 @@
     };
   }
 
-  // Vote forms are handled by delegation, so forms added later work too.
+  async function logout() {
+    var r = await fetch("/console/logout", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "X-CSRF-Token": csrf() },
+    });
+    if (!r.ok) throw new Error((await r.text()).trim() || r.status + " " + r.statusText);
+    window.location.assign("/console/login");
+  }
+
+  // Forms are handled by delegation, so forms added later work too.
   document.addEventListener("submit", function (ev) {
     var form = ev.target;
-    if (!(form instanceof HTMLFormElement) || !form.matches("form.vote")) return;
-    guard(function () {
-      return vote(form);
-    })(ev);
+    if (!(form instanceof HTMLFormElement)) return;
+    if (form.matches("form.vote")) {
+      guard(function () {
+        return vote(form);
+      })(ev);
+    } else if (form.matches("form.logout")) {
+      guard(logout)(ev);
+    }
   });
 
   function attach() {
