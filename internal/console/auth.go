@@ -185,7 +185,9 @@ func (s *Server) refuseBearer(w http.ResponseWriter, r *http.Request) bool {
 	}
 	caller := ""
 	if tok, ok := strings.CutPrefix(h, "Bearer "); ok && s.cfg.Bearer != nil {
-		caller, _ = s.cfg.Bearer(tok)
+		if id, ok := s.cfg.Bearer(tok); ok {
+			caller = id
+		}
 	}
 	s.refuse(w, r, caller, http.StatusForbidden, "bearer_token", "API tokens are not accepted by the console: sign in with a passkey")
 	return true
