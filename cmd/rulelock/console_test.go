@@ -103,6 +103,29 @@ console:
 		origin: origin, api: api, agentToken: token, trades: &trades}
 }
 
+// restart stops the gateway and starts it again on the same config and
+// data directory.
+func (cg *consoleGateway) restart(t *testing.T) {
+	t.Helper()
+	if err := cg.stop(); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := readConfig(cg.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: &syncBuffer{}, getenv: func(string) string { return "" }}
+	g, stop := runServing(t, e, cfg, false)
+	waitReady(t, cg.api)
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			stop()
+		}
+	})
+	cg.g, cg.stop = g, func() error { stopped = true; return stop() }
+}
+
 // rl runs the rulelock CLI in-process and returns its output and exit code.
 func rl(t *testing.T, args ...string) (stdout string, code int, stderr string) {
 	t.Helper()
@@ -269,6 +292,22 @@ func (b *softBrowser) enrol(link string) {
 	b.csrf = done["csrf"].(string)
 }
 
+// login signs in with the passkey: the sign-in page, begin, the
+// authenticator's assertion, finish.
+func (b *softBrowser) login() (int, []byte) {
+	b.t.Helper()
+	b.page("/console/login")
+	begin := b.postOK("/console/api/login/begin", map[string]string{})
+	pk := begin["publicKey"].(map[string]any)
+	status, out := b.post("/console/api/login/finish", b.finishBody("", unb64(b.t, begin["nonce"].(string)), unb64(b.t, pk["challenge"].(string))), b.csrf)
+	if status == 200 {
+		var m map[string]any
+		json.Unmarshal(out, &m)
+		b.csrf = m["csrf"].(string)
+	}
+	return status, out
+}
+
 // voteBegin starts a vote and returns the nonce and the challenge.
 func (b *softBrowser) voteBegin(id, verdict, reason string) (nonce, challenge []byte) {
 	b.t.Helper()
@@ -401,5 +440,75 @@ func TestConsolePasskeyRefusals(t *testing.T) {
 	out, code, stderr := rl(t, "verify", filepath.Join(cg.data, "log"), "--key", filepath.Join(cg.data, "log.pub"), "--replay", "--allow-development", "--config", cg.config)
 	if code != 0 || !strings.Contains(out, "3 passkeys enrolled, 2 passkey (WebAuthn) approvals verified") {
 		t.Fatalf("verify --replay: exit %d\n%s%s", code, out, stderr)
+	}
+}
+
+// TestConsolePasskeysSurviveRestart: the gateway learns its passkeys again
+// from the log's enrolment entries; a passkey nobody enrolled signs no one
+// in; the enrolment link works once.
+func TestConsolePasskeysSurviveRestart(t *testing.T) {
+	cg := startConsoleGateway(t)
+	alice, bob := cg.browser(t, "alice"), cg.browser(t, "bob")
+	link := cg.enrolLink(t, "alice")
+	alice.enrol(link)
+	bob.enrol(cg.enrolLink(t, "bob"))
+	trade := cg.park(t, "acme")
+	if s, body := alice.vote(trade, "approve", ""); s != 200 {
+		t.Fatalf("alice's approval: %d %s", s, body)
+	}
+	cg.restart(t)
+	// Sessions live in memory: after the restart alice signs in again.
+	if s, body := alice.login(); s != 200 {
+		t.Fatalf("alice's sign-in after the restart: %d %s", s, body)
+	}
+	if s, body := bob.login(); s != 200 {
+		t.Fatalf("bob's sign-in after the restart: %d %s", s, body)
+	}
+	if s, body := bob.vote(trade, "approve", ""); s != 200 || !bytes.Contains(body, []byte(`"decision":"approved"`)) {
+		t.Fatalf("bob's approval after the restart: %d %s", s, body)
+	}
+	if n := cg.trades.Load(); n != 1 {
+		t.Fatalf("the upstream was called %d times, want 1", n)
+	}
+	mallory := cg.browser(t, "alice") // a passkey of her own, never enrolled
+	if s, body := mallory.login(); s != 403 || !bytes.HasPrefix(body, []byte("unknown_passkey:")) {
+		t.Fatalf("an unenrolled passkey's sign-in: %d %s, want 403 unknown_passkey", s, body)
+	}
+	again := cg.browser(t, "alice")
+	_, token, _ := strings.Cut(link, "#")
+	again.page("/console/enrol")
+	if s, body := again.post("/console/api/enrol/begin", map[string]string{"token": token}, again.csrf); s != 403 || !bytes.HasPrefix(body, []byte("bad_link:")) {
+		t.Fatalf("the used link again: %d %s, want 403 bad_link", s, body)
+	}
+}
+
+// TestConsoleEnrolCLI: rulelock console enrol refuses what it cannot make
+// a link for, with a clear message.
+func TestConsoleEnrolCLI(t *testing.T) {
+	dir := t.TempDir()
+	noConsole := filepath.Join(dir, "plain.yaml")
+	os.WriteFile(noConsole, []byte("data_dir: "+dir+"\npolicy: ../../examples/payments\n"), 0o600)
+	withConsole := filepath.Join(dir, "console.yaml")
+	os.WriteFile(withConsole, []byte("data_dir: "+dir+"\npolicy: ../../examples/payments\napprovers:\n  - {id: alice, groups: [treasury]}\nconsole:\n  origin: https://rulelock.example.com\n"), 0o600)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"console"}, "want: rulelock console enrol APPROVER_ID"},
+		{[]string{"console", "enrol", "--config", noConsole, "alice"}, "the console is not enabled"},
+		{[]string{"console", "enrol", "--config", withConsole, "bob"}, `no approver "bob"`},
+		{[]string{"console", "enrol", "--data", dir, "--origin", "rulelock.example.com", "alice"}, "--origin"},
+		{[]string{"console", "enrol", "--data", dir, "alice"}, "give --config, or --data and --origin"},
+		{[]string{"console", "enrol", "--config", withConsole, "--ttl", "0s", "alice"}, "--ttl"},
+		{[]string{"console", "enrol", "--config", withConsole, "al ice"}, "invalid approver id"},
+	} {
+		out, code, stderr := rl(t, c.args...)
+		if code == 0 || !strings.Contains(stderr, c.want) {
+			t.Errorf("rulelock %s: exit %d, %q %q; want a failure saying %q", strings.Join(c.args, " "), code, out, stderr, c.want)
+		}
+	}
+	out, code, stderr := rl(t, "console", "enrol", "--config", withConsole, "alice")
+	if code != 0 || !strings.HasPrefix(out, "https://rulelock.example.com/console/enrol#") {
+		t.Fatalf("console enrol: exit %d %q %q", code, out, stderr)
 	}
 }
