@@ -130,3 +130,22 @@ func TestLinks(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseEnrolmentNote: a note that parses is the enrolment of a
+// well-formed credential, and EnrolmentNote gives it back.
+func FuzzParseEnrolmentNote(f *testing.F) {
+	f.Add(passkey.EnrolmentNote(passkeytest.New("alice", origin).Credential))
+	f.Add("passkey_enrolled a b c d")
+	f.Fuzz(func(t *testing.T, msg string) {
+		c, ok, err := passkey.ParseEnrolmentNote(msg)
+		if !ok || err != nil {
+			return
+		}
+		if err := c.Check(); err != nil {
+			t.Fatalf("parsed a malformed credential: %v", err)
+		}
+		if got := passkey.EnrolmentNote(c); got != msg {
+			t.Fatalf("EnrolmentNote(Parse(%q)) = %q", msg, got)
+		}
+	})
+}
