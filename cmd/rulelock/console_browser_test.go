@@ -160,6 +160,10 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Fatalf("verify --replay: exit %d\n%s", code, out)
 	}
 
+	if path := os.Getenv("RULELOCK_PASSKEY_VECTOR"); path != "" {
+		writePasskeyVector(t, logDir, "alice", path)
+	}
+
 	// One byte of bob's assertion, changed in a copy of the log.
 	copyDir := filepath.Join(t.TempDir(), "log")
 	if err := os.CopyFS(copyDir, os.DirFS(logDir)); err != nil {
@@ -234,5 +238,36 @@ func void[T any](a chromedp.Action[T]) chromedp.Action[chromedp.Void] {
 	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
 		_, err := a(ctx, t)
 		return chromedp.Void{}, err
+	}
+}
+
+// writePasskeyVector writes approver's enrolment note and passkey
+// approval, as the log holds them, to path: the published vector
+// internal/approval/testdata/chromium-passkey.txtar
+// (RULELOCK_PASSKEY_VECTOR=$PWD/internal/approval/testdata/chromium-passkey.txtar).
+func writePasskeyVector(t *testing.T, logDir, approver, path string) {
+	t.Helper()
+	l, err := audit.OpenSnapshot(logDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var enrolment string
+	var signed []byte
+	for i := int64(0); i < l.Size(); i++ {
+		raw, _ := l.ReadEntry(i)
+		e, _ := audit.DecodeEntry(raw)
+		switch {
+		case e.Kind == audit.KindNote && strings.HasPrefix(e.Message, "passkey_enrolled "+approver+" "):
+			enrolment = e.Message
+		case e.Kind == audit.KindApproval && e.Approver == approver:
+			signed = e.Signature
+		}
+	}
+	text := "A passkey approval made in headless Chromium by the DevTools virtual authenticator (CTAP2, ES256)\n" +
+		"in TestConsoleBrowser, with the enrolment note that carries its public key: it verifies offline.\n" +
+		"-- enrolment --\n" + enrolment + "\n-- approval --\n" + string(signed)
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -3,9 +3,12 @@ package approval
 import (
 	"bytes"
 	"errors"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/rulelock/rulelock/internal/passkey"
 	"github.com/rulelock/rulelock/internal/passkey/passkeytest"
 )
 
@@ -145,5 +148,47 @@ func TestPasskeyPins(t *testing.T) {
 	}
 	if n := len(reg.Passkeys("alice")); n != 1 {
 		t.Fatalf("alice has %d passkeys, want 1", n)
+	}
+}
+
+// TestChromiumVector: a passkey approval that Chromium's virtual
+// authenticator made (testdata/chromium-passkey.txtar, written by
+// cmd/rulelock's TestConsoleBrowser) verifies offline from the enrolment
+// note alone, and fails with any byte of its assertion changed.
+func TestChromiumVector(t *testing.T) {
+	b, err := os.ReadFile("testdata/chromium-passkey.txtar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, _ := strings.Cut(string(b), "-- enrolment --\n")
+	enrolment, signed, ok := strings.Cut(rest, "\n-- approval --\n")
+	if !ok {
+		t.Fatal("malformed vector file")
+	}
+	cred, isNote, err := passkey.ParseEnrolmentNote(enrolment)
+	if !isNote || err != nil {
+		t.Fatalf("enrolment: %v", err)
+	}
+	p, err := ParsePasskeyApproval([]byte(signed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := passkey.Verify(cred, p.Statement.Marshal(), p.Assertion); err != nil {
+		t.Fatalf("Chromium's assertion: %v", err)
+	}
+	a := p.Assertion
+	for name, field := range map[string][]byte{"authenticator data": a.AuthenticatorData, "client data": a.ClientDataJSON, "signature": a.Signature, "nonce": a.Nonce} {
+		for _, i := range []int{0, len(field) / 2, len(field) - 1} {
+			field[i] ^= 0x01
+			if err := passkey.Verify(cred, p.Statement.Marshal(), a); err == nil {
+				t.Errorf("byte %d of the %s changed: still verifies", i, name)
+			}
+			field[i] ^= 0x01
+		}
+	}
+	other := p.Statement
+	other.Verdict, other.Reason = Reject, "changed my mind"
+	if err := passkey.Verify(cred, other.Marshal(), a); err == nil {
+		t.Error("the assertion verifies for another statement")
 	}
 }
