@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -84,6 +85,18 @@ func TestConsoleBrowser(t *testing.T) {
 		}
 	}
 	login := cg.origin + "/console/login"
+	// The request page is the other console half's. Until it is merged its
+	// route does not exist (404); once it does, a logged-out GET redirects
+	// to the sign-in page, and the test votes on the real page.
+	resp, err := http.Get(cg.api + "/console/requests/" + trade)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	requestPage := resp.StatusCode != http.StatusNotFound
+	if !requestPage {
+		t.Logf("NOTE: no request page yet (GET /console/requests/ID is 404): voting through the contract's form.vote markup added to the sign-in page")
+	}
 	approvals := func() []string {
 		for _, p := range cg.g.gw.Pending() {
 			if p.Request.ID == trade {
@@ -125,21 +138,33 @@ func TestConsoleBrowser(t *testing.T) {
 			})
 		}
 		do(who+" is signed in", chromedp.Navigate(login), chromedp.WaitVisible(chromedp.ID("signed-in")))
-		// The request page's vote form (the markup contract), on this page.
-		inject := fmt.Sprintf(`(() => { const f = document.createElement("form"); f.className = "vote";
-			f.dataset.request = %q; f.dataset.verdict = "approve";
-			f.innerHTML = '<button type="submit" id="approve">Approve with passkey</button>';
-			document.querySelector("main").appendChild(f); return true })()`, trade)
-		do(who+" sees the vote form", void(chromedp.Evaluate[bool](inject)), chromedp.WaitVisible(chromedp.ID("approve")))
+		approveButton := chromedp.CSS(`form.vote[data-verdict="approve"] button`)
+		if requestPage {
+			do(who+" opens the request page", chromedp.Navigate(cg.origin+"/console/requests/"+trade), chromedp.WaitVisible(approveButton))
+			text, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("body")))
+			if err != nil || !strings.Contains(text, "750000") && !strings.Contains(text, "750,000") {
+				t.Fatalf("the request page does not show the $750,000 trade (%v):\n%s", err, text)
+			}
+		} else {
+			// The request page's vote form (the markup contract), on this page.
+			inject := fmt.Sprintf(`(() => { const f = document.createElement("form"); f.className = "vote";
+				f.dataset.request = %q; f.dataset.verdict = "approve";
+				f.innerHTML = '<button type="submit" id="approve">Approve with passkey</button>';
+				document.querySelector("main").appendChild(f); return true })()`, trade)
+			do(who+" sees the vote form", void(chromedp.Evaluate[bool](inject)), chromedp.WaitVisible(approveButton))
+		}
 		shot("approve-" + who)
-		do(who+" approves with the passkey", chromedp.Click(chromedp.ID("approve")))
+		do(who+" approves with the passkey", chromedp.Click(approveButton))
 		// passkey.js: begin, navigator.credentials.get, finish, reload.
 		waitFor(t, who+"'s approval", func() bool {
 			return who == "alice" && slices.Contains(approvals(), "alice") || who == "bob" && cg.trades.Load() > 0
 		})
-		do(who+"'s page reloads", chromedp.WaitVisible(chromedp.ID("logout")), chromedp.WaitNotPresent(chromedp.ID("approve")))
+		if !requestPage {
+			do(who+"'s page reloads", chromedp.WaitVisible(chromedp.ID("logout")), chromedp.WaitNotPresent(chromedp.ID("approve")))
+		}
 		shot("approved-" + who)
-		do(who+" signs out", chromedp.Click(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("passkey-login")))
+		do(who+" signs out", chromedp.Navigate(login), chromedp.WaitVisible(chromedp.ID("logout")), chromedp.Click(chromedp.ID("logout")),
+			chromedp.WaitVisible(chromedp.ID("passkey-login")))
 		if _, err := chromedp.Call(ctx, webauthn.RemoveVirtualAuthenticator, webauthn.RemoveVirtualAuthenticatorParams{AuthenticatorID: auth.AuthenticatorID}); err != nil {
 			t.Fatal(err)
 		}
