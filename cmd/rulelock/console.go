@@ -75,25 +75,25 @@ func consoleHandler(cfg *serveConfig, gw *gateway.Gateway, reg *approval.Registr
 	})
 }
 
-const consoleUsage = `usage: rulelock console enrol [--config FILE | --data DIR --origin URL] [--ttl 24h] APPROVER_ID
+const consoleUsage = `usage: rulelock console enrol [--config FILE | --data DIR --origin URL] [--ttl 24h] ID
 
-Creates a one-time link with which the approver enrols a passkey in the web
-console, and prints it. The link is valid once, until --ttl passes; only its
+Creates a one-time link with which an approver or an auditor enrols a
+passkey in the web console, and prints it. The link is valid once, until --ttl passes; only its
 token's SHA-256 is stored (in DIR/console/links). It works while the gateway
-runs. The approver must be in the gateway's config, which must enable the
-console (console: origin:).
+runs. The approver or auditor must be in the gateway's config, which must enable
+the console (console: origin:).
 
 `
 
 func consoleCommands() []command {
-	return []command{{"console", "web console administration: console enrol APPROVER_ID prints a one-time passkey enrolment link", runConsole}}
+	return []command{{"console", "web console administration: console enrol ID prints a one-time passkey enrolment link", runConsole}}
 }
 
 // runConsole implements `rulelock console`.
 func runConsole(ctx context.Context, e *env, args []string) error {
 	if len(args) == 0 || args[0] != "enrol" {
 		fmt.Fprint(e.stderr, consoleUsage)
-		return usageError("want: rulelock console enrol APPROVER_ID")
+		return usageError("want: rulelock console enrol ID")
 	}
 	fs := flag.NewFlagSet("console enrol", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
@@ -112,11 +112,11 @@ func runConsole(ctx context.Context, e *env, args []string) error {
 		return &exitError{code: 2}
 	}
 	if fs.NArg() != 1 {
-		return usageError("want exactly one APPROVER_ID")
+		return usageError("want exactly one ID (an approver or an auditor)")
 	}
 	id := fs.Arg(0)
 	if !approval.ValidID(id) {
-		return usageError("invalid approver id %q", id)
+		return usageError("invalid id %q", id)
 	}
 	if *ttl <= 0 || *ttl > 7*24*time.Hour {
 		return usageError("--ttl %v: want more than 0 and at most 168h", *ttl)
@@ -132,8 +132,9 @@ func runConsole(ctx context.Context, e *env, args []string) error {
 		if !c.Console.enabled() {
 			return &exitError{code: 2, err: fmt.Errorf("%s: the console is not enabled (console: origin:)", *configPath)}
 		}
-		if !slices.ContainsFunc(c.Approvers, func(a approverConfig) bool { return a.ID == id }) {
-			return &exitError{code: 2, err: fmt.Errorf("%s: no approver %q", *configPath, id)}
+		if !slices.ContainsFunc(c.Approvers, func(a approverConfig) bool { return a.ID == id }) &&
+			!slices.ContainsFunc(c.Auditors, func(a auditorConfig) bool { return a.ID == id }) {
+			return &exitError{code: 2, err: fmt.Errorf("%s: no approver or auditor %q", *configPath, id)}
 		}
 		*data, *origin = c.DataDir, c.Console.Origin
 	}

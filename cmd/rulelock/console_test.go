@@ -76,11 +76,14 @@ approvers:
     groups: [treasury]
   - id: dave
     groups: [risk]
+auditors:
+  - id: audrey
+    token_sha256: %s
 executors:
   trade: {method: POST, url: %s}
 console:
   origin: %s
-`, port, data, policyDir, hex.EncodeToString(sum[:]), upstream.URL, origin)
+`, port, data, policyDir, hex.EncodeToString(sum[:]), auditorTokenHash, upstream.URL, origin)
 	cfgPath := filepath.Join(data, "rulelock.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
@@ -125,6 +128,10 @@ func (cg *consoleGateway) restart(t *testing.T) {
 	})
 	cg.g, cg.stop = g, func() error { stopped = true; return stop() }
 }
+
+// auditorTokenHash is the SHA-256 of audrey's API token, which the tests
+// never use: the console takes no tokens.
+var auditorTokenHash = strings.Repeat("ab", 32)
 
 // rl runs the rulelock CLI in-process and returns its output and exit code.
 func rl(t *testing.T, args ...string) (stdout string, code int, stderr string) {
@@ -494,13 +501,13 @@ func TestConsoleEnrolCLI(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"console"}, "want: rulelock console enrol APPROVER_ID"},
+		{[]string{"console"}, "want: rulelock console enrol ID"},
 		{[]string{"console", "enrol", "--config", noConsole, "alice"}, "the console is not enabled"},
-		{[]string{"console", "enrol", "--config", withConsole, "bob"}, `no approver "bob"`},
+		{[]string{"console", "enrol", "--config", withConsole, "bob"}, `no approver or auditor "bob"`},
 		{[]string{"console", "enrol", "--data", dir, "--origin", "rulelock.example.com", "alice"}, "--origin"},
 		{[]string{"console", "enrol", "--data", dir, "alice"}, "give --config, or --data and --origin"},
 		{[]string{"console", "enrol", "--config", withConsole, "--ttl", "0s", "alice"}, "--ttl"},
-		{[]string{"console", "enrol", "--config", withConsole, "al ice"}, "invalid approver id"},
+		{[]string{"console", "enrol", "--config", withConsole, "al ice"}, "invalid id"},
 	} {
 		out, code, stderr := rl(t, c.args...)
 		if code == 0 || !strings.Contains(stderr, c.want) {
@@ -510,5 +517,38 @@ func TestConsoleEnrolCLI(t *testing.T) {
 	out, code, stderr := rl(t, "console", "enrol", "--config", withConsole, "alice")
 	if code != 0 || !strings.HasPrefix(out, "https://rulelock.example.com/console/enrol#") {
 		t.Fatalf("console enrol: exit %d %q %q", code, out, stderr)
+	}
+}
+
+// TestConsoleAuditorSignIn: an auditor enrols a passkey through a
+// one-time link and signs in with it (before and after a restart), and
+// cannot vote; the enrolment is in the log.
+func TestConsoleAuditorSignIn(t *testing.T) {
+	cg := startConsoleGateway(t)
+	audrey := cg.browser(t, "audrey")
+	audrey.enrol(cg.enrolLink(t, "audrey"))
+	trade := cg.park(t, "acme")
+	s, body := audrey.post("/console/api/vote/begin", map[string]string{"request": trade, "verdict": "approve"}, audrey.csrf)
+	if s != 403 || !bytes.HasPrefix(body, []byte("not_an_approver:")) {
+		t.Fatalf("an auditor's vote: %d %s, want 403 not_an_approver", s, body)
+	}
+	cg.restart(t)
+	if s, body := audrey.login(); s != 200 {
+		t.Fatalf("audrey's sign-in after the restart: %d %s", s, body)
+	}
+	if err := cg.stop(); err != nil {
+		t.Fatal(err)
+	}
+	var enrolled, refused bool
+	for _, n := range cg.notes(t) {
+		enrolled = enrolled || strings.HasPrefix(n.Message, "passkey_enrolled_auditor audrey ") && n.Approver == "audrey"
+		refused = refused || strings.HasPrefix(n.Message, "console_refused not_an_approver") && n.Approver == "audrey"
+	}
+	if !enrolled || !refused {
+		t.Fatalf("the log lacks audrey's enrolment (%v) or her refused vote (%v)", enrolled, refused)
+	}
+	out, code, stderr := rl(t, "verify", filepath.Join(cg.data, "log"), "--key", filepath.Join(cg.data, "log.pub"), "--replay", "--allow-development", "--config", cg.config)
+	if code != 0 {
+		t.Fatalf("verify --replay with an auditor's enrolment: exit %d\n%s%s", code, out, stderr)
 	}
 }

@@ -1,6 +1,8 @@
 package console
 
 import (
+	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -12,6 +14,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -34,7 +37,10 @@ import (
 // ceremony then fails) and starts a WebAuthn registration (go-webauthn:
 // resident key and user verification required, no attestation). Finish
 // logs the credential (gateway.EnrolPasskey: an enrolment note entry,
-// durable before the passkey counts) and signs the approver in.
+// durable before the passkey counts) and signs the approver in. Auditors
+// enrol the same way; their passkeys sign them in and nothing else, so the
+// console keeps them in its data directory (passkey.Store), with a
+// passkey_enrolled_auditor note in the log for the trail.
 //
 // Sign-in: a discoverable-credential assertion over the challenge
 // passkey.Challenge(signInStatement, nonce), checked by the same offline
@@ -375,9 +381,9 @@ func (s *Server) loginFinish(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, "", http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
-	cred, ok := s.cfg.Approvers.PasskeyOwner(a.Credential)
+	cred, auditor, ok := s.passkeyOwner(a.Credential)
 	if !ok {
-		s.refuse(w, r, "", http.StatusForbidden, "unknown_passkey", "no approver enrolled this passkey")
+		s.refuse(w, r, "", http.StatusForbidden, "unknown_passkey", "nobody enrolled this passkey")
 		return
 	}
 	if err := passkey.Verify(cred, []byte(signInStatement), a); err != nil {
@@ -389,12 +395,46 @@ func (s *Server) loginFinish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p, ok := s.cfg.People(cred.Approver)
-	if !ok || !p.Approver {
-		s.refuse(w, r, cred.Approver, http.StatusForbidden, "not_a_person", "the passkey's approver is no longer in the config")
+	if !ok || auditor && !p.Auditor || !auditor && !p.Approver {
+		s.refuse(w, r, cred.Approver, http.StatusForbidden, "not_a_person", "the passkey's person is no longer in the config as what they enrolled as")
 		return
 	}
 	sess := s.startSession(w, r, p)
 	writeJSON(w, map[string]any{"person": p.ID, "csrf": sess.CSRF})
+}
+
+// passkeyOwner finds the enrolled passkey with credential id id: an
+// approver's (in the registry, from the log) or an auditor's (in the
+// store); auditor says which.
+func (s *Server) passkeyOwner(id []byte) (c passkey.Credential, auditor, ok bool) {
+	if c, ok := s.cfg.Approvers.PasskeyOwner(id); ok {
+		return c, false, true
+	}
+	for _, c := range s.auditorPasskeys("") {
+		if bytes.Equal(c.ID, id) {
+			return c, true, true
+		}
+	}
+	return passkey.Credential{}, false, false
+}
+
+// auditorPasskeys returns the auditors' passkeys in the store, only
+// auditor's unless auditor is "". A store that does not read gives none:
+// nobody signs in with them.
+func (s *Server) auditorPasskeys(auditor string) []passkey.Credential {
+	all, err := passkey.Store{Dir: s.cfg.DataDir}.Credentials()
+	if err != nil {
+		return nil
+	}
+	return slices.DeleteFunc(all, func(c passkey.Credential) bool { return auditor != "" && c.Approver != auditor })
+}
+
+// passkeys returns p's enrolled passkeys.
+func (s *Server) passkeys(p Person) []passkey.Credential {
+	if p.Approver {
+		return s.cfg.Approvers.Passkeys(p.ID)
+	}
+	return s.auditorPasskeys(p.ID)
 }
 
 // userHandle is the WebAuthn user handle of approver: the SHA-256 of its
@@ -438,11 +478,12 @@ func (s *Server) enrolBegin(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, "", http.StatusForbidden, "bad_link", err.Error())
 		return
 	}
-	if p, ok := s.cfg.People(id); !ok || !p.Approver {
-		s.refuse(w, r, id, http.StatusForbidden, "not_an_approver", "the link's person is not an approver in the config")
+	p, ok := s.cfg.People(id)
+	if !ok || !p.Approver && !p.Auditor {
+		s.refuse(w, r, id, http.StatusForbidden, "not_a_person", "the link's person is neither an approver nor an auditor in the config")
 		return
 	}
-	u := webauthnUser{id: id, creds: s.cfg.Approvers.Passkeys(id)}
+	u := webauthnUser{id: id, creds: s.passkeys(p)}
 	var exclude []protocol.CredentialDescriptor
 	for _, c := range u.WebAuthnCredentials() {
 		exclude = append(exclude, c.Descriptor())
@@ -469,29 +510,45 @@ func (s *Server) enrolFinish(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, "", http.StatusForbidden, "bad_nonce", "no enrolment under way in this browser (or it expired): ask for a new link")
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-	u := webauthnUser{id: c.approver, creds: s.cfg.Approvers.Passkeys(c.approver)}
-	wc, err := s.webauthn.FinishRegistration(u, *c.reg, r)
-	if err != nil {
-		s.refuse(w, r, c.approver, http.StatusBadRequest, "bad_registration", registrationError(err))
+	p, ok := s.cfg.People(c.approver)
+	if !ok || !p.Approver && !p.Auditor {
+		s.refuse(w, r, c.approver, http.StatusForbidden, "not_a_person", "the person left the config")
 		return
 	}
-	cred := passkey.Credential{Approver: c.approver, ID: wc.ID, PublicKey: wc.PublicKey, Origin: s.cfg.Origin}
-	if err := s.cfg.Gateway.EnrolPasskey(r.Context(), cred); err != nil {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	wc, err := s.webauthn.FinishRegistration(webauthnUser{id: p.ID, creds: s.passkeys(p)}, *c.reg, r)
+	if err != nil {
+		s.refuse(w, r, p.ID, http.StatusBadRequest, "bad_registration", registrationError(err))
+		return
+	}
+	cred := passkey.Credential{Approver: p.ID, ID: wc.ID, PublicKey: wc.PublicKey, Origin: s.cfg.Origin}
+	if err := s.enrol(r.Context(), p, cred); err != nil {
 		if errors.Is(err, gateway.ErrUnavailable) {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		s.refuse(w, r, c.approver, http.StatusConflict, "enrolment_refused", err.Error())
-		return
-	}
-	p, ok := s.cfg.People(c.approver)
-	if !ok {
-		s.refuse(w, r, c.approver, http.StatusForbidden, "not_a_person", "the approver left the config")
+		s.refuse(w, r, p.ID, http.StatusConflict, "enrolment_refused", err.Error())
 		return
 	}
 	sess := s.startSession(w, r, p)
 	writeJSON(w, map[string]any{"person": p.ID, "fingerprint": cred.Fingerprint(), "csrf": sess.CSRF})
+}
+
+// enrol records cred, p's new passkey. An approver's goes into the log
+// (gateway.EnrolPasskey), which is its store. An auditor's is logged as a
+// note for the audit trail, then stored in the console's data directory;
+// it signs auditors in and nothing else.
+func (s *Server) enrol(ctx context.Context, p Person, cred passkey.Credential) error {
+	if p.Approver {
+		return s.cfg.Gateway.EnrolPasskey(ctx, cred)
+	}
+	if _, _, ok := s.passkeyOwner(cred.ID); ok {
+		return errors.New("this passkey is already enrolled")
+	}
+	if err := s.cfg.Gateway.Note(ctx, p.ID, "", passkey.AuditorEnrolmentNote(cred)); err != nil {
+		return err
+	}
+	return passkey.Store{Dir: s.cfg.DataDir}.AddCredential(cred)
 }
 
 // registrationError is go-webauthn's error with its details.

@@ -3,6 +3,8 @@ package passkey_test
 import (
 	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -148,4 +150,31 @@ func FuzzParseEnrolmentNote(f *testing.F) {
 			t.Fatalf("EnrolmentNote(Parse(%q)) = %q", msg, got)
 		}
 	})
+}
+
+func TestStoreCredentials(t *testing.T) {
+	s := passkey.Store{Dir: t.TempDir()}
+	a := passkeytest.New("audrey", origin)
+	if err := s.AddCredential(a.Credential); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddCredential(a.Credential); err == nil {
+		t.Fatal("the same passkey was stored twice")
+	}
+	got, err := s.Credentials()
+	if err != nil || len(got) != 1 || !bytes.Equal(got[0].PublicKey, a.Credential.PublicKey) || got[0].Approver != "audrey" {
+		t.Fatalf("Credentials() = %+v, %v", got, err)
+	}
+	if msg := passkey.AuditorEnrolmentNote(a.Credential); !strings.HasPrefix(msg, "passkey_enrolled_auditor audrey ") {
+		t.Fatalf("AuditorEnrolmentNote = %q", msg)
+	} else if _, ok, _ := passkey.ParseEnrolmentNote(msg); ok {
+		t.Fatal("an auditor's enrolment reads as an approver's")
+	}
+	// A key file renamed to another key's name is refused.
+	b := passkeytest.New("audrey", origin)
+	names, _ := filepath.Glob(filepath.Join(s.Dir, "passkeys", "*.json"))
+	os.Rename(names[0], filepath.Join(s.Dir, "passkeys", strings.TrimPrefix(b.Credential.Fingerprint(), "sha256:")+".json"))
+	if _, err := s.Credentials(); err == nil {
+		t.Fatal("a key stored under another key's name was read")
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/rulelock/rulelock/internal/fsx"
@@ -21,8 +22,11 @@ import (
 //
 //	links/<hex SHA-256 of the token>.json   {"approver": ..., "expires": ...}
 //
-// Enrolled passkeys are not kept here: the log is their store (see the
+// Approvers' passkeys are not kept here: the log is their store (see the
 // package doc), and the gateway learns them again from it at start.
+// Auditors' passkeys are (AddCredential):
+//
+//	passkeys/<hex SHA-256 of the COSE key>.json   a Credential
 //
 // A link token is 32 random bytes (base64url); only its hash is stored, so
 // a reader of the directory cannot enrol. A link is single-use: claiming
@@ -94,4 +98,64 @@ func (s Store) ClaimLink(tok string, now time.Time) (string, error) {
 		return "", fmt.Errorf("%w: expired at %s", ErrBadLink, l.Expires.Format(time.RFC3339))
 	}
 	return l.Approver, nil
+}
+
+// NoteEnrolledAuditor is the first word of the message of the note entry
+// that records an auditor's enrolment: "passkey_enrolled_auditor <id>
+// <origin> <credential id> <COSE key>". Auditors sign nothing into the
+// log, so their passkeys need no offline check and the log is not their
+// store (the Store is); the entry keeps the audit trail.
+const NoteEnrolledAuditor = "passkey_enrolled_auditor"
+
+// AuditorEnrolmentNote returns the message of the note entry that logs an
+// auditor's enrolment of c.
+func AuditorEnrolmentNote(c Credential) string {
+	return NoteEnrolledAuditor + strings.TrimPrefix(EnrolmentNote(c), NoteEnrolled)
+}
+
+// AddCredential stores an auditor's passkey durably, in
+// passkeys/<hex SHA-256 of the COSE key>.json. (Approvers' passkeys are
+// not stored here: the log is their store.)
+func (s Store) AddCredential(c Credential) error {
+	if err := c.Check(); err != nil {
+		return err
+	}
+	dir := filepath.Join(s.Dir, "passkeys")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("store passkey: %w", err)
+	}
+	data, _ := json.Marshal(c)
+	name := strings.TrimPrefix(c.Fingerprint(), "sha256:") + ".json"
+	if err := fsx.WriteNewFile(filepath.Join(dir, name), data, 0o600); err != nil {
+		return fmt.Errorf("store passkey: %w", err)
+	}
+	return nil
+}
+
+// Credentials returns every stored passkey. A file that does not read as
+// a well-formed credential stored under its own name is an error.
+func (s Store) Credentials() ([]Credential, error) {
+	names, err := filepath.Glob(filepath.Join(s.Dir, "passkeys", "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	var out []Credential
+	for _, n := range names {
+		data, err := os.ReadFile(n)
+		if err != nil {
+			return nil, fmt.Errorf("read passkey: %w", err)
+		}
+		var c Credential
+		if err := json.Unmarshal(data, &c); err != nil {
+			return nil, fmt.Errorf("read passkey %s: %w", n, err)
+		}
+		if err := c.Check(); err != nil {
+			return nil, fmt.Errorf("read passkey %s: %w", n, err)
+		}
+		if filepath.Base(n) != strings.TrimPrefix(c.Fingerprint(), "sha256:")+".json" {
+			return nil, fmt.Errorf("read passkey %s: named for another key", n)
+		}
+		out = append(out, c)
+	}
+	return out, nil
 }
