@@ -170,7 +170,6 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	for _, cfg := range []Config{
 		{Origin: "localhost:8443", Approvers: reg, Refused: refused},
 		{Origin: testOrigin + "/path", Approvers: reg, Refused: refused},
-		{Origin: testOrigin, Refused: refused},
 		{Origin: testOrigin, Approvers: reg},
 	} {
 		if _, err := New(cfg); err == nil {

@@ -21,7 +21,6 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
-	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -65,7 +64,7 @@ type Config struct {
 	Now        func() time.Time // default time.Now
 
 	// Approvers is the gateway's approver registry (gateway.Config's):
-	// the console reads the passkeys enrolled in it.
+	// the console reads the passkeys enrolled in it. Nil: no approvers.
 	Approvers *approval.Registry
 	// Bearer, when set, names the holder of an API bearer token, so that a
 	// token presented to the console (refused) is logged against its
@@ -91,7 +90,11 @@ func New(cfg Config) (*Server, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.Approvers == nil {
-		return nil, errors.New("console: Config.Approvers is required (the console is for approvers: configure some)")
+		reg, err := approval.NewRegistry(nil) // nobody approves
+		if err != nil {
+			return nil, err
+		}
+		cfg.Approvers = reg
 	}
 	s := &Server{cfg: cfg, mux: http.NewServeMux()}
 	s.sessions.byID = map[string]*Session{}
