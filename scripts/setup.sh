@@ -11,6 +11,7 @@ command -v curl >/dev/null || need_apt+=(curl)                # cmd/rulelock: th
 command -v npm >/dev/null || need_apt+=(nodejs npm)           # cmd/rulelock: the MCP end-to-end tests (testdata/mcp)
 # internal/pglog: a throwaway PostgreSQL cluster (internal/pgtest); Debian keeps initdb off the PATH
 command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v chromium >/dev/null || need_apt+=(chromium)        # cmd/rulelock: the web console's passkey tests in a real browser
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -37,6 +37,7 @@ type serveConfig struct {
 	Log                logConfig                 `yaml:"log"`           // signing key (logkey.go), witnesses (witness.go)
 	Notifications      notificationsConfig       `yaml:"notifications"` // webhooks per approver group (notifyconfig.go)
 	Export             *exportConfig             `yaml:"export"`        // stream the log to a SIEM (exportcmd.go)
+	Console            consoleConfig             `yaml:"console"`       // the web console (console.go)
 }
 
 type agentConfig struct {
@@ -55,7 +56,8 @@ type agentConfig struct {
 type approverConfig struct {
 	ID               string   `yaml:"id"`
 	Groups           []string `yaml:"groups"`
-	Key              string   `yaml:"key"`                // note verifier key: name+hash+key
+	Key              string   `yaml:"key"`                // note verifier key: name+hash+key; optional with the console (passkeys)
+	Passkeys         []string `yaml:"passkeys"`           // optional: pins the approver's passkeys by fingerprint (sha256:<hex>)
 	TokenSHA256      string   `yaml:"token_sha256"`       // optional: lets the approver use the API (list, approve, reject)
 	ClientCertSHA256 string   `yaml:"client_cert_sha256"` // optional: binds that token to the approver's client certificate
 }
@@ -204,8 +206,13 @@ func (c *serveConfig) validate() error {
 		}
 	}
 	for i, a := range c.Approvers {
-		if a.ID == "" || a.Key == "" {
-			return fmt.Errorf("approvers[%d]: id and key are required", i)
+		if a.ID == "" || (a.Key == "" && !c.Console.enabled()) {
+			return fmt.Errorf("approvers[%d]: id and key are required (key is optional when the console is enabled: the approver votes with a passkey)", i)
+		}
+		for _, fp := range a.Passkeys {
+			if !validFingerprint(fp) {
+				return fmt.Errorf("approver %q: passkeys: %q: want sha256:<64 lowercase hex> (the fingerprint shown at enrolment)", a.ID, fp)
+			}
 		}
 		if seen[a.ID] {
 			return fmt.Errorf("approver %q has the id of an agent or another approver: an agent never approves", a.ID)
@@ -256,6 +263,9 @@ func (c *serveConfig) validate() error {
 		}
 	}
 	if err := c.TLS.validate(); err != nil {
+		return err
+	}
+	if err := c.Console.validate(len(c.Approvers)); err != nil {
 		return err
 	}
 	if err := c.Log.validate(); err != nil {
@@ -332,7 +342,7 @@ func (c *serveConfig) registry() (*approval.Registry, error) {
 	}
 	var as []approval.Approver
 	for _, a := range c.Approvers {
-		as = append(as, approval.Approver{ID: a.ID, Groups: a.Groups, Key: a.Key})
+		as = append(as, approval.Approver{ID: a.ID, Groups: a.Groups, Key: a.Key, Passkeys: a.Passkeys})
 	}
 	return approval.NewRegistry(as)
 }
@@ -394,4 +404,15 @@ func checkSources(what string, m map[string]headerSource) error {
 		}
 	}
 	return nil
+}
+
+// validFingerprint reports whether s is a passkey fingerprint:
+// sha256:<64 lowercase hex>.
+func validFingerprint(s string) bool {
+	h, ok := strings.CutPrefix(s, "sha256:")
+	if !ok || len(h) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(h)
+	return err == nil && strings.ToLower(h) == h
 }

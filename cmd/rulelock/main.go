@@ -44,6 +44,7 @@ func commands() []command {
 	cmds = append(cmds, exportCommands()...)
 	cmds = append(cmds, replayCommands()...)
 	cmds = append(cmds, bundleCommands()...)
+	cmds = append(cmds, consoleCommands()...)
 	cmds = append(cmds, command{"version", "print rulelock's version and the revision it was built from", runVersion})
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
 	return cmds

@@ -306,11 +306,20 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	})
 	g.ln = ln
 	var h http.Handler = api
-	if g.proxy != nil {
-		// MCP over streamable HTTP, authenticated with the agents' tokens.
+	if g.proxy != nil || cfg.Console.enabled() {
 		mux := http.NewServeMux()
 		mux.Handle("/", api)
-		mux.Handle("/mcp", g.proxy.HTTPHandler(httpapi.AgentAuthenticator(tokens), 4<<20))
+		if g.proxy != nil {
+			// MCP over streamable HTTP, authenticated with the agents' tokens.
+			mux.Handle("/mcp", g.proxy.HTTPHandler(httpapi.AgentAuthenticator(tokens), 4<<20))
+		}
+		if cfg.Console.enabled() {
+			con, err := consoleHandler(cfg, gw, reg, &httpapi.AuditLog{Log: l, Checkpointer: g.cp, TilesDir: filepath.Join(cfg.DataDir, "tiles")}, tokens)
+			if err != nil {
+				return nil, err
+			}
+			mux.Handle("/console/", con)
+		}
 		h = mux
 	}
 	g.srv = httpapi.NewHTTPServer(cfg.Listen, h)

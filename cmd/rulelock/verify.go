@@ -178,6 +178,9 @@ func runReplayVerify(e *env, logDir, bundles, config string, allowDev, asJSON bo
 	} else {
 		fmt.Fprintf(e.stdout, "replay: %d entries, %d decisions replayed, %d findings, %d allowed without an outcome yet, %.2fs\n",
 			sum.Entries, sum.Decisions, len(sum.Findings), sum.Open, sum.Seconds)
+		if sum.Passkeys > 0 {
+			fmt.Fprintf(e.stdout, "replay: %d passkeys enrolled, %d passkey (WebAuthn) approvals verified\n", sum.Passkeys, sum.PasskeyApprovals)
+		}
 		for _, f := range sum.Findings {
 			fmt.Fprintf(e.stdout, "FAIL %s at entry %d: %s\n", f.Class, f.Index, f.Detail)
 		}

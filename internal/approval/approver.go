@@ -6,31 +6,50 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"golang.org/x/mod/sumdb/note"
+
+	"github.com/rulelock/rulelock/internal/passkey"
 )
 
 // An Approver is a human who may approve or reject parked requests.
 type Approver struct {
 	ID     string   // the name of the approver's note key
 	Groups []string // the groups the approver belongs to, such as "treasury"
-	Key    string   // verifier key, <name>+<hash>+<base64>, as rulelock keygen prints it
+	Key    string   // verifier key, <name>+<hash>+<base64>, as rulelock keygen prints it; optional for an approver who votes with a passkey
+	// Passkeys pins the approver's passkeys by their fingerprints
+	// (passkey.Credential.Fingerprint): when set, only these enrolled
+	// passkeys count (AddPasskey). See internal/passkey for the trust model.
+	Passkeys []string
 }
 
 // A Registry is a fixed set of approvers and their keys.
 type Registry struct {
 	byID      map[string]*Approver
 	verifiers note.Verifiers
+
+	mu       sync.RWMutex
+	passkeys map[string][]passkey.Credential // enrolled passkeys by approver (AddPasskey)
 }
 
 // NewRegistry checks the approvers and returns their registry. Each key must
 // parse, each id must equal its key's name, and ids and public keys must be
 // distinct: one private key under two names would count as two approvers.
+// An approver without a key votes only with passkeys (AddPasskey).
 func NewRegistry(approvers []Approver) (*Registry, error) {
 	r := &Registry{byID: make(map[string]*Approver, len(approvers))}
 	var vs []note.Verifier
 	owner := map[string]string{} // public key -> approver id
 	for i, a := range approvers {
+		if a.Key == "" {
+			if !validID(a.ID) || r.byID[a.ID] != nil {
+				return nil, fmt.Errorf("approver %d (%q): invalid or duplicate id", i+1, a.ID)
+			}
+			a.Groups, a.Passkeys = slices.Clone(a.Groups), slices.Clone(a.Passkeys)
+			r.byID[a.ID] = &a
+			continue
+		}
 		v, err := note.NewVerifier(strings.TrimSpace(a.Key))
 		pub := PublicKey(a.Key)
 		switch {
@@ -44,7 +63,7 @@ func NewRegistry(approvers []Approver) (*Registry, error) {
 			return nil, fmt.Errorf("approver %d (%q): the same public key as approver %q: one private key must not count as two approvers", i+1, a.ID, owner[pub])
 		}
 		owner[pub] = a.ID
-		a.Groups = slices.Clone(a.Groups)
+		a.Groups, a.Passkeys = slices.Clone(a.Groups), slices.Clone(a.Passkeys)
 		r.byID[a.ID] = &a
 		vs = append(vs, v)
 	}
@@ -73,15 +92,20 @@ func (r *Registry) Approver(id string) (Approver, bool) {
 	if !ok {
 		return Approver{}, false
 	}
-	return Approver{ID: a.ID, Groups: slices.Clone(a.Groups), Key: a.Key}, true
+	return Approver{ID: a.ID, Groups: slices.Clone(a.Groups), Key: a.Key, Passkeys: slices.Clone(a.Passkeys)}, true
 }
 
 // Open verifies a signed statement: a note of at most MaxNoteSize bytes in
 // canonical form (the statement, a blank line, exactly one signature line)
 // signed by a configured approver, whose text is a canonical statement.
+// Or signed is a PasskeyApproval (at most MaxPasskeySize bytes) whose
+// assertion verifies under one of the approver's enrolled passkeys.
 // It returns the approver's id and the statement. The errors wrap
 // ErrBadStatement, ErrUnknownApprover or ErrBadSignature.
 func (r *Registry) Open(signed []byte) (string, Statement, error) {
+	if isPasskeyForm(signed) {
+		return r.openPasskey(signed)
+	}
 	if len(signed) > MaxNoteSize {
 		return "", Statement{}, &openError{ErrBadStatement, fmt.Sprintf("%d bytes, over the %d-byte limit", len(signed), MaxNoteSize)}
 	}

@@ -27,6 +27,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-webauthn/webauthn/webauthn"
+
+	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/gateway"
 	"github.com/rulelock/rulelock/internal/httpapi"
 )
@@ -59,13 +62,23 @@ type Config struct {
 	// SessionTTL is how long a session lasts (default 8 hours).
 	SessionTTL time.Duration
 	Now        func() time.Time // default time.Now
+
+	// Approvers is the gateway's approver registry (gateway.Config's):
+	// the console reads the passkeys enrolled in it. Nil: no approvers.
+	Approvers *approval.Registry
+	// Bearer, when set, names the holder of an API bearer token, so that a
+	// token presented to the console (refused) is logged against its
+	// holder; ok is false for an unknown token.
+	Bearer func(token string) (id string, ok bool)
 }
 
 // Server serves /console/.
 type Server struct {
-	cfg      Config
-	mux      *http.ServeMux
-	sessions sessions
+	cfg        Config
+	mux        *http.ServeMux
+	sessions   sessions
+	webauthn   *webauthn.WebAuthn // auth.go
+	ceremonies ceremonies         // auth.go
 }
 
 // New builds the console.
@@ -75,6 +88,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Approvers == nil {
+		reg, err := approval.NewRegistry(nil) // nobody approves
+		if err != nil {
+			return nil, err
+		}
+		cfg.Approvers = reg
 	}
 	s := &Server{cfg: cfg, mux: http.NewServeMux()}
 	s.sessions.byID = map[string]*Session{}
@@ -99,6 +119,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Cache-Control", "no-store")
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+	if s.refuseBearer(w, r) {
+		return
+	}
 	s.mux.ServeHTTP(w, r)
 }
 
@@ -212,3 +235,8 @@ func random() string {
 	}
 	return base64.RawURLEncoding.EncodeToString(b)
 }
+
+// NoteRefused is the first word of the message of the note entry that
+// records a refusal by the console (Config.Refused, as rulelock serve
+// wires it): "console_refused <code>: <detail>".
+const NoteRefused = "console_refused"

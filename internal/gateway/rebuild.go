@@ -97,6 +97,8 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 			}
 		case audit.KindApproval:
 			events = append(events, approvalEvent(e))
+		case audit.KindNote:
+			g.restorePasskey(e)
 		case audit.KindPolicyActivation:
 			if len(e.Signers) > 0 { // a signed bundle, not development mode
 				g.lastBundle = e.BundleDigest

@@ -44,6 +44,7 @@ import (
 	"github.com/rulelock/rulelock/internal/gateway"
 	"github.com/rulelock/rulelock/internal/ledger"
 	"github.com/rulelock/rulelock/internal/lifecycle"
+	"github.com/rulelock/rulelock/internal/passkey"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -58,6 +59,10 @@ const (
 	DevelopmentPolicy     = "development_policy"
 	BundleRollback        = "bundle_rollback"
 	ActionMismatch        = "action_mismatch"
+	// PasskeyInvalid: an enrolment entry that is malformed, names no
+	// configured approver, a key the config does not pin, or a key
+	// another approver enrolled.
+	PasskeyInvalid = "passkey_invalid"
 )
 
 // Finding is one thing Verify found wrong.
@@ -69,11 +74,16 @@ type Finding struct {
 
 // Summary is what Verify found.
 type Summary struct {
-	Entries   int64     `json:"entries"`
-	Decisions int       `json:"decisions_replayed"`
-	Open      int       `json:"open_decisions"` // allowed or approved, no outcome yet
-	Findings  []Finding `json:"findings"`
-	Seconds   float64   `json:"seconds"`
+	Entries   int64 `json:"entries"`
+	Decisions int   `json:"decisions_replayed"`
+	Open      int   `json:"open_decisions"` // allowed or approved, no outcome yet
+	// Passkeys is the number of passkey enrolments the log records, and
+	// PasskeyApprovals the number of passkey-signed approvals that hold
+	// in the quorums of approved executions.
+	Passkeys         int       `json:"passkeys_enrolled"`
+	PasskeyApprovals int       `json:"passkey_approvals"`
+	Findings         []Finding `json:"findings"`
+	Seconds          float64   `json:"seconds"`
 }
 
 // Options configure Verify.
@@ -87,7 +97,10 @@ type Options struct {
 	// compiles them once).
 	Policies []*policy.Policy
 	// Approvers check the signatures of approved executions; nil reports
-	// every approved execution as approval_quorum_invalid.
+	// every approved execution as approval_quorum_invalid. Their passkeys
+	// are not taken from it but from the enrolment entries of the log
+	// itself (as far as the config's pins allow: approval.Approver.Passkeys),
+	// each counting for the approvals after it.
 	Approvers *approval.Registry
 	// Retention is the gateway's (its config's limits.retention; zero: the
 	// default): what the ledger keeps, and so the stateful rules, depend
@@ -130,7 +143,11 @@ func VerifyDir(dir string, opts Options) (*Summary, error) {
 func Verify(lr gateway.LogReader, opts Options) (*Summary, error) {
 	start := time.Now()
 	sum := &Summary{Entries: lr.Size()}
-	c := &checker{reg: opts.Approvers, allowDev: opts.AllowDevelopment, archive: lifecycle.Archive{Dir: opts.Bundles}, decisions: map[int64]decided{}, byRequest: map[reqKey]effect{}, parked: map[reqKey]*audit.Entry{},
+	reg := opts.Approvers
+	if reg != nil {
+		reg = reg.WithoutPasskeys()
+	}
+	c := &checker{reg: reg, allowDev: opts.AllowDevelopment, archive: lifecycle.Archive{Dir: opts.Bundles}, decisions: map[int64]decided{}, byRequest: map[reqKey]effect{}, parked: map[reqKey]*audit.Entry{},
 		activated: map[string]bool{}, closed: map[int64]bool{}, approvals: map[string][][]byte{}}
 	c.blobs = lr
 	ar := newArchive(opts.Bundles, opts.Policies)
@@ -185,6 +202,7 @@ func Verify(lr gateway.LogReader, opts Options) (*Summary, error) {
 	}
 	slices.SortStableFunc(replayed, func(a, b Finding) int { return cmp.Compare(a.Index, b.Index) })
 	sum.Decisions = decisions
+	sum.Passkeys, sum.PasskeyApprovals = c.passkeys, c.passkeyApprovals
 	sum.Findings = append(append([]Finding{}, c.findings...), replayed...) // [] in JSON when there are none
 	sum.Seconds = time.Since(start).Seconds()
 	return sum, nil
@@ -260,6 +278,8 @@ type checker struct {
 	approvals map[string][][]byte
 	effects   effects
 	findings  []Finding
+
+	passkeys, passkeyApprovals int
 }
 
 // decided is what the checker keeps of a decision entry.
@@ -361,6 +381,8 @@ func (c *checker) entry(i int64, e *audit.Entry) error {
 			c.add(i, UnmediatedOutcome, "a second outcome for decision %d", e.Closes)
 		}
 		c.closed[e.Closes] = true
+	case audit.KindNote:
+		c.enrolment(i, e)
 	case audit.KindApproval:
 		d, ok := c.byRequest[keyOf(e.RequestID)]
 		if !ok || ledger.Decision(c.effects.name(d)) != ledger.RequireApproval {
@@ -371,6 +393,26 @@ func (c *checker) entry(i int64, e *audit.Entry) error {
 		}
 	}
 	return nil
+}
+
+// enrolment reads the note entry e at index i as a passkey enrolment, if
+// it is one, and lets the passkey count for the approvals after it.
+func (c *checker) enrolment(i int64, e *audit.Entry) {
+	cred, ok, err := passkey.ParseEnrolmentNote(e.Message)
+	switch {
+	case !ok:
+		return
+	case err != nil:
+		c.add(i, PasskeyInvalid, "%v", err)
+		return
+	}
+	c.passkeys++
+	if c.reg == nil {
+		return // checkQuorum reports that nothing can be checked
+	}
+	if err := c.reg.AddPasskey(cred); err != nil {
+		c.add(i, PasskeyInvalid, "%v", err)
+	}
 }
 
 // activation is a signed bundle the log activated.
@@ -437,6 +479,9 @@ func (c *checker) checkQuorum(i int64, approved, parked *audit.Entry, notes [][]
 			stmt.Verdict != approval.Approve || who == parked.Agent {
 			c.add(i, ApprovalQuorumInvalid, "an approval of %s does not hold: %v", approved.RequestID, errOr(err, "it names another request, action or policy, or its signer is the requester"))
 			continue
+		}
+		if !signers[who] && approval.IsPasskeyApproval(n) {
+			c.passkeyApprovals++
 		}
 		signers[who] = true
 	}
