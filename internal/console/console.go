@@ -21,11 +21,14 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
+	"html/template"
 	"net/http"
 	"net/url"
 	"slices"
 	"sync"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/rulelock/rulelock/internal/gateway"
 	"github.com/rulelock/rulelock/internal/httpapi"
@@ -43,6 +46,10 @@ type Person struct {
 type Config struct {
 	Gateway *gateway.Gateway
 	Log     httpapi.LogAPI
+	// LogKey is the key that signs the log's checkpoints: the entry pages
+	// check every inclusion proof against a checkpoint this key signed.
+	// Without it no proof is shown as verified.
+	LogKey note.Verifier
 	// People looks up a person by id in the gateway's config; ok is false
 	// for anyone else (agents included).
 	People func(id string) (Person, bool)
@@ -66,6 +73,9 @@ type Server struct {
 	cfg      Config
 	mux      *http.ServeMux
 	sessions sessions
+
+	tmpl   map[string]*template.Template // the pages (render.go)
+	static map[string]staticFile         // the static files, by name
 }
 
 // New builds the console.
