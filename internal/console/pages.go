@@ -85,6 +85,7 @@ type queueRow struct {
 	Review *review.Review
 	Type   string // the action's type field, escaped and quoted, or ""
 	Amount string // the action's amount field exactly as logged, or ""
+	To     string // the action's to field (the payee), escaped and quoted, or ""
 	Needed int    // approvers still needed, summed over the requirements
 	Exact  bool   // Needed is exact (false: an upper bound)
 }
@@ -103,6 +104,8 @@ func (s *Server) queue(w http.ResponseWriter, r *http.Request, sess *Session) {
 				row.Type = f.Value
 			case "amount":
 				row.Amount = f.Value
+			case "to":
+				row.To = f.Value
 			}
 		}
 		for _, n := range v.Needs {
