@@ -175,14 +175,14 @@ func rowOf(h hit) resultRow {
 
 // logPage is what templates/log.html shows.
 type logPage struct {
-	Form    url.Values // the search as asked, to fill the form again
-	Asked   bool       // any search parameter was given
-	Error   string
-	Rows    []resultRow
-	Next    template.URL // the next page of results, "" at the end (built by url.Values.Encode)
-	Scanned int64        // entries looked at: [from, next)
-	From    int64
-	Status  logStatus
+	Form   url.Values // the search as asked, to fill the form again
+	Asked  bool       // any search parameter was given
+	Error  string
+	Rows   []resultRow
+	Next   template.URL // the next page of results, "" at the end (built by url.Values.Encode)
+	From   int64        // the entries read: From to Last (Last < From: none)
+	Last   int64
+	Status logStatus
 }
 
 // logSearch serves the auditors' search and the log's status.
@@ -203,7 +203,7 @@ func (s *Server) logSearch(w http.ResponseWriter, r *http.Request, sess *Session
 		for _, h := range hits {
 			pg.Rows = append(pg.Rows, rowOf(h))
 		}
-		pg.From, pg.Scanned = from, next-from
+		pg.From, pg.Last = from, next-1
 		if err == nil && next < s.cfg.Log.Size() {
 			nv := url.Values{}
 			for k, vs := range v {
