@@ -17,7 +17,9 @@ import (
 //	GET  /console/log               search the log; the log's status
 //	GET  /console/log/{i}           entry i with its inclusion proof, checked here
 //	GET  /console/static/{name}     the stylesheet and scripts (no session needed)
-//	POST /console/logout            sign out (CSRF-checked)
+//
+// Every page's header has the sign-out form, POST /console/logout with the
+// session's CSRF token: auth.go serves that route with sign-in.
 func (s *Server) pageRoutes(mux *http.ServeMux) error {
 	var err error
 	if s.tmpl, err = parseTemplates(); err != nil {
@@ -32,7 +34,6 @@ func (s *Server) pageRoutes(mux *http.ServeMux) error {
 	mux.HandleFunc("GET /console/requests/{id}", s.page(s.request))
 	mux.HandleFunc("GET /console/log", s.page(s.logSearch))
 	mux.HandleFunc("GET /console/log/{i}", s.page(s.entry))
-	mux.HandleFunc("POST /console/logout", s.logout)
 	return nil
 }
 
@@ -61,21 +62,6 @@ func toLogin(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}
-	http.Redirect(w, r, "/console/login", http.StatusSeeOther)
-}
-
-// logout signs the session out; the form carries the CSRF token.
-func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
-	sess, ok := s.session(r)
-	if !ok {
-		http.Redirect(w, r, "/console/login", http.StatusSeeOther)
-		return
-	}
-	if !s.checkCSRF(r, sess) {
-		s.refuse(w, r, sess.Person.ID, http.StatusForbidden, "csrf", "sign-out without the session's CSRF token or from another origin")
-		return
-	}
-	s.endSession(w, r)
 	http.Redirect(w, r, "/console/login", http.StatusSeeOther)
 }
 

@@ -13,6 +13,8 @@ import (
 	"path"
 	"strings"
 	"time"
+
+	"github.com/rulelock/rulelock/internal/review"
 )
 
 // The console's pages are html/template files, parsed once at New: each
@@ -40,6 +42,7 @@ func parseTemplates() (map[string]*template.Template, error) {
 	funcs := template.FuncMap{
 		"join":  strings.Join,
 		"roles": roleNames,
+		"esc":   review.Escape,
 	}
 	layout, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/partials.html")
 	if err != nil {
