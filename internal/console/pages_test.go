@@ -398,3 +398,29 @@ func TestStatic(t *testing.T) {
 		}
 	}
 }
+
+// Nothing is cut: a 6,000-character memo is on the pending request's page
+// whole. Once the request is finished, the page is built from the log,
+// which holds fields that long by digest: the page says so, and does not
+// pretend the action cannot be shown or the reasoning was empty.
+func TestLongFields(t *testing.T) {
+	e := newEnv(t)
+	memo := strings.Repeat("0123456789", 600) + "END"
+	reasoning := strings.Repeat("because ", 700)
+	id := e.submit("agent-7", `{"type":"transfer","amount":20000,"to":"acct-9","memo":"`+memo+`"}`, "pay", reasoning).RequestID
+	c := e.client("alice@example.com")
+	_, _, body := e.get(c, "/console/requests/"+id)
+	if !strings.Contains(body, `<td class="mono value">&#34;`+memo+`&#34;</td>`) || !strings.Contains(body, reasoning[:len(reasoning)-1]) {
+		t.Errorf("the pending request's page cuts the memo or the reasoning")
+	}
+	e.vote("bob@example.com", id, approval.Reject, "too long")
+	_, _, body = e.get(c, "/console/requests/"+id)
+	for _, want := range []string{"the log holds the action by its digest (sha256:", "the log holds the reasoning by its digest (sha256:", "rejected"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("finished request: want %q in\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, "Cannot be shown") {
+		t.Errorf("finished request: an action held by digest is shown as malformed")
+	}
+}
