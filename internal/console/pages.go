@@ -118,6 +118,7 @@ type requestPage struct {
 	// ActionNote says why the action is not shown field by field when the
 	// log holds it by digest or as a commitment (finished requests).
 	ActionNote string
+	ClaimNote  string // the same for the instruction and the reasoning
 	Story      *story
 	StoryError string
 }
@@ -137,11 +138,11 @@ func (s *Server) request(w http.ResponseWriter, r *http.Request, sess *Session) 
 	}
 	st, err := s.readStory(id)
 	if err != nil {
-		pg.StoryError = err.Error()
+		pg.StoryError = review.Escape(err.Error())
 	}
 	pg.Story = st
 	if pg.Review == nil && st != nil && st.Decision != nil {
-		pg.Review, pg.ActionNote = st.review(now)
+		pg.Review, pg.ActionNote, pg.ClaimNote = st.review(now)
 	}
 	if pg.Review == nil {
 		if err != nil {

@@ -400,7 +400,7 @@ func TestStatic(t *testing.T) {
 }
 
 // Nothing is cut: a 6,000-character memo is on the pending request's page
-// whole. Once the request is finished, the page is built from the log,
+// whole, and so is a long reasoning. Once the request is finished, the page is built from the log,
 // which holds fields that long by digest: the page says so, and does not
 // pretend the action cannot be shown or the reasoning was empty.
 func TestLongFields(t *testing.T) {
@@ -422,5 +422,18 @@ func TestLongFields(t *testing.T) {
 	}
 	if strings.Contains(body, "Cannot be shown") {
 		t.Errorf("finished request: an action held by digest is shown as malformed")
+	}
+
+	// Only the reasoning held by digest: the action is still shown.
+	id = e.submit("agent-7", bigTransfer, "pay", reasoning).RequestID
+	e.vote("bob@example.com", id, approval.Reject, "no")
+	_, _, body = e.get(c, "/console/requests/"+id)
+	for _, want := range []string{"the log holds the reasoning by its digest (sha256:", `<th class="mono">to</th><td class="mono value">&#34;acct-9&#34;</td>`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("finished request, long reasoning: want %q in\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, "the log holds the action") {
+		t.Errorf("finished request, long reasoning: the inline action is said to be held by digest")
 	}
 }

@@ -122,9 +122,10 @@ func rejectReason(signed []byte) string {
 }
 
 // review is the review of a finished request, made from its first
-// decision entry and its approvals, with a note when the log holds the
-// action other than inline (by digest, or as a commitment).
-func (st *story) review(now time.Time) (*review.Review, string) {
+// decision entry and its approvals, with notes for the fields the log holds
+// other than inline (by digest, or as a commitment): the action's, and the
+// agent's claims'.
+func (st *story) review(now time.Time) (v *review.Review, actionNote, claimNote string) {
 	e := st.Decision
 	ar := approval.Request{ID: e.RequestID, Agent: e.Agent, Action: e.ActionSHA256, Created: e.Time, Approvals: st.Approvals}
 	if ds, err := ledger.DecodeDecisionState(e.State); err == nil && ds.Approval != nil {
@@ -137,19 +138,27 @@ func (st *story) review(now time.Time) (*review.Review, string) {
 	for _, r := range e.Rules {
 		rules = append(rules, policy.FiredRule{Name: r.Name, Outcome: policy.Outcome(r.Outcome), Message: r.Message, Shadow: r.Shadow})
 	}
-	v := review.New(review.Request{Parked: ar, Action: []byte(e.Action.Text), Instruction: e.Instruction.Text, Reasoning: e.Reasoning.Text, Rules: rules}, now)
+	v = review.New(review.Request{Parked: ar, Action: []byte(e.Action.Text), Instruction: e.Instruction.Text, Reasoning: e.Reasoning.Text, Rules: rules}, now)
 	v.State = st.State
-	var notes []string
-	for _, f := range []struct {
+	var claims []string
+	for _, c := range []struct {
 		name string
 		f    audit.Field
-	}{{"action", e.Action}, {"instruction", e.Instruction}, {"reasoning", e.Reasoning}} {
-		switch {
-		case !f.f.Digest.IsZero():
-			notes = append(notes, fmt.Sprintf("the log holds the %s by its digest (sha256:%s, %d bytes), not inline", f.name, f.f.Digest, f.f.Size))
-		case !f.f.Commitment.IsZero():
-			notes = append(notes, fmt.Sprintf("the %s is sensitive: the log holds a commitment to it (hmac:%s), not the value", f.name, f.f.Commitment))
+	}{{"instruction", e.Instruction}, {"reasoning", e.Reasoning}} {
+		if n := heldNote(c.name, c.f); n != "" {
+			claims = append(claims, n)
 		}
 	}
-	return v, strings.Join(notes, "; ")
+	return v, heldNote("action", e.Action), strings.Join(claims, "; ")
+}
+
+// heldNote says how the log holds field name when it is not inline, or "".
+func heldNote(name string, f audit.Field) string {
+	switch {
+	case !f.Digest.IsZero():
+		return fmt.Sprintf("the log holds the %s by its digest (sha256:%s, %d bytes), not inline", name, f.Digest, f.Size)
+	case !f.Commitment.IsZero():
+		return fmt.Sprintf("the %s is sensitive: the log holds a commitment to it (hmac:%s), not the value", name, f.Commitment)
+	}
+	return ""
 }
