@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
+	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/review"
 	"github.com/rulelock/rulelock/internal/testenv"
 )
@@ -78,7 +79,7 @@ func TestSpoofingInBrowser(t *testing.T) {
 		"\u202eevil\u202c zero\u200bwidth\u2060joined\ufeff \U000E0041\U000E0042 tags"
 	action, _ := json.Marshal(map[string]any{"type": "transfer", "amount": 20000, "to": payee, "memo": "invoice 1234"})
 	id := e.submit("agent-7", string(action), instruction, "The invoice is due today\x1b[8m (hidden)").RequestID
-	e.submit("agent-3", `{"type":"transfer","amount":15000.25,"to":"acct-42"}`, "Quarterly supplier payment", "")
+	other := e.submit("agent-3", `{"type":"transfer","amount":15000.25,"to":"acct-42"}`, "Quarterly supplier payment", "").RequestID
 	e.checkpoint()
 	// The escapes an approver must see, as review writes them.
 	wantShown := []string{
@@ -165,6 +166,18 @@ func TestSpoofingInBrowser(t *testing.T) {
 	}
 	checkCSP(t, ctx2, "entry page")
 	screenshot(t, ctx2, "entry-proof")
+
+	// A finished request's whole story.
+	e.vote("alice@example.com", other, approval.Approve, "")
+	e.vote("bob@example.com", other, approval.Approve, "")
+	do(t, ctx2, chromedp.Navigate(e.hs.URL+"/console/requests/"+other), chromedp.WaitVisible(`#story table`))
+	story := run(t, ctx2, chromedp.Evaluate[string](`document.querySelector("#story").innerText`))
+	for _, want := range []string{"approved, outcome ok", "require_approval", "approve", "alice@example.com", "bob@example.com", "outcome ok", "executed"} {
+		if !strings.Contains(story, want) {
+			t.Errorf("the story of %s does not say %q:\n%s", other, want, story)
+		}
+	}
+	screenshot(t, ctx2, "request-story")
 }
 
 func do(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
