@@ -111,6 +111,13 @@ func TestSpoofingInBrowser(t *testing.T) {
 	}
 	checkCSP(t, ctx, "queue")
 	screenshot(t, ctx, "queue")
+	// htmx refreshes the queue in place: a request parked now appears
+	// without a reload.
+	run(t, ctx, chromedp.Evaluate[string](`window.__marker = "same document"`))
+	e.submit("agent-5", `{"type":"transfer","amount":99999,"to":"acct-7"}`, "", "")
+	if !run(t, ctx, chromedp.Poll[bool](`document.querySelectorAll("#queue tbody tr").length === 3 && window.__marker === "same document"`, chromedp.WithPollingTimeout(30*time.Second))) {
+		t.Errorf("the queue did not refresh in place")
+	}
 	do(t, ctx, chromedp.Navigate(e.hs.URL+"/console/requests/"+id), chromedp.WaitVisible(`#claims`))
 	run(t, ctx, chromedp.Poll[bool](`typeof htmx === "object"`))
 	text := run(t, ctx, chromedp.Evaluate[string](`document.body.innerText`))
