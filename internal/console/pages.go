@@ -72,8 +72,6 @@ type queueRow struct {
 	Type   string // the action's type field, escaped and quoted, or ""
 	Amount string // the action's amount field exactly as logged, or ""
 	To     string // the action's to field (the payee), escaped and quoted, or ""
-	Needed int    // approvers still needed, summed over the requirements
-	Exact  bool   // Needed is exact (false: an upper bound)
 }
 
 // queue serves the pending queue: approvers and auditors see the same
@@ -83,7 +81,7 @@ func (s *Server) queue(w http.ResponseWriter, r *http.Request, sess *Session) {
 	var rows []queueRow
 	for _, p := range s.cfg.Gateway.Pending() {
 		v := review.New(reviewRequest(p), now)
-		row := queueRow{ID: p.Request.ID, Review: v, Exact: true}
+		row := queueRow{ID: p.Request.ID, Review: v}
 		for _, f := range v.Fields {
 			switch f.Path {
 			case "type":
@@ -93,10 +91,6 @@ func (s *Server) queue(w http.ResponseWriter, r *http.Request, sess *Session) {
 			case "to":
 				row.To = f.Value
 			}
-		}
-		for _, n := range v.Needs {
-			row.Needed += n.StillNeeded
-			row.Exact = row.Exact && n.Exact
 		}
 		rows = append(rows, row)
 	}

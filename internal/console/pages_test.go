@@ -126,7 +126,7 @@ func TestQueueAndRequest(t *testing.T) {
 		c := e.client(who)
 		status, h, body := e.get(c, "/console/")
 		checkPage(t, "/console/", h, body)
-		for _, want := range []string{`href="/console/requests/` + id + `"`, ">20000<", `&#34;transfer&#34;`, "agent-7", "alice@example.com", `<td data-label="Still needed">1 <span class="small">(2 from treasury)</span>`, "Signed in as <strong>" + who} {
+		for _, want := range []string{`href="/console/requests/` + id + `"`, ">20000<", `&#34;transfer&#34;`, "agent-7", "alice@example.com", `<td data-label="Still needed"><div><strong>1</strong> more from <span class="mono">treasury</span> <span class="muted small">(of 2)</span></div></td>`, "Signed in as <strong>" + who} {
 			if status != 200 || !strings.Contains(body, want) {
 				t.Errorf("%s: queue: got %d, want %q in\n%s", who, status, want, body)
 			}
