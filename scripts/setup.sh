@@ -8,10 +8,10 @@ need_apt=()
 # (each external part adds its package here: see the audit log's SoftHSM2 tests)
 command -v softhsm2-util >/dev/null || need_apt+=(softhsm2) # internal/hsm: PKCS#11 signing
 command -v curl >/dev/null || need_apt+=(curl)                # cmd/rulelock: the README walk-through uses curl
-command -v npm >/dev/null || need_apt+=(nodejs npm)           # cmd/rulelock: the MCP end-to-end tests (testdata/mcp)
+command -v npm >/dev/null || need_apt+=(nodejs npm)           # cmd/rulelock: the MCP end-to-end tests (testdata/mcp); internal/console: vendored htmx
 # internal/pglog: a throwaway PostgreSQL cluster (internal/pgtest); Debian keeps initdb off the PATH
 command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
-command -v chromium >/dev/null || need_apt+=(chromium)        # cmd/rulelock: the web console's passkey tests in a real browser
+command -v chromium >/dev/null || need_apt+=(chromium)        # cmd/rulelock, internal/console: the console in a real browser (chromedp)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -23,18 +23,22 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
-# The MCP end-to-end tests' npm parts, exactly as package-lock.json pins them.
+# The npm parts, exactly as each package-lock.json pins them: the MCP
+# end-to-end tests' servers and clients, and the console's vendored htmx
+# (TestVendoredHTMX compares it with internal/console/static/htmx.min.js).
 if command -v npm >/dev/null; then
-  lock=testdata/mcp/package-lock.json
-  stamp=testdata/mcp/node_modules/.rulelock-lock.sha256
-  want=$(sha256sum "$lock" | cut -d' ' -f1)
-  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "setup: npm ci in testdata/mcp"
-    if (cd testdata/mcp && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
-      echo "$want" >"$stamp"
-    else
-      echo "setup: npm ci in testdata/mcp failed; the MCP end-to-end tests will skip locally and fail under CI=true" >&2
+  for dir in testdata/mcp internal/console/web; do
+    lock=$dir/package-lock.json
+    stamp=$dir/node_modules/.rulelock-lock.sha256
+    want=$(sha256sum "$lock" | cut -d' ' -f1)
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+      echo "setup: npm ci in $dir"
+      if (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
+        echo "$want" >"$stamp"
+      else
+        echo "setup: npm ci in $dir failed; the tests that use it will skip locally and fail under CI=true" >&2
+      fi
     fi
-  fi
+  done
 fi
 exit 0

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/console"
 	"github.com/rulelock/rulelock/internal/gateway"
@@ -46,7 +48,7 @@ func (c consoleConfig) validate(approvers int) error {
 func consoleDir(dataDir string) string { return filepath.Join(dataDir, "console") }
 
 // consoleHandler builds the console for a started gateway.
-func consoleHandler(cfg *serveConfig, gw *gateway.Gateway, reg *approval.Registry, logAPI httpapi.LogAPI, tokens []httpapi.Token) (http.Handler, error) {
+func consoleHandler(cfg *serveConfig, gw *gateway.Gateway, reg *approval.Registry, logAPI httpapi.LogAPI, logKey note.Verifier, tokens []httpapi.Token) (http.Handler, error) {
 	people := map[string]console.Person{}
 	for _, a := range cfg.Approvers {
 		people[a.ID] = console.Person{ID: a.ID, Approver: true, Groups: slices.Clone(a.Groups)}
@@ -55,7 +57,7 @@ func consoleHandler(cfg *serveConfig, gw *gateway.Gateway, reg *approval.Registr
 		people[a.ID] = console.Person{ID: a.ID, Auditor: true}
 	}
 	return console.New(console.Config{
-		Gateway: gw, Log: logAPI, DataDir: consoleDir(cfg.DataDir), Origin: cfg.Console.Origin, Approvers: reg,
+		Gateway: gw, Log: logAPI, LogKey: logKey, DataDir: consoleDir(cfg.DataDir), Origin: cfg.Console.Origin, Approvers: reg,
 		People: func(id string) (console.Person, bool) {
 			p, ok := people[id]
 			return p, ok

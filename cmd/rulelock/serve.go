@@ -314,7 +314,15 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 			mux.Handle("/mcp", g.proxy.HTTPHandler(httpapi.AgentAuthenticator(tokens), 4<<20))
 		}
 		if cfg.Console.enabled() {
-			con, err := consoleHandler(cfg, gw, reg, &httpapi.AuditLog{Log: l, Checkpointer: g.cp, TilesDir: filepath.Join(cfg.DataDir, "tiles")}, tokens)
+			vk, ok := g.signer.(verifierKeyer)
+			if !ok {
+				return nil, errors.New("console: the log's signer has no verifier key")
+			}
+			logKey, err := audit.ParseVerifierKey(vk.VerifierKey())
+			if err != nil {
+				return nil, fmt.Errorf("console: the log's verifier key: %v", err)
+			}
+			con, err := consoleHandler(cfg, gw, reg, &httpapi.AuditLog{Log: l, Checkpointer: g.cp, TilesDir: filepath.Join(cfg.DataDir, "tiles"), Index: g.logsvc.index}, logKey, tokens)
 			if err != nil {
 				return nil, err
 			}

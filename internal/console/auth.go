@@ -83,9 +83,6 @@ var authTemplateFS embed.FS
 
 var authTemplates = template.Must(template.ParseFS(authTemplateFS, "auth_templates/*.html"))
 
-//go:embed static/passkey.js
-var passkeyJS []byte
-
 // A ceremony is an open WebAuthn ceremony, keyed by its nonce (votes,
 // sign-ins) or pre-session token (enrolments).
 type ceremony struct {
@@ -163,10 +160,6 @@ func (s *Server) authRoutes(mux *http.ServeMux) error {
 		return fmt.Errorf("console: webauthn: %w", err)
 	}
 	s.webauthn = wa
-	mux.HandleFunc("GET /console/static/passkey.js", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
-		w.Write(passkeyJS)
-	})
 	mux.HandleFunc("GET /console/login", s.loginPage)
 	mux.HandleFunc("GET /console/enrol", s.enrolPage)
 	mux.HandleFunc("POST /console/api/login/begin", s.loginBegin)

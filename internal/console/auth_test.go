@@ -57,7 +57,7 @@ func newTestServer(t *testing.T) (*Server, *recorded) {
 	return s, rec
 }
 
-func do(s *Server, method, path, body string, hdr ...string) *httptest.ResponseRecorder {
+func serve(s *Server, method, path, body string, hdr ...string) *httptest.ResponseRecorder {
 	r := httptest.NewRequest(method, "http://localhost:8443"+path, strings.NewReader(body))
 	for i := 0; i+1 < len(hdr); i += 2 {
 		r.Header.Add(hdr[i], hdr[i+1])
@@ -69,7 +69,7 @@ func do(s *Server, method, path, body string, hdr ...string) *httptest.ResponseR
 
 func TestRefusalsAreRecorded(t *testing.T) {
 	s, rec := newTestServer(t)
-	page := do(s, "GET", "/console/login", "")
+	page := serve(s, "GET", "/console/login", "")
 	if page.Code != 200 {
 		t.Fatalf("GET /console/login: %d", page.Code)
 	}
@@ -118,7 +118,7 @@ func TestRefusalsAreRecorded(t *testing.T) {
 				body = `{"nonce": "bm9wZQ", "credential": {}}`
 			}
 			rec.list = nil
-			w := do(s, c.method, c.path, body, c.hdr...)
+			w := serve(s, c.method, c.path, body, c.hdr...)
 			if w.Code != c.status || !strings.HasPrefix(w.Body.String(), c.want.code+":") {
 				t.Fatalf("got %d %q, want %d %s", w.Code, w.Body, c.status, c.want.code)
 			}
@@ -134,7 +134,7 @@ func TestRefusalsAreRecorded(t *testing.T) {
 func TestRefusalNotRecorded(t *testing.T) {
 	s, rec := newTestServer(t)
 	rec.err = errors.New("disk full")
-	if w := do(s, "POST", "/console/api/vote/begin", `{}`); w.Code != http.StatusServiceUnavailable {
+	if w := serve(s, "POST", "/console/api/vote/begin", `{}`); w.Code != http.StatusServiceUnavailable {
 		t.Fatalf("got %d %q, want 503", w.Code, w.Body)
 	}
 }
@@ -145,10 +145,10 @@ func TestRefusalNotRecorded(t *testing.T) {
 // are refused, not stored.
 func TestSignInBegin(t *testing.T) {
 	s, _ := newTestServer(t)
-	page := do(s, "GET", "/console/login", "")
+	page := serve(s, "GET", "/console/login", "")
 	pre := page.Result().Cookies()[0].Value
 	hdr := []string{"Cookie", preCookie + "=" + pre, "X-CSRF-Token", pre, "Origin", testOrigin, "Sec-Fetch-Site", "same-origin"}
-	w := do(s, "POST", "/console/api/login/begin", `{}`, hdr...)
+	w := serve(s, "POST", "/console/api/login/begin", `{}`, hdr...)
 	body := w.Body.String()
 	if w.Code != 200 || !strings.Contains(body, `"rpId":"localhost"`) || !strings.Contains(body, `"userVerification":"required"`) {
 		t.Fatalf("got %d %s", w.Code, body)
@@ -156,7 +156,7 @@ func TestSignInBegin(t *testing.T) {
 	for i := len(s.ceremonies.byID); i < maxCeremonies; i++ {
 		s.ceremonies.put(time.Now(), random(), &ceremony{kind: "signin", expires: time.Now().Add(time.Hour)})
 	}
-	if w := do(s, "POST", "/console/api/login/begin", `{}`, hdr...); w.Code != http.StatusServiceUnavailable {
+	if w := serve(s, "POST", "/console/api/login/begin", `{}`, hdr...); w.Code != http.StatusServiceUnavailable {
 		t.Fatalf("with %d ceremonies open: got %d, want 503", maxCeremonies, w.Code)
 	}
 	if n := len(s.ceremonies.byID); n != maxCeremonies {

@@ -21,6 +21,7 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
+	"html/template"
 	"net/http"
 	"net/url"
 	"slices"
@@ -28,6 +29,7 @@ import (
 	"time"
 
 	"github.com/go-webauthn/webauthn/webauthn"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/gateway"
@@ -46,6 +48,10 @@ type Person struct {
 type Config struct {
 	Gateway *gateway.Gateway
 	Log     httpapi.LogAPI
+	// LogKey is the key that signs the log's checkpoints: the entry pages
+	// check every inclusion proof against a checkpoint this key signed.
+	// Without it no proof is shown as verified.
+	LogKey note.Verifier
 	// People looks up a person by id in the gateway's config; ok is false
 	// for anyone else (agents included).
 	People func(id string) (Person, bool)
@@ -79,6 +85,9 @@ type Server struct {
 	sessions   sessions
 	webauthn   *webauthn.WebAuthn // auth.go
 	ceremonies ceremonies         // auth.go
+
+	tmpl   map[string]*template.Template // the pages (render.go)
+	static map[string]staticFile         // the static files, by name
 }
 
 // New builds the console.
