@@ -3,6 +3,7 @@ package console
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -117,8 +118,16 @@ func newEnvWith(t *testing.T, wrap func(httpapi.LogAPI) httpapi.LogAPI) *testEnv
 	if wrap != nil {
 		logAPI = wrap(logAPI)
 	}
+	// The server's address is known before it serves: it is the console's
+	// origin (the WebAuthn relying party, which must be a name, not an IP
+	// address, and the CSRF check's reference).
+	e.hs = httptest.NewUnstartedServer(nil)
+	t.Cleanup(e.hs.Close)
+	_, port, _ := net.SplitHostPort(e.hs.Listener.Addr().String())
+	origin := "http://localhost:" + port
 	e.srv, err = New(Config{
 		Gateway: e.gw, Log: logAPI, LogKey: verifier, DataDir: filepath.Join(dir, "console"),
+		Origin: origin, Approvers: reg,
 		People: func(id string) (Person, bool) { p, ok := e.people[id]; return p, ok },
 		Refused: func(_ context.Context, caller, code, _ string) error {
 			e.mu.Lock()
@@ -141,9 +150,9 @@ func newEnvWith(t *testing.T, wrap func(httpapi.LogAPI) httpapi.LogAPI) *testEnv
 		http.Redirect(w, r, "/console/", http.StatusSeeOther)
 	})
 	mux.Handle("/", e.srv)
-	e.hs = httptest.NewServer(mux)
-	t.Cleanup(e.hs.Close)
-	e.srv.cfg.Origin = e.hs.URL
+	e.hs.Config.Handler = mux
+	e.hs.Start()
+	e.hs.URL = origin
 	return e
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/gateway"
 	"github.com/rulelock/rulelock/internal/httpapi"
+	"github.com/rulelock/rulelock/internal/search"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -290,7 +291,7 @@ func (c *conformance) start() {
 			{SHA256: httpapi.HashToken("bob"), Agent: policy.Agent{ID: "bob"}, Approver: true},
 			{SHA256: httpapi.HashToken("auditor"), Agent: policy.Agent{ID: "audrey"}, Auditor: true},
 		},
-		Log:     &httpapi.AuditLog{Log: l, Checkpointer: c.cp, TilesDir: c.tiles},
+		Log:     &httpapi.AuditLog{Log: l, Checkpointer: c.cp, TilesDir: c.tiles, Index: search.Open(filepath.Join(c.dir, "index"))},
 		Ready:   func() bool { return true },
 		Status:  func() httpapi.Active { return httpapi.Active{Policy: p.Digest(), DevelopmentMode: true} },
 		MaxBody: 4096,
@@ -521,6 +522,25 @@ func TestOpenAPIConformance(t *testing.T) {
 	c.call("GET", "/v1/log/entries/"+approvalEntry, "agent", "", "", 404, validRequest) // an approval: no agent's
 	c.call("GET", "/v1/log/entries/999999", "auditor", "", "", 404, validRequest)
 	c.call("GET", "/v1/log/entries/01", "auditor", "", "", 400, badRequest)
+	// The search: by request, by agent and kind with paging, refused to an
+	// agent, a bad parameter.
+	var found struct {
+		Entries []struct {
+			Index int64 `json:"index"`
+		} `json:"entries"`
+		NextFrom *int64 `json:"next_from"`
+	}
+	decode(c.call("GET", "/v1/log/find?request="+allowed, "auditor", "", "", 200, validRequest), &found)
+	if len(found.Entries) < 2 {
+		t.Errorf("find by request %s: %d entries, want its decision and outcome", allowed, len(found.Entries))
+	}
+	decode(c.call("GET", "/v1/log/find?agent=agent-1&kind=decision&limit=1", "alice", "", "", 200, validRequest), &found)
+	if len(found.Entries) != 1 || found.NextFrom == nil {
+		t.Errorf("find with limit=1: %+v, want one entry and next_from", found)
+	}
+	c.call("GET", "/v1/log/find?agent=agent-1", "agent", "", "", 403, validRequest)
+	c.call("GET", "/v1/log/find?since=yesterday", "auditor", "", "", 400, validRequest)
+	c.call("GET", "/v1/log/find?colour=red", "auditor", "", "", 400, validRequest)
 	tiles := 0
 	filepath.WalkDir(c.tiles, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {

@@ -9,9 +9,11 @@
 //   form.vote[data-request][data-verdict]  approve or reject a request; a
 //                                       reject form has an input name=reason.
 //                                       After a vote the page reloads.
-//   form.logout                         signs out (a fetch with the CSRF header:
-//                                       under Referrer-Policy no-referrer a plain
-//                                       form POST carries Origin: null)
+//   form.logout                         signs out with a fetch carrying the CSRF
+//                                       header (the pages' plain sign-out form
+//                                       works without it: same-origin POSTs
+//                                       keep their Origin under the console's
+//                                       Referrer-Policy same-origin)
 //   #passkey-status                     where progress and errors are shown
 //   meta[name=csrf-token]               sent as X-CSRF-Token on every POST
 "use strict";
