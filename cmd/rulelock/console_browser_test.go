@@ -154,10 +154,15 @@ func TestConsoleBrowser(t *testing.T) {
 			do(who+" sees the vote form", void(chromedp.Evaluate[bool](inject)), chromedp.WaitVisible(approveButton))
 		}
 		shot("approve-" + who)
-		do(who+" approves with the passkey", chromedp.Click(approveButton))
+		// A mark on this page, gone once passkey.js has reloaded it.
+		do(who+" approves with the passkey", void(chromedp.Evaluate[bool](`window.rulelockTestMark = true`)), chromedp.Click(approveButton))
 		// passkey.js: begin, navigator.credentials.get, finish, reload.
 		waitFor(t, who+"'s approval", func() bool {
 			return who == "alice" && slices.Contains(approvals(), "alice") || who == "bob" && cg.trades.Load() > 0
+		})
+		waitFor(t, who+"'s page to reload after the vote", func() bool {
+			done, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.rulelockTestMark === undefined && document.readyState === "complete"`))
+			return err == nil && done
 		})
 		if !requestPage {
 			do(who+"'s page reloads", chromedp.WaitVisible(chromedp.ID("logout")), chromedp.WaitNotPresent(chromedp.ID("approve")))
