@@ -170,7 +170,7 @@ func TestConsoleBrowser(t *testing.T) {
 		shot("approved-" + who)
 		do(who+" signs out", chromedp.Navigate(login), chromedp.WaitVisible(chromedp.ID("logout")), chromedp.Click(chromedp.ID("logout")),
 			chromedp.WaitVisible(chromedp.ID("passkey-login")))
-		if _, err := chromedp.Call(ctx, webauthn.RemoveVirtualAuthenticator, webauthn.RemoveVirtualAuthenticatorParams{AuthenticatorID: auth.AuthenticatorID}); err != nil {
+		if _, err := chromedp.Call(ctx, webauthn.RemoveVirtualAuthenticator, webauthn.RemoveVirtualAuthenticatorParams(auth)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -445,11 +445,13 @@ func Follow(dir string) func(next int64) (Source, error) {
 	var last *audit.Position
 	return func(next int64) (Source, error) {
 		var s *audit.Snapshot
-		var err error
 		if last != nil && last.Index <= max(next-1, 0) {
-			s, err = audit.OpenTail(dir, *last)
+			if t, err := audit.OpenTail(dir, *last); err == nil {
+				s = t
+			}
 		}
 		if s == nil {
+			var err error
 			if s, err = audit.OpenSnapshot(dir); err != nil {
 				return nil, err
 			}

@@ -437,12 +437,6 @@ func (s *Server) getRequest(w http.ResponseWriter, r *http.Request, agent policy
 	writeJSON(w, http.StatusOK, res)
 }
 
-// outcomeBody is the body of POST /v1/requests/{id}/outcome.
-type outcomeBody struct {
-	Status string          `json:"status"`
-	Result json.RawMessage `json:"result,omitempty"`
-}
-
 func (s *Server) reportOutcome(w http.ResponseWriter, r *http.Request, agent policy.Agent) {
 	body, code, msg, status := s.readBody(w, r)
 	if code != "" {
@@ -495,11 +489,6 @@ func (s *Server) pending(w http.ResponseWriter, r *http.Request, _ policy.Agent)
 	}
 	s.cfg.Metrics.Pending.Set(float64(len(p)))
 	writeJSON(w, http.StatusOK, map[string]any{"pending": p})
-}
-
-// voteBody is the body of an approval or rejection: the signed statement.
-type voteBody struct {
-	Note string
 }
 
 func (s *Server) vote(approve bool) func(http.ResponseWriter, *http.Request, policy.Agent) {
