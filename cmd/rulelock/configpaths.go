@@ -10,7 +10,7 @@ import (
 // in: an agent that launches `rulelock mcp --config /etc/rulelock.yaml`
 // does so from wherever it runs. Every key that names a file or directory
 // is resolved: data_dir, policy, bundle, trust, the tls files, every
-// credential's file (executors', notifications', upstreams'), log.signer.pkcs11's module and pin_file, and an MCP
+// credential's file (executors', notifications', upstreams'), export's TLS files, log.signer.pkcs11's module and pin_file, and an MCP
 // upstream's dir and command. A command or module without a "/" is a name
 // for PATH (or the dynamic loader) to find and is left alone; upstream args
 // are the upstream's to read, and roots must already be absolute.
@@ -57,6 +57,9 @@ func (c *serveConfig) resolvePaths(dir string) {
 	}
 	if x := c.Export; x != nil {
 		abs(&x.Cursor)
+		abs(&x.CAFile)
+		abs(&x.CertFile)
+		abs(&x.KeyFile)
 		if p, ok := strings.CutPrefix(x.To, "file:"); ok {
 			abs(&p)
 			x.To = "file:" + p

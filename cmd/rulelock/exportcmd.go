@@ -32,6 +32,12 @@ type exportConfig struct {
 	BatchSize int      `yaml:"batch_size"` // default 2000
 	TokenEnv  string   `yaml:"token_env"`  // a variable holding a bearer token for the endpoint
 	Timeout   duration `yaml:"timeout"`    // per attempt (default 30s)
+	// TLS to an https endpoint: CAFile (PEM) replaces the system's roots;
+	// CertFile and KeyFile are the client certificate an endpoint with
+	// mutual TLS asks for (both or neither).
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 
 	poll time.Duration // from the command line
 	once bool
@@ -39,7 +45,7 @@ type exportConfig struct {
 
 // runExport implements `rulelock export`.
 func runExport(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "export", "--to URL|file:PATH [--data DIR] [--cursor FILE] [--batch N] [--poll D] [--metrics ADDR] [--once]")
+	fs := newFlags(e, "export", "--to URL|file:PATH [--data DIR] [--cursor FILE] [--batch N] [--poll D] [--metrics ADDR] [--once] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE]")
 	data := fs.String("data", "rulelock-data", "the gateway's data `directory` (its log is DIR/log)")
 	to := fs.String("to", "", "where to send: an http(s) `URL` (POST, JSON lines) or file:PATH (appended, fsynced)")
 	cursor := fs.String("cursor", "", "the cursor `file`: the next entry to send, written after each acknowledged batch (default DIR/export.cursor)")
@@ -48,13 +54,17 @@ func runExport(ctx context.Context, e *env, args []string) error {
 	metrics := fs.String("metrics", "", "serve the exporter's Prometheus metrics on this `address` (/metrics)")
 	once := fs.Bool("once", false, "exit once every entry the log holds now is acknowledged")
 	tokenEnv := fs.String("token-env", "", "send Authorization: Bearer $`VAR` to the endpoint")
+	caFile := fs.String("tls-ca", "", "PEM `file` of the CA(s) that issued the endpoint's TLS certificate (instead of the system's)")
+	certFile := fs.String("tls-cert", "", "PEM client certificate `file`, for an endpoint that requires one")
+	keyFile := fs.String("tls-key", "", "PEM private key `file` of --tls-cert")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *to == "" || fs.NArg() != 0 {
 		return usageError("want --to URL|file:PATH")
 	}
-	cfg := exportConfig{To: *to, Cursor: *cursor, BatchSize: *batch, TokenEnv: *tokenEnv, poll: *poll, once: *once}
+	cfg := exportConfig{To: *to, Cursor: *cursor, BatchSize: *batch, TokenEnv: *tokenEnv, poll: *poll, once: *once,
+		CAFile: *caFile, CertFile: *certFile, KeyFile: *keyFile}
 	logDir := filepath.Join(*data, "log")
 	logger := slog.New(slog.NewTextHandler(e.stderr, nil))
 	x, closeSink, err := cfg.exporter(e.getenv, *data, export.Follow(logDir), logger)
@@ -101,6 +111,9 @@ func (c *exportConfig) sink(getenv func(string) string) (export.Sink, func(), er
 		if path == "" {
 			return nil, nil, errors.New("export: file: needs a path")
 		}
+		if c.CAFile != "" || c.CertFile != "" || c.KeyFile != "" {
+			return nil, nil, errors.New("export: ca_file, cert_file and key_file are for an https endpoint, not a file")
+		}
 		f := &export.File{Path: path}
 		return f, func() { f.Close() }, nil
 	}
@@ -109,6 +122,21 @@ func (c *exportConfig) sink(getenv func(string) string) (export.Sink, func(), er
 		return nil, nil, fmt.Errorf("export: to %q: want an http(s) URL or file:PATH", redactURL(c.To))
 	}
 	h := &export.HTTP{URL: c.To, Header: http.Header{}, Timeout: c.Timeout.Duration}
+	if c.CAFile != "" || c.CertFile != "" || c.KeyFile != "" {
+		if u.Scheme != "https" {
+			return nil, nil, fmt.Errorf("export: ca_file, cert_file and key_file need an https endpoint, not %q", redactURL(c.To))
+		}
+		if (c.CertFile == "") != (c.KeyFile == "") {
+			return nil, nil, errors.New("export: give both cert_file and key_file (--tls-cert and --tls-key), or neither")
+		}
+		tc, err := clientTLS(c.CAFile, c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("export: %w", err)
+		}
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = tc
+		h.Client = &http.Client{Transport: t}
+	}
 	if c.TokenEnv != "" {
 		tok := getenv(c.TokenEnv)
 		if tok == "" {
