@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -69,10 +70,18 @@ import (
 // second time.
 
 const (
-	ceremonyTTL   = 5 * time.Minute
-	maxCeremonies = 4096 // open sign-in, enrolment and vote ceremonies, all callers together
-	maxBody       = 64 << 10
-	preCookie     = "rulelock_console_pre"
+	ceremonyTTL = 5 * time.Minute
+	// The open sign-in, enrolment and vote ceremonies are capped, so that
+	// no caller can fill the console's memory with them: per browser (its
+	// pre-session token, or its session), per client address, and all
+	// callers together. A ceremony is closed when it is finished or
+	// expires; past a cap a new one is refused (and the refusal logged)
+	// until one closes.
+	maxCeremonies          = 4096
+	maxCeremoniesPerClient = 64 // one address: a team behind one proxy shares it
+	maxCeremoniesPerOwner  = 8  // one browser: a person needs one or two at a time
+	maxBody                = 64 << 10
+	preCookie              = "rulelock_console_pre"
 	// signInStatement is what a sign-in assertion signs (with a nonce):
 	// never an approval statement, whose first line differs.
 	signInStatement = "rulelock console sign-in v1\n"
@@ -89,6 +98,8 @@ type ceremony struct {
 	kind    string // "signin", "enrol", "vote"
 	expires time.Time
 	pre     string // the pre-session token (sign-in, enrolment)
+	owner   string // the browser it counts against: "pre:"+pre, or "session:"+the session's id (set by open)
+	client  string // the client's address (set by open)
 	// enrolment
 	approver string
 	reg      *webauthn.SessionData
@@ -101,41 +112,103 @@ type ceremony struct {
 }
 
 type ceremonies struct {
-	mu   sync.Mutex
-	byID map[string]*ceremony
+	mu       sync.Mutex
+	byID     map[string]*ceremony
+	byOwner  map[string]int // open ceremonies per browser
+	byClient map[string]int // open ceremonies per client address
 }
 
-// put stores c under key, or reports false when too many are open.
-func (cs *ceremonies) put(now time.Time, key string, c *ceremony) bool {
+// Why a ceremony was not opened.
+var (
+	errCeremoniesBrowser = errors.New("too many passkey ceremonies under way in this browser: finish or cancel one, or wait five minutes")
+	errCeremoniesClient  = errors.New("too many passkey ceremonies under way from this address: wait a few minutes")
+	errCeremonies        = errors.New("too many passkey ceremonies under way: wait a few minutes")
+)
+
+// put stores c under key, replacing the ceremony under key, if any; it
+// refuses one over a cap (errCeremoniesBrowser, errCeremoniesClient,
+// errCeremonies), after closing the expired ones.
+func (cs *ceremonies) put(now time.Time, key string, c *ceremony) error {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	if cs.byID == nil {
-		cs.byID = map[string]*ceremony{}
+		cs.byID, cs.byOwner, cs.byClient = map[string]*ceremony{}, map[string]int{}, map[string]int{}
 	}
-	if len(cs.byID) >= maxCeremonies {
+	cs.remove(key)
+	full := func() error {
+		switch {
+		case cs.byOwner[c.owner] >= maxCeremoniesPerOwner:
+			return errCeremoniesBrowser
+		case cs.byClient[c.client] >= maxCeremoniesPerClient:
+			return errCeremoniesClient
+		case len(cs.byID) >= maxCeremonies:
+			return errCeremonies
+		}
+		return nil
+	}
+	if full() != nil {
 		for k, o := range cs.byID {
 			if !now.Before(o.expires) {
-				delete(cs.byID, k)
+				cs.remove(k)
 			}
 		}
-		if len(cs.byID) >= maxCeremonies {
-			return false
+		if err := full(); err != nil {
+			return err
 		}
 	}
 	cs.byID[key] = c
-	return true
+	cs.byOwner[c.owner]++
+	cs.byClient[c.client]++
+	return nil
+}
+
+// remove closes the ceremony under key, if any. cs.mu is held.
+func (cs *ceremonies) remove(key string) *ceremony {
+	c, ok := cs.byID[key]
+	if !ok {
+		return nil
+	}
+	delete(cs.byID, key)
+	if cs.byOwner[c.owner]--; cs.byOwner[c.owner] <= 0 {
+		delete(cs.byOwner, c.owner)
+	}
+	if cs.byClient[c.client]--; cs.byClient[c.client] <= 0 {
+		delete(cs.byClient, c.client)
+	}
+	return c
 }
 
 // take removes and returns the unexpired ceremony of kind under key.
 func (cs *ceremonies) take(now time.Time, key, kind string) (*ceremony, bool) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	c, ok := cs.byID[key]
-	delete(cs.byID, key)
-	if !ok || c.kind != kind || !now.Before(c.expires) {
+	c := cs.remove(key)
+	if c == nil || c.kind != kind || !now.Before(c.expires) {
 		return nil, false
 	}
 	return c, true
+}
+
+// open opens ceremony c under key for r's browser (owner) and client
+// address, or refuses r (logged, as caller) when a cap is reached.
+func (s *Server) open(w http.ResponseWriter, r *http.Request, caller, owner, key string, c *ceremony) bool {
+	c.owner, c.client = owner, clientAddr(r)
+	c.expires = s.cfg.Now().Add(ceremonyTTL)
+	if err := s.ceremonies.put(s.cfg.Now(), key, c); err != nil {
+		s.refuse(w, r, caller, http.StatusTooManyRequests, "too_many_ceremonies", err.Error())
+		return false
+	}
+	return true
+}
+
+// clientAddr is r's client address without its port: the peer of the
+// connection (a proxy in front of the console is one client).
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 // authRoutes registers sign-in, passkey enrolment and the passkey-signed
@@ -347,8 +420,7 @@ func (s *Server) loginBegin(w http.ResponseWriter, r *http.Request) {
 	}
 	nonce := newNonce()
 	key := base64.RawURLEncoding.EncodeToString(nonce)
-	if !s.ceremonies.put(s.cfg.Now(), key, &ceremony{kind: "signin", pre: pre, expires: s.cfg.Now().Add(ceremonyTTL)}) {
-		http.Error(w, "too many sign-ins under way: try again", http.StatusServiceUnavailable)
+	if !s.open(w, r, "", "pre:"+pre, key, &ceremony{kind: "signin", pre: pre}) {
 		return
 	}
 	writeJSON(w, map[string]any{"nonce": key, "publicKey": s.requestOptions(passkey.Challenge([]byte(signInStatement), nonce), nil)})
@@ -486,8 +558,7 @@ func (s *Server) enrolBegin(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "begin registration: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
-	if !s.ceremonies.put(s.cfg.Now(), "enrol:"+pre, &ceremony{kind: "enrol", pre: pre, approver: id, reg: sd, expires: s.cfg.Now().Add(ceremonyTTL)}) {
-		http.Error(w, "too many ceremonies under way: try again", http.StatusServiceUnavailable)
+	if !s.open(w, r, id, "pre:"+pre, "enrol:"+pre, &ceremony{kind: "enrol", pre: pre, approver: id, reg: sd}) {
 		return
 	}
 	writeJSON(w, creation)

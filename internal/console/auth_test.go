@@ -3,6 +3,7 @@ package console
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -141,8 +142,7 @@ func TestRefusalNotRecorded(t *testing.T) {
 
 // TestSignInBegin: with the pre-session token the sign-in starts: a
 // 64-byte challenge (the sign-in statement's hash and a nonce) for the
-// console's RP ID, user verification required; too many open ceremonies
-// are refused, not stored.
+// console's RP ID, user verification required.
 func TestSignInBegin(t *testing.T) {
 	s, _ := newTestServer(t)
 	page := serve(s, "GET", "/console/login", "")
@@ -153,14 +153,99 @@ func TestSignInBegin(t *testing.T) {
 	if w.Code != 200 || !strings.Contains(body, `"rpId":"localhost"`) || !strings.Contains(body, `"userVerification":"required"`) {
 		t.Fatalf("got %d %s", w.Code, body)
 	}
-	for i := len(s.ceremonies.byID); i < maxCeremonies; i++ {
-		s.ceremonies.put(time.Now(), random(), &ceremony{kind: "signin", expires: time.Now().Add(time.Hour)})
+}
+
+// TestCeremonyLimits: the open ceremonies are capped per browser, per
+// client address and in all; a ceremony past a cap is refused with 429,
+// the refusal is logged, and nothing is stored; an expired or finished
+// ceremony frees its place.
+func TestCeremonyLimits(t *testing.T) {
+	s, rec := newTestServer(t)
+	now := time.Now()
+	s.cfg.Now = func() time.Time { return now }
+	// begin starts a sign-in in a browser (a new pre-session token when
+	// pre is "") from address addr, and returns its pre-session token and
+	// the answer's status.
+	begin := func(addr, pre string) (string, int) {
+		if pre == "" {
+			page := serve(s, "GET", "/console/login", "")
+			pre = page.Result().Cookies()[0].Value
+		}
+		r := httptest.NewRequest("POST", testOrigin+"/console/api/login/begin", strings.NewReader(`{}`))
+		r.RemoteAddr = addr
+		r.Header.Set("Cookie", preCookie+"="+pre)
+		r.Header.Set("X-CSRF-Token", pre)
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, r)
+		return pre, w.Code
 	}
-	if w := serve(s, "POST", "/console/api/login/begin", `{}`, hdr...); w.Code != http.StatusServiceUnavailable {
-		t.Fatalf("with %d ceremonies open: got %d, want 503", maxCeremonies, w.Code)
+	refused := func(what string, status int) {
+		t.Helper()
+		if status != http.StatusTooManyRequests {
+			t.Fatalf("%s: got %d, want 429", what, status)
+		}
+		if len(rec.list) != 1 || rec.list[0] != (refusal{"", "too_many_ceremonies"}) {
+			t.Fatalf("%s: recorded %v, want one too_many_ceremonies", what, rec.list)
+		}
+		rec.list = nil
 	}
+
+	// Per browser.
+	pre, _ := begin("192.0.2.1:1000", "")
+	for i := 1; i < maxCeremoniesPerOwner; i++ {
+		if _, status := begin("192.0.2.1:1000", pre); status != 200 {
+			t.Fatalf("ceremony %d of one browser: got %d, want 200", i+1, status)
+		}
+	}
+	_, status := begin("192.0.2.1:1000", pre)
+	refused("one browser past its cap", status)
+	if _, status := begin("192.0.2.1:1001", ""); status != 200 {
+		t.Fatalf("another browser at the same address: got %d, want 200", status)
+	}
+
+	// Per client address: new browsers from one address.
+	for i := maxCeremoniesPerOwner + 1; i < maxCeremoniesPerClient; i++ {
+		if _, status := begin("192.0.2.1:1002", ""); status != 200 {
+			t.Fatalf("ceremony %d of one address: got %d, want 200", i+1, status)
+		}
+	}
+	_, status = begin("192.0.2.1:1003", "")
+	refused("one address past its cap", status)
+	if n := s.ceremonies.byClient["192.0.2.1"]; n != maxCeremoniesPerClient {
+		t.Fatalf("%d ceremonies stored for the address, want %d", n, maxCeremoniesPerClient)
+	}
+	if _, status := begin("198.51.100.7:1000", ""); status != 200 {
+		t.Fatalf("another address: got %d, want 200", status)
+	}
+
+	// In all.
+	for i := 0; len(s.ceremonies.byID) < maxCeremonies; i++ {
+		c := &ceremony{kind: "signin", owner: fmt.Sprint("pre:", i), client: fmt.Sprint("client-", i), expires: now.Add(time.Minute)}
+		if err := s.ceremonies.put(now, random(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, status = begin("203.0.113.9:1000", "")
+	refused("the console past its cap", status)
 	if n := len(s.ceremonies.byID); n != maxCeremonies {
-		t.Fatalf("%d ceremonies stored, want at most %d", n, maxCeremonies)
+		t.Fatalf("%d ceremonies stored, want %d", n, maxCeremonies)
+	}
+
+	// Expired ones free their places; a finished one frees its place.
+	now = now.Add(ceremonyTTL)
+	if _, status := begin("192.0.2.1:1000", pre); status != 200 {
+		t.Fatalf("after the ceremonies expired: got %d, want 200", status)
+	}
+	if n := len(s.ceremonies.byID); n != 1 || s.ceremonies.byOwner["pre:"+pre] != 1 || s.ceremonies.byClient["192.0.2.1"] != 1 {
+		t.Fatalf("after expiry: %d open, %d for the browser, %d for the address; want 1, 1, 1", n, s.ceremonies.byOwner["pre:"+pre], s.ceremonies.byClient["192.0.2.1"])
+	}
+	for k := range s.ceremonies.byID {
+		if _, ok := s.ceremonies.take(now, k, "signin"); !ok {
+			t.Fatal("take: the open sign-in is not there")
+		}
+	}
+	if len(s.ceremonies.byID) != 0 || len(s.ceremonies.byOwner) != 0 || len(s.ceremonies.byClient) != 0 {
+		t.Fatalf("after the last ceremony closed: %d open, counts %v %v", len(s.ceremonies.byID), s.ceremonies.byOwner, s.ceremonies.byClient)
 	}
 }
 

@@ -67,9 +67,8 @@ func (s *Server) voteBegin(w http.ResponseWriter, r *http.Request) {
 	st := p.Request.Statement(v, reason)
 	nonce := newNonce()
 	key := base64.RawURLEncoding.EncodeToString(nonce)
-	if !s.ceremonies.put(s.cfg.Now(), key, &ceremony{kind: "vote", session: sess.ID, person: who, request: p.Request.ID,
-		verdict: v, statement: st, expires: s.cfg.Now().Add(ceremonyTTL)}) {
-		http.Error(w, "too many ceremonies under way: try again", http.StatusServiceUnavailable)
+	if !s.open(w, r, who, "session:"+sess.ID, key, &ceremony{kind: "vote", session: sess.ID, person: who, request: p.Request.ID,
+		verdict: v, statement: st}) {
 		return
 	}
 	writeJSON(w, map[string]any{"nonce": key, "statement": string(st.Marshal()),
