@@ -169,6 +169,28 @@ func (r *Registry) StillNeeded(req Request) []int {
 	return out
 }
 
+// StillWanted returns, for each of req's requirements in order, the ids
+// (sorted) of the approvers who could still count toward it: eligible
+// for it as StillNeeded counts them, not the requester, and without an
+// accepted approval of req. A requirement StillNeeded says is met wants
+// nobody.
+func (r *Registry) StillWanted(req Request) [][]string {
+	still := r.StillNeeded(req)
+	out := make([][]string, len(req.Requirements))
+	for i, q := range req.Requirements {
+		if still[i] == 0 {
+			continue
+		}
+		for id, a := range r.byID {
+			if a.eligible(q.Groups) && id != req.Agent && !slices.ContainsFunc(req.Approvals, func(v Vote) bool { return v.Approver == id }) {
+				out[i] = append(out[i], id)
+			}
+		}
+		slices.Sort(out[i])
+	}
+	return out
+}
+
 // eligible reports whether a may count toward req's quorum.
 func (a *Approver) eligible(groups []string) bool {
 	if len(groups) == 0 {

@@ -23,13 +23,19 @@ func TestStillNeeded(t *testing.T) {
 	if got, want := reg.StillNeeded(r), []int{2, 1, 1}; !slices.Equal(got, want) {
 		t.Fatalf("parked: got %v, want %v", got, want)
 	}
+	// Who may still count: never the requester (agent-7 is in treasury).
+	wanted := [][]string{{"alice", "bob", "carol", "erin", "frank"}, {"carol", "dave"}, {"alice", "bob", "carol", "dave", "erin", "frank"}}
+	if got := reg.StillWanted(r); !slices.EqualFunc(got, wanted, slices.Equal) {
+		t.Fatalf("parked: StillWanted %q, want %q", got, wanted)
+	}
 	for _, step := range []struct {
-		who  string
-		want []int
+		who    string
+		want   []int
+		wanted [][]string
 	}{
-		{"dave", []int{2, 0, 0}},  // risk only
-		{"carol", []int{1, 0, 0}}, // treasury and risk: counts toward both, risk already met
-		{"alice", []int{0, 0, 0}},
+		{"dave", []int{2, 0, 0}, [][]string{{"alice", "bob", "carol", "erin", "frank"}, nil, nil}}, // risk only
+		{"carol", []int{1, 0, 0}, [][]string{{"alice", "bob", "erin", "frank"}, nil, nil}},         // treasury and risk: counts toward both, risk already met
+		{"alice", []int{0, 0, 0}, [][]string{nil, nil, nil}},
 	} {
 		res, err := m.Approve("req-1", approve(t, step.who, r))
 		if err != nil {
@@ -38,6 +44,9 @@ func TestStillNeeded(t *testing.T) {
 		got := reg.StillNeeded(res.Request)
 		if !slices.Equal(got, step.want) {
 			t.Errorf("after %s: got %v, want %v", step.who, got, step.want)
+		}
+		if w := reg.StillWanted(res.Request); !slices.EqualFunc(w, step.wanted, slices.Equal) {
+			t.Errorf("after %s: StillWanted %q, want %q", step.who, w, step.wanted)
 		}
 		if quorate := slices.Max(got) == 0; quorate != res.Ready {
 			t.Errorf("after %s: StillNeeded %v but Ready %v", step.who, got, res.Ready)

@@ -93,7 +93,7 @@ func TestSpoofingInBrowser(t *testing.T) {
 	var cli strings.Builder
 	for _, p := range e.gw.Pending() {
 		if p.Request.ID == id {
-			review.New(reviewRequest(p), e.srv.cfg.Now()).Write(&cli)
+			review.New(e.srv.reviewRequest(p), e.srv.cfg.Now()).Write(&cli)
 		}
 	}
 	for _, w := range wantShown {

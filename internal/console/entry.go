@@ -162,6 +162,7 @@ type entryPage struct {
 	Closes      int64  // an outcome's decision entry, -1 otherwise
 	Fields      []entryField
 	Action      []review.Field // the action's own fields, when the entry holds it inline
+	Held        []heldField    // the fields held by digest or as a commitment, labelled
 	DecodeError string
 	Instruction review.Claim
 	Reasoning   review.Claim
@@ -219,6 +220,7 @@ func (s *Server) entry(w http.ResponseWriter, r *http.Request, sess *Session) {
 			pg.Action, _ = review.Fields([]byte(e.Action.Text))
 		}
 		pg.Instruction, pg.Reasoning = claimOf(e.Instruction.Text), claimOf(e.Reasoning.Text)
+		pg.Held = heldFields(e)
 	}
 	s.render(w, http.StatusOK, "entry", sess, fmt.Sprintf("Entry %d", i), "log", pg)
 }

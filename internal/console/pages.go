@@ -80,7 +80,7 @@ func (s *Server) queue(w http.ResponseWriter, r *http.Request, sess *Session) {
 	now := s.cfg.Now()
 	var rows []queueRow
 	for _, p := range s.cfg.Gateway.Pending() {
-		v := review.New(reviewRequest(p), now)
+		v := review.New(s.reviewRequest(p), now)
 		row := queueRow{ID: p.Request.ID, Review: v}
 		for _, f := range v.Fields {
 			switch f.Path {
@@ -97,10 +97,13 @@ func (s *Server) queue(w http.ResponseWriter, r *http.Request, sess *Session) {
 	s.render(w, http.StatusOK, "queue", sess, "Pending approvals", "queue", struct{ Rows []queueRow }{rows})
 }
 
-// reviewRequest is the review of a pending request.
-func reviewRequest(p gateway.PendingRequest) review.Request {
+// reviewRequest is the review of a pending request: how many more
+// approvers each requirement needs is the gateway's count (the quorum's
+// own, approval.Registry.StillNeeded), and who can still give them comes
+// from the same registry (StillWanted).
+func (s *Server) reviewRequest(p gateway.PendingRequest) review.Request {
 	return review.Request{Parked: p.Request, Action: p.Action, Instruction: p.Instruction, Reasoning: p.Reasoning,
-		Rules: p.Rules, StillNeeded: p.StillNeeded}
+		Rules: p.Rules, StillNeeded: p.StillNeeded, StillWanted: s.cfg.Approvers.StillWanted(p.Request)}
 }
 
 // requestPage is what templates/request.html shows.
@@ -125,7 +128,7 @@ func (s *Server) request(w http.ResponseWriter, r *http.Request, sess *Session) 
 	now := s.cfg.Now()
 	for _, p := range s.cfg.Gateway.Pending() {
 		if p.Request.ID == id {
-			pg.Review, pg.Pending = review.New(reviewRequest(p), now), true
+			pg.Review, pg.Pending = review.New(s.reviewRequest(p), now), true
 			pg.CanVote = sess.Person.Approver && sess.Person.ID != p.Request.Agent
 			break
 		}
@@ -145,6 +148,11 @@ func (s *Server) request(w http.ResponseWriter, r *http.Request, sess *Session) 
 		}
 		s.renderError(w, sess, http.StatusNotFound, "no request "+review.Quote(id)+" is pending or in the log")
 		return
+	}
+	if r.Header.Get("HX-Request") == "true" && r.URL.Query().Get("poll") == "pending" && !pg.Pending {
+		// The page polled while it was pending; its votes, forms and
+		// summary are another page now: reload it whole.
+		w.Header().Set("HX-Refresh", "true")
 	}
 	s.render(w, http.StatusOK, "request", sess, "Request "+pg.Review.ID, "queue", pg)
 }

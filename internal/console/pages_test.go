@@ -148,9 +148,45 @@ func TestQueueAndRequest(t *testing.T) {
 			t.Errorf("%s: an auditor sees a vote form", who)
 		}
 	}
+	// Who may still approve: bob, not alice (she voted); the page refreshes
+	// its live parts in place every five seconds, and reloads whole once
+	// the request is no longer pending.
+	c := e.client("audrey@example.com")
+	_, _, body := e.get(c, "/console/requests/"+id)
+	for _, want := range []string{`Can still approve: <span class="mono">bob@example.com</span></div>`,
+		`<div id="poll" hidden hx-get="/console/requests/` + id + `?poll=pending" hx-trigger="every 5s" hx-select="#poll" hx-select-oob="#summary,#votes-live,#story" hx-swap="outerHTML"></div>`,
+		`id="summary"`, `<div id="votes-live">`, `id="story"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("request page: want %q in\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, `Can still approve: <span class="mono">alice`) {
+		t.Errorf("request page: alice, who voted, is listed as still able to approve")
+	}
+	poll := func() (int, string) {
+		req, _ := http.NewRequest("GET", e.hs.URL+"/console/requests/"+id+"?poll=pending", nil)
+		req.Header.Set("HX-Request", "true")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("HX-Refresh")
+	}
+	if status, refresh := poll(); status != 200 || refresh != "" {
+		t.Errorf("poll while pending: got %d HX-Refresh %q, want 200 and none", status, refresh)
+	}
+	e.vote("bob@example.com", id, approval.Approve, "")
+	if status, refresh := poll(); status != 200 || refresh != "true" {
+		t.Errorf("poll once approved: got %d HX-Refresh %q, want 200 and true", status, refresh)
+	}
+	_, _, body = e.get(c, "/console/requests/"+id)
+	if !strings.Contains(body, `?poll=done"`) || strings.Contains(body, "Can still approve") {
+		t.Errorf("the finished request's page: want a poll marked done and nobody still wanted")
+	}
 	// alice voted already, but may still see the forms (the gateway refuses
 	// a second vote); the requesting agent never would.
-	_, _, body := e.get(e.client("alice@example.com"), "/console/requests/nosuch")
+	_, _, body = e.get(e.client("alice@example.com"), "/console/requests/nosuch")
 	if !strings.Contains(body, "404") {
 		t.Errorf("unknown request: got %s", body)
 	}
@@ -423,6 +459,18 @@ func TestLongFields(t *testing.T) {
 	if strings.Contains(body, "Cannot be shown") {
 		t.Errorf("finished request: an action held by digest is shown as malformed")
 	}
+	// The decision's entry page lists the fields held by digest, labelled.
+	m := regexp.MustCompile(`href="/console/log/(\d+)">#\d+</a></td>\s*<td data-label="Time" class="mono small">[^<]*</td>\s*<td data-label="Kind">decision</td>`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("finished request: no decision entry in its story:\n%s", body)
+	}
+	_, _, body = e.get(c, "/console/log/"+m[1])
+	for _, want := range []string{`<section class="panel held" id="held">`, `<li><span class="mono">action</span>: the log holds the action by its digest (sha256:`,
+		`<li><span class="mono">reasoning</span>: the log holds the reasoning by its digest (sha256:`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("entry %s: want %q in\n%s", m[1], want, body)
+		}
+	}
 
 	// Only the reasoning held by digest: the action is still shown.
 	id = e.submit("agent-7", bigTransfer, "pay", reasoning).RequestID
@@ -435,5 +483,21 @@ func TestLongFields(t *testing.T) {
 	}
 	if strings.Contains(body, "the log holds the action") {
 		t.Errorf("finished request, long reasoning: the inline action is said to be held by digest")
+	}
+}
+
+// Every field the log holds other than inline is named, in the entry's
+// order, with its digest and size or its commitment: never left out.
+func TestHeldFields(t *testing.T) {
+	d := audit.Digest{1, 2, 3}
+	e := &audit.Entry{Kind: audit.KindOutcome, Action: audit.Text(`{"type":"transfer"}`), Instruction: audit.Field{Commitment: d},
+		Result: audit.Field{Digest: d, Size: 70000}}
+	got := heldFields(e)
+	want := []heldField{
+		{"instruction", "the instruction is sensitive: the log holds a commitment to it (hmac:" + d.String() + "), not the value"},
+		{"result", "the log holds the result by its digest (sha256:" + d.String() + ", 70000 bytes), not inline"},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
 	}
 }

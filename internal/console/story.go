@@ -28,7 +28,8 @@ type story struct {
 type storyItem struct {
 	Index                         int64
 	Time, Kind, What, Who, Detail string
-	Refused                       bool // a refused vote
+	Held                          string // how the log holds the detail when not inline (heldNote), or ""
+	Refused                       bool   // a refused vote
 }
 
 // maxStory caps the entries a story reads: a request has a handful.
@@ -71,7 +72,7 @@ func (s *Server) readStory(id string) (*story, error) {
 		case audit.KindOutcome:
 			status = e.Status
 			it.What = "outcome " + review.Escape(e.Status)
-			it.Who, it.Detail = "agent "+review.Escape(e.Agent), review.Escape(e.Result.Text)
+			it.Who, it.Detail, it.Held = "agent "+review.Escape(e.Agent), review.Escape(e.Result.Text), heldNote("result", e.Result)
 		case audit.KindNote:
 			it.Who, it.Detail = review.Escape(e.Approver), review.Escape(e.Message)
 			if v, ok := gateway.ParseRefusedVote(e); ok {
@@ -152,7 +153,10 @@ func (st *story) review(now time.Time) (v *review.Review, actionNote, claimNote 
 	return v, heldNote("action", e.Action), strings.Join(claims, "; ")
 }
 
-// heldNote says how the log holds field name when it is not inline, or "".
+// heldNote says how the log holds field name when it is not inline, or "":
+// a large value by its digest (its bytes in the log's blob store), a
+// sensitive one as a commitment. Such a field is shown as this note,
+// never as an empty value.
 func heldNote(name string, f audit.Field) string {
 	switch {
 	case !f.Digest.IsZero():
@@ -161,4 +165,22 @@ func heldNote(name string, f audit.Field) string {
 		return fmt.Sprintf("the %s is sensitive: the log holds a commitment to it (hmac:%s), not the value", name, f.Commitment)
 	}
 	return ""
+}
+
+// A heldField is a field of an entry the log holds other than inline.
+type heldField struct{ Name, Note string }
+
+// heldFields lists e's fields held by digest or as a commitment, in the
+// entry's order.
+func heldFields(e *audit.Entry) []heldField {
+	var out []heldField
+	for _, f := range []struct {
+		name string
+		f    audit.Field
+	}{{"action", e.Action}, {"instruction", e.Instruction}, {"reasoning", e.Reasoning}, {"result", e.Result}, {"state", e.State}, {"raw", e.Raw}} {
+		if n := heldNote(f.name, f.f); n != "" {
+			out = append(out, heldField{f.name, n})
+		}
+	}
+	return out
 }

@@ -27,6 +27,10 @@ type Request struct {
 	// groups shows an upper bound: its count less the approvals that count
 	// whatever their approver's groups.
 	StillNeeded []int
+	// StillWanted, when it has one list per requirement of Parked, names
+	// the approvers who could still count toward each
+	// (approval.Registry.StillWanted).
+	StillWanted [][]string
 }
 
 // A Review is a parked request made safe to show a human: every string
@@ -60,6 +64,10 @@ type Need struct {
 	Approvers             int
 	StillNeeded           int
 	Exact                 bool // false: StillNeeded is an upper bound (approvers' groups unknown)
+	// Who may still count toward it, escaped, when WhoKnown: none left
+	// while StillNeeded > 0 means the request cannot reach its quorum.
+	Who      []string
+	WhoKnown bool
 }
 
 // A Claim is free text from the agent, split into escaped lines (split at
@@ -99,10 +107,17 @@ func New(r Request, now time.Time) *Review {
 		v.Approvals = append(v.Approvals, Vote{Escape(a.Approver), a.Time.UTC().Format(time.RFC3339)})
 	}
 	exact := len(r.StillNeeded) == len(p.Requirements)
+	known := len(r.StillWanted) == len(p.Requirements)
 	for i, q := range p.Requirements {
 		n := need(q, len(p.Approvals))
 		if exact {
 			n.StillNeeded, n.Exact = max(0, r.StillNeeded[i]), true
+		}
+		if known {
+			n.WhoKnown = true
+			for _, id := range r.StillWanted[i] {
+				n.Who = append(n.Who, Escape(id))
+			}
 		}
 		v.Needs = append(v.Needs, n)
 	}
@@ -181,6 +196,13 @@ func (v *Review) Write(w io.Writer) error {
 			still = fmt.Sprintf("at most %d more (approvals above count only if from %s)", n.StillNeeded, n.Groups)
 		}
 		p("  needs %d %s (rule %s): %s\n", n.Approvers, from, n.Rule, still)
+		if n.WhoKnown && n.StillNeeded > 0 {
+			if len(n.Who) == 0 {
+				p("    nobody left who can approve it\n")
+			} else {
+				p("    can still approve: %s\n", strings.Join(n.Who, ", "))
+			}
+		}
 		if n.Message != "" {
 			p("    %s\n", n.Message)
 		}

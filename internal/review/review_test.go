@@ -72,10 +72,24 @@ func TestGoldenGroups(t *testing.T) {
 	r.Instruction, r.Reasoning = "Pay invoice 1234", ""
 	r.Parked.Agent = "agent-7"
 	r.StillNeeded = []int{1, 0}
+	r.StillWanted = [][]string{{"bob@example.com", "mallory\u202e@example.com"}, nil}
 	var b bytes.Buffer
 	New(r, t0.Add(5*time.Hour)).Write(&b)
-	golden(t, "testdata/groups.golden", "# With approvers' groups known, each requirement says exactly how many more approvers it needs;\n"+
-		"# past its expiry a request says so.\n", b.Bytes())
+	golden(t, "testdata/groups.golden", "# With approvers' groups known, each requirement says exactly how many more approvers it needs\n"+
+		"# and who can still give them (names escaped); past its expiry a request says so.\n", b.Bytes())
+	checkPrintable(t, b.String())
+
+	// A requirement nobody left can meet says so.
+	r.StillWanted = [][]string{nil, nil}
+	v := New(r, t0)
+	if n := v.Needs[0]; !n.WhoKnown || len(n.Who) != 0 {
+		t.Fatalf("got %+v, want a known empty list", n)
+	}
+	b.Reset()
+	v.Write(&b)
+	if !strings.Contains(b.String(), "1 more\n    nobody left who can approve it\n") {
+		t.Fatalf("the review does not say nobody can approve it:\n%s", b.String())
+	}
 }
 
 // TestActionRefused: an action that is not one strict JSON object, or
