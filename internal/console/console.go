@@ -49,7 +49,9 @@ type Config struct {
 	Gateway *gateway.Gateway
 	Log     httpapi.LogAPI
 	// LogKey is the key that signs the log's checkpoints: the entry pages
-	// check every inclusion proof against a checkpoint this key signed.
+	// check every inclusion proof against a checkpoint this key signed,
+	// and every such checkpoint's consistency with the newest one the
+	// console has seen (when Log is a ConsistencyProver).
 	// Without it no proof is shown as verified.
 	LogKey note.Verifier
 	// People looks up a person by id in the gateway's config; ok is false
@@ -85,6 +87,7 @@ type Server struct {
 	sessions   sessions
 	webauthn   *webauthn.WebAuthn // auth.go
 	ceremonies ceremonies         // auth.go
+	seen       newestSeen         // the newest checkpoint seen (consistency.go)
 
 	tmpl   map[string]*template.Template // the pages (render.go)
 	static map[string]staticFile         // the static files, by name
@@ -107,6 +110,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, mux: http.NewServeMux()}
 	s.sessions.byID = map[string]*Session{}
+	s.loadSeen()
 	if err := s.authRoutes(s.mux); err != nil {
 		return nil, err
 	}

@@ -32,12 +32,16 @@ type proofCheck struct {
 	Size       int64  // the checkpoint's tree size
 	Root       string // the checkpoint's root hash, base64
 	Proof      []string
+	// Consistency is the verdict on the checkpoint's consistency with the
+	// newest checkpoint the console has seen (consistency.go).
+	Consistency consistencyCheck
 }
 
 // checkInclusion checks entry i, raw as the log serves it, against the
 // latest checkpoint.
 func (s *Server) checkInclusion(i int64, raw []byte) proofCheck {
-	pc := proofCheck{Verdict: "failed", LeafHash: tlog.RecordHash(raw).String()}
+	pc := proofCheck{Verdict: "failed", LeafHash: tlog.RecordHash(raw).String(),
+		Consistency: consistencyCheck{Verdict: "failed", Failed: true, Detail: "not checked: no checkpoint verified"}}
 	if s.cfg.LogKey == nil {
 		pc.Detail = "no log key is configured: the checkpoint's signature cannot be checked"
 		return pc
@@ -45,6 +49,7 @@ func (s *Server) checkInclusion(i int64, raw []byte) proofCheck {
 	rcpt, err := s.cfg.Log.Receipt(i)
 	if errors.Is(err, audit.ErrNotCovered) {
 		pc.Verdict, pc.Detail = "not covered yet", "no signed checkpoint covers this entry yet: the next one will"
+		pc.Consistency = consistencyCheck{Verdict: "not checked", Detail: "no checkpoint covers this entry yet: the log's status below checks the latest"}
 		return pc
 	}
 	if err != nil {
@@ -64,6 +69,7 @@ func (s *Server) checkInclusion(i int64, raw []byte) proofCheck {
 	}
 	if cp, err := checkpointOf(p.Checkpoint, s.cfg.LogKey); err == nil {
 		pc.Size, pc.Root = cp.Size, base64.StdEncoding.EncodeToString(cp.Root[:])
+		pc.Consistency = s.checkConsistency(cp, p.Checkpoint)
 	}
 	switch {
 	case p.Index != i:
@@ -117,6 +123,8 @@ type logStatus struct {
 	Failed       int64
 	LastError    string
 	UnsignedWait string // how long the oldest uncovered entry has waited
+	// Consistency of the latest checkpoint with the newest seen before.
+	Consistency consistencyCheck
 }
 
 // logStatus reads the log's size and latest checkpoint and checks the
@@ -137,6 +145,7 @@ func (s *Server) logStatus() logStatus {
 			break
 		}
 		st.Verified, st.Covered, st.Root = true, cp.Size, base64.StdEncoding.EncodeToString(cp.Root[:])
+		st.Consistency = s.checkConsistency(cp, msg)
 	}
 	st.Uncovered = max(0, st.Size-st.Covered)
 	if r, ok := s.cfg.Log.(httpapi.CheckpointReporter); ok {

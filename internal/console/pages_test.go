@@ -1,6 +1,7 @@
 package console
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -9,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/approval"
@@ -499,5 +502,81 @@ func TestHeldFields(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// badProver serves consistency proofs with one hash changed: the proofs
+// of a log that was rewritten.
+type badProver struct{ *httpapi.AuditLog }
+
+func (l badProver) ConsistencyProof(m, n int64) (tlog.TreeProof, error) {
+	p, err := l.AuditLog.ConsistencyProof(m, n)
+	if err == nil && len(p) > 0 {
+		p[0][0] ^= 1
+	}
+	return p, err
+}
+
+// The console checks each checkpoint it is shown against the newest it has
+// seen: the first is remembered (across restarts), a newer one must extend
+// it and one of the same size must be the same tree; a proof that does not
+// check fails, on the entry page and in the log's status, and the newest
+// seen stays.
+func TestCheckpointConsistency(t *testing.T) {
+	e := newEnv(t)
+	e.submit("agent-7", `{"type":"transfer","amount":5,"to":"acct-1"}`, "pay", "")
+	e.checkpoint()
+	c := e.client("audrey@example.com")
+	_, _, body := e.get(c, "/console/log")
+	first := e.log.Size()
+	if !strings.Contains(body, `<dd id="status-consistency"><span class="ok">first seen</span>`) {
+		t.Fatalf("log page: want the first checkpoint seen in\n%s", body)
+	}
+	e.submit("agent-7", `{"type":"transfer","amount":6,"to":"acct-1"}`, "pay", "")
+	e.checkpoint()
+	_, h, body := e.get(c, "/console/log/0")
+	checkPage(t, "/console/log/0", h, body)
+	want := fmt.Sprintf(`<section class="panel proof verified" id="consistency">
+  <h2>Consistency with the newest checkpoint seen: <span class="verdict">verified</span></h2>
+  <p>extends the newest checkpoint seen before (%d entries): proved append-only</p>`, first)
+	if !strings.Contains(body, want) {
+		t.Fatalf("entry 0: want\n%s\nin\n%s", want, body)
+	}
+	if !strings.Contains(body, fmt.Sprintf(`<span class="ok">verified</span>: the same tree as the newest checkpoint seen (%d entries)`, e.log.Size())) {
+		t.Errorf("entry 0's log status: want the same tree as the newest seen in\n%s", body)
+	}
+
+	// A console started again on the same data directory remembers it.
+	again, err := New(e.srv.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := again.seen.cp.Size; got != e.log.Size() {
+		t.Errorf("after a restart the newest checkpoint seen has %d entries, want %d", got, e.log.Size())
+	}
+	if err := again.proveConsistency(audit.Checkpoint{Size: 3, Root: tlog.Hash{1}}, audit.Checkpoint{Size: 3, Root: tlog.Hash{2}}); err == nil {
+		t.Error("two trees of one size with different roots: accepted as consistent")
+	}
+
+	// A log whose consistency proofs do not check.
+	e = newEnvWith(t, func(l httpapi.LogAPI) httpapi.LogAPI { return badProver{l.(*httpapi.AuditLog)} })
+	for i := range 5 {
+		e.submit("agent-7", fmt.Sprintf(`{"type":"transfer","amount":%d,"to":"acct-1"}`, i+1), "pay", "")
+	}
+	e.checkpoint()
+	c = e.client("audrey@example.com")
+	e.get(c, "/console/log")
+	seen := e.log.Size()
+	e.submit("agent-7", `{"type":"transfer","amount":6,"to":"acct-1"}`, "pay", "")
+	e.checkpoint()
+	_, _, body = e.get(c, "/console/log/0")
+	for _, want := range []string{`<section class="panel proof failed" id="consistency">`, `<span class="verdict">failed</span>`,
+		fmt.Sprintf("the tree of %d entries is not a prefix of the tree of %d", seen, e.log.Size()), `<dd id="status-consistency"><span class="bad">failed</span>`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("a bad proof: want %q in\n%s", want, body)
+		}
+	}
+	if got := e.srv.seen.cp.Size; got != seen {
+		t.Errorf("after a failed check the newest seen has %d entries, want %d (unchanged)", got, seen)
 	}
 }

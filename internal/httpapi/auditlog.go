@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"time"
 
+	"golang.org/x/mod/sumdb/tlog"
+
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/search"
 )
@@ -25,6 +27,12 @@ func (a *AuditLog) Checkpoint() []byte { return a.Checkpointer.Latest() }
 
 // Entry returns entry i as encoded in the log.
 func (a *AuditLog) Entry(i int64) ([]byte, error) { return a.Log.ReadEntry(i) }
+
+// ConsistencyProof proves that the tree of the first m entries is a
+// prefix of the tree of the first n (the console checks checkpoints with it).
+func (a *AuditLog) ConsistencyProof(m, n int64) (tlog.TreeProof, error) {
+	return a.Log.ConsistencyProof(m, n)
+}
 
 // Receipt returns a self-contained receipt for entry i.
 func (a *AuditLog) Receipt(i int64) ([]byte, error) { return a.Checkpointer.Receipt(i) }
