@@ -5,10 +5,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -16,6 +18,7 @@ import (
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/httpapi"
+	"github.com/rulelock/rulelock/internal/search"
 )
 
 const bigTransfer = `{"type":"transfer","amount":20000,"to":"acct-9"}`
@@ -315,14 +318,57 @@ func TestEntryProofTampered(t *testing.T) {
 }
 
 // Searches through the page return exactly the entries a plain filter over
-// the whole log returns, across pages of results.
+// the whole log returns, across pages of results: by reading the log
+// (scan), and with the gateway's search index (the LogAPI is an
+// httpapi.Finder), which the console then asks.
 func TestSearchMatchesLinearReference(t *testing.T) {
-	e := newEnv(t)
+	t.Run("scan", func(t *testing.T) { checkSearch(t, newEnv(t), nil) })
+	t.Run("index", func(t *testing.T) {
+		var finds atomic.Int64
+		var ix *search.Index
+		e := newEnvWith(t, func(l httpapi.LogAPI) httpapi.LogAPI {
+			al := l.(*httpapi.AuditLog)
+			ix = search.Open(filepath.Join(t.TempDir(), "index"))
+			al.Index = ix
+			return countingFinder{al, &finds}
+		})
+		checkSearch(t, e, func() {
+			// The index covers all but the last few entries (Find scans
+			// those, as the gateway's does between its updates).
+			if _, err := ix.Update(t.Context(), e.log); err != nil {
+				t.Fatal(err)
+			}
+			e.submit("agent-1", `{"type":"refund","amount":7,"to":"acct-2"}`, "n", "")
+		})
+		if finds.Load() == 0 {
+			t.Error("the console never asked the index")
+		}
+	})
+}
+
+// countingFinder counts the searches that reach the index.
+type countingFinder struct {
+	*httpapi.AuditLog
+	n *atomic.Int64
+}
+
+func (c countingFinder) Find(q search.Query) ([]search.Result, error) {
+	c.n.Add(1)
+	return c.AuditLog.Find(q)
+}
+
+// checkSearch fills e's log, runs prepare (if any), and checks that every
+// search the console answers, page after page, finds exactly the entries
+// a reference filter over every entry keeps.
+func checkSearch(t *testing.T, e *testEnv, prepare func()) {
 	for i := range 150 {
 		agent := "agent-" + strconv.Itoa(i%3)
 		typ := []string{"transfer", "refund"}[i%5/4]
 		amount := []int{5, 20000, 7}[i%3]
 		e.submit(agent, `{"type":"`+typ+`","amount":`+strconv.Itoa(amount)+`,"to":"acct-`+strconv.Itoa(i%4)+`"}`, "n", "")
+	}
+	if prepare != nil {
+		prepare()
 	}
 	e.checkpoint()
 	raws, err := e.log.ReadEntries(0, e.log.Size())

@@ -1,7 +1,6 @@
 package console
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -13,53 +12,8 @@ import (
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/httpapi"
 	"github.com/rulelock/rulelock/internal/review"
+	"github.com/rulelock/rulelock/internal/search"
 )
-
-// A Query selects log entries: every field that is set must match.
-type Query struct {
-	Request    string    // the entry's request id
-	Agent      string    // the requesting agent (decision and outcome entries)
-	ActionType string    // the action's type (decision entries that hold the action)
-	Decision   string    // audit.Entry.Decision: allow, deny, require_approval, approved, approve, reject, expired, executed
-	Rule       string    // a rule that fired, by name
-	From, To   time.Time // From ≤ time < To; zero is open
-}
-
-// matches reports whether e matches q.
-func (q Query) matches(e *audit.Entry) bool {
-	switch {
-	case q.Request != "" && e.RequestID != q.Request,
-		q.Agent != "" && e.Agent != q.Agent,
-		q.Decision != "" && e.Decision != q.Decision,
-		!q.From.IsZero() && e.Time.Before(q.From),
-		!q.To.IsZero() && !e.Time.Before(q.To),
-		q.ActionType != "" && actionType(e) != q.ActionType:
-		return false
-	}
-	if q.Rule == "" {
-		return true
-	}
-	for _, r := range e.Rules {
-		if r.Name == q.Rule {
-			return true
-		}
-	}
-	return false
-}
-
-// actionType is the type of the action e holds inline, or "".
-func actionType(e *audit.Entry) string {
-	if e.Action.Text == "" {
-		return ""
-	}
-	var a struct {
-		Type string `json:"type"`
-	}
-	if json.Unmarshal([]byte(e.Action.Text), &a) != nil {
-		return ""
-	}
-	return a.Type
-}
 
 // A hit is one entry a search found.
 type hit struct {
@@ -67,16 +21,54 @@ type hit struct {
 	Entry *audit.Entry
 }
 
-// search returns the entries of l from index from on that match q, in log
-// order, at most limit of them, and the index to continue from: l.Size()
-// when the scan reached the end.
+// find returns the entries of the log from index from on that match q
+// (search.Match, the one definition of a match), in log order, at most
+// limit of them, and the index to continue from: the log's size when the
+// search reached its end.
 //
-// It is the console's one way to find entries, a linear scan: a log index
-// can replace it here without the pages changing.
-func search(l httpapi.LogAPI, q Query, from int64, limit int) ([]hit, int64, error) {
+// With the gateway's search index (the LogAPI is an httpapi.Finder with an
+// index: GET /v1/log/find's) it asks the index; without one, or while the
+// gateway is still building it, it reads the log from the start (scan).
+// Both give the same entries (TestSearchMatchesLinearReference).
+func (s *Server) find(q search.Query, from int64, limit int) ([]hit, int64, error) {
+	from = max(from, 0)
+	if f, ok := s.cfg.Log.(httpapi.Finder); ok {
+		size := s.cfg.Log.Size()
+		q.From, q.Limit = from, limit
+		rs, err := f.Find(q)
+		switch {
+		case err == nil:
+			hits := make([]hit, len(rs))
+			for i, r := range rs {
+				hits[i] = hit{r.Index, r.Entry}
+			}
+			if len(rs) == limit {
+				return hits, rs[len(rs)-1].Index + 1, nil
+			}
+			if len(rs) > 0 {
+				size = max(size, rs[len(rs)-1].Index+1)
+			}
+			return hits, size, nil
+		case !errors.Is(err, httpapi.ErrNoIndex) && !errors.Is(err, httpapi.ErrIndexBehind):
+			return nil, from, fmt.Errorf("search the index: %w", err)
+		}
+	}
+	return scan(s.cfg.Log, q, from, limit)
+}
+
+// blobReader is what scan reads a field held by digest with, when the
+// LogAPI has it (httpapi.AuditLog does): an action held by digest has a
+// type to search by, as in the index (search.ActionType).
+type blobReader interface {
+	Blob(d audit.Digest) ([]byte, error)
+}
+
+// scan is find without an index: it reads every entry from from on.
+func scan(l httpapi.LogAPI, q search.Query, from int64, limit int) ([]hit, int64, error) {
 	size := l.Size()
+	blobs, _ := l.(blobReader)
 	var hits []hit
-	for i := max(from, 0); i < size; i++ {
+	for i := from; i < size; i++ {
 		raw, err := l.Entry(i)
 		if err != nil {
 			return hits, i, fmt.Errorf("read entry %d: %w", i, err)
@@ -85,7 +77,11 @@ func search(l httpapi.LogAPI, q Query, from int64, limit int) ([]hit, int64, err
 		if err != nil {
 			return hits, i, fmt.Errorf("decode entry %d: %w", i, err)
 		}
-		if !q.matches(e) {
+		typ, err := actionType(blobs, e)
+		if err != nil {
+			return hits, i, fmt.Errorf("entry %d: %w", i, err)
+		}
+		if !search.Match(&q, e, typ) {
 			continue
 		}
 		hits = append(hits, hit{i, e})
@@ -94,6 +90,31 @@ func search(l httpapi.LogAPI, q Query, from int64, limit int) ([]hit, int64, err
 		}
 	}
 	return hits, size, nil
+}
+
+// actionType is the type of e's action: inline, or held by digest when
+// blobs reads the blob store; "" for none.
+func actionType(blobs blobReader, e *audit.Entry) (string, error) {
+	if blobs == nil && e.Action.Text == "" {
+		return "", nil
+	}
+	return search.ActionType(blobSource{blobs}, e)
+}
+
+// blobSource is a search.Source that only reads blobs (all that
+// search.ActionType reads).
+type blobSource struct{ blobReader }
+
+func (b blobSource) Blob(d audit.Digest) ([]byte, error) {
+	if b.blobReader == nil {
+		return nil, errors.New("this log serves no blobs")
+	}
+	return b.blobReader.Blob(d)
+}
+func (blobSource) Size() int64                                { return 0 }
+func (blobSource) ReadEntries(lo, hi int64) ([][]byte, error) { return nil, errors.New("not a log") }
+func (blobSource) Position(i int64) (audit.Position, error) {
+	return audit.Position{}, errors.New("not a log")
 }
 
 // maxParam caps each search parameter, in bytes.
@@ -108,27 +129,27 @@ var timeLayouts = []string{"2006-01-02T15:04", "2006-01-02T15:04:05", time.RFC33
 
 // parseQuery reads a search from the URL's query: q, the index to start
 // from, and an error for a value it cannot read (never ignored).
-func parseQuery(v url.Values) (Query, int64, error) {
+func parseQuery(v url.Values) (search.Query, int64, error) {
 	for k, vs := range v {
 		if len(vs) > 1 {
-			return Query{}, 0, fmt.Errorf("%s given %d times", review.Escape(k), len(vs))
+			return search.Query{}, 0, fmt.Errorf("%s given %d times", review.Escape(k), len(vs))
 		}
 		if len(vs[0]) > maxParam {
-			return Query{}, 0, fmt.Errorf("%s is over %d bytes", review.Escape(k), maxParam)
+			return search.Query{}, 0, fmt.Errorf("%s is over %d bytes", review.Escape(k), maxParam)
 		}
 	}
-	q := Query{Request: v.Get("request"), Agent: v.Get("agent"), ActionType: v.Get("type"), Decision: v.Get("decision"), Rule: v.Get("rule")}
+	q := search.Query{RequestID: v.Get("request"), Agent: v.Get("agent"), Type: v.Get("type"), Decision: v.Get("decision"), Rule: v.Get("rule")}
 	var err error
-	if q.From, err = parseTime(v.Get("from")); err != nil {
-		return Query{}, 0, fmt.Errorf("from: %w", err)
+	if q.Since, err = parseTime(v.Get("from")); err != nil {
+		return search.Query{}, 0, fmt.Errorf("from: %w", err)
 	}
-	if q.To, err = parseTime(v.Get("to")); err != nil {
-		return Query{}, 0, fmt.Errorf("to: %w", err)
+	if q.Until, err = parseTime(v.Get("to")); err != nil {
+		return search.Query{}, 0, fmt.Errorf("to: %w", err)
 	}
 	var from int64
 	if s := v.Get("after"); s != "" {
 		if from, err = strconv.ParseInt(s, 10, 64); err != nil || from < 0 || strconv.FormatInt(from, 10) != s {
-			return Query{}, 0, errors.New("after: want an entry index")
+			return search.Query{}, 0, errors.New("after: want an entry index")
 		}
 	}
 	return q, from, nil
@@ -156,8 +177,9 @@ type resultRow struct {
 
 func rowOf(h hit) resultRow {
 	e := h.Entry
+	typ, _ := actionType(nil, e) // the inline action's type; "" for one held by digest
 	r := resultRow{Index: h.Index, Time: e.Time.UTC().Format(time.RFC3339Nano), Kind: review.Escape(string(e.Kind)),
-		Request: review.Escape(e.RequestID), Agent: review.Escape(e.Agent), Type: review.Escape(actionType(e)), Decision: review.Escape(e.Decision)}
+		Request: review.Escape(e.RequestID), Agent: review.Escape(e.Agent), Type: review.Escape(typ), Decision: review.Escape(e.Decision)}
 	if e.Kind == audit.KindApproval || e.Kind == audit.KindNote && e.Approver != "" {
 		r.Agent = "approver " + review.Escape(e.Approver)
 	}
@@ -196,7 +218,7 @@ func (s *Server) logSearch(w http.ResponseWriter, r *http.Request, sess *Session
 		return
 	}
 	if pg.Asked {
-		hits, next, err := search(s.cfg.Log, q, from, pageSize)
+		hits, next, err := s.find(q, from, pageSize)
 		if err != nil {
 			pg.Error = review.Escape(err.Error())
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/rulelock/rulelock/internal/gateway"
 	"github.com/rulelock/rulelock/internal/ledger"
 	"github.com/rulelock/rulelock/internal/review"
+	"github.com/rulelock/rulelock/internal/search"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -41,7 +42,7 @@ func (s *Server) readStory(id string) (*story, error) {
 	if id == "" {
 		return nil, nil
 	}
-	hits, _, err := search(s.cfg.Log, Query{Request: id}, 0, maxStory)
+	hits, _, err := s.find(search.Query{RequestID: id}, 0, maxStory)
 	if len(hits) == 0 {
 		return nil, err
 	}

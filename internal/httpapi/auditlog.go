@@ -34,6 +34,9 @@ func (a *AuditLog) ConsistencyProof(m, n int64) (tlog.TreeProof, error) {
 	return a.Log.ConsistencyProof(m, n)
 }
 
+// Blob returns the content of a field the log holds by digest.
+func (a *AuditLog) Blob(d audit.Digest) ([]byte, error) { return a.Log.Blob(d) }
+
 // Receipt returns a self-contained receipt for entry i.
 func (a *AuditLog) Receipt(i int64) ([]byte, error) { return a.Checkpointer.Receipt(i) }
 

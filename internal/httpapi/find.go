@@ -23,7 +23,7 @@ type Finder interface {
 // is scanned; results are read back from the log).
 func (a *AuditLog) Find(q search.Query) ([]search.Result, error) {
 	if a.Index == nil {
-		return nil, errNoIndex
+		return nil, ErrNoIndex
 	}
 	covered, err := a.Index.Covers(a.Log)
 	if err != nil {
@@ -34,7 +34,7 @@ func (a *AuditLog) Find(q search.Query) ([]search.Result, error) {
 		limit = defaultMaxScan
 	}
 	if a.Log.Size()-max(covered, q.From) > limit {
-		return nil, errIndexBehind
+		return nil, ErrIndexBehind
 	}
 	return a.Index.Find(a.Log, q)
 }
@@ -45,9 +45,11 @@ func (a *AuditLog) Find(q search.Query) ([]search.Result, error) {
 // answers 503.
 const defaultMaxScan = 100_000
 
+// Find's errors: the LogAPI has no index; the index is so far behind the
+// log (a first build on a large log) that a search would scan too much.
 var (
-	errNoIndex     = errors.New("no search index")
-	errIndexBehind = errors.New("the search index is being built")
+	ErrNoIndex     = errors.New("no search index")
+	ErrIndexBehind = errors.New("the search index is being built")
 )
 
 // Register adds a collector to the metrics (an exporter's, the log's
@@ -83,7 +85,7 @@ func (s *Server) find(w http.ResponseWriter, r *http.Request, caller *Token) {
 		return
 	}
 	rs, err := f.Find(q)
-	if errors.Is(err, errIndexBehind) {
+	if errors.Is(err, ErrIndexBehind) {
 		w.Header().Set("Retry-After", "30")
 		writeError(w, http.StatusServiceUnavailable, "index_building", "the search index is being built from the log; retry later, or use rulelock log find")
 		return
