@@ -3,13 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -31,6 +35,19 @@ import (
 //	<!-- doctest: stop -->         stop that gateway before the next block
 //	<!-- doctest: skip REASON -->  do not run the next sh block, because REASON
 //	<!-- doctest: skip-all REASON -->  run none of the document's blocks
+//	<!-- doctest: file NAME -->    write the next fenced block (rules, json,
+//	                                yaml...) to NAME in the working directory,
+//	                                for the blocks after it to use
+//	<!-- doctest: file NAME TEXT -->  write TEXT (the rest of the line: an input
+//	                                the prose describes) to NAME
+//
+// A ```console block is a transcript: each line "$ COMMAND" is run (as a
+// sh block's line is), and what it prints, stdout and stderr together,
+// must be the lines that follow it up to the next "$ " line, exactly (but
+// for trailing spaces). "$ cat -n NAME" with no file NAME yet writes NAME
+// from the listing shown: the transcript is then where the file is
+// written, and the commands after it read it. A transcript whose output
+// drifts from what the commands print fails the test.
 //
 // A block that does not run must say why (skip needs a reason); output and
 // snippets that are not commands belong in text, json or yaml blocks, and a
@@ -61,7 +78,13 @@ func TestDocs(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s:%v", filepath.Base(doc), err)
 			}
+			updates = map[int][]string{}
 			runDoc(t, bin, repo, steps)
+			if *updateDocs && len(updates) > 0 {
+				if err := os.WriteFile(doc, []byte(applyUpdates(string(md), updates)), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
 		})
 	}
 }
@@ -74,6 +97,11 @@ type docStep struct {
 	serve  string // rulelock serve's arguments, for a serve directive
 	stop   bool
 	skip   string // why this sh block is not run
+	// A console block's transcript (script holds it), or a file directive's
+	// name and the block it writes.
+	console bool
+	file    string
+	content string
 }
 
 // parseDoc returns a document's sh blocks and directives in order. It
@@ -81,7 +109,7 @@ type docStep struct {
 // directive, and a command in a block with no language.
 func parseDoc(md string) ([]docStep, error) {
 	var steps []docStep
-	var skip string
+	var skip, file string
 	lines := strings.Split(md, "\n")
 	for i := 0; i < len(lines); i++ {
 		line := strings.TrimSpace(lines[i])
@@ -103,6 +131,16 @@ func parseDoc(md string) ([]docStep, error) {
 					return nil, fmt.Errorf("%d: doctest: skip without a reason", i+1)
 				}
 				skip = arg
+			case "file":
+				name, content, _ := strings.Cut(strings.TrimSpace(arg), " ")
+				if name == "" || filepath.IsAbs(name) || strings.Contains(name, "..") {
+					return nil, fmt.Errorf("%d: doctest: file wants a relative file name", i+1)
+				}
+				if content != "" {
+					steps = append(steps, docStep{line: i + 1, file: name, content: content + "\n"})
+					continue
+				}
+				file = name
 			default:
 				return nil, fmt.Errorf("%d: unknown doctest directive %q", i+1, verb)
 			}
@@ -118,8 +156,14 @@ func parseDoc(md string) ([]docStep, error) {
 			body = append(body, lines[i])
 		}
 		switch {
+		case file != "":
+			steps = append(steps, docStep{line: start + 1, file: file, content: dedent(body)})
+			file = ""
 		case lang == "sh":
 			steps = append(steps, docStep{line: start + 1, script: dedent(body), skip: skip})
+			skip = ""
+		case lang == "console":
+			steps = append(steps, docStep{line: start + 1, script: dedent(body), skip: skip, console: true})
 			skip = ""
 		case lang == "" && looksLikeCommand(body):
 			return nil, fmt.Errorf("%d: a command in a block with no language: tag it sh (the test runs it) or text", start+1)
@@ -127,6 +171,9 @@ func parseDoc(md string) ([]docStep, error) {
 	}
 	if skip != "" {
 		return nil, fmt.Errorf("a doctest skip (%s) with no sh block after it", skip)
+	}
+	if file != "" {
+		return nil, fmt.Errorf("a doctest file (%s) with no block after it", file)
 	}
 	return steps, nil
 }
@@ -204,6 +251,12 @@ func runDoc(t *testing.T, bin, repo string, steps []docStep) {
 		case st.skip != "":
 			t.Logf("line %d: not run: %s", st.line, st.skip)
 			continue
+		case st.file != "":
+			writeFile(t, filepath.Join(work, st.file), st.content)
+			continue
+		case st.console:
+			runTranscript(t, work, path, state, gw, st)
+			continue
 		}
 		before, serve, after := splitServe(st.script)
 		runBlock(t, work, path, state, gw, st, before)
@@ -242,6 +295,135 @@ func runBlock(t *testing.T, work, path, state string, gw *docGateway, st docStep
 		t.Fatalf("the sh block at line %d: %v\n%s\noutput:\n%s", st.line, err, st.script, out)
 	}
 	t.Logf("the sh block at line %d:\n%s", st.line, out)
+}
+
+// updateDocs rewrites the documents' console transcripts with what their
+// commands print (go test -run TestDocs -update-docs): review the diff, as
+// for any golden file.
+var updateDocs = flag.Bool("update-docs", false, "rewrite the console transcripts of docs/*.md with what their commands print")
+
+// updates are the outputs -update-docs writes, by the line of their
+// command in the document being run.
+var updates map[int][]string
+
+// applyUpdates rewrites md's transcripts: after each command line in
+// updates, its output replaces the lines shown, up to the next "$ " line
+// or the block's end.
+func applyUpdates(md string, updates map[int][]string) string {
+	lines := strings.Split(md, "\n")
+	var out []string
+	for i := 0; i < len(lines); i++ {
+		out = append(out, lines[i])
+		got, ok := updates[i+1]
+		if !ok {
+			continue
+		}
+		for i+1 < len(lines) && !strings.HasPrefix(lines[i+1], "$ ") && !strings.HasPrefix(lines[i+1], "```") {
+			i++
+		}
+		out = append(out, got...)
+	}
+	return strings.Join(out, "\n")
+}
+
+// A transcriptStep is one command of a console block and what it printed.
+type transcriptStep struct {
+	line    int // the command's line in the document
+	command string
+	want    []string
+}
+
+// parseTranscript splits a console block (starting at line) into its
+// commands and their output.
+func parseTranscript(line int, script string) ([]transcriptStep, error) {
+	var out []transcriptStep
+	for i, l := range strings.Split(strings.TrimRight(script, "\n"), "\n") {
+		if cmd, ok := strings.CutPrefix(l, "$ "); ok {
+			out = append(out, transcriptStep{line: line + 1 + i, command: cmd})
+			continue
+		}
+		if len(out) == 0 {
+			return nil, fmt.Errorf("%d: a console block must open with a \"$ \" command line", line)
+		}
+		out[len(out)-1].want = append(out[len(out)-1].want, l)
+	}
+	return out, nil
+}
+
+// catListing matches a line of `cat -n`: the number right-aligned in six
+// columns, a tab, the line.
+var catListing = regexp.MustCompile(`^ *([0-9]+)\t(.*)$`)
+
+// runTranscript runs a console block's commands and compares what each
+// prints with what the document shows.
+func runTranscript(t *testing.T, work, path, state string, gw *docGateway, st docStep) {
+	t.Helper()
+	steps, err := parseTranscript(st.line, st.script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range steps {
+		if name, ok := strings.CutPrefix(c.command, "cat -n "); ok && !strings.ContainsAny(name, " |;&<>$") {
+			if _, err := os.Stat(filepath.Join(work, name)); errors.Is(err, os.ErrNotExist) {
+				var b strings.Builder
+				for i, l := range c.want {
+					m := catListing.FindStringSubmatch(l)
+					if m == nil || m[1] != strconv.Itoa(i+1) {
+						t.Fatalf("line %d: %q is not line %d of a cat -n listing", c.line+1+i, l, i+1)
+					}
+					b.WriteString(m[2] + "\n")
+				}
+				writeFile(t, filepath.Join(work, name), b.String())
+				continue
+			}
+		}
+		got := runCommand(t, work, path, state, gw, c.command)
+		if *updateDocs {
+			updates[c.line] = trimLines(got)
+			continue
+		}
+		if !slices.Equal(trimLines(got), trimLines(strings.Join(c.want, "\n"))) {
+			t.Errorf("line %d: $ %s\nthe document shows:\n%s\nthe command prints:\n%s", c.line, c.command, strings.Join(c.want, "\n"), got)
+		}
+	}
+}
+
+// trimLines splits s into lines without trailing spaces, and without the
+// empty lines at its end.
+func trimLines(s string) []string {
+	ls := strings.Split(s, "\n")
+	for i, l := range ls {
+		ls[i] = strings.TrimRight(l, " \t\r")
+	}
+	for len(ls) > 0 && ls[len(ls)-1] == "" {
+		ls = ls[:len(ls)-1]
+	}
+	return ls
+}
+
+// runCommand runs one transcript command as a sh block's line runs, and
+// returns what it printed, stdout and stderr together. Its exit status is
+// the document's to show (a check that finds errors exits 1).
+func runCommand(t *testing.T, work, path, state string, gw *docGateway, command string) string {
+	t.Helper()
+	env := append(os.Environ(), "PATH="+path, "HOME="+work)
+	if gw != nil {
+		command = strings.NewReplacer("127.0.0.1:8080", gw.addr, "127.0.0.1:8081", gw.addr).Replace(command)
+		env = append(env, "RULELOCK_GATEWAY=http://"+gw.addr)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	sh := exec.CommandContext(ctx, "bash", "-c", "source "+state+"\n"+command)
+	sh.Dir, sh.Env = work, env
+	sh.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	sh.Cancel = func() error { return syscall.Kill(-sh.Process.Pid, syscall.SIGKILL) }
+	sh.WaitDelay = time.Second
+	out, err := sh.CombinedOutput()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatalf("$ %s: %v", command, err)
+	}
+	return string(out)
 }
 
 // splitServe splits a block at its `rulelock serve ARGS` line (a trailing
