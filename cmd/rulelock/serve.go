@@ -143,17 +143,6 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	if err := checkListen(cfg.Listen, cfg.TLS); err != nil {
 		return nil, err
 	}
-	// The address first: a busy port must fail before anything is
-	// created on disk (the log, its key, tokens, approvers).
-	ln, err := listen(cfg.Listen)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err != nil {
-			ln.Close()
-		}
-	}()
 	tlsCfg, creds, err := serverTLS(cfg.TLS)
 	if err != nil {
 		return nil, &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
@@ -176,6 +165,18 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 		}
 		fmt.Fprintf(e.stderr, "rulelock: WARNING: development mode: policy loaded from %s, not from a signed bundle\n", cfg.Policy)
 	}
+	// The address before anything is created on disk (the log, its key,
+	// tokens, approvers), and after the config is read and checked: a
+	// mistake in it is named first, a busy port changes nothing.
+	ln, err := listen(cfg.Listen)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			ln.Close()
+		}
+	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
