@@ -185,6 +185,41 @@ func TestSpoofingInBrowser(t *testing.T) {
 		}
 	}
 	screenshot(t, ctx2, "request-story")
+
+	// An open request page is live: a vote made elsewhere appears in place
+	// (same document, the reason being typed kept, who can still approve
+	// updated), and once the request is no longer pending the page reloads
+	// whole, without the vote forms.
+	ctx = browser(t)
+	do(t, ctx, chromedp.Navigate(e.hs.URL+"/test-login?as=alice%40example.com"), chromedp.WaitVisible(`#queue`),
+		chromedp.Navigate(e.hs.URL+"/console/requests/"+id), chromedp.WaitVisible(`#approvals`))
+	run(t, ctx, chromedp.Poll[bool](`typeof htmx === "object"`))
+	do(t, ctx, chromedp.SetValue(`form.vote[data-verdict="reject"] input[name="reason"]`, "still checking"))
+	run(t, ctx, chromedp.Evaluate[string](`window.__marker = "same document"`))
+	e.vote("bob@example.com", id, approval.Approve, "")
+	live := `window.__marker === "same document" &&
+		document.querySelector("#votes-live").innerText.includes("1 so far") &&
+		document.querySelector("#votes-live").innerText.includes("Can still approve: alice@example.com") &&
+		!document.querySelector("#votes-live").innerText.includes("Can still approve: alice@example.com, bob") &&
+		document.querySelector("#story").innerText.includes("bob@example.com") &&
+		document.querySelector('form.vote input[name="reason"]').value === "still checking"`
+	if !run(t, ctx, chromedp.Poll[bool](live, chromedp.WithPollingTimeout(30*time.Second))) {
+		t.Errorf("the request page did not show bob's approval in place")
+	}
+	checkCSP(t, ctx, "live request page")
+	e.vote("alice@example.com", id, approval.Approve, "")
+	reloaded := `window.__marker === undefined && document.querySelector("#story") !== null &&
+		document.querySelector("#story").innerText.includes("approved") && document.querySelectorAll("form.vote").length === 0`
+	// The reload interrupts any script running in the page: ask again
+	// until the reloaded page answers.
+	done := false
+	for deadline := time.Now().Add(30 * time.Second); !done && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		done, _ = chromedp.Run(ctx, chromedp.Evaluate[bool](reloaded))
+	}
+	if !done {
+		t.Errorf("the request page did not reload once the request was approved")
+	}
+	checkCSP(t, ctx, "reloaded request page")
 }
 
 func do(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
