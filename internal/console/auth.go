@@ -135,31 +135,49 @@ func (cs *ceremonies) put(now time.Time, key string, c *ceremony) error {
 		cs.byID, cs.byOwner, cs.byClient = map[string]*ceremony{}, map[string]int{}, map[string]int{}
 	}
 	cs.remove(key)
+	if err := cs.room(now, c.owner, c.client); err != nil {
+		return err
+	}
+	cs.byID[key] = c
+	cs.byOwner[c.owner]++
+	cs.byClient[c.client]++
+	return nil
+}
+
+// room reports whether one more ceremony fits for owner and client,
+// closing the expired ones when a cap is reached. cs.mu is held.
+func (cs *ceremonies) room(now time.Time, owner, client string) error {
 	full := func() error {
 		switch {
-		case cs.byOwner[c.owner] >= maxCeremoniesPerOwner:
+		case cs.byOwner[owner] >= maxCeremoniesPerOwner:
 			return errCeremoniesBrowser
-		case cs.byClient[c.client] >= maxCeremoniesPerClient:
+		case cs.byClient[client] >= maxCeremoniesPerClient:
 			return errCeremoniesClient
 		case len(cs.byID) >= maxCeremonies:
 			return errCeremonies
 		}
 		return nil
 	}
-	if full() != nil {
-		for k, o := range cs.byID {
-			if !now.Before(o.expires) {
-				cs.remove(k)
-			}
-		}
-		if err := full(); err != nil {
-			return err
+	if full() == nil {
+		return nil
+	}
+	for k, o := range cs.byID {
+		if !now.Before(o.expires) {
+			cs.remove(k)
 		}
 	}
-	cs.byID[key] = c
-	cs.byOwner[c.owner]++
-	cs.byClient[c.client]++
-	return nil
+	return full()
+}
+
+// hasRoom is room for a caller about to spend something (an enrolment
+// link) on a ceremony: put checks again.
+func (cs *ceremonies) hasRoom(now time.Time, owner, client string) error {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.byID == nil {
+		return nil
+	}
+	return cs.room(now, owner, client)
 }
 
 // remove closes the ceremony under key, if any. cs.mu is held.
@@ -536,6 +554,12 @@ func (s *Server) enrolBegin(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := decode(r, w, &req); err != nil {
 		s.refuse(w, r, "", http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	// A link is spent when claimed: refuse before claiming it when no
+	// ceremony could be opened for it.
+	if err := s.ceremonies.hasRoom(s.cfg.Now(), "pre:"+pre, clientAddr(r)); err != nil {
+		s.refuse(w, r, "", http.StatusTooManyRequests, "too_many_ceremonies", err.Error())
 		return
 	}
 	id, err := passkey.Store{Dir: s.cfg.DataDir}.ClaimLink(req.Token, s.cfg.Now())

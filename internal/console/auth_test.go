@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rulelock/rulelock/internal/approval"
+	"github.com/rulelock/rulelock/internal/passkey"
 )
 
 // The full ceremonies run against a real gateway and log in cmd/rulelock
@@ -199,6 +200,21 @@ func TestCeremonyLimits(t *testing.T) {
 	}
 	_, status := begin("192.0.2.1:1000", pre)
 	refused("one browser past its cap", status)
+	// An enrolment link is not spent on a ceremony that cannot open.
+	link, err := passkey.Store{Dir: s.cfg.DataDir}.CreateLink("alice", now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enrol := func(pre string) int {
+		r := httptest.NewRequest("POST", testOrigin+"/console/api/enrol/begin", strings.NewReader(`{"token": "`+link+`"}`))
+		r.RemoteAddr = "192.0.2.1:1000"
+		r.Header.Set("Cookie", preCookie+"="+pre)
+		r.Header.Set("X-CSRF-Token", pre)
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, r)
+		return w.Code
+	}
+	refused("an enrolment in a full browser", enrol(pre))
 	if _, status := begin("192.0.2.1:1001", ""); status != 200 {
 		t.Fatalf("another browser at the same address: got %d, want 200", status)
 	}
@@ -233,6 +249,10 @@ func TestCeremonyLimits(t *testing.T) {
 
 	// Expired ones free their places; a finished one frees its place.
 	now = now.Add(ceremonyTTL)
+	if status := enrol(pre); status != 200 {
+		t.Fatalf("the enrolment link after the ceremonies expired: got %d, want 200 (the refused attempt must not have spent it)", status)
+	}
+	s.ceremonies.take(now, "enrol:"+pre, "enrol")
 	if _, status := begin("192.0.2.1:1000", pre); status != 200 {
 		t.Fatalf("after the ceremonies expired: got %d, want 200", status)
 	}
