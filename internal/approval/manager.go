@@ -190,7 +190,7 @@ func (m *Manager) vote(v Verdict, id string, signed []byte) (Request, bool, erro
 		kind = EventRejection
 	}
 	// Verify outside the lock: it is the costly part and needs no state.
-	approver, st, err := m.reg.Open(signed)
+	approver, st, err := m.registry().Open(signed)
 	if err != nil {
 		var oe *openError
 		errors.As(err, &oe)
@@ -215,6 +215,23 @@ func (m *Manager) vote(v Verdict, id string, signed []byte) (Request, bool, erro
 	}
 	ready := m.applyVote(e, ev, st)
 	return e.snapshot(), ready, nil
+}
+
+// SetRegistry replaces the approvers (a reload of the configuration). An
+// approval already given by an approver who is no longer in reg no longer
+// counts towards a quorum, and a removed approver's key verifies nothing
+// more; a request whose quorum was met stays met.
+func (m *Manager) SetRegistry(reg *Registry) {
+	m.mu.Lock()
+	m.reg = reg
+	m.mu.Unlock()
+}
+
+// registry returns the approvers in force.
+func (m *Manager) registry() *Registry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.reg
 }
 
 // MarkExecuted records that the caller told to execute request id (by a
