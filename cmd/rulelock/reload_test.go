@@ -113,4 +113,3 @@ func TestReloadRevokesUnderTraffic(t *testing.T) {
 	}
 	o.verify()
 }
-
