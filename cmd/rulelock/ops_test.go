@@ -350,3 +350,8 @@ func (o *opsGateway) approve(who, id string) (int, map[string]any) {
 	b, _ := json.Marshal(map[string]string{"note": string(signed)})
 	return o.do(who, "POST", "/v1/requests/"+id+"/approvals", string(b))
 }
+
+func toJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
