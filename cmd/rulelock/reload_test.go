@@ -35,6 +35,9 @@ func TestReloadRevokesUnderTraffic(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "agents added [] removed [agent-1] changed []") || !strings.Contains(out, "approvers added [] removed [carol]") {
 		t.Fatalf("reload: exit %d\n%s\n%s", code, out, stderr)
 	}
+	if strings.Contains(out, "other settings") {
+		t.Errorf("reload says other settings changed, and only who may act did: %s", out)
+	}
 	// From the moment reload answered, the token is refused.
 	if status, res := o.do("agent-1", "POST", "/v1/actions", `{"action": {"type": "transfer", "amount": 1, "to": "after"}}`); status != 401 {
 		t.Errorf("agent-1 after the reload: %d %v, want 401", status, res)

@@ -408,7 +408,9 @@ loop:
 		case <-hup:
 			g.reloadTLS()
 			g.reload(ctx)
-			g.reloadWho(ctx) // who may act (reload.go)
+			if g.cfgPath != "" {
+				g.reloadWho(ctx) // who may act (reload.go)
+			}
 			if g.proxy != nil {
 				g.proxy.PolicyChanged() // agents see the tools the new policy may allow
 			}
