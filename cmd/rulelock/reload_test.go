@@ -25,6 +25,15 @@ func TestReloadRevokesUnderTraffic(t *testing.T) {
 		t.Fatalf("park: %d %v", status, parked)
 	}
 	parkedID := parked["request_id"].(string)
+	// A trade of agent-2 that carol approves (one of two) before her removal.
+	status, trade := o.do("agent-2", "POST", "/v1/actions", `{"action": {"type": "trade", "amount": 750000, "counterparty": "acme"}}`)
+	if status != 200 || decisionOf(trade) != "require_approval" {
+		t.Fatalf("park the trade: %d %v", status, trade)
+	}
+	tradeID := trade["request_id"].(string)
+	if status, res := o.approve("carol", tradeID); status != 200 {
+		t.Fatalf("carol's approval: %d %v", status, res)
+	}
 
 	a := newAnswers()
 	stop := make(chan struct{})
@@ -81,6 +90,17 @@ func TestReloadRevokesUnderTraffic(t *testing.T) {
 		t.Errorf("agent-1 after a refused reload: %d, want 401 still", status)
 	}
 	os.WriteFile(o.cfgPath, good, 0o600)
+	// A restart on the reloaded config: the log holds carol's approval,
+	// which no configured key verifies now. The gateway starts, and her
+	// approval no longer counts.
+	if err := o.stop(); err != nil {
+		t.Fatal(err)
+	}
+	o.start()
+	status, pending := o.do("alice", "GET", "/v1/approvals", "")
+	if status != 200 || !strings.Contains(toJSON(pending), tradeID) || !strings.Contains(toJSON(pending), `"still_needed":[2]`) {
+		t.Errorf("after the restart: %d %v, want the trade pending and still needing two approvers", status, pending)
+	}
 	if err := o.stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -103,9 +103,12 @@ type Manager struct {
 }
 
 type entry struct {
-	r    Request
-	by   map[string]bool // approvers who approved
-	done chan struct{}   // closed when r leaves Pending
+	r  Request
+	by map[string]bool // approvers who approved
+	// removed: a vote by an approver no longer configured was restored
+	// without being counted (replayRemoved).
+	removed bool
+	done    chan struct{} // closed when r leaves Pending
 	// deadline is when r expires on the monotonic clock (Options.Elapsed):
 	// Expires less the time already passed when it was parked or restored.
 	deadline time.Duration
