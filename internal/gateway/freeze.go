@@ -46,10 +46,13 @@ const FrozenMessage = "the gateway is frozen (emergency stop): nothing was decid
 // its execution.
 const heldMessage = "frozen: the gateway was frozen after this action was allowed and before it was executed; not executed, and it will not be"
 
+// FreezeCodes are the codes of FreezeError.
+var FreezeCodes = []string{"bad_statement", "unknown_approver", "bad_signature", "stale", "reused", "already_frozen", "not_frozen", "wrong_freeze", "duplicate_vote"}
+
 // FreezeError is a refused freeze or unfreeze statement; the refusal is
 // logged (a note, "freeze_refused <code>: <reason>").
 type FreezeError struct {
-	Code string // bad_statement, unknown_approver, bad_signature, stale, reused, already_frozen, not_frozen, wrong_freeze, duplicate_vote
+	Code string // one of FreezeCodes
 	Err  error
 }
 
