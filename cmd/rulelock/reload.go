@@ -181,31 +181,19 @@ func whoChanged(old, next *serveConfig) string {
 		parts = append(parts, fmt.Sprintf("%s added [%s] removed [%s] changed [%s]", what,
 			strings.Join(add, " "), strings.Join(del, " "), strings.Join(chg, " ")))
 	}
-	agents := func(c *serveConfig) map[string]any {
-		m := map[string]any{}
-		for _, a := range c.Agents {
-			m[a.ID] = a
-		}
-		return m
-	}
-	approvers := func(c *serveConfig) map[string]any {
-		m := map[string]any{}
-		for _, a := range c.Approvers {
-			m[a.ID] = a
-		}
-		return m
-	}
-	auditors := func(c *serveConfig) map[string]any {
-		m := map[string]any{}
-		for _, a := range c.Auditors {
-			m[a.ID] = a
-		}
-		return m
-	}
-	diff("agents", agents(old), agents(next))
-	diff("approvers", approvers(old), approvers(next))
-	diff("auditors", auditors(old), auditors(next))
+	diff("agents", byID(old.Agents, func(a agentConfig) string { return a.ID }), byID(next.Agents, func(a agentConfig) string { return a.ID }))
+	diff("approvers", byID(old.Approvers, func(a approverConfig) string { return a.ID }), byID(next.Approvers, func(a approverConfig) string { return a.ID }))
+	diff("auditors", byID(old.Auditors, func(a auditorConfig) string { return a.ID }), byID(next.Auditors, func(a auditorConfig) string { return a.ID }))
 	return strings.Join(parts, "; ")
+}
+
+// byID indexes xs by id.
+func byID[T any](xs []T, id func(T) string) map[string]any {
+	m := make(map[string]any, len(xs))
+	for _, x := range xs {
+		m[id(x)] = x
+	}
+	return m
 }
 
 // otherChanges says when the file changes more than who may act: those

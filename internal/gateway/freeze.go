@@ -175,8 +175,10 @@ func (g *Gateway) openFreeze(signed []byte, lift bool) (string, freeze.Statement
 	switch {
 	case err != nil:
 		return who, st, &FreezeError{"bad_statement", err}
-	case st.Lift != lift:
-		return who, st, &FreezeError{"bad_statement", fmt.Errorf("a %s statement, submitted to %s", map[bool]string{false: "freeze", true: "unfreeze"}[st.Lift], map[bool]string{false: "freeze", true: "unfreeze"}[lift])}
+	case st.Lift && !lift:
+		return who, st, &FreezeError{"bad_statement", errors.New("an unfreeze statement, submitted as a freeze")}
+	case !st.Lift && lift:
+		return who, st, &FreezeError{"bad_statement", errors.New("a freeze statement, submitted as an unfreeze")}
 	}
 	return who, st, nil
 }

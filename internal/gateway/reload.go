@@ -51,8 +51,7 @@ func (g *Gateway) SetApprovers(reg *approval.Registry) error {
 
 // SetPrincipals replaces Config.Principals: a parked request whose agent
 // was removed, or lost a role, is denied principal_revoked (logged) when
-// its quorum is met, and its approvals are refused first if the approvers
-// left too.
+// its quorum is met.
 func (g *Gateway) SetPrincipals(p func(string) (policy.Agent, bool)) {
 	if p == nil {
 		g.principalFn.Store(nil)
