@@ -15,7 +15,9 @@ import (
 func TestFreezeFold(t *testing.T) {
 	l := ledger.New(ledger.Options{})
 	at := time.Date(2026, 12, 3, 3, 0, 0, 0, time.UTC)
-	note := func(who, msg string) { l.Apply(&audit.Entry{Kind: audit.KindNote, Time: at, Approver: who, Message: msg}, nil) }
+	note := func(who, msg string) {
+		l.Apply(&audit.Entry{Kind: audit.KindNote, Time: at, Approver: who, Message: msg}, nil)
+	}
 	note("", "startup: 0 allowed actions without an outcome recorded as unknown")
 	note("alice", "approval_refused approve frozen: x")
 	if l.Freeze() != nil {
