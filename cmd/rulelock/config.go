@@ -38,6 +38,14 @@ type serveConfig struct {
 	Notifications      notificationsConfig       `yaml:"notifications"` // webhooks per approver group (notifyconfig.go)
 	Export             *exportConfig             `yaml:"export"`        // stream the log to a SIEM (exportcmd.go)
 	Console            consoleConfig             `yaml:"console"`       // the web console (console.go)
+	Freeze             freezeConfig              `yaml:"freeze"`        // the emergency stop (freeze.go)
+}
+
+// freezeConfig configures the emergency stop (rulelock freeze).
+type freezeConfig struct {
+	// UnfreezeApprovers is how many distinct approvers must each sign for
+	// lifting a freeze (default 2).
+	UnfreezeApprovers int `yaml:"unfreeze_approvers"`
 }
 
 type agentConfig struct {
@@ -112,6 +120,11 @@ func readConfig(path string) (*serveConfig, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseConfig(path, b)
+}
+
+// parseConfig reads the config file path, whose bytes are b.
+func parseConfig(path string, b []byte) (*serveConfig, error) {
 	c := &serveConfig{}
 	dec := yaml.NewDecoder(strings.NewReader(string(b)))
 	dec.KnownFields(true)
@@ -182,6 +195,9 @@ func (c *serveConfig) validate() error {
 	}
 	if c.Limits.MaxHistory != 0 {
 		return fmt.Errorf("limits.max_history is gone: there is no count cap any more; the ledger's memory is bounded by limits.memory_budget (bytes)")
+	}
+	if c.Freeze.UnfreezeApprovers < 0 {
+		return fmt.Errorf("freeze.unfreeze_approvers must be a positive number of approvers")
 	}
 	if c.Limits.MemoryBudget < 0 {
 		return fmt.Errorf("limits.memory_budget must be a positive number of bytes")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/console"
-	"github.com/rulelock/rulelock/internal/gateway"
 	"github.com/rulelock/rulelock/internal/httpapi"
 	"github.com/rulelock/rulelock/internal/passkey"
 )
@@ -47,33 +45,31 @@ func (c consoleConfig) validate(approvers int) error {
 // consoleDir is where the console keeps its enrolment links.
 func consoleDir(dataDir string) string { return filepath.Join(dataDir, "console") }
 
-// consoleHandler builds the console for a started gateway.
-func consoleHandler(cfg *serveConfig, gw *gateway.Gateway, reg *approval.Registry, logAPI httpapi.LogAPI, logKey note.Verifier, tokens []httpapi.Token) (http.Handler, error) {
-	people := map[string]console.Person{}
-	for _, a := range cfg.Approvers {
-		people[a.ID] = console.Person{ID: a.ID, Approver: true, Groups: slices.Clone(a.Groups)}
-	}
-	for _, a := range cfg.Auditors {
-		people[a.ID] = console.Person{ID: a.ID, Auditor: true}
-	}
+// consoleHandler builds the console for a started gateway. Who is an
+// approver or an auditor, and which bearer tokens sign in, follow reloads
+// (g.who, g.tokens).
+func consoleHandler(g *running, reg *approval.Registry, logAPI httpapi.LogAPI, logKey note.Verifier) (http.Handler, error) {
+	cfg, gw := g.cfg, g.gw
 	return console.New(console.Config{
-		Gateway: gw, Log: logAPI, LogKey: logKey, DataDir: consoleDir(cfg.DataDir), Origin: cfg.Console.Origin, Approvers: reg,
+		Gateway: gw, Log: logAPI, LogKey: logKey, DataDir: consoleDir(cfg.DataDir), Origin: cfg.Console.Origin, Approvers: reg, Registry: gw.Approvers,
 		People: func(id string) (console.Person, bool) {
-			p, ok := people[id]
-			return p, ok
+			who := g.who.Load()
+			for _, a := range who.Approvers {
+				if a.ID == id {
+					return console.Person{ID: a.ID, Approver: true, Groups: slices.Clone(a.Groups)}, true
+				}
+			}
+			for _, a := range who.Auditors {
+				if a.ID == id {
+					return console.Person{ID: a.ID, Auditor: true}, true
+				}
+			}
+			return console.Person{}, false
 		},
 		Refused: func(ctx context.Context, caller, code, detail string) error {
 			return gw.Note(ctx, caller, "", fmt.Sprintf("%s %s: %s", console.NoteRefused, code, detail))
 		},
-		Bearer: func(token string) (string, bool) {
-			h := sha256.Sum256([]byte(token))
-			for _, t := range tokens {
-				if t.SHA256 == h {
-					return t.Agent.ID, true
-				}
-			}
-			return "", false
-		},
+		Bearer: g.tokens.ID,
 	})
 }
 

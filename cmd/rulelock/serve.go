@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -72,6 +73,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	g.cfgPath = *cfgPath
 	return g.serve(ctx)
 }
 
@@ -137,6 +139,13 @@ type running struct {
 	metrics  *httpapi.Metrics
 	notifier *notify.Notifier // nil without notifications.groups
 	logsvc   *logServices     // counts, search index, exporter (servelog.go)
+
+	// Who may act, replaced by a reload (reload.go).
+	cfgPath  string
+	tokens   *httpapi.TokenSet
+	who      atomic.Pointer[serveConfig] // the config whose agents, approvers and auditors are in force
+	reloadMu sync.Mutex
+	admin    *http.Server // the admin socket (reload.go)
 }
 
 func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *running, err error) {
@@ -252,7 +261,8 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	}
 	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Executors: executors, Approvers: reg, ExecutorFor: executorFor, Sensitive: sensitive,
 		Budget: cfg.Limits.MemoryBudget, Retention: cfg.Limits.Retention.Duration, MaxPendingPerAgent: cfg.Limits.MaxPendingPerAgent,
-		Principals: cfg.principals(), Checkpoints: g.cp, MaxUnsigned: cfg.Log.MaxUnsigned.Duration, Notify: notifier})
+		Principals: cfg.principals(), Checkpoints: g.cp, MaxUnsigned: cfg.Log.MaxUnsigned.Duration, Notify: notifier,
+		UnfreezeQuorum: cfg.Freeze.UnfreezeApprovers})
 	if err != nil {
 		return nil, err
 	}
@@ -294,8 +304,15 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 		}
 		tokens = append(tokens, t)
 	}
+	g.tokens = httpapi.NewTokenSet(tokens)
+	g.who.Store(cfg)
+	g.metrics.Frozen(func() bool { return gw.Frozen().Freeze != nil })
+	if f := gw.Frozen().Freeze; f != nil {
+		fmt.Fprintf(e.stderr, "rulelock: FROZEN since %s by %s: %s; every new action is refused until %d approvers sign rulelock unfreeze\n",
+			f.Since.Format(time.RFC3339), f.By, f.Reason, gw.Frozen().UnfreezeQuorum)
+	}
 	api := httpapi.New(httpapi.Config{
-		Gateway: gw, Tokens: tokens, MaxBody: cfg.Limits.MaxBody,
+		Gateway: gw, TokenSet: g.tokens, MaxBody: cfg.Limits.MaxBody,
 		Log:     &httpapi.AuditLog{Log: l, Checkpointer: g.cp, TilesDir: filepath.Join(cfg.DataDir, "tiles"), Index: g.logsvc.index},
 		Ready:   func() bool { return g.ready.Load() && !gw.Active().None },
 		Metrics: g.metrics,
@@ -312,7 +329,7 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 		mux.Handle("/", api)
 		if g.proxy != nil {
 			// MCP over streamable HTTP, authenticated with the agents' tokens.
-			mux.Handle("/mcp", g.proxy.HTTPHandler(httpapi.AgentAuthenticator(tokens), 4<<20))
+			mux.Handle("/mcp", g.proxy.HTTPHandler(httpapi.AgentAuthenticatorSet(g.tokens), 4<<20))
 		}
 		if cfg.Console.enabled() {
 			vk, ok := g.signer.(verifierKeyer)
@@ -323,7 +340,7 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 			if err != nil {
 				return nil, fmt.Errorf("console: the log's verifier key: %v", err)
 			}
-			con, err := consoleHandler(cfg, gw, reg, &httpapi.AuditLog{Log: l, Checkpointer: g.cp, TilesDir: filepath.Join(cfg.DataDir, "tiles"), Index: g.logsvc.index}, logKey, tokens)
+			con, err := consoleHandler(g, reg, &httpapi.AuditLog{Log: l, Checkpointer: g.cp, TilesDir: filepath.Join(cfg.DataDir, "tiles"), Index: g.logsvc.index}, logKey)
 			if err != nil {
 				return nil, err
 			}
@@ -373,6 +390,9 @@ func (g *running) serve(ctx context.Context) error {
 	} else {
 		go func() { srvErr <- g.srv.Serve(g.ln) }()
 	}
+	if err := g.serveAdmin(ctx); err != nil {
+		fmt.Fprintf(g.e.stderr, "rulelock: admin socket: %v; rulelock reload will not reach this gateway (SIGHUP still reloads)\n", err)
+	}
 	g.ready.Store(true)
 	fmt.Fprintf(g.e.stderr, "rulelock: listening on %s://%s\n", scheme, g.ln.Addr())
 	hup := make(chan os.Signal, 1)
@@ -389,6 +409,9 @@ loop:
 		case <-hup:
 			g.reloadTLS()
 			g.reload(ctx)
+			if g.cfgPath != "" {
+				g.reloadWho(ctx) // who may act (reload.go)
+			}
 			if g.proxy != nil {
 				g.proxy.PolicyChanged() // agents see the tools the new policy may allow
 			}
@@ -400,6 +423,9 @@ loop:
 	defer cancel()
 	if serr := g.srv.Shutdown(sctx); serr != nil && err == nil {
 		err = serr
+	}
+	if g.admin != nil {
+		g.admin.Shutdown(sctx)
 	}
 	stopCP()
 	<-cpDone

@@ -106,32 +106,46 @@ func (r *Registry) Open(signed []byte) (string, Statement, error) {
 	if isPasskeyForm(signed) {
 		return r.openPasskey(signed)
 	}
+	name, text, err := r.OpenNote(signed)
+	if err != nil {
+		return "", Statement{}, err
+	}
+	st, err := ParseStatement([]byte(text))
+	if err != nil {
+		return name, Statement{}, &openError{ErrBadStatement, err.Error()}
+	}
+	return name, st, nil
+}
+
+// OpenNote verifies a signed note of at most MaxNoteSize bytes in canonical
+// form (its text, a blank line, exactly one signature line) signed by a
+// configured approver's key, and returns the approver's id and the text,
+// which it does not interpret: the caller parses its own statement
+// (approvals here, freezes in internal/freeze). The errors wrap
+// ErrBadStatement, ErrUnknownApprover or ErrBadSignature.
+func (r *Registry) OpenNote(signed []byte) (approver, text string, err error) {
 	if len(signed) > MaxNoteSize {
-		return "", Statement{}, &openError{ErrBadStatement, fmt.Sprintf("%d bytes, over the %d-byte limit", len(signed), MaxNoteSize)}
+		return "", "", &openError{ErrBadStatement, fmt.Sprintf("%d bytes, over the %d-byte limit", len(signed), MaxNoteSize)}
 	}
 	n, err := note.Open(signed, r.verifiers)
 	var unverified *note.UnverifiedNoteError
 	var invalid *note.InvalidSignatureError
 	switch {
 	case errors.As(err, &unverified):
-		return "", Statement{}, &openError{ErrUnknownApprover, ""}
+		return "", "", &openError{ErrUnknownApprover, ""}
 	case errors.As(err, &invalid):
-		return "", Statement{}, &openError{ErrBadSignature, ""}
+		return "", "", &openError{ErrBadSignature, ""}
 	case err != nil:
-		return "", Statement{}, &openError{ErrBadStatement, err.Error()}
+		return "", "", &openError{ErrBadStatement, err.Error()}
 	case len(n.Sigs) != 1 || len(n.UnverifiedSigs) != 0:
-		return "", Statement{}, &openError{ErrBadStatement, "want exactly one signature"}
+		return "", "", &openError{ErrBadStatement, "want exactly one signature"}
 	}
 	sig := n.Sigs[0]
 	raw, err := base64.StdEncoding.DecodeString(sig.Base64)
 	if err != nil || string(signed) != n.Text+"\n— "+sig.Name+" "+base64.StdEncoding.EncodeToString(raw)+"\n" {
-		return "", Statement{}, &openError{ErrBadStatement, "note is not in canonical form"}
+		return "", "", &openError{ErrBadStatement, "note is not in canonical form"}
 	}
-	st, err := ParseStatement([]byte(n.Text))
-	if err != nil {
-		return sig.Name, Statement{}, &openError{ErrBadStatement, err.Error()}
-	}
-	return sig.Name, st, nil
+	return sig.Name, n.Text, nil
 }
 
 // openError is a refusal from Open before a request is known; the Manager

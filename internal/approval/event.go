@@ -1,6 +1,8 @@
 package approval
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"time"
 
@@ -62,7 +64,9 @@ type Event struct {
 // registry, statements against their requests, approvers against the
 // requirements' groups. Only the queue limits are not applied again. An
 // event that does not fit fails Restore with its position, so a registry
-// that no longer vouches for the log is noticed rather than trusted.
+// that no longer vouches for the log is noticed rather than trusted. The
+// one exception is a vote by an approver the registry no longer has
+// (removed since): it is restored without being trusted (replayRemoved).
 //
 // A request that reached its quorum but was never marked executed may
 // have been executed, or not, before the restart. Restore does not make
@@ -121,6 +125,10 @@ func (m *Manager) replay(ev Event) error {
 			return refuse(ev.Kind.op(), ev.Request, ev.Approver, ErrNotFound, "")
 		}
 		approver, st, err := m.reg.Open(ev.Note)
+		if errors.Is(err, ErrUnknownApprover) && m.reg.byID[ev.Approver] == nil {
+			m.replayRemoved(e, ev)
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -143,6 +151,11 @@ func (m *Manager) replay(ev Event) error {
 		}
 		m.applyExpired(e, ev)
 	case EventExecuted:
+		if e := m.reqs[ev.Request]; e != nil && e.r.State == Pending && e.removed {
+			// Its quorum counted an approver no longer configured: the
+			// log says it was executed, and it is final.
+			m.end(e, Approved, ev.Time)
+		}
 		e, err := m.checkExecuted(ev)
 		if err != nil {
 			return err
@@ -152,6 +165,21 @@ func (m *Manager) replay(ev Event) error {
 		return fmt.Errorf("unknown event kind %q", ev.Kind)
 	}
 	return nil
+}
+
+// replayRemoved restores the vote of an approver who is no longer
+// configured (removed by a reload or an edit of the configuration): their
+// key is gone, so the vote cannot be verified, and it is not trusted. An
+// approval no longer counts towards the quorum; a rejection still ends the
+// request (it only ever stops one). Either way nothing becomes executable
+// that the configured approvers have not approved.
+func (m *Manager) replayRemoved(e *entry, ev Event) {
+	e.removed = true
+	if ev.Kind != EventRejection || e.r.State != Pending {
+		return
+	}
+	e.r.Rejection = &Vote{Approver: ev.Approver, Time: ev.Time, Note: bytes.Clone(ev.Note)}
+	m.end(e, Rejected, ev.Time)
 }
 
 func (m *Manager) reset() {

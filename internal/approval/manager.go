@@ -103,9 +103,12 @@ type Manager struct {
 }
 
 type entry struct {
-	r    Request
-	by   map[string]bool // approvers who approved
-	done chan struct{}   // closed when r leaves Pending
+	r  Request
+	by map[string]bool // approvers who approved
+	// removed: a vote by an approver no longer configured was restored
+	// without being counted (replayRemoved).
+	removed bool
+	done    chan struct{} // closed when r leaves Pending
 	// deadline is when r expires on the monotonic clock (Options.Elapsed):
 	// Expires less the time already passed when it was parked or restored.
 	deadline time.Duration
@@ -190,7 +193,7 @@ func (m *Manager) vote(v Verdict, id string, signed []byte) (Request, bool, erro
 		kind = EventRejection
 	}
 	// Verify outside the lock: it is the costly part and needs no state.
-	approver, st, err := m.reg.Open(signed)
+	approver, st, err := m.registry().Open(signed)
 	if err != nil {
 		var oe *openError
 		errors.As(err, &oe)
@@ -215,6 +218,23 @@ func (m *Manager) vote(v Verdict, id string, signed []byte) (Request, bool, erro
 	}
 	ready := m.applyVote(e, ev, st)
 	return e.snapshot(), ready, nil
+}
+
+// SetRegistry replaces the approvers (a reload of the configuration). An
+// approval already given by an approver who is no longer in reg no longer
+// counts towards a quorum, and a removed approver's key verifies nothing
+// more; a request whose quorum was met stays met.
+func (m *Manager) SetRegistry(reg *Registry) {
+	m.mu.Lock()
+	m.reg = reg
+	m.mu.Unlock()
+}
+
+// registry returns the approvers in force.
+func (m *Manager) registry() *Registry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.reg
 }
 
 // MarkExecuted records that the caller told to execute request id (by a

@@ -219,3 +219,21 @@ func (r *Registry) WithoutPasskeys() *Registry {
 // IsPasskeyApproval reports whether signed is in the PasskeyApproval form
 // (not whether it verifies: Open says that).
 func IsPasskeyApproval(signed []byte) bool { return isPasskeyForm(signed) }
+
+// CarryPasskeys adds to r the passkeys enrolled in from (a reload of the
+// configuration keeps what approvers enrolled). One that no longer fits r
+// (its approver removed, a pin that excludes it) does not count.
+func (r *Registry) CarryPasskeys(from *Registry) {
+	if from == nil {
+		return
+	}
+	from.mu.RLock()
+	var cs []passkey.Credential
+	for _, l := range from.passkeys {
+		cs = append(cs, l...)
+	}
+	from.mu.RUnlock()
+	for _, c := range cs {
+		r.AddPasskey(c)
+	}
+}

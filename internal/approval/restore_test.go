@@ -167,3 +167,65 @@ func TestRestoreRefuses(t *testing.T) {
 		})
 	}
 }
+
+// TestRestoreRemovedApprover: the log holds votes of an approver the
+// registry no longer has (removed by a reload). Restore does not fail on
+// them and does not trust them: their approval no longer counts, their
+// rejection still ends its request, and a request executed with their
+// vote stays executed.
+func TestRestoreRemovedApprover(t *testing.T) {
+	var log []Event
+	rec := RecorderFunc(func(ev Event) error { log = append(log, ev); return nil })
+	m := New(testRegistry(t), Options{Now: func() time.Time { return t0 }, Recorder: rec})
+	pending, executed, rejected := mustPark(t, m, newRequest("pending")), mustPark(t, m, newRequest("executed")), mustPark(t, m, newRequest("rejected"))
+	for _, v := range []struct {
+		r   Request
+		who string
+	}{{pending, "alice"}, {executed, "alice"}, {executed, "bob"}} {
+		if _, err := m.Approve(v.r.ID, approve(t, v.who, v.r)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.MarkExecuted(executed.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Reject(rejected.ID, reject(t, "alice", rejected, "no")); err != nil {
+		t.Fatal(err)
+	}
+
+	var as []Approver
+	for _, c := range cast {
+		if c.id != "alice" {
+			as = append(as, Approver{ID: c.id, Groups: c.groups, Key: keys()[c.id].vkey})
+		}
+	}
+	withoutAlice, err := NewRegistry(as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := New(withoutAlice, Options{Now: func() time.Time { return t0 }})
+	if _, err := restored.Restore(log); err != nil {
+		t.Fatalf("Restore without alice: %v", err)
+	}
+	for id, want := range map[string]State{"pending": Pending, "executed": Executed, "rejected": Rejected} {
+		if r, err := restored.Get(id); err != nil || r.State != want {
+			t.Errorf("%s: %s, %v; want %s", id, r.State, err, want)
+		}
+	}
+	r, _ := restored.Get(pending.ID)
+	if got := withoutAlice.StillNeeded(r); got[0] != 2 {
+		t.Errorf("pending still needs %v, want 2: alice's approval must not count", got)
+	}
+	if res, err := restored.Approve(pending.ID, approve(t, "bob", pending)); err != nil || res.Ready {
+		t.Fatalf("bob: %+v %v, want one vote of two", res, err)
+	}
+	if res, err := restored.Approve(pending.ID, approve(t, "erin", pending)); err != nil || !res.Ready {
+		t.Errorf("erin: %+v %v, want the quorum", res, err)
+	}
+	// A tampered note by a configured approver still fails Restore.
+	evs := slices.Clone(log)
+	evs[3].Note = flipSignature(slices.Clone(evs[3].Note)) // an approval of alice's
+	if _, err := New(testRegistry(t), Options{}).Restore(evs); err == nil {
+		t.Error("Restore accepted a tampered note of a configured approver")
+	}
+}

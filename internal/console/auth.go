@@ -490,7 +490,7 @@ func (s *Server) loginFinish(w http.ResponseWriter, r *http.Request) {
 // approver's (in the registry, from the log) or an auditor's (in the
 // store); auditor says which.
 func (s *Server) passkeyOwner(id []byte) (c passkey.Credential, auditor, ok bool) {
-	if c, ok := s.cfg.Approvers.PasskeyOwner(id); ok {
+	if c, ok := s.registry().PasskeyOwner(id); ok {
 		return c, false, true
 	}
 	for _, c := range s.auditorPasskeys("") {
@@ -515,7 +515,7 @@ func (s *Server) auditorPasskeys(auditor string) []passkey.Credential {
 // passkeys returns p's enrolled passkeys.
 func (s *Server) passkeys(p Person) []passkey.Credential {
 	if p.Approver {
-		return s.cfg.Approvers.Passkeys(p.ID)
+		return s.registry().Passkeys(p.ID)
 	}
 	return s.auditorPasskeys(p.ID)
 }

@@ -74,6 +74,9 @@ type Config struct {
 	// Approvers is the gateway's approver registry (gateway.Config's):
 	// the console reads the passkeys enrolled in it. Nil: no approvers.
 	Approvers *approval.Registry
+	// Registry, when set, is asked for the approver registry in force
+	// instead of Approvers (a reload of the configuration replaces it).
+	Registry func() *approval.Registry
 	// Bearer, when set, names the holder of an API bearer token, so that a
 	// token presented to the console (refused) is logged against its
 	// holder; ok is false for an unknown token.
@@ -91,6 +94,16 @@ type Server struct {
 
 	tmpl   map[string]*template.Template // the pages (render.go)
 	static map[string]staticFile         // the static files, by name
+}
+
+// registry is the approver registry in force.
+func (s *Server) registry() *approval.Registry {
+	if s.cfg.Registry != nil {
+		if r := s.cfg.Registry(); r != nil {
+			return r
+		}
+	}
+	return s.cfg.Approvers
 }
 
 // New builds the console.

@@ -54,7 +54,7 @@ func (s *Server) voteBegin(w http.ResponseWriter, r *http.Request) {
 	case v == approval.Approve:
 		reason = ""
 	}
-	creds := s.cfg.Approvers.Passkeys(who)
+	creds := s.registry().Passkeys(who)
 	if len(creds) == 0 {
 		s.refuse(w, r, who, http.StatusForbidden, "no_passkey", "no passkey enrolled")
 		return
@@ -103,7 +103,7 @@ func (s *Server) voteFinish(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, who, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
-	if !slices.ContainsFunc(s.cfg.Approvers.Passkeys(who), func(p passkey.Credential) bool { return bytes.Equal(p.ID, a.Credential) }) {
+	if !slices.ContainsFunc(s.registry().Passkeys(who), func(p passkey.Credential) bool { return bytes.Equal(p.ID, a.Credential) }) {
 		s.refuse(w, r, who, http.StatusForbidden, "not_your_passkey", "the assertion was made with a passkey that is not the signed-in approver's")
 		return
 	}

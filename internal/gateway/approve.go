@@ -128,6 +128,19 @@ func (g *Gateway) Approve(ctx context.Context, caller, id string, signed []byte)
 	if err := g.recording(); err != nil {
 		return nil, err
 	}
+	if g.frozen.Load() != nil {
+		// Parked requests stay parked during a freeze: no quorum, no
+		// execution. The refusal is logged as a refused vote is.
+		e := &audit.Entry{Kind: audit.KindNote, Time: g.cfg.Now().UTC(), Approver: caller, EngineVersion: EngineVersion,
+			Message: fmt.Sprintf("%s %s %s: %s", NoteRefusedVote, ledger.Approve, ledger.Frozen, FrozenMessage), Raw: audit.Field{Text: string(signed)}}
+		if approval.ValidID(id) {
+			e.RequestID = id
+		}
+		if _, err := g.cfg.Log.Append(context.WithoutCancel(ctx), e); err != nil {
+			return nil, fmt.Errorf("record refused approve: %w: %v", ErrUnavailable, err)
+		}
+		return nil, ErrFrozen
+	}
 	res, err := g.approvals.m.Approve(id, signed)
 	if err != nil {
 		return nil, g.refusedVote(ctx, ledger.Approve, caller, id, signed, err)
@@ -252,6 +265,9 @@ func (g *Gateway) executeApproved(ctx context.Context, id string) (*Result, erro
 		d.ActionHash = rec.logged.hashString()
 	}
 	final := approvedDecision(d, rec.Decision.Policy, revoked)
+	if g.frozen.Load() != nil && final.Decision != policy.Deny {
+		final = gatewayDeny(d, ledger.Frozen, FrozenMessage) // its quorum was met as the freeze began
+	}
 	req := &Request{Agent: agent, Session: rec.Session, Action: rec.Action, Instruction: rec.instruction, Reasoning: rec.reasoning, logged: rec.logged}
 	entry := decisionEntry(id, req, final, now, g.decisionState(req))
 	entry.Salts = nil // the parked decision's entry wrote them
@@ -302,10 +318,11 @@ func approvedDecision(d *policy.Decision, signedFor string, revoked bool) *polic
 // role it had when it asked. Without Config.Principals the agent is as it
 // asked.
 func (g *Gateway) currentAgent(asked policy.Agent) (policy.Agent, bool) {
-	if g.cfg.Principals == nil {
+	principals := g.principals()
+	if principals == nil {
 		return asked, false
 	}
-	now, ok := g.cfg.Principals(asked.ID)
+	now, ok := principals(asked.ID)
 	if !ok {
 		return asked, true
 	}
@@ -340,7 +357,7 @@ func (g *Gateway) Pending() []PendingRequest {
 	}
 	var out []PendingRequest
 	for _, r := range g.approvals.m.Pending("") {
-		pr := PendingRequest{Request: r, StillNeeded: g.cfg.Approvers.StillNeeded(r), Approve: string(r.Statement(approval.Approve, "").Marshal())}
+		pr := PendingRequest{Request: r, StillNeeded: g.registry().StillNeeded(r), Approve: string(r.Statement(approval.Approve, "").Marshal())}
 		g.mu.Lock()
 		if rec, _, _ := g.reqs.get(r.ID); rec != nil {
 			action, _ := (&Request{Action: rec.Action, logged: rec.logged}).loggedAction()

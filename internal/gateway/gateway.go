@@ -134,6 +134,9 @@ type Config struct {
 	// the gateway refuses new actions with ErrUnsigned (see Ready).
 	Checkpoints Checkpoints
 	MaxUnsigned time.Duration
+	// UnfreezeQuorum is how many distinct approvers must each sign for
+	// lifting a freeze (default 2; freeze.go).
+	UnfreezeQuorum int
 	// Notify, when set, is told of each request parked for approval, once
 	// its decision is durable. It is called on the decision's path, with
 	// the request's scopes held: it must return at once (queue, never
@@ -205,6 +208,12 @@ type Gateway struct {
 	none       *policy.Policy   // the deny-everything policy of a gateway with none active
 	overBudget atomic.Int64     // decisions denied for the memory budget
 
+	// Who may act, replaced whole by a reload (reload.go); and the freeze
+	// in force, nil when none (freeze.go), from the ledger's fold.
+	approvers   atomic.Pointer[approval.Registry]
+	principalFn atomic.Pointer[func(string) (policy.Agent, bool)]
+	frozen      atomic.Pointer[ledger.Freeze]
+
 	mu     sync.Mutex
 	reqs   requests
 	reader LogReader // cfg.Log, when it can be read back (Get of final requests)
@@ -253,7 +262,14 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.ExecTimeout <= 0 {
 		cfg.ExecTimeout = 30 * time.Second
 	}
+	if cfg.UnfreezeQuorum <= 0 {
+		cfg.UnfreezeQuorum = 2
+	}
 	g := &Gateway{cfg: cfg, reqs: newRequests()}
+	g.approvers.Store(cfg.Approvers)
+	if cfg.Principals != nil {
+		g.principalFn.Store(&cfg.Principals)
+	}
 	g.reader, _ = cfg.Log.(LogReader)
 	g.ledger = ledger.New(ledger.Options{Retention: cfg.Retention, Budget: cfg.Budget})
 	g.alog, _ = cfg.Log.(*audit.Log)
@@ -402,7 +418,14 @@ func (g *Gateway) run(ctx context.Context, rec *record, res *Result) error {
 		g.mu.Unlock()
 		return nil
 	}
-	out := g.execute(ctx, ex, rec)
+	var out Outcome
+	if g.frozen.Load() != nil {
+		// Decided before the freeze, not yet executed: held for good, not
+		// executed later (freeze.go). The outcome says so.
+		out = Outcome{Status: StatusError, Error: heldMessage}
+	} else {
+		out = g.execute(ctx, ex, rec)
+	}
 	or, err := g.recordOutcome(ctx, rec, out)
 	if err != nil {
 		return err
@@ -474,7 +497,12 @@ func (g *Gateway) decideLocked(ctx context.Context, tx *ledger.Txn, a *Active, i
 	now := g.cfg.Now().UTC()
 	var d *policy.Decision
 	overBudget := g.ledger.OverBudget()
-	if overBudget {
+	if f := g.frozen.Load(); f != nil {
+		// Decided after the freeze passed Ready: denied, never evaluated.
+		_, hash := req.loggedAction()
+		d = gatewayDeny(&policy.Decision{ActionHash: "sha256:" + hex.EncodeToString(hash[:]), Policy: a.Digest}, ledger.Frozen, FrozenMessage)
+		overBudget = false
+	} else if overBudget {
 		g.overBudget.Add(1)
 		_, hash := req.loggedAction()
 		d = gatewayDeny(&policy.Decision{ActionHash: "sha256:" + hex.EncodeToString(hash[:]), Policy: a.Digest}, ledger.OverBudget,

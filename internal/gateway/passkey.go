@@ -19,7 +19,7 @@ func (g *Gateway) EnrolPasskey(ctx context.Context, c passkey.Credential) error 
 	if g.approvals == nil {
 		return ErrNoApprovals
 	}
-	reg := g.cfg.Approvers
+	reg := g.registry()
 	if err := reg.CheckPasskey(c); err != nil {
 		return fmt.Errorf("enrol passkey: %w", err)
 	}
@@ -49,12 +49,13 @@ func (g *Gateway) Note(ctx context.Context, caller, id, message string) error {
 // start. One that no longer fits the config (its approver removed, a pin
 // that excludes it) does not count: fail closed, the gateway still starts.
 func (g *Gateway) restorePasskey(e *audit.Entry) {
-	if g.cfg.Approvers == nil {
+	reg := g.registry()
+	if reg == nil {
 		return
 	}
 	c, ok, err := passkey.ParseEnrolmentNote(e.Message)
 	if !ok || err != nil {
 		return
 	}
-	g.cfg.Approvers.AddPasskey(c)
+	reg.AddPasskey(c)
 }

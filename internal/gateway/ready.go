@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/rulelock/rulelock/internal/ledger"
 )
 
 // Checkpoints is what the gateway needs of the checkpointer: how long the
@@ -39,6 +41,7 @@ const UnsignedMessage = "checkpoint signing is behind: audit log entries have wa
 
 // Ready returns nil when the gateway would decide, record and execute a new
 // action now, and otherwise why not: ErrNoPolicy (no policy is active),
+// ErrFrozen (an approver froze the gateway: freeze.go),
 // ErrUnavailable (the audit log failed and refuses appends until it is
 // reopened), ErrWitnessConflict (a witness contradicts the log) or
 // ErrUnsigned (signing is behind by more than MaxUnsigned).
@@ -49,6 +52,9 @@ const UnsignedMessage = "checkpoint signing is behind: audit log entries have wa
 func (g *Gateway) Ready() error {
 	if g.Active().None {
 		return ErrNoPolicy
+	}
+	if f := g.frozen.Load(); f != nil {
+		return fmt.Errorf("%w: frozen by %s since %s: %s", ErrFrozen, f.By, f.Since.Format(time.RFC3339), f.Reason)
 	}
 	return g.recording()
 }
@@ -93,6 +99,8 @@ func Refusal(err error) (code, msg string) {
 		return "checkpoint_overdue", UnsignedMessage
 	case errors.Is(err, ErrWitnessConflict):
 		return "witness_conflict", WitnessConflictMessage
+	case errors.Is(err, ErrFrozen):
+		return string(ledger.Frozen), FrozenMessage
 	}
 	return "", ""
 }

@@ -116,6 +116,7 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 		return nil
 	})
 	g.ledger.Sweep(g.cfg.Now())
+	g.frozen.Store(g.ledger.Freeze()) // a freeze survives a restart
 	g.stateMu.Unlock()
 	if err != nil {
 		return 0, fmt.Errorf("rebuild: %w", err)

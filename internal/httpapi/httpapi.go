@@ -87,11 +87,14 @@ type LogAPI interface {
 type Config struct {
 	Gateway *gateway.Gateway
 	Tokens  []Token
-	Log     LogAPI
-	Ready   func() bool
-	Reason  func() string // why not ready, for /readyz (optional)
-	Status  func() Active // the active policy, which /readyz reports to authenticated callers (optional)
-	Metrics *Metrics
+	// TokenSet, when set, is used instead of Tokens: the tokens a reload
+	// of the configuration replaces (TokenSet.Set).
+	TokenSet *TokenSet
+	Log      LogAPI
+	Ready    func() bool
+	Reason   func() string // why not ready, for /readyz (optional)
+	Status   func() Active // the active policy, which /readyz reports to authenticated callers (optional)
+	Metrics  *Metrics
 	// MaxBody caps request bodies (default 64 KiB).
 	MaxBody int64
 }
@@ -110,9 +113,7 @@ type Server struct {
 	cfg    Config
 	routes []route
 	mux    *http.ServeMux
-	// tokens indexes cfg.Tokens by hash; a hash listed twice maps to nil
-	// and authenticates no one.
-	tokens map[[32]byte]*Token
+	tokens *TokenSet
 }
 
 // route is one entry of the route table.
@@ -135,14 +136,9 @@ func New(cfg Config) *Server {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics()
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux(), tokens: make(map[[32]byte]*Token, len(cfg.Tokens))}
-	for i := range cfg.Tokens {
-		t := &cfg.Tokens[i]
-		if _, dup := s.tokens[t.SHA256]; dup {
-			s.tokens[t.SHA256] = nil
-			continue
-		}
-		s.tokens[t.SHA256] = t
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), tokens: cfg.TokenSet}
+	if s.tokens == nil {
+		s.tokens = NewTokenSet(cfg.Tokens)
 	}
 	s.routes = []route{
 		{pattern: "POST /v1/actions", who: "agent", handler: s.submit(true)},
@@ -156,7 +152,10 @@ func New(cfg Config) *Server {
 		{pattern: "GET /v1/log/entries/{i}", reader: s.entry},
 		{pattern: "GET /v1/log/proof/{i}", reader: s.proof},
 		{pattern: "GET /v1/log/tile/", reader: s.tiles},
-		{pattern: "GET /v1/log/find", reader: s.find}, // approvers and auditors (find.go)
+		{pattern: "GET /v1/log/find", reader: s.find},                        // approvers and auditors (find.go)
+		{pattern: "GET /v1/freeze", who: "approver", handler: s.freezeState}, // freeze.go
+		{pattern: "POST /v1/freeze", who: "approver", handler: s.freeze(false)},
+		{pattern: "POST /v1/unfreeze", who: "approver", handler: s.freeze(true)},
 		{pattern: "GET /metrics", handler: s.metrics},
 		{pattern: "GET /healthz", public: true, reader: s.healthz},
 		{pattern: "GET /readyz", public: true, reader: s.readyz},
@@ -255,7 +254,7 @@ func (s *Server) authenticate(r *http.Request) (Token, bool) {
 	// Looked up by the token's SHA-256, in time independent of the
 	// number of tokens: what a lookup's timing could reveal is about the
 	// hash, and a hash does not give the token back.
-	t := s.tokens[HashToken(tok)]
+	t := s.tokens.lookup(HashToken(tok))
 	if t == nil || !t.presentedBy(r) {
 		return Token{}, false
 	}
@@ -688,6 +687,7 @@ func (s *Server) readiness() (int, map[string]any) {
 		if s.cfg.Reason != nil {
 			body["reason"] = s.cfg.Reason()
 		}
+		s.addFrozen(body)
 		switch code, _ := gateway.Refusal(gerr); {
 		case code == "no_policy":
 			body["code"] = code // the server's Reason says why (a rejected bundle)
@@ -699,6 +699,7 @@ func (s *Server) readiness() (int, map[string]any) {
 		return http.StatusServiceUnavailable, body
 	}
 	body := map[string]any{"status": "ready"}
+	s.addFrozen(body)
 	if s.cfg.Status != nil {
 		a := s.cfg.Status()
 		if a.Signers == nil {
@@ -733,6 +734,8 @@ func writeGatewayError(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusConflict, "no_approvers", err.Error())
 	case errors.Is(err, gateway.ErrConflict):
 		writeError(w, http.StatusConflict, "conflict", err.Error())
+	case errors.Is(err, gateway.ErrFrozen):
+		writeError(w, http.StatusConflict, "frozen", gateway.FrozenMessage)
 	case errors.Is(err, gateway.ErrUnsigned):
 		writeError(w, http.StatusServiceUnavailable, "checkpoint_overdue", gateway.UnsignedMessage)
 	default:

@@ -179,3 +179,16 @@ func (c notifyCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(notifyDropped, prometheus.CounterValue, float64(s.Dropped), s.Group)
 	}
 }
+
+// Frozen adds rulelock_frozen, 1 while the gateway is frozen (the
+// emergency stop), read from frozen at each scrape. Call it once, before
+// serving.
+func (m *Metrics) Frozen(frozen func() bool) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rulelock_frozen",
+		Help: "1 while the gateway is frozen (rulelock freeze): every new action is refused, code frozen."}, func() float64 {
+		if frozen() {
+			return 1
+		}
+		return 0
+	}))
+}

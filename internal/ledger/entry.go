@@ -278,5 +278,7 @@ func (l *Ledger) Apply(e *audit.Entry, d *Decoded) {
 	case audit.KindOutcome:
 		st, c := OutcomeOf(e)
 		l.Outcome(e.Agent, e.RequestID, st, c)
+	case audit.KindNote:
+		l.freeze.apply(e)
 	}
 }

@@ -39,6 +39,8 @@ type Ledger struct {
 	global     store
 
 	bytes atomic.Int64
+
+	freeze freezeFold // the emergency stop (freeze.go)
 }
 
 // spec is one index the ledger keeps.

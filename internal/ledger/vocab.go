@@ -72,7 +72,7 @@ const (
 // the gateway's reasons.
 func GatewayReason(msg string) (Reason, bool) {
 	switch r := Reason(msg); r {
-	case NoApprovers, ApprovalQueueFull, ApprovalImpossible, PolicyChanged, PrincipalRevoked, OverBudget, HistoryLimit:
+	case NoApprovers, ApprovalQueueFull, ApprovalImpossible, PolicyChanged, PrincipalRevoked, OverBudget, HistoryLimit, Frozen:
 		return r, true
 	}
 	return "", false

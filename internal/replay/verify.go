@@ -36,6 +36,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -246,6 +247,11 @@ func (c *checker) judge(i int64, e *audit.Entry, got *policy.Decision) (string, 
 				return fmt.Sprintf("recorded %s, but the replay does not require approval (%s)", r, got.Decision), false
 			case ledger.OverBudget, ledger.HistoryLimit:
 				return "", true // a resource refusal, not the policy's decision
+			case ledger.Frozen:
+				if c.frozenAt(i) {
+					return "", true // the emergency stop's, not the policy's, decision
+				}
+				return "recorded frozen, but no freeze is in force at this point of the log", false
 			}
 		}
 	}
@@ -265,7 +271,10 @@ func (c *checker) judge(i int64, e *audit.Entry, got *policy.Decision) (string, 
 // million decisions holds no pointers, so the garbage collector need not
 // scan it.
 type checker struct {
-	reg       *approval.Registry
+	reg *approval.Registry
+	// freezes are the log's emergency stops as index ranges [from, to):
+	// to is math.MaxInt64 while the log does not lift one.
+	freezes   []freezeSpan
 	allowDev  bool
 	archive   lifecycle.Archive
 	floor     *activation       // the highest signed bundle activated so far
@@ -383,6 +392,7 @@ func (c *checker) entry(i int64, e *audit.Entry) error {
 		c.closed[e.Closes] = true
 	case audit.KindNote:
 		c.enrolment(i, e)
+		c.freezeNote(i, e)
 	case audit.KindApproval:
 		d, ok := c.byRequest[keyOf(e.RequestID)]
 		if !ok || ledger.Decision(c.effects.name(d)) != ledger.RequireApproval {
@@ -393,6 +403,38 @@ func (c *checker) entry(i int64, e *audit.Entry) error {
 		}
 	}
 	return nil
+}
+
+// freezeSpan is one freeze's range of log indexes.
+type freezeSpan struct {
+	id       string
+	from, to int64
+}
+
+// freezeNote reads the note entry e at index i as a freeze or an unfreeze,
+// if it is one (ledger.ParseFreezeNote).
+func (c *checker) freezeNote(i int64, e *audit.Entry) {
+	n, ok := ledger.ParseFreezeNote(e)
+	if !ok {
+		return
+	}
+	open := len(c.freezes) > 0 && c.freezes[len(c.freezes)-1].to == math.MaxInt64
+	switch {
+	case n.Word == ledger.NoteFreeze && !open:
+		c.freezes = append(c.freezes, freezeSpan{id: n.ID, from: i, to: math.MaxInt64})
+	case n.Word == ledger.NoteUnfreeze && open && c.freezes[len(c.freezes)-1].id == n.ID:
+		c.freezes[len(c.freezes)-1].to = i
+	}
+}
+
+// frozenAt reports whether a freeze is in force at index i.
+func (c *checker) frozenAt(i int64) bool {
+	for _, f := range c.freezes {
+		if f.from < i && i < f.to {
+			return true
+		}
+	}
+	return false
 }
 
 // enrolment reads the note entry e at index i as a passkey enrolment, if
