@@ -410,3 +410,22 @@ func writeTileFile(path string, data []byte) error {
 	}
 	return nil
 }
+
+// DirCheckpoints returns the signed checkpoint notes a log directory keeps,
+// in the order they were issued, unverified (VerifyDir verifies them).
+func DirCheckpoints(dir string) ([][]byte, error) {
+	cdir := filepath.Join(dir, checkpointDir)
+	seqs, err := listCheckpoints(cdir)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoints: %w", err)
+	}
+	out := make([][]byte, 0, len(seqs))
+	for _, s := range seqs {
+		b, err := readFileMax(filepath.Join(cdir, checkpointName(s)), MaxCheckpointSize)
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint %d: %w", s, err)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
