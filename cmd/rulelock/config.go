@@ -38,6 +38,7 @@ type serveConfig struct {
 	Notifications      notificationsConfig       `yaml:"notifications"` // webhooks per approver group (notifyconfig.go)
 	Export             *exportConfig             `yaml:"export"`        // stream the log to a SIEM (exportcmd.go)
 	Console            consoleConfig             `yaml:"console"`       // the web console (console.go)
+	Attestation        *attestationConfig        `yaml:"attestation"`   // off unless set (attestcmd.go)
 }
 
 type agentConfig struct {
