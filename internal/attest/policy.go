@@ -1,12 +1,14 @@
 package attest
 
 import (
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/google/go-sev-guest/kds"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -20,7 +22,15 @@ import (
 //	signer <verifier key of a bundle signer>                                  (repeatable)
 //	threshold <M>
 //	max-gap <duration: the longest a decision may follow the last attestation, e.g. 1h>
+//	snp-measurement <96 hex: an allowed SEV-SNP launch measurement>           (repeatable)
+//	snp-min-tcb <16 hex: the lowest SEV-SNP TCB version, as the report encodes it>
+//	tdx-mrtd <96 hex: an allowed TDX MRTD>                                     (repeatable)
+//	tdx-min-tcb <32 hex: the lowest TDX TEE_TCB_SVN, 16 components>
+//	nitro-pcr0 <96 hex: an allowed Nitro enclave image>                        (repeatable)
 //
+// A policy needs at least one root of trust: tpm-ak, snp-measurement,
+// tdx-mrtd or nitro-pcr0; evidence of a platform it names none for is
+// refused.
 // Debug platforms are always refused; there is no directive to allow them.
 type Policy struct {
 	Origin          string
@@ -29,6 +39,9 @@ type Policy struct {
 	Signers         []string          // sorted verifier keys
 	Threshold       int
 	MaxGap          time.Duration
+	SNP             SNPRoots
+	TDX             TDXRoots
+	Nitro           NitroRoots
 }
 
 // ParsePolicy parses a policy file; errors name file:line.
@@ -71,6 +84,23 @@ func ParsePolicy(file string, b []byte) (*Policy, error) {
 				return nil, errf("signer: %v", err)
 			}
 			p.Signers = append(p.Signers, f[1])
+		case f[0] == "snp-measurement" && len(f) == 2 && hexLen(f[1], 48):
+			p.SNP.Measurements = append(p.SNP.Measurements, f[1])
+		case f[0] == "snp-min-tcb" && len(f) == 2 && hexLen(f[1], 8):
+			if err := once(); err != nil {
+				return nil, err
+			}
+			v, _ := strconv.ParseUint(f[1], 16, 64)
+			p.SNP.MinimumTCB = kds.DecomposeTCBVersion(kds.TCBVersion(v))
+		case f[0] == "tdx-mrtd" && len(f) == 2 && hexLen(f[1], 48):
+			p.TDX.MrTDs = append(p.TDX.MrTDs, f[1])
+		case f[0] == "tdx-min-tcb" && len(f) == 2 && hexLen(f[1], 16):
+			if err := once(); err != nil {
+				return nil, err
+			}
+			p.TDX.MinimumTeeTcbSvn, _ = hex.DecodeString(f[1])
+		case f[0] == "nitro-pcr0" && len(f) == 2 && hexLen(f[1], 48):
+			p.Nitro.PCR0s = append(p.Nitro.PCR0s, f[1])
 		case f[0] == "threshold" && len(f) == 2:
 			if err := once(); err != nil {
 				return nil, err
@@ -99,8 +129,8 @@ func ParsePolicy(file string, b []byte) (*Policy, error) {
 		return nil, fmt.Errorf("%s: no origin", file)
 	case len(p.Releases) == 0:
 		return nil, fmt.Errorf("%s: no release: name the engine digests this log may be written by", file)
-	case len(p.AttestationKeys) == 0:
-		return nil, fmt.Errorf("%s: no root of trust (tpm-ak)", file)
+	case len(p.AttestationKeys)+len(p.SNP.Measurements)+len(p.TDX.MrTDs)+len(p.Nitro.PCR0s) == 0:
+		return nil, fmt.Errorf("%s: no root of trust (tpm-ak, snp-measurement, tdx-mrtd or nitro-pcr0)", file)
 	case p.MaxGap == 0:
 		return nil, fmt.Errorf("%s: no max-gap", file)
 	case len(p.Signers) > 0 && p.Threshold == 0, p.Threshold > len(p.Signers):
@@ -118,4 +148,10 @@ func (p *Policy) signerNames() []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// hexLen reports whether s is n bytes in lowercase hex.
+func hexLen(s string, n int) bool {
+	b, err := hex.DecodeString(s)
+	return err == nil && len(b) == n && strings.ToLower(s) == s
 }

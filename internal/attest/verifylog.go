@@ -174,6 +174,33 @@ func (v *logVerifier) attestation(i int64, e *audit.Entry) error {
 			return err
 		}
 		platform = "tpm ak " + m.AttestationKey
+	case "sev-snp":
+		if len(v.pol.SNP.Measurements) == 0 {
+			return fmt.Errorf("%w: sev-snp evidence, and the policy pins no snp-measurement", ErrEvidence)
+		}
+		sm, err := VerifySNP(ev, reportData64(sum), v.pol.SNP)
+		if err != nil {
+			return err
+		}
+		platform = "sev-snp measurement " + sm.Measurement
+	case "tdx":
+		if len(v.pol.TDX.MrTDs) == 0 {
+			return fmt.Errorf("%w: tdx evidence, and the policy pins no tdx-mrtd", ErrEvidence)
+		}
+		tm, err := VerifyTDX(ev, reportData64(sum), v.pol.TDX)
+		if err != nil {
+			return err
+		}
+		platform = "tdx mrtd " + tm.MrTD
+	case "nitro":
+		if len(v.pol.Nitro.PCR0s) == 0 {
+			return fmt.Errorf("%w: nitro evidence, and the policy pins no nitro-pcr0", ErrEvidence)
+		}
+		doc, err := VerifyNitro(ev, sum, v.pol.Nitro)
+		if err != nil {
+			return err
+		}
+		platform = "nitro pcr0 " + hex.EncodeToString(doc.PCRs[0])
 	default:
 		return fmt.Errorf("%w: provider %q is not verifiable by this verifier", ErrEvidence, e.Provider)
 	}
@@ -280,4 +307,12 @@ func (v *logVerifier) checkpoints(msgs [][]byte) error {
 	// Decisions after the latest checkpoint are not yet signed: the log's
 	// own verification reports them as uncovered.
 	return nil
+}
+
+// reportData64 is a statement's hash as the 64-byte REPORT_DATA of SEV-SNP
+// and TDX carry it: in the first 32 bytes, zeros after.
+func reportData64(sum ReportData) [64]byte {
+	var rd [64]byte
+	copy(rd[:], sum[:])
+	return rd
 }

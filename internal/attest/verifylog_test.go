@@ -263,3 +263,69 @@ func TestVerifyLogRefuses(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifyLogOtherPlatforms: an attestation entry carrying SEV-SNP, TDX
+// or Nitro evidence is verified by its own verifier. The published samples
+// carry no rulelock statement, so each is refused, for not binding the
+// statement (or, with no pin for its platform, for that).
+func TestVerifyLogOtherPlatforms(t *testing.T) {
+	_, key, err := note.GenerateKey(rand.Reader, origin+"/boot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &attest.Statement{Origin: origin, Engine: engine, Key: key}
+	text, err := s.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	snp, _, snpRoots := snpSample(t)
+	tdx, _, tdxRoots := tdxSample(t)
+	nitro := nitroSample(t)
+	base := fmt.Sprintf("origin %s\nrelease v1 %s\nmax-gap 1h\n", origin, engine)
+	cases := []struct {
+		name, policy, want string
+		ev                 attest.Evidence
+	}{
+		{"sev-snp", base + "snp-measurement " + snpRoots.Measurements[0] + "\n", "REPORT_DATA", snp},
+		{"sev-snp, no pin", base + "tdx-mrtd " + tdxRoots.MrTDs[0] + "\n", "pins no snp-measurement", snp},
+		{"tdx", base + "tdx-mrtd " + tdxRoots.MrTDs[0] + "\n", "REPORT_DATA", tdx},
+		{"nitro", base + "nitro-pcr0 " + strings.Repeat("ab", 48) + "\n", "debug-mode", nitro},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			pol, err := attest.ParsePolicy("policy", []byte(c.policy))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := (&audit.Entry{Kind: audit.KindAttestation, Time: time.Now(), Statement: string(text),
+				Provider: c.ev.Provider, Evidence: c.ev.Report, Collateral: c.ev.Collateral}).Encode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = attest.VerifyLog(entries{b}, nil, pol)
+			if !errors.Is(err, attest.ErrEvidence) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want refused for %q", err, c.want)
+			}
+			t.Log(err)
+		})
+	}
+}
+
+func TestParsePolicyRefuses(t *testing.T) {
+	base := "origin o\nrelease v1 sha256:" + strings.Repeat("1e", 32) + "\nmax-gap 1h\n"
+	for name, p := range map[string]string{
+		"no root of trust":  base,
+		"unknown directive": base + "tpm-ak " + strings.Repeat("00", 32) + "\nallow-debug yes\n",
+		"short measurement": base + "snp-measurement abcd\n",
+		"upper-case pin":    base + "tpm-ak " + strings.Repeat("AB", 32) + "\n",
+		"threshold above N": base + "tpm-ak " + strings.Repeat("00", 32) + "\nthreshold 2\n",
+		"origin twice":      "origin p\n" + base + "tpm-ak " + strings.Repeat("00", 32) + "\n",
+		"no max-gap":        "origin o\nrelease v1 sha256:" + strings.Repeat("1e", 32) + "\ntpm-ak " + strings.Repeat("00", 32) + "\n",
+	} {
+		if _, err := attest.ParsePolicy("p", []byte(p)); err == nil {
+			t.Errorf("%s: parsed", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+}
