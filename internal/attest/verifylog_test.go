@@ -226,6 +226,24 @@ func TestVerifyLogRefuses(t *testing.T) {
 		t.Fatalf("no %s entry", kind)
 		return nil
 	}
+	// resigned replaces a checkpoint's per-boot signature by one of
+	// another key with the same name: a key the platform never saw.
+	resigned := func(k int) [][]byte {
+		out := stripped(k)
+		skey, _, err := note.GenerateKey(rand.Reader, origin+"/boot")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rogue, _ := note.NewSigner(skey)
+		text, _, _ := strings.Cut(string(out[k]), "\n\n")
+		n, err := note.Sign(&note.Note{Text: text + "\n"}, rogue)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, sig, _ := strings.Cut(string(n), "\n\n")
+		out[k] = append(out[k], sig...)
+		return out
+	}
 	noRelease := *a.policy
 	noRelease.Releases = map[string]string{"sha256:" + strings.Repeat("00", 32): "other"}
 	otherAK := *a.policy
@@ -245,6 +263,7 @@ func TestVerifyLogRefuses(t *testing.T) {
 		{"an attestation entry removed (after an activation)", without(a.attested[1]), a.cps, a.policy},
 		{"an attestation entry removed (the periodic one)", without(a.attested[2]), a.cps, a.policy},
 		{"one checkpoint's second signature removed", a.entries, stripped(1), a.policy},
+		{"a checkpoint signed by another per-boot key", a.entries, resigned(1), a.policy},
 		{"an engine no release has", a.entries, a.cps, &noRelease},
 		{"a TPM not enrolled", a.entries, a.cps, &otherAK},
 		{"a gap over max-gap", a.entries, a.cps, &tight},
