@@ -13,7 +13,7 @@ import (
 
 // nitroSample reads testdata/nitro-debug-document.txt: a real, published
 // Nitro attestation document (its source is named in the file).
-func nitroSample(t *testing.T) attest.Evidence {
+func nitroSample(t testing.TB) attest.Evidence {
 	t.Helper()
 	b, err := os.ReadFile("testdata/nitro-debug-document.txt")
 	if err != nil {

@@ -15,7 +15,7 @@ import (
 
 // The real SEV-SNP report go-sev-guest ships (verify/testdata: a Milan
 // guest's attestation.bin and the VCEK the AMD KDS issued for it).
-func snpSample(t *testing.T) (attest.Evidence, [abi.ReportDataSize]byte, attest.SNPRoots) {
+func snpSample(t testing.TB) (attest.Evidence, [abi.ReportDataSize]byte, attest.SNPRoots) {
 	t.Helper()
 	rep, err := abi.ReportToProto(testdata.AttestationBytes)
 	if err != nil {

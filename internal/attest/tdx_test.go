@@ -22,7 +22,7 @@ var tdxSampleTime = time.Date(2023, time.July, 1, 1, 0, 0, 0, time.UTC)
 // tdxSample returns the library's sample quote without the 39 bytes its
 // authors appended after it ("extra bytes(only for testing purpose)"): the
 // quote as the TD produced it.
-func tdxSample(t *testing.T) (attest.Evidence, [abi.ReportDataSize]byte, attest.TDXRoots) {
+func tdxSample(t testing.TB) (attest.Evidence, [abi.ReportDataSize]byte, attest.TDXRoots) {
 	t.Helper()
 	const trailer = "\nextra bytes(only for testing purpose)\n"
 	if !bytes.HasSuffix(testdata.RawQuote, []byte(trailer)) {
