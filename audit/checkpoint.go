@@ -170,6 +170,12 @@ type CheckpointOptions struct {
 	// OnWitnessConflict, if set, is called once when a witness conflict
 	// stops publication, to raise the alarm.
 	OnWitnessConflict func(error)
+
+	// Cosigners add their signatures to every checkpoint, after the
+	// log's: the attested per-boot key (internal/attest). Their names
+	// differ from the origin; a verifier that does not know them ignores
+	// them (C2SP signed-note), and witnesses see the note with them.
+	Cosigners []note.Signer
 }
 
 // Checkpointer signs checkpoints of a Log with a note.Signer whose name is
@@ -203,6 +209,11 @@ func newCheckpointer(l *Log, s note.Signer, opts CheckpointOptions, pending *rot
 	}
 	if last.Seq > 0 && last.Origin != s.Name() {
 		return nil, fmt.Errorf("new checkpointer: signer %q, but the log's origin is %q: %w", s.Name(), last.Origin, ErrWrongKey)
+	}
+	for _, co := range opts.Cosigners {
+		if co.Name() == s.Name() {
+			return nil, fmt.Errorf("new checkpointer: cosigner named %q like the log's key", co.Name())
+		}
 	}
 	if opts.WitnessQuorum < 0 || opts.WitnessQuorum > len(opts.Witnesses) {
 		return nil, fmt.Errorf("new checkpointer: witness quorum %d of %d witnesses", opts.WitnessQuorum, len(opts.Witnesses))
@@ -259,7 +270,7 @@ func (c *Checkpointer) Checkpoint() ([]byte, error) {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
 	cp := Checkpoint{Origin: c.signer.Name(), Size: size, Root: root}
-	msg, err := note.Sign(&note.Note{Text: string(cp.Text())}, c.signer)
+	msg, err := note.Sign(&note.Note{Text: string(cp.Text())}, append([]note.Signer{c.signer}, c.opts.Cosigners...)...)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: sign: %w", err)
 	}
@@ -398,4 +409,23 @@ func writeTileFile(path string, data []byte) error {
 		return fmt.Errorf("export tiles: %w", err)
 	}
 	return nil
+}
+
+// DirCheckpoints returns the signed checkpoint notes a log directory keeps,
+// in the order they were issued, unverified (VerifyDir verifies them).
+func DirCheckpoints(dir string) ([][]byte, error) {
+	cdir := filepath.Join(dir, checkpointDir)
+	seqs, err := listCheckpoints(cdir)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoints: %w", err)
+	}
+	out := make([][]byte, 0, len(seqs))
+	for _, s := range seqs {
+		b, err := readFileMax(filepath.Join(cdir, checkpointName(s)), MaxCheckpointSize)
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint %d: %w", s, err)
+		}
+		out = append(out, b)
+	}
+	return out, nil
 }

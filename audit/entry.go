@@ -34,11 +34,12 @@ const (
 	KindOutcome          Kind = "outcome"           // the result of executing an allowed action
 	KindPolicyActivation Kind = "policy_activation" // a bundle became the active policy
 	KindNote             Kind = "note"              // an operator event: startup, recovery, ...
+	KindAttestation      Kind = "attestation"       // platform evidence over the engine, bundle and per-boot key (internal/attest)
 )
 
 func (k Kind) valid() bool {
 	switch k {
-	case KindDecision, KindApproval, KindOutcome, KindPolicyActivation, KindNote, KindKeyRotation:
+	case KindDecision, KindApproval, KindOutcome, KindPolicyActivation, KindNote, KindKeyRotation, KindAttestation:
 		return true
 	}
 	return false
@@ -257,6 +258,15 @@ type Entry struct {
 	// Key rotations (see RotateKey): the log's verifier keys, name+hash+key.
 	OldKey string // the key that signs the checkpoint covering this entry
 	NewKey string // the key that signs every checkpoint after that one
+
+	// Attestations (internal/attest): the statement in its canonical text,
+	// and the platform's evidence over its hash with what verifying it
+	// offline needs. All four are set on an attestation entry, none on
+	// any other.
+	Statement  string
+	Provider   string // tpm, sev-snp, tdx, nitro
+	Evidence   []byte
+	Collateral []byte
 }
 
 // wireEntry is the encoded form. Its members are declared in the order of
@@ -266,16 +276,20 @@ type wireEntry struct {
 	ActionSHA256   *Digest   `json:"action_sha256,omitempty"`
 	Agent          string    `json:"agent,omitempty"`
 	Approver       string    `json:"approver,omitempty"`
+	Attestation    string    `json:"attestation,omitempty"`
 	BundleDigest   string    `json:"bundle_digest,omitempty"`
 	Closes         *int64    `json:"closes,omitempty"`
+	Collateral     []byte    `json:"collateral,omitempty"`
 	Decision       string    `json:"decision,omitempty"`
 	EngineVersion  string    `json:"engine_version,omitempty"`
+	Evidence       []byte    `json:"evidence,omitempty"`
 	Instruction    *Field    `json:"instruction,omitempty"`
 	Kind           Kind      `json:"kind"`
 	Message        string    `json:"message,omitempty"`
 	NewKey         string    `json:"new_key,omitempty"`
 	OldKey         string    `json:"old_key,omitempty"`
 	Postconditions []Verdict `json:"postconditions,omitempty"`
+	Provider       string    `json:"provider,omitempty"`
 	Raw            *Field    `json:"raw,omitempty"`
 	Reasoning      *Field    `json:"reasoning,omitempty"`
 	RequestID      string    `json:"request_id,omitempty"`
@@ -305,7 +319,7 @@ func optField(f Field) *Field {
 func (e *Entry) Encode() ([]byte, error) {
 	// Room for the members' names and the short fields, and the long ones
 	// with a little escaping, so that the buffer rarely grows.
-	n := 512 + len(e.Message) + len(e.Signature)*4/3
+	n := 512 + len(e.Message) + (len(e.Signature)+len(e.Evidence)+len(e.Collateral))*4/3 + len(e.Statement)
 	for _, f := range [...]*Field{&e.Action, &e.Instruction, &e.Reasoning, &e.Result, &e.State} {
 		n += len(f.Text) + len(f.Text)/8
 	}
@@ -350,10 +364,17 @@ func (e *Entry) appendEncoding(b []byte) ([]byte, error) {
 	if err := checkRotationKeys(e.Kind, e.OldKey, e.NewKey); err != nil {
 		return nil, fmt.Errorf("encode entry: %w", err)
 	}
+	if err := e.checkAttestation(); err != nil {
+		return nil, fmt.Errorf("encode entry: %w", err)
+	}
 	w := wireEntry{
 		Action:         optField(e.Action),
 		Agent:          e.Agent,
 		Approver:       e.Approver,
+		Attestation:    e.Statement,
+		Collateral:     e.Collateral,
+		Evidence:       e.Evidence,
+		Provider:       e.Provider,
 		BundleDigest:   e.BundleDigest,
 		Decision:       e.Decision,
 		EngineVersion:  e.EngineVersion,
@@ -451,6 +472,7 @@ func decodeInto(p *wireParser, w *wireEntry, e *Entry) error {
 		EngineVersion: w.EngineVersion, Status: w.Status, Postconditions: w.Postconditions,
 		Approver: w.Approver, Signature: w.Signature, Signers: w.Signers, Message: w.Message,
 		OldKey: w.OldKey, NewKey: w.NewKey,
+		Statement: w.Attestation, Provider: w.Provider, Evidence: w.Evidence, Collateral: w.Collateral,
 	}
 	for _, p := range [...]struct {
 		dst *Field
@@ -536,6 +558,23 @@ func strictUnmarshal(b []byte, v any) error {
 	}
 	if _, err := dec.Token(); err == nil {
 		return errors.New("trailing data")
+	}
+	return nil
+}
+
+// checkAttestation checks that the attestation members are all present on
+// an attestation entry and absent from any other. What they hold is
+// internal/attest's to check: the log only carries them.
+func (e *Entry) checkAttestation() error {
+	has := [...]bool{e.Statement != "", e.Provider != "", len(e.Evidence) > 0, len(e.Collateral) > 0}
+	if e.Kind != KindAttestation {
+		if has != [4]bool{} {
+			return fmt.Errorf("attestation, provider, evidence or collateral set on a %s entry", e.Kind)
+		}
+		return nil
+	}
+	if has != [4]bool{true, true, true, true} {
+		return errors.New("attestation entry: attestation, provider, evidence and collateral are all required")
 	}
 	return nil
 }

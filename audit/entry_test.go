@@ -316,3 +316,33 @@ func BenchmarkCheckEntry(b *testing.B) {
 		}
 	}
 }
+
+func TestAttestationMembers(t *testing.T) {
+	now := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	e := &Entry{Kind: KindAttestation, Time: now, Statement: "rulelock attestation v1\n...", Provider: "tpm", Evidence: []byte("attest AAAA\n"), Collateral: []byte{0, 1, 2}}
+	b, err := e.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `{"attestation":"rulelock attestation v1\n...","collateral":"AAEC","evidence":"YXR0ZXN0IEFBQUEK","kind":"attestation","provider":"tpm","time":"2026-11-22T10:00:00Z","v":1}`
+	if string(b) != want {
+		t.Errorf("encoded %s, want %s", b, want)
+	}
+	d, err := DecodeEntry(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(e, d); diff != "" {
+		t.Errorf("decode(encode(e)) differs (-want +got):\n%s", diff)
+	}
+	for name, e := range map[string]*Entry{
+		"a statement on a note":           {Kind: KindNote, Time: now, Statement: "x"},
+		"evidence on a decision":          {Kind: KindDecision, Time: now, Evidence: []byte{1}},
+		"an attestation without evidence": {Kind: KindAttestation, Time: now, Statement: "x", Provider: "tpm", Collateral: []byte{1}},
+		"an attestation without provider": {Kind: KindAttestation, Time: now, Statement: "x", Evidence: []byte{1}, Collateral: []byte{1}},
+	} {
+		if b, err := e.Encode(); err == nil {
+			t.Errorf("%s: encoded %s", name, b)
+		}
+	}
+}

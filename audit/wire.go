@@ -44,13 +44,25 @@ func (w *wireEntry) appendJSON(b []byte) ([]byte, error) {
 	}
 	str("agent", w.Agent, true)
 	str("approver", w.Approver, true)
+	str("attestation", w.Attestation, true)
 	str("bundle_digest", w.BundleDigest, true)
 	if w.Closes != nil {
 		key("closes")
 		b = strconv.AppendInt(b, *w.Closes, 10)
 	}
+	bytes := func(k string, v []byte) {
+		if err != nil || len(v) == 0 {
+			return
+		}
+		key(k)
+		b = append(b, '"')
+		b = base64.StdEncoding.AppendEncode(b, v)
+		b = append(b, '"')
+	}
+	bytes("collateral", w.Collateral)
 	str("decision", w.Decision, true)
 	str("engine_version", w.EngineVersion, true)
+	bytes("evidence", w.Evidence)
 	field("instruction", w.Instruction)
 	str("kind", string(w.Kind), false)
 	str("message", w.Message, true)
@@ -86,6 +98,7 @@ func (w *wireEntry) appendJSON(b []byte) ([]byte, error) {
 		}
 		b = append(b, ']')
 	}
+	str("provider", w.Provider, true)
 	field("raw", w.Raw)
 	field("reasoning", w.Reasoning)
 	str("request_id", w.RequestID, true)

@@ -22,6 +22,7 @@ func FuzzWireMatchesEncodingJSON(f *testing.F) {
 			Kind: Kind(s2), Message: s3, Postconditions: []Verdict{{Holds: flag, Message: s1, Rule: s2}, {Rule: s3}},
 			Raw: &Field{Digest: d, Size: n}, Reasoning: &Field{Commitment: d}, RequestID: s2, Rules: []Rule{{Message: s3, Name: s1, Outcome: s2, Shadow: flag}, {Name: s2}},
 			Session: s1, Signature: sig, Signers: []string{s1, s2, s3}, Status: s3, Time: s1, V: 1,
+			Attestation: s3, Provider: s1, Evidence: sig, Collateral: []byte(s2),
 		}
 		if flag {
 			w.Closes, w.ActionSHA256, w.Action, w.Rules, w.Raw = nil, nil, nil, nil, nil

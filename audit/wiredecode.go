@@ -67,6 +67,14 @@ func (p *wireParser) member(k string, w *wireEntry) error {
 		w.Agent, err = p.str()
 	case "approver":
 		w.Approver, err = p.str()
+	case "attestation":
+		w.Attestation, err = p.str()
+	case "collateral":
+		w.Collateral, err = p.bytes()
+	case "evidence":
+		w.Evidence, err = p.bytes()
+	case "provider":
+		w.Provider, err = p.str()
 	case "bundle_digest":
 		w.BundleDigest, err = p.str()
 	case "closes":
@@ -458,4 +466,13 @@ func (p *wireParser) hex4() (rune, bool) {
 	n, err := strconv.ParseUint(string(p.b[p.i:p.i+4]), 16, 32)
 	p.i += 4
 	return rune(n), err == nil
+}
+
+// bytes parses a standard base64 string (as encoding/json encodes []byte).
+func (p *wireParser) bytes() ([]byte, error) {
+	s, err := p.str()
+	if err != nil {
+		return nil, err
+	}
+	return base64.StdEncoding.Strict().DecodeString(s)
 }

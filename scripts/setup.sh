@@ -12,6 +12,7 @@ command -v npm >/dev/null || need_apt+=(nodejs npm)           # cmd/rulelock: th
 # internal/pglog: a throwaway PostgreSQL cluster (internal/pgtest); Debian keeps initdb off the PATH
 command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v chromium >/dev/null || need_apt+=(chromium)        # cmd/rulelock, internal/console: the console in a real browser (chromedp)
+command -v swtpm >/dev/null || need_apt+=(swtpm swtpm-tools)  # internal/attest: a real software TPM 2.0 (internal/attest/swtpmtest)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

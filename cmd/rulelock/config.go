@@ -39,6 +39,7 @@ type serveConfig struct {
 	Export             *exportConfig             `yaml:"export"`        // stream the log to a SIEM (exportcmd.go)
 	Console            consoleConfig             `yaml:"console"`       // the web console (console.go)
 	Freeze             freezeConfig              `yaml:"freeze"`        // the emergency stop (freeze.go)
+	Attestation        *attestationConfig        `yaml:"attestation"`   // off unless set (attestcmd.go)
 }
 
 // freezeConfig configures the emergency stop (rulelock freeze).

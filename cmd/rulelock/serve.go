@@ -23,6 +23,7 @@ import (
 
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/bundle"
+	"github.com/rulelock/rulelock/internal/attest"
 	"github.com/rulelock/rulelock/internal/fsx"
 	"github.com/rulelock/rulelock/internal/gateway"
 	"github.com/rulelock/rulelock/internal/httpapi"
@@ -145,7 +146,9 @@ type running struct {
 	tokens   *httpapi.TokenSet
 	who      atomic.Pointer[serveConfig] // the config whose agents, approvers and auditors are in force
 	reloadMu sync.Mutex
-	admin    *http.Server // the admin socket (reload.go)
+	admin    *http.Server     // the admin socket (reload.go)
+	tpm      *attest.TPM      // with attestation.provider tpm (attestcmd.go)
+	rec      *attest.Recorder // nil without attestation
 }
 
 func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *running, err error) {
@@ -200,7 +203,13 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 			started.close() // g is nil by now
 		}
 	}()
+	if err := g.openAttestation(); err != nil {
+		return nil, err
+	}
 	if g.cp, err = g.openCheckpointer(); err != nil {
+		return nil, err
+	}
+	if err := g.attestAtStart(ctx); err != nil {
 		return nil, err
 	}
 	var demoFor func(string) gateway.Executor
@@ -262,7 +271,7 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Executors: executors, Approvers: reg, ExecutorFor: executorFor, Sensitive: sensitive,
 		Budget: cfg.Limits.MemoryBudget, Retention: cfg.Limits.Retention.Duration, MaxPendingPerAgent: cfg.Limits.MaxPendingPerAgent,
 		Principals: cfg.principals(), Checkpoints: g.cp, MaxUnsigned: cfg.Log.MaxUnsigned.Duration, Notify: notifier,
-		UnfreezeQuorum: cfg.Freeze.UnfreezeApprovers})
+		UnfreezeQuorum: cfg.Freeze.UnfreezeApprovers, Attest: g.attestor()})
 	if err != nil {
 		return nil, err
 	}
@@ -381,6 +390,8 @@ func (g *running) serve(ctx context.Context) error {
 	go func() { cpDone <- g.cp.Run(cpCtx, g.cfg.CheckpointInterval.Duration) }()
 	expDone := make(chan struct{})
 	go func() { g.gw.RunExpiry(cpCtx); close(expDone) }()
+	attDone := make(chan struct{})
+	go func() { g.runAttestation(cpCtx); close(attDone) }()
 	g.logsvc.run(g.e, g)
 	srvErr := make(chan error, 1)
 	scheme := "http"
@@ -430,6 +441,7 @@ loop:
 	stopCP()
 	<-cpDone
 	<-expDone
+	<-attDone
 	g.logsvc.stop() // before the log closes: they read it
 	if _, cerr := g.cp.Checkpoint(); cerr != nil && err == nil {
 		err = fmt.Errorf("final checkpoint: %w", cerr)
@@ -464,6 +476,9 @@ func (g *running) close() error {
 	if c, ok := g.signer.(io.Closer); ok {
 		c.Close()
 	}
+	if g.tpm != nil {
+		g.tpm.Close()
+	}
 	return err
 }
 
@@ -474,6 +489,9 @@ func (g *running) openCheckpointer() (*audit.Checkpointer, error) {
 	if g.signer, err = logSigner(g.e, g.cfg, g.log); err != nil {
 		return nil, err
 	}
+	if err := g.newRecorder(); err != nil {
+		return nil, err
+	}
 	witnesses, err := g.cfg.Log.checkpointWitnesses()
 	if err != nil {
 		return nil, &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
@@ -481,7 +499,7 @@ func (g *running) openCheckpointer() (*audit.Checkpointer, error) {
 	g.metrics = httpapi.NewMetrics()
 	cp, err := audit.NewCheckpointer(g.log, g.signer, audit.CheckpointOptions{TilesDir: filepath.Join(g.cfg.DataDir, "tiles"),
 		Witnesses: witnesses, WitnessQuorum: g.cfg.Log.WitnessQuorum, OnWitnessConflict: g.witnessConflict,
-		Logger: slog.New(slog.NewTextHandler(g.e.stderr, nil))})
+		Logger: slog.New(slog.NewTextHandler(g.e.stderr, nil)), Cosigners: g.cosigners()})
 	if errors.Is(err, audit.ErrWrongKey) {
 		return nil, fmt.Errorf("refusing to start: %w; restore the log's key, or change keys with rulelock log rotate-key (see docs/signing-keys.md)", err)
 	}

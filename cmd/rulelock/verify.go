@@ -14,10 +14,11 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/internal/attest"
 	"github.com/rulelock/rulelock/internal/replay"
 )
 
-const verifyUsage = `usage: rulelock verify DIR --key VKEY [--since FILE] [--witnesses POLICY] [--json]
+const verifyUsage = `usage: rulelock verify DIR --key VKEY [--since FILE] [--witnesses POLICY] [--attestation POLICY] [--json]
        rulelock verify --receipt FILE --key VKEY [--witnesses POLICY] [--json]
        rulelock verify --equivocation NOTE1 NOTE2 --key VKEY [--proof FILE | --tiles DIR] [--json]
 
@@ -32,6 +33,10 @@ With --witnesses, the latest checkpoint (or the receipt's) must carry the
 cosignatures the witness policy's quorum requires (C2SP tlog-policy: log,
 witness NAME VKEY [URL], group NAME k|any|all MEMBERS..., quorum NAME);
 --key may then be left out if the policy names one log.
+With --attestation, every attestation entry is verified offline against the
+attestation policy (docs/attestation.md), every checkpoint covering
+decisions must carry the attested per-boot key's signature, and the log's
+attested segments are printed.
 With --equivocation, checks two signed checkpoints against each other
 without the log: one size with two roots proves an equivocation (both
 notes are printed as the proof); for two sizes give the log's tiles
@@ -63,6 +68,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	proofFile := fs.String("proof", "", "with --equivocation: a consistency proof `file` between the two checkpoints")
 	tilesDir := fs.String("tiles", "", "with --equivocation: the log's tiles `directory`")
 	config := fs.String("config", "", "with --replay: the gateway config, for the approvers' keys and the limits (default: DIR/../approvers/*.pub and the default limits)")
+	attestPolicy := fs.String("attestation", "", "attestation `policy` file the log's attestation entries must meet (docs/attestation.md)")
 	allowDev := fs.Bool("allow-development", false, "with --replay: accept development-mode activations (policies no quorum signed) in a development log instead of reporting them")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -104,9 +110,28 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	if audit.IsTilesDir(pos[0]) {
 		verify = audit.VerifyTiles
 	}
+	var pol *attest.Policy
+	if *attestPolicy != "" {
+		b, err := readFileMax(*attestPolicy, 1<<20)
+		if err != nil {
+			return usageError("%v", err)
+		}
+		if pol, err = attest.ParsePolicy(*attestPolicy, b); err != nil {
+			return usageError("%v", err)
+		}
+		if audit.IsTilesDir(pos[0]) {
+			return usageError("--attestation reads a log directory, not tiles")
+		}
+	}
 	rep, err := verify(pos[0], key, opts)
 	if err != nil {
 		return verifyFailure(e, err, *asJSON)
+	}
+	var attested *attest.LogReport
+	if pol != nil {
+		if attested, err = verifyAttestation(e, pos[0], pol, *asJSON); err != nil {
+			return err
+		}
 	}
 	if *asJSON {
 		out := map[string]any{
@@ -115,6 +140,9 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		}
 		if opts.Witnesses != nil {
 			out["witnessed_by"], _ = opts.Witnesses.Witnessed(rep.Latest)
+		}
+		if attested != nil {
+			out["attestation"] = attested
 		}
 		if !*replay {
 			return writeJSON(e.stdout, out)
@@ -145,6 +173,9 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	}
 	if rep.Uncovered > 0 {
 		fmt.Fprintf(e.stdout, "note: %d entries after the latest checkpoint are not yet signed\n", rep.Uncovered)
+	}
+	if attested != nil {
+		printAttested(e, attested)
 	}
 	if *replay {
 		return runReplayVerify(e, pos[0], *bundles, *config, *allowDev, *asJSON)
@@ -299,5 +330,44 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 		}
 		pos = append(pos, args[0])
 		args = args[1:]
+	}
+}
+
+// verifyAttestation checks the log in dir, already verified, against an
+// attestation policy.
+func verifyAttestation(e *env, dir string, pol *attest.Policy, asJSON bool) (*attest.LogReport, error) {
+	cps, err := audit.DirCheckpoints(dir)
+	if err != nil {
+		return nil, err
+	}
+	snap, err := audit.OpenSnapshot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer snap.Close()
+	rep, err := attest.VerifyLog(snap, cps, pol)
+	if err != nil {
+		if asJSON {
+			if werr := writeJSON(e.stdout, map[string]any{"ok": false, "class": "attestation", "detail": err.Error()}); werr != nil {
+				return nil, werr
+			}
+			return nil, &exitError{code: 1}
+		}
+		return nil, &exitError{code: 1, err: fmt.Errorf("FAIL attestation: %w", err)}
+	}
+	return rep, nil
+}
+
+// printAttested prints an attestation report: the log's segments.
+func printAttested(e *env, rep *attest.LogReport) {
+	fmt.Fprintf(e.stdout, "attested: %d attestation entries, %d decisions, %d checkpoints covering decisions signed by the attested key\n",
+		rep.Attestations, rep.Decisions, rep.Checkpoints)
+	for _, s := range rep.Segments {
+		bundle := s.Bundle
+		if bundle == "" {
+			bundle = "none"
+		}
+		fmt.Fprintf(e.stdout, "segment entries %d-%d: %s engine %s (release %s), bundle %s, key %s, %s; %d attestations, %d decisions\n",
+			s.First, s.Last, s.Provider, s.Engine, s.Release, bundle, s.Key, s.Platform, s.Attestations, s.Decisions)
 	}
 }

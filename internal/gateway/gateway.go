@@ -61,6 +61,11 @@ type QueueRecorder interface {
 
 var _ QueueRecorder = (*audit.Log)(nil)
 
+// Attestor attests each bundle activation (Config.Attest).
+type Attestor interface {
+	Activated(ctx context.Context, bundleDigest string) error
+}
+
 // Executor performs an allowed action upstream.
 type Executor interface {
 	Execute(ctx context.Context, x Execution) Outcome
@@ -129,6 +134,11 @@ type Config struct {
 	// met, and denied principal_revoked when the agent is gone or lost a
 	// role. Nil trusts the agent as it was when it asked.
 	Principals func(agentID string) (policy.Agent, bool)
+	// Attest, when set, is called right after each activation entry is
+	// durable, before the policy is in force and with decisions held
+	// off: it measures the bundle and logs an attestation entry naming
+	// it (internal/attest). An error leaves no policy in force.
+	Attest Attestor
 	// Checkpoints, when set, says how long entries have waited for a
 	// signed checkpoint; past MaxUnsigned (default DefaultMaxUnsigned)
 	// the gateway refuses new actions with ErrUnsigned (see Ready).
@@ -951,6 +961,12 @@ func (g *Gateway) Activate(ctx context.Context, a *Active) error {
 	})
 	if err != nil {
 		return fmt.Errorf("record activation: %w: %v", ErrUnavailable, err)
+	}
+	if g.cfg.Attest != nil {
+		if err := g.cfg.Attest.Activated(ctx, a.Digest); err != nil {
+			g.active.Store(&Active{Policy: g.none, None: true})
+			return fmt.Errorf("attest activation of %s: %w: %v", a.Digest, ErrUnavailable, err)
+		}
 	}
 	if err := g.install(a.Policy); err != nil {
 		// Logged as activated and not in force: nothing is decided under

@@ -509,3 +509,52 @@ func FuzzAddCheckpointBody(f *testing.F) {
 		}
 	})
 }
+
+// TestCosignedWithAttestedKey: a checkpoint that carries a second
+// signature (the attested per-boot key, audit.CheckpointOptions.Cosigners)
+// is cosigned by real witnesses like any other, and verifies against the
+// witness policy, the log's key and the per-boot key.
+func TestCosignedWithAttestedKey(t *testing.T) {
+	s, v, vkey := logKey(t)
+	bootKey, bootVkey, err := note.GenerateKey(rand.Reader, origin+"/boot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot, _ := note.NewSigner(bootKey)
+	bootV, _ := note.NewVerifier(bootVkey)
+	ws := []*testWitness{startWitness(t, "w.example/a", v), startWitness(t, "w.example/b", v)}
+	dir := t.TempDir()
+	l, err := audit.Open(filepath.Join(dir, "log"), audit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	opts := audit.CheckpointOptions{Cosigners: []note.Signer{boot}}
+	for _, w := range ws {
+		opts.Witnesses = append(opts.Witnesses, w.checkpointWitness())
+	}
+	cp, err := audit.NewCheckpointer(l, s, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl := &testLog{dir: dir, log: l, cp: cp}
+	for _, n := range []int{3, 4} {
+		tl.append(t, n, "x")
+		if _, err := cp.Checkpoint(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msg := cp.Latest()
+	if n := bytes.Count(msg, []byte("\n— ")); n != 4 {
+		t.Errorf("checkpoint has %d signatures, want the log's, the per-boot key's and 2 cosignatures:\n%s", n, msg)
+	}
+	for _, key := range []note.Verifier{v, bootV, ws[0].key, ws[1].key} {
+		if _, err := note.Open(msg, note.VerifierList(key)); err != nil {
+			t.Errorf("not signed by %s: %v", key.Name(), err)
+		}
+	}
+	all := policy(t, vkey, "group all all a b\nquorum all", ws...)
+	if _, err := audit.VerifyDir(filepath.Join(dir, "log"), v, audit.VerifyOptions{Witnesses: all}); err != nil {
+		t.Errorf("verify with the witness policy: %v", err)
+	}
+}
