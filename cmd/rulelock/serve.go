@@ -28,6 +28,7 @@ import (
 	"github.com/rulelock/rulelock/internal/lifecycle"
 	"github.com/rulelock/rulelock/internal/mcpproxy"
 	"github.com/rulelock/rulelock/internal/notify"
+	"github.com/rulelock/rulelock/internal/tracing"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -137,6 +138,7 @@ type running struct {
 	metrics  *httpapi.Metrics
 	notifier *notify.Notifier // nil without notifications.groups
 	logsvc   *logServices     // counts, search index, exporter (servelog.go)
+	tracing  *tracing.Exporter // OTLP spans, when OTEL_* asks (tracing.go)
 }
 
 func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *running, err error) {
@@ -162,6 +164,15 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	if err != nil {
 		return nil, &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
 	}
+	tx, err := startTracing(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			stopTracing(tx)
+		}
+	}()
 	var p *policy.Policy
 	var trust *bundle.Trust
 	if cfg.Bundle != "" {
@@ -183,7 +194,7 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	if err != nil {
 		return nil, err
 	}
-	g = &running{e: e, cfg: cfg, log: l, trust: trust}
+	g = &running{e: e, cfg: cfg, log: l, trust: trust, tracing: tx}
 	started := g
 	defer func() {
 		if err != nil {
@@ -251,7 +262,8 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	}
 	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Executors: executors, Approvers: reg, ExecutorFor: executorFor, Sensitive: sensitive,
 		Budget: cfg.Limits.MemoryBudget, Retention: cfg.Limits.Retention.Duration, MaxPendingPerAgent: cfg.Limits.MaxPendingPerAgent,
-		Principals: cfg.principals(), Checkpoints: g.cp, MaxUnsigned: cfg.Log.MaxUnsigned.Duration, Notify: notifier})
+		Principals: cfg.principals(), Checkpoints: g.cp, MaxUnsigned: cfg.Log.MaxUnsigned.Duration, Notify: notifier,
+		Tracer: tx.Tracer})
 	if err != nil {
 		return nil, err
 	}
@@ -294,7 +306,7 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 		tokens = append(tokens, t)
 	}
 	api := httpapi.New(httpapi.Config{
-		Gateway: gw, Tokens: tokens, MaxBody: cfg.Limits.MaxBody,
+		Gateway: gw, Tokens: tokens, MaxBody: cfg.Limits.MaxBody, Tracer: tx.Tracer,
 		Log:     &httpapi.AuditLog{Log: l, Checkpointer: g.cp, TilesDir: filepath.Join(cfg.DataDir, "tiles"), Index: g.logsvc.index},
 		Ready:   func() bool { return g.ready.Load() && !gw.Active().None },
 		Metrics: g.metrics,
@@ -434,6 +446,7 @@ func (g *running) close() error {
 		g.notifier.Close() // before the log: it appends notes
 	}
 	err := g.log.Close()
+	stopTracing(g.tracing)
 	if c, ok := g.signer.(io.Closer); ok {
 		c.Close()
 	}
