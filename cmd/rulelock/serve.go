@@ -136,9 +136,10 @@ type running struct {
 	signer   note.Signer     // the log's key; closed with the gateway if an io.Closer (PKCS#11)
 	closed   bool
 	metrics  *httpapi.Metrics
-	notifier *notify.Notifier  // nil without notifications.groups
-	logsvc   *logServices      // counts, search index, exporter (servelog.go)
-	tracing  *tracing.Exporter // OTLP spans, when OTEL_* asks (tracing.go)
+	notifier *notify.Notifier // nil without notifications.groups
+	logsvc   *logServices     // counts, search index, exporter (servelog.go)
+
+	tracing *tracing.Exporter // OTLP spans, when OTEL_* asks (tracing.go)
 }
 
 func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *running, err error) {
