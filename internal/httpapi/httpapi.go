@@ -217,7 +217,7 @@ func canonicalPath(r *http.Request) bool {
 // wrap authenticates (unless public) and recovers, failing closed.
 func (s *Server) wrap(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := s.authenticateTraced(r)
+		tok, ok := s.authenticateTraced(r, rt)
 		if rt.public {
 			// A public route answers everyone; a valid token may show
 			// more (/readyz), an invalid one is no token.

@@ -27,7 +27,7 @@ var traceContext = propagation.TraceContext{}
 // traced wraps h, the handler of rt, in its server span when tracing is on
 // and rt is an agent's or approver's route.
 func (s *Server) traced(rt route, h http.Handler) http.Handler {
-	if s.cfg.Tracer == nil || rt.public || rt.who == "" {
+	if !s.tracedRoute(rt) {
 		return h
 	}
 	method, path, _ := strings.Cut(rt.pattern, " ")
@@ -49,10 +49,17 @@ func (s *Server) traced(rt route, h http.Handler) http.Handler {
 	})
 }
 
-// authenticateTraced is authenticate in its span, which says who the
-// caller is (the kind of token, the agent's id), never the token.
-func (s *Server) authenticateTraced(r *http.Request) (Token, bool) {
-	if s.cfg.Tracer == nil {
+// tracedRoute says whether rt is traced: tracing is on and it is an
+// agent's or approver's route (not health, metrics or the log's reads).
+func (s *Server) tracedRoute(rt route) bool {
+	return s.cfg.Tracer != nil && !rt.public && rt.who != ""
+}
+
+// authenticateTraced is authenticate, in its span on a traced route; the
+// span says who the caller is (the kind of token, the agent's id), never
+// the token.
+func (s *Server) authenticateTraced(r *http.Request, rt route) (Token, bool) {
+	if !s.tracedRoute(rt) {
 		return s.authenticate(r)
 	}
 	_, sp := s.cfg.Tracer.Start(r.Context(), tracing.SpanAuthenticate)
