@@ -37,7 +37,10 @@ func (g *Gateway) annotate(ctx context.Context, id string, req *Request, d *poli
 func decisionAttributes(id string, req *Request, d *policy.Decision) []attribute.KeyValue {
 	kv := []attribute.KeyValue{tracing.RequestID.String(id)}
 	if req != nil {
-		kv = append(kv, tracing.Agent.String(req.Agent.ID), tracing.ActionType.String(req.Action.Type))
+		kv = append(kv, tracing.Agent.String(req.Agent.ID))
+		if req.Action.Type != "" {
+			kv = append(kv, tracing.ActionType.String(req.Action.Type))
+		}
 	}
 	if d == nil {
 		return kv

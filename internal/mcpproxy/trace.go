@@ -107,7 +107,9 @@ func endCall(sp trace.Span, res mcp.Result, err error) {
 		case errors.As(err, &je):
 			code := strconv.FormatInt(je.Code, 10)
 			sp.SetAttributes(attribute.String("error.type", code), attribute.String("rpc.response.status_code", code))
-			sp.SetStatus(codes.Error, je.Message)
+			// The code, not the message the conventions suggest: a
+			// message may quote the call's arguments or the tool's name.
+			sp.SetStatus(codes.Error, code)
 		case err != nil:
 			sp.SetAttributes(attribute.String("error.type", "_OTHER"))
 			sp.SetStatus(codes.Error, "")

@@ -51,6 +51,12 @@ func TestMCPSpans(t *testing.T) {
 		t.Fatalf("call: %v %+v", err, res)
 	}
 
+	// A call to a tool that does not exist, named with the argument: the
+	// refusal's message quotes the name, the span does not.
+	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: argument, Arguments: map[string]any{}}); err == nil {
+		t.Fatal("a call to an unknown tool was not refused")
+	}
+
 	// A parked call, approved by two approvers; the second one's request
 	// completes the quorum and is linked.
 	done := make(chan error, 1)
