@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -91,11 +92,15 @@ func endExecute(sp trace.Span, out Outcome) {
 	sp.End()
 }
 
-// fail marks sp failed with err, if any. Gateway errors name operations
-// and sentinels, not request contents.
+// fail marks sp failed when err is not nil, with a code: the error's text
+// may carry what an error from below quoted.
 func fail(sp trace.Span, err error) {
-	if err != nil {
-		sp.SetStatus(codes.Error, err.Error())
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrUnavailable):
+		sp.SetStatus(codes.Error, "unavailable")
+	default:
+		sp.SetStatus(codes.Error, "error")
 	}
 }
 
