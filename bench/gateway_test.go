@@ -45,7 +45,9 @@ package bench
 // (open loop) or its actual send (closed loop) to the end of the reply's
 // body. With -load.bin, the runs use that rulelock binary instead of one
 // built from the working tree, so that two builds can be compared with the
-// same generator in the same session.
+// same generator in the same session. With -load.otlp, `rulelock serve`
+// traces every request and exports the spans over OTLP/HTTP to a sink in
+// this process (otlp_test.go), as OTEL_EXPORTER_OTLP_ENDPOINT configures it.
 //
 // It prints each run and, at the end, a Markdown table of the medians over
 // the runs (docs/benchmarks.md, "Gateway over HTTP").
@@ -138,6 +140,22 @@ func TestLoad(t *testing.T) {
 		io.WriteString(w, `{"status":"done"}`)
 	}))
 	defer upstream.Close()
+	if *loadOTLP {
+		s, url := startSink(t)
+		otlpEndpoint = url
+		defer func() {
+			otlpEndpoint = ""
+			t.Logf("OTLP sink: %d exports, %d bytes", s.exports.Load(), s.bytes.Load())
+		}()
+	}
+	if *loadExport {
+		s, url := startSink(t)
+		exportEndpoint = url + "/ingest"
+		defer func() {
+			exportEndpoint = ""
+			t.Logf("export sink: %d batches, %d bytes", s.exports.Load(), s.bytes.Load())
+		}()
+	}
 
 	opaSrv, floorSrv := startBenchServer(t, "opa"), startBenchServer(t, "floor")
 	opaURL := opaSrv.url
@@ -486,6 +504,9 @@ func startRulelock(t *testing.T, bin string, tokens []string, upstream string) *
 		fmt.Fprintf(&cfg, "  - id: agent-%03d\n    roles: [payments]\n    token_sha256: %s\n", i, hex.EncodeToString(sum[:]))
 	}
 	fmt.Fprintf(&cfg, "executors:\n  transfer:\n    method: POST\n    url: %s/v1/payees/{to}/transfers\n    timeout: 10s\n", upstream)
+	if exportEndpoint != "" {
+		fmt.Fprintf(&cfg, "export:\n  to: %s\n", exportEndpoint)
+	}
 	path := filepath.Join(dir, "rulelock.yaml")
 	if err := os.WriteFile(path, []byte(cfg.String()), 0o600); err != nil {
 		t.Fatal(err)
@@ -494,6 +515,9 @@ func startRulelock(t *testing.T, bin string, tokens []string, upstream string) *
 	cmd.Dir = dir
 	if *loadEnv != "" {
 		cmd.Env = append(os.Environ(), strings.Fields(*loadEnv)...)
+	}
+	if otlpEndpoint != "" {
+		cmd.Env = append(append(os.Environ(), strings.Fields(*loadEnv)...), "OTEL_EXPORTER_OTLP_ENDPOINT="+otlpEndpoint)
 	}
 	g := startServer(t, cmd, "rulelock: listening on ")
 	g.data = filepath.Join(dir, "data")

@@ -187,6 +187,7 @@ func startProxy(ctx context.Context, e *env, cfg *serveConfig, r *running) (*mcp
 		return nil, err
 	}
 	pc.Log, pc.History, pc.ApprovalWait = r.log, r.log, cfg.MCP.ApprovalWait.Duration
+	pc.Tracer = r.tracing.Tracer
 	p, err := mcpproxy.New(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("mcp: %w", err)

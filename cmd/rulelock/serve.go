@@ -30,6 +30,7 @@ import (
 	"github.com/rulelock/rulelock/internal/lifecycle"
 	"github.com/rulelock/rulelock/internal/mcpproxy"
 	"github.com/rulelock/rulelock/internal/notify"
+	"github.com/rulelock/rulelock/internal/tracing"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -146,9 +147,10 @@ type running struct {
 	tokens   *httpapi.TokenSet
 	who      atomic.Pointer[serveConfig] // the config whose agents, approvers and auditors are in force
 	reloadMu sync.Mutex
-	admin    *http.Server     // the admin socket (reload.go)
-	tpm      *attest.TPM      // with attestation.provider tpm (attestcmd.go)
-	rec      *attest.Recorder // nil without attestation
+	admin    *http.Server      // the admin socket (reload.go)
+	tpm      *attest.TPM       // with attestation.provider tpm (attestcmd.go)
+	rec      *attest.Recorder  // nil without attestation
+	tracing  *tracing.Exporter // OTLP spans, when OTEL_* asks (tracing.go)
 }
 
 func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *running, err error) {
@@ -163,6 +165,15 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	if err != nil {
 		return nil, &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
 	}
+	tx, err := startTracing(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			stopTracing(tx)
+		}
+	}()
 	var p *policy.Policy
 	var trust *bundle.Trust
 	if cfg.Bundle != "" {
@@ -196,7 +207,7 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	if err != nil {
 		return nil, err
 	}
-	g = &running{e: e, cfg: cfg, log: l, trust: trust}
+	g = &running{e: e, cfg: cfg, log: l, trust: trust, tracing: tx}
 	started := g
 	defer func() {
 		if err != nil {
@@ -271,7 +282,7 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Executors: executors, Approvers: reg, ExecutorFor: executorFor, Sensitive: sensitive,
 		Budget: cfg.Limits.MemoryBudget, Retention: cfg.Limits.Retention.Duration, MaxPendingPerAgent: cfg.Limits.MaxPendingPerAgent,
 		Principals: cfg.principals(), Checkpoints: g.cp, MaxUnsigned: cfg.Log.MaxUnsigned.Duration, Notify: notifier,
-		UnfreezeQuorum: cfg.Freeze.UnfreezeApprovers, Attest: g.attestor()})
+		UnfreezeQuorum: cfg.Freeze.UnfreezeApprovers, Attest: g.attestor(), Tracer: tx.Tracer})
 	if err != nil {
 		return nil, err
 	}
@@ -321,7 +332,7 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 			f.Since.Format(time.RFC3339), f.By, f.Reason, gw.Frozen().UnfreezeQuorum)
 	}
 	api := httpapi.New(httpapi.Config{
-		Gateway: gw, TokenSet: g.tokens, MaxBody: cfg.Limits.MaxBody,
+		Gateway: gw, TokenSet: g.tokens, MaxBody: cfg.Limits.MaxBody, Tracer: tx.Tracer,
 		Log:     &httpapi.AuditLog{Log: l, Checkpointer: g.cp, TilesDir: filepath.Join(cfg.DataDir, "tiles"), Index: g.logsvc.index},
 		Ready:   func() bool { return g.ready.Load() && !gw.Active().None },
 		Metrics: g.metrics,
@@ -473,6 +484,7 @@ func (g *running) close() error {
 		g.notifier.Close() // before the log: it appends notes
 	}
 	err := g.log.Close()
+	stopTracing(g.tracing)
 	if c, ok := g.signer.(io.Closer); ok {
 		c.Close()
 	}

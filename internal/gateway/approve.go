@@ -13,6 +13,7 @@ import (
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/ledger"
+	"github.com/rulelock/rulelock/internal/tracing"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -250,7 +251,9 @@ func (g *Gateway) executeApproved(ctx context.Context, id string) (*Result, erro
 	if rec == nil {
 		return nil, ErrNotFound
 	}
+	ctx = g.waitContext(ctx, id)
 	agent, revoked := g.currentAgent(rec.agent)
+	_, ds := g.span(ctx, tracing.SpanDecide)
 	g.stateMu.RLock()
 	a := g.Active()
 	reads, _ := a.Policy.ReadsFor(rec.Action.Type)
@@ -271,7 +274,13 @@ func (g *Gateway) executeApproved(ctx context.Context, id string) (*Result, erro
 	req := &Request{Agent: agent, Session: rec.Session, Action: rec.Action, Instruction: rec.instruction, Reasoning: rec.reasoning, logged: rec.logged}
 	entry := decisionEntry(id, req, final, now, g.decisionState(req))
 	entry.Salts = nil // the parked decision's entry wrote them
+	if ds.IsRecording() {
+		ds.SetAttributes(decisionAttributes(id, req, final)...)
+	}
+	ds.End()
+	_, rs := g.span(ctx, tracing.SpanRecordDecision)
 	r, err := g.cfg.Log.Append(context.WithoutCancel(ctx), &entry)
+	endRecord(rs, r, err)
 	if err == nil {
 		tx.Decided(id, &rec.Action, ledger.Decision(final.Decision), final.Reason, now, g.executor(rec.Action.Type) != nil)
 	}
@@ -336,6 +345,7 @@ func (g *Gateway) currentAgent(asked policy.Agent) (policy.Agent, bool) {
 
 // finish wakes whoever waits on request id, final now.
 func (g *Gateway) finish(id string) {
+	g.endWait(id)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if rec, _, _ := g.reqs.get(id); rec != nil {

@@ -31,9 +31,12 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/ledger"
+	"github.com/rulelock/rulelock/internal/tracing"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -153,6 +156,11 @@ type Config struct {
 	// send). Nothing it does changes or delays the decision. Requests
 	// restored at Rebuild are not notified again.
 	Notify Notifier
+	// Tracer, when set, records the spans of each request (decide,
+	// record_decision, approval_wait, execute, record_outcome: see
+	// internal/tracing) and annotates the caller's span with the request
+	// id, decision and rules. Nil is off, at no cost.
+	Tracer trace.Tracer
 }
 
 // Notifier is told of parked requests (Config.Notify).
@@ -230,6 +238,8 @@ type Gateway struct {
 	// Encoded decision states by roles and principal (stateJSON).
 	states  sync.Map
 	nstates atomic.Int64
+	// The approval_wait span of each parked request, by id, when tracing.
+	waits sync.Map
 }
 
 // record is what the gateway remembers of a request.
@@ -370,6 +380,7 @@ func (g *Gateway) Submit(ctx context.Context, req *Request, execute bool) (*Resu
 	if err != nil {
 		return nil, err
 	}
+	g.annotate(ctx, rec.ID, req, rec.Decision)
 	res := &Result{RequestID: rec.ID, Decision: rec.Decision, Receipt: receiptOf(rec.Entry)}
 	if rec.done != nil {
 		if ar, err := g.approvals.m.Get(rec.ID); err == nil {
@@ -434,7 +445,9 @@ func (g *Gateway) run(ctx context.Context, rec *record, res *Result) error {
 		// executed later (freeze.go). The outcome says so.
 		out = Outcome{Status: StatusError, Error: heldMessage}
 	} else {
-		out = g.execute(ctx, ex, rec)
+		xctx, xs := g.span(ctx, tracing.SpanExecute)
+		out = g.execute(xctx, ex, rec)
+		endExecute(xs, out)
 	}
 	or, err := g.recordOutcome(ctx, rec, out)
 	if err != nil {
@@ -479,15 +492,19 @@ func (g *Gateway) decide(ctx context.Context, req *Request, executes bool) (*rec
 		r.logged, req = sealed, &r
 	}
 	reads, _ := a.Policy.ReadsFor(req.Action.Type)
+	_, ds := g.span(ctx, tracing.SpanDecide)
 	tx := g.ledger.Begin(req.Agent, req.Session, req.Action.Type, reads)
 	rec, recorded, keep, err := g.decideLocked(ctx, tx, a, id, req, executes)
 	tx.Unlock()
 	g.stateMu.RUnlock()
+	endDecide(ds, id, req, rec, err)
 	if err == nil && recorded != nil {
 		// Durable before the request is remembered, answered or executed.
+		_, rs := g.span(ctx, tracing.SpanRecordDecision)
 		if rec.Entry, err = recorded.Wait(context.WithoutCancel(ctx)); err != nil {
 			err = fmt.Errorf("record decision: %w: %v", ErrUnavailable, err)
 		}
+		endRecord(rs, rec.Entry, err)
 	}
 	g.mu.Lock()
 	g.forgetLocked(rec, err == nil && keep)
@@ -535,10 +552,14 @@ func (g *Gateway) decideLocked(ctx context.Context, tx *ledger.Txn, a *Active, i
 	g.decided.Add(1)
 	rec = &record{ID: id, Agent: req.Agent.ID, Session: req.Session, Action: req.Action, Time: now, agent: req.Agent, logged: req.logged}
 	if d.Decision == policy.RequireApproval {
-		if d, rec.Entry, err = g.parkDecision(id, req, d, now); err != nil {
+		_, rs := g.span(ctx, tracing.SpanRecordDecision) // parking records it
+		d, rec.Entry, err = g.parkDecision(id, req, d, now)
+		endRecord(rs, rec.Entry, err)
+		if err != nil {
 			return nil, nil, false, err
 		}
 		if d.Decision == policy.RequireApproval { // parked, not refused parking
+			g.startWait(ctx, id)
 			rec.done = make(chan struct{})
 			// For the approvers (Pending) and the re-evaluation at approval;
 			// a request that is not parked does not keep them (they can be
@@ -743,7 +764,9 @@ func (g *Gateway) recordOutcome(ctx context.Context, rec *record, out Outcome) (
 	c := ledger.ConsequenceOf(out.Status, out.Reported, violated)
 	e.State = audit.Text(c.String())
 	// The outcome must be recorded even if the client went away.
+	_, rs := g.span(ctx, tracing.SpanRecordOutcome)
 	r, err := g.cfg.Log.Append(context.WithoutCancel(ctx), e)
+	endRecord(rs, r, err)
 	if err != nil {
 		return audit.Receipt{}, fmt.Errorf("record outcome: %w: %v", ErrUnavailable, err)
 	}
@@ -901,10 +924,13 @@ func (g *Gateway) Refuse(ctx context.Context, agent policy.Agent, code, msg stri
 	if len(raw) > 0 && utf8.Valid(raw) {
 		e.Action = audit.Text(string(raw))
 	}
+	_, rs := g.span(ctx, tracing.SpanRecordDecision)
 	r, err := g.cfg.Log.Append(ctx, e)
+	endRecord(rs, r, err)
 	if err != nil {
 		return nil, fmt.Errorf("record rejection: %w: %v", ErrUnavailable, err)
 	}
+	g.annotate(ctx, id, &Request{Agent: agent}, d)
 	return &Result{RequestID: id, Decision: d, Receipt: receiptOf(r)}, nil
 }
 

@@ -18,7 +18,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/rulelock/rulelock/internal/strictjson"
+	"github.com/rulelock/rulelock/internal/tracing"
 )
 
 // HTTPExecutor performs an action as an HTTP request. The body is the
@@ -102,6 +105,11 @@ func (h *HTTPExecutor) Execute(ctx context.Context, x Execution) Outcome {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Idempotency-Key", x.RequestID)
+	// The trace this execution is part of (W3C Trace Context), when
+	// tracing: only traceparent, naming the gateway's execute span.
+	if tp := tracing.Traceparent(trace.SpanContextFromContext(ctx)); tp != "" {
+		req.Header.Set("Traceparent", tp)
+	}
 	// wrote: some of the request may have reached the upstream (reported
 	// as unknown on failure). sent: all of it was written. replied: the
 	// upstream's reply started.

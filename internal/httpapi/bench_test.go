@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/rulelock/rulelock/audit"
@@ -58,6 +59,11 @@ func BenchmarkDecide(b *testing.B) {
 }
 
 func benchmarkDecide(b *testing.B, log gateway.Recorder, parallelism int) {
+	benchmarkDecideWith(b, log, parallelism, nil)
+}
+
+// benchmarkDecideWith is benchmarkDecide with tracer (nil: tracing off).
+func benchmarkDecideWith(b *testing.B, log gateway.Recorder, parallelism int, tracer trace.Tracer) {
 	p, err := policy.FromSources([]policy.Source{{Name: "seed.rules", Data: []byte(`policy "seed" {
   default: allow
 }
@@ -70,7 +76,7 @@ deny: "Transfers over $10,000 require human approval"
 	if err != nil {
 		b.Fatal(err)
 	}
-	gw, err := gateway.New(gateway.Config{Policy: p, Log: log})
+	gw, err := gateway.New(gateway.Config{Policy: p, Log: log, Tracer: tracer})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -79,7 +85,7 @@ deny: "Transfers over $10,000 require human approval"
 	for i := range agents {
 		toks = append(toks, httpapi.Token{SHA256: httpapi.HashToken(fmt.Sprintf("token-%d", i)), Agent: policy.Agent{ID: fmt.Sprintf("agent-%d", i), Roles: []string{"payments"}}})
 	}
-	api := httpapi.New(httpapi.Config{Gateway: gw, Tokens: toks, Ready: func() bool { return true }})
+	api := httpapi.New(httpapi.Config{Gateway: gw, Tokens: toks, Ready: func() bool { return true }, Tracer: tracer})
 	const body = `{"action":{"type":"transfer","amount":500,"to":"acct-1"}}`
 	var next atomic.Int64
 	b.ReportAllocs()

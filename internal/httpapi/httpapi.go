@@ -31,6 +31,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/gateway"
@@ -97,6 +99,9 @@ type Config struct {
 	Metrics  *Metrics
 	// MaxBody caps request bodies (default 64 KiB).
 	MaxBody int64
+	// Tracer, when set, traces the agent and approver routes (trace.go);
+	// nil is off.
+	Tracer trace.Tracer
 }
 
 // Active is the active policy as /readyz reports it to an authenticated
@@ -161,7 +166,7 @@ func New(cfg Config) *Server {
 		{pattern: "GET /readyz", public: true, reader: s.readyz},
 	}
 	for _, rt := range s.routes {
-		s.mux.Handle(rt.pattern, s.wrap(rt))
+		s.mux.Handle(rt.pattern, s.traced(rt, s.wrap(rt)))
 	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		for _, m := range []string{"GET", "POST"} {
@@ -211,7 +216,7 @@ func canonicalPath(r *http.Request) bool {
 // wrap authenticates (unless public) and recovers, failing closed.
 func (s *Server) wrap(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := s.authenticate(r)
+		tok, ok := s.authenticateTraced(r, rt)
 		if rt.public {
 			// A public route answers everyone; a valid token may show
 			// more (/readyz), an invalid one is no token.
@@ -363,6 +368,7 @@ func decodeActionBody(b []byte) (*actionBody, error) {
 func (s *Server) submit(execute bool) func(http.ResponseWriter, *http.Request, policy.Agent) {
 	return func(w http.ResponseWriter, r *http.Request, agent policy.Agent) {
 		start := time.Now()
+		sp := s.decodeSpan(r.Context())
 		body, code, msg, status := s.readBody(w, r)
 		if code == "" {
 			code, msg = gateway.Refusal(s.cfg.Gateway.Ready())
@@ -371,11 +377,13 @@ func (s *Server) submit(execute bool) func(http.ResponseWriter, *http.Request, p
 		if code == "" {
 			ab, err := decodeActionBody(body)
 			if err == nil {
+				endDecode(sp, "")
 				s.decided(w, r, start, agent, ab, execute, body)
 				return
 			}
 			code, msg, status = "bad_request", err.Error(), http.StatusBadRequest
 		}
+		endDecode(sp, code)
 		s.refuse(w, r, agent, code, msg, status, body)
 	}
 }

@@ -115,7 +115,9 @@ func (p *Proxy) middleware(as *agentServer) mcp.Middleware {
 				if !ok {
 					return nil, invalidParams("malformed tools/call")
 				}
+				ctx, sp := p.startCall(ctx, cr)
 				res, err := p.call(ctx, as.agent, cr)
+				endCall(sp, res, err)
 				if err != nil {
 					return nil, err
 				}
@@ -415,7 +417,9 @@ func (p *Proxy) execute(ctx context.Context, x gateway.Execution) gateway.Outcom
 		// result: keep routing them for a moment.
 		defer time.AfterFunc(2*time.Second, func() { p.progress.unregister(pt) })
 	}
-	res, err := t.Upstream.session.CallTool(ctx, params)
+	fctx, sp := p.startForward(ctx, t.Def.Name, params)
+	res, err := t.Upstream.session.CallTool(fctx, params)
+	endCall(sp, res, err)
 	if guard != nil {
 		if changed, why := guard.changed(); changed {
 			// The upstream may have opened something else: what it

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/gateway"
@@ -115,6 +116,8 @@ type Config struct {
 	// Stderr receives the stdio upstreams' stderr (default os.Stderr).
 	Stderr io.Writer
 	Now    func() time.Time
+	// Tracer, when set, records MCP spans (trace.go); nil is off.
+	Tracer trace.Tracer
 }
 
 // Proxy mediates MCP tool calls. Create it with New, give its Executor to

@@ -15,6 +15,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/rulelock/rulelock/audit"
@@ -142,6 +143,13 @@ func newFixture(t *testing.T, src string) *fixture {
 // by adjust (when not nil).
 func newFixtureWith(t *testing.T, src string, adjust func(*mcpproxy.Upstream)) *fixture {
 	t.Helper()
+	return newFixtureTraced(t, src, adjust, nil)
+}
+
+// newFixtureTraced is newFixtureWith with the proxy and the gateway
+// tracing with tracer (nil: off).
+func newFixtureTraced(t *testing.T, src string, adjust func(*mcpproxy.Upstream), tracer trace.Tracer) *fixture {
+	t.Helper()
 	ctx := context.Background()
 	f := &fixture{up: newTestUpstream(t), signers: map[string]note.Signer{}}
 	l, err := audit.Open(t.TempDir(), audit.Options{SegmentSize: 1 << 20})
@@ -163,7 +171,7 @@ func newFixtureWith(t *testing.T, src string, adjust func(*mcpproxy.Upstream)) *
 	}
 	f.proxy, err = mcpproxy.New(ctx, mcpproxy.Config{
 		Upstreams: []mcpproxy.Upstream{up},
-		Log:       l, ApprovalWait: 5 * time.Second,
+		Log:       l, ApprovalWait: 5 * time.Second, Tracer: tracer,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -182,7 +190,7 @@ func newFixtureWith(t *testing.T, src string, adjust func(*mcpproxy.Upstream)) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.gw, err = gateway.New(gateway.Config{Policy: p, Log: l, Approvers: reg, ExecutorFor: f.proxy.Executor})
+	f.gw, err = gateway.New(gateway.Config{Policy: p, Log: l, Approvers: reg, ExecutorFor: f.proxy.Executor, Tracer: tracer})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,145 @@
+package mcpproxy
+
+import (
+	"context"
+	"errors"
+	"strconv"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Tracing (Config.Tracer), after the OpenTelemetry semantic conventions
+// for MCP (docs/gen-ai/mcp.md of open-telemetry/semantic-conventions):
+//
+//   - each tools/call the agent makes is an MCP server span "tools/call
+//     {tool}" (kind server) whose parent is the trace context in the call's
+//     params._meta (traceparent, tracestate), with the transport's own
+//     context, when there is one, as a link; the gateway's spans (decide,
+//     record_decision, execute, record_outcome) are its children;
+//   - each call forwarded to an upstream is an MCP client span "tools/call
+//     {tool}" (kind client), a child of the gateway's execute span, whose
+//     context goes in the forwarded call's params._meta as traceparent.
+//
+// Attributes: mcp.method.name, gen_ai.operation.name (execute_tool),
+// gen_ai.tool.name, mcp.session.id, mcp.protocol.version, error.type and
+// rpc.response.status_code. Never the opt-in gen_ai.tool.call.arguments
+// or gen_ai.tool.call.result, nor the rulelock _meta (instruction,
+// reasoning, session).
+
+// traceContext reads and writes traceparent and tracestate, not baggage.
+var traceContext = propagation.TraceContext{}
+
+// metaCarrier is an MCP _meta as a carrier of W3C trace context.
+type metaCarrier mcp.Meta
+
+func (m metaCarrier) Get(key string) string {
+	s, _ := m[key].(string)
+	return s
+}
+
+func (m metaCarrier) Set(key, value string) { m[key] = value }
+
+func (m metaCarrier) Keys() []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// startCall starts the MCP server span of the agent's tools/call req, or
+// returns ctx and nil when tracing is off.
+func (p *Proxy) startCall(ctx context.Context, req *mcp.CallToolRequest) (context.Context, trace.Span) {
+	if p.cfg.Tracer == nil {
+		return ctx, nil
+	}
+	parent := ctx
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
+	name := "tools/call"
+	var tool string
+	if req.Params != nil {
+		if req.Params.Meta != nil {
+			parent = traceContext.Extract(ctx, metaCarrier(req.Params.Meta))
+		}
+		// The tool's name as the agent sees it, in the span's name only
+		// when it is one the agent may see (an agent's made-up names would
+		// make one span name each).
+		if t, _ := p.lookupExposed(req.Params.Name); t != nil {
+			tool = req.Params.Name
+			name += " " + tool
+		}
+	}
+	ambient := trace.SpanContextFromContext(ctx)
+	if ambient.IsValid() && !ambient.Equal(trace.SpanContextFromContext(parent)) {
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: ambient}))
+	}
+	ctx, sp := p.cfg.Tracer.Start(parent, name, opts...)
+	if sp.IsRecording() {
+		kv := []attribute.KeyValue{
+			attribute.String("mcp.method.name", "tools/call"),
+			attribute.String("gen_ai.operation.name", "execute_tool"),
+			attribute.String("mcp.protocol.version", requestVersion(req)),
+		}
+		if tool != "" {
+			kv = append(kv, attribute.String("gen_ai.tool.name", tool))
+		}
+		if req.Session != nil && req.Session.ID() != "" {
+			kv = append(kv, attribute.String("mcp.session.id", req.Session.ID()))
+		}
+		sp.SetAttributes(kv...)
+	}
+	return ctx, sp
+}
+
+// endCall ends an MCP span with the call's result or JSON-RPC error.
+func endCall(sp trace.Span, res mcp.Result, err error) {
+	if sp == nil {
+		return
+	}
+	if sp.IsRecording() {
+		var je *jsonrpc.Error
+		switch {
+		case errors.As(err, &je):
+			code := strconv.FormatInt(je.Code, 10)
+			sp.SetAttributes(attribute.String("error.type", code), attribute.String("rpc.response.status_code", code))
+			// The code, not the message the conventions suggest: a
+			// message may quote the call's arguments or the tool's name.
+			sp.SetStatus(codes.Error, code)
+		case err != nil:
+			sp.SetAttributes(attribute.String("error.type", "_OTHER"))
+			sp.SetStatus(codes.Error, "")
+		default:
+			if r, ok := res.(*mcp.CallToolResult); ok && r != nil && r.IsError {
+				sp.SetAttributes(attribute.String("error.type", "tool_error"))
+				sp.SetStatus(codes.Error, "")
+			}
+		}
+	}
+	sp.End()
+}
+
+// startForward starts the MCP client span of a call forwarded upstream as
+// tool, and puts its context in params' _meta (traceparent only: the
+// agent's tracestate is the agent's words).
+func (p *Proxy) startForward(ctx context.Context, tool string, params *mcp.CallToolParams) (context.Context, trace.Span) {
+	if p.cfg.Tracer == nil {
+		return ctx, nil
+	}
+	ctx, sp := p.cfg.Tracer.Start(ctx, "tools/call "+tool, trace.WithSpanKind(trace.SpanKindClient))
+	if sp.IsRecording() {
+		sp.SetAttributes(attribute.String("mcp.method.name", "tools/call"),
+			attribute.String("gen_ai.operation.name", "execute_tool"), attribute.String("gen_ai.tool.name", tool))
+	}
+	if sc := sp.SpanContext(); sc.IsValid() {
+		if params.Meta == nil {
+			params.Meta = mcp.Meta{}
+		}
+		traceContext.Inject(trace.ContextWithSpanContext(context.Background(), sc.WithTraceState(trace.TraceState{})), metaCarrier(params.Meta))
+	}
+	return ctx, sp
+}
