@@ -453,9 +453,14 @@ func keepVars(script, state string) string {
 			continue
 		}
 		seen[name] = true
-		fmt.Fprintf(&b, "\ndeclare -p %s >> %s", name, state)
+		// NAME=value cmd sets NAME for cmd only: there is nothing to keep.
+		fmt.Fprintf(&b, "\ndeclare -p %s >> %s 2>/dev/null || true", name, state)
 	}
-	return b.String()
+	if b.Len() == 0 {
+		return ""
+	}
+	// The block's own exit status, not the last declare's.
+	return "\n__doc_rc=$?" + b.String() + "\n(exit $__doc_rc)"
 }
 
 // docGateway is a gateway a document started.
