@@ -5,7 +5,6 @@ import (
 	"net/http"
 
 	"github.com/rulelock/rulelock/internal/gateway"
-	"github.com/rulelock/rulelock/internal/strictjson"
 	"github.com/rulelock/rulelock/policy"
 )
 
@@ -19,19 +18,12 @@ func (s *Server) freezeState(w http.ResponseWriter, r *http.Request, _ policy.Ag
 // {"note": "<signed freeze or unfreeze statement>"} (internal/freeze).
 func (s *Server) freeze(lift bool) func(http.ResponseWriter, *http.Request, policy.Agent) {
 	return func(w http.ResponseWriter, r *http.Request, caller policy.Agent) {
-		body, code, msg, status := s.readBody(w, r)
-		if code != "" {
-			writeError(w, status, code, msg)
-			return
-		}
-		v, err := strictjson.Decode(body, strictjson.Limits{})
-		m, _ := v.(map[string]any)
-		note, _ := m["note"].(string)
-		if err != nil || len(m) != 1 || note == "" {
-			writeError(w, http.StatusBadRequest, "bad_request", `the body must be {"note": "<signed statement>"}`)
+		note, ok := s.readNote(w, r)
+		if !ok {
 			return
 		}
 		var st gateway.FreezeState
+		var err error
 		if lift {
 			st, err = s.cfg.Gateway.Unfreeze(r.Context(), caller.ID, []byte(note))
 		} else {

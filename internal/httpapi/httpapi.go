@@ -500,19 +500,12 @@ func (s *Server) pending(w http.ResponseWriter, r *http.Request, _ policy.Agent)
 
 func (s *Server) vote(approve bool) func(http.ResponseWriter, *http.Request, policy.Agent) {
 	return func(w http.ResponseWriter, r *http.Request, caller policy.Agent) {
-		body, code, msg, status := s.readBody(w, r)
-		if code != "" {
-			writeError(w, status, code, msg)
-			return
-		}
-		v, err := strictjson.Decode(body, strictjson.Limits{})
-		m, _ := v.(map[string]any)
-		note, _ := m["note"].(string)
-		if err != nil || len(m) != 1 || note == "" {
-			writeError(w, http.StatusBadRequest, "bad_request", `the body must be {"note": "<signed statement>"}`)
+		note, ok := s.readNote(w, r)
+		if !ok {
 			return
 		}
 		var res *gateway.ApprovalResult
+		var err error
 		if approve {
 			res, err = s.cfg.Gateway.Approve(r.Context(), caller.ID, r.PathValue("id"), []byte(note))
 		} else {
@@ -798,4 +791,22 @@ func NewHTTPServer(addr string, h http.Handler) *http.Server {
 		MaxHeaderBytes:    16 << 10,
 		BaseContext:       func(net.Listener) context.Context { return context.Background() },
 	}
+}
+
+// readNote reads a body that is exactly {"note": "<signed statement>"}
+// (votes, freezes), answering the error itself when it is not.
+func (s *Server) readNote(w http.ResponseWriter, r *http.Request) (string, bool) {
+	body, code, msg, status := s.readBody(w, r)
+	if code != "" {
+		writeError(w, status, code, msg)
+		return "", false
+	}
+	v, err := strictjson.Decode(body, strictjson.Limits{})
+	m, _ := v.(map[string]any)
+	note, _ := m["note"].(string)
+	if err != nil || len(m) != 1 || note == "" {
+		writeError(w, http.StatusBadRequest, "bad_request", `the body must be {"note": "<signed statement>"}`)
+		return "", false
+	}
+	return note, true
 }
