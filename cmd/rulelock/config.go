@@ -38,6 +38,13 @@ type serveConfig struct {
 	Notifications      notificationsConfig       `yaml:"notifications"` // webhooks per approver group (notifyconfig.go)
 	Export             *exportConfig             `yaml:"export"`        // stream the log to a SIEM (exportcmd.go)
 	Console            consoleConfig             `yaml:"console"`       // the web console (console.go)
+	// Store, when set, is the PostgreSQL DSN of a log that several
+	// replicas share, instead of <data_dir>/log (servestore.go).
+	Store string `yaml:"store"`
+	// StoreLease: an allowed request whose outcome is still missing this
+	// long after its decision is recorded unknown by another replica
+	// (default 1m; servestore.go).
+	StoreLease duration `yaml:"store_lease"`
 }
 
 type agentConfig struct {

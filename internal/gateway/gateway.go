@@ -134,6 +134,14 @@ type Config struct {
 	// the gateway refuses new actions with ErrUnsigned (see Ready).
 	Checkpoints Checkpoints
 	MaxUnsigned time.Duration
+	// Lease, when set, says that other replicas append to the same log
+	// and may be executing what they decided (a log in PostgreSQL):
+	// Rebuild leaves an allowed decision without an outcome open while it
+	// is younger than Lease (its replica records the outcome, or once the
+	// lease has expired a reconciler records unknown: pglog.Reconciler),
+	// and closes only older ones as unknown. Zero: this gateway is the
+	// log's only writer, and Rebuild closes every one.
+	Lease time.Duration
 	// Notify, when set, is told of each request parked for approval, once
 	// its decision is durable. It is called on the decision's path, with
 	// the request's scopes held: it must return at once (queue, never

@@ -133,6 +133,9 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 		if open[rec.ID] != rec {
 			continue
 		}
+		if g.cfg.Lease > 0 && rec.Time.After(g.cfg.Now().Add(-g.cfg.Lease)) {
+			continue // another replica may be executing it (Config.Lease)
+		}
 		delete(open, rec.ID)
 		out := Outcome{Status: StatusUnknown, Error: "the gateway stopped after deciding and before recording the outcome; not re-executed"}
 		if _, err := g.recordOutcome(ctx, rec, out); err != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -20,6 +21,12 @@ import (
 
 // ErrClosed is returned by Append after Close.
 var ErrClosed = errors.New("postgres log closed")
+
+// ErrOutcomeRecorded is returned by Append for an outcome entry of a request
+// that already has one (written by another replica, or by the reconciler
+// after the request's lease expired): nothing was appended. A request has
+// at most one outcome entry in the log, whichever replica writes it.
+var ErrOutcomeRecorded = errors.New("the request already has an outcome entry")
 
 // Options configure a Log. The zero value works.
 type Options struct {
@@ -36,6 +43,10 @@ type Options struct {
 	Timeout time.Duration
 	// Rand is the source of commitment salts (default crypto/rand).
 	Rand io.Reader
+	// Probe is how often the log checks that PostgreSQL answers (default
+	// 1s); Err reports the last failure until a check or an append
+	// succeeds.
+	Probe time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -54,6 +65,9 @@ func (o *Options) setDefaults() {
 	if o.Rand == nil {
 		o.Rand = rand.Reader
 	}
+	if o.Probe <= 0 {
+		o.Probe = time.Second
+	}
 }
 
 // Log appends entries to the log in PostgreSQL. Several Logs, in one
@@ -68,9 +82,13 @@ type Log struct {
 	closed bool
 	queue  chan *request
 	done   chan struct{}
+	stop   chan struct{} // closed by Close: stops the probe
+
+	failed atomic.Pointer[error] // the last failure, nil when PostgreSQL answers
 }
 
 type request struct {
+	outcome string // the request id of an outcome entry, claimed in rulelock_outcomes
 	payload []byte
 	leaf    tlog.Hash
 	blobs   [][]byte
@@ -98,8 +116,9 @@ func Open(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Log, error) {
 	if err := migrate(ctx, pool); err != nil {
 		return nil, fmt.Errorf("open postgres log: %w", err)
 	}
-	l := &Log{pool: pool, opts: opts, queue: make(chan *request, opts.MaxBatch), done: make(chan struct{})}
+	l := &Log{pool: pool, opts: opts, queue: make(chan *request, opts.MaxBatch), done: make(chan struct{}), stop: make(chan struct{})}
 	go l.run()
+	go l.probe()
 	return l, nil
 }
 
@@ -156,6 +175,45 @@ func (l *Log) Ready(ctx context.Context) error {
 	return nil
 }
 
+// Err returns why the log cannot take entries now, nil when it can: the
+// last failure of an append or of the probe, until one of them succeeds.
+// The gateway refuses every action while it is not nil (gateway.Ready);
+// unlike the embedded log's, the failure is not final: when PostgreSQL
+// answers again, the next probe clears it, without a restart.
+func (l *Log) Err() error {
+	if p := l.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (l *Log) setErr(err error) {
+	if err == nil {
+		l.failed.Store(nil)
+		return
+	}
+	err = fmt.Errorf("postgres unavailable: %w", err)
+	l.failed.Store(&err)
+}
+
+// probe pings PostgreSQL every Options.Probe until Close, so that /readyz
+// says false within a probe of an outage even when no append was tried,
+// and true again within a probe of the recovery.
+func (l *Log) probe() {
+	t := time.NewTicker(l.opts.Probe)
+	defer t.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*l.opts.Probe)
+		l.setErr(l.pool.Ping(ctx))
+		cancel()
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // Close waits for queued appends and stops the batcher. It does not close
 // the pool.
 func (l *Log) Close() error {
@@ -166,6 +224,7 @@ func (l *Log) Close() error {
 	}
 	l.closed = true
 	close(l.queue)
+	close(l.stop)
 	l.mu.Unlock()
 	<-l.done
 	return nil
@@ -189,13 +248,23 @@ func (l *Log) run() {
 				break drain
 			}
 		}
-		first, err := l.commit(batch)
-		for i, r := range batch {
-			if err != nil {
+		first, kept, err := l.commit(batch)
+		if err != nil {
+			l.setErr(err)
+		} else {
+			l.failed.Store(nil)
+		}
+		i := int64(0)
+		for _, r := range batch {
+			switch {
+			case err != nil:
 				r.done <- result{err: fmt.Errorf("append: %w", err)}
-				continue
+			case !kept[r]:
+				r.done <- result{err: fmt.Errorf("append outcome of %s: %w", r.outcome, ErrOutcomeRecorded)}
+			default:
+				r.done <- result{r: audit.Receipt{Index: first + i, LeafHash: r.leaf}}
+				i++
 			}
-			r.done <- result{r: audit.Receipt{Index: first + int64(i), LeafHash: r.leaf}}
 		}
 	}
 }
@@ -206,32 +275,44 @@ func (l *Log) run() {
 // connection, as long as there may be broken ones in the pool (after
 // PostgreSQL restarted), so that the first appends after a recovery do not
 // fail for nothing. A failed COMMIT is never retried: it may have committed.
-func (l *Log) commit(batch []*request) (int64, error) {
+func (l *Log) commit(batch []*request) (int64, map[*request]bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.Timeout)
 	defer cancel()
 	tries := int(l.pool.Config().MaxConns) + 1
 	for {
-		first, committing, err := l.try(ctx, batch)
+		first, kept, committing, err := l.try(ctx, batch)
 		tries--
 		var pe *pgconn.PgError
 		if err == nil || committing || tries == 0 || ctx.Err() != nil || errors.As(err, &pe) {
-			return first, err
+			return first, kept, err
 		}
 	}
 }
 
 // try is one attempt of commit; committing reports that the error came
-// from COMMIT itself.
-func (l *Log) try(ctx context.Context, batch []*request) (first int64, committing bool, err error) {
+// from COMMIT itself. kept holds the requests appended: all but the
+// outcome entries of requests that already have one.
+func (l *Log) try(ctx context.Context, all []*request) (first int64, kept map[*request]bool, committing bool, err error) {
 	tx, err := l.pool.Begin(ctx)
 	if err != nil {
-		return 0, false, err
+		return 0, nil, false, err
 	}
 	defer tx.Rollback(ctx)
+	batch, err := claimOutcomes(ctx, tx, all)
+	if err != nil {
+		return 0, nil, false, err
+	}
+	kept = make(map[*request]bool, len(batch))
+	for _, r := range batch {
+		kept[r] = true
+	}
+	if len(batch) == 0 {
+		return 0, kept, false, nil // nothing to append: nothing to commit
+	}
 	var next int64
 	// The row lock on the counter is held until COMMIT: the sequencer.
 	if err := tx.QueryRow(ctx, "UPDATE rulelock_sequence SET next = next + $1 WHERE id = 0 RETURNING next", len(batch)).Scan(&next); err != nil {
-		return 0, false, fmt.Errorf("sequence: %w", err)
+		return 0, nil, false, fmt.Errorf("sequence: %w", err)
 	}
 	first = next - int64(len(batch))
 	rows := make([][]any, len(batch))
@@ -239,7 +320,7 @@ func (l *Log) try(ctx context.Context, batch []*request) (first int64, committin
 		rows[i] = []any{first + int64(i), r.leaf[:], r.payload}
 	}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"rulelock_entries"}, []string{"idx", "leaf", "payload"}, pgx.CopyFromRows(rows)); err != nil {
-		return 0, false, fmt.Errorf("insert entries: %w", err)
+		return 0, nil, false, fmt.Errorf("insert entries: %w", err)
 	}
 	var extra pgx.Batch
 	for i, r := range batch {
@@ -256,13 +337,55 @@ func (l *Log) try(ctx context.Context, batch []*request) (first int64, committin
 	}
 	if extra.Len() > 0 {
 		if err := tx.SendBatch(ctx, &extra).Close(); err != nil {
-			return 0, false, fmt.Errorf("insert blobs and sensitive values: %w", err)
+			return 0, nil, false, fmt.Errorf("insert blobs and sensitive values: %w", err)
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return 0, true, fmt.Errorf("commit: %w", err)
+		return 0, nil, true, fmt.Errorf("commit: %w", err)
 	}
-	return first, false, nil
+	return first, kept, false, nil
+}
+
+// claimOutcomes claims, in tx, the requests of the outcome entries in
+// batch (rulelock_outcomes, whose key is the request id) and returns batch
+// without the outcome entries of requests that already have one, in the
+// database or earlier in batch. Two transactions that claim the same
+// request serialise on its key: the second sees the first's row once it
+// commits, and drops its entry. Claims are made in request-id order, so
+// that two batches never wait on each other's claims.
+func claimOutcomes(ctx context.Context, tx pgx.Tx, batch []*request) ([]*request, error) {
+	var ids []string
+	first := map[string]*request{}
+	for _, r := range batch {
+		if r.outcome != "" && first[r.outcome] == nil {
+			first[r.outcome] = r
+			ids = append(ids, r.outcome)
+		}
+	}
+	if len(ids) == 0 {
+		return batch, nil
+	}
+	rows, err := tx.Query(ctx, `INSERT INTO rulelock_outcomes (request_id)
+		SELECT id FROM unnest($1::text[]) AS id ORDER BY id
+		ON CONFLICT DO NOTHING RETURNING request_id`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("claim outcomes: %w", err)
+	}
+	claimed, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("claim outcomes: %w", err)
+	}
+	won := make(map[*request]bool, len(claimed))
+	for _, id := range claimed {
+		won[first[id]] = true
+	}
+	out := batch[:0:0]
+	for _, r := range batch {
+		if r.outcome == "" || won[r] {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 // prepare turns e into the payload to write, as audit.Log does: sensitive
@@ -273,6 +396,9 @@ func (l *Log) prepare(e *audit.Entry) (*request, error) {
 		c.ActionSHA256 = sha256.Sum256([]byte(c.Action.Text))
 	}
 	req := &request{done: make(chan result, 1), salts: c.Salts}
+	if c.Kind == audit.KindOutcome {
+		req.outcome = c.RequestID
+	}
 	c.Salts = nil
 	names := [...]string{"action", "instruction", "reasoning", "result", "state"}
 	for i, f := range [...]*audit.Field{&c.Action, &c.Instruction, &c.Reasoning, &c.Result, &c.State} {

@@ -3,6 +3,7 @@ package pglog
 import (
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -204,10 +205,36 @@ func (r *Reader) Export(ctx context.Context, dir string) (int64, error) {
 			return 0, err
 		}
 	}
+	if err := exportBlobs(ctx, tx, dir); err != nil {
+		return 0, err
+	}
 	if err := writeFile(filepath.Join(dir, "checkpoint"), note); err != nil {
 		return 0, err
 	}
 	return size, nil
+}
+
+// exportBlobs writes the fields stored by digest to dir/blobs/<hex
+// digest>, which `rulelock verify --replay` reads beside the tiles.
+func exportBlobs(ctx context.Context, tx pgx.Tx, dir string) error {
+	rows, err := tx.Query(ctx, "SELECT digest, content FROM rulelock_blobs ORDER BY digest")
+	if err != nil {
+		return fmt.Errorf("export blobs: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var d, b []byte
+		if err := rows.Scan(&d, &b); err != nil {
+			return fmt.Errorf("export blobs: %w", err)
+		}
+		if err := writeFile(filepath.Join(dir, "blobs", hex.EncodeToString(d)), b); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("export blobs: %w", err)
+	}
+	return nil
 }
 
 func writeFile(path string, data []byte) error {
