@@ -715,7 +715,7 @@ func (g *Gateway) recordOutcome(ctx context.Context, rec *record, out Outcome) (
 	// The outcome must be recorded even if the client went away.
 	r, err := g.cfg.Log.Append(context.WithoutCancel(ctx), e)
 	if err != nil {
-		return audit.Receipt{}, fmt.Errorf("record outcome: %w: %v", ErrUnavailable, err)
+		return audit.Receipt{}, fmt.Errorf("record outcome: %w: %w", ErrUnavailable, err)
 	}
 	g.stateMu.RLock()
 	g.ledger.Outcome(rec.Agent, rec.ID, out.Status, c)

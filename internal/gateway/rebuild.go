@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -138,7 +139,9 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 		}
 		delete(open, rec.ID)
 		out := Outcome{Status: StatusUnknown, Error: "the gateway stopped after deciding and before recording the outcome; not re-executed"}
-		if _, err := g.recordOutcome(ctx, rec, out); err != nil {
+		if _, err := g.recordOutcome(ctx, rec, out); alreadyClosed(err) {
+			continue // another replica closed it since the log was read
+		} else if err != nil {
 			return closed, err
 		}
 		closed++
@@ -150,6 +153,13 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 	}
 	g.mu.Unlock()
 	return closed, nil
+}
+
+// alreadyClosed reports an error of a log that replicas share
+// (Config.Lease) saying that the request already has an outcome entry.
+func alreadyClosed(err error) bool {
+	var o interface{ OutcomeRecorded() bool }
+	return errors.As(err, &o) && o.OutcomeRecorded()
 }
 
 // restoreDecision restores a decision entry's request.

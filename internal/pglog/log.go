@@ -26,7 +26,15 @@ var ErrClosed = errors.New("postgres log closed")
 // that already has one (written by another replica, or by the reconciler
 // after the request's lease expired): nothing was appended. A request has
 // at most one outcome entry in the log, whichever replica writes it.
-var ErrOutcomeRecorded = errors.New("the request already has an outcome entry")
+var ErrOutcomeRecorded error = outcomeRecorded{}
+
+type outcomeRecorded struct{}
+
+func (outcomeRecorded) Error() string { return "the request already has an outcome entry" }
+
+// OutcomeRecorded marks the error for the gateway, which declares the
+// interface (gateway.Config.Lease).
+func (outcomeRecorded) OutcomeRecorded() bool { return true }
 
 // Options configure a Log. The zero value works.
 type Options struct {
