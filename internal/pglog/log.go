@@ -298,70 +298,114 @@ func (l *Log) commit(batch []*request) (int64, map[*request]bool, error) {
 }
 
 // try is one attempt of commit; committing reports that the error came
-// from COMMIT itself. kept holds the requests appended: all but the
-// outcome entries of requests that already have one.
+// from COMMIT itself, or from a connection that failed once COMMIT may
+// have been sent. kept holds the requests appended: all but the outcome
+// entries of requests that already have one.
+//
+// The transaction is pipelined: BEGIN, the sequencing UPDATE, the INSERT
+// of the entries (their indexes computed from the counter in the same
+// statement), the blobs and sensitive values, and COMMIT go to the server
+// in one round trip (two when the batch holds outcome entries, whose
+// claims decide which entries get an index). A statement that fails
+// aborts the transaction: PostgreSQL skips what follows it, COMMIT
+// included, and the pool drops a connection left in a transaction.
 func (l *Log) try(ctx context.Context, all []*request) (first int64, kept map[*request]bool, committing bool, err error) {
-	tx, err := l.pool.Begin(ctx)
+	conn, err := l.pool.Acquire(ctx)
 	if err != nil {
 		return 0, nil, false, err
 	}
-	defer tx.Rollback(ctx)
-	batch, err := claimOutcomes(ctx, tx, all)
-	if err != nil {
-		return 0, nil, false, err
+	defer conn.Release()
+	batch := all
+	begun := false
+	if ids, firstOf := outcomeIDs(all); len(ids) > 0 {
+		if batch, err = claimOutcomes(ctx, conn, all, ids, firstOf); err != nil {
+			return 0, nil, false, err
+		}
+		begun = true
 	}
 	kept = make(map[*request]bool, len(batch))
 	for _, r := range batch {
 		kept[r] = true
 	}
 	if len(batch) == 0 {
-		return 0, kept, false, nil // nothing to append: nothing to commit
+		_, err := conn.Exec(ctx, "ROLLBACK") // nothing to append, nothing claimed
+		return 0, kept, false, err
+	}
+	var b pgx.Batch
+	if !begun {
+		b.Queue("BEGIN")
+	}
+	n := len(batch)
+	// The row lock on the counter is held until COMMIT: the sequencer.
+	b.Queue("UPDATE rulelock_sequence SET next = next + $1 WHERE id = 0 RETURNING next", n)
+	leaves, payloads := make([][]byte, n), make([][]byte, n)
+	for i, r := range batch {
+		leaves[i], payloads[i] = r.leaf[:], r.payload
+	}
+	b.Queue(`INSERT INTO rulelock_entries (idx, leaf, payload)
+		SELECT s.next - $1 + t.ord - 1, t.leaf, t.payload
+		FROM rulelock_sequence s, unnest($2::bytea[], $3::bytea[]) WITH ORDINALITY AS t(leaf, payload, ord)
+		WHERE s.id = 0`, n, leaves, payloads)
+	for i, r := range batch {
+		for _, bl := range r.blobs {
+			d := sha256.Sum256(bl)
+			b.Queue("INSERT INTO rulelock_blobs VALUES ($1, $2) ON CONFLICT DO NOTHING", d[:], bl)
+		}
+		for _, sd := range r.side {
+			b.Queue(`INSERT INTO rulelock_sensitive SELECT s.next - $1 + $2, $3, $4, $5 FROM rulelock_sequence s WHERE s.id = 0`,
+				n, i, sd.field, sd.hmac[:], sd.sealed)
+		}
+		for _, sl := range r.salts {
+			b.Queue(`INSERT INTO rulelock_salts SELECT $3, s.next - $1 + $2, $4 FROM rulelock_sequence s WHERE s.id = 0 ON CONFLICT DO NOTHING`,
+				n, i, sl.HMAC[:], sl.Salt)
+		}
+	}
+	b.Queue("COMMIT")
+	br := conn.SendBatch(ctx, &b)
+	defer br.Close()
+	// failed is an error before COMMIT: a statement PostgreSQL refused
+	// (the transaction is aborted, COMMIT skipped), or a connection that
+	// failed before anything was sent; otherwise COMMIT may have run.
+	failed := func(what string, err error) (int64, map[*request]bool, bool, error) {
+		var pe *pgconn.PgError
+		return 0, nil, !errors.As(err, &pe) && !pgconn.SafeToRetry(err), fmt.Errorf("%s: %w", what, err)
+	}
+	if !begun {
+		if _, err := br.Exec(); err != nil {
+			return failed("begin", err)
+		}
 	}
 	var next int64
-	// The row lock on the counter is held until COMMIT: the sequencer.
-	if err := tx.QueryRow(ctx, "UPDATE rulelock_sequence SET next = next + $1 WHERE id = 0 RETURNING next", len(batch)).Scan(&next); err != nil {
-		return 0, nil, false, fmt.Errorf("sequence: %w", err)
+	if err := br.QueryRow().Scan(&next); err != nil {
+		return failed("sequence", err)
 	}
-	first = next - int64(len(batch))
-	rows := make([][]any, len(batch))
-	for i, r := range batch {
-		rows[i] = []any{first + int64(i), r.leaf[:], r.payload}
+	if _, err := br.Exec(); err != nil {
+		return failed("insert entries", err)
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"rulelock_entries"}, []string{"idx", "leaf", "payload"}, pgx.CopyFromRows(rows)); err != nil {
-		return 0, nil, false, fmt.Errorf("insert entries: %w", err)
-	}
-	var extra pgx.Batch
-	for i, r := range batch {
-		for _, b := range r.blobs {
-			d := sha256.Sum256(b)
-			extra.Queue("INSERT INTO rulelock_blobs VALUES ($1, $2) ON CONFLICT DO NOTHING", d[:], b)
-		}
-		for _, s := range r.side {
-			extra.Queue("INSERT INTO rulelock_sensitive VALUES ($1, $2, $3, $4)", first+int64(i), s.field, s.hmac[:], s.sealed)
-		}
-		for _, s := range r.salts {
-			extra.Queue("INSERT INTO rulelock_salts VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", s.HMAC[:], first+int64(i), s.Salt)
+	for range b.Len() - 3 - btoi(!begun) {
+		if _, err := br.Exec(); err != nil {
+			return failed("insert blobs and sensitive values", err)
 		}
 	}
-	if extra.Len() > 0 {
-		if err := tx.SendBatch(ctx, &extra).Close(); err != nil {
-			return 0, nil, false, fmt.Errorf("insert blobs and sensitive values: %w", err)
-		}
-	}
-	if err := tx.Commit(ctx); err != nil {
+	if _, err := br.Exec(); err != nil {
 		return 0, nil, true, fmt.Errorf("commit: %w", err)
 	}
-	return first, kept, false, nil
+	if err := br.Close(); err != nil {
+		return 0, nil, true, fmt.Errorf("commit: %w", err)
+	}
+	return next - int64(n), kept, false, nil
 }
 
-// claimOutcomes claims, in tx, the requests of the outcome entries in
-// batch (rulelock_outcomes, whose key is the request id) and returns batch
-// without the outcome entries of requests that already have one, in the
-// database or earlier in batch. Two transactions that claim the same
-// request serialise on its key: the second sees the first's row once it
-// commits, and drops its entry. Claims are made in request-id order, so
-// that two batches never wait on each other's claims.
-func claimOutcomes(ctx context.Context, tx pgx.Tx, batch []*request) ([]*request, error) {
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// outcomeIDs returns the request ids of the outcome entries in batch, each
+// once, and the first entry of each.
+func outcomeIDs(batch []*request) ([]string, map[string]*request) {
 	var ids []string
 	first := map[string]*request{}
 	for _, r := range batch {
@@ -370,17 +414,37 @@ func claimOutcomes(ctx context.Context, tx pgx.Tx, batch []*request) ([]*request
 			ids = append(ids, r.outcome)
 		}
 	}
-	if len(ids) == 0 {
-		return batch, nil
-	}
-	rows, err := tx.Query(ctx, `INSERT INTO rulelock_outcomes (request_id)
+	return ids, first
+}
+
+// claimOutcomes begins the transaction on conn and claims in it the
+// requests ids of the outcome entries of batch (rulelock_outcomes, whose
+// key is the request id); it returns batch without the outcome entries of
+// requests that already have one, in the database or earlier in batch.
+// Two transactions that claim the same request serialise on its key: the
+// second sees the first's row once it commits, and drops its entry. Claims
+// are made in request-id order, so that two batches never wait on each
+// other's claims.
+func claimOutcomes(ctx context.Context, conn *pgxpool.Conn, batch []*request, ids []string, first map[string]*request) ([]*request, error) {
+	var b pgx.Batch
+	b.Queue("BEGIN")
+	b.Queue(`INSERT INTO rulelock_outcomes (request_id)
 		SELECT id FROM unnest($1::text[]) AS id ORDER BY id
 		ON CONFLICT DO NOTHING RETURNING request_id`, ids)
+	br := conn.SendBatch(ctx, &b)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
+	}
+	rows, err := br.Query()
 	if err != nil {
 		return nil, fmt.Errorf("claim outcomes: %w", err)
 	}
 	claimed, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
+		return nil, fmt.Errorf("claim outcomes: %w", err)
+	}
+	if err := br.Close(); err != nil {
 		return nil, fmt.Errorf("claim outcomes: %w", err)
 	}
 	won := make(map[*request]bool, len(claimed))
