@@ -45,7 +45,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/bench/loadgen"
+	"github.com/rulelock/rulelock/internal/pglog"
 	"github.com/rulelock/rulelock/internal/pgtest"
 )
 
@@ -288,4 +290,54 @@ func httpGet(url string) (int, error) {
 	}
 	resp.Body.Close()
 	return resp.StatusCode, nil
+}
+
+// BenchmarkCommitFloor is the durability floor under both logs, one caller
+// at a time (ns/op is the latency of one durable append, nothing to batch
+// with): the embedded log's Append (write + fdatasync), a bare PostgreSQL
+// commit (an UPDATE of one row, synchronous_commit on), and pglog's Append
+// (the sequencing transaction). What /v1/decide's p50 at a low rate pays
+// at least, on each log.
+//
+//	cd bench && go test -run '^$' -bench CommitFloor -benchtime 300x -count 5 .
+func BenchmarkCommitFloor(b *testing.B) {
+	e := &audit.Entry{Kind: audit.KindNote, Time: time.Now().UTC(), Message: "floor"}
+	ctx := context.Background()
+	b.Run("embedded-append", func(b *testing.B) {
+		l, err := audit.Open(b.TempDir(), audit.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer l.Close()
+		for b.Loop() {
+			if _, err := l.Append(ctx, e); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	pg := pgtest.New(b)
+	pool, err := pglog.Connect(ctx, pg.DSN())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Close()
+	l, err := pglog.Open(ctx, pool, pglog.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	b.Run("postgres-commit", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := pool.Exec(ctx, "UPDATE rulelock_checkpoint SET size = size WHERE id = 0"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("pglog-append", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := l.Append(ctx, e); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
