@@ -248,8 +248,8 @@ func TestServeStore(t *testing.T) {
 				t.Errorf("%s checkpoint: HTTP %d %s", u, st, body)
 			}
 		}
-		if st, _ := getStatus(t, u+"/v1/log/tile/0/000.p/1", s.token); st != 200 && st != 404 {
-			t.Errorf("%s tile: HTTP %d", u, st)
+		if st, body := getStatus(t, u+"/v1/log/tile/0/000.p/1", s.token); st != 200 {
+			t.Errorf("%s tile: HTTP %d %s", u, st, body)
 		}
 		if st, _ := getStatus(t, u+"/v1/log/tile/entries/000.p/1", s.token); st != 403 {
 			t.Errorf("%s entry bundle as an agent: HTTP %d, want 403", u, st)
@@ -273,6 +273,11 @@ func TestServeStore(t *testing.T) {
 		}
 		if e, _ := out["error"].(map[string]any); e == nil || e["code"] != "unavailable" {
 			t.Errorf("%s during the outage: %v, want code unavailable", u, out)
+		}
+	}
+	for _, path := range []string{"/v1/log/checkpoint", "/v1/log/tile/0/000.p/1"} {
+		if st, body := getStatus(t, urls[2]+path, s.token); st != 503 || !strings.Contains(body, `"unavailable"`) {
+			t.Errorf("GET %s during the outage: %d %s, want 503 unavailable", path, st, body)
 		}
 	}
 	if n := len(up.calls()); n != before {

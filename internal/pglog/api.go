@@ -2,6 +2,7 @@ package pglog
 
 import (
 	"context"
+	"errors"
 	"math"
 	"net/http"
 	"time"
@@ -52,6 +53,19 @@ func (a *API) Checkpoint() []byte {
 		return nil
 	}
 	return b
+}
+
+// ReadCheckpoint returns the latest published checkpoint, nil before the
+// first, and an error when PostgreSQL does not answer
+// (httpapi.CheckpointReader: the API answers 503 then).
+func (a *API) ReadCheckpoint() ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	b, err := a.r.Checkpoint(ctx)
+	if errors.Is(err, ErrNoCheckpoint) {
+		return nil, nil
+	}
+	return b, err
 }
 
 // Entry returns entry i as encoded in the log.
