@@ -275,7 +275,7 @@ func TestServeStore(t *testing.T) {
 			t.Errorf("%s during the outage: %v, want code unavailable", u, out)
 		}
 	}
-	for _, path := range []string{"/v1/log/checkpoint", "/v1/log/tile/0/000.p/1"} {
+	for _, path := range []string{"/v1/log/checkpoint", "/v1/log/tile/0/000.p/1", "/v1/log/entries/0", "/v1/log/proof/0"} {
 		if st, body := getStatus(t, urls[2]+path, s.token); st != 503 || !strings.Contains(body, `"unavailable"`) {
 			t.Errorf("GET %s during the outage: %d %s, want 503 unavailable", path, st, body)
 		}

@@ -150,7 +150,7 @@ func (g *running) storeSigner(ctx context.Context) error {
 	return checkLogPub(g.e, cfg.DataDir, g.signer, true)
 }
 
-// integrator returns this replica's integrator.
+// storeIntegrator makes this replica's integrator.
 func (g *running) storeIntegrator() error {
 	cc, err := pgxpool.ParseConfig(g.cfg.Store)
 	if err != nil {
@@ -216,6 +216,7 @@ type storeLog struct {
 
 var _ gateway.LogReader = storeLog{}
 
-// storeChecks is what the gateway's Ready reads of checkpoint signing in
-// store mode: the integrator's view (gateway.Checkpoints).
+// In store mode the gateway's Ready reads checkpoint signing from this
+// replica's integrator (gateway.Checkpoints): the age of the oldest entry
+// no published checkpoint covers, whoever integrates.
 var _ gateway.Checkpoints = (*pglog.Integrator)(nil)

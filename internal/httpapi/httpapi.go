@@ -590,6 +590,13 @@ func (s *Server) logItem(w http.ResponseWriter, r *http.Request, caller *Token, 
 	if err == nil && get != nil {
 		b, err = get(i)
 	}
+	// A log that cannot be read now (PostgreSQL down) is 503, for any
+	// index: it says nothing of whether entry i exists.
+	var u interface{ Unavailable() bool }
+	if errors.As(err, &u) && u.Unavailable() {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the audit log is unavailable")
+		return
+	}
 	if err != nil {
 		writeError(w, http.StatusNotFound, "not_found", "no such entry")
 		return

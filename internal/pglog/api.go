@@ -68,19 +68,38 @@ func (a *API) ReadCheckpoint() ([]byte, error) {
 	return b, err
 }
 
-// Entry returns entry i as encoded in the log.
+// Entry returns entry i as encoded in the log. An error other than "no
+// such entry" says the log is unavailable (Unavailable), and the API
+// answers 503 rather than 404.
 func (a *API) Entry(i int64) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer cancel()
-	return a.r.Entry(ctx, i)
+	b, err := a.r.Entry(ctx, i)
+	if err != nil && !errors.Is(err, ErrNoEntry) {
+		return nil, unavailable{err}
+	}
+	return b, err
 }
 
-// Receipt returns a self-contained receipt for entry i.
+// Receipt returns a self-contained receipt for entry i; as Entry, an
+// error other than "not covered yet" is Unavailable.
 func (a *API) Receipt(i int64) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer cancel()
-	return a.r.Receipt(ctx, i)
+	b, err := a.r.Receipt(ctx, i)
+	if err != nil && !errors.Is(err, audit.ErrNotCovered) {
+		return nil, unavailable{err}
+	}
+	return b, err
 }
+
+// unavailable marks a read PostgreSQL could not answer, for the API (which
+// declares interface{ Unavailable() bool }).
+type unavailable struct{ err error }
+
+func (u unavailable) Error() string     { return "postgres log unavailable: " + u.err.Error() }
+func (u unavailable) Unwrap() error     { return u.err }
+func (u unavailable) Unavailable() bool { return true }
 
 // Tiles serves the C2SP tlog-tiles layout (Reader.Handler).
 func (a *API) Tiles() http.Handler { return a.r.Handler() }
