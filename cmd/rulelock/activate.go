@@ -17,7 +17,7 @@ import (
 // development mode the policy p loaded from a directory.
 func (g *running) startPolicy(ctx context.Context, p *policy.Policy) error {
 	last, _ := g.gw.LastBundle()
-	g.act = lifecycle.New(g.gw, lifecycle.Options{Trust: g.trust, Log: g.log, Logged: last,
+	g.act = lifecycle.New(g.gw, lifecycle.Options{Trust: g.trust, Log: g.recorder(), Logged: last,
 		Archive: lifecycle.Archive{Dir: filepath.Join(g.cfg.DataDir, "bundles")}})
 	if g.cfg.Bundle != "" {
 		return g.activateAtStart(ctx)

@@ -40,6 +40,13 @@ type serveConfig struct {
 	Console            consoleConfig             `yaml:"console"`       // the web console (console.go)
 	Freeze             freezeConfig              `yaml:"freeze"`        // the emergency stop (freeze.go)
 	Attestation        *attestationConfig        `yaml:"attestation"`   // off unless set (attestcmd.go)
+	// Store, when set, is the PostgreSQL DSN of a log that several
+	// replicas share, instead of <data_dir>/log (servestore.go).
+	Store string `yaml:"store"`
+	// StoreLease: an allowed request whose outcome is still missing this
+	// long after its decision is recorded unknown by another replica
+	// (default 1m; servestore.go).
+	StoreLease duration `yaml:"store_lease"`
 }
 
 // freezeConfig configures the emergency stop (rulelock freeze).

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -170,7 +169,7 @@ type ack struct {
 // crashChild is one gateway process.
 type crashChild struct {
 	cmd    *exec.Cmd
-	stderr *bytes.Buffer
+	stderr *syncBuffer
 	done   chan struct{}
 	err    error
 }
@@ -319,7 +318,7 @@ func (c *crashChain) start(run int) {
 	// Under -race, a process that exits sleeps 1s first (atexit_sleep_ms):
 	// not needed here, where race reports go to the child's stderr.
 	cmd.Env = append(os.Environ(), serveCrashEnv+"="+c.cfg, "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
-	stderr := &bytes.Buffer{}
+	stderr := &syncBuffer{}
 	cmd.Stdout = stderr
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {

@@ -89,7 +89,7 @@ func (g *running) reloadWho(ctx context.Context) (string, error) {
 	summary, err := g.reloadWhoLocked(ctx)
 	if err != nil {
 		fmt.Fprintf(g.e.stderr, "rulelock: reload refused, who may act is unchanged: %v\n", err)
-		g.log.Append(context.WithoutCancel(ctx), &audit.Entry{Kind: audit.KindNote, Time: time.Now().UTC(), EngineVersion: gateway.EngineVersion,
+		g.recorder().Append(context.WithoutCancel(ctx), &audit.Entry{Kind: audit.KindNote, Time: time.Now().UTC(), EngineVersion: gateway.EngineVersion,
 			Message: fmt.Sprintf("%s_refused: %v", NoteReload, err)})
 		return "", err
 	}
@@ -141,7 +141,7 @@ func (g *running) reloadWhoLocked(ctx context.Context) (string, error) {
 		changes += "; " + restart
 	}
 	msg := fmt.Sprintf("%s sha256:%s: %s", NoteReload, hex.EncodeToString(sum[:]), changes)
-	if _, err := g.log.Append(context.WithoutCancel(ctx), &audit.Entry{Kind: audit.KindNote, Time: time.Now().UTC(),
+	if _, err := g.recorder().Append(context.WithoutCancel(ctx), &audit.Entry{Kind: audit.KindNote, Time: time.Now().UTC(),
 		EngineVersion: gateway.EngineVersion, Message: msg}); err != nil {
 		return "", fmt.Errorf("record the reload: %w", err)
 	}

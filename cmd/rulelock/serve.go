@@ -30,6 +30,7 @@ import (
 	"github.com/rulelock/rulelock/internal/lifecycle"
 	"github.com/rulelock/rulelock/internal/mcpproxy"
 	"github.com/rulelock/rulelock/internal/notify"
+	"github.com/rulelock/rulelock/internal/pglog"
 	"github.com/rulelock/rulelock/internal/tracing"
 	"github.com/rulelock/rulelock/policy"
 )
@@ -43,13 +44,14 @@ func serveCommands() []command {
 
 // runServe runs the gateway until ctx is cancelled (SIGINT, SIGTERM).
 func runServe(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "serve", "[--config FILE] [--bundle DIR --trust FILE | --policy DIR] [--data DIR] [--listen ADDR] [--demo-upstream]")
+	fs := newFlags(e, "serve", "[--config FILE] [--bundle DIR --trust FILE | --policy DIR] [--data DIR] [--store DSN] [--listen ADDR] [--demo-upstream]")
 	cfgPath := fs.String("config", "", "configuration file (YAML; see examples/rulelock.yaml)")
 	policyPath := fs.String("policy", "", "policy directory (development mode: not a signed bundle)")
 	bundlePath := fs.String("bundle", "", "signed policy bundle directory (rulelock bundle build/sign)")
 	trustPath := fs.String("trust", "", "trust file: the keys that may sign bundles and how many must")
 	dataDir := fs.String("data", "", "data directory: log, keys, state (default ./rulelock-data)")
 	listen := fs.String("listen", "", "address to listen on (default 127.0.0.1:8080)")
+	storeDSN := fs.String("store", "", "keep the audit log in PostgreSQL (`DSN` postgres://...), shared by replicas (docs/scale-out.md); default: the embedded log in the data directory")
 	demo := fs.Bool("demo-upstream", false, "start a demo upstream on loopback and execute every action type without an executor against it")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -68,6 +70,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	setIf(&cfg.Trust, *trustPath)
 	setIf(&cfg.DataDir, *dataDir)
 	setIf(&cfg.Listen, *listen)
+	setIf(&cfg.Store, *storeDSN)
 	if err := cfg.defaults(); err != nil {
 		return err
 	}
@@ -103,6 +106,8 @@ func (cfg *serveConfig) defaults() error {
 		return usageError("give --bundle or --policy, not both")
 	case cfg.Bundle != "" && cfg.Trust == "":
 		return usageError("a bundle needs a trust file (--trust FILE)")
+	case cfg.Store != "":
+		return checkStore(cfg)
 	}
 	return nil
 }
@@ -151,6 +156,15 @@ type running struct {
 	tpm      *attest.TPM       // with attestation.provider tpm (attestcmd.go)
 	rec      *attest.Recorder  // nil without attestation
 	tracing  *tracing.Exporter // OTLP spans, when OTEL_* asks (tracing.go)
+	store    *store            // the log in PostgreSQL; nil: the embedded log (servestore.go)
+}
+
+// recorder is where the gateway records: the embedded log or the store.
+func (g *running) recorder() gateway.Recorder {
+	if g.store != nil {
+		return storeLog{g.store.log, pglog.NewReader(g.store.pool).Live()}
+	}
+	return g.log
 }
 
 func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *running, err error) {
@@ -203,26 +217,45 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
-	l, err := openLog(e, cfg.DataDir)
-	if err != nil {
+	g = &running{e: e, cfg: cfg, trust: trust}
+	var l *audit.Log
+	if cfg.Store != "" {
+		if g.store, err = openStore(ctx, cfg); err != nil {
+			return nil, err
+		}
+	} else if l, err = openLog(e, cfg.DataDir); err != nil {
 		return nil, err
 	}
-	g = &running{e: e, cfg: cfg, log: l, trust: trust, tracing: tx}
+	g.log, g.tracing = l, tx
 	started := g
 	defer func() {
 		if err != nil {
 			started.close() // g is nil by now
 		}
 	}()
-	if err := g.openAttestation(); err != nil {
-		return nil, err
+	var checkpoints gateway.Checkpoints
+	if g.store != nil {
+		if err := g.storeSigner(ctx); err != nil {
+			return nil, err
+		}
+		if err := g.storeIntegrator(); err != nil {
+			return nil, err
+		}
+		g.metrics = httpapi.NewMetrics()
+		checkpoints = g.store.in
+	} else {
+		if err := g.openAttestation(); err != nil {
+			return nil, err
+		}
+		if g.cp, err = g.openCheckpointer(); err != nil {
+			return nil, err
+		}
+		if err := g.attestAtStart(ctx); err != nil {
+			return nil, err
+		}
+		checkpoints = g.cp
 	}
-	if g.cp, err = g.openCheckpointer(); err != nil {
-		return nil, err
-	}
-	if err := g.attestAtStart(ctx); err != nil {
-		return nil, err
-	}
+	rec := g.recorder()
 	var demoFor func(string) gateway.Executor
 	if demo {
 		url, err := g.startDemo()
@@ -271,7 +304,7 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	if demoFor != nil {
 		executorFor = orExecutor(executorFor, demoFor)
 	}
-	if g.notifier, err = cfg.Notifications.notifier(e.getenv, l, slog.New(slog.NewTextHandler(e.stderr, nil))); err != nil {
+	if g.notifier, err = cfg.Notifications.notifier(e.getenv, rec, slog.New(slog.NewTextHandler(e.stderr, nil))); err != nil {
 		return nil, &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
 	}
 	var notifier gateway.Notifier
@@ -279,9 +312,13 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 		notifier = notifyParked(g.notifier)
 		g.metrics.Notifications(g.notifier.Stats)
 	}
-	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Executors: executors, Approvers: reg, ExecutorFor: executorFor, Sensitive: sensitive,
+	var lease, execTimeout time.Duration
+	if g.store != nil {
+		lease, execTimeout = g.store.lease, g.store.execTimeout()
+	}
+	gw, err := gateway.New(gateway.Config{Policy: p, Log: rec, Lease: lease, ExecTimeout: execTimeout, Executors: executors, Approvers: reg, ExecutorFor: executorFor, Sensitive: sensitive,
 		Budget: cfg.Limits.MemoryBudget, Retention: cfg.Limits.Retention.Duration, MaxPendingPerAgent: cfg.Limits.MaxPendingPerAgent,
-		Principals: cfg.principals(), Checkpoints: g.cp, MaxUnsigned: cfg.Log.MaxUnsigned.Duration, Notify: notifier,
+		Principals: cfg.principals(), Checkpoints: checkpoints, MaxUnsigned: cfg.Log.MaxUnsigned.Duration, Notify: notifier,
 		UnfreezeQuorum: cfg.Freeze.UnfreezeApprovers, Attest: g.attestor(), Tracer: tx.Tracer})
 	if err != nil {
 		return nil, err
@@ -290,14 +327,20 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	if g.proxy != nil {
 		g.proxy.Attach(gw)
 	}
-	closed, err := gw.Rebuild(ctx, l)
+	var lr gateway.LogReader = l
+	if g.store != nil {
+		if lr, err = pglog.NewReader(g.store.pool).Snapshot(ctx); err != nil {
+			return nil, err
+		}
+	}
+	closed, err := gw.Rebuild(ctx, lr)
 	if err != nil {
 		return nil, fmt.Errorf("rebuild state from the log: %w", err)
 	}
 	if closed > 0 {
 		fmt.Fprintf(e.stderr, "rulelock: recovery: %d allowed actions had no recorded outcome; recorded as unknown, not re-executed\n", closed)
 	}
-	if _, err := l.Append(ctx, &audit.Entry{Kind: audit.KindNote, Time: time.Now().UTC(), EngineVersion: gateway.EngineVersion,
+	if _, err := rec.Append(ctx, &audit.Entry{Kind: audit.KindNote, Time: time.Now().UTC(), EngineVersion: gateway.EngineVersion,
 		Message: fmt.Sprintf("startup: %d allowed actions without an outcome recorded as unknown", closed)}); err != nil {
 		return nil, err
 	}
@@ -307,8 +350,15 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	if err := g.firstWitnessedCheckpoint(); err != nil {
 		return nil, err
 	}
-	if err := g.openLogServices(); err != nil {
-		return nil, err
+	var logAPI httpapi.LogAPI
+	if g.store != nil {
+		g.logsvc = &logServices{} // counts, search and export read the embedded log
+		logAPI = pglog.NewAPI(g.store.pool, g.store.in)
+	} else {
+		if err := g.openLogServices(); err != nil {
+			return nil, err
+		}
+		logAPI = &httpapi.AuditLog{Log: l, Checkpointer: g.cp, TilesDir: filepath.Join(cfg.DataDir, "tiles"), Index: g.logsvc.index}
 	}
 	tokens := cfg.tokens()
 	switch {
@@ -333,7 +383,7 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	}
 	api := httpapi.New(httpapi.Config{
 		Gateway: gw, TokenSet: g.tokens, MaxBody: cfg.Limits.MaxBody, Tracer: tx.Tracer,
-		Log:     &httpapi.AuditLog{Log: l, Checkpointer: g.cp, TilesDir: filepath.Join(cfg.DataDir, "tiles"), Index: g.logsvc.index},
+		Log:     logAPI,
 		Ready:   func() bool { return g.ready.Load() && !gw.Active().None },
 		Metrics: g.metrics,
 		Reason:  g.notReadyReason,
@@ -398,7 +448,12 @@ func (g *running) serve(ctx context.Context) error {
 	// Run returns only when stopped: failures are retried and reported
 	// (stderr, /metrics, /readyz), and past log.max_unsigned the gateway
 	// refuses actions until signing resumes.
-	go func() { cpDone <- g.cp.Run(cpCtx, g.cfg.CheckpointInterval.Duration) }()
+	if g.store != nil {
+		g.store.run(g.e, g.cfg.CheckpointInterval.Duration)
+		cpDone <- nil
+	} else {
+		go func() { cpDone <- g.cp.Run(cpCtx, g.cfg.CheckpointInterval.Duration) }()
+	}
 	expDone := make(chan struct{})
 	go func() { g.gw.RunExpiry(cpCtx); close(expDone) }()
 	attDone := make(chan struct{})
@@ -453,9 +508,11 @@ loop:
 	<-cpDone
 	<-expDone
 	<-attDone
-	g.logsvc.stop() // before the log closes: they read it
-	if _, cerr := g.cp.Checkpoint(); cerr != nil && err == nil {
-		err = fmt.Errorf("final checkpoint: %w", cerr)
+	g.logsvc.stop()  // before the log closes: they read it
+	if g.cp != nil { // in store mode, the integrator that holds the lock signs
+		if _, cerr := g.cp.Checkpoint(); cerr != nil && err == nil {
+			err = fmt.Errorf("final checkpoint: %w", cerr)
+		}
 	}
 	if cerr := g.close(); cerr != nil && err == nil {
 		err = cerr
@@ -483,7 +540,12 @@ func (g *running) close() error {
 	if g.notifier != nil {
 		g.notifier.Close() // before the log: it appends notes
 	}
-	err := g.log.Close()
+	var err error
+	if g.store != nil {
+		err = g.store.close()
+	} else if g.log != nil {
+		err = g.log.Close()
+	}
 	stopTracing(g.tracing)
 	if c, ok := g.signer.(io.Closer); ok {
 		c.Close()

@@ -53,6 +53,10 @@ func (g *running) openLogServices() error {
 
 // run starts them; stop (g.logsvc.stop) ends them and waits.
 func (s *logServices) run(e *env, g *running) {
+	if s.counts == nil { // store mode: none of them
+		s.stop = func() {}
+		return
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {

@@ -150,6 +150,14 @@ type Config struct {
 	// UnfreezeQuorum is how many distinct approvers must each sign for
 	// lifting a freeze (default 2; freeze.go).
 	UnfreezeQuorum int
+	// Lease, when set, says that other replicas append to the same log
+	// and may be executing what they decided (a log in PostgreSQL):
+	// Rebuild leaves an allowed decision without an outcome open while it
+	// is younger than Lease (its replica records the outcome, or once the
+	// lease has expired a reconciler records unknown: pglog.Reconciler),
+	// and closes only older ones as unknown. Zero: this gateway is the
+	// log's only writer, and Rebuild closes every one.
+	Lease time.Duration
 	// Notify, when set, is told of each request parked for approval, once
 	// its decision is durable. It is called on the decision's path, with
 	// the request's scopes held: it must return at once (queue, never
@@ -768,7 +776,7 @@ func (g *Gateway) recordOutcome(ctx context.Context, rec *record, out Outcome) (
 	r, err := g.cfg.Log.Append(context.WithoutCancel(ctx), e)
 	endRecord(rs, r, err)
 	if err != nil {
-		return audit.Receipt{}, fmt.Errorf("record outcome: %w: %v", ErrUnavailable, err)
+		return audit.Receipt{}, fmt.Errorf("record outcome: %w: %w", ErrUnavailable, err)
 	}
 	g.stateMu.RLock()
 	g.ledger.Outcome(rec.Agent, rec.ID, out.Status, c)

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -134,9 +135,14 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 		if open[rec.ID] != rec {
 			continue
 		}
+		if g.cfg.Lease > 0 && rec.Time.After(g.cfg.Now().Add(-g.cfg.Lease)) {
+			continue // another replica may be executing it (Config.Lease)
+		}
 		delete(open, rec.ID)
 		out := Outcome{Status: StatusUnknown, Error: "the gateway stopped after deciding and before recording the outcome; not re-executed"}
-		if _, err := g.recordOutcome(ctx, rec, out); err != nil {
+		if _, err := g.recordOutcome(ctx, rec, out); alreadyClosed(err) {
+			continue // another replica closed it since the log was read
+		} else if err != nil {
 			return closed, err
 		}
 		closed++
@@ -148,6 +154,13 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 	}
 	g.mu.Unlock()
 	return closed, nil
+}
+
+// alreadyClosed reports an error of a log that replicas share
+// (Config.Lease) saying that the request already has an outcome entry.
+func alreadyClosed(err error) bool {
+	var o interface{ OutcomeRecorded() bool }
+	return errors.As(err, &o) && o.OutcomeRecorded()
 }
 
 // restoreDecision restores a decision entry's request.

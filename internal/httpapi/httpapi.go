@@ -537,8 +537,24 @@ func writeApprovalError(w http.ResponseWriter, err error) {
 	}
 }
 
+// CheckpointReader is a LogAPI whose latest checkpoint may be unreadable
+// for a while (a log in PostgreSQL): GET /v1/log/checkpoint answers 503
+// unavailable then, not 404 as before the first checkpoint.
+type CheckpointReader interface {
+	ReadCheckpoint() ([]byte, error) // nil, nil before the first checkpoint
+}
+
 func (s *Server) checkpoint(w http.ResponseWriter, r *http.Request, _ policy.Agent) {
-	cp := s.cfg.Log.Checkpoint()
+	var cp []byte
+	if cr, ok := s.cfg.Log.(CheckpointReader); ok {
+		var err error
+		if cp, err = cr.ReadCheckpoint(); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "unavailable", "the audit log is unavailable")
+			return
+		}
+	} else {
+		cp = s.cfg.Log.Checkpoint()
+	}
 	if cp == nil {
 		writeError(w, http.StatusNotFound, "not_found", "no checkpoint yet")
 		return
@@ -573,6 +589,13 @@ func (s *Server) logItem(w http.ResponseWriter, r *http.Request, caller *Token, 
 	}
 	if err == nil && get != nil {
 		b, err = get(i)
+	}
+	// A log that cannot be read now (PostgreSQL down) is 503, for any
+	// index: it says nothing of whether entry i exists.
+	var u interface{ Unavailable() bool }
+	if errors.As(err, &u) && u.Unavailable() {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the audit log is unavailable")
+		return
 	}
 	if err != nil {
 		writeError(w, http.StatusNotFound, "not_found", "no such entry")
@@ -619,6 +642,11 @@ type tileWriter struct {
 }
 
 func (w *tileWriter) WriteHeader(status int) {
+	if status == http.StatusServiceUnavailable { // a log in PostgreSQL that does not answer
+		w.replaced = true
+		writeError(w.ResponseWriter, status, "unavailable", "the audit log is unavailable")
+		return
+	}
 	if status == http.StatusNotFound || status == http.StatusMovedPermanently {
 		w.replaced = true
 		h := w.Header()

@@ -10,9 +10,10 @@
 //
 //	BEGIN;
 //	UPDATE rulelock_sequence SET next = next + $n WHERE id = 0 RETURNING next;
-//	COPY rulelock_entries (idx, leaf, payload) FROM STDIN;  -- next-n .. next-1
+//	INSERT INTO rulelock_entries SELECT next-n+ord-1, leaf, payload FROM unnest(...);
 //	COMMIT;  -- synchronous_commit = on: durable before Append returns
 //
+// sent as one pipelined round trip.
 // The row lock orders the transactions of every replica into one total
 // order; a transaction that rolls back also rolls back its increment, so
 // indexes have no gaps and no duplicates. Each Log has one batcher that
@@ -41,9 +42,21 @@
 // tries it every interval, takes over from the published tree; before
 // extending a tree it recomputes its root from the stored tiles.
 //
+// # One outcome per request
+//
+// An outcome entry claims its request id in rulelock_outcomes (primary
+// key) in the transaction that appends it; an entry whose claim finds the
+// row is not appended, and Append returns ErrOutcomeRecorded. A Reconciler,
+// run by the replica that integrates, records unknown for each allowed
+// decision still without an outcome once its lease has expired: the
+// replica that decided it died. Through the claim, exactly one outcome is
+// written per request, however many replicas notice.
+//
 // # Reading
 //
-// Tile, EntryBundle and Checkpoint read the C2SP tlog-tiles layout
+// API is the log as the gateway's HTTP API serves it (httpapi.LogAPI);
+// Live and Snapshot read it back (gateway.LogReader). Tile, EntryBundle
+// and Checkpoint read the C2SP tlog-tiles layout
 // (Handler serves it over HTTP) and Export writes it to a directory that
 // `rulelock verify` checks (audit.VerifyTiles).
 //
@@ -65,5 +78,8 @@
 // PostgreSQL unavailable means no append is acknowledged: Append returns
 // only after COMMIT, and an error otherwise (the entry may or may not be in
 // the log then, as with audit.Log.Append, and the caller acts as if it were
-// not). The connection pool reconnects by itself when PostgreSQL returns.
+// not). Log.Err says so, from a failed append or from the probe that pings
+// every second, until PostgreSQL answers again, and the gateway refuses
+// every action meanwhile. The connection pool reconnects by itself when
+// PostgreSQL returns: no restart.
 package pglog

@@ -136,6 +136,35 @@ func (in *Integrator) Run(ctx context.Context) error {
 	}
 }
 
+// Flush integrates every entry sequenced so far, once, if the lock is
+// free (call it after Run has returned): a replica that stops gracefully
+// leaves no entry of its own unsigned when no other replica is left to
+// integrate it. When another replica holds the lock, that one integrates,
+// and Flush returns nil at once.
+func (in *Integrator) Flush(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, in.opts.Timeout)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(ctx, in.cfg)
+	if err != nil {
+		return fmt.Errorf("flush: connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+	var got bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", int64(integratorLock)).Scan(&got); err != nil {
+		return fmt.Errorf("flush: try integrator lock: %w", err)
+	}
+	for got {
+		n, err := integrate(ctx, conn, in.signer, in.opts.MaxBatch, nil)
+		if err != nil {
+			return fmt.Errorf("flush: %w", err)
+		}
+		if n < in.opts.MaxBatch {
+			return nil
+		}
+	}
+	return nil
+}
+
 // step connects, tries the lock, and integrates once when it holds it. more
 // reports a full batch: there may be more to integrate now.
 func (in *Integrator) step(ctx context.Context, conn **pgx.Conn) (more bool, err error) {

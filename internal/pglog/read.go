@@ -13,13 +13,16 @@ import (
 	"github.com/rulelock/rulelock/audit"
 )
 
+// ErrNoEntry is returned for an index that is not in the log.
+var ErrNoEntry = errors.New("not in the log")
+
 // Entry returns the encoded entry at index i (acknowledged, perhaps not yet
 // covered by a checkpoint).
 func (r *Reader) Entry(ctx context.Context, i int64) ([]byte, error) {
 	var b []byte
 	err := r.pool.QueryRow(ctx, "SELECT payload FROM rulelock_entries WHERE idx = $1", i).Scan(&b)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("read entry %d: not in the log", i)
+		return nil, fmt.Errorf("read entry %d: %w", i, ErrNoEntry)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read entry %d: %w", i, err)

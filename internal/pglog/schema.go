@@ -16,7 +16,9 @@ const schemaLock = 0x72756c656c6f636b
 const integratorLock = schemaLock + 1
 
 // schema creates the log's tables if they are missing. Entries, blobs,
-// sensitive values and salts are written by appends; tiles and checkpoints
+// sensitive values and salts are written by appends, and
+// rulelock_outcomes, the requests that have an outcome entry (at most one
+// each, claimed in the transaction that appends it); tiles and checkpoints
 // only by the integrator.
 const schema = `
 CREATE TABLE IF NOT EXISTS rulelock_sequence (
@@ -56,6 +58,9 @@ CREATE TABLE IF NOT EXISTS rulelock_checkpoint (
 	size bigint NOT NULL,
 	root bytea NOT NULL,
 	note bytea
+);
+CREATE TABLE IF NOT EXISTS rulelock_outcomes (
+	request_id text PRIMARY KEY
 );
 CREATE TABLE IF NOT EXISTS rulelock_checkpoints (
 	size bigint PRIMARY KEY,

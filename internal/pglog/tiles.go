@@ -3,8 +3,10 @@ package pglog
 import (
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -82,6 +84,10 @@ type Reader struct {
 // NewReader returns a Reader of the log in pool's database.
 func NewReader(pool *pgxpool.Pool) *Reader { return &Reader{pool: pool} }
 
+// ErrNoTile is returned for a tile or entry bundle beyond the published
+// tree. It is fs.ErrNotExist too.
+var ErrNoTile = fmt.Errorf("no such tile in the published tree: %w", fs.ErrNotExist)
+
 // ErrNoCheckpoint is returned when no checkpoint was published yet.
 var ErrNoCheckpoint = errors.New("no checkpoint published yet")
 
@@ -103,14 +109,15 @@ func checkpointNote(ctx context.Context, q querier) ([]byte, error) {
 
 // Tile returns the data of t: a hash tile, or for t.L == -1 the entry
 // bundle of level-0 tile t.N, each of width t.W, as audit.TilePath names
-// them. A tile beyond the published tree is fs.ErrNotExist.
+// them. A tile beyond the published tree is ErrNoTile (which is also
+// fs.ErrNotExist).
 func (r *Reader) Tile(ctx context.Context, t tlog.Tile) ([]byte, error) {
 	return readTile(ctx, r.pool, t)
 }
 
 func readTile(ctx context.Context, q querier, t tlog.Tile) ([]byte, error) {
 	if t.H != tileHeight || t.W < 1 || t.W > 1<<tileHeight {
-		return nil, fmt.Errorf("read tile %s: %w", audit.TilePath(t), os.ErrNotExist)
+		return nil, fmt.Errorf("read tile %s: %w", audit.TilePath(t), ErrNoTile)
 	}
 	if t.L == -1 {
 		return readBundle(ctx, q, t)
@@ -118,7 +125,7 @@ func readTile(ctx context.Context, q querier, t tlog.Tile) ([]byte, error) {
 	var d []byte
 	err := q.QueryRow(ctx, "SELECT data FROM rulelock_tiles WHERE level = $1 AND idx = $2", t.L, t.N).Scan(&d)
 	if errors.Is(err, pgx.ErrNoRows) || err == nil && len(d) < t.W*tlog.HashSize {
-		return nil, fmt.Errorf("read tile %s: %w", audit.TilePath(t), os.ErrNotExist)
+		return nil, fmt.Errorf("read tile %s: %w", audit.TilePath(t), ErrNoTile)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read tile %s: %w", audit.TilePath(t), err)
@@ -136,7 +143,7 @@ func readBundle(ctx context.Context, q querier, t tlog.Tile) ([]byte, error) {
 		return nil, fmt.Errorf("read entry bundle %s: %w", audit.TilePath(t), err)
 	}
 	if lo+int64(t.W) > size {
-		return nil, fmt.Errorf("read entry bundle %s: %w", audit.TilePath(t), os.ErrNotExist)
+		return nil, fmt.Errorf("read entry bundle %s: %w", audit.TilePath(t), ErrNoTile)
 	}
 	rows, err := q.Query(ctx, "SELECT idx, payload FROM rulelock_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx", lo, lo+int64(t.W))
 	if err != nil {
@@ -162,7 +169,7 @@ func readBundle(ctx context.Context, q querier, t tlog.Tile) ([]byte, error) {
 		return nil, fmt.Errorf("read entry bundle %s: %w", audit.TilePath(t), err)
 	}
 	if next != lo+int64(t.W) {
-		return nil, fmt.Errorf("read entry bundle %s: %w", audit.TilePath(t), os.ErrNotExist)
+		return nil, fmt.Errorf("read entry bundle %s: %w", audit.TilePath(t), ErrNoTile)
 	}
 	return b, nil
 }
@@ -204,10 +211,36 @@ func (r *Reader) Export(ctx context.Context, dir string) (int64, error) {
 			return 0, err
 		}
 	}
+	if err := exportBlobs(ctx, tx, dir); err != nil {
+		return 0, err
+	}
 	if err := writeFile(filepath.Join(dir, "checkpoint"), note); err != nil {
 		return 0, err
 	}
 	return size, nil
+}
+
+// exportBlobs writes the fields stored by digest to dir/blobs/<hex
+// digest>, which `rulelock verify --replay` reads beside the tiles.
+func exportBlobs(ctx context.Context, tx pgx.Tx, dir string) error {
+	rows, err := tx.Query(ctx, "SELECT digest, content FROM rulelock_blobs ORDER BY digest")
+	if err != nil {
+		return fmt.Errorf("export blobs: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var d, b []byte
+		if err := rows.Scan(&d, &b); err != nil {
+			return fmt.Errorf("export blobs: %w", err)
+		}
+		if err := writeFile(filepath.Join(dir, "blobs", hex.EncodeToString(d)), b); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("export blobs: %w", err)
+	}
+	return nil
 }
 
 func writeFile(path string, data []byte) error {
@@ -245,7 +278,9 @@ func (r *Reader) Handler() http.Handler {
 			w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
 		}
 		switch {
-		case errors.Is(err, os.ErrNotExist) || errors.Is(err, ErrNoCheckpoint):
+		// Not os.ErrNotExist: a Unix socket gone with its server is
+		// ENOENT too, and an outage is 503, never "no such tile".
+		case errors.Is(err, ErrNoTile) || errors.Is(err, ErrNoCheckpoint):
 			http.NotFound(w, req)
 			return
 		case err != nil:

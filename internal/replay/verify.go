@@ -124,6 +124,18 @@ type Options struct {
 // verify --replay` runs first.
 func VerifyDir(dir string, opts Options) (*Summary, error) {
 	start := time.Now()
+	if audit.IsTilesDir(dir) { // an export of the log in PostgreSQL
+		t, err := audit.OpenTiles(dir)
+		if err != nil {
+			return nil, err
+		}
+		sum, err := Verify(t, opts)
+		if err != nil {
+			return nil, err
+		}
+		sum.Seconds = time.Since(start).Seconds()
+		return sum, nil
+	}
 	l, err := audit.OpenSnapshot(dir)
 	if err != nil {
 		return nil, err
