@@ -128,6 +128,13 @@ func (g *Gateway) Approve(ctx context.Context, caller, id string, signed []byte)
 	if err := g.recording(); err != nil {
 		return nil, err
 	}
+	// With replicas: the request's lock, and the log read up to it, so
+	// that one approval in all the replicas completes the quorum.
+	h, err := g.holdRequests(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("approve: %w", err)
+	}
+	defer release(h)
 	res, err := g.approvals.m.Approve(id, signed)
 	if err != nil {
 		return nil, g.refusedVote(ctx, ledger.Approve, caller, id, signed, err)
@@ -136,7 +143,7 @@ func (g *Gateway) Approve(ctx context.Context, caller, id string, signed []byte)
 	if !res.Ready {
 		return out, nil
 	}
-	r, err := g.executeApproved(ctx, id)
+	r, err := g.executeApproved(ctx, id, h)
 	if err != nil {
 		return out, err
 	}
@@ -153,6 +160,11 @@ func (g *Gateway) Reject(ctx context.Context, caller, id string, signed []byte) 
 	if g.approvals == nil {
 		return nil, ErrNoApprovals
 	}
+	h, err := g.holdRequests(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("reject: %w", err)
+	}
+	defer release(h)
 	r, err := g.approvals.m.Reject(id, signed)
 	if err != nil {
 		return nil, g.refusedVote(ctx, ledger.Reject, caller, id, signed, err)
@@ -230,7 +242,7 @@ func (g *Gateway) refusedVote(ctx context.Context, verb ledger.Verb, caller, id 
 // agent as it is configured now; if the policy is the one the approvers
 // signed for, the agent may still act and the policy does not deny now, an
 // APPROVED decision entry is appended and the action executed.
-func (g *Gateway) executeApproved(ctx context.Context, id string) (*Result, error) {
+func (g *Gateway) executeApproved(ctx context.Context, id string, h Hold) (*Result, error) {
 	g.mu.Lock()
 	rec, _, _ := g.reqs.get(id)
 	g.mu.Unlock()
@@ -238,6 +250,15 @@ func (g *Gateway) executeApproved(ctx context.Context, id string) (*Result, erro
 		return nil, ErrNotFound
 	}
 	agent, revoked := g.currentAgent(rec.agent)
+	if h != nil {
+		// The scopes' locks across replicas until the approved decision
+		// is durable, not during the execution.
+		keys := g.decisionKeys(agent, rec.Action.Type)
+		if err := g.lockAndFollow(ctx, h, keys); err != nil {
+			return nil, err
+		}
+		defer h.Unlock(keys)
+	}
 	g.stateMu.RLock()
 	a := g.Active()
 	reads, _ := a.Policy.ReadsFor(rec.Action.Type)
@@ -338,6 +359,7 @@ func (g *Gateway) Pending() []PendingRequest {
 	if g.approvals == nil {
 		return nil
 	}
+	_ = g.Follow(context.Background()) // behind when it fails: what this replica knows
 	var out []PendingRequest
 	for _, r := range g.approvals.m.Pending("") {
 		pr := PendingRequest{Request: r, StillNeeded: g.cfg.Approvers.StillNeeded(r), Approve: string(r.Statement(approval.Approve, "").Marshal())}
@@ -386,6 +408,10 @@ func (g *Gateway) RunExpiry(ctx context.Context) {
 			return
 		case <-time.After(wait):
 		}
+		if g.cfg.Replicas != nil {
+			g.runExpiryShared(ctx, g.cfg.Now())
+			continue
+		}
 		ended, _ := g.approvals.m.Expire(g.cfg.Now())
 		for _, r := range ended {
 			g.finish(r.ID)
@@ -396,6 +422,9 @@ func (g *Gateway) RunExpiry(ctx context.Context) {
 // Wait returns the request once it is final (denied, executed, rejected,
 // expired) or ctx is done, whichever is first.
 func (g *Gateway) Wait(ctx context.Context, agent, id string) (*Result, error) {
+	if g.cfg.Replicas != nil {
+		return g.waitShared(ctx, agent, id)
+	}
 	g.mu.Lock()
 	rec, _, _ := g.reqs.get(id)
 	var done chan struct{}

@@ -134,6 +134,10 @@ type Config struct {
 	// the gateway refuses new actions with ErrUnsigned (see Ready).
 	Checkpoints Checkpoints
 	MaxUnsigned time.Duration
+	// Replicas, when set, makes the gateway one of several replicas of
+	// one shared log (replicas.go); Log must then read that log back
+	// (LogReader). Nil: the gateway is alone on its log.
+	Replicas Replicas
 	// Notify, when set, is told of each request parked for approval, once
 	// its decision is durable. It is called on the decision's path, with
 	// the request's scopes held: it must return at once (queue, never
@@ -211,6 +215,8 @@ type Gateway struct {
 	// Encoded decision states by roles and principal (stateJSON).
 	states  sync.Map
 	nstates atomic.Int64
+
+	follow *follower // with Config.Replicas: how far the shared log is folded
 }
 
 // record is what the gateway remembers of a request.
@@ -255,6 +261,14 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, reqs: newRequests()}
 	g.reader, _ = cfg.Log.(LogReader)
+	if cfg.Replicas != nil {
+		if g.reader == nil {
+			return nil, fmt.Errorf("new gateway: %w: a replica's log must be readable (LogReader)", ErrUnavailable)
+		}
+		g.follow = newFollower()
+		cfg.Log = ownLog{Recorder: cfg.Log, f: g.follow}
+		g.cfg.Log = cfg.Log
+	}
 	g.ledger = ledger.New(ledger.Options{Retention: cfg.Retention, Budget: cfg.Budget})
 	g.alog, _ = cfg.Log.(*audit.Log)
 	none, err := nonePolicy()
@@ -434,6 +448,13 @@ func (g *Gateway) decide(ctx context.Context, req *Request, executes bool) (*rec
 	if err != nil {
 		return nil, fmt.Errorf("decide: %w", err)
 	}
+	// With replicas: the scopes' locks across replicas, and the log read up
+	// to them, until the decision is durable.
+	h, keys, err := g.holdScopes(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	defer release(h)
 	g.stateMu.RLock()
 	a := g.Active()
 	sealed, err := seal(&req.Action, g.sensitive(a.Policy, req.Action.Type))
@@ -446,6 +467,11 @@ func (g *Gateway) decide(ctx context.Context, req *Request, executes bool) (*rec
 		r.logged, req = sealed, &r
 	}
 	reads, _ := a.Policy.ReadsFor(req.Action.Type)
+	if h != nil && !covers(keys, scopeKeys(req.Agent, g.ledger.Scopes(req.Action.Type, reads))) {
+		// A policy activated since the locks were taken reads more.
+		g.stateMu.RUnlock()
+		return nil, fmt.Errorf("decide: %w: the policy changed while deciding; try again", ErrUnavailable)
+	}
 	tx := g.ledger.Begin(req.Agent, req.Session, req.Action.Type, reads)
 	rec, recorded, keep, err := g.decideLocked(ctx, tx, a, id, req, executes)
 	tx.Unlock()
@@ -724,6 +750,14 @@ func (g *Gateway) recordOutcome(ctx context.Context, rec *record, out Outcome) (
 // Get returns what the gateway knows of a request of agent: a final one is
 // read back from the log.
 func (g *Gateway) Get(agent, id string) (*Result, error) {
+	if err := g.Follow(context.Background()); err != nil {
+		return nil, err
+	}
+	return g.get(agent, id)
+}
+
+// get is Get without reading the shared log first.
+func (g *Gateway) get(agent, id string) (*Result, error) {
 	g.mu.Lock()
 	rec, loc, ok := g.reqs.get(id)
 	if !ok {

@@ -1,0 +1,533 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/rulelock/rulelock/audit"
+	"github.com/rulelock/rulelock/internal/approval"
+	"github.com/rulelock/rulelock/internal/ledger"
+	"github.com/rulelock/rulelock/policy"
+)
+
+// Replicas is what a gateway needs to be one of several replicas of one
+// log (internal/pgstate implements it on PostgreSQL). With Config.Replicas
+// set, Config.Log must also be a LogReader of the shared log, and the
+// gateway keeps its state as the fold of that log, read up to date under
+// locks shared by every replica:
+//
+//   - before a decision it locks the scopes the decision holds
+//     (ledger.Ledger.Scopes: all agents, the principal, the agent, whose
+//     sessions are the agent's), reads and folds every entry the other
+//     replicas appended since it last read (Follow), decides, and releases
+//     the locks once its decision entry is durable, so that decisions that
+//     share a scope are atomic across replicas as they are within one;
+//   - an approval, a rejection or an expiry locks its request first, so
+//     that of two final approvals on two replicas one completes the quorum
+//     and executes, and the other finds the request already decided;
+//   - a read (Get, Wait, Pending) folds what was appended first, so that
+//     any replica answers for a request any other one decided.
+//
+// The log stays the only source of truth and ledger.Apply the only fold:
+// a replica folds its own entries live, as a single gateway does, and the
+// other replicas' entries when it reads them.
+type Replicas interface {
+	// Hold returns a holder of locks shared by every replica (one
+	// connection). It takes none yet.
+	Hold(ctx context.Context) (Hold, error)
+	// LogSize returns the number of entries in the shared log now.
+	LogSize(ctx context.Context) (int64, error)
+}
+
+// Hold is one holder of locks shared by the replicas. It is not safe for
+// concurrent use.
+type Hold interface {
+	// Lock takes the locks named by keys, in order, waiting for them, and
+	// returns the log's size once they are held: every entry appended
+	// under one of them by a holder that released it is below size.
+	Lock(ctx context.Context, keys []string) (size int64, err error)
+	// Unlock releases the locks named by keys.
+	Unlock(keys []string)
+	// Release releases every lock and the holder. A lock whose release
+	// cannot be confirmed is released by ending the holder's session.
+	Release()
+}
+
+// Lock keys of the state replicas share (Hold.Lock).
+const (
+	lockGlobal = "global"
+	lockPrefix = "request:"
+)
+
+// scopeKeys names the locks of the scopes a decision by agent holds, in the
+// ledger's lock order (global, principal, agent).
+func scopeKeys(agent policy.Agent, scopes policy.ScopeSet) []string {
+	keys := make([]string, 0, 3)
+	if scopes.Has(policy.ScopeGlobal) {
+		keys = append(keys, lockGlobal)
+	}
+	if scopes.Has(policy.ScopePrincipal) {
+		keys = append(keys, "principal:"+agent.PrincipalID())
+	}
+	return append(keys, "agent:"+agent.ID) // sessions are the agent's
+}
+
+// follower reads the log the replicas share and folds the other replicas'
+// entries (Gateway.Follow).
+type follower struct {
+	mu   sync.Mutex // one catch-up at a time
+	next int64      // entries [0, next) are folded
+
+	ownMu sync.Mutex
+	own   map[ownKey]*ownEntry // entries this replica appends or appended
+	wake  chan struct{}        // closed and replaced after each catch-up that folded entries
+}
+
+// ownKey identifies an entry this replica appended, as it reads back.
+type ownKey [32]byte
+
+// ownEntry is where one of this replica's entries is: its append is in
+// flight (pending), returned (done), failed, or the catch-up already read
+// it in the log before its append returned (seen, at receipt).
+type ownEntry struct {
+	state   ownState
+	receipt audit.Receipt
+	since   time.Time
+}
+
+type ownState uint8
+
+const (
+	ownPending ownState = iota
+	ownDone
+	ownFailed
+	ownSeen
+)
+
+func newFollower() *follower {
+	return &follower{own: map[ownKey]*ownEntry{}, wake: make(chan struct{})}
+}
+
+// keyOfEntry identifies e by the fields the gateway sets and the log keeps
+// as they are (not the payload: sensitive fields get fresh salts).
+func keyOfEntry(e *audit.Entry) ownKey {
+	h := sha256.New()
+	var b [8]byte
+	for _, s := range []string{string(e.Kind), e.RequestID, e.Decision, e.Approver, e.Status, e.Agent, e.Session, e.Message, e.BundleDigest} {
+		binary.BigEndian.PutUint64(b[:], uint64(len(s)))
+		h.Write(b[:])
+		h.Write([]byte(s))
+	}
+	binary.BigEndian.PutUint64(b[:], uint64(e.Time.UnixNano()))
+	h.Write(b[:])
+	binary.BigEndian.PutUint64(b[:], uint64(e.Closes))
+	h.Write(b[:])
+	var k ownKey
+	h.Sum(k[:0])
+	return k
+}
+
+// ownLog is the gateway's Recorder on a shared log: it notes each entry
+// this replica appends, so that the catch-up passes over it (the gateway
+// folds its own entries live) exactly when the live path folds it.
+type ownLog struct {
+	Recorder
+	f *follower
+}
+
+func (o ownLog) Append(ctx context.Context, e *audit.Entry) (audit.Receipt, error) {
+	k := keyOfEntry(e)
+	oe := &ownEntry{state: ownPending, since: time.Now()}
+	o.f.ownMu.Lock()
+	if o.f.own[k] != nil {
+		o.f.ownMu.Unlock()
+		// Two of this replica's entries would read back alike: no catch-up
+		// could tell which one it meets.
+		return audit.Receipt{}, fmt.Errorf("append: an entry like this one is being appended")
+	}
+	o.f.own[k] = oe
+	o.f.ownMu.Unlock()
+	r, err := o.Recorder.Append(ctx, e)
+	o.f.ownMu.Lock()
+	defer o.f.ownMu.Unlock()
+	switch {
+	case oe.state == ownSeen:
+		// The catch-up read it in the log: it is durable, whatever the
+		// append said, and the caller folds it live.
+		delete(o.f.own, k)
+		return oe.receipt, nil
+	case err != nil:
+		oe.state = ownFailed // if it is in the log after all, the catch-up folds it
+		return r, err
+	}
+	oe.state = ownDone
+	return r, nil
+}
+
+// claim reports whether the entry at index i (e) is this replica's own,
+// folded live; one that failed to append, found in the log, is not.
+func (f *follower) claim(e *audit.Entry, r audit.Receipt) bool {
+	k := keyOfEntry(e)
+	f.ownMu.Lock()
+	defer f.ownMu.Unlock()
+	oe := f.own[k]
+	if oe == nil {
+		return false
+	}
+	switch oe.state {
+	case ownPending:
+		oe.state, oe.receipt = ownSeen, r
+		return true
+	case ownDone:
+		delete(f.own, k)
+		return true
+	case ownFailed:
+		delete(f.own, k)
+		return false
+	}
+	return true
+}
+
+// forgetFailed drops the notes of appends that failed an hour ago: their
+// transaction is long over, and what it committed was read.
+func (f *follower) forgetFailed(now time.Time) {
+	f.ownMu.Lock()
+	defer f.ownMu.Unlock()
+	for k, oe := range f.own {
+		if oe.state == ownFailed && now.Sub(oe.since) > time.Hour {
+			delete(f.own, k)
+		}
+	}
+}
+
+// Follow reads the shared log up to its current size and folds the
+// entries other replicas appended (Config.Replicas): a listener calls it
+// when another replica announces a final request, so that a Wait here
+// returns. Without Config.Replicas it does nothing.
+func (g *Gateway) Follow(ctx context.Context) error {
+	if g.cfg.Replicas == nil {
+		return nil
+	}
+	size, err := g.cfg.Replicas.LogSize(ctx)
+	if err != nil {
+		return fmt.Errorf("follow the log: %w: %v", ErrUnavailable, err)
+	}
+	return g.catchUp(size)
+}
+
+// catchUp folds the entries [next, size) of the shared log. An entry that
+// cannot be folded stops it there: the replica answers nothing from a
+// state it knows to be behind (ErrUnavailable) until it can.
+func (g *Gateway) catchUp(size int64) error {
+	f := g.follow
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if size <= f.next {
+		return nil
+	}
+	folded := false
+	for f.next < size {
+		lo := f.next
+		raws, err := g.reader.ReadEntries(lo, min(lo+eachChunk, size))
+		if err != nil {
+			return fmt.Errorf("follow the log: %w: %v", ErrUnavailable, err)
+		}
+		for k, raw := range raws {
+			i := lo + int64(k)
+			if err := g.foldFollowed(i, raw); err != nil {
+				return fmt.Errorf("follow the log: entry %d: %w: %v", i, ErrUnavailable, err)
+			}
+			f.next, folded = i+1, true
+		}
+	}
+	if folded {
+		f.ownMu.Lock()
+		close(f.wake)
+		f.wake = make(chan struct{})
+		f.ownMu.Unlock()
+	}
+	return nil
+}
+
+// followed returns a channel closed at the next catch-up that folds entries.
+func (f *follower) followed() <-chan struct{} {
+	f.ownMu.Lock()
+	defer f.ownMu.Unlock()
+	return f.wake
+}
+
+// foldFollowed folds entry i of the shared log, raw, unless this replica
+// appended it (then it was folded live): into the ledger (ledger.Apply, the
+// one fold), the requests and the approvals, as Rebuild does.
+func (g *Gateway) foldFollowed(i int64, raw []byte) error {
+	e, err := audit.DecodeVerifiedEntry(raw)
+	if err != nil {
+		return err
+	}
+	at := audit.Receipt{Index: i, LeafHash: tlog.RecordHash(raw)}
+	if g.follow.claim(e, at) {
+		return nil
+	}
+	var d *ledger.Decoded
+	if e.Kind == audit.KindDecision {
+		if d, err = ledger.Decode(e, g.reader); err != nil {
+			return err
+		}
+	}
+	g.stateMu.RLock()
+	g.ledger.Apply(e, d)
+	g.stateMu.RUnlock()
+	switch e.Kind {
+	case audit.KindDecision:
+		return g.followDecision(at, e, d)
+	case audit.KindApproval:
+		if g.approvals == nil {
+			return fmt.Errorf("an approval event and no approvers are configured")
+		}
+		if err := g.approvals.m.Follow(approvalEvent(e)); err != nil {
+			return err
+		}
+		if r, err := g.approvals.m.Get(e.RequestID); err == nil && r.State != approval.Pending && r.State != approval.Approved {
+			g.finish(e.RequestID)
+		}
+	case audit.KindOutcome:
+		g.followOutcome(at, e)
+	case audit.KindNote:
+		g.restorePasskey(e)
+	}
+	return nil
+}
+
+// followDecision restores another replica's decision as a request this
+// replica knows: final when denied, parked (with the approval manager) when
+// it needs approval, open when allowed (the replica that decided executes
+// it and appends its outcome).
+func (g *Gateway) followDecision(at audit.Receipt, e *audit.Entry, d *ledger.Decoded) error {
+	if d.Action == nil {
+		return nil // a request refused before decoding
+	}
+	rec := g.restoreDecision(at, e, d)
+	switch d.Decision {
+	case ledger.Deny:
+		g.settle(rec)
+	case ledger.RequireApproval:
+		if g.approvals == nil {
+			return fmt.Errorf("a parked request and no approvers are configured")
+		}
+		ev, err := parkedEvent(e, d.State)
+		if err != nil {
+			return err
+		}
+		g.mu.Lock()
+		rec.done = make(chan struct{})
+		g.mu.Unlock()
+		return g.approvals.m.Follow(ev)
+	}
+	return nil
+}
+
+// followOutcome records another replica's outcome on the request it closes.
+func (g *Gateway) followOutcome(at audit.Receipt, e *audit.Entry) {
+	g.mu.Lock()
+	rec, _, _ := g.reqs.get(e.RequestID)
+	g.mu.Unlock()
+	if rec == nil {
+		return
+	}
+	out := Outcome{Status: ledger.Status(e.Status)}
+	_ = json.Unmarshal([]byte(e.Result.Text), &out) // the status above when it does not decode
+	var verdicts []policy.Verdict
+	for _, v := range e.Postconditions {
+		verdicts = append(verdicts, policy.Verdict{Rule: v.Rule, Holds: v.Holds, Message: v.Message, Shadow: v.Shadow, Error: v.Error})
+	}
+	g.mu.Lock()
+	rec.Outcome, rec.OutEntry, rec.awaiting = &out, &at, false
+	if len(verdicts) > 0 {
+		rec.postconditions = &verdicts
+	}
+	g.mu.Unlock()
+	g.settle(rec)
+}
+
+// holdScopes locks, across replicas, the scopes a decision of req holds
+// under the active policy, and folds the log up to them. It returns the
+// hold to release once the decision is durable (nil without replicas).
+func (g *Gateway) holdScopes(ctx context.Context, req *Request) (Hold, []string, error) {
+	if g.cfg.Replicas == nil {
+		return nil, nil, nil
+	}
+	h, err := g.cfg.Replicas.Hold(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("decide: %w: %v", ErrUnavailable, err)
+	}
+	keys := g.decisionKeys(req.Agent, req.Action.Type)
+	if err := g.lockAndFollow(ctx, h, keys); err != nil {
+		h.Release()
+		return nil, nil, err
+	}
+	return h, keys, nil
+}
+
+// decisionKeys names the locks of the scopes a decision of actionType by
+// agent holds under the active policy.
+func (g *Gateway) decisionKeys(agent policy.Agent, actionType string) []string {
+	g.stateMu.RLock()
+	defer g.stateMu.RUnlock()
+	reads, _ := g.Active().Policy.ReadsFor(actionType)
+	return scopeKeys(agent, g.ledger.Scopes(actionType, reads))
+}
+
+// covers reports whether held names every lock of want.
+func covers(held, want []string) bool {
+	for _, k := range want {
+		if !slices.Contains(held, k) {
+			return false
+		}
+	}
+	return true
+}
+
+// lockAndFollow takes keys on h and folds the log up to the size they
+// guard.
+func (g *Gateway) lockAndFollow(ctx context.Context, h Hold, keys []string) error {
+	size, err := h.Lock(ctx, keys)
+	if err != nil {
+		return fmt.Errorf("lock %v across replicas: %w: %v", keys, ErrUnavailable, err)
+	}
+	return g.catchUp(size)
+}
+
+// holdRequests locks requests ids across replicas (sorted, so that two
+// holders never wait on each other) and folds the log up to them.
+func (g *Gateway) holdRequests(ctx context.Context, ids ...string) (Hold, error) {
+	if g.cfg.Replicas == nil {
+		return nil, nil
+	}
+	h, err := g.cfg.Replicas.Hold(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = lockPrefix + id
+	}
+	slices.Sort(keys)
+	if err := g.lockAndFollow(ctx, h, keys); err != nil {
+		h.Release()
+		return nil, err
+	}
+	return h, nil
+}
+
+// release releases h, if any.
+func release(h Hold) {
+	if h != nil {
+		h.Release()
+	}
+}
+
+// pollInterval is how often a Wait on a replica reads the log when no
+// listener wakes it (a lost notification, a listener reconnecting).
+const pollInterval = time.Second
+
+// runExpiryShared ends the parked requests due at now, each under its lock
+// once the log is read up to it: a request another replica approved, or
+// expired, in the meantime is not expired again.
+func (g *Gateway) runExpiryShared(ctx context.Context, now time.Time) {
+	var due []string
+	for _, r := range g.approvals.m.Pending("") {
+		if !now.Before(r.Expires) {
+			due = append(due, r.ID)
+		}
+	}
+	if len(due) == 0 {
+		return
+	}
+	h, err := g.holdRequests(ctx, due...)
+	if err != nil {
+		return // the next round tries again
+	}
+	defer h.Release()
+	ended, _ := g.approvals.m.ExpireOnly(now, func(id string) bool { return slices.Contains(due, id) })
+	for _, r := range ended {
+		g.finish(r.ID)
+	}
+	g.follow.forgetFailed(time.Now())
+}
+
+// waitShared is Wait on a replica: the request may be approved, rejected or
+// expired on any replica, and this one learns it by reading the log, when a
+// listener calls Follow or every pollInterval.
+func (g *Gateway) waitShared(ctx context.Context, agent, id string) (*Result, error) {
+	for {
+		wake := g.follow.followed() // taken before reading: no catch-up is missed
+		if err := g.Follow(ctx); err != nil {
+			if ctx.Err() != nil {
+				return g.get(agent, id)
+			}
+			return nil, err
+		}
+		g.mu.Lock()
+		rec, _, _ := g.reqs.get(id)
+		var done chan struct{}
+		if rec != nil && rec.Agent == agent {
+			done = rec.done
+		}
+		g.mu.Unlock()
+		if done == nil {
+			return g.get(agent, id)
+		}
+		t := time.NewTimer(pollInterval)
+		select {
+		case <-done:
+			t.Stop()
+			return g.get(agent, id)
+		case <-ctx.Done():
+			t.Stop()
+			return g.get(agent, id)
+		case <-wake:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// rebuilt ends Rebuild on a replica: the parked requests and their votes
+// are restored; a decision without its outcome, or a quorum without its
+// execution, may be another replica's work in flight, and is left to it (or
+// to the reconciliation of a replica that stopped, which knows whose work
+// it was), not closed here. The log is folded up to lr's size.
+func (g *Gateway) rebuilt(lr LogReader, events []approval.Event, latest time.Time) error {
+	if len(events) > 0 {
+		if g.approvals == nil {
+			return fmt.Errorf("rebuild: the log has approval events and no approvers are configured")
+		}
+		if _, err := g.approvals.m.Restore(events); err != nil {
+			return fmt.Errorf("rebuild: %w", err)
+		}
+		for _, r := range events {
+			if req, err := g.approvals.m.Get(r.Request); err == nil && req.State != approval.Pending && req.State != approval.Approved {
+				g.finish(r.Request)
+			}
+		}
+		g.approvals.m.NotBefore(latest)
+	}
+	g.mu.Lock()
+	g.forgetLocked(nil, false)
+	for _, rec := range g.reqs.open {
+		g.reqs.settle(rec, g.reader != nil)
+	}
+	g.mu.Unlock()
+	g.follow.mu.Lock()
+	g.follow.next = max(g.follow.next, lr.Size())
+	g.follow.mu.Unlock()
+	return nil
+}
