@@ -72,9 +72,15 @@ type cluster struct {
 
 func newCluster(t testing.TB, n int) *cluster {
 	t.Helper()
-	c := &cluster{pg: pgtest.New(t)}
+	return newClusterOn(t, pgtest.New(t), testPolicy, n)
+}
+
+// newClusterOn is newCluster on the PostgreSQL cluster pg, with policy src.
+func newClusterOn(t testing.TB, pg *pgtest.Cluster, src string, n int) *cluster {
+	t.Helper()
+	c := &cluster{pg: pg}
 	var err error
-	c.pol, err = policy.FromSources([]policy.Source{{Name: "t.rules", Data: []byte(testPolicy)}}, policy.Options{})
+	c.pol, err = policy.FromSources([]policy.Source{{Name: "t.rules", Data: []byte(src)}}, policy.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -469,4 +475,3 @@ func kill(t *testing.T, pool *pgxpool.Pool, pid uint32) {
 		t.Fatalf("terminate backend %d: %v, %v", pid, ok, err)
 	}
 }
-
