@@ -20,7 +20,9 @@ import (
 // Options configure a State. The zero value works.
 type Options struct {
 	// MaxHolders caps the connections that hold locks at once (default
-	// 32): a decision or a vote waits for one beyond that.
+	// 16): a decision or a vote waits for one beyond that. Each replica
+	// opens up to MaxHolders + its log pool's connections + 1 (Listen):
+	// mind PostgreSQL's max_connections.
 	MaxHolders int32
 	// Timeout bounds one wait for locks and one read of the log (default
 	// 10s): past it the decision fails closed (ErrUnavailable).
@@ -29,7 +31,7 @@ type Options struct {
 
 func (o *Options) setDefaults() {
 	if o.MaxHolders <= 0 {
-		o.MaxHolders = 32
+		o.MaxHolders = 16
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Second
