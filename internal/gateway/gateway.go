@@ -817,6 +817,13 @@ func endedDecision(d *policy.Decision, st approval.State) *policy.Decision {
 // ReportOutcome records the outcome an agent reports for an allowed action
 // of a decide-only type. It is accepted once.
 func (g *Gateway) ReportOutcome(ctx context.Context, agent, id string, out Outcome) (*Result, error) {
+	// With replicas: the request's lock, and the log read up to it, so
+	// that the report is accepted once in all the replicas.
+	h, err := g.holdRequests(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("report outcome: %w", err)
+	}
+	defer release(h)
 	g.mu.Lock()
 	rec, _, ok := g.reqs.get(id)
 	switch {
@@ -849,7 +856,7 @@ func (g *Gateway) ReportOutcome(ctx context.Context, agent, id string, out Outco
 		rec.Action = act
 	}
 	out.Reported = true
-	_, err := g.recordOutcome(ctx, rec, out)
+	_, err = g.recordOutcome(ctx, rec, out)
 	g.settle(rec)
 	if err != nil {
 		return nil, err

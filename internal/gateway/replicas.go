@@ -318,6 +318,13 @@ func (g *Gateway) followDecision(at audit.Receipt, e *audit.Entry, d *ledger.Dec
 	switch d.Decision {
 	case ledger.Deny:
 		g.settle(rec)
+	case ledger.Allow:
+		if g.executor(d.Action.Type) == nil {
+			// Decide-only: its agent may report the outcome to any replica.
+			g.mu.Lock()
+			rec.awaiting = true
+			g.mu.Unlock()
+		}
 	case ledger.RequireApproval:
 		if g.approvals == nil {
 			return fmt.Errorf("a parked request and no approvers are configured")

@@ -2,6 +2,7 @@ package pgstate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -473,5 +474,29 @@ func kill(t *testing.T, pool *pgxpool.Pool, pid uint32) {
 	var ok bool
 	if err := pool.QueryRow(context.Background(), "SELECT pg_terminate_backend($1)", int32(pid)).Scan(&ok); err != nil || !ok {
 		t.Fatalf("terminate backend %d: %v, %v", pid, ok, err)
+	}
+}
+
+// TestReportOnAnotherReplica: the outcome of a decide-only action decided
+// on replica A is reported to replica B, once: a second report, on A, is a
+// conflict, and A answers with B's outcome.
+func TestReportOnAnotherReplica(t *testing.T) {
+	c := newCluster(t, 2)
+	ctx := context.Background()
+	a, b := c.reps[0], c.reps[1]
+	res, err := a.gw.Submit(ctx, &gateway.Request{Agent: policy.Agent{ID: "agent-r"}, Session: "s",
+		Action: action(t, `{"type": "transfer", "amount": 10, "to": "acct-r"}`)}, true)
+	if err != nil || res.Decision.Decision != policy.Allow {
+		t.Fatalf("transfer: %+v, %v", res, err)
+	}
+	got, err := b.gw.ReportOutcome(ctx, "agent-r", res.RequestID, gateway.Outcome{Status: gateway.StatusOK})
+	if err != nil || got.Outcome == nil || !got.Outcome.Reported {
+		t.Fatalf("report on B: %+v, %v; want recorded", got, err)
+	}
+	if _, err := a.gw.ReportOutcome(ctx, "agent-r", res.RequestID, gateway.Outcome{Status: gateway.StatusError}); !errors.Is(err, gateway.ErrConflict) {
+		t.Errorf("second report, on A: %v, want ErrConflict", err)
+	}
+	if got, err := a.gw.Get("agent-r", res.RequestID); err != nil || got.Outcome == nil || got.Outcome.Status != gateway.StatusOK {
+		t.Errorf("A reads the request: %+v, %v; want B's ok outcome", got, err)
 	}
 }
