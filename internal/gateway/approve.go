@@ -263,7 +263,7 @@ func (g *Gateway) executeApproved(ctx context.Context, id string, h Hold) (*Resu
 	a := g.Active()
 	reads, _ := a.Policy.ReadsFor(rec.Action.Type)
 	tx := g.ledger.Begin(agent, rec.Session, rec.Action.Type, reads)
-	now := g.cfg.Now().UTC()
+	now := g.decisionTime()
 	d := a.Policy.Evaluate(&policy.Request{
 		Action: rec.Action, Agent: agent, Session: policy.Session{ID: rec.Session, History: tx.History()},
 		Instruction: rec.instruction, Reasoning: rec.reasoning, Now: now, State: tx,

@@ -497,7 +497,7 @@ func (g *Gateway) decide(ctx context.Context, req *Request, executes bool) (*rec
 // returns the record, how to wait until its entry is durable (nil when
 // parking recorded it), and whether the gateway keeps the request.
 func (g *Gateway) decideLocked(ctx context.Context, tx *ledger.Txn, a *Active, id string, req *Request, executes bool) (rec *record, recorded audit.Pending, keep bool, err error) {
-	now := g.cfg.Now().UTC()
+	now := g.decisionTime()
 	var d *policy.Decision
 	overBudget := g.ledger.OverBudget()
 	if overBudget {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -85,6 +86,10 @@ func scopeKeys(agent policy.Agent, scopes policy.ScopeSet) []string {
 type follower struct {
 	mu   sync.Mutex // one catch-up at a time
 	next int64      // entries [0, next) are folded
+
+	// latest is the latest time of an entry folded from another replica
+	// (Unix nanoseconds): no decision here is made earlier (decisionTime).
+	latest atomic.Int64
 
 	ownMu sync.Mutex
 	own   map[ownKey]*ownEntry // entries this replica appends or appended
@@ -275,6 +280,11 @@ func (g *Gateway) foldFollowed(i int64, raw []byte) error {
 	at := audit.Receipt{Index: i, LeafHash: tlog.RecordHash(raw)}
 	if g.follow.claim(e, at) {
 		return nil
+	}
+	for t := e.Time.UnixNano(); ; {
+		if l := g.follow.latest.Load(); t <= l || g.follow.latest.CompareAndSwap(l, t) {
+			break
+		}
 	}
 	var d *ledger.Decoded
 	if e.Kind == audit.KindDecision {
@@ -536,5 +546,22 @@ func (g *Gateway) rebuilt(lr LogReader, events []approval.Event, latest time.Tim
 	g.follow.mu.Lock()
 	g.follow.next = max(g.follow.next, lr.Size())
 	g.follow.mu.Unlock()
+	if t := latest.UnixNano(); !latest.IsZero() && t > g.follow.latest.Load() {
+		g.follow.latest.Store(t)
+	}
 	return nil
+}
+
+// decisionTime is the time of a decision made now: the clock's, and on a
+// replica never earlier than an entry it folded from another one. A window
+// counts the points up to its decision's time, so a replica whose clock is
+// behind another's would otherwise not count that one's latest decisions.
+func (g *Gateway) decisionTime() time.Time {
+	now := g.cfg.Now().UTC()
+	if g.follow != nil {
+		if l := time.Unix(0, g.follow.latest.Load()).UTC(); l.After(now) {
+			return l
+		}
+	}
+	return now
 }

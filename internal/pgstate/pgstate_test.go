@@ -88,12 +88,13 @@ func newClusterOn(t testing.TB, pg *pgtest.Cluster, src string, n int) *cluster 
 	c.signers, c.reg = approvers(t)
 	c.up = newUpstream(t, c)
 	for range n {
-		c.reps = append(c.reps, c.newReplica(t))
+		c.reps = append(c.reps, c.newReplica(t, nil))
 	}
 	return c
 }
 
-func (c *cluster) newReplica(t testing.TB) *replica {
+// newReplica opens a replica whose clock is now (time.Now when nil).
+func (c *cluster) newReplica(t testing.TB, now func() time.Time) *replica {
 	t.Helper()
 	ctx := context.Background()
 	pool, err := pglog.Connect(ctx, c.pg.DSN())
@@ -112,7 +113,7 @@ func (c *cluster) newReplica(t testing.TB) *replica {
 	}
 	t.Cleanup(st.Close)
 	trade := &gateway.HTTPExecutor{Method: "POST", URL: c.up.srv.URL + "/trades", Headers: http.Header{"Authorization": {"Bearer upstream-secret"}}}
-	gw, err := gateway.New(gateway.Config{Policy: c.pol, Log: st, Replicas: st, Approvers: c.reg,
+	gw, err := gateway.New(gateway.Config{Policy: c.pol, Log: st, Replicas: st, Approvers: c.reg, Now: now,
 		Executors: map[string]gateway.Executor{"trade": trade}})
 	if err != nil {
 		t.Fatal(err)
@@ -498,5 +499,24 @@ func TestReportOnAnotherReplica(t *testing.T) {
 	}
 	if got, err := a.gw.Get("agent-r", res.RequestID); err != nil || got.Outcome == nil || got.Outcome.Status != gateway.StatusOK {
 		t.Errorf("A reads the request: %+v, %v; want B's ok outcome", got, err)
+	}
+}
+
+// TestClockBehind: a replica whose clock is a minute behind another's still
+// counts that one's latest transfer in its window: it decides no earlier
+// than the latest entry it folded.
+func TestClockBehind(t *testing.T) {
+	c := newCluster(t, 1)
+	behind := c.newReplica(t, func() time.Time { return time.Now().Add(-time.Minute) })
+	ctx := context.Background()
+	for i, r := range []*replica{c.reps[0], behind} {
+		res, err := r.gw.Submit(ctx, &gateway.Request{Agent: policy.Agent{ID: fmt.Sprintf("agent-%d", i)}, Session: "s",
+			Action: action(t, `{"type": "transfer", "amount": 9999, "to": "acct-c"}`)}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []policy.Effect{policy.Allow, policy.Deny}[i]; res.Decision.Decision != want {
+			t.Errorf("transfer %d of 9999 to one payee (replica clock %d): %s, want %s", i+1, i, res.Decision.Decision, want)
+		}
 	}
 }
