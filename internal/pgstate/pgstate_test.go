@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -334,6 +335,9 @@ func TestFinalApprovalsOnTwoReplicas(t *testing.T) {
 	if len(c.up.bad) > 0 {
 		t.Errorf("upstream called without one committed approved decision for %v", c.up.bad)
 	}
+	// The log the replicas wrote rebuilds: every vote and execution is
+	// checked again, none twice.
+	c.newReplica(t, nil)
 }
 
 // TestWaitOnAnotherReplica: a request parked on replica A is approved on A;
@@ -518,5 +522,39 @@ func TestClockBehind(t *testing.T) {
 		if want := []policy.Effect{policy.Allow, policy.Deny}[i]; res.Decision.Decision != want {
 			t.Errorf("transfer %d of 9999 to one payee (replica clock %d): %s, want %s", i+1, i, res.Decision.Decision, want)
 		}
+	}
+}
+
+// TestExpiryOnReplicas: every replica runs the expiry sweeper; a parked
+// request whose time runs out is expired once in the log, every replica
+// reads it expired, and a replica started afterwards rebuilds from the log
+// (Restore rejects a request expired twice).
+func TestExpiryOnReplicas(t *testing.T) {
+	pg := pgtest.New(t)
+	c := newClusterOn(t, pg, strings.Replace(testPolicy, `message: "a treasurer signs every trade"`, "within: 1s\n    message: \"a treasurer signs every trade\"", 1), 3)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, r := range c.reps {
+		go r.gw.RunExpiry(ctx)
+	}
+	req := c.park(t, c.reps[0], "agent-e")
+	for _, r := range c.reps {
+		wctx, stop := context.WithTimeout(ctx, time.Minute)
+		res, err := r.gw.Wait(wctx, "agent-e", req.ID)
+		stop()
+		if err != nil || res.Approval == nil || res.Approval.State != approval.Expired {
+			t.Fatalf("wait: %+v, %v; want the request expired", res, err)
+		}
+	}
+	var n int
+	if err := c.reps[0].pool.QueryRow(ctx, "SELECT count(*) FROM rulelock_entries WHERE position($1::bytea in payload) > 0 AND position('\"expired\"'::bytea in payload) > 0", []byte(req.ID)).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Errorf("%d expiry entries for the request, want 1", n)
+	}
+	fresh := c.newReplica(t, nil)
+	if res, err := fresh.gw.Get("agent-e", req.ID); err != nil || res.Approval == nil || res.Approval.State != approval.Expired {
+		t.Errorf("a replica started afterwards: %+v, %v; want the request expired", res, err)
 	}
 }
