@@ -38,15 +38,26 @@ rule "AgentCap" {
 // BenchmarkDecisions: decide-only decisions spread round-robin over 1 or 3
 // replicas on one PostgreSQL, by 64 concurrent callers, each as its own
 // agent: "global" decisions all hold the global lock (the payee cap over all
-// agents), "agent" decisions hold only their agent's.
+// agents), "agent" decisions hold only their agent's. replicas=0 is the
+// baseline: one gateway alone on the PostgreSQL log (no Replicas).
 //
 //	go test -run '^$' -bench Decisions -benchtime 2000x -count 3 ./internal/pgstate
 func BenchmarkDecisions(b *testing.B) {
 	pg := pgtest.New(b)
 	for _, scope := range []struct{ name, typ string }{{"global", "transfer"}, {"agent", "pay"}} {
-		for _, n := range []int{1, 3} {
+		for _, n := range []int{0, 1, 3} {
 			b.Run(fmt.Sprintf("scope=%s/replicas=%d", scope.name, n), func(b *testing.B) {
-				c := newClusterOn(b, pg, benchPolicy, n)
+				c := newClusterOn(b, pg, benchPolicy, max(n, 1))
+				if n == 0 {
+					// The baseline: one gateway alone on the PostgreSQL log,
+					// no shared locks, no catch-up.
+					alone, err := gateway.New(gateway.Config{Policy: c.pol, Log: c.reps[0].st.log})
+					if err != nil {
+						b.Fatal(err)
+					}
+					c.reps[0] = &replica{gw: alone}
+					n = 1
+				}
 				ctx := context.Background()
 				var next, callers atomic.Int64
 				act := action(b, fmt.Sprintf(`{"type": %q, "amount": 1, "to": "acct-1"}`, scope.typ))
