@@ -292,6 +292,10 @@ func (g *Gateway) foldFollowed(i int64, raw []byte) error {
 			return err
 		}
 	}
+	if d != nil && len(d.Sealed) > 0 && !e.Time.Before(g.cfg.Now().Add(-g.cfg.Retention)) {
+		// As in Rebuild: rules may read the values it could not open.
+		return fmt.Errorf("the salts of its sensitive members %v are gone and it is inside the retention window: the state rules read cannot be folded", d.Sealed)
+	}
 	g.stateMu.RLock()
 	g.ledger.Apply(e, d)
 	g.stateMu.RUnlock()

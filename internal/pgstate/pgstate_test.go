@@ -561,3 +561,47 @@ func TestExpiryOnReplicas(t *testing.T) {
 		t.Errorf("a replica started afterwards: %+v, %v; want the request expired", res, err)
 	}
 }
+
+// TestSensitiveCapAcrossReplicas: a cap per card number over all agents,
+// where the card number is sensitive (a commitment in the log): a replica
+// folds another's payment with the number its rules saw, opened with the
+// salt in PostgreSQL, so the second 600 on one card is denied.
+func TestSensitiveCapAcrossReplicas(t *testing.T) {
+	const src = `policy "cards" {
+  default: deny
+}
+action "pay_card" {
+  amount: number
+  card_number: string sensitive
+}
+rule "AllowCardPayments" {
+  precondition: action.type == "pay_card"
+  condition: action.amount > 0
+  allow
+}
+rule "CardDailyLimit" {
+  precondition: action.type == "pay_card"
+  condition: global.total("pay_card", "amount", {"card_number": action.card_number}, duration("24h")) + action.amount <= 1000
+  deny: "At most $1,000 per card in 24 hours"
+}
+`
+	c := newClusterOn(t, pgtest.New(t), src, 2)
+	ctx := context.Background()
+	for i, want := range []policy.Effect{policy.Allow, policy.Deny} {
+		res, err := c.reps[i].gw.Submit(ctx, &gateway.Request{Agent: policy.Agent{ID: fmt.Sprintf("agent-%d", i)}, Session: "s",
+			Action: action(t, `{"type": "pay_card", "amount": 600, "card_number": "4111111111111111"}`)}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Decision.Decision != want {
+			t.Errorf("payment %d of 600 on one card, replica %d: %s, want %s", i+1, i, res.Decision.Decision, want)
+		}
+	}
+	var logged string
+	if err := c.reps[0].pool.QueryRow(ctx, "SELECT convert_from(payload, 'UTF8') FROM rulelock_entries ORDER BY idx LIMIT 1").Scan(&logged); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logged, "4111111111111111") {
+		t.Errorf("the card number is in the log: %s", logged)
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/gateway"
+	"github.com/rulelock/rulelock/internal/ledger"
 	"github.com/rulelock/rulelock/internal/pglog"
 )
 
@@ -53,6 +54,7 @@ var (
 	_ gateway.Replicas  = (*State)(nil)
 	_ gateway.Recorder  = (*State)(nil)
 	_ gateway.LogReader = (*State)(nil)
+	_ ledger.Unsealer   = (*State)(nil)
 )
 
 // functionLock is the advisory lock key that serialises the creation of
@@ -288,4 +290,22 @@ func (h *holder) Release() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_ = c.Close(ctx)
+}
+
+// Unseal opens a sensitive value of the log with its salt from
+// rulelock_salts (ledger.Unsealer), so that a replica folds another's
+// decisions with the values their rules saw (a limit per card number). A
+// salt that is gone is audit.ErrShredded.
+func (s *State) Unseal(c audit.Commitment) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.Timeout)
+	defer cancel()
+	var salt []byte
+	err := s.pool.QueryRow(ctx, "SELECT salt FROM rulelock_salts WHERE hmac = $1", c.HMAC[:]).Scan(&salt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("unseal %v: %w", c.HMAC, audit.ErrShredded)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("unseal %v: %w", c.HMAC, err)
+	}
+	return c.Open(salt)
 }
