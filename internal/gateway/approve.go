@@ -250,14 +250,14 @@ func (g *Gateway) executeApproved(ctx context.Context, id string, h Hold) (*Resu
 		return nil, ErrNotFound
 	}
 	agent, revoked := g.currentAgent(rec.agent)
+	var keys []string
 	if h != nil {
 		// The scopes' locks across replicas until the approved decision
 		// is durable, not during the execution.
-		keys := g.decisionKeys(agent, rec.Action.Type)
+		keys = g.decisionKeys(agent, rec.Action.Type)
 		if err := g.lockAndFollow(ctx, h, keys); err != nil {
 			return nil, err
 		}
-		defer h.Unlock(keys)
 	}
 	g.stateMu.RLock()
 	a := g.Active()
@@ -282,6 +282,9 @@ func (g *Gateway) executeApproved(ctx context.Context, id string, h Hold) (*Resu
 	}
 	tx.Unlock()
 	g.stateMu.RUnlock()
+	if h != nil {
+		h.Unlock(keys)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("record approved decision: %w: %v", ErrUnavailable, err)
 	}

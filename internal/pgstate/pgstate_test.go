@@ -435,8 +435,19 @@ func TestKilledHolder(t *testing.T) {
 	// A approves a trade and, while the upstream holds the execution, its
 	// lock connection dies; B's approval finds the request decided.
 	r := c.park(t, b, "agent-9")
+	hold := make(chan struct{})
+	var once sync.Once
+	unhold := func() {
+		once.Do(func() {
+			c.up.mu.Lock()
+			close(hold)
+			c.up.hold = nil
+			c.up.mu.Unlock()
+		})
+	}
+	t.Cleanup(unhold) // before the upstream closes, on a failure too
 	c.up.mu.Lock()
-	c.up.hold = make(chan struct{})
+	c.up.hold = hold
 	c.up.mu.Unlock()
 	approved := make(chan error, 1)
 	go func() {
@@ -446,14 +457,14 @@ func TestKilledHolder(t *testing.T) {
 	for c.up.count(r.ID) == 0 {
 		time.Sleep(5 * time.Millisecond)
 	}
+	// The agent's lock is not held during the execution: its next trade
+	// is decided (parked) meanwhile, within the lock wait's timeout.
+	c.park(t, b, "agent-9")
 	kill(t, b.pool, advisoryHolder(t, b.pool))
 	if _, err := b.gw.Approve(ctx, "bob", r.ID, c.sign(t, "bob", r)); approval.Code(err) != "closed" {
 		t.Errorf("approval on B while A executes: %v, want closed", err)
 	}
-	c.up.mu.Lock()
-	close(c.up.hold)
-	c.up.hold = nil
-	c.up.mu.Unlock()
+	unhold()
 	if err := <-approved; err != nil {
 		t.Errorf("approval on A: %v", err)
 	}
