@@ -45,7 +45,7 @@ func (o *Options) setDefaults() {
 type State struct {
 	pool  *pgxpool.Pool // reads, notifications
 	locks *pgxpool.Pool // lock holders only
-	log   *pglog.Log
+	log   gateway.Recorder
 	opts  Options
 	known atomic.Int64 // the largest log size seen
 }
@@ -76,10 +76,11 @@ BEGIN
 END $$;
 `
 
-// New returns the shared state of the replicas whose log is lg, appended
-// through pool. It opens a pool of its own for the lock holders, with
-// pool's configuration; Close closes it.
-func New(ctx context.Context, pool *pgxpool.Pool, lg *pglog.Log, opts Options) (*State, error) {
+// New returns the shared state of the replicas whose log, in the database
+// of pool, lg appends to: a *pglog.Log, or whatever wraps one (its Append
+// must return only once the entry is committed). It opens a pool of its own
+// for the lock holders, with pool's configuration; Close closes it.
+func New(ctx context.Context, pool *pgxpool.Pool, lg gateway.Recorder, opts Options) (*State, error) {
 	opts.setDefaults()
 	if err := migrate(ctx, pool); err != nil {
 		return nil, err
