@@ -11,8 +11,22 @@ import (
 // LISTENs on a connection of its own and calls follow (gateway.Gateway's
 // Follow) on each notification, and once after each (re)connection, until
 // ctx is done. A lost connection is opened again after a second; in the
-// meantime waiters read the log every second themselves.
+// meantime waiters read the log every second themselves. It also calls
+// follow every second, so that the tail a decision folds under its locks
+// stays short on a replica that decides little.
 func (s *State) Listen(ctx context.Context, follow func(context.Context) error) {
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_ = follow(ctx)
+			}
+		}
+	}()
 	for ctx.Err() == nil {
 		_ = s.listen(ctx, follow)
 		select {
