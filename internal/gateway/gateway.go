@@ -987,6 +987,13 @@ func (g *Gateway) install(p *policy.Policy) error {
 		return nil
 	}
 	lr, ok := g.cfg.Log.(LogReader)
+	var refolded int64 // with replicas: the entries the new ledger folds
+	if g.follow != nil {
+		// Every decision of this replica is below the log's size now: no
+		// decision is between its append and its fold (stateMu).
+		refolded = g.reader.Size()
+		lr, ok = sized{g.reader, refolded}, true
+	}
 	if !ok {
 		if g.decided.Load() > 0 || g.folded {
 			return fmt.Errorf("the policy reads state the ledger does not keep, and the log cannot be read back to fill it")
@@ -1008,6 +1015,9 @@ func (g *Gateway) install(p *policy.Policy) error {
 	l.Sweep(g.cfg.Now())
 	g.ledger = l
 	g.installed = append(g.installed, p)
+	if g.follow != nil {
+		g.follow.refolded.Store(refolded)
+	}
 	return nil
 }
 

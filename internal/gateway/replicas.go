@@ -87,6 +87,10 @@ type follower struct {
 	mu   sync.Mutex // one catch-up at a time
 	next int64      // entries [0, next) are folded
 
+	// refolded: the ledger folded the log's entries below it when a policy
+	// needed new indexes (Gateway.install); the catch-up does not fold
+	// them into it again. Written under stateMu held for writing.
+	refolded atomic.Int64
 	// latest is the latest time of an entry folded from another replica
 	// (Unix nanoseconds): no decision here is made earlier (decisionTime).
 	latest atomic.Int64
@@ -297,7 +301,9 @@ func (g *Gateway) foldFollowed(i int64, raw []byte) error {
 		return fmt.Errorf("the salts of its sensitive members %v are gone and it is inside the retention window: the state rules read cannot be folded", d.Sealed)
 	}
 	g.stateMu.RLock()
-	g.ledger.Apply(e, d)
+	if i >= g.follow.refolded.Load() { // a new ledger folded those below
+		g.ledger.Apply(e, d)
+	}
 	g.stateMu.RUnlock()
 	switch e.Kind {
 	case audit.KindDecision:
@@ -569,3 +575,11 @@ func (g *Gateway) decisionTime() time.Time {
 	}
 	return now
 }
+
+// sized is a LogReader of the log's first size entries.
+type sized struct {
+	LogReader
+	size int64
+}
+
+func (s sized) Size() int64 { return s.size }

@@ -616,3 +616,60 @@ rule "CardDailyLimit" {
 		t.Errorf("the card number is in the log: %s", logged)
 	}
 }
+
+// TestActivationOnReplicas: a policy activated on a replica reads a limit
+// the ledger kept no index for; the replica folds the log again, with the
+// other replica's decisions, and goes on counting that one's decisions made
+// after.
+func TestActivationOnReplicas(t *testing.T) {
+	c := newCluster(t, 2)
+	a, b := c.reps[0], c.reps[1]
+	ctx := context.Background()
+	p2, err := policy.FromSources([]policy.Source{{Name: "t.rules", Data: []byte(testPolicy + `
+rule "AllowPay" {
+  precondition: action.type == "pay"
+  allow
+}
+rule "PayCap" {
+  precondition: action.type == "pay"
+  condition: global.total("pay", "amount", {}, duration("24h")) + action.amount <= 1000
+  deny: "at most 1000 paid in all"
+}
+`)}}, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pay := func(r *replica, amount int) policy.Effect {
+		t.Helper()
+		res, err := r.gw.Submit(ctx, &gateway.Request{Agent: policy.Agent{ID: "agent-p"}, Session: "s",
+			Action: action(t, fmt.Sprintf(`{"type": "pay", "amount": %d}`, amount))}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Decision.Decision
+	}
+	// Before: the policy denies pay (default deny), so nothing counts yet;
+	// under p2 on A, then B.
+	if got := pay(a, 600); got != policy.Deny {
+		t.Fatalf("pay before the activation: %s, want deny (default)", got)
+	}
+	for i, r := range []*replica{a, b} {
+		if err := r.gw.Activate(ctx, &gateway.Active{Policy: p2, Digest: p2.Digest(), Dev: true, Source: "test"}); err != nil {
+			t.Fatalf("activate on replica %d: %v", i, err)
+		}
+		if i == 0 {
+			if got := pay(a, 600); got != policy.Allow {
+				t.Fatalf("600 on A under the new policy: %s, want allow", got)
+			}
+		}
+	}
+	for _, step := range []struct {
+		r      *replica
+		amount int
+		want   policy.Effect
+	}{{b, 500, policy.Deny}, {b, 400, policy.Allow}, {a, 1, policy.Deny}} {
+		if got := pay(step.r, step.amount); got != step.want {
+			t.Errorf("pay %d: %s, want %s (1000 in all)", step.amount, got, step.want)
+		}
+	}
+}
