@@ -95,6 +95,10 @@ type follower struct {
 	// (Unix nanoseconds): no decision here is made earlier (decisionTime).
 	latest atomic.Int64
 
+	// stuck is why the catch-up cannot fold the next entry (nil when it
+	// can): Ready reports it (ownLog.Err) until a catch-up gets past it.
+	stuck atomic.Pointer[error]
+
 	ownMu sync.Mutex
 	own   map[ownKey]*ownEntry // entries this replica appends or appended
 	wake  chan struct{}        // closed and replaced after each catch-up that folded entries
@@ -181,6 +185,21 @@ func (o ownLog) Append(ctx context.Context, e *audit.Entry) (audit.Receipt, erro
 	return r, nil
 }
 
+// Err reports why the log, or this replica's reading of it, refuses new
+// actions (Gateway.Ready): the inner Recorder's Err, or an entry of the
+// shared log this replica cannot fold.
+func (o ownLog) Err() error {
+	if f, ok := o.Recorder.(interface{ Err() error }); ok {
+		if err := f.Err(); err != nil {
+			return err
+		}
+	}
+	if err := o.f.stuck.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
 // claim reports whether the entry at index i (e) is this replica's own,
 // folded live; one that failed to append, found in the log, is not.
 func (f *follower) claim(e *audit.Entry, r audit.Receipt) bool {
@@ -252,11 +271,14 @@ func (g *Gateway) catchUp(size int64) error {
 		for k, raw := range raws {
 			i := lo + int64(k)
 			if err := g.foldFollowed(i, raw); err != nil {
-				return fmt.Errorf("follow the log: entry %d: %w: %v", i, ErrUnavailable, err)
+				err = fmt.Errorf("follow the log: entry %d: %w: %v", i, ErrUnavailable, err)
+				f.stuck.Store(&err)
+				return err
 			}
 			f.next, folded = i+1, true
 		}
 	}
+	f.stuck.Store(nil)
 	if folded {
 		f.ownMu.Lock()
 		close(f.wake)
@@ -300,11 +322,22 @@ func (g *Gateway) foldFollowed(i int64, raw []byte) error {
 		// As in Rebuild: rules may read the values it could not open.
 		return fmt.Errorf("the salts of its sensitive members %v are gone and it is inside the retention window: the state rules read cannot be folded", d.Sealed)
 	}
+	// The requests and approvals first: an entry they refuse leaves the
+	// ledger as it was, and the next catch-up tries it again.
+	if err := g.followRequests(at, e, d); err != nil {
+		return err
+	}
 	g.stateMu.RLock()
 	if i >= g.follow.refolded.Load() { // a new ledger folded those below
 		g.ledger.Apply(e, d)
 	}
 	g.stateMu.RUnlock()
+	return nil
+}
+
+// followRequests folds another replica's entry into the requests this
+// replica knows and its approval manager, as Rebuild does.
+func (g *Gateway) followRequests(at audit.Receipt, e *audit.Entry, d *ledger.Decoded) error {
 	switch e.Kind {
 	case audit.KindDecision:
 		return g.followDecision(at, e, d)

@@ -673,3 +673,45 @@ rule "PayCap" {
 		}
 	}
 }
+
+// TestStuckReplicaIsNotReady: a replica that cannot fold an entry of the
+// shared log (here: a parked request, and it has no approvers configured)
+// answers nothing from the state it knows to be behind, and says so in
+// Ready (/readyz), until it can.
+func TestStuckReplicaIsNotReady(t *testing.T) {
+	c := newCluster(t, 1)
+	ctx := context.Background()
+	pool, err := pglog.Connect(ctx, c.pg.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	lg, err := pglog.Open(ctx, pool, pglog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lg.Close() })
+	st, err := New(ctx, pool, lg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	bare, err := gateway.New(gateway.Config{Policy: c.pol, Log: st, Replicas: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bare.Ready(); err != nil {
+		t.Fatalf("ready before: %v", err)
+	}
+	r := c.park(t, c.reps[0], "agent-s")
+	if _, err := bare.Get("agent-s", r.ID); !errors.Is(err, gateway.ErrUnavailable) {
+		t.Errorf("get on the stuck replica: %v, want ErrUnavailable", err)
+	}
+	if err := bare.Ready(); !errors.Is(err, gateway.ErrUnavailable) {
+		t.Errorf("ready on the stuck replica: %v, want ErrUnavailable", err)
+	}
+	if _, err := bare.Submit(ctx, &gateway.Request{Agent: policy.Agent{ID: "agent-t"}, Session: "s",
+		Action: action(t, `{"type": "transfer", "amount": 1, "to": "acct-s"}`)}, false); err == nil {
+		t.Error("the stuck replica decided")
+	}
+}
