@@ -310,3 +310,13 @@ func (s *State) Unseal(c audit.Commitment) ([]byte, error) {
 	}
 	return c.Open(salt)
 }
+
+// Err passes on the Err of the Recorder New was given, when it has one
+// (gateway.Ready reports it: a log that refuses appends makes the replica
+// not ready).
+func (s *State) Err() error {
+	if f, ok := s.log.(interface{ Err() error }); ok {
+		return f.Err()
+	}
+	return nil
+}
