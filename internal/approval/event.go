@@ -188,3 +188,20 @@ func (m *Manager) reset() {
 	m.pendingBy = make(map[string]int)
 	m.finished = nil
 }
+
+// Follow applies one event that another Manager recorded in the log this
+// one shares (a replica of the gateway), checked as Restore checks it. A
+// request it parks gets the time left that Restore would give it. Queue
+// limits are not applied: they held where the event was recorded.
+func (m *Manager) Follow(ev Event) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.replay(ev); err != nil {
+		return fmt.Errorf("follow %s %s: %w", ev.Kind, ev.Request, err)
+	}
+	if e := m.reqs[ev.Request]; ev.Kind == EventParked && e != nil {
+		elapsed := m.opts.Elapsed()
+		e.deadline = min(elapsed+e.r.Expires.Sub(m.now()), elapsed+e.r.Expires.Sub(ev.Time.UTC()))
+	}
+	return nil
+}

@@ -262,11 +262,21 @@ func (m *Manager) MarkExecuted(id string) error {
 // at the request's expiry when now is earlier (a clock set back). On a
 // Recorder failure it returns the requests expired so far and the error.
 func (m *Manager) Expire(now time.Time) ([]Request, error) {
+	return m.ExpireOnly(now, nil)
+}
+
+// ExpireOnly is Expire for the requests only accepts (every request when
+// only is nil): replicas sharing a log expire a request only under its
+// lock, once they have read the log up to it (gateway.Replicas).
+func (m *Manager) ExpireOnly(now time.Time, only func(id string) bool) ([]Request, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now = now.UTC()
 	var due []*entry
 	for _, e := range m.reqs {
+		if only != nil && !only(e.r.ID) {
+			continue
+		}
 		if e.r.State == Pending && (!now.Before(e.r.Expires) || m.overdue(e)) {
 			due = append(due, e)
 		}

@@ -142,6 +142,13 @@ func (g *Gateway) Approve(ctx context.Context, caller, id string, signed []byte)
 		}
 		return nil, ErrFrozen
 	}
+	// With replicas: the request's lock, and the log read up to it, so
+	// that one approval in all the replicas completes the quorum.
+	h, err := g.holdRequests(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("approve: %w", err)
+	}
+	defer release(h)
 	res, err := g.approvals.m.Approve(id, signed)
 	if err != nil {
 		return nil, g.refusedVote(ctx, ledger.Approve, caller, id, signed, err)
@@ -150,7 +157,7 @@ func (g *Gateway) Approve(ctx context.Context, caller, id string, signed []byte)
 	if !res.Ready {
 		return out, nil
 	}
-	r, err := g.executeApproved(ctx, id)
+	r, err := g.executeApproved(ctx, id, h)
 	if err != nil {
 		return out, err
 	}
@@ -167,6 +174,11 @@ func (g *Gateway) Reject(ctx context.Context, caller, id string, signed []byte) 
 	if g.approvals == nil {
 		return nil, ErrNoApprovals
 	}
+	h, err := g.holdRequests(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("reject: %w", err)
+	}
+	defer release(h)
 	r, err := g.approvals.m.Reject(id, signed)
 	if err != nil {
 		return nil, g.refusedVote(ctx, ledger.Reject, caller, id, signed, err)
@@ -244,7 +256,7 @@ func (g *Gateway) refusedVote(ctx context.Context, verb ledger.Verb, caller, id 
 // agent as it is configured now; if the policy is the one the approvers
 // signed for, the agent may still act and the policy does not deny now, an
 // APPROVED decision entry is appended and the action executed.
-func (g *Gateway) executeApproved(ctx context.Context, id string) (*Result, error) {
+func (g *Gateway) executeApproved(ctx context.Context, id string, h Hold) (*Result, error) {
 	g.mu.Lock()
 	rec, _, _ := g.reqs.get(id)
 	g.mu.Unlock()
@@ -253,12 +265,21 @@ func (g *Gateway) executeApproved(ctx context.Context, id string) (*Result, erro
 	}
 	ctx = g.waitContext(ctx, id)
 	agent, revoked := g.currentAgent(rec.agent)
+	var keys []string
+	if h != nil {
+		// The scopes' locks across replicas until the approved decision
+		// is durable, not during the execution.
+		keys = g.decisionKeys(agent, rec.Action.Type)
+		if err := g.lockAndFollow(ctx, h, keys); err != nil {
+			return nil, err
+		}
+	}
 	_, ds := g.span(ctx, tracing.SpanDecide)
 	g.stateMu.RLock()
 	a := g.Active()
 	reads, _ := a.Policy.ReadsFor(rec.Action.Type)
 	tx := g.ledger.Begin(agent, rec.Session, rec.Action.Type, reads)
-	now := g.cfg.Now().UTC()
+	now := g.decisionTime()
 	d := a.Policy.Evaluate(&policy.Request{
 		Action: rec.Action, Agent: agent, Session: policy.Session{ID: rec.Session, History: tx.History()},
 		Instruction: rec.instruction, Reasoning: rec.reasoning, Now: now, State: tx,
@@ -286,6 +307,9 @@ func (g *Gateway) executeApproved(ctx context.Context, id string) (*Result, erro
 	}
 	tx.Unlock()
 	g.stateMu.RUnlock()
+	if h != nil {
+		h.Unlock(keys)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("record approved decision: %w: %v", ErrUnavailable, err)
 	}
@@ -365,6 +389,7 @@ func (g *Gateway) Pending() []PendingRequest {
 	if g.approvals == nil {
 		return nil
 	}
+	_ = g.Follow(context.Background()) // behind when it fails: what this replica knows
 	var out []PendingRequest
 	for _, r := range g.approvals.m.Pending("") {
 		pr := PendingRequest{Request: r, StillNeeded: g.registry().StillNeeded(r), Approve: string(r.Statement(approval.Approve, "").Marshal())}
@@ -413,6 +438,10 @@ func (g *Gateway) RunExpiry(ctx context.Context) {
 			return
 		case <-time.After(wait):
 		}
+		if g.cfg.Replicas != nil {
+			g.runExpiryShared(ctx, g.cfg.Now())
+			continue
+		}
 		ended, _ := g.approvals.m.Expire(g.cfg.Now())
 		for _, r := range ended {
 			g.finish(r.ID)
@@ -423,6 +452,9 @@ func (g *Gateway) RunExpiry(ctx context.Context) {
 // Wait returns the request once it is final (denied, executed, rejected,
 // expired) or ctx is done, whichever is first.
 func (g *Gateway) Wait(ctx context.Context, agent, id string) (*Result, error) {
+	if g.cfg.Replicas != nil {
+		return g.waitShared(ctx, agent, id)
+	}
 	g.mu.Lock()
 	rec, _, _ := g.reqs.get(id)
 	var done chan struct{}

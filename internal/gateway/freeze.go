@@ -80,6 +80,13 @@ func (g *Gateway) Frozen() FreezeState {
 func (g *Gateway) Freeze(ctx context.Context, caller string, signed []byte) (FreezeState, error) {
 	who, st, err := g.openFreeze(signed, false)
 	if err == nil {
+		// With replicas: no decision anywhere while the freeze is
+		// recorded, and the log read up to it (holdFreeze).
+		h, herr := g.holdFreeze(ctx)
+		if herr != nil {
+			return g.Frozen(), fmt.Errorf("freeze: %w", herr)
+		}
+		defer release(h)
 		g.stateMu.Lock()
 		defer g.stateMu.Unlock()
 		err = g.checkFreeze(st)
@@ -116,6 +123,12 @@ func (g *Gateway) Unfreeze(ctx context.Context, caller string, signed []byte) (F
 	if err != nil {
 		return g.Frozen(), g.refusedFreeze(ctx, caller, signed, err)
 	}
+	// With replicas: the votes on every replica counted in one order.
+	h, err := g.holdFreeze(ctx)
+	if err != nil {
+		return g.Frozen(), fmt.Errorf("unfreeze: %w", err)
+	}
+	defer release(h)
 	g.stateMu.Lock()
 	defer g.stateMu.Unlock()
 	f := g.frozen.Load()

@@ -158,6 +158,10 @@ type Config struct {
 	// and closes only older ones as unknown. Zero: this gateway is the
 	// log's only writer, and Rebuild closes every one.
 	Lease time.Duration
+	// Replicas, when set, makes the gateway one of several replicas of
+	// one shared log (replicas.go); Log must then read that log back
+	// (LogReader). Nil: the gateway is alone on its log.
+	Replicas Replicas
 	// Notify, when set, is told of each request parked for approval, once
 	// its decision is durable. It is called on the decision's path, with
 	// the request's scopes held: it must return at once (queue, never
@@ -248,6 +252,8 @@ type Gateway struct {
 	nstates atomic.Int64
 	// The approval_wait span of each parked request, by id, when tracing.
 	waits sync.Map
+
+	follow *follower // with Config.Replicas: how far the shared log is folded
 }
 
 // record is what the gateway remembers of a request.
@@ -299,6 +305,14 @@ func New(cfg Config) (*Gateway, error) {
 		g.principalFn.Store(&cfg.Principals)
 	}
 	g.reader, _ = cfg.Log.(LogReader)
+	if cfg.Replicas != nil {
+		if g.reader == nil {
+			return nil, fmt.Errorf("new gateway: %w: a replica's log must be readable (LogReader)", ErrUnavailable)
+		}
+		g.follow = newFollower()
+		cfg.Log = ownLog{Recorder: cfg.Log, f: g.follow}
+		g.cfg.Log = cfg.Log
+	}
 	g.ledger = ledger.New(ledger.Options{Retention: cfg.Retention, Budget: cfg.Budget})
 	g.alog, _ = cfg.Log.(*audit.Log)
 	none, err := nonePolicy()
@@ -488,6 +502,13 @@ func (g *Gateway) decide(ctx context.Context, req *Request, executes bool) (*rec
 	if err != nil {
 		return nil, fmt.Errorf("decide: %w", err)
 	}
+	// With replicas: the scopes' locks across replicas, and the log read up
+	// to them, until the decision is durable.
+	h, keys, err := g.holdScopes(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	defer release(h)
 	g.stateMu.RLock()
 	a := g.Active()
 	sealed, err := seal(&req.Action, g.sensitive(a.Policy, req.Action.Type))
@@ -500,6 +521,11 @@ func (g *Gateway) decide(ctx context.Context, req *Request, executes bool) (*rec
 		r.logged, req = sealed, &r
 	}
 	reads, _ := a.Policy.ReadsFor(req.Action.Type)
+	if h != nil && !covers(keys, scopeKeys(req.Agent, g.ledger.Scopes(req.Action.Type, reads))) {
+		// A policy activated since the locks were taken reads more.
+		g.stateMu.RUnlock()
+		return nil, fmt.Errorf("decide: %w: the policy changed while deciding; try again", ErrUnavailable)
+	}
 	_, ds := g.span(ctx, tracing.SpanDecide)
 	tx := g.ledger.Begin(req.Agent, req.Session, req.Action.Type, reads)
 	rec, recorded, keep, err := g.decideLocked(ctx, tx, a, id, req, executes)
@@ -529,7 +555,7 @@ func (g *Gateway) decide(ctx context.Context, req *Request, executes bool) (*rec
 // returns the record, how to wait until its entry is durable (nil when
 // parking recorded it), and whether the gateway keeps the request.
 func (g *Gateway) decideLocked(ctx context.Context, tx *ledger.Txn, a *Active, id string, req *Request, executes bool) (rec *record, recorded audit.Pending, keep bool, err error) {
-	now := g.cfg.Now().UTC()
+	now := g.decisionTime()
 	var d *policy.Decision
 	overBudget := g.ledger.OverBudget()
 	if f := g.frozen.Load(); f != nil {
@@ -793,6 +819,14 @@ func (g *Gateway) recordOutcome(ctx context.Context, rec *record, out Outcome) (
 // Get returns what the gateway knows of a request of agent: a final one is
 // read back from the log.
 func (g *Gateway) Get(agent, id string) (*Result, error) {
+	if err := g.Follow(context.Background()); err != nil {
+		return nil, err
+	}
+	return g.get(agent, id)
+}
+
+// get is Get without reading the shared log first.
+func (g *Gateway) get(agent, id string) (*Result, error) {
 	g.mu.Lock()
 	rec, loc, ok := g.reqs.get(id)
 	if !ok {
@@ -852,6 +886,13 @@ func endedDecision(d *policy.Decision, st approval.State) *policy.Decision {
 // ReportOutcome records the outcome an agent reports for an allowed action
 // of a decide-only type. It is accepted once.
 func (g *Gateway) ReportOutcome(ctx context.Context, agent, id string, out Outcome) (*Result, error) {
+	// With replicas: the request's lock, and the log read up to it, so
+	// that the report is accepted once in all the replicas.
+	h, err := g.holdRequests(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("report outcome: %w", err)
+	}
+	defer release(h)
 	g.mu.Lock()
 	rec, _, ok := g.reqs.get(id)
 	switch {
@@ -884,7 +925,7 @@ func (g *Gateway) ReportOutcome(ctx context.Context, agent, id string, out Outco
 		rec.Action = act
 	}
 	out.Reported = true
-	_, err := g.recordOutcome(ctx, rec, out)
+	_, err = g.recordOutcome(ctx, rec, out)
 	g.settle(rec)
 	if err != nil {
 		return nil, err
@@ -1024,6 +1065,13 @@ func (g *Gateway) install(p *policy.Policy) error {
 		return nil
 	}
 	lr, ok := g.cfg.Log.(LogReader)
+	var refolded int64 // with replicas: the entries the new ledger folds
+	if g.follow != nil {
+		// Every decision of this replica is below the log's size now: no
+		// decision is between its append and its fold (stateMu).
+		refolded = g.reader.Size()
+		lr, ok = sized{g.reader, refolded}, true
+	}
 	if !ok {
 		if g.decided.Load() > 0 || g.folded {
 			return fmt.Errorf("the policy reads state the ledger does not keep, and the log cannot be read back to fill it")
@@ -1045,6 +1093,9 @@ func (g *Gateway) install(p *policy.Policy) error {
 	l.Sweep(g.cfg.Now())
 	g.ledger = l
 	g.installed = append(g.installed, p)
+	if g.follow != nil {
+		g.follow.refolded.Store(refolded)
+	}
 	return nil
 }
 

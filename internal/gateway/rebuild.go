@@ -122,6 +122,9 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("rebuild: %w", err)
 	}
+	if g.cfg.Replicas != nil {
+		return 0, g.rebuilt(lr, events, latest)
+	}
 	closed := 0
 	if err := g.restoreApprovals(ctx, events); err != nil {
 		return 0, err

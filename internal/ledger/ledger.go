@@ -386,3 +386,10 @@ func (tx *Txn) History() []policy.HistoryEntry {
 	}
 	return ss.history[:len(ss.history):len(ss.history)]
 }
+
+// Scopes is the set of scopes a decision of actionType holds (Begin): those
+// it reads (reads, from policy.ReadsFor) and those it writes. Replicas take
+// the same scopes' locks across processes before they decide.
+func (l *Ledger) Scopes(actionType string, reads policy.ScopeSet) policy.ScopeSet {
+	return reads | l.tab.Load().writes(actionType)
+}

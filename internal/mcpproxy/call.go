@@ -40,7 +40,7 @@ func (p *Proxy) serverFor(agent policy.Agent) *mcp.Server {
 		as.server = mcp.NewServer(&mcp.Implementation{Name: "rulelock", Version: gateway.EngineVersion}, &mcp.ServerOptions{
 			Capabilities:              &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{ListChanged: true}},
 			Logger:                    p.logger,
-			GetSessionID:              func() string { return sessionPrefix(agent.ID) + rand.Text() },
+			GetSessionID:              func() string { return sessionPrefix(agent.ID) + p.replica + "." + rand.Text() },
 			SupportedProtocolVersions: protocolVersions,
 		})
 		as.server.AddReceivingMiddleware(p.middleware(as))

@@ -44,6 +44,7 @@ const (
 	refusedRequest  = "bad_request"     // JSON, but not a JSON-RPC 2.0 message
 	refusedParams   = "bad_params"      // params that are not an object
 	refusedSession  = "foreign_session" // an Mcp-Session-Id not issued to this agent
+	refusedReplica  = "replica_session" // an Mcp-Session-Id another replica (or an earlier process) issued
 	refusedTooLarge = "too_large"       // a body over the size limit
 )
 

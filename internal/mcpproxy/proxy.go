@@ -14,6 +14,7 @@ package mcpproxy
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -132,7 +133,12 @@ type Proxy struct {
 	results  *resultStash
 	reserved map[string]bool // Config.ActionTypes
 	stop     chan struct{}   // closed by Close: ends the recheck loop
-	loop     sync.WaitGroup
+	// replica names this proxy among replicas in the MCP session ids it
+	// issues: sessions live in one process, and a request naming one
+	// that another replica (or this one before a restart) opened is told
+	// so (guardHTTP).
+	replica string
+	loop    sync.WaitGroup
 
 	mu       sync.Mutex
 	tools    map[string]*tool  // by qualified name: what the upstreams list now
@@ -161,7 +167,7 @@ func New(ctx context.Context, cfg Config) (*Proxy, error) {
 		cfg.Now = time.Now
 	}
 	p := &Proxy{cfg: cfg, logger: cfg.Logger, stderr: cfg.Stderr, progress: newProgressRouter(), results: newResultStash(),
-		reserved: map[string]bool{}, stop: make(chan struct{}),
+		reserved: map[string]bool{}, stop: make(chan struct{}), replica: rand.Text()[:8],
 		tools: map[string]*tool{}, pinned: map[string]string{}, servers: map[string]*agentServer{}, sessions: map[*mcp.ServerSession]*recheck{}}
 	if p.logger == nil {
 		p.logger = slog.New(slog.DiscardHandler)

@@ -87,3 +87,47 @@ func TestRefusalRecordsRawArguments(t *testing.T) {
 		t.Fatalf("upstream received %q", got)
 	}
 }
+
+// TestSessionOnAnotherReplica: MCP sessions live in the replica that opened
+// them; a request naming one on another replica (behind a load balancer
+// that is not sticky) is answered 404 with a JSON-RPC error that says so,
+// and logged as that agent's replica_session refusal.
+func TestSessionOnAnotherReplica(t *testing.T) {
+	one, two := newFixture(t, testPolicy), newFixture(t, testPolicy)
+	post := func(url, session, body string) (*http.Response, string) {
+		req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer token-a")
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+		if session != "" {
+			req.Header.Set("Mcp-Session-Id", session)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	resp, _ := post(one.mcp.URL, "", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+	sid := resp.Header.Get("Mcp-Session-Id")
+	if sid == "" {
+		t.Fatalf("initialize: no session id (status %d)", resp.StatusCode)
+	}
+	if resp, body := post(one.mcp.URL, sid, `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`); resp.StatusCode != http.StatusOK {
+		t.Fatalf("tools/list on the replica that opened the session: %d %s", resp.StatusCode, body)
+	}
+	resp, body := post(two.mcp.URL, sid, `{"jsonrpc":"2.0","id":3,"method":"tools/list"}`)
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, "-32600") || !strings.Contains(body, "sticky") {
+		t.Fatalf("the session on another replica: %d %s; want 404 with a JSON-RPC error that says sessions must be sticky", resp.StatusCode, body)
+	}
+	logged := false
+	for _, e := range two.entries(t) {
+		logged = logged || e.Kind == audit.KindDecision && e.Agent == "agent-a" && strings.HasPrefix(e.Message, "replica_session: ")
+	}
+	if !logged {
+		t.Error("no replica_session refusal of agent-a in the second replica's log")
+	}
+}

@@ -195,6 +195,14 @@ func (p *Proxy) guardHTTP(w http.ResponseWriter, r *http.Request, agent policy.A
 		p.writeRefusal(w, r, agent, http.StatusForbidden, rf, body)
 		return
 	}
+	if sid := r.Header.Get("Mcp-Session-Id"); sid != "" && !strings.HasPrefix(sid, sessionPrefix(agent.ID)+p.replica+".") {
+		// 404, as for a session that ended: a client opens a new one.
+		rf := &refusal{code: refusedReplica, rpc: jsonrpc.CodeInvalidRequest, msg: "the Mcp-Session-Id header names a session this replica did not open " +
+			"(another replica opened it, or this one before a restart): MCP sessions are kept per replica, and a load balancer in front of " +
+			"several replicas must send each session to the replica that opened it (sticky sessions, e.g. on the Mcp-Session-Id header); open a new session"}
+		p.writeRefusal(w, r, agent, http.StatusNotFound, rf, body)
+		return
+	}
 	if r.Method == http.MethodPost {
 		if rf := checkMessage(body); rf != nil {
 			p.writeRefusal(w, r, agent, http.StatusBadRequest, rf, body)
