@@ -162,7 +162,7 @@ type running struct {
 // recorder is where the gateway records: the embedded log or the store.
 func (g *running) recorder() gateway.Recorder {
 	if g.store != nil {
-		return storeLog{g.store.log, pglog.NewReader(g.store.pool).Live()}
+		return g.store.state
 	}
 	return g.log
 }
@@ -313,10 +313,11 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 		g.metrics.Notifications(g.notifier.Stats)
 	}
 	var lease, execTimeout time.Duration
+	var replicas gateway.Replicas
 	if g.store != nil {
-		lease, execTimeout = g.store.lease, g.store.execTimeout()
+		lease, execTimeout, replicas = g.store.lease, g.store.execTimeout(), g.store.state
 	}
-	gw, err := gateway.New(gateway.Config{Policy: p, Log: rec, Lease: lease, ExecTimeout: execTimeout, Executors: executors, Approvers: reg, ExecutorFor: executorFor, Sensitive: sensitive,
+	gw, err := gateway.New(gateway.Config{Policy: p, Log: rec, Replicas: replicas, Lease: lease, ExecTimeout: execTimeout, Executors: executors, Approvers: reg, ExecutorFor: executorFor, Sensitive: sensitive,
 		Budget: cfg.Limits.MemoryBudget, Retention: cfg.Limits.Retention.Duration, MaxPendingPerAgent: cfg.Limits.MaxPendingPerAgent,
 		Principals: cfg.principals(), Checkpoints: checkpoints, MaxUnsigned: cfg.Log.MaxUnsigned.Duration, Notify: notifier,
 		UnfreezeQuorum: cfg.Freeze.UnfreezeApprovers, Attest: g.attestor(), Tracer: tx.Tracer})
@@ -449,7 +450,7 @@ func (g *running) serve(ctx context.Context) error {
 	// (stderr, /metrics, /readyz), and past log.max_unsigned the gateway
 	// refuses actions until signing resumes.
 	if g.store != nil {
-		g.store.run(g.e, g.cfg.CheckpointInterval.Duration)
+		g.store.run(g.e, g.cfg.CheckpointInterval.Duration, g.gw.Follow)
 		cpDone <- nil
 	} else {
 		go func() { cpDone <- g.cp.Run(cpCtx, g.cfg.CheckpointInterval.Duration) }()

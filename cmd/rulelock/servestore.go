@@ -18,6 +18,7 @@ import (
 	"github.com/rulelock/rulelock/internal/fsx"
 	"github.com/rulelock/rulelock/internal/gateway"
 	"github.com/rulelock/rulelock/internal/pglog"
+	"github.com/rulelock/rulelock/internal/pgstate"
 )
 
 // The store: `rulelock serve --store postgres://...` (or store: in the
@@ -44,6 +45,7 @@ type store struct {
 	log   *pglog.Log
 	in    *pglog.Integrator
 	rc    *pglog.Reconciler
+	state *pgstate.State // the replicas' shared state: locks, the log read back (Recorder, LogReader)
 	lease time.Duration
 	stop  func() // set by run: stops the integrator and the reconciler and waits
 }
@@ -90,6 +92,11 @@ func openStore(ctx context.Context, cfg *serveConfig) (*store, error) {
 		return nil, fmt.Errorf("store: %v", redactDSN(err, cfg.Store))
 	}
 	if s.log, err = pglog.Open(octx, s.pool, pglog.Options{Timeout: s.appendTimeout()}); err != nil {
+		s.pool.Close()
+		return nil, fmt.Errorf("store: %v", redactDSN(err, cfg.Store))
+	}
+	if s.state, err = pgstate.New(octx, s.pool, s.log, pgstate.Options{}); err != nil {
+		s.log.Close()
 		s.pool.Close()
 		return nil, fmt.Errorf("store: %v", redactDSN(err, cfg.Store))
 	}
@@ -163,13 +170,15 @@ func (g *running) storeIntegrator() error {
 	return nil
 }
 
-// run starts the integrator and the reconciler, which runs on the replica
+// run starts the integrator, the reconciler, which runs on the replica
 // that integrates (any replica may: the log lets one outcome per request
-// in), every checkpoint interval.
-func (s *store) run(e *env, interval time.Duration) {
+// in), every checkpoint interval, and the listener that folds the other
+// replicas' entries as they are announced (follow: the gateway's Follow).
+func (s *store) run(e *env, interval time.Duration, follow func(context.Context) error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { s.in.Run(ctx) })
+	wg.Go(func() { s.state.Listen(ctx, follow) })
 	wg.Go(func() {
 		t := time.NewTicker(interval)
 		defer t.Stop()
@@ -198,6 +207,7 @@ func (s *store) close() error {
 	if s.stop != nil {
 		s.stop()
 	}
+	s.state.Close()
 	err := s.log.Close()
 	if s.stop != nil { // it ran: sign what it appended, unless another replica integrates
 		if ferr := s.in.Flush(context.Background()); ferr != nil && err == nil {
@@ -208,15 +218,13 @@ func (s *store) close() error {
 	return err
 }
 
-// storeLog is what the gateway records through in store mode: appends
-// (and Err, for Ready) go to the log, reads back (gateway.LogReader: final
-// requests, a new policy's indexes) to the live log in PostgreSQL.
-type storeLog struct {
-	*pglog.Log
-	*pglog.Live
-}
-
-var _ gateway.LogReader = storeLog{}
+// In store mode the gateway records through the shared state, which
+// appends to the log in PostgreSQL and reads it back (gateway.LogReader:
+// the other replicas' entries, final requests, a new policy's indexes).
+var (
+	_ gateway.Recorder  = (*pgstate.State)(nil)
+	_ gateway.LogReader = (*pgstate.State)(nil)
+)
 
 // In store mode the gateway's Ready reads checkpoint signing from this
 // replica's integrator (gateway.Checkpoints): the age of the oldest entry

@@ -509,6 +509,11 @@ func (g *Gateway) decide(ctx context.Context, req *Request, executes bool) (*rec
 		return nil, err
 	}
 	defer release(h)
+	if f := g.frozen.Load(); h != nil && f != nil {
+		// Another replica's freeze, folded under the locks: refused as
+		// Ready refuses on the replica that recorded it.
+		return nil, fmt.Errorf("%w: frozen by %s since %s: %s", ErrFrozen, f.By, f.Since.Format(time.RFC3339), f.Reason)
+	}
 	g.stateMu.RLock()
 	a := g.Active()
 	sealed, err := seal(&req.Action, g.sensitive(a.Policy, req.Action.Type))

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -52,6 +53,11 @@ const UnsignedMessage = "checkpoint signing is behind: audit log entries have wa
 func (g *Gateway) Ready() error {
 	if g.Active().None {
 		return ErrNoPolicy
+	}
+	if g.frozen.Load() != nil && g.cfg.Replicas != nil {
+		// Another replica may have lifted it: read the log first (a
+		// failed read leaves the freeze in force).
+		_ = g.Follow(context.Background())
 	}
 	if f := g.frozen.Load(); f != nil {
 		return fmt.Errorf("%w: frozen by %s since %s: %s", ErrFrozen, f.By, f.Since.Format(time.RFC3339), f.Reason)
