@@ -169,8 +169,8 @@ func (r *sharedReplicas) signed(n int, who, path, text string) (int, map[string]
 // TestServeStoreShared: state the replicas of `rulelock serve --store`
 // share, end to end over HTTP. Concurrent transfers to one payee spread
 // over three replicas stay within the all-agents cap; a trade parked on
-// one replica is listed on another, approved on a third, and a waiter on
-// the first sees it executed, once; two final approvals sent at once to
+// one replica is listed and approved on another, and a waiter on a third
+// sees it executed, once; two final approvals sent at once to
 // two replicas execute once; a freeze recorded on one replica refuses the
 // next action on every other one, and two approvers on two replicas lift
 // it. The log the replicas wrote verifies with --replay.
@@ -210,7 +210,7 @@ func TestServeStoreShared(t *testing.T) {
 		}
 	}
 
-	// A trade parked on replica 0, waited for on replica 0, listed and
+	// A trade parked on replica 0, waited for on replica 2, listed and
 	// approved on replica 1.
 	status, parked := r.do(0, "agent-1", "POST", "/v1/actions", `{"action": {"type": "trade", "amount": 10, "symbol": "ACME"}}`)
 	if status != 200 || decisionOf(parked) != "require_approval" {
@@ -219,7 +219,7 @@ func TestServeStoreShared(t *testing.T) {
 	id := parked["request_id"].(string)
 	waited := make(chan map[string]any, 1)
 	go func() {
-		_, out := r.do(0, "agent-1", "GET", "/v1/requests/"+id+"?wait=20s", "")
+		_, out := r.do(2, "agent-1", "GET", "/v1/requests/"+id+"?wait=20s", "")
 		waited <- out
 	}()
 	if status, out := r.approve(1, "alice", id); status != 200 {
@@ -228,10 +228,10 @@ func TestServeStoreShared(t *testing.T) {
 	select {
 	case out := <-waited:
 		if o, _ := out["outcome"].(map[string]any); o == nil || o["status"] != "ok" {
-			t.Errorf("the wait on replica 0 returned %v, want the executed trade", out)
+			t.Errorf("the wait on replica 2 returned %v, want the executed trade", out)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("the wait on replica 0 never returned")
+		t.Fatal("the wait on replica 2 never returned")
 	}
 	if n := up.calls()[id]; n != 1 {
 		t.Errorf("the approved trade reached the upstream %d times, want 1", n)
