@@ -51,7 +51,11 @@ import (
 	"github.com/rulelock/rulelock/internal/pgtest"
 )
 
-var storeLoadOn = flag.Bool("storeload", false, "run TestStoreLoad: the embedded log against 1, 2, 3 replicas on PostgreSQL (minutes)")
+var (
+	storeLoadOn    = flag.Bool("storeload", false, "run TestStoreLoad: the embedded log against 1, 2, 3 replicas on PostgreSQL (minutes)")
+	storeLoadLocks = flag.Int("storeload.locks", 0, "TestStoreLoad: store_lock_connections of each replica (0: the default)")
+	storeLoadBase  = flag.String("storeload.base", "", "TestStoreLoad: also measure 1 replica of this rulelock binary (e.g. one built before a change), in the same runs")
+)
 
 func TestStoreLoad(t *testing.T) {
 	if !*storeLoadOn {
@@ -83,6 +87,10 @@ func TestStoreLoad(t *testing.T) {
 		}
 	}
 	rows := []*loadRow{{name: "embedded log"}, {name: "PostgreSQL, 1 replica"}, {name: "PostgreSQL, 2 replicas"}, {name: "PostgreSQL, 3 replicas"}}
+	var base *loadRow
+	if *storeLoadBase != "" {
+		base = &loadRow{name: "PostgreSQL, 1 replica, " + filepath.Base(*storeLoadBase)}
+	}
 	for run := 1; run <= *loadRuns; run++ {
 		load, _ := os.ReadFile("/proc/loadavg")
 		t.Logf("run %d: load average %s", run, bytes.TrimSpace(load))
@@ -91,6 +99,13 @@ func TestStoreLoad(t *testing.T) {
 		o, c := spread(t, ctx, fmt.Sprintf("run %d embedded", run), procs, 0, target)
 		rows[0].open, rows[0].closed = append(rows[0].open, o), append(rows[0].closed, c)
 		gw.interrupt(t)
+		if base != nil {
+			dsn := freshDatabase(t, pg, fmt.Sprintf("bench_%d_base", run))
+			r := startStoreReplica(t, *storeLoadBase, tokens, dsn, skey, 0)
+			o, c := spread(t, ctx, fmt.Sprintf("run %d store x1 base", run), []*serverProc{r}, pg.Pid(), target)
+			base.open, base.closed = append(base.open, o), append(base.closed, c)
+			r.interrupt(t)
+		}
 		for n := 1; n <= 3; n++ {
 			dsn := freshDatabase(t, pg, fmt.Sprintf("bench_%d_%d", run, n))
 			var reps []*serverProc
@@ -106,6 +121,10 @@ func TestStoreLoad(t *testing.T) {
 	}
 	t.Logf("medians of %d runs (CPU per decision: rulelock processes + PostgreSQL):\n%s", *loadRuns, loadTable(rows))
 	t.Logf("PostgreSQL 1 replica against the embedded log, run by run:\n%s", pairedLine(rows[1], rows[0]))
+	if base != nil {
+		t.Logf("%s:\n%s", base.name, loadTable([]*loadRow{base}))
+		t.Logf("PostgreSQL 1 replica against %s, run by run:\n%s", base.name, pairedLine(rows[1], base))
+	}
 }
 
 // freshDatabase creates database name on pg and returns its DSN.
@@ -141,6 +160,9 @@ func startStoreReplica(t *testing.T, bin string, tokens []string, dsn, skey stri
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "listen: 127.0.0.1:0\ndata_dir: %s\nstore: %q\npolicy: %s\norigin: bench.rulelock/log\ncheckpoint_interval: %s\n",
 		data, dsn, seed, *loadCkpt)
+	if *storeLoadLocks > 0 {
+		fmt.Fprintf(&cfg, "store_lock_connections: %d\n", *storeLoadLocks)
+	}
 	cfg.WriteString("agents:\n")
 	for k, tok := range tokens {
 		sum := sha256.Sum256([]byte(tok))

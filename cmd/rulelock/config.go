@@ -47,6 +47,10 @@ type serveConfig struct {
 	// long after its decision is recorded unknown by another replica
 	// (default 1m; servestore.go).
 	StoreLease duration `yaml:"store_lease"`
+	// StoreLockConnections caps the connections each replica holds the
+	// replicas' locks on (default 16): decisions that take locks wait for
+	// one beyond that (servestore.go, docs/scale-out.md).
+	StoreLockConnections int `yaml:"store_lock_connections"`
 }
 
 // freezeConfig configures the emergency stop (rulelock freeze).

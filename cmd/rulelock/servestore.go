@@ -72,6 +72,8 @@ func checkStore(cfg *serveConfig) error {
 		return usageError("store: the console is not supported with a log in PostgreSQL yet (docs/scale-out.md)")
 	case len(cfg.Agents) == 0:
 		return usageError("store: list the agents in the config (agents: with token_sha256): replicas share no development token")
+	case cfg.StoreLockConnections < 0 || cfg.StoreLockConnections > 1000:
+		return usageError("store_lock_connections (%d): want 1 to 1000 (default 16)", cfg.StoreLockConnections)
 	case cfg.StoreLease.Duration != 0 && cfg.StoreLease.Duration < minStoreLease:
 		return usageError("store_lease (%s) must be at least %s", cfg.StoreLease.Duration, minStoreLease)
 	}
@@ -95,7 +97,7 @@ func openStore(ctx context.Context, cfg *serveConfig) (*store, error) {
 		s.pool.Close()
 		return nil, fmt.Errorf("store: %v", redactDSN(err, cfg.Store))
 	}
-	if s.state, err = pgstate.New(octx, s.pool, s.log, pgstate.Options{}); err != nil {
+	if s.state, err = pgstate.New(octx, s.pool, s.log, pgstate.Options{MaxHolders: int32(cfg.StoreLockConnections)}); err != nil {
 		s.log.Close()
 		s.pool.Close()
 		return nil, fmt.Errorf("store: %v", redactDSN(err, cfg.Store))

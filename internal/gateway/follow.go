@@ -38,7 +38,11 @@ type follower struct {
 
 	ownMu sync.Mutex
 	own   map[ownKey]*ownEntry // entries this replica appends or appended
-	wake  chan struct{}        // closed and replaced after each catch-up that folded entries
+	// doneAt: the indexes of this replica's entries whose append returned
+	// and that no catch-up has read yet: a catch-up passes over them
+	// without reading them (it would only find them its own).
+	doneAt map[int64]ownKey
+	wake   chan struct{} // closed and replaced after each catch-up that folded entries
 }
 
 // ownKey identifies an entry this replica appended, as it reads back.
@@ -63,7 +67,7 @@ const (
 )
 
 func newFollower() *follower {
-	return &follower{own: map[ownKey]*ownEntry{}, wake: make(chan struct{})}
+	return &follower{own: map[ownKey]*ownEntry{}, doneAt: map[int64]ownKey{}, wake: make(chan struct{})}
 }
 
 // keyOfEntry identifies e by the fields the gateway sets and the log keeps
@@ -118,7 +122,8 @@ func (o ownLog) Append(ctx context.Context, e *audit.Entry) (audit.Receipt, erro
 		oe.state = ownFailed // if it is in the log after all, the catch-up folds it
 		return r, err
 	}
-	oe.state = ownDone
+	oe.state, oe.receipt = ownDone, r
+	o.f.doneAt[r.Index] = k
 	return r, nil
 }
 
@@ -153,12 +158,42 @@ func (f *follower) claim(e *audit.Entry, r audit.Receipt) bool {
 		return true
 	case ownDone:
 		delete(f.own, k)
+		delete(f.doneAt, oe.receipt.Index)
 		return true
 	case ownFailed:
 		delete(f.own, k)
 		return false
 	}
 	return true
+}
+
+// passOwn reports whether entry i is one of this replica's, appended and
+// not read yet, and forgets it: the catch-up passes over it.
+func (f *follower) passOwn(i int64) bool {
+	f.ownMu.Lock()
+	defer f.ownMu.Unlock()
+	k, ok := f.doneAt[i]
+	if ok {
+		delete(f.doneAt, i)
+		delete(f.own, k)
+	}
+	return ok
+}
+
+// ownUntil returns the first index in [lo, hi) of an entry passOwn would
+// pass over, hi when there is none.
+func (f *follower) ownUntil(lo, hi int64) int64 {
+	f.ownMu.Lock()
+	defer f.ownMu.Unlock()
+	if len(f.doneAt) == 0 {
+		return hi
+	}
+	for i := lo; i < hi; i++ {
+		if _, ok := f.doneAt[i]; ok {
+			return i
+		}
+	}
+	return hi
 }
 
 // forgetFailed drops the notes of appends that failed an hour ago: their
@@ -200,8 +235,12 @@ func (g *Gateway) catchUp(size int64) error {
 	}
 	folded := false
 	for f.next < size {
+		if f.passOwn(f.next) {
+			f.next++ // this replica's own, folded live: nothing to read
+			continue
+		}
 		lo := f.next
-		raws, err := g.reader.ReadEntries(lo, min(lo+eachChunk, size))
+		raws, err := g.reader.ReadEntries(lo, f.ownUntil(lo+1, min(lo+eachChunk, size)))
 		if err != nil {
 			return fmt.Errorf("follow the log: %w: %v", ErrUnavailable, err)
 		}

@@ -69,10 +69,15 @@ const (
 
 // scopeKeys names the locks of the scopes a decision by agent holds, in the
 // ledger's lock order (global, principal, agent), after the freeze's lock
-// held shared.
+// held shared; a decision that holds no scope takes the freeze's alone.
 func scopeKeys(agent policy.Agent, scopes policy.ScopeSet) []string {
 	keys := make([]string, 0, 4)
 	keys = append(keys, lockFreezeShared)
+	if scopes == 0 {
+		// No rule reads or counts this action type: no state to keep
+		// atomic, only the freeze to be ordered after.
+		return keys
+	}
 	if scopes.Has(policy.ScopeGlobal) {
 		keys = append(keys, lockGlobal)
 	}
@@ -270,6 +275,14 @@ func (g *Gateway) rebuilt(lr LogReader, events []approval.Event, latest time.Tim
 	g.mu.Unlock()
 	g.follow.mu.Lock()
 	g.follow.next = max(g.follow.next, lr.Size())
+	g.follow.ownMu.Lock()
+	for i, k := range g.follow.doneAt {
+		if i < g.follow.next { // in the rebuilt log: never read again
+			delete(g.follow.doneAt, i)
+			delete(g.follow.own, k)
+		}
+	}
+	g.follow.ownMu.Unlock()
 	g.follow.mu.Unlock()
 	if t := latest.UnixNano(); !latest.IsZero() && t > g.follow.latest.Load() {
 		g.follow.latest.Store(t)
