@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -65,6 +66,7 @@ func (s *TPM) stop() {
 	if s.cmd == nil {
 		return
 	}
+	s.cmd.Process.Signal(syscall.SIGCONT) // a paused one too
 	s.cmd.Process.Kill()
 	s.cmd.Wait()
 	s.cmd = nil
@@ -77,4 +79,39 @@ func (s *TPM) Reboot() {
 	s.t.Helper()
 	s.stop()
 	s.start()
+}
+
+// Unplug makes the TPM unreachable while it keeps its state: its socket is
+// moved aside, so a new connection fails at once (as with a device that
+// went away). Plug undoes it.
+func (s *TPM) Unplug() {
+	s.t.Helper()
+	if err := os.Rename(s.Socket, s.Socket+".unplugged"); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// Plug makes an unplugged TPM reachable again, its state as it was.
+func (s *TPM) Plug() {
+	s.t.Helper()
+	if err := os.Rename(s.Socket+".unplugged", s.Socket); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// Pause stops the TPM process (SIGSTOP): commands are accepted and never
+// answered, as with a TPM that hangs. Resume continues it.
+func (s *TPM) Pause() {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// Resume continues a paused TPM (SIGCONT).
+func (s *TPM) Resume() {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		s.t.Fatal(err)
+	}
 }
