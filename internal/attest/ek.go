@@ -100,8 +100,8 @@ type EKRoots struct {
 type Challenge struct {
 	Credential []byte
 	Secret     []byte
-	answer     []byte // the verifier's secret; never marshalled
-	pin        string // the attestation key it enrols
+	answer     []byte // the verifier's secret (MarshalSecret, never Marshal)
+	ak         []byte // the attestation key it enrols (TPMT_PUBLIC)
 }
 
 // NewChallenge checks req (the EK certificate chains to roots at now, its
@@ -113,8 +113,7 @@ func NewChallenge(req *EnrolmentRequest, roots EKRoots, now time.Time) (*Challen
 	if err != nil {
 		return nil, err
 	}
-	_, pin, err := parseAK(req.AK)
-	if err != nil {
+	if _, _, err := parseAK(req.AK); err != nil {
 		return nil, refuse("%v", err)
 	}
 	ak, err := tpm2.Unmarshal[tpm2.TPMTPublic](req.AK)
@@ -137,7 +136,7 @@ func NewChallenge(req *EnrolmentRequest, roots EKRoots, now time.Time) (*Challen
 	if err != nil {
 		return nil, fmt.Errorf("attest: challenge: %w", err)
 	}
-	return &Challenge{Credential: cred, Secret: secret, answer: answer, pin: pin}, nil
+	return &Challenge{Credential: cred, Secret: secret, answer: answer, ak: req.AK}, nil
 }
 
 // checkEKCert verifies an EK certificate's chain to roots and returns its
@@ -189,7 +188,45 @@ func (c *Challenge) Check(answer []byte) (string, error) {
 	if len(c.answer) == 0 || subtle.ConstantTimeCompare(answer, c.answer) != 1 {
 		return "", refuse("the TPM did not answer the enrolment challenge: its EK or attestation key is not the one enrolled")
 	}
-	return c.pin, nil
+	return akPin(c.ak)
+}
+
+// MarshalSecret encodes what the verifier keeps, privately, between the
+// challenge and the answer:
+//
+//	rulelock tpm enrolment secret v1
+//	answer <base64 secret>
+//	ak <base64 TPMT_PUBLIC of the attestation key being enrolled>
+func (c *Challenge) MarshalSecret() []byte {
+	return fmt.Appendf(nil, "rulelock tpm enrolment secret v1\nanswer %s\nak %s\n",
+		base64.StdEncoding.EncodeToString(c.answer), base64.StdEncoding.EncodeToString(c.ak))
+}
+
+// ParseSecret parses MarshalSecret's encoding into a challenge that can
+// Check an answer.
+func ParseSecret(b []byte) (*Challenge, error) {
+	f, err := lines(b, "rulelock tpm enrolment secret v1", "answer", "ak")
+	if err != nil {
+		return nil, fmt.Errorf("enrolment secret: %w", err)
+	}
+	return &Challenge{answer: f[0], ak: f[1]}, nil
+}
+
+// MarshalAnswer encodes a TPM's answer for the verifier:
+//
+//	rulelock tpm answer v1
+//	answer <base64 secret>
+func MarshalAnswer(answer []byte) []byte {
+	return fmt.Appendf(nil, "rulelock tpm answer v1\nanswer %s\n", base64.StdEncoding.EncodeToString(answer))
+}
+
+// ParseAnswer parses MarshalAnswer's encoding.
+func ParseAnswer(b []byte) ([]byte, error) {
+	f, err := lines(b, "rulelock tpm answer v1", "answer")
+	if err != nil {
+		return nil, fmt.Errorf("answer: %w", err)
+	}
+	return f[0], nil
 }
 
 // Answer recovers a challenge's secret (TPM2_ActivateCredential): it works
