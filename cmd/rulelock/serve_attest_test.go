@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -272,4 +273,28 @@ func TestServeAttestationFailsClosed(t *testing.T) {
 		t.Errorf("verify --attestation:\n%s", out)
 	}
 	t.Logf("verify --attestation:\n%s", out)
+}
+
+// TestAttestationConfig: a max_gap no longer than the interval would
+// refuse actions before every periodic attestation: refused at start.
+func TestAttestationConfig(t *testing.T) {
+	for _, tc := range []struct {
+		interval, maxGap time.Duration
+		ok               bool
+	}{
+		{0, 0, true},                  // 1h, 2h
+		{time.Minute, 0, true},        // 1m, 2m
+		{time.Hour, time.Hour, false}, // equal
+		{time.Hour, 30 * time.Minute, false},
+		{0, 30 * time.Minute, false}, // under the default interval
+	} {
+		c := &attestationConfig{Provider: "tpm", Device: filepath.Join(t.TempDir(), "no-such-tpm")}
+		c.Interval.Duration, c.MaxGap.Duration = tc.interval, tc.maxGap
+		err := (&running{cfg: &serveConfig{Attestation: c}}).openAttestation()
+		var ee *exitError
+		invalid := errors.As(err, &ee) && ee.code == 2 && strings.Contains(err.Error(), "max_gap")
+		if invalid == tc.ok {
+			t.Errorf("interval %s, max_gap %s: %v", tc.interval, tc.maxGap, err)
+		}
+	}
 }

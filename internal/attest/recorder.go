@@ -83,6 +83,7 @@ type Recorder struct {
 	prev     string
 	bundle   string
 	measured bool // bundle's event is measured (or needs none)
+	failing  bool // the last attestation failed (its failure is noted)
 }
 
 // gate is what Attested reads: the time of the last attestation entry,
@@ -190,12 +191,13 @@ func (r *Recorder) record(ctx context.Context, log Appender) error {
 	t, err := r.attest(ctx, log)
 	if err != nil {
 		err = fmt.Errorf("attest: %w", err)
-		if r.gate.Load().err == nil {
-			// The first failure: a note, so the log itself says why the
-			// refusals that follow were made. Best effort: the gate is
-			// closed either way.
+		if !r.failing {
+			// The first failure of a stretch: a note, so the log itself
+			// says why the refusals that follow were made. Best effort:
+			// the gate is closed either way.
 			log.Append(ctx, &audit.Entry{Kind: audit.KindNote, Time: r.opts.Now().UTC(), Message: NoteFailed + ": " + err.Error()})
 		}
+		r.failing = true
 		r.gate.Store(&gate{err: err})
 		select {
 		case r.failed <- struct{}{}:
@@ -203,6 +205,7 @@ func (r *Recorder) record(ctx context.Context, log Appender) error {
 		}
 		return err
 	}
+	r.failing = false
 	r.gate.Store(&gate{last: t})
 	return nil
 }

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -101,6 +102,17 @@ func TestUnattestedFailsClosed(t *testing.T) {
 	}
 	t.Logf("Ready: %v", err)
 	size := l.Size()
+	// The activation entry, then the note of the failed attestation.
+	for i, want := range []audit.Kind{audit.KindPolicyActivation, audit.KindNote} {
+		b, err := l.ReadEntry(size - 2 + int64(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := audit.DecodeEntry(b)
+		if err != nil || e.Kind != want || e.Kind == audit.KindNote && !strings.HasPrefix(e.Message, attest.NoteFailed+": ") {
+			t.Fatalf("entry %d: %+v %v, want %s", size-2+int64(i), e, err, want)
+		}
+	}
 	for _, execute := range []bool{true, false} {
 		if res, err := gw.Submit(ctx, req, execute); !errors.Is(err, gateway.ErrUnattested) {
 			t.Fatalf("unattested: submit: %+v, %v; want ErrUnattested", res, err)
