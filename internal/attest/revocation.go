@@ -9,9 +9,10 @@ import (
 )
 
 // TDX collateral. A TDX quote carries its own PCK certificate chain, so
-// its collateral is empty, or carries the certificate revocation lists
-// Intel's PCS publishes, fetched by the producer (or by whoever archives
-// the log) while they were current:
+// its collateral is the header line alone (an attestation entry needs
+// some collateral), or carries the certificate revocation lists Intel's
+// PCS publishes, fetched by the producer (or by whoever archives the log)
+// while they were current:
 //
 //	rulelock tdx collateral v1
 //	pck-crl <base64 DER: the CRL of the PCK CA that issued the PCK certificate>
@@ -28,19 +29,23 @@ type tdxCollateral struct {
 const tdxCollateralHeader = "rulelock tdx collateral v1"
 
 func (c *tdxCollateral) marshal() []byte {
+	if c.PCKCRL == nil && c.RootCRL == nil {
+		return []byte(tdxCollateralHeader + "\n")
+	}
 	return fmt.Appendf(nil, "%s\npck-crl %s\nroot-crl %s\n", tdxCollateralHeader,
 		base64.StdEncoding.EncodeToString(c.PCKCRL), base64.StdEncoding.EncodeToString(c.RootCRL))
 }
 
 // TDXCollateral returns the collateral that carries a PCK CRL and the root
-// CA's CRL (both DER).
+// CA's CRL (both DER), or, both nil, none.
 func TDXCollateral(pckCRL, rootCRL []byte) []byte {
 	return (&tdxCollateral{PCKCRL: pckCRL, RootCRL: rootCRL}).marshal()
 }
 
-// parseTDXCollateral parses a TDX collateral: nil for none.
+// parseTDXCollateral parses a TDX collateral: nil for none (empty, or
+// the header line alone).
 func parseTDXCollateral(b []byte) (*tdxCollateral, error) {
-	if len(b) == 0 {
+	if len(b) == 0 || string(b) == tdxCollateralHeader+"\n" {
 		return nil, nil
 	}
 	f, err := lines(b, tdxCollateralHeader, "pck-crl", "root-crl")

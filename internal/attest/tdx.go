@@ -114,7 +114,7 @@ func CheckTDX(ev Evidence, now time.Time) (*pb.QuoteV4, error) {
 // REPORT_DATA is reportData, MRTD is allowed, the TEE TCB SVN is at least
 // the minimum, and the TD is not a debug TD.
 func VerifyTDX(ev Evidence, reportData [abi.ReportDataSize]byte, roots TDXRoots) (*TDXMeasurement, error) {
-	if roots.RequireCRL && len(ev.Collateral) == 0 {
+	if c, err := parseTDXCollateral(ev.Collateral); roots.RequireCRL && err == nil && c == nil {
 		return nil, refuse("tdx: the policy requires CRLs (tdx-require-crl) and the evidence carries none")
 	}
 	q, err := CheckTDX(ev, roots.Now)

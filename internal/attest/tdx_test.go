@@ -29,7 +29,7 @@ func tdxSample(t testing.TB) (attest.Evidence, [abi.ReportDataSize]byte, attest.
 		t.Fatal("the sample changed")
 	}
 	raw := bytes.TrimSuffix(testdata.RawQuote, []byte(trailer))
-	ev := attest.Evidence{Provider: "tdx", Report: raw}
+	ev := attest.Evidence{Provider: "tdx", Report: raw, Collateral: attest.TDXCollateral(nil, nil)}
 	quote, err := attest.CheckTDX(ev, tdxSampleTime)
 	if err != nil {
 		t.Fatalf("the sample quote: %v", err)
