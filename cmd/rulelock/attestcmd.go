@@ -154,6 +154,7 @@ func (g *running) runAttestation(ctx context.Context) {
 		return
 	}
 	every := g.cfg.Attestation.every()
+	go g.watchAttestation(ctx)
 	wait, failing := every, false
 	t := time.NewTimer(wait)
 	defer t.Stop()
@@ -193,6 +194,32 @@ func (g *running) runAttestation(ctx context.Context) {
 		case failing:
 			fmt.Fprintf(g.e.stderr, "rulelock: attestation succeeded again: actions are accepted\n")
 			wait, failing = every, false
+		}
+	}
+}
+
+// watchAttestation says so on stderr, once per stretch, when the last
+// attestation entry becomes older than max_gap without an attestation
+// failing (a platform that hangs: the retry loop is then waiting on it).
+func (g *running) watchAttestation(ctx context.Context) {
+	maxGap := g.cfg.Attestation.maxGap()
+	t := time.NewTicker(max(maxGap/20, 100*time.Millisecond))
+	defer t.Stop()
+	overdue := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			last, err := g.rec.Last()
+			switch late := err == nil && now.Sub(last) > maxGap; {
+			case late && !overdue:
+				fmt.Fprintf(g.e.stderr, "rulelock: ATTESTATION OVERDUE: the last attestation entry is %s old (attestation.max_gap %s) and the platform has not answered; every new action is refused (attestation_failed) until an attestation succeeds\n",
+					now.Sub(last).Round(time.Second), maxGap)
+				overdue = true
+			case !late:
+				overdue = false
+			}
 		}
 	}
 }

@@ -236,6 +236,11 @@ func TestServeAttestationFailsClosed(t *testing.T) {
 	sw.Pause() // the next quote hangs (until the socket's deadline)
 	until("attestation_failed")
 	refused("TPM hanging")
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(stderr.String(), "ATTESTATION OVERDUE"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no ATTESTATION OVERDUE line:\n%s", stderr)
+		}
+	}
 	sw.Resume()
 	until("")
 	accepted("TPM answering again")
@@ -243,7 +248,7 @@ func TestServeAttestationFailsClosed(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatalf("shutdown: %v\n%s", err, stderr)
 	}
-	for _, want := range []string{"ATTESTATION FAILED", "attestation succeeded again"} {
+	for _, want := range []string{"ATTESTATION FAILED", "ATTESTATION OVERDUE", "attestation succeeded again"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
