@@ -19,15 +19,33 @@ import (
 //	  identity_pcr: 15         # default 15: the engine, then the per-boot key
 //	  bundle_pcr: 14           # default 14: every bundle activated
 //	  interval: 1h             # periodic attestation entries (default 1h)
+//	  max_gap: 2h              # no decision later than this after the last attestation entry (default 2 × interval)
 type attestationConfig struct {
 	Provider    string   `yaml:"provider"`
 	Device      string   `yaml:"device"`
 	IdentityPCR uint     `yaml:"identity_pcr"`
 	BundlePCR   uint     `yaml:"bundle_pcr"`
 	Interval    duration `yaml:"interval"`
+	MaxGap      duration `yaml:"max_gap"`
 }
 
 const defaultAttestInterval = time.Hour
+
+// every is the interval of periodic attestation entries.
+func (c *attestationConfig) every() time.Duration {
+	if c.Interval.Duration == 0 {
+		return defaultAttestInterval
+	}
+	return c.Interval.Duration
+}
+
+// maxGap is the longest a decision may follow the last attestation entry.
+func (c *attestationConfig) maxGap() time.Duration {
+	if c.MaxGap.Duration == 0 {
+		return 2 * c.every()
+	}
+	return c.MaxGap.Duration
+}
 
 // openAttestation opens the configured platform, before the log's first
 // entry of this run.
@@ -43,6 +61,10 @@ func (g *running) openAttestation() error {
 		return &exitError{code: 2, err: fmt.Errorf("invalid config: attestation.device: want the TPM device (/dev/tpmrm0) or a swtpm socket")}
 	case c.Interval.Duration < 0:
 		return &exitError{code: 2, err: fmt.Errorf("invalid config: attestation.interval: negative")}
+	case c.maxGap() <= c.every():
+		// Periodic entries come every interval: a max_gap no longer than
+		// that refuses actions before each one, every time.
+		return &exitError{code: 2, err: fmt.Errorf("invalid config: attestation.max_gap %s: want more than attestation.interval %s", c.maxGap(), c.every())}
 	}
 	tp, err := attest.OpenTPM(attest.TPMOptions{Device: c.Device, IdentityPCR: c.IdentityPCR, BundlePCR: c.BundlePCR})
 	if err != nil {
@@ -62,26 +84,12 @@ func (g *running) newRecorder() error {
 	if err != nil {
 		return err
 	}
-	prev, err := attest.LastStatement(func(yield func([]byte) bool) {
-		const batch = 1024
-		for lo, n := int64(0), g.log.Size(); lo < n; lo += batch {
-			bs, rerr := g.log.ReadEntries(lo, min(lo+batch, n))
-			if rerr != nil {
-				err = rerr
-				return
-			}
-			for _, b := range bs {
-				if !yield(b) {
-					return
-				}
-			}
-		}
-	})
+	prev, err := attest.LastStatement(g.log)
 	if err != nil {
 		return fmt.Errorf("attestation: read the log's last attestation: %w", err)
 	}
 	opts := attest.RecorderOptions{Origin: g.signer.Name(), Engine: engine, Prev: prev,
-		Checkpoint: func() []byte { return g.cp.Latest() }}
+		Checkpoint: func() []byte { return g.cp.Latest() }, MaxGap: g.cfg.Attestation.maxGap()}
 	if g.trust != nil {
 		opts.Signers, opts.Threshold = g.trust.Keys(), g.trust.Threshold()
 	}
@@ -119,6 +127,8 @@ func (a activationAttestor) Activated(ctx context.Context, digest string) error 
 	return a.g.rec.Activated(ctx, a.g.log, digest)
 }
 
+func (a activationAttestor) Attested(now time.Time) error { return a.g.rec.Attested(now) }
+
 func (g *running) attestor() gateway.Attestor {
 	if g.rec == nil {
 		return nil
@@ -126,27 +136,89 @@ func (g *running) attestor() gateway.Attestor {
 	return activationAttestor{g}
 }
 
+// Retries of a failed attestation: the first after attestRetry, then
+// twice as long each time, up to attestRetryMax (and never longer than
+// the interval).
+const (
+	attestRetry    = time.Second
+	attestRetryMax = time.Minute
+)
+
 // runAttestation logs an attestation entry every interval until ctx ends.
-// A failure is reported; the decisions that follow then lack a fresh
-// attestation, which verify --attestation refuses past the policy's
-// max-gap.
+// While an attestation fails (this loop's or an activation's) the
+// recorder's gate refuses every decision (gateway.ErrUnattested), and the
+// loop retries with backoff until one succeeds: then actions are accepted
+// again.
 func (g *running) runAttestation(ctx context.Context) {
 	if g.rec == nil {
 		return
 	}
-	every := g.cfg.Attestation.Interval.Duration
-	if every == 0 {
-		every = defaultAttestInterval
-	}
-	t := time.NewTicker(every)
+	every := g.cfg.Attestation.every()
+	go g.watchAttestation(ctx)
+	wait, failing := every, false
+	t := time.NewTimer(wait)
 	defer t.Stop()
+	failed := func(err error) {
+		if !failing {
+			wait = attestRetry
+		} else {
+			wait = min(2*wait, attestRetryMax, every)
+		}
+		failing = true
+		fmt.Fprintf(g.e.stderr, "rulelock: ATTESTATION FAILED: %v; every new action is refused (attestation_failed) until an attestation succeeds; retrying in %s\n", err, wait)
+	}
+	for {
+		t.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-g.rec.Failed():
+			// An activation's attestation failed: retry soon rather than
+			// at the next interval.
+			if _, err := g.rec.Last(); err != nil && !failing {
+				failed(err)
+			}
+			continue
+		case <-t.C:
+		}
+		err := g.gw.BetweenActivations(func() error { return g.rec.Record(ctx, g.log) })
+		select {
+		case <-g.rec.Failed(): // this very failure
+		default:
+		}
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return
+		case err != nil:
+			failed(err)
+		case failing:
+			fmt.Fprintf(g.e.stderr, "rulelock: attestation succeeded again: actions are accepted\n")
+			wait, failing = every, false
+		}
+	}
+}
+
+// watchAttestation says so on stderr, once per stretch, when the last
+// attestation entry becomes older than max_gap without an attestation
+// failing (a platform that hangs: the retry loop is then waiting on it).
+func (g *running) watchAttestation(ctx context.Context) {
+	maxGap := g.cfg.Attestation.maxGap()
+	t := time.NewTicker(max(maxGap/20, 100*time.Millisecond))
+	defer t.Stop()
+	overdue := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			if err := g.rec.Record(ctx, g.log); err != nil {
-				fmt.Fprintf(g.e.stderr, "rulelock: ATTESTATION FAILED: %v\n", err)
+		case now := <-t.C:
+			last, err := g.rec.Last()
+			switch late := err == nil && now.Sub(last) > maxGap; {
+			case late && !overdue:
+				fmt.Fprintf(g.e.stderr, "rulelock: ATTESTATION OVERDUE: the last attestation entry is %s old (attestation.max_gap %s) and the platform has not answered; every new action is refused (attestation_failed) until an attestation succeeds\n",
+					now.Sub(last).Round(time.Second), maxGap)
+				overdue = true
+			case !late:
+				overdue = false
 			}
 		}
 	}

@@ -47,6 +47,7 @@ func commands() []command {
 	cmds = append(cmds, consoleCommands()...)
 	cmds = append(cmds, reloadCommands()...)
 	cmds = append(cmds, freezeCommands()...)
+	cmds = append(cmds, tpmCommands()...)
 	cmds = append(cmds, command{"version", "print rulelock's version and the revision it was built from", runVersion})
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
 	return cmds

@@ -362,6 +362,9 @@ func verifyAttestation(e *env, dir string, pol *attest.Policy, asJSON bool) (*at
 func printAttested(e *env, rep *attest.LogReport) {
 	fmt.Fprintf(e.stdout, "attested: %d attestation entries, %d decisions, %d checkpoints covering decisions signed by the attested key\n",
 		rep.Attestations, rep.Decisions, rep.Checkpoints)
+	if rep.Refusals > 0 {
+		fmt.Fprintf(e.stdout, "refused before any evaluation (need no attestation): %d requests\n", rep.Refusals)
+	}
 	for _, s := range rep.Segments {
 		bundle := s.Bundle
 		if bundle == "" {

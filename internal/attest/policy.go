@@ -26,6 +26,7 @@ import (
 //	snp-min-tcb <16 hex: the lowest SEV-SNP TCB version, as the report encodes it>
 //	tdx-mrtd <96 hex: an allowed TDX MRTD>                                     (repeatable)
 //	tdx-min-tcb <32 hex: the lowest TDX TEE_TCB_SVN, 16 components>
+//	tdx-require-crl   (TDX evidence must carry the PCK and root CRLs, and they are checked)
 //	nitro-pcr0 <96 hex: an allowed Nitro enclave image>                        (repeatable)
 //
 // A policy needs at least one root of trust: tpm-ak, snp-measurement,
@@ -99,6 +100,11 @@ func ParsePolicy(file string, b []byte) (*Policy, error) {
 				return nil, err
 			}
 			p.TDX.MinimumTeeTcbSvn, _ = hex.DecodeString(f[1])
+		case f[0] == "tdx-require-crl" && len(f) == 1:
+			if err := once(); err != nil {
+				return nil, err
+			}
+			p.TDX.RequireCRL = true
 		case f[0] == "nitro-pcr0" && len(f) == 2 && hexLen(f[1], 48):
 			p.Nitro.PCR0s = append(p.Nitro.PCR0s, f[1])
 		case f[0] == "threshold" && len(f) == 2:

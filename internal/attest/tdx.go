@@ -22,6 +22,9 @@ type TDXRoots struct {
 	MrTDs            []string  // hex of the allowed MRTD (the TD's initial contents)
 	MinimumTeeTcbSvn []byte    // 16 bytes, each component a minimum (nil: any)
 	Now              time.Time // when to check the certificates' validity (default now)
+	// RequireCRL refuses evidence whose collateral carries no CRLs
+	// (TDXCollateral); CRLs that are present are checked either way.
+	RequireCRL bool
 }
 
 // TDXMeasurement is what TDX evidence that verified says.
@@ -52,8 +55,10 @@ const tdAttributesDebug = 0x01
 
 // CheckTDX verifies the signature of a TDX quote (version 4) offline: the
 // quote carries its PCK certificate chain, which must lead to the pinned
-// Intel root, and the QE report that certifies the attestation key. It
-// judges nothing else: VerifyTDX does.
+// Intel root, and the QE report that certifies the attestation key. When
+// the collateral carries CRLs (TDXCollateral) the chain is checked against
+// them (checkRevocation); empty collateral checks no revocation. It judges
+// nothing else: VerifyTDX does.
 func CheckTDX(ev Evidence, now time.Time) (*pb.QuoteV4, error) {
 	if ev.Provider != "tdx" {
 		return nil, refuse("provider %q, want tdx", ev.Provider)
@@ -84,8 +89,23 @@ func CheckTDX(ev Evidence, now time.Time) (*pb.QuoteV4, error) {
 	if again, err := abi.QuoteToAbiBytes(quote); err != nil || !bytes.Equal(again, ev.Report) {
 		return nil, refuse("tdx: the quote is not in its one encoding")
 	}
-	if err := onlyCertificates(quote.GetSignedData().GetCertificationData().GetQeReportCertificationData().GetPckCertificateChainData().GetPckCertChain()); err != nil {
+	pck := quote.GetSignedData().GetCertificationData().GetQeReportCertificationData().GetPckCertificateChainData().GetPckCertChain()
+	if err := onlyCertificates(pck); err != nil {
 		return nil, err
+	}
+	col, err := parseTDXCollateral(ev.Collateral)
+	if err != nil {
+		return nil, refuse("%v", err)
+	}
+	if col != nil {
+		// The chain verified above (leaf, PCK CA, the pinned root).
+		chain, err := pemChain(pck)
+		if err != nil || len(chain) != 3 {
+			return nil, refuse("tdx: the PCK chain is not leaf, PCK CA, root (%v)", err)
+		}
+		if err := checkRevocation(chain[0], chain[1], chain[2], col.PCKCRL, col.RootCRL, now); err != nil {
+			return nil, err
+		}
 	}
 	return quote, nil
 }
@@ -94,6 +114,9 @@ func CheckTDX(ev Evidence, now time.Time) (*pb.QuoteV4, error) {
 // REPORT_DATA is reportData, MRTD is allowed, the TEE TCB SVN is at least
 // the minimum, and the TD is not a debug TD.
 func VerifyTDX(ev Evidence, reportData [abi.ReportDataSize]byte, roots TDXRoots) (*TDXMeasurement, error) {
+	if c, err := parseTDXCollateral(ev.Collateral); roots.RequireCRL && err == nil && c == nil {
+		return nil, refuse("tdx: the policy requires CRLs (tdx-require-crl) and the evidence carries none")
+	}
 	q, err := CheckTDX(ev, roots.Now)
 	if err != nil {
 		return nil, err

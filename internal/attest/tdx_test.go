@@ -29,7 +29,7 @@ func tdxSample(t testing.TB) (attest.Evidence, [abi.ReportDataSize]byte, attest.
 		t.Fatal("the sample changed")
 	}
 	raw := bytes.TrimSuffix(testdata.RawQuote, []byte(trailer))
-	ev := attest.Evidence{Provider: "tdx", Report: raw, Collateral: []byte("pck chain in the quote\n")}
+	ev := attest.Evidence{Provider: "tdx", Report: raw, Collateral: attest.TDXCollateral(nil, nil)}
 	quote, err := attest.CheckTDX(ev, tdxSampleTime)
 	if err != nil {
 		t.Fatalf("the sample quote: %v", err)
@@ -108,5 +108,59 @@ func TestTDXRefuses(t *testing.T) {
 			}
 			t.Log(err)
 		})
+	}
+}
+
+// TestTDXRevocation checks the sample quote's PCK chain against the real
+// CRLs Intel's PCS published at the time (go-tdx-guest ships them with
+// the quote: testing/testdata/pckcrl, rootcrl.der): it passes while they
+// are current, and a CRL flipped by one bit, in the wrong place, or past
+// its next update is refused, as is collateral in any other form.
+func TestTDXRevocation(t *testing.T) {
+	ev, _, _ := tdxSample(t)
+	ev.Collateral = attest.TDXCollateral(testdata.PckCrlBody, testdata.RootCrlBody)
+	if _, err := attest.CheckTDX(ev, tdxSampleTime); err != nil {
+		t.Fatalf("the sample with its CRLs: %v", err)
+	}
+	flipped := append([]byte{}, testdata.PckCrlBody...)
+	flipped[len(flipped)-10] ^= 1
+	for name, tc := range map[string]struct {
+		collateral []byte
+		at         time.Time
+	}{
+		"a flipped bit in the PCK CRL":      {attest.TDXCollateral(flipped, testdata.RootCrlBody), tdxSampleTime},
+		"the CRLs swapped":                  {attest.TDXCollateral(testdata.RootCrlBody, testdata.PckCrlBody), tdxSampleTime},
+		"past the PCK CRL's next update":    {ev.Collateral, time.Date(2023, time.July, 9, 0, 0, 0, 0, time.UTC)},
+		"before the PCK CRL's first update": {ev.Collateral, time.Date(2023, time.June, 1, 0, 0, 0, 0, time.UTC)},
+		"collateral that is not the format": {[]byte("pck chain in the quote\n"), tdxSampleTime},
+		"a CRL missing from the collateral": {[]byte("rulelock tdx collateral v1\npck-crl AA==\n"), tdxSampleTime},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := ev
+			e.Collateral = tc.collateral
+			_, err := attest.CheckTDX(e, tc.at)
+			if !errors.Is(err, attest.ErrEvidence) {
+				t.Fatalf("got %v, want refused", err)
+			}
+			t.Log(err)
+		})
+	}
+}
+
+// TestTDXRequireCRL: with tdx-require-crl, evidence without CRLs is
+// refused; with current CRLs that list nothing of its chain it verifies.
+func TestTDXRequireCRL(t *testing.T) {
+	pol, err := attest.ParsePolicy("p", []byte("origin o\nrelease v1 "+engine+"\nmax-gap 1h\ntdx-mrtd "+strings.Repeat("00", 48)+"\ntdx-require-crl\n"))
+	if err != nil || !pol.TDX.RequireCRL {
+		t.Fatalf("policy: %+v %v", pol, err)
+	}
+	ev, rd, roots := tdxSample(t)
+	roots.RequireCRL = true
+	if _, err := attest.VerifyTDX(ev, rd, roots); !errors.Is(err, attest.ErrEvidence) || !strings.Contains(err.Error(), "tdx-require-crl") {
+		t.Fatalf("no CRLs: %v", err)
+	}
+	ev.Collateral = attest.TDXCollateral(testdata.PckCrlBody, testdata.RootCrlBody)
+	if _, err := attest.VerifyTDX(ev, rd, roots); err != nil {
+		t.Fatalf("with CRLs: %v", err)
 	}
 }

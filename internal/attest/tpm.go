@@ -2,16 +2,19 @@ package attest
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/google/go-tpm/tpm2/transport/linuxtpm"
-	"github.com/google/go-tpm/tpm2/transport/linuxudstpm"
 )
 
 // The default PCRs of the TPM provider. Both are PC Client "OS" PCRs that
@@ -30,7 +33,15 @@ type TPMOptions struct {
 	Device      string
 	IdentityPCR uint
 	BundlePCR   uint
+	// Timeout bounds each command to a software TPM's socket (default
+	// DefaultTPMTimeout): a TPM that stops answering fails the command
+	// rather than hanging the engine. A character device has the
+	// kernel driver's own timeouts.
+	Timeout time.Duration
 }
+
+// DefaultTPMTimeout is TPMOptions.Timeout's default.
+const DefaultTPMTimeout = 10 * time.Second
 
 // TPM is the TPM 2.0 provider. The engine measures itself into it (the
 // TPM cannot: only the boot chain measures on its own, and it does not
@@ -67,7 +78,10 @@ func OpenTPM(opts TPMOptions) (*TPM, error) {
 	if t.pcrs[0] == t.pcrs[1] || t.pcrs[0] > 23 || t.pcrs[1] > 23 {
 		return nil, fmt.Errorf("tpm: PCRs %d and %d: want two distinct PCRs 0..23", t.pcrs[0], t.pcrs[1])
 	}
-	dev, err := openDevice(opts.Device)
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTPMTimeout
+	}
+	dev, err := openDevice(opts.Device, opts.Timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -79,13 +93,13 @@ func OpenTPM(opts TPMOptions) (*TPM, error) {
 	return t, nil
 }
 
-func openDevice(path string) (transport.TPMCloser, error) {
+func openDevice(path string, timeout time.Duration) (transport.TPMCloser, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("tpm: %w", err)
 	}
 	if fi.Mode()&os.ModeSocket != 0 {
-		return linuxudstpm.Open(path)
+		return socketTPM{path: path, timeout: timeout}, nil
 	}
 	d, err := linuxtpm.Open(path)
 	if err != nil {
@@ -93,6 +107,53 @@ func openDevice(path string) (transport.TPMCloser, error) {
 	}
 	return d, nil
 }
+
+// socketTPM is a software TPM's command socket (swtpm socket --server
+// type=unixio): one connection per command, as swtpm serves it, each
+// bounded by a deadline. (go-tpm's linuxudstpm has no deadline: a TPM
+// that stops answering would hang the command, and the engine with it.)
+type socketTPM struct {
+	path    string
+	timeout time.Duration
+}
+
+// maxTPMResponse bounds a response; TPM 2.0 responses fit in 4 KiB.
+const maxTPMResponse = 64 << 10
+
+// Send implements transport.TPM.
+func (s socketTPM) Send(cmd []byte) ([]byte, error) {
+	c, err := net.DialTimeout("unix", s.path, s.timeout)
+	if err != nil {
+		return nil, fmt.Errorf("tpm: %w", err)
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(s.timeout)); err != nil {
+		return nil, fmt.Errorf("tpm: %w", err)
+	}
+	if _, err := c.Write(cmd); err != nil {
+		return nil, fmt.Errorf("tpm: send: %w", err)
+	}
+	// A response is a 10-byte header (tag, size, code), the size covering
+	// the whole response, and its parameters.
+	var hdr [10]byte
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		return nil, fmt.Errorf("tpm: receive: %w", err)
+	}
+	n := binary.BigEndian.Uint32(hdr[2:6])
+	if n < uint32(len(hdr)) || n > maxTPMResponse {
+		return nil, fmt.Errorf("tpm: receive: response size %d", n)
+	}
+	rsp := make([]byte, n)
+	copy(rsp, hdr[:])
+	if _, err := io.ReadFull(c, rsp[len(hdr):]); err != nil {
+		return nil, fmt.Errorf("tpm: receive: %w", err)
+	}
+	return rsp, nil
+}
+
+// Close implements transport.TPMCloser: each command's connection is
+// closed with it.
+func (socketTPM) Close() error { return nil }
 
 func (t *TPM) init() error {
 	ak, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.TPMRHEndorsement, InPublic: tpm2.New2B(akTemplate)}.Execute(t.tpm)
@@ -257,6 +318,18 @@ func (t *TPM) Attest(reportData ReportData) (Evidence, error) {
 	q := tpmQuote{Attest: rsp.Quoted.Bytes(), Signature: tpm2.Marshal(rsp.Signature)}
 	c := tpmCollateral{AK: t.akP, Log: t.log}
 	return Evidence{Provider: t.Name(), Report: q.marshal(), Collateral: c.marshal()}, nil
+}
+
+// Check implements Checker: ev verifies as VerifyTPM would, with this
+// TPM's attestation key as the only pinned key. A rogue extend of either
+// PCR, or a TPM reset since it was opened, fails it.
+func (t *TPM) Check(ev Evidence, stmt *Statement) error {
+	pin, err := t.AttestationKey()
+	if err != nil {
+		return err
+	}
+	_, err = VerifyTPM(ev, stmt, TPMRoots{AttestationKeys: []string{pin}})
+	return err
 }
 
 // A SealedKey is a secret sealed to the identity PCR: the TPM's private

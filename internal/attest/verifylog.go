@@ -38,8 +38,13 @@ type Segment struct {
 type LogReport struct {
 	Attestations int
 	Decisions    int
-	Checkpoints  int // checkpoints that covered decisions, each signed by the attested key
-	Segments     []Segment
+	// Refusals are decision entries of requests refused before any
+	// evaluation (no decision state: gateway.Refuse), which need no
+	// attestation: nothing was evaluated or executed for them. A gateway
+	// whose attestation failed logs every request it refuses this way.
+	Refusals    int
+	Checkpoints int // checkpoints that covered decisions, each signed by the attested key
+	Segments    []Segment
 }
 
 // LogError is the first way a log failed its attestation policy.
@@ -69,7 +74,8 @@ func (e *LogError) Unwrap() error { return e.Err }
 //     signers, and is followed by an attestation entry naming it before
 //     any decision;
 //   - every decision follows an attestation entry, by at most MaxGap, and
-//     was made under the attested bundle;
+//     was made under the attested bundle (a refusal, a decision entry
+//     without decision state, needs neither: nothing was evaluated);
 //   - every checkpoint covering decisions carries the signature of the
 //     per-boot key attested last before its tree size.
 func VerifyLog(r EntryReader, checkpoints [][]byte, pol *Policy) (*LogReport, error) {
@@ -261,6 +267,13 @@ func (v *logVerifier) activation(e *audit.Entry) error {
 }
 
 func (v *logVerifier) decision(i int64, e *audit.Entry) error {
+	if e.State.IsZero() && e.Decision == "deny" {
+		// A refusal: no policy evaluated it, nothing executed it, and the
+		// ledger folds it to nothing. It may fall in an unattested stretch
+		// (that is when the gateway refuses everything).
+		v.rep.Refusals++
+		return nil
+	}
 	switch l := v.last; {
 	case l == nil:
 		return errors.New("a decision before any attestation entry")

@@ -109,14 +109,7 @@ func writeAttestedLog(t *testing.T) *attestedLog {
 		}
 	}
 	bootOnce("", bundle1)
-	prev, err := attest.LastStatement(func(yield func([]byte) bool) {
-		for i := range l.Size() {
-			b, err := l.ReadEntry(i)
-			if err != nil || !yield(b) {
-				return
-			}
-		}
-	})
+	prev, err := attest.LastStatement(l)
 	if err != nil || prev == "" {
 		t.Fatalf("last statement %q, %v", prev, err)
 	}

@@ -280,6 +280,15 @@ func (g *Gateway) executeApproved(ctx context.Context, id string, h Hold) (*Resu
 	reads, _ := a.Policy.ReadsFor(rec.Action.Type)
 	tx := g.ledger.Begin(agent, rec.Session, rec.Action.Type, reads)
 	now := g.decisionTime()
+	if err := g.attested(now); err != nil {
+		// Approve checked it a moment ago; a re-evaluation the attestation
+		// does not cover is not made. The request stays approved and not
+		// executed (fail closed).
+		tx.Unlock()
+		g.stateMu.RUnlock()
+		ds.End()
+		return nil, err
+	}
 	d := a.Policy.Evaluate(&policy.Request{
 		Action: rec.Action, Agent: agent, Session: policy.Session{ID: rec.Session, History: tx.History()},
 		Instruction: rec.instruction, Reasoning: rec.reasoning, Now: now, State: tx,

@@ -64,9 +64,19 @@ type QueueRecorder interface {
 
 var _ QueueRecorder = (*audit.Log)(nil)
 
-// Attestor attests each bundle activation (Config.Attest).
+// Attestor attests each bundle activation and says whether the platform's
+// attestation covers a decision made now (Config.Attest).
 type Attestor interface {
+	// Activated measures a bundle whose activation entry is durable and
+	// logs an attestation entry naming it. Until that entry is logged
+	// (now, or by a later retry), Attested must refuse.
 	Activated(ctx context.Context, bundleDigest string) error
+	// Attested returns nil when a decision made at now falls within the
+	// attestation policy: the last attestation entry attested the state in
+	// force, no attestation failed since, and now is within the longest
+	// allowed gap after it. Otherwise it says why; nothing is decided.
+	// It is called on every decision's path: it must be cheap.
+	Attested(now time.Time) error
 }
 
 // Executor performs an allowed action upstream.
@@ -138,9 +148,11 @@ type Config struct {
 	// role. Nil trusts the agent as it was when it asked.
 	Principals func(agentID string) (policy.Agent, bool)
 	// Attest, when set, is called right after each activation entry is
-	// durable, before the policy is in force and with decisions held
-	// off: it measures the bundle and logs an attestation entry naming
-	// it (internal/attest). An error leaves no policy in force.
+	// durable, with decisions held off: it measures the bundle and logs an
+	// attestation entry naming it (internal/attest). And it gates every
+	// decision: while Attest.Attested refuses, nothing is decided, approved
+	// into execution or executed (ErrUnattested), and actions are accepted
+	// again once an attestation succeeds, without a restart.
 	Attest Attestor
 	// Checkpoints, when set, says how long entries have waited for a
 	// signed checkpoint; past MaxUnsigned (default DefaultMaxUnsigned)
@@ -561,6 +573,12 @@ func (g *Gateway) decide(ctx context.Context, req *Request, executes bool) (*rec
 // parking recorded it), and whether the gateway keeps the request.
 func (g *Gateway) decideLocked(ctx context.Context, tx *ledger.Txn, a *Active, id string, req *Request, executes bool) (rec *record, recorded audit.Pending, keep bool, err error) {
 	now := g.decisionTime()
+	if err := g.attested(now); err != nil {
+		// Checked with the decision's own time: Ready passed a moment
+		// ago, and a decision later than the attestation allows is not
+		// made (a verifier would refuse it), not even a denial.
+		return nil, nil, false, err
+	}
 	var d *policy.Decision
 	overBudget := g.ledger.OverBudget()
 	if f := g.frozen.Load(); f != nil {
@@ -1043,10 +1061,10 @@ func (g *Gateway) Activate(ctx context.Context, a *Active) error {
 		return fmt.Errorf("record activation: %w: %v", ErrUnavailable, err)
 	}
 	if g.cfg.Attest != nil {
-		if err := g.cfg.Attest.Activated(ctx, a.Digest); err != nil {
-			g.active.Store(&Active{Policy: g.none, None: true})
-			return fmt.Errorf("attest activation of %s: %w: %v", a.Digest, ErrUnavailable, err)
-		}
+		// An error is the attestor's to report and retry: until it
+		// attests this bundle, Attested refuses every decision, so the
+		// policy can be in force already (a retry needs no reactivation).
+		_ = g.cfg.Attest.Activated(ctx, a.Digest)
 	}
 	if err := g.install(a.Policy); err != nil {
 		// Logged as activated and not in force: nothing is decided under
@@ -1056,6 +1074,17 @@ func (g *Gateway) Activate(ctx context.Context, a *Active) error {
 	}
 	g.active.Store(a)
 	return nil
+}
+
+// BetweenActivations runs fn while no activation is in progress: an
+// attestation recorded by fn cannot fall between an activation entry and
+// the attestation entry naming its bundle (which a verifier would refuse
+// as attesting a bundle the log no longer has in force). Decisions go on
+// meanwhile.
+func (g *Gateway) BetweenActivations(fn func() error) error {
+	g.stateMu.RLock()
+	defer g.stateMu.RUnlock()
+	return fn()
 }
 
 // install makes the ledger keep what p reads. What the ledger does not keep

@@ -36,6 +36,18 @@ var ErrWitnessConflict = errors.New("a witness has cosigned a larger or a differ
 // a witness conflict.
 const WitnessConflictMessage = "a witness contradicts this audit log (rollback or fork): nothing was decided or executed"
 
+// ErrUnattested: the platform's attestation of the engine failed, is
+// overdue (past the longest allowed gap after the last attestation
+// entry), or has not yet covered the bundle just activated
+// (Config.Attest). Nothing new is decided, approved into execution or
+// executed until an attestation succeeds; then actions are accepted again,
+// without a restart.
+var ErrUnattested = errors.New("the engine's attestation failed or is overdue")
+
+// UnattestedMessage tells an agent why its action was refused while
+// ErrUnattested holds.
+const UnattestedMessage = "the platform's attestation of this gateway failed or is overdue (attestation.max_gap): nothing was decided or executed"
+
 // UnsignedMessage tells an agent why its action was refused past
 // Config.MaxUnsigned.
 const UnsignedMessage = "checkpoint signing is behind: audit log entries have waited longer than log.max_unsigned for a signed checkpoint; nothing was decided or executed"
@@ -44,8 +56,9 @@ const UnsignedMessage = "checkpoint signing is behind: audit log entries have wa
 // action now, and otherwise why not: ErrNoPolicy (no policy is active),
 // ErrFrozen (an approver froze the gateway: freeze.go),
 // ErrUnavailable (the audit log failed and refuses appends until it is
-// reopened), ErrWitnessConflict (a witness contradicts the log) or
-// ErrUnsigned (signing is behind by more than MaxUnsigned).
+// reopened), ErrWitnessConflict (a witness contradicts the log),
+// ErrUnsigned (signing is behind by more than MaxUnsigned) or
+// ErrUnattested (the attestation failed or is overdue).
 // It is the one answer to "would an action fail?": /readyz reports it and
 // Submit refuses with it. A ledger at its memory budget is not in it: new
 // actions are then decided (denied memory_budget) and logged, and the
@@ -65,9 +78,12 @@ func (g *Gateway) Ready() error {
 	return g.recording()
 }
 
-// recording returns nil when the log takes entries and signing is within
-// MaxUnsigned.
+// recording returns nil when the log takes entries, signing is within
+// MaxUnsigned and the attestation covers a decision made now.
 func (g *Gateway) recording() error {
+	if err := g.attested(g.cfg.Now()); err != nil {
+		return err
+	}
 	if f, ok := g.cfg.Log.(interface{ Err() error }); ok {
 		if err := f.Err(); err != nil {
 			return fmt.Errorf("%w: the audit log failed: %v", ErrUnavailable, err)
@@ -91,11 +107,24 @@ func (g *Gateway) recording() error {
 	return nil
 }
 
+// attested returns nil when there is no attestor or it covers a decision
+// made at now, and otherwise ErrUnattested with the attestor's reason.
+func (g *Gateway) attested(now time.Time) error {
+	if g.cfg.Attest == nil {
+		return nil
+	}
+	if err := g.cfg.Attest.Attested(now); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnattested, err)
+	}
+	return nil
+}
+
 // Refusal returns the stable code (for the HTTP API's error and the log's
 // refusal entry) and the message of an error from Ready or Submit that
 // refuses every new action, logged as a refusal: "no_policy" for
 // ErrNoPolicy, "checkpoint_overdue" for ErrUnsigned, "witness_conflict"
-// for ErrWitnessConflict. It returns "" for any
+// for ErrWitnessConflict, "attestation_failed" for ErrUnattested. It
+// returns "" for any
 // other error, a failed log included: its refusal could not be logged.
 func Refusal(err error) (code, msg string) {
 	switch {
@@ -105,6 +134,8 @@ func Refusal(err error) (code, msg string) {
 		return "checkpoint_overdue", UnsignedMessage
 	case errors.Is(err, ErrWitnessConflict):
 		return "witness_conflict", WitnessConflictMessage
+	case errors.Is(err, ErrUnattested):
+		return "attestation_failed", UnattestedMessage
 	case errors.Is(err, ErrFrozen):
 		return string(ledger.Frozen), FrozenMessage
 	}

@@ -767,6 +767,8 @@ func writeGatewayError(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusConflict, "frozen", gateway.FrozenMessage)
 	case errors.Is(err, gateway.ErrUnsigned):
 		writeError(w, http.StatusServiceUnavailable, "checkpoint_overdue", gateway.UnsignedMessage)
+	case errors.Is(err, gateway.ErrUnattested):
+		writeError(w, http.StatusServiceUnavailable, "attestation_failed", gateway.UnattestedMessage)
 	default:
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "the gateway could not record this: nothing was done")
 	}
