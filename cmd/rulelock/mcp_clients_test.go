@@ -70,6 +70,22 @@ func TestMCPClients(t *testing.T) {
 			})
 		}
 	})
+	// A gateway that starts slower than a client's discovery timeout (the
+	// AI SDK gives server/discover one second, then falls back to
+	// initialize; a loaded machine is enough): the client still connects,
+	// and the late discover leaves nothing that refuses its initialize.
+	t.Run("stdio-slow-start", func(t *testing.T) {
+		for _, c := range mcpClients {
+			if c.name != "ai-sdk" {
+				continue
+			}
+			t.Run(c.name, func(t *testing.T) {
+				steps, stderr := w.runClient(t, script, c.name, "fs_", "", "stdio", "/bin/sh", "-c", `sleep 2; exec "$0" "$@"`,
+					bin, "mcp", "--config", w.config("stdio"), "--agent", "agent-1")
+				w.check(t, c.name, c.stdio, steps, direct[c.name], stderr)
+			})
+		}
+	})
 	t.Run("http", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()

@@ -141,3 +141,65 @@ func TestApprovalExpiryRestartClockSetBack(t *testing.T) {
 		t.Fatalf("the trade executed %d times after its window", executed.Load())
 	}
 }
+
+// capPolicy allows transfers while a payee's last 24 hours, over every
+// agent, stay at 100 or below.
+const capPolicy = `policy "cap" {
+  default: deny
+}
+rule "AllowTransfers" {
+  precondition: action.type == "transfer"
+  allow
+}
+rule "PayeeCap" {
+  precondition: action.type == "transfer"
+  condition: global.total("transfer", "amount", {"to": action.to}, duration("24h")) + action.amount <= 100
+  deny: "at most 100 to one payee in 24 hours"
+}
+`
+
+// TestLimitWallClockSetBack: a wall clock set back does not reopen a
+// limit. 60 is sent at 10:00, the clock is set back an hour, and the next
+// 60 (the window by the clock's reading is 09:00 back to 09:00 the day
+// before, before the first transfer's time) is denied: a window never ends
+// before an action the limit already counted.
+func TestLimitWallClockSetBack(t *testing.T) {
+	p, err := policy.FromSources([]policy.Source{{Name: "cap.rules", Data: []byte(capPolicy)}}, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := audit.Open(t.TempDir(), audit.Options{SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	clk := &clock{t: time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)}
+	var executed atomic.Int64
+	ok := gateway.ExecutorFunc(func(context.Context, gateway.Execution) gateway.Outcome {
+		executed.Add(1)
+		return gateway.Outcome{Status: gateway.StatusOK}
+	})
+	gw, err := gateway.New(gateway.Config{Policy: p, Log: l, Now: clk.now, Executors: map[string]gateway.Executor{"transfer": ok}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	send := func() *gateway.Result {
+		t.Helper()
+		res, err := gw.Submit(ctx, &gateway.Request{Agent: agent42, Action: action(t, `{"type": "transfer", "amount": 60, "to": "acct-1"}`)}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if res := send(); res.Decision.Decision != policy.Allow {
+		t.Fatalf("the first 60: %s, want allow", res.Decision.Decision)
+	}
+	clk.advance(-time.Hour)
+	if res := send(); res.Decision.Decision != policy.Deny {
+		t.Fatalf("60 more with the clock an hour back: %s, want deny (120 over a cap of 100)", res.Decision.Decision)
+	}
+	if n := executed.Load(); n != 1 {
+		t.Fatalf("%d transfers executed, want 1", n)
+	}
+}

@@ -43,8 +43,10 @@ import (
 // EngineVersion names the decision engine in every decision entry. 0.2 is
 // the ledger's: scoped helpers (session.* counts this session only, where
 // 0.1 counted the agent's whole history), no history cap, conservative
-// limits. A replay re-runs a decision with this engine's semantics.
-const EngineVersion = "rulelock/0.2"
+// limits. 0.3: a window never ends before the latest action it counted (a
+// decision timed earlier, by a clock set back, counts it all the same). A
+// replay re-runs a decision with this engine's semantics.
+const EngineVersion = "rulelock/0.3"
 
 // Recorder is what the gateway needs of the audit log: durable appends.
 type Recorder interface {

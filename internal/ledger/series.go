@@ -51,7 +51,9 @@ const maxExact = 1 << 52
 // key and one set of match values): the allowed actions, in time order, with
 // their count and, for a total, their field's value. count and total are
 // range sums over the window found by binary search; succeeded is a
-// counter. Points older than the retention leave from the front.
+// counter. Points older than the retention leave from the front. Its time
+// never runs back: a point is never timed before the one ahead of it, and a
+// window never ends before the latest point (appendPoint, window).
 //
 // Totals are exact decimal sums: the sum tree holds each value in units of
 // 10^-scale (scale: the most decimal places a value of the series has had,
@@ -209,8 +211,19 @@ func countOf(f uint8) int64 {
 	return 1
 }
 
-// window returns positions [lo, hi) of the points in (now-w, now].
+// window returns positions [lo, hi) of the points in (now-w, now], where
+// now is never earlier than the series' latest point: the series' time
+// does not run back. appendPoint clamps a point to the latest before it,
+// so a decision timed before a point the series holds (a wall clock set
+// back, an entry of the log timed before the one ahead of it) would
+// otherwise not count that point, nor any other the clamp put after its
+// time: the limit would reopen for an hour when the clock is set back an
+// hour, live, and a verifier re-deriving the state from a log whose
+// entries go back in time would not count them either.
 func (s *series) window(now time.Time, w time.Duration) (int, int) {
+	if n := len(s.times); n > 0 && s.times[n-1] > now.UnixNano() {
+		now = time.Unix(0, s.times[n-1])
+	}
 	from, to := now.Add(-w).UnixNano(), now.UnixNano()
 	live := s.times[s.off:]
 	lo := sort.Search(len(live), func(i int) bool { return live[i] > from })

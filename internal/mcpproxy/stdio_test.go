@@ -3,6 +3,8 @@ package mcpproxy_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -47,4 +49,81 @@ func TestStdio(t *testing.T) {
 	if got := f.up.received(); len(got) != 1 || strings.Contains(got[0], "batched") {
 		t.Fatalf("upstream received %q", got)
 	}
+}
+
+// TestStdioDiscoverThenInitialize: a client that probes with server/discover
+// and then, its short discovery timeout passed (a gateway still starting
+// under load answers later), falls back to initialize, as the Vercel AI
+// SDK's client does, gets its session: the discover is answered, and
+// leaves nothing that makes the initialize a duplicate. A client that keeps
+// the new protocol after its discover still gets its calls answered.
+func TestStdioDiscoverThenInitialize(t *testing.T) {
+	f := newFixture(t, testPolicy)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	agent := policy.Agent{ID: "agent-a", Roles: []string{"bot"}}
+	serve := func() (*bufio.Reader, io.Writer) {
+		agentOut, proxyIn := io.Pipe()
+		proxyOut, agentIn := io.Pipe()
+		go f.proxy.ServeStdio(ctx, agent, agentOut, agentIn)
+		t.Cleanup(func() { proxyIn.Close() })
+		return bufio.NewReader(proxyOut), proxyIn
+	}
+	send := func(w io.Writer, msg string) {
+		t.Helper()
+		if _, err := io.WriteString(w, msg+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// reply reads the reply to id (skipping notifications).
+	reply := func(r *bufio.Reader, id float64) map[string]any {
+		t.Helper()
+		for {
+			line, err := r.ReadBytes('\n')
+			if err != nil {
+				t.Fatalf("reading the reply to %v: %v", id, err)
+			}
+			var m map[string]any
+			if err := json.Unmarshal(line, &m); err != nil {
+				t.Fatalf("reply %q: %v", line, err)
+			}
+			if m["id"] == id {
+				return m
+			}
+		}
+	}
+	const meta = `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"c","version":"1"}}`
+	discover := `{"jsonrpc":"2.0","id":0,"method":"server/discover","params":{` + meta + `}}`
+
+	t.Run("then initialize", func(t *testing.T) {
+		r, w := serve()
+		send(w, discover)
+		if m := reply(r, 0); m["result"] == nil {
+			t.Fatalf("server/discover: %v, want a result", m)
+		}
+		send(w, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}`)
+		m := reply(r, 1)
+		res, _ := m["result"].(map[string]any)
+		if res == nil || res["protocolVersion"] != "2025-11-25" {
+			t.Fatalf("initialize after server/discover: %v, want the session initialized at 2025-11-25", m)
+		}
+		send(w, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+		send(w, `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`)
+		if m := reply(r, 2); m["result"] == nil {
+			t.Fatalf("tools/list after the fallback: %v", m)
+		}
+	})
+	t.Run("then the new protocol", func(t *testing.T) {
+		r, w := serve()
+		send(w, discover)
+		if m := reply(r, 0); m["result"] == nil {
+			t.Fatalf("server/discover: %v, want a result", m)
+		}
+		send(w, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"up.echo","arguments":{"text":"modern"},`+meta+`}}`)
+		m := reply(r, 1)
+		res, _ := m["result"].(map[string]any)
+		if res == nil || !strings.Contains(fmt.Sprint(res["content"]), "echo: modern") {
+			t.Fatalf("tools/call in the new protocol after server/discover: %v", m)
+		}
+	})
 }

@@ -37,7 +37,8 @@ func (p *Proxy) ServeStdio(ctx context.Context, agent policy.Agent, in io.ReadCl
 }
 
 // frameStdio copies the messages of in that pass the strict reading to sdk,
-// one per line, and answers the others on w. It returns when in ends.
+// one per line, and answers the others on w, and a server/discover request
+// too, on a session of its own (discover). It returns when in ends.
 func (p *Proxy) frameStdio(ctx context.Context, agent policy.Agent, in io.Reader, sdk io.Writer, w io.Writer) error {
 	br := bufio.NewReaderSize(in, 64<<10)
 	for {
@@ -48,16 +49,87 @@ func (p *Proxy) frameStdio(ctx context.Context, agent policy.Agent, in io.Reader
 		if r == nil {
 			r = checkMessage(line)
 		}
+		var reply []byte
 		if r != nil {
-			reply, _ := p.refuse(ctx, agent, r, line)
-			if _, werr := w.Write(append(reply, '\n')); werr != nil {
-				return werr
-			}
+			reply, _ = p.refuse(ctx, agent, r, line)
+		} else if req, ok := discoverRequest(line); ok {
+			reply = p.discover(ctx, agent, req) // nil for a notification
 		} else if _, werr := sdk.Write(append(line, '\n')); werr != nil {
 			return werr
 		}
+		if reply != nil {
+			if _, werr := w.Write(append(reply, '\n')); werr != nil {
+				return werr
+			}
+		}
 		if err != nil {
 			return err
+		}
+	}
+}
+
+// methodDiscover is the probe of the 2026-07-28 protocol (SEP-2575).
+const methodDiscover = "server/discover"
+
+// discoverRequest returns line, a message that passed the strict reading,
+// as a request when it is a server/discover request.
+func discoverRequest(line []byte) (*jsonrpc.Request, bool) {
+	if !bytes.Contains(line, []byte(methodDiscover)) {
+		return nil, false // most messages: not decoded again
+	}
+	m, err := jsonrpc.DecodeMessage(line)
+	if err != nil {
+		return nil, false
+	}
+	req, ok := m.(*jsonrpc.Request)
+	return req, ok && req.Method == methodDiscover
+}
+
+// discover answers a server/discover request on a session of its own,
+// closed once it has answered, and returns the reply; a discover sent as a
+// notification is answered with nothing. The SDK answers a discover on a
+// transport that serves the 2026-07-28 protocol (stdio does) by recording
+// the client's parameters as the session's initialization, so a client
+// that gives up on its discover after a second (the Vercel AI SDK's
+// client: a gateway still starting, or a loaded machine, answers later)
+// and falls back to initialize, as it may, would be refused "duplicate
+// initialize" on that session and could not connect. The discover is
+// stateless in the protocol: a client that goes on in the new protocol
+// names its version and capabilities in every request, and the SDK
+// initializes the session from its first one.
+func (p *Proxy) discover(ctx context.Context, agent policy.Agent, req *jsonrpc.Request) []byte {
+	if !req.IsCall() {
+		return nil
+	}
+	b, err := p.discoverAlone(ctx, agent, req)
+	if err != nil {
+		return errorReply(req.ID.Raw(), jsonrpc.CodeInternalError, "server/discover failed: "+err.Error(), "")
+	}
+	return b
+}
+
+func (p *Proxy) discoverAlone(ctx context.Context, agent policy.Agent, req *jsonrpc.Request) ([]byte, error) {
+	st, ct := mcp.NewInMemoryTransports()
+	ss, err := p.serverFor(agent).Connect(ctx, st, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer ss.Close()
+	conn, err := ct.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	if err := conn.Write(ctx, req); err != nil {
+		return nil, err
+	}
+	for {
+		m, err := conn.Read(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if res, ok := m.(*jsonrpc.Response); ok && res.ID == req.ID {
+			return jsonrpc.EncodeMessage(res)
 		}
 	}
 }

@@ -132,43 +132,105 @@ func TestVerifyWorkers(t *testing.T) {
 // TestVerifyFindsStatefulMismatch forges decisions that only a replay with
 // the right history catches: a transfer recorded as allowed that the payee
 // rule denies given the agent's earlier transfers, and a denial the policy
-// would have allowed (to a payee the agent never paid).
+// would have allowed (to a payee the agent never paid). The forged entries
+// are timed after every entry of the log, as a gateway appending them
+// would have timed them.
 func TestVerifyFindsStatefulMismatch(t *testing.T) {
 	r := record(t, 4, 200)
-	ctx := context.Background()
+	last, latest := lastDecision(t, r.log, "agent-2")
+	forge := forger(t, r.log, last)
+	// $10,000 (the most one transfer may be without approval) six times
+	// to acct-0 within minutes of each other and after the whole log: the
+	// sixth goes over $50,000 whatever was sent to acct-0 before (the
+	// recorded history decides only whether an earlier one does too: it
+	// depends on how the agents interleaved).
+	allow := []audit.Rule{{Name: "AllowTransfers", Outcome: "allow"}}
+	at := latest.Add(time.Minute)
+	for range 5 {
+		forge(at, 10000, "acct-0", "allow", allow)
+	}
+	overCap := forge(at, 10000, "acct-0", "allow", allow)
+	wrongDeny := forge(at, 1, "acct-9", "deny", []audit.Rule{{Name: "PayeeDailyLimit", Outcome: "deny"}})
+	wantFindings(t, r, overCap, wrongDeny)
+}
+
+// TestVerifyFindsBackdatedOverCap: forged allows timed an hour before an
+// earlier entry (a clock set back, or a forger hiding them from the
+// window) still count for the limit: six transfers of $10,000 to a payee
+// no recorded transfer paid, the first after the whole log and the other
+// five an hour before it, the sixth over the $50,000 cap. A window never
+// ends before an action the limit already counted, live as in the replay
+// (TestLimitWallClockSetBack in internal/gateway).
+func TestVerifyFindsBackdatedOverCap(t *testing.T) {
+	r := record(t, 2, 50)
+	last, latest := lastDecision(t, r.log, "agent-1")
+	forge := forger(t, r.log, last)
+	allow := []audit.Rule{{Name: "AllowTransfers", Outcome: "allow"}}
+	forge(latest.Add(time.Minute), 10000, "acct-7", "allow", allow)
+	back := latest.Add(-time.Hour)
+	for range 4 {
+		forge(back, 10000, "acct-7", "allow", allow)
+	}
+	overCap := forge(back, 10000, "acct-7", "allow", allow)
+	wrongDeny := forge(back, 1, "acct-9", "deny", []audit.Rule{{Name: "PayeeDailyLimit", Outcome: "deny"}})
+	wantFindings(t, r, overCap, wrongDeny)
+}
+
+// lastDecision returns the last decision of agent in l and the latest time
+// of any entry in l.
+func lastDecision(t *testing.T, l *audit.Log, agent string) (*audit.Entry, time.Time) {
+	t.Helper()
 	var last *audit.Entry
-	for i := range r.log.Size() {
-		raw, _ := r.log.ReadEntry(i)
-		e, _ := audit.DecodeEntry(raw)
-		if e.Kind == audit.KindDecision && e.Agent == "agent-2" {
+	var latest time.Time
+	for i := range l.Size() {
+		raw, err := l.ReadEntry(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := audit.DecodeEntry(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Kind == audit.KindDecision && e.Agent == agent {
 			last = e
 		}
+		if e.Time.After(latest) {
+			latest = e.Time
+		}
 	}
+	if last == nil {
+		t.Fatalf("no decision of %s in the log", agent)
+	}
+	return last, latest
+}
+
+// forger returns a function that appends to l a copy of the decision like,
+// timed at, for a transfer of amount to payee, recorded as decision with
+// rules, and returns its index.
+func forger(t *testing.T, l *audit.Log, like *audit.Entry) func(at time.Time, amount int, to, decision string, rules []audit.Rule) int64 {
 	n := 0
-	forge := func(amount int, to, decision string, rules []audit.Rule) int64 {
-		f := *last
+	return func(at time.Time, amount int, to, decision string, rules []audit.Rule) int64 {
+		t.Helper()
+		f := *like
 		n++
 		f.RequestID = fmt.Sprintf("rforged%d", n)
-		f.Time = last.Time.Add(time.Minute)
+		f.Time = at
 		f.Action = audit.Text(fmt.Sprintf(`{"amount":%d,"to":%q,"type":"transfer"}`, amount, to))
 		f.ActionSHA256 = audit.Digest{}
 		f.Decision, f.Rules, f.Message = decision, rules, ""
-		rc, err := r.log.Append(ctx, &f)
+		rc, err := l.Append(context.Background(), &f)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return rc.Index
 	}
-	// $10,000 (the most one transfer may be without approval) six times
-	// to acct-0 within minutes: the sixth goes over $50,000 whatever was
-	// sent to acct-0 before (the recorded history decides only whether an
-	// earlier one does too: it depends on how the agents interleaved).
-	allow := []audit.Rule{{Name: "AllowTransfers", Outcome: "allow"}}
-	for range 5 {
-		forge(10000, "acct-0", "allow", allow)
-	}
-	overCap := forge(10000, "acct-0", "allow", allow)
-	wrongDeny := forge(1, "acct-9", "deny", []audit.Rule{{Name: "PayeeDailyLimit", Outcome: "deny"}})
+}
+
+// wantFindings verifies r's log sequentially and concurrently and wants a
+// replay_mismatch at overCap and at wrongDeny, and the six forged allows
+// open.
+func wantFindings(t *testing.T, r *recorded, overCap, wrongDeny int64) {
+	t.Helper()
 	for _, w := range []int{1, 3} {
 		sum, err := replay.Verify(r.log, replay.Options{Bundles: filepath.Join(r.data, "bundles"), Workers: w, AllowDevelopment: true})
 		if err != nil {
