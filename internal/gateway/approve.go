@@ -266,9 +266,15 @@ func (g *Gateway) executeApproved(ctx context.Context, id string, h Hold) (*Resu
 	ctx = g.waitContext(ctx, id)
 	agent, revoked := g.currentAgent(rec.agent)
 	var keys []string
+	leave := func() {}
+	defer func() { leave() }()
 	if h != nil {
-		// The scopes' locks across replicas until the approved decision
-		// is durable, not during the execution.
+		// The freeze's share and the scopes' locks across replicas until
+		// the approved decision is durable, not during the execution.
+		if err := g.share.enter(ctx, g); err != nil {
+			return nil, err
+		}
+		leave = sync.OnceFunc(g.share.leave)
 		keys = g.decisionKeys(agent, rec.Action.Type)
 		if err := g.lockAndFollow(ctx, h, keys); err != nil {
 			return nil, err
@@ -317,7 +323,10 @@ func (g *Gateway) executeApproved(ctx context.Context, id string, h Hold) (*Resu
 	tx.Unlock()
 	g.stateMu.RUnlock()
 	if h != nil {
-		h.Unlock(keys)
+		if len(keys) > 0 {
+			h.Unlock(keys)
+		}
+		leave()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("record approved decision: %w: %v", ErrUnavailable, err)

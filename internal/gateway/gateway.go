@@ -267,7 +267,8 @@ type Gateway struct {
 	// The approval_wait span of each parked request, by id, when tracing.
 	waits sync.Map
 
-	follow *follower // with Config.Replicas: how far the shared log is folded
+	follow *follower    // with Config.Replicas: how far the shared log is folded
+	share  *freezeShare // with Config.Replicas: the freeze's lock held shared for decisions
 }
 
 // record is what the gateway remembers of a request.
@@ -323,7 +324,7 @@ func New(cfg Config) (*Gateway, error) {
 		if g.reader == nil {
 			return nil, fmt.Errorf("new gateway: %w: a replica's log must be readable (LogReader)", ErrUnavailable)
 		}
-		g.follow = newFollower()
+		g.follow, g.share = newFollower(), newFreezeShare()
 		cfg.Log = ownLog{Recorder: cfg.Log, f: g.follow}
 		g.cfg.Log = cfg.Log
 	}
@@ -518,12 +519,12 @@ func (g *Gateway) decide(ctx context.Context, req *Request, executes bool) (*rec
 	}
 	// With replicas: the scopes' locks across replicas, and the log read up
 	// to them, until the decision is durable.
-	h, keys, err := g.holdScopes(ctx, req)
+	keys, done, err := g.holdScopes(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	defer release(h)
-	if f := g.frozen.Load(); h != nil && f != nil {
+	defer done()
+	if f := g.frozen.Load(); g.cfg.Replicas != nil && f != nil {
 		// Another replica's freeze, folded under the locks: refused as
 		// Ready refuses on the replica that recorded it.
 		return nil, fmt.Errorf("%w: frozen by %s since %s: %s", ErrFrozen, f.By, f.Since.Format(time.RFC3339), f.Reason)
@@ -540,7 +541,7 @@ func (g *Gateway) decide(ctx context.Context, req *Request, executes bool) (*rec
 		r.logged, req = sealed, &r
 	}
 	reads, _ := a.Policy.ReadsFor(req.Action.Type)
-	if h != nil && !covers(keys, scopeKeys(req.Agent, g.ledger.Scopes(req.Action.Type, reads))) {
+	if g.cfg.Replicas != nil && !covers(keys, scopeKeys(req.Agent, g.ledger.Scopes(req.Action.Type, reads))) {
 		// A policy activated since the locks were taken reads more.
 		g.stateMu.RUnlock()
 		return nil, fmt.Errorf("decide: %w: the policy changed while deciding; try again", ErrUnavailable)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/rulelock/rulelock/internal/approval"
@@ -60,24 +61,22 @@ const (
 	lockGlobal = "global"
 	lockPrefix = "request:"
 	// A freeze or an unfreeze holds lockFreeze; every decision holds it
-	// shared (lockFreezeShared), so that a freeze recorded by one replica
-	// comes, in the log, after every decision another replica was making
-	// and before every decision it makes next (it folds the freeze first).
+	// shared (lockFreezeShared, through freezeShare), so that a freeze
+	// recorded by one replica comes, in the log, after every decision
+	// another replica was making and before every decision it makes next
+	// (it folds the freeze first).
 	lockFreeze       = "freeze"
 	lockFreezeShared = "shared:" + lockFreeze
 )
 
 // scopeKeys names the locks of the scopes a decision by agent holds, in the
-// ledger's lock order (global, principal, agent), after the freeze's lock
-// held shared; a decision that holds no scope takes the freeze's alone.
+// ledger's lock order (global, principal, agent): none when no rule reads
+// or counts its action type.
 func scopeKeys(agent policy.Agent, scopes policy.ScopeSet) []string {
-	keys := make([]string, 0, 4)
-	keys = append(keys, lockFreezeShared)
 	if scopes == 0 {
-		// No rule reads or counts this action type: no state to keep
-		// atomic, only the freeze to be ordered after.
-		return keys
+		return nil // no state to keep atomic: the freeze's share alone
 	}
+	keys := make([]string, 0, 3)
 	if scopes.Has(policy.ScopeGlobal) {
 		keys = append(keys, lockGlobal)
 	}
@@ -87,23 +86,116 @@ func scopeKeys(agent policy.Agent, scopes policy.ScopeSet) []string {
 	return append(keys, "agent:"+agent.ID) // sessions are the agent's
 }
 
-// holdScopes locks, across replicas, the scopes a decision of req holds
-// under the active policy, and folds the log up to them. It returns the
-// hold to release once the decision is durable (nil without replicas).
-func (g *Gateway) holdScopes(ctx context.Context, req *Request) (Hold, []string, error) {
+// holdScopes takes, across replicas, the freeze's lock shared and the
+// locks of the scopes a decision of req holds under the active policy, and
+// folds the log up to them. done releases them, once the decision is
+// durable; it is a no-op without replicas.
+func (g *Gateway) holdScopes(ctx context.Context, req *Request) (keys []string, done func(), err error) {
 	if g.cfg.Replicas == nil {
-		return nil, nil, nil
+		return nil, func() {}, nil
+	}
+	if err := g.share.enter(ctx, g); err != nil {
+		return nil, nil, fmt.Errorf("decide: %w", err)
+	}
+	keys = g.decisionKeys(req.Agent, req.Action.Type)
+	if len(keys) == 0 {
+		return keys, g.share.leave, nil
 	}
 	h, err := g.cfg.Replicas.Hold(ctx)
 	if err != nil {
+		g.share.leave()
 		return nil, nil, fmt.Errorf("decide: %w: %v", ErrUnavailable, err)
 	}
-	keys := g.decisionKeys(req.Agent, req.Action.Type)
 	if err := g.lockAndFollow(ctx, h, keys); err != nil {
 		h.Release()
+		g.share.leave()
 		return nil, nil, err
 	}
-	return h, keys, nil
+	return keys, func() { h.Release(); g.share.leave() }, nil
+}
+
+// freezeEpoch is how long one connection holds the freeze's lock shared
+// for the decisions that join it before it lets a waiting freeze in.
+const freezeEpoch = 50 * time.Millisecond
+
+// freezeShare holds the freeze's lock in shared mode, on one connection,
+// for every decision in flight on this replica: a decision joins the hold
+// (no round trip) instead of taking the lock itself. A hold older than
+// freezeEpoch takes no new decision; the last one in flight releases it,
+// so a freeze another replica waits to record gets the lock (PostgreSQL
+// queues the next shared request behind the waiting exclusive one) within
+// an epoch and the decisions in flight. A new hold folds the log first, so
+// the decisions that join it know of every freeze recorded before.
+type freezeShare struct {
+	mu       sync.Mutex
+	cond     *sync.Cond
+	h        Hold // holds lockFreezeShared; nil: not held
+	since    time.Time
+	inflight int
+	draining bool // h takes no new decision
+	taking   bool // a decision is taking a new hold
+}
+
+func newFreezeShare() *freezeShare {
+	s := &freezeShare{}
+	s.cond = sync.NewCond(&s.mu)
+	return s
+}
+
+// enter returns once the freeze's lock is held shared for one more
+// decision, and the log folded up to the hold.
+func (s *freezeShare) enter(ctx context.Context, g *Gateway) error {
+	s.mu.Lock()
+	for {
+		if s.h != nil && !s.draining {
+			if time.Since(s.since) < freezeEpoch {
+				s.inflight++
+				s.mu.Unlock()
+				return nil
+			}
+			s.draining = true
+		}
+		if s.h == nil && !s.taking {
+			break
+		}
+		s.cond.Wait()
+	}
+	s.taking = true
+	s.mu.Unlock()
+	h, err := g.cfg.Replicas.Hold(ctx)
+	if err == nil {
+		if err = g.lockAndFollow(ctx, h, []string{lockFreezeShared}); err != nil {
+			h.Release()
+		}
+	} else {
+		err = fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	s.mu.Lock()
+	s.taking = false
+	if err == nil {
+		s.h, s.since, s.draining, s.inflight = h, time.Now(), false, 1
+	}
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	return err
+}
+
+// leave ends one decision's share; the last one out releases the hold.
+func (s *freezeShare) leave() {
+	s.mu.Lock()
+	s.inflight--
+	if s.inflight > 0 {
+		s.mu.Unlock()
+		return
+	}
+	h := s.h
+	s.h, s.taking = nil, true // no new hold until this one is released
+	s.mu.Unlock()
+	h.Release()
+	s.mu.Lock()
+	s.taking, s.draining = false, false
+	s.cond.Broadcast()
+	s.mu.Unlock()
 }
 
 // decisionKeys names the locks of the scopes a decision of actionType by
