@@ -324,6 +324,13 @@ func waitAnswers(t *testing.T, a *answers, n int) {
 // approve signs and submits who's approval of parked request id.
 func (o *opsGateway) approve(who, id string) (int, map[string]any) {
 	o.t.Helper()
+	return o.do(who, "POST", "/v1/requests/"+id+"/approvals", o.approval(who, id))
+}
+
+// approval is who's signed approval of pending request id, as the body
+// of POST /v1/requests/{id}/approvals.
+func (o *opsGateway) approval(who, id string) string {
+	o.t.Helper()
 	status, pending := o.do(who, "GET", "/v1/approvals", "")
 	if status != 200 {
 		o.t.Fatalf("GET /v1/approvals as %s: %d %v", who, status, pending)
@@ -348,7 +355,7 @@ func (o *opsGateway) approve(who, id string) (int, map[string]any) {
 		o.t.Fatal(err)
 	}
 	b, _ := json.Marshal(map[string]string{"note": string(signed)})
-	return o.do(who, "POST", "/v1/requests/"+id+"/approvals", string(b))
+	return string(b)
 }
 
 func toJSON(v any) string {

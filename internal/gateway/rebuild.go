@@ -83,6 +83,11 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 			rec := g.restoreDecision(audit.Receipt{Index: i, LeafHash: it.leaf}, e, d)
 			switch d.Decision {
 			case ledger.Deny:
+				if d.State.Reload != "" {
+					// A parked request a reload denied (RecheckParked):
+					// the approval manager's revoked event.
+					events = append(events, approval.Event{Kind: approval.EventRevoked, Time: e.Time, Request: e.RequestID, Reason: e.Message})
+				}
 				g.settle(rec) // final
 			case ledger.Allow, ledger.Approved:
 				open[rec.ID] = rec
