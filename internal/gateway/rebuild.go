@@ -244,8 +244,18 @@ func (g *Gateway) restoreApprovals(ctx context.Context, events []approval.Event)
 		}
 	}
 	for _, r := range events {
-		if req, err := g.approvals.m.Get(r.Request); err == nil && req.State != approval.Pending {
+		req, err := g.approvals.m.Get(r.Request)
+		switch {
+		case err != nil:
+		case req.State != approval.Pending:
 			g.finish(r.Request)
+		case r.Kind == approval.EventParked:
+			g.mu.Lock()
+			rec, _, _ := g.reqs.get(r.Request)
+			g.mu.Unlock()
+			if rec != nil {
+				g.startRestoredWait(r.Request, rec) // traced again from here
+			}
 		}
 	}
 	return nil
