@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"io"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +19,7 @@ import (
 	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/tracing"
 	"github.com/rulelock/rulelock/internal/tracing/tracingtest"
+	"github.com/rulelock/rulelock/policy"
 )
 
 // TestMCPSpans: a tools/call whose params._meta carries a traceparent is
@@ -109,7 +112,8 @@ func TestMCPSpans(t *testing.T) {
 		t.Errorf("server span: parent %s kind %v, want the _meta's span %s and server", got, server.Kind, agentSpan)
 	}
 	for k, v := range map[string]string{"mcp.method.name": "tools/call", "gen_ai.tool.name": "up.echo", "gen_ai.operation.name": "execute_tool",
-		"rulelock.decision": "allow", "rulelock.rules": "Echo", "rulelock.action.type": "up.echo"} {
+		"rulelock.decision": "allow", "rulelock.rules": "Echo", "rulelock.action.type": "up.echo",
+		"network.transport": "tcp", "network.protocol.name": "http", "mcp.protocol.version": cs.InitializeResult().ProtocolVersion} {
 		if got := tracingtest.Attr(server, k); got != v {
 			t.Errorf("server span %s = %q, want %q", k, got, v)
 		}
@@ -128,6 +132,27 @@ func TestMCPSpans(t *testing.T) {
 	client := st.Named(t, agentTrace, "tools/call echo")
 	if client.Kind != tracepb.Span_SPAN_KIND_CLIENT || tracingtest.Attr(client, "gen_ai.tool.name") != "echo" {
 		t.Errorf("client span: kind %v, tool %q", client.Kind, tracingtest.Attr(client, "gen_ai.tool.name"))
+	}
+	upHost, upPort, _ := net.SplitHostPort(strings.TrimPrefix(f.up.http.URL, "http://"))
+	for k, v := range map[string]string{"mcp.method.name": "tools/call", "gen_ai.operation.name": "execute_tool", "network.transport": "tcp",
+		"network.protocol.name": "http", "server.address": upHost, "server.port": upPort} {
+		if got := tracingtest.Attr(client, k); got != v {
+			t.Errorf("client span %s = %q, want %q", k, got, v)
+		}
+	}
+	if tracingtest.Attr(client, "mcp.session.id") == "" || tracingtest.Attr(client, "mcp.protocol.version") == "" {
+		t.Errorf("client span without the upstream session's mcp.session.id or mcp.protocol.version")
+	}
+	// The unknown tool: a caller's mistake (-32602), recorded, not the span's error.
+	var unknown *tracepb.Span
+	for _, sp := range st.All {
+		if sp.Name == "tools/call" && sp.Kind == tracepb.Span_SPAN_KIND_SERVER {
+			unknown = sp
+		}
+	}
+	if unknown == nil || tracingtest.Attr(unknown, "rpc.response.status_code") != "-32602" || tracingtest.Attr(unknown, "error.type") != "" ||
+		unknown.Status.GetCode() == tracepb.Status_STATUS_CODE_ERROR {
+		t.Errorf("unknown tool's span: %v, want status code -32602 and no error", unknown)
 	}
 	// The upstream got the client span's context in _meta, and no tracestate.
 	var meta map[string]any
@@ -165,5 +190,47 @@ func TestMCPSpans(t *testing.T) {
 	}
 	if len(wait.Links) != 1 || string(wait.Links[0].SpanId) != string(approverSpan) {
 		t.Errorf("approval_wait's links = %v, want the approver's span", wait.Links)
+	}
+}
+
+// TestMCPSpansStdio: over stdio the MCP server span says network.transport
+// "pipe" and no HTTP protocol.
+func TestMCPSpansStdio(t *testing.T) {
+	recv := tracingtest.NewReceiver(t)
+	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(recv.URL+"/v1/traces"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp))
+	f := newFixtureTraced(t, testPolicy, nil, tp.Tracer(tracing.ScopeName))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	agentOut, proxyIn := io.Pipe()
+	proxyOut, agentIn := io.Pipe()
+	go f.proxy.ServeStdio(ctx, policy.Agent{ID: "agent-a", Roles: []string{"bot"}}, agentOut, agentIn)
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, nil).Connect(ctx, &mcp.IOTransport{Reader: proxyOut, Writer: proxyIn}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	const agentTrace = "6cf92f3577b34da6a3ce929d0e0e4738"
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "up.echo", Arguments: map[string]any{"text": "over stdio"},
+		Meta: mcp.Meta{"traceparent": "00-" + agentTrace + "-00f067aa0ba902b7-01"}})
+	if err != nil || res.IsError {
+		t.Fatalf("call: %v %+v", err, res)
+	}
+	if err := tp.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := recv.Received()
+	server := st.Named(t, agentTrace, "tools/call up.echo")
+	if got := tracingtest.Attr(server, "network.transport"); got != "pipe" {
+		t.Errorf("network.transport = %q, want pipe", got)
+	}
+	if got := tracingtest.Attr(server, "network.protocol.name"); got != "" {
+		t.Errorf("network.protocol.name = %q over stdio, want none", got)
+	}
+	if got := tracingtest.Attr(server, "mcp.method.name"); got != "tools/call" {
+		t.Errorf("mcp.method.name = %q", got)
 	}
 }
