@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -115,7 +116,11 @@ func (o *opsGateway) writeConfig(agents, approvers []string) {
 // start starts the gateway as rulelock serve --config would.
 func (o *opsGateway) start() {
 	o.t.Helper()
-	cfg, err := readConfig(o.cfgPath)
+	b, err := os.ReadFile(o.cfgPath)
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	cfg, err := parseConfig(o.cfgPath, b)
 	if err != nil {
 		o.t.Fatal(err)
 	}
@@ -128,7 +133,7 @@ func (o *opsGateway) start() {
 	if err != nil {
 		o.t.Fatalf("start: %v\n%s", err, o.stderr)
 	}
-	g.cfgPath = o.cfgPath
+	g.cfgPath, g.cfgSum = o.cfgPath, sha256.Sum256(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- g.serve(ctx) }()

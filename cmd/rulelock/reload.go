@@ -177,6 +177,32 @@ func revokedList(rs []gateway.Revoked) string {
 	return strings.Join(parts, " ")
 }
 
+// recheckAtStart re-checks the parked requests a restart restored against
+// who may act as the config file read at the start says, as a reload
+// does: an agent removed, or approvers changed, while the gateway was down
+// is a reload too. When requests are parked, a note "reload
+// sha256:<digest>: at start" is logged first, so that each denial names a
+// reload note as after SIGHUP (ledger.DecisionState.Reload). Should the
+// log refuse, the requests stay parked and their quorum re-checks them.
+func (g *running) recheckAtStart(ctx context.Context) {
+	if len(g.gw.Pending()) == 0 {
+		return
+	}
+	digest := "sha256:" + hex.EncodeToString(g.cfgSum[:])
+	if _, err := g.log.Append(context.WithoutCancel(ctx), &audit.Entry{Kind: audit.KindNote, Time: time.Now().UTC(),
+		EngineVersion: gateway.EngineVersion, Message: fmt.Sprintf("%s %s: at start", NoteReload, digest)}); err != nil {
+		fmt.Fprintf(g.e.stderr, "rulelock: parked requests not re-checked at start: %v\n", err)
+		return
+	}
+	revoked, err := g.gw.RecheckParked(context.WithoutCancel(ctx), digest)
+	if len(revoked) > 0 {
+		fmt.Fprintf(g.e.stderr, "rulelock: at start, parked requests denied [%s]\n", revokedList(revoked))
+	}
+	if err != nil {
+		fmt.Fprintf(g.e.stderr, "rulelock: parked requests not all re-checked at start: %v\n", err)
+	}
+}
+
 // whoChanged says which ids were added, removed or changed (roles,
 // principal, groups, keys, tokens, certificates: never their values).
 func whoChanged(old, next *serveConfig) string {

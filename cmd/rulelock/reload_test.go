@@ -128,13 +128,16 @@ func TestReloadRevokesUnderTraffic(t *testing.T) {
 	delete(logged, parkedID)
 	checkNoDecisionLost(t, logged, a)
 	sum := sha256.Sum256(good)
-	var reloads, refused int
+	var reloads, refused, starts int
 	for _, e := range es {
 		if e.Kind != audit.KindNote {
 			continue
 		}
-		if strings.HasPrefix(e.Message, "reload sha256:"+hex.EncodeToString(sum[:])+": ") {
+		if strings.HasPrefix(e.Message, "reload sha256:"+hex.EncodeToString(sum[:])+": ") && !strings.HasSuffix(e.Message, ": at start") {
 			reloads++
+		}
+		if e.Message == "reload sha256:"+hex.EncodeToString(sum[:])+": at start" {
+			starts++ // the restart, with the trade parked: nothing to deny
 		}
 		if strings.HasPrefix(e.Message, "reload_refused: ") {
 			refused++
@@ -146,8 +149,8 @@ func TestReloadRevokesUnderTraffic(t *testing.T) {
 			}
 		}
 	}
-	if reloads != 1 || refused != 1 {
-		t.Errorf("%d reload entries with the config's digest and %d refused reloads, want 1 and 1", reloads, refused)
+	if reloads != 1 || refused != 1 || starts != 1 {
+		t.Errorf("%d reload entries with the config's digest, %d refused reloads and %d re-checks at start, want 1, 1 and 1", reloads, refused, starts)
 	}
 	o.verify()
 }
@@ -226,4 +229,43 @@ func TestReloadDeniesUnmeetable(t *testing.T) {
 	if err := o.stop(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestRestartDeniesRemoved: an agent removed from the config while the
+// gateway is down is a reload too: at the start, its parked request is
+// denied principal_revoked, logged after a note naming the config, before
+// anyone votes; another agent's parked request stays parked; the log
+// verifies with --replay.
+func TestRestartDeniesRemoved(t *testing.T) {
+	o := newOpsGateway(t, []string{"agent-1", "agent-2"}, []string{"alice", "bob"})
+	_, gone := o.do("agent-1", "POST", "/v1/actions", `{"action": {"type": "transfer", "amount": 20000, "to": "acct-big"}}`)
+	_, kept := o.do("agent-2", "POST", "/v1/actions", `{"action": {"type": "transfer", "amount": 20000, "to": "acct-other"}}`)
+	if decisionOf(gone) != "require_approval" || decisionOf(kept) != "require_approval" {
+		t.Fatalf("park: %v %v", gone, kept)
+	}
+	goneID, keptID := gone["request_id"].(string), kept["request_id"].(string)
+	if err := o.stop(); err != nil {
+		t.Fatal(err)
+	}
+	o.writeConfig([]string{"agent-2"}, []string{"alice", "bob"})
+	o.start()
+	if !strings.Contains(o.stderr.String(), "at start, parked requests denied ["+goneID+" (agent-1: principal_revoked)]") {
+		t.Errorf("the gateway's stderr does not say it denied %s:\n%s", goneID, o.stderr)
+	}
+	status, pending := o.do("alice", "GET", "/v1/approvals", "")
+	if status != 200 || strings.Contains(toJSON(pending), goneID) || !strings.Contains(toJSON(pending), keptID) {
+		t.Errorf("pending after the restart: %d %v, want %s only", status, pending, keptID)
+	}
+	if status, res := o.approve("alice", keptID); status != 200 || decisionOf(res["result"].(map[string]any)) != "approved" {
+		t.Errorf("the other agent's request: %d %v, want approved", status, res)
+	}
+	if seen := o.upstream.seen(); len(seen) != 1 || !strings.Contains(seen[0], "acct-other") {
+		t.Errorf("the upstream saw %q, want the other agent's transfer only", seen)
+	}
+	cfg, _ := os.ReadFile(o.cfgPath)
+	if err := o.stop(); err != nil {
+		t.Fatal(err)
+	}
+	checkRevokedEntry(t, o.entries(), goneID, "principal_revoked", cfg)
+	o.verify()
 }
