@@ -115,7 +115,7 @@ func (p *Proxy) middleware(as *agentServer) mcp.Middleware {
 				if !ok {
 					return nil, invalidParams("malformed tools/call")
 				}
-				ctx, sp := p.startCall(ctx, cr)
+				ctx, sp := p.startCall(ctx, as.agent.ID, cr)
 				res, err := p.call(ctx, as.agent, cr)
 				endCall(sp, true, res, err)
 				if err != nil {

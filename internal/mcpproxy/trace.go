@@ -33,12 +33,13 @@ import (
 // the opt-in gen_ai.tool.call.arguments or gen_ai.tool.call.result, nor
 // the rulelock _meta (instruction, reasoning, session).
 //
-// Not recorded: jsonrpc.request.id, which the SDK (go-sdk v1.8.0) hands
-// neither to a server's handler nor to a client's caller (it would take
-// rewriting the agent's bytes, which refusals log as sent, or wrapping the
-// SDK's connections, whose optional interfaces a wrapper hides); and
-// client.address and client.port, since one streamable HTTP session's
-// calls arrive over many HTTP requests, and the handler sees none of them.
+// jsonrpc.request.id is on the server span, carried from the framing
+// (requestIDs); not on the client span: the SDK's client assigns the
+// forwarded call's id and tells its caller nothing of it (it would take
+// wrapping the SDK's connections, whose optional interfaces a wrapper
+// hides). Not recorded either: client.address and client.port, since one
+// streamable HTTP session's calls arrive over many HTTP requests, and the
+// handler sees none of them.
 //
 // On a server span, the JSON-RPC codes the conventions list as the
 // caller's mistakes (-32700, -32600, -32601, -32602, -32002: a malformed
@@ -66,12 +67,13 @@ func (m metaCarrier) Keys() []string {
 	return keys
 }
 
-// startCall starts the MCP server span of the agent's tools/call req, or
+// startCall starts the MCP server span of the tools/call req of agent, or
 // returns ctx and nil when tracing is off.
-func (p *Proxy) startCall(ctx context.Context, req *mcp.CallToolRequest) (context.Context, trace.Span) {
+func (p *Proxy) startCall(ctx context.Context, agent string, req *mcp.CallToolRequest) (context.Context, trace.Span) {
 	if p.cfg.Tracer == nil {
 		return ctx, nil
 	}
+	id := p.reqIDs.take(agent, req) // taken whether the span records or not
 	parent := ctx
 	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
 	name := "tools/call"
@@ -104,6 +106,9 @@ func (p *Proxy) startCall(ctx context.Context, req *mcp.CallToolRequest) (contex
 		}
 		if req.Session != nil && req.Session.ID() != "" {
 			kv = append(kv, attribute.String("mcp.session.id", req.Session.ID()))
+		}
+		if id != "" {
+			kv = append(kv, attribute.String("jsonrpc.request.id", id))
 		}
 		if req.Extra != nil { // only the streamable HTTP transport sets it
 			kv = append(kv, attribute.String("network.transport", "tcp"), attribute.String("network.protocol.name", "http"))

@@ -4,9 +4,9 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"io"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -121,6 +121,9 @@ func TestMCPSpans(t *testing.T) {
 	if tracingtest.Attr(server, "mcp.session.id") == "" || tracingtest.Attr(server, "rulelock.request.id") == "" {
 		t.Errorf("server span without mcp.session.id or rulelock.request.id")
 	}
+	if id, err := strconv.Atoi(tracingtest.Attr(server, "jsonrpc.request.id")); err != nil || id < 1 {
+		t.Errorf("server span's jsonrpc.request.id = %q, want the SDK client's id", tracingtest.Attr(server, "jsonrpc.request.id"))
+	}
 	want := []string{"rulelock.decide", "rulelock.record_decision", "rulelock.execute", "rulelock.record_outcome"}
 	if got := st.Children(server); !slices.Equal(got, want) {
 		t.Errorf("server span's children = %v, want %v", got, want)
@@ -194,7 +197,8 @@ func TestMCPSpans(t *testing.T) {
 }
 
 // TestMCPSpansStdio: over stdio the MCP server span says network.transport
-// "pipe" and no HTTP protocol.
+// "pipe" and no HTTP protocol, and names the call's JSON-RPC id as the
+// agent wrote it (a string, a number), two identical calls each their own.
 func TestMCPSpansStdio(t *testing.T) {
 	recv := tracingtest.NewReceiver(t)
 	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(recv.URL+"/v1/traces"))
@@ -203,34 +207,27 @@ func TestMCPSpansStdio(t *testing.T) {
 	}
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp))
 	f := newFixtureTraced(t, testPolicy, nil, tp.Tracer(tracing.ScopeName))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	agentOut, proxyIn := io.Pipe()
-	proxyOut, agentIn := io.Pipe()
-	go f.proxy.ServeStdio(ctx, policy.Agent{ID: "agent-a", Roles: []string{"bot"}}, agentOut, agentIn)
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, nil).Connect(ctx, &mcp.IOTransport{Reader: proxyOut, Writer: proxyIn}, nil)
-	if err != nil {
-		t.Fatal(err)
+	s := startRawStdio(t, f, policy.Agent{ID: "agent-a", Roles: []string{"bot"}})
+	s.initialize(t, "2025-06-18")
+	traces := map[string]string{`"call-7"`: "6cf92f3577b34da6a3ce929d0e0e4738", `8`: "7cf92f3577b34da6a3ce929d0e0e4739"}
+	for _, id := range []string{`"call-7"`, `8`} {
+		s.send(t, `{"jsonrpc":"2.0","id":`+id+`,"method":"tools/call","params":{"name":"up.echo","arguments":{"text":"same"},"_meta":{"traceparent":"00-`+traces[id]+`-00f067aa0ba902b7-01"}}}`+"\n")
+		if l := s.next(t); !strings.Contains(l, `"id":`+id) || !strings.Contains(l, "echo: same") {
+			t.Fatalf("call %s: %s", id, l)
+		}
 	}
-	defer cs.Close()
-	const agentTrace = "6cf92f3577b34da6a3ce929d0e0e4738"
-	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "up.echo", Arguments: map[string]any{"text": "over stdio"},
-		Meta: mcp.Meta{"traceparent": "00-" + agentTrace + "-00f067aa0ba902b7-01"}})
-	if err != nil || res.IsError {
-		t.Fatalf("call: %v %+v", err, res)
-	}
-	if err := tp.Shutdown(ctx); err != nil {
+	if err := tp.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	st, _ := recv.Received()
-	server := st.Named(t, agentTrace, "tools/call up.echo")
-	if got := tracingtest.Attr(server, "network.transport"); got != "pipe" {
-		t.Errorf("network.transport = %q, want pipe", got)
-	}
-	if got := tracingtest.Attr(server, "network.protocol.name"); got != "" {
-		t.Errorf("network.protocol.name = %q over stdio, want none", got)
-	}
-	if got := tracingtest.Attr(server, "mcp.method.name"); got != "tools/call" {
-		t.Errorf("mcp.method.name = %q", got)
+	for id, tid := range traces {
+		server := st.Named(t, tid, "tools/call up.echo")
+		want := map[string]string{"network.transport": "pipe", "network.protocol.name": "", "mcp.method.name": "tools/call",
+			"jsonrpc.request.id": strings.Trim(id, `"`), "mcp.protocol.version": "2025-06-18"}
+		for k, v := range want {
+			if got := tracingtest.Attr(server, k); got != v {
+				t.Errorf("call %s: %s = %q, want %q", id, k, got, v)
+			}
+		}
 	}
 }

@@ -53,8 +53,13 @@ func (p *Proxy) frameStdio(ctx context.Context, agent policy.Agent, in io.Reader
 			if _, werr := w.Write(append(reply, '\n')); werr != nil {
 				return werr
 			}
-		} else if _, werr := sdk.Write(append(line, '\n')); werr != nil {
-			return werr
+		} else {
+			if p.cfg.Tracer != nil {
+				p.reqIDs.note(agent.ID, "", line)
+			}
+			if _, werr := sdk.Write(append(line, '\n')); werr != nil {
+				return werr
+			}
 		}
 		if err != nil {
 			return err
@@ -199,6 +204,9 @@ func (p *Proxy) guardHTTP(w http.ResponseWriter, r *http.Request, agent policy.A
 		if rf := checkMessage(body); rf != nil {
 			p.writeRefusal(w, r, agent, http.StatusBadRequest, rf, body)
 			return
+		}
+		if p.cfg.Tracer != nil {
+			p.reqIDs.note(agent.ID, r.Header.Get("Mcp-Session-Id"), body)
 		}
 	}
 	next.ServeHTTP(w, r)
