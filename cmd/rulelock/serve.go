@@ -411,6 +411,9 @@ func (g *running) serve(ctx context.Context) error {
 	attDone := make(chan struct{})
 	go func() { g.runAttestation(cpCtx); close(attDone) }()
 	g.logsvc.run(g.e, g)
+	if g.cfgPath != "" {
+		g.recheckAtStart(ctx) // before the first request is served (reload.go)
+	}
 	srvErr := make(chan error, 1)
 	scheme := "http"
 	if g.srv.TLSConfig != nil {
@@ -418,9 +421,6 @@ func (g *running) serve(ctx context.Context) error {
 		go func() { srvErr <- g.srv.ServeTLS(g.ln, "", "") }()
 	} else {
 		go func() { srvErr <- g.srv.Serve(g.ln) }()
-	}
-	if g.cfgPath != "" {
-		g.recheckAtStart(ctx) // reload.go
 	}
 	if err := g.serveAdmin(ctx); err != nil {
 		fmt.Fprintf(g.e.stderr, "rulelock: admin socket: %v; rulelock reload will not reach this gateway (SIGHUP still reloads)\n", err)
