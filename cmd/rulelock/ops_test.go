@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -115,7 +116,11 @@ func (o *opsGateway) writeConfig(agents, approvers []string) {
 // start starts the gateway as rulelock serve --config would.
 func (o *opsGateway) start() {
 	o.t.Helper()
-	cfg, err := readConfig(o.cfgPath)
+	b, err := os.ReadFile(o.cfgPath)
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	cfg, err := parseConfig(o.cfgPath, b)
 	if err != nil {
 		o.t.Fatal(err)
 	}
@@ -128,7 +133,7 @@ func (o *opsGateway) start() {
 	if err != nil {
 		o.t.Fatalf("start: %v\n%s", err, o.stderr)
 	}
-	g.cfgPath = o.cfgPath
+	g.cfgPath, g.cfgSum = o.cfgPath, sha256.Sum256(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- g.serve(ctx) }()
@@ -324,6 +329,13 @@ func waitAnswers(t *testing.T, a *answers, n int) {
 // approve signs and submits who's approval of parked request id.
 func (o *opsGateway) approve(who, id string) (int, map[string]any) {
 	o.t.Helper()
+	return o.do(who, "POST", "/v1/requests/"+id+"/approvals", o.approval(who, id))
+}
+
+// approval is who's signed approval of pending request id, as the body
+// of POST /v1/requests/{id}/approvals.
+func (o *opsGateway) approval(who, id string) string {
+	o.t.Helper()
 	status, pending := o.do(who, "GET", "/v1/approvals", "")
 	if status != 200 {
 		o.t.Fatalf("GET /v1/approvals as %s: %d %v", who, status, pending)
@@ -348,7 +360,7 @@ func (o *opsGateway) approve(who, id string) (int, map[string]any) {
 		o.t.Fatal(err)
 	}
 	b, _ := json.Marshal(map[string]string{"note": string(signed)})
-	return o.do(who, "POST", "/v1/requests/"+id+"/approvals", string(b))
+	return string(b)
 }
 
 func toJSON(v any) string {

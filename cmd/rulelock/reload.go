@@ -18,6 +18,7 @@ import (
 
 	"github.com/rulelock/rulelock/audit"
 	"github.com/rulelock/rulelock/internal/gateway"
+	"github.com/rulelock/rulelock/internal/ledger"
 )
 
 // A reload replaces who may act — agents, approvers, their tokens and
@@ -35,7 +36,7 @@ import (
 
 // NoteReload opens the message of the note entry each accepted reload
 // appends: "reload sha256:<config digest>: <what changed>".
-const NoteReload = "reload"
+const NoteReload = ledger.NoteReload
 
 func reloadCommands() []command {
 	return []command{{"reload", "reload who may act (agents, approvers, auditors, tokens) from the config of a running gateway", runReload}}
@@ -146,15 +147,60 @@ func (g *running) reloadWhoLocked(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("record the reload: %w", err)
 	}
 	// In force from here. The tokens first: a removed agent is refused
-	// from now on; its parked requests are denied principal_revoked at
-	// their quorum (gateway.Config.Principals).
+	// from now on.
 	g.tokens.Set(tokens)
 	if err := g.gw.SetApprovers(reg); err != nil {
 		return "", err // checked above: not reached
 	}
 	g.gw.SetPrincipals(next.principals())
 	g.who.Store(&next)
-	return strings.TrimPrefix(msg, NoteReload+" "), nil
+	// Then the parked requests that can no longer run are denied at once,
+	// each logged with this reload's digest. Should the log refuse one,
+	// the reload stays in force and the rest stay parked: their quorum
+	// re-checks them (gateway.Config.Principals).
+	summary := strings.TrimPrefix(msg, NoteReload+" ")
+	revoked, err := g.gw.RecheckParked(context.WithoutCancel(ctx), "sha256:"+hex.EncodeToString(sum[:]))
+	summary += "; parked requests denied [" + revokedList(revoked) + "]"
+	if err != nil {
+		fmt.Fprintf(g.e.stderr, "rulelock: reload in force, but parked requests not re-checked: %v\n", err)
+		summary += fmt.Sprintf(" (re-check stopped: %v: the others are re-checked at their quorum)", err)
+	}
+	return summary, nil
+}
+
+// revokedList is "id (reason) id (reason)…" of the requests a reload denied.
+func revokedList(rs []gateway.Revoked) string {
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = fmt.Sprintf("%s (%s: %s)", r.RequestID, r.Agent, r.Reason)
+	}
+	return strings.Join(parts, " ")
+}
+
+// recheckAtStart re-checks the parked requests a restart restored against
+// who may act as the config file read at the start says, as a reload
+// does: an agent removed, or approvers changed, while the gateway was down
+// is a reload too. When requests are parked, a note "reload
+// sha256:<digest>: at start" is logged first, so that each denial names a
+// reload note as after SIGHUP (ledger.DecisionState.Reload). Should the
+// log refuse, the requests stay parked and their quorum re-checks them.
+func (g *running) recheckAtStart(ctx context.Context) {
+	if len(g.gw.Pending()) == 0 {
+		return
+	}
+	digest := "sha256:" + hex.EncodeToString(g.cfgSum[:])
+	if _, err := g.log.Append(context.WithoutCancel(ctx), &audit.Entry{Kind: audit.KindNote, Time: time.Now().UTC(),
+		EngineVersion: gateway.EngineVersion, Message: fmt.Sprintf("%s %s: at start", NoteReload, digest)}); err != nil {
+		fmt.Fprintf(g.e.stderr, "rulelock: parked requests not re-checked at start: %v\n", err)
+		return
+	}
+	revoked, err := g.gw.RecheckParked(context.WithoutCancel(ctx), digest)
+	if len(revoked) > 0 {
+		fmt.Fprintf(g.e.stderr, "rulelock: at start, parked requests denied [%s]\n", revokedList(revoked))
+	}
+	if err != nil {
+		fmt.Fprintf(g.e.stderr, "rulelock: parked requests not all re-checked at start: %v\n", err)
+	}
 }
 
 // whoChanged says which ids were added, removed or changed (roles,

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -57,12 +58,17 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	cfg := &serveConfig{}
+	var cfgSum [32]byte
 	if *cfgPath != "" {
-		c, err := readConfig(*cfgPath)
+		b, err := os.ReadFile(*cfgPath)
 		if err != nil {
 			return &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
 		}
-		cfg = c
+		c, err := parseConfig(*cfgPath, b)
+		if err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("invalid config: %v", err)}
+		}
+		cfg, cfgSum = c, sha256.Sum256(b)
 	}
 	// Flags override the config; defaults fill what neither sets.
 	setIf(&cfg.Policy, *policyPath)
@@ -78,7 +84,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	g.cfgPath = *cfgPath
+	g.cfgPath, g.cfgSum = *cfgPath, cfgSum
 	return g.serve(ctx)
 }
 
@@ -149,6 +155,7 @@ type running struct {
 
 	// Who may act, replaced by a reload (reload.go).
 	cfgPath  string
+	cfgSum   [32]byte // the SHA-256 of the config file as read at the start
 	tokens   *httpapi.TokenSet
 	who      atomic.Pointer[serveConfig] // the config whose agents, approvers and auditors are in force
 	reloadMu sync.Mutex
@@ -460,6 +467,9 @@ func (g *running) serve(ctx context.Context) error {
 	attDone := make(chan struct{})
 	go func() { g.runAttestation(cpCtx); close(attDone) }()
 	g.logsvc.run(g.e, g)
+	if g.cfgPath != "" {
+		g.recheckAtStart(ctx) // before the first request is served (reload.go)
+	}
 	srvErr := make(chan error, 1)
 	scheme := "http"
 	if g.srv.TLSConfig != nil {

@@ -18,6 +18,7 @@ const (
 	EventRejection EventKind = "rejection" // Reject accepted
 	EventExpired   EventKind = "expired"   // Expire
 	EventExecuted  EventKind = "executed"  // MarkExecuted
+	EventRevoked   EventKind = "revoked"   // Revoke
 )
 
 func (k EventKind) op() string {
@@ -32,6 +33,8 @@ func (k EventKind) op() string {
 		return "expire"
 	case EventExecuted:
 		return "mark executed"
+	case EventRevoked:
+		return "revoke"
 	}
 	return string(k)
 }
@@ -39,8 +42,9 @@ func (k EventKind) op() string {
 // An Event is one change to the Manager's state, given to the Recorder
 // before it takes effect. The gateway logs it (a parked event with the
 // require_approval decision, an approval or rejection as an APPROVAL entry
-// with its signed note, an expiry as a deny, executed with the outcome) and
-// replays the logged events with Restore after a restart.
+// with its signed note, an expiry as a deny, executed with the outcome, a
+// revocation as its own deny DECISION entry) and replays the logged events
+// with Restore after a restart.
 type Event struct {
 	Kind    EventKind
 	Time    time.Time // when it took effect, UTC
@@ -56,6 +60,9 @@ type Event struct {
 	// Approval and rejection events.
 	Approver string // approver id, the note's key name
 	Note     []byte // the signed statement, exactly as submitted
+
+	// Revoked events: the caller's reason code (Revoke).
+	Reason string
 }
 
 // Restore rebuilds the state of an empty Manager from the events it (or
@@ -150,6 +157,15 @@ func (m *Manager) replay(ev Event) error {
 			return fmt.Errorf("expired at %v, before its expiry %v", ev.Time, e.r.Expires)
 		}
 		m.applyExpired(e, ev)
+	case EventRevoked:
+		e := m.reqs[ev.Request]
+		switch {
+		case e == nil:
+			return refuse("revoke", ev.Request, "", ErrNotFound, "")
+		case e.r.State != Pending:
+			return refuse("revoke", ev.Request, "", ErrClosed, "request is %s", e.r.State)
+		}
+		m.end(e, Revoked, ev.Time)
 	case EventExecuted:
 		if e := m.reqs[ev.Request]; e != nil && e.r.State == Pending && e.removed {
 			// Its quorum counted an approver no longer configured: the

@@ -23,6 +23,10 @@ const (
 	Executed State = "executed" // the caller has executed it (MarkExecuted)
 	Rejected State = "rejected" // an eligible approver rejected it
 	Expired  State = "expired"  // its time ran out before the quorum
+	// Revoked: the gateway denied it while it was pending, because who
+	// may act changed (Revoke): its agent was removed or lost a role, or
+	// the approvers configured now can no longer meet a requirement.
+	Revoked State = "revoked"
 )
 
 // A Request is a parked request, as Park takes it and Get returns it. The
@@ -253,6 +257,43 @@ func (m *Manager) MarkExecuted(id string) error {
 	}
 	m.applyExecuted(e, ev)
 	return nil
+}
+
+// Revoke ends pending request id, which the caller denies because who may
+// act changed (a reload of the configuration): its agent was removed, or
+// its approvers can no longer meet it. reason is the caller's reason code,
+// given to the Recorder with the revoked event. It fails with ErrNotFound,
+// or ErrClosed when id is no longer pending.
+func (m *Manager) Revoke(id, reason string) (Request, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.reqs[id]
+	switch {
+	case e == nil:
+		return Request{}, refuse("revoke", id, "", ErrNotFound, "")
+	case e.r.State != Pending:
+		return e.snapshot(), refuse("revoke", id, "", ErrClosed, "request is %s", e.r.State)
+	}
+	ev := Event{Kind: EventRevoked, Time: m.now(), Request: id, Reason: reason}
+	if err := m.record(ev); err != nil {
+		return e.snapshot(), fmt.Errorf("revoke %s: %w", id, err)
+	}
+	m.end(e, Revoked, ev.Time)
+	return e.snapshot(), nil
+}
+
+// Meetable reports whether the approvers configured now could still meet
+// every requirement of req: for each, the eligible approvers who approved
+// it and those who still could (not the requester) are enough.
+func (m *Manager) Meetable(req Request) bool {
+	reg := m.registry()
+	still, wanted := reg.StillNeeded(req), reg.StillWanted(req)
+	for i := range still {
+		if len(wanted[i]) < still[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // Expire ends every pending request whose expiry is not after now, or

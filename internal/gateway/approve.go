@@ -41,6 +41,16 @@ func (a *approvals) receipt(id string) audit.Receipt {
 func (a *approvals) record(ev approval.Event) error {
 	var e *audit.Entry
 	switch ev.Kind {
+	case approval.EventRevoked:
+		// The gateway's denial, prepared by revoke: the DECISION entry.
+		a.mu.Lock()
+		e = a.parking[ev.Request]
+		delete(a.parking, ev.Request)
+		a.mu.Unlock()
+		if e == nil {
+			return fmt.Errorf("revoke %s: no decision to record", ev.Request)
+		}
+		e.Time = ev.Time
 	case approval.EventParked:
 		a.mu.Lock()
 		e = a.parking[ev.Request]
@@ -79,7 +89,7 @@ func (a *approvals) record(ev approval.Event) error {
 		}
 	}
 	r, err := a.log.Append(context.Background(), e)
-	if err == nil && ev.Kind == approval.EventParked {
+	if err == nil && (ev.Kind == approval.EventParked || ev.Kind == approval.EventRevoked) {
 		a.mu.Lock()
 		a.receipts[ev.Request] = r
 		a.mu.Unlock()

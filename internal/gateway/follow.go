@@ -349,6 +349,14 @@ func (g *Gateway) followDecision(at audit.Receipt, e *audit.Entry, d *ledger.Dec
 	rec := g.restoreDecision(at, e, d)
 	switch d.Decision {
 	case ledger.Deny:
+		if d.State.Reload != "" && g.approvals != nil {
+			// A parked request another replica's reload denied
+			// (RecheckParked): the approval manager's revoked event.
+			if err := g.approvals.m.Follow(approval.Event{Kind: approval.EventRevoked, Time: e.Time, Request: e.RequestID, Reason: e.Message}); err != nil {
+				return err
+			}
+			g.finish(e.RequestID)
+		}
 		g.settle(rec)
 	case ledger.Allow:
 		if g.executor(d.Action.Type) == nil {

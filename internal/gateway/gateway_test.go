@@ -72,6 +72,7 @@ type upstream struct {
 
 type received struct {
 	key, auth, body string
+	traceparent     string
 	decided         bool // a durable allow decision with this id and these bytes was in the log on arrival
 }
 
@@ -79,7 +80,7 @@ func newUpstream(t *testing.T, l *audit.Log) *upstream {
 	u := &upstream{t: t, log: l}
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		rec := received{key: r.Header.Get("Idempotency-Key"), auth: r.Header.Get("Authorization"), body: string(body)}
+		rec := received{key: r.Header.Get("Idempotency-Key"), auth: r.Header.Get("Authorization"), body: string(body), traceparent: r.Header.Get("Traceparent")}
 		rec.decided = u.decisionInLog(rec.key, rec.body)
 		u.mu.Lock()
 		u.received = append(u.received, rec)
@@ -89,6 +90,17 @@ func newUpstream(t *testing.T, l *audit.Log) *upstream {
 	}))
 	t.Cleanup(u.srv.Close)
 	return u
+}
+
+// traceparents are the traceparent headers the upstream received, in order.
+func (u *upstream) traceparents() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var out []string
+	for _, r := range u.received {
+		out = append(out, r.traceparent)
+	}
+	return out
 }
 
 // decisionInLog reports whether the log holds exactly one allow decision

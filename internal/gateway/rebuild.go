@@ -84,6 +84,11 @@ func (g *Gateway) Rebuild(ctx context.Context, lr LogReader) (int, error) {
 			rec := g.restoreDecision(audit.Receipt{Index: i, LeafHash: it.leaf}, e, d)
 			switch d.Decision {
 			case ledger.Deny:
+				if d.State.Reload != "" {
+					// A parked request a reload denied (RecheckParked):
+					// the approval manager's revoked event.
+					events = append(events, approval.Event{Kind: approval.EventRevoked, Time: e.Time, Request: e.RequestID, Reason: e.Message})
+				}
 				g.settle(rec) // final
 			case ledger.Allow, ledger.Approved:
 				open[rec.ID] = rec
@@ -255,8 +260,18 @@ func (g *Gateway) restoreApprovals(ctx context.Context, events []approval.Event)
 		}
 	}
 	for _, r := range events {
-		if req, err := g.approvals.m.Get(r.Request); err == nil && req.State != approval.Pending {
+		req, err := g.approvals.m.Get(r.Request)
+		switch {
+		case err != nil:
+		case req.State != approval.Pending:
 			g.finish(r.Request)
+		case r.Kind == approval.EventParked:
+			g.mu.Lock()
+			rec, _, _ := g.reqs.get(r.Request)
+			g.mu.Unlock()
+			if rec != nil {
+				g.startRestoredWait(r.Request, rec) // traced again from here
+			}
 		}
 	}
 	return nil

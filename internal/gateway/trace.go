@@ -119,6 +119,26 @@ func (g *Gateway) startWait(ctx context.Context, id string) {
 	g.waits.Store(id, sp)
 }
 
+// startRestoredWait starts the approval_wait span of request id, parked
+// at parked by agent before the gateway restarted. The requester's trace
+// is gone with the process, and its id is not in the log (traces are not
+// the record, and the log's bytes do not depend on whether tracing is
+// on), so it is the root of a new trace, started at the parked decision's
+// time so that its length is the whole wait, and marked restored. The
+// re-decision and execution at quorum are its children, as before a
+// restart; the approver's span that completes the quorum is linked.
+func (g *Gateway) startRestoredWait(id string, rec *record) {
+	if g.cfg.Tracer == nil {
+		return
+	}
+	_, sp := g.cfg.Tracer.Start(context.Background(), tracing.SpanApprovalWait, trace.WithNewRoot(), trace.WithTimestamp(rec.Time))
+	if !sp.IsRecording() {
+		return
+	}
+	sp.SetAttributes(tracing.RequestID.String(id), tracing.Agent.String(rec.Agent), tracing.ActionType.String(rec.Action.Type), tracing.Restored.Bool(true))
+	g.waits.Store(id, sp)
+}
+
 // waitContext is ctx (the approver's request that completed the quorum)
 // with request id's approval_wait span as the current span, so that what
 // follows is in the requester's trace; the approver's span is linked.

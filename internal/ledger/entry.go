@@ -29,6 +29,11 @@ type DecisionState struct {
 	// data like any other.
 	Sealed []string `json:"sealed,omitempty"`
 	Tool   *ToolRef `json:"tool,omitempty"`
+	// Reload is set on the denial of a parked request that a reload of
+	// the configuration ended (Reason PrincipalRevoked or
+	// ApprovalImpossible, no quorum met): the config digest
+	// ("sha256:<hex>") the reload's note names (ParseReloadNote).
+	Reload string `json:"reload,omitempty"`
 }
 
 // ToolRef names an MCP tool definition: the upstream server, the tool's

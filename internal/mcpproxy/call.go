@@ -115,9 +115,9 @@ func (p *Proxy) middleware(as *agentServer) mcp.Middleware {
 				if !ok {
 					return nil, invalidParams("malformed tools/call")
 				}
-				ctx, sp := p.startCall(ctx, cr)
+				ctx, sp := p.startCall(ctx, as.agent.ID, cr)
 				res, err := p.call(ctx, as.agent, cr)
-				endCall(sp, res, err)
+				endCall(sp, true, res, err)
 				if err != nil {
 					return nil, err
 				}
@@ -417,9 +417,9 @@ func (p *Proxy) execute(ctx context.Context, x gateway.Execution) gateway.Outcom
 		// result: keep routing them for a moment.
 		defer time.AfterFunc(2*time.Second, func() { p.progress.unregister(pt) })
 	}
-	fctx, sp := p.startForward(ctx, t.Def.Name, params)
+	fctx, sp := p.startForward(ctx, t.Upstream, t.Def.Name, params)
 	res, err := t.Upstream.session.CallTool(fctx, params)
-	endCall(sp, res, err)
+	endCall(sp, false, res, err)
 	if guard != nil {
 		if changed, why := guard.changed(); changed {
 			// The upstream may have opened something else: what it

@@ -145,6 +145,8 @@ type Proxy struct {
 	pinned   map[string]string // qualified name → hash first seen (FirstSeenExpose)
 	servers  map[string]*agentServer
 	sessions map[*mcp.ServerSession]*recheck // sessions whose first call re-checks the definitions
+
+	reqIDs requestIDs // with tracing: the JSON-RPC ids of calls read, for their spans
 }
 
 // New checks the configuration, connects every upstream, lists and vets

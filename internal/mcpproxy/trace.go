@@ -27,9 +27,24 @@ import (
 //
 // Attributes: mcp.method.name, gen_ai.operation.name (execute_tool),
 // gen_ai.tool.name, mcp.session.id, mcp.protocol.version, error.type and
-// rpc.response.status_code. Never the opt-in gen_ai.tool.call.arguments
-// or gen_ai.tool.call.result, nor the rulelock _meta (instruction,
-// reasoning, session).
+// rpc.response.status_code, network.transport ("pipe" over stdio, "tcp"
+// over streamable HTTP) with network.protocol.name "http", and on the
+// client span to an HTTP upstream server.address and server.port. Never
+// the opt-in gen_ai.tool.call.arguments or gen_ai.tool.call.result, nor
+// the rulelock _meta (instruction, reasoning, session).
+//
+// jsonrpc.request.id is on the server span, carried from the framing
+// (requestIDs); not on the client span: the SDK's client assigns the
+// forwarded call's id and tells its caller nothing of it (it would take
+// wrapping the SDK's connections, whose optional interfaces a wrapper
+// hides). Not recorded either: client.address and client.port, since one
+// streamable HTTP session's calls arrive over many HTTP requests, and the
+// handler sees none of them.
+//
+// On a server span, the JSON-RPC codes the conventions list as the
+// caller's mistakes (-32700, -32600, -32601, -32602, -32002: a malformed
+// call, an unknown tool) are recorded in rpc.response.status_code but are
+// not the span's error; any other code is.
 
 // traceContext reads and writes traceparent and tracestate, not baggage.
 var traceContext = propagation.TraceContext{}
@@ -52,12 +67,13 @@ func (m metaCarrier) Keys() []string {
 	return keys
 }
 
-// startCall starts the MCP server span of the agent's tools/call req, or
+// startCall starts the MCP server span of the tools/call req of agent, or
 // returns ctx and nil when tracing is off.
-func (p *Proxy) startCall(ctx context.Context, req *mcp.CallToolRequest) (context.Context, trace.Span) {
+func (p *Proxy) startCall(ctx context.Context, agent string, req *mcp.CallToolRequest) (context.Context, trace.Span) {
 	if p.cfg.Tracer == nil {
 		return ctx, nil
 	}
+	id := p.reqIDs.take(agent, req) // taken whether the span records or not
 	parent := ctx
 	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
 	name := "tools/call"
@@ -91,19 +107,31 @@ func (p *Proxy) startCall(ctx context.Context, req *mcp.CallToolRequest) (contex
 		if req.Session != nil && req.Session.ID() != "" {
 			kv = append(kv, attribute.String("mcp.session.id", req.Session.ID()))
 		}
+		if id != "" {
+			kv = append(kv, attribute.String("jsonrpc.request.id", id))
+		}
+		if req.Extra != nil { // only the streamable HTTP transport sets it
+			kv = append(kv, attribute.String("network.transport", "tcp"), attribute.String("network.protocol.name", "http"))
+		} else { // ServeStdio
+			kv = append(kv, attribute.String("network.transport", "pipe"))
+		}
 		sp.SetAttributes(kv...)
 	}
 	return ctx, sp
 }
 
-// endCall ends an MCP span with the call's result or JSON-RPC error.
-func endCall(sp trace.Span, res mcp.Result, err error) {
+// endCall ends an MCP span with the call's result or JSON-RPC error. On a
+// server span (server set) the codes of a caller's mistake are not the
+// span's error (callerError).
+func endCall(sp trace.Span, server bool, res mcp.Result, err error) {
 	if sp == nil {
 		return
 	}
 	if sp.IsRecording() {
 		var je *jsonrpc.Error
 		switch {
+		case errors.As(err, &je) && server && callerError(je.Code):
+			sp.SetAttributes(attribute.String("rpc.response.status_code", strconv.FormatInt(je.Code, 10)))
 		case errors.As(err, &je):
 			code := strconv.FormatInt(je.Code, 10)
 			sp.SetAttributes(attribute.String("error.type", code), attribute.String("rpc.response.status_code", code))
@@ -123,10 +151,20 @@ func endCall(sp trace.Span, res mcp.Result, err error) {
 	sp.End()
 }
 
-// startForward starts the MCP client span of a call forwarded upstream as
-// tool, and puts its context in params' _meta (traceparent only: the
+// callerError reports whether a JSON-RPC error code is, by the MCP
+// conventions for server spans, the caller's mistake rather than an error.
+func callerError(code int64) bool {
+	switch code {
+	case jsonrpc.CodeParseError, jsonrpc.CodeInvalidRequest, jsonrpc.CodeMethodNotFound, jsonrpc.CodeInvalidParams, -32002:
+		return true
+	}
+	return false
+}
+
+// startForward starts the MCP client span of a call forwarded to upstream
+// u as tool, and puts its context in params' _meta (traceparent only: the
 // agent's tracestate is the agent's words).
-func (p *Proxy) startForward(ctx context.Context, tool string, params *mcp.CallToolParams) (context.Context, trace.Span) {
+func (p *Proxy) startForward(ctx context.Context, u *upstream, tool string, params *mcp.CallToolParams) (context.Context, trace.Span) {
 	if p.cfg.Tracer == nil {
 		return ctx, nil
 	}
@@ -134,6 +172,7 @@ func (p *Proxy) startForward(ctx context.Context, tool string, params *mcp.CallT
 	if sp.IsRecording() {
 		sp.SetAttributes(attribute.String("mcp.method.name", "tools/call"),
 			attribute.String("gen_ai.operation.name", "execute_tool"), attribute.String("gen_ai.tool.name", tool))
+		sp.SetAttributes(u.spanAttributes()...)
 	}
 	if sc := sp.SpanContext(); sc.IsValid() {
 		if params.Meta == nil {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/rulelock/rulelock/internal/approval"
 	"github.com/rulelock/rulelock/internal/tracing"
 	"github.com/rulelock/rulelock/internal/tracing/tracingtest"
+	"github.com/rulelock/rulelock/policy"
 )
 
 // TestMCPSpans: a tools/call whose params._meta carries a traceparent is
@@ -109,13 +112,17 @@ func TestMCPSpans(t *testing.T) {
 		t.Errorf("server span: parent %s kind %v, want the _meta's span %s and server", got, server.Kind, agentSpan)
 	}
 	for k, v := range map[string]string{"mcp.method.name": "tools/call", "gen_ai.tool.name": "up.echo", "gen_ai.operation.name": "execute_tool",
-		"rulelock.decision": "allow", "rulelock.rules": "Echo", "rulelock.action.type": "up.echo"} {
+		"rulelock.decision": "allow", "rulelock.rules": "Echo", "rulelock.action.type": "up.echo",
+		"network.transport": "tcp", "network.protocol.name": "http", "mcp.protocol.version": cs.InitializeResult().ProtocolVersion} {
 		if got := tracingtest.Attr(server, k); got != v {
 			t.Errorf("server span %s = %q, want %q", k, got, v)
 		}
 	}
 	if tracingtest.Attr(server, "mcp.session.id") == "" || tracingtest.Attr(server, "rulelock.request.id") == "" {
 		t.Errorf("server span without mcp.session.id or rulelock.request.id")
+	}
+	if id, err := strconv.Atoi(tracingtest.Attr(server, "jsonrpc.request.id")); err != nil || id < 1 {
+		t.Errorf("server span's jsonrpc.request.id = %q, want the SDK client's id", tracingtest.Attr(server, "jsonrpc.request.id"))
 	}
 	want := []string{"rulelock.decide", "rulelock.record_decision", "rulelock.execute", "rulelock.record_outcome"}
 	if got := st.Children(server); !slices.Equal(got, want) {
@@ -128,6 +135,27 @@ func TestMCPSpans(t *testing.T) {
 	client := st.Named(t, agentTrace, "tools/call echo")
 	if client.Kind != tracepb.Span_SPAN_KIND_CLIENT || tracingtest.Attr(client, "gen_ai.tool.name") != "echo" {
 		t.Errorf("client span: kind %v, tool %q", client.Kind, tracingtest.Attr(client, "gen_ai.tool.name"))
+	}
+	upHost, upPort, _ := net.SplitHostPort(strings.TrimPrefix(f.up.http.URL, "http://"))
+	for k, v := range map[string]string{"mcp.method.name": "tools/call", "gen_ai.operation.name": "execute_tool", "network.transport": "tcp",
+		"network.protocol.name": "http", "server.address": upHost, "server.port": upPort} {
+		if got := tracingtest.Attr(client, k); got != v {
+			t.Errorf("client span %s = %q, want %q", k, got, v)
+		}
+	}
+	if tracingtest.Attr(client, "mcp.session.id") == "" || tracingtest.Attr(client, "mcp.protocol.version") == "" {
+		t.Errorf("client span without the upstream session's mcp.session.id or mcp.protocol.version")
+	}
+	// The unknown tool: a caller's mistake (-32602), recorded, not the span's error.
+	var unknown *tracepb.Span
+	for _, sp := range st.All {
+		if sp.Name == "tools/call" && sp.Kind == tracepb.Span_SPAN_KIND_SERVER {
+			unknown = sp
+		}
+	}
+	if unknown == nil || tracingtest.Attr(unknown, "rpc.response.status_code") != "-32602" || tracingtest.Attr(unknown, "error.type") != "" ||
+		unknown.Status.GetCode() == tracepb.Status_STATUS_CODE_ERROR {
+		t.Errorf("unknown tool's span: %v, want status code -32602 and no error", unknown)
 	}
 	// The upstream got the client span's context in _meta, and no tracestate.
 	var meta map[string]any
@@ -165,5 +193,41 @@ func TestMCPSpans(t *testing.T) {
 	}
 	if len(wait.Links) != 1 || string(wait.Links[0].SpanId) != string(approverSpan) {
 		t.Errorf("approval_wait's links = %v, want the approver's span", wait.Links)
+	}
+}
+
+// TestMCPSpansStdio: over stdio the MCP server span says network.transport
+// "pipe" and no HTTP protocol, and names the call's JSON-RPC id as the
+// agent wrote it (a string, a number), two identical calls each their own.
+func TestMCPSpansStdio(t *testing.T) {
+	recv := tracingtest.NewReceiver(t)
+	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(recv.URL+"/v1/traces"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp))
+	f := newFixtureTraced(t, testPolicy, nil, tp.Tracer(tracing.ScopeName))
+	s := startRawStdio(t, f, policy.Agent{ID: "agent-a", Roles: []string{"bot"}})
+	s.initialize(t, "2025-06-18")
+	traces := map[string]string{`"call-7"`: "6cf92f3577b34da6a3ce929d0e0e4738", `8`: "7cf92f3577b34da6a3ce929d0e0e4739"}
+	for _, id := range []string{`"call-7"`, `8`} {
+		s.send(t, `{"jsonrpc":"2.0","id":`+id+`,"method":"tools/call","params":{"name":"up.echo","arguments":{"text":"same"},"_meta":{"traceparent":"00-`+traces[id]+`-00f067aa0ba902b7-01"}}}`+"\n")
+		if l := s.next(t); !strings.Contains(l, `"id":`+id) || !strings.Contains(l, "echo: same") {
+			t.Fatalf("call %s: %s", id, l)
+		}
+	}
+	if err := tp.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := recv.Received()
+	for id, tid := range traces {
+		server := st.Named(t, tid, "tools/call up.echo")
+		want := map[string]string{"network.transport": "pipe", "network.protocol.name": "", "mcp.method.name": "tools/call",
+			"jsonrpc.request.id": strings.Trim(id, `"`), "mcp.protocol.version": "2025-06-18"}
+		for k, v := range want {
+			if got := tracingtest.Attr(server, k); got != v {
+				t.Errorf("call %s: %s = %q, want %q", id, k, got, v)
+			}
+		}
 	}
 }

@@ -54,8 +54,13 @@ func (p *Proxy) frameStdio(ctx context.Context, agent policy.Agent, in io.Reader
 			reply, _ = p.refuse(ctx, agent, r, line)
 		} else if req, ok := discoverRequest(line); ok {
 			reply = p.discover(ctx, agent, req) // nil for a notification
-		} else if _, werr := sdk.Write(append(line, '\n')); werr != nil {
-			return werr
+		} else {
+			if p.cfg.Tracer != nil {
+				p.reqIDs.note(agent.ID, "", line)
+			}
+			if _, werr := sdk.Write(append(line, '\n')); werr != nil {
+				return werr
+			}
 		}
 		if reply != nil {
 			if _, werr := w.Write(append(reply, '\n')); werr != nil {
@@ -279,6 +284,9 @@ func (p *Proxy) guardHTTP(w http.ResponseWriter, r *http.Request, agent policy.A
 		if rf := checkMessage(body); rf != nil {
 			p.writeRefusal(w, r, agent, http.StatusBadRequest, rf, body)
 			return
+		}
+		if p.cfg.Tracer != nil {
+			p.reqIDs.note(agent.ID, r.Header.Get("Mcp-Session-Id"), body)
 		}
 	}
 	next.ServeHTTP(w, r)

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	neturl "net/url"
 	"os/exec"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/rulelock/rulelock/internal/gateway"
 )
@@ -168,6 +171,41 @@ func (u *upstream) list(ctx context.Context) ([]*mcp.Tool, error) {
 		out = append(out, t)
 	}
 	return out, nil
+}
+
+// spanAttributes are the attributes of a client span to u (trace.go): the
+// session and the protocol version it negotiated, and how it is reached —
+// a command over its stdin and stdout ("pipe"), or a URL over HTTP
+// ("tcp", with the server's host and port). An upstream given as a
+// Transport (tests, embedders) says nothing of its network.
+func (u *upstream) spanAttributes() []attribute.KeyValue {
+	var kv []attribute.KeyValue
+	if u.session != nil {
+		if id := u.session.ID(); id != "" {
+			kv = append(kv, attribute.String("mcp.session.id", id))
+		}
+		if ir := u.session.InitializeResult(); ir != nil && ir.ProtocolVersion != "" {
+			kv = append(kv, attribute.String("mcp.protocol.version", ir.ProtocolVersion))
+		}
+	}
+	switch {
+	case u.cfg.Transport != nil:
+	case u.cfg.Command != "":
+		kv = append(kv, attribute.String("network.transport", "pipe"))
+	default:
+		kv = append(kv, attribute.String("network.transport", "tcp"), attribute.String("network.protocol.name", "http"))
+		if url, err := neturl.Parse(u.cfg.URL); err == nil && url.Hostname() != "" {
+			kv = append(kv, attribute.String("server.address", url.Hostname()))
+			port := url.Port()
+			if port == "" {
+				port = map[string]string{"http": "80", "https": "443"}[url.Scheme]
+			}
+			if n, err := strconv.Atoi(port); err == nil {
+				kv = append(kv, attribute.Int("server.port", n))
+			}
+		}
+	}
+	return kv
 }
 
 func (u *upstream) close() error {

@@ -161,7 +161,8 @@ func Verify(lr gateway.LogReader, opts Options) (*Summary, error) {
 		reg = reg.WithoutPasskeys()
 	}
 	c := &checker{reg: reg, allowDev: opts.AllowDevelopment, archive: lifecycle.Archive{Dir: opts.Bundles}, decisions: map[int64]decided{}, byRequest: map[reqKey]effect{}, parked: map[reqKey]*audit.Entry{},
-		activated: map[string]bool{}, closed: map[int64]bool{}, approvals: map[string][][]byte{}}
+		activated: map[string]bool{}, closed: map[int64]bool{}, approvals: map[string][][]byte{},
+		parkedAt: map[reqKey]int64{}, ended: map[reqKey]bool{}, reloads: map[string]int64{}, revoked: map[int64]string{}}
 	c.blobs = lr
 	ar := newArchive(opts.Bundles, opts.Policies)
 
@@ -240,6 +241,9 @@ func (c *checker) judge(i int64, e *audit.Entry, got *policy.Decision) (string, 
 		return "", true
 	}
 	if want == ledger.Deny {
+		if detail, ok := c.revoked[i]; ok {
+			return detail, detail == "" // a parked request a reload denied (checkRevoked)
+		}
 		if r, ok := ledger.GatewayReason(e.Message); ok {
 			switch r {
 			case ledger.PolicyChanged:
@@ -248,10 +252,14 @@ func (c *checker) judge(i int64, e *audit.Entry, got *policy.Decision) (string, 
 				}
 				return "recorded policy_changed, but the policy is the one the approvers signed for", false
 			case ledger.PrincipalRevoked:
-				if redecision {
-					return "", true // the configuration at the time is not in the log
+				switch {
+				case !redecision:
+					return "recorded principal_revoked for a request that was not parked", false
+				case len(c.approvals[e.RequestID]) == 0:
+					// At its quorum, or at a reload (checkRevoked): this is neither.
+					return "recorded principal_revoked for a parked request that no approval completed and no reload ended", false
 				}
-				return "recorded principal_revoked for a request that was not parked", false
+				return "", true // the configuration at the time is not in the log
 			case ledger.NoApprovers, ledger.ApprovalQueueFull, ledger.ApprovalImpossible:
 				if got.Decision == policy.RequireApproval {
 					return "", true // parking was refused: the gateway's, not the policy's, decision
@@ -297,8 +305,16 @@ type checker struct {
 	activated map[string]bool
 	closed    map[int64]bool
 	approvals map[string][][]byte
-	effects   effects
-	findings  []Finding
+	// For the denials of parked requests that a reload ended
+	// (checkRevoked): where each request was parked, whether it ended
+	// since, the latest reload note of each config digest, and the
+	// verdict on each such denial by index ("" when it holds).
+	parkedAt map[reqKey]int64
+	ended    map[reqKey]bool
+	reloads  map[string]int64
+	revoked  map[int64]string
+	effects  effects
+	findings []Finding
 
 	passkeys, passkeyApprovals int
 }
@@ -375,7 +391,11 @@ func (c *checker) entry(i int64, e *audit.Entry) error {
 			c.byRequest[key] = dec
 			if ledger.Decision(e.Decision) == ledger.RequireApproval {
 				c.parked[key] = e
+				c.parkedAt[key] = i
 			}
+		} else if p := c.parked[key]; p != nil && p != e {
+			c.checkRevoked(i, key, e)
+			c.ended[key] = true // re-decided: at its quorum, or at a reload
 		}
 		if !c.activated[e.BundleDigest] && !refusedWithoutPolicy(e) {
 			c.add(i, BundleMissing, "decision names %s, which no earlier entry activated", e.BundleDigest)
@@ -405,16 +425,54 @@ func (c *checker) entry(i int64, e *audit.Entry) error {
 	case audit.KindNote:
 		c.enrolment(i, e)
 		c.freezeNote(i, e)
+		if d, ok := ledger.ParseReloadNote(e); ok {
+			c.reloads[d] = i
+		}
 	case audit.KindApproval:
 		d, ok := c.byRequest[keyOf(e.RequestID)]
 		if !ok || ledger.Decision(c.effects.name(d)) != ledger.RequireApproval {
 			c.add(i, ApprovalQuorumInvalid, "approval entry for %s, which no parked decision precedes", e.RequestID)
 		}
-		if ledger.Verb(e.Decision) == ledger.Approve {
+		switch ledger.Verb(e.Decision) {
+		case ledger.Approve:
 			c.approvals[e.RequestID] = append(c.approvals[e.RequestID], e.Signature)
+		case ledger.Reject, ledger.Expired:
+			c.ended[keyOf(e.RequestID)] = true
 		}
 	}
 	return nil
+}
+
+// checkRevoked judges the re-decision e at index i of the parked request
+// key when it is the denial of a reload (gateway.RecheckParked: a deny
+// principal_revoked or approval_impossible whose State names the reload's
+// config digest): it holds when the request was still pending — no
+// rejection, expiry or other re-decision before it — and a reload note
+// with that digest lies between the parked decision and it. The
+// configuration itself is not in the log: who was removed is the
+// gateway's word, as at a quorum.
+func (c *checker) checkRevoked(i int64, key reqKey, e *audit.Entry) {
+	r, ok := ledger.GatewayReason(e.Message)
+	if ledger.Decision(e.Decision) != ledger.Deny || !ok || (r != ledger.PrincipalRevoked && r != ledger.ApprovalImpossible) {
+		return
+	}
+	text, err := ledger.FieldText(e.State, c.blobs)
+	if err != nil {
+		return // the replay reports the state it cannot read
+	}
+	ds, err := ledger.DecodeDecisionState(audit.Text(text))
+	if err != nil || ds.Reload == "" {
+		return
+	}
+	at, seen := c.reloads[ds.Reload]
+	switch {
+	case c.ended[key]:
+		c.revoked[i] = fmt.Sprintf("recorded %s at reload %s for %s, which had already ended", r, ds.Reload, e.RequestID)
+	case !seen || at < c.parkedAt[key]:
+		c.revoked[i] = fmt.Sprintf("recorded %s at reload %s for %s, and no reload note of that config lies between its parked decision and this denial", r, ds.Reload, e.RequestID)
+	default:
+		c.revoked[i] = ""
+	}
 }
 
 // freezeSpan is one freeze's range of log indexes.

@@ -66,6 +66,10 @@ const (
 	LogIndex      = attribute.Key("rulelock.log.index")
 	OutcomeStatus = attribute.Key("rulelock.outcome.status")
 	ApprovalState = attribute.Key("rulelock.approval.state")
+	// Restored marks the approval_wait span of a request parked before the
+	// gateway restarted: the root of a new trace, started at the parked
+	// decision's time (the original trace's id is not in the log).
+	Restored = attribute.Key("rulelock.approval.restored")
 )
 
 // noSpan is the span of a context without one: it records nothing.
