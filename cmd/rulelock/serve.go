@@ -360,7 +360,7 @@ func startGateway(ctx context.Context, e *env, cfg *serveConfig, demo bool) (g *
 	}
 	var logAPI httpapi.LogAPI
 	if g.store != nil {
-		g.logsvc = &logServices{} // counts, search and export read the embedded log
+		g.openStoreLogServices() // the counts; search and export read the embedded log
 		logAPI = pglog.NewAPI(g.store.pool, g.store.in)
 	} else {
 		if err := g.openLogServices(); err != nil {

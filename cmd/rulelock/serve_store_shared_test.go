@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -155,6 +156,20 @@ func (r *sharedReplicas) approve(n int, who, id string) (int, map[string]any) {
 	return r.signed(n, who, "/v1/requests/"+id+"/approvals", stmt)
 }
 
+// metrics returns replica n's /metrics as who.
+func (r *sharedReplicas) metrics(n int, who string) string {
+	r.t.Helper()
+	req, _ := http.NewRequest("GET", r.urls[n]+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+r.tokens[who])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
 // signed posts text signed by who to path on replica n, as {"note": …}.
 func (r *sharedReplicas) signed(n int, who, path, text string) (int, map[string]any) {
 	r.t.Helper()
@@ -207,6 +222,22 @@ func TestServeStoreShared(t *testing.T) {
 	for _, id := range allowed {
 		if calls[id] != 1 {
 			t.Errorf("allowed transfer %s reached the upstream %d times", id, calls[id])
+		}
+	}
+
+	// The never-resetting log counters of /metrics count the shared log,
+	// the other replicas' decisions included, on every replica.
+	for n := range 3 {
+		var m string
+		for range 200 {
+			if m = r.metrics(n, "alice"); strings.Contains(m, "\nrulelock_log_decisions_total{decision=\"allow\"} 5\n") &&
+				strings.Contains(m, "\nrulelock_log_decisions_total{decision=\"deny\"} 7\n") {
+				break
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
+		if !strings.Contains(m, "\nrulelock_log_decisions_total{decision=\"allow\"} 5\n") || !strings.Contains(m, "\nrulelock_log_decisions_total{decision=\"deny\"} 7\n") {
+			t.Errorf("replica %d's /metrics does not count the shared log's 5 allows and 7 denials:\n%s", n, m)
 		}
 	}
 

@@ -21,7 +21,8 @@ import (
 // when one falls behind or stops, decisions go on.
 type logServices struct {
 	counts   *logstats.Counter
-	index    *search.Index
+	src      logstats.Source  // the log counted: the embedded log, or in store mode the shared one
+	index    *search.Index    // nil in store mode
 	exporter *export.Exporter // nil without export:
 	closeExp func()
 	stop     func() // set by run
@@ -36,7 +37,7 @@ const indexInterval = 30 * time.Second
 // openLogServices prepares them and registers their metrics; a bad
 // export: block refuses the start.
 func (g *running) openLogServices() error {
-	s := &logServices{counts: logstats.New(), index: search.Open(filepath.Join(g.cfg.DataDir, "index"))}
+	s := &logServices{counts: logstats.New(), src: g.log, index: search.Open(filepath.Join(g.cfg.DataDir, "index"))}
 	logger := slog.New(slog.NewTextHandler(g.e.stderr, nil))
 	g.metrics.Register(s.counts.Collector(g.log, func(err error) { logger.Error("log counts", "err", err) }))
 	if c := g.cfg.Export; c != nil {
@@ -51,22 +52,32 @@ func (g *running) openLogServices() error {
 	return nil
 }
 
+// openStoreLogServices prepares the counts of a replica in store mode: of
+// the log in PostgreSQL, which every replica appends to (the whole log's
+// counts, not this replica's). The search index and export: read the
+// embedded log, and store mode refuses them.
+func (g *running) openStoreLogServices() {
+	s := &logServices{counts: logstats.New(), src: g.store.state}
+	logger := slog.New(slog.NewTextHandler(g.e.stderr, nil))
+	g.metrics.Register(s.counts.Collector(s.src, func(err error) { logger.Error("log counts", "err", err) }))
+	g.logsvc = s
+}
+
 // run starts them; stop (g.logsvc.stop) ends them and waits.
 func (s *logServices) run(e *env, g *running) {
-	if s.counts == nil { // store mode: none of them
-		s.stop = func() {}
-		return
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		// The counts at start: every entry of the log, once; scrapes then
 		// count what was appended since.
-		if err := s.counts.Update(ctx, g.log); err != nil && ctx.Err() == nil {
+		if err := s.counts.Update(ctx, s.src); err != nil && ctx.Err() == nil {
 			fmt.Fprintf(e.stderr, "rulelock: counting the log for /metrics: %v\n", err)
 		}
 	})
 	wg.Go(func() {
+		if s.index == nil {
+			return
+		}
 		t := time.NewTicker(indexInterval)
 		defer t.Stop()
 		for {
