@@ -120,11 +120,12 @@ const freezeEpoch = 50 * time.Millisecond
 
 // freezeShare holds the freeze's lock in shared mode, on one connection,
 // for every decision in flight on this replica: a decision joins the hold
-// (no round trip) instead of taking the lock itself. A hold older than
-// freezeEpoch takes no new decision; the last one in flight releases it,
-// so a freeze another replica waits to record gets the lock (PostgreSQL
-// queues the next shared request behind the waiting exclusive one) within
-// an epoch and the decisions in flight. A new hold folds the log first, so
+// (no round trip) instead of taking the lock itself. A hold lasts one
+// epoch (freezeEpoch) from when it was taken: then it takes no new
+// decision and is released as soon as no decision is in flight, so a
+// freeze another replica waits to record gets the lock (PostgreSQL queues
+// the next shared request behind the waiting exclusive one) within an
+// epoch and the decisions in flight. A new hold folds the log first, so
 // the decisions that join it know of every freeze recorded before.
 type freezeShare struct {
 	mu       sync.Mutex
@@ -132,8 +133,9 @@ type freezeShare struct {
 	h        Hold // holds lockFreezeShared; nil: not held
 	since    time.Time
 	inflight int
-	draining bool // h takes no new decision
-	taking   bool // a decision is taking a new hold
+	draining bool        // h takes no new decision
+	taking   bool        // a hold is being taken or released
+	timer    *time.Timer // ends an idle hold at the end of its epoch
 }
 
 func newFreezeShare() *freezeShare {
@@ -154,6 +156,10 @@ func (s *freezeShare) enter(ctx context.Context, g *Gateway) error {
 				return nil
 			}
 			s.draining = true
+			if s.inflight == 0 {
+				s.releaseLocked()
+				continue
+			}
 		}
 		if s.h == nil && !s.taking {
 			break
@@ -180,14 +186,42 @@ func (s *freezeShare) enter(ctx context.Context, g *Gateway) error {
 	return err
 }
 
-// leave ends one decision's share; the last one out releases the hold.
+// leave ends one decision's share. The last one out of a hold whose epoch
+// is over releases it; within the epoch an idle hold is kept for the next
+// decisions, and released when the epoch ends (expire).
 func (s *freezeShare) leave() {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.inflight--
 	if s.inflight > 0 {
-		s.mu.Unlock()
 		return
 	}
+	if s.draining || time.Since(s.since) >= freezeEpoch {
+		s.releaseLocked()
+		return
+	}
+	if s.timer == nil {
+		s.timer = time.AfterFunc(time.Until(s.since.Add(freezeEpoch)), s.expire)
+	}
+}
+
+// expire ends the epoch of the hold: released now when idle, by the last
+// decision in flight otherwise.
+func (s *freezeShare) expire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.timer = nil
+	switch {
+	case s.h == nil || s.taking:
+	case s.inflight == 0:
+		s.releaseLocked()
+	default:
+		s.draining = true
+	}
+}
+
+// releaseLocked releases the hold; s.mu is held, and released meanwhile.
+func (s *freezeShare) releaseLocked() {
 	h := s.h
 	s.h, s.taking = nil, true // no new hold until this one is released
 	s.mu.Unlock()
@@ -195,7 +229,6 @@ func (s *freezeShare) leave() {
 	s.mu.Lock()
 	s.taking, s.draining = false, false
 	s.cond.Broadcast()
-	s.mu.Unlock()
 }
 
 // decisionKeys names the locks of the scopes a decision of actionType by
