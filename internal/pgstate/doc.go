@@ -16,16 +16,20 @@
 // pool of its own (so that holders waiting for a lock never starve the
 // log's appends of connections):
 //
+//	freeze            a freeze or an unfreeze vote; held shared ("shared:freeze")
+//	                  for every decision, by one hold per replica
 //	global            decisions that read or write all agents' state
 //	principal:<id>    decisions that read or write a principal's state
-//	agent:<id>        every decision of the agent (its sessions are its own)
-//	request:<id>      votes and expiry of a parked request
+//	agent:<id>        decisions of the agent whose action type a rule reads
+//	                  or counts (its sessions are its own)
+//	request:<id>      votes, expiry, reports and re-checks of a request
 //
-// A name is the first 8 bytes of its SHA-256 as a bigint key.
-// Hold.Lock takes the names in order and returns the log's size read once
-// they are held, in one statement (the function rulelock_lock):
+// A name is the first 8 bytes of its SHA-256 as a bigint key; a name
+// "shared:X" takes X in shared mode. Hold.Lock takes the names in order
+// and returns the log's size read once they are held, in one statement
+// (the function rulelock_lock):
 //
-//	PERFORM pg_advisory_lock(k) for each key;
+//	PERFORM pg_advisory_lock(k) (or pg_advisory_lock_shared(k)) for each key;
 //	RETURN (SELECT next FROM rulelock_sequence);  -- a fresh snapshot
 //
 // A replica releases a lock only once the entry it appended under it is
@@ -33,7 +37,11 @@
 // size; the gateway folds the log up to it before it decides. A lock whose
 // state is in doubt (a cancelled wait, a failed unlock) is released by
 // closing the holder's connection: PostgreSQL releases a session's advisory
-// locks when the session ends, also when the replica is killed.
+// locks when the session ends, also when the replica is killed. A holder's
+// session that ends while its replica goes on (a terminated backend, a
+// broken connection) releases its locks before the entries appended under
+// them on the log's connections are committed; the replica learns it only
+// when it next uses or releases the holder.
 //
 // # Waking waiters
 //
