@@ -47,7 +47,7 @@ type store struct {
 	rc    *pglog.Reconciler
 	state *pgstate.State // the replicas' shared state: locks, the log read back (Recorder, LogReader)
 	lease time.Duration
-	stop  func() // set by run: stops the integrator and the reconciler and waits
+	stop  func() // set by run: stops the integrator, the reconciler and the listener, and waits
 }
 
 // Timings within a lease: a decision is recorded within a quarter of it

@@ -139,7 +139,7 @@ func (g *Gateway) Approve(ctx context.Context, caller, id string, signed []byte)
 	if err := g.recording(); err != nil {
 		return nil, err
 	}
-	if g.frozen.Load() != nil {
+	if g.frozenNow() != nil {
 		// Parked requests stay parked during a freeze: no quorum, no
 		// execution. The refusal is logged as a refused vote is.
 		e := &audit.Entry{Kind: audit.KindNote, Time: g.cfg.Now().UTC(), Approver: caller, EngineVersion: EngineVersion,

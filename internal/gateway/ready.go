@@ -67,15 +67,20 @@ func (g *Gateway) Ready() error {
 	if g.Active().None {
 		return ErrNoPolicy
 	}
-	if g.frozen.Load() != nil && g.cfg.Replicas != nil {
-		// Another replica may have lifted it: read the log first (a
-		// failed read leaves the freeze in force).
-		_ = g.Follow(context.Background())
-	}
-	if f := g.frozen.Load(); f != nil {
+	if f := g.frozenNow(); f != nil {
 		return fmt.Errorf("%w: frozen by %s since %s: %s", ErrFrozen, f.By, f.Since.Format(time.RFC3339), f.Reason)
 	}
 	return g.recording()
+}
+
+// frozenNow returns the freeze in force, nil when there is none. On a
+// replica that believes itself frozen it reads the log first: another
+// replica may have lifted it (a failed read leaves the freeze in force).
+func (g *Gateway) frozenNow() *ledger.Freeze {
+	if g.frozen.Load() != nil && g.cfg.Replicas != nil {
+		_ = g.Follow(context.Background())
+	}
+	return g.frozen.Load()
 }
 
 // recording returns nil when the log takes entries, signing is within
